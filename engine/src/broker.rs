@@ -1,0 +1,77 @@
+//! The publish seam: every publish goes through a [`Broker`].
+//!
+//! In one process the broker is [`InProcess`]: it hands the message straight
+//! to the local fan-out. To join several servers, a broker publishes to an
+//! external bus (Redis pub/sub, NATS) instead, and the bus's subscriber loop
+//! calls [`crate::Engine::fanout`] on every server; shards never change.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::shard::ShardInbox;
+use crate::topic::{Topic, TopicError};
+
+/// Why a publish failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The topic is invalid, undeclared, or over the topic limit.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The key is empty or longer than 128 bytes.
+    #[error("invalid key: use 1-128 bytes")]
+    InvalidKey,
+    /// The broker could not take the message; the text says why.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where publishes go. Shared by every publishing thread.
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes `data` (with optional `key`) to `topic`; returns its sequence number.
+    fn publish(
+        &self,
+        topic: &Arc<Topic>,
+        key: Option<Box<str>>,
+        data: Bytes,
+        local: &Fanout<'_>,
+    ) -> Result<u64, PublishError>;
+}
+
+/// This process's shards, as a broker sees them.
+#[derive(Clone, Copy)]
+pub struct Fanout<'a> {
+    pub(crate) inboxes: &'a [ShardInbox],
+}
+
+impl std::fmt::Debug for Fanout<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("shards", &self.inboxes.len())
+            .finish()
+    }
+}
+
+impl Fanout<'_> {
+    /// Stamps `data` into `topic` and routes it to local subscribers; returns its sequence number.
+    pub fn deliver(&self, topic: &Topic, key: Option<Box<str>>, data: Bytes) -> u64 {
+        topic.publish(key, data, self.inboxes)
+    }
+}
+
+/// The single-process broker: publish is local fan-out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InProcess;
+
+impl Broker for InProcess {
+    #[inline]
+    fn publish(
+        &self,
+        topic: &Arc<Topic>,
+        key: Option<Box<str>>,
+        data: Bytes,
+        local: &Fanout<'_>,
+    ) -> Result<u64, PublishError> {
+        Ok(local.deliver(topic, key, data))
+    }
+}

@@ -1,0 +1,108 @@
+//! Why a connection ends, and the close code each reason sends.
+//!
+//! One exhaustive `match` maps every reason to its WebSocket close code and to
+//! the label used in logs and metrics, so a new reason cannot be added
+//! without deciding both.
+
+use std::borrow::Cow;
+
+/// Why a connection was closed. Owned by the connection's shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The TCP connection ended or failed without a close handshake.
+    ConnectionLost,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The client broke RFC 6455 framing.
+    ProtocolError(&'static str),
+    /// A binary frame arrived where the protocol takes text.
+    UnsupportedData,
+    /// A text frame was not valid UTF-8.
+    InvalidPayload,
+    /// A frame or reassembled message exceeded the configured maximum size.
+    MessageTooBig,
+    /// Nothing was received within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// The outbox overflowed and the slow-consumer policy is `disconnect`.
+    SlowConsumer,
+    /// Missing or invalid API key.
+    Unauthorized,
+    /// The API key lacks the role this endpoint needs.
+    Forbidden,
+    /// Another connection took over this client id.
+    Replaced,
+    /// An operator closed the connection; the reason is theirs.
+    Kicked(String),
+}
+
+impl CloseReason {
+    /// The close code sent to the client.
+    pub fn code(&self) -> u16 {
+        match self {
+            Self::ClientClosed => 1000,
+            Self::ConnectionLost => 1006,
+            Self::ServerShutdown => 1001,
+            Self::ProtocolError(_) => 1002,
+            Self::UnsupportedData => 1003,
+            Self::InvalidPayload => 1007,
+            Self::MessageTooBig => 1009,
+            Self::HeartbeatTimeout => 4408,
+            Self::SlowConsumer => 4429,
+            Self::Unauthorized => 4401,
+            Self::Forbidden => 4403,
+            Self::Replaced => 4409,
+            Self::Kicked(_) => 4000,
+        }
+    }
+
+    /// A stable snake_case label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::ConnectionLost => "connection_lost",
+            Self::ServerShutdown => "server_shutdown",
+            Self::ProtocolError(_) => "protocol_error",
+            Self::UnsupportedData => "unsupported_data",
+            Self::InvalidPayload => "invalid_payload",
+            Self::MessageTooBig => "message_too_big",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::SlowConsumer => "slow_consumer",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Replaced => "replaced",
+            Self::Kicked(_) => "kicked",
+        }
+    }
+
+    /// The reason text carried in the close frame.
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            Self::ClientClosed => "".into(),
+            Self::ConnectionLost => "".into(),
+            Self::ServerShutdown => "SERVER_SHUTDOWN".into(),
+            Self::ProtocolError(what) => (*what).into(),
+            Self::UnsupportedData => "BINARY_NOT_SUPPORTED".into(),
+            Self::InvalidPayload => "INVALID_UTF8".into(),
+            Self::MessageTooBig => "MESSAGE_TOO_BIG".into(),
+            Self::HeartbeatTimeout => "HEARTBEAT_TIMEOUT".into(),
+            Self::SlowConsumer => "SLOW_CONSUMER".into(),
+            Self::Unauthorized => "VIOLATED_POLICY".into(),
+            Self::Forbidden => "FORBIDDEN".into(),
+            Self::Replaced => "CLIENT_REPLACED".into(),
+            Self::Kicked(reason) => reason.as_str().into(),
+        }
+    }
+
+    /// Whether a close frame is sent (not when the socket is already gone).
+    pub(crate) fn sends_close_frame(&self) -> bool {
+        !matches!(self, Self::ConnectionLost)
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.label(), self.code())
+    }
+}

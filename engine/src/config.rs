@@ -1,0 +1,65 @@
+//! The engine's typed configuration. The server validates its raw settings
+//! into this; every field here is already in range.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use crate::outbox::{OutboxLimits, SlowConsumerPolicy};
+use crate::rate::RateLimit;
+use crate::topic::ChannelRules;
+
+/// How an engine runs. Read-only once the engine starts.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Shard threads.
+    pub shards: NonZeroUsize,
+    /// Pin shard `i` to core `i mod cores`.
+    pub pin_threads: bool,
+    /// Per-connection outbox bounds and slow-consumer policy.
+    pub outbox: OutboxLimits,
+    /// Per-connection event rate.
+    pub rate_limit: RateLimit,
+    /// Messages kept per topic for replay.
+    pub history_capacity: usize,
+    /// Keys kept per topic in the keyed snapshot.
+    pub max_keys_per_topic: usize,
+    /// Topics the engine will create.
+    pub max_topics: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Interval between server heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a connection is closed.
+    pub heartbeat_timeout: Duration,
+    /// Largest client message (after reassembly), in bytes.
+    pub max_message_size: usize,
+    /// Messages a shard's inbox holds before publishers count overflow.
+    pub shard_inbox_capacity: usize,
+    /// Which topic names exist.
+    pub channels: ChannelRules,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+        Self {
+            shards: cores,
+            pin_threads: true,
+            outbox: OutboxLimits {
+                max_messages: 4096,
+                max_bytes: 4 * 1024 * 1024,
+                policy: SlowConsumerPolicy::Drop,
+            },
+            rate_limit: RateLimit::per_second(120),
+            history_capacity: 256,
+            max_keys_per_topic: 10_000,
+            max_topics: 10_000,
+            max_subscriptions: 256,
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(45),
+            max_message_size: 64 * 1024,
+            shard_inbox_capacity: 65_536,
+            channels: ChannelRules::default(),
+        }
+    }
+}

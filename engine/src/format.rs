@@ -1,0 +1,143 @@
+//! Pluggable wire formats: how a message becomes a frame for one protocol.
+//!
+//! Registered once when the engine is built; read-only afterwards and shared
+//! by all shards. A connection speaks exactly one format, chosen when it is
+//! attached. Each format encodes a message at most once (see
+//! [`crate::Message::frame`]) and a heartbeat at most once per tick per shard.
+
+use std::fmt;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::message::Message;
+
+/// The most formats one engine can carry; each message reserves a cache slot per format.
+pub const MAX_FORMATS: usize = 4;
+
+/// How messages of one protocol look on the wire. Shared by all shards.
+pub trait WireFormat: Send + Sync + 'static {
+    /// A short name for logs and stats.
+    fn name(&self) -> &'static str;
+
+    /// One complete WebSocket frame (header and payload) carrying `msg`.
+    fn encode_event(&self, msg: &Message) -> Bytes;
+
+    /// The frame sent to every connection of this format at each heartbeat
+    /// tick, or `None` when the protocol has no server heartbeat.
+    fn heartbeat(&self, now: SystemTime) -> Option<Bytes>;
+}
+
+/// Index of a registered format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FormatId(u8);
+
+impl FormatId {
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// The engine's registered formats. Shared by all shards; read-only.
+#[derive(Clone, Default)]
+pub struct Formats {
+    list: Vec<Arc<dyn WireFormat>>,
+}
+
+impl fmt::Debug for Formats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.list.iter().map(|fmt| fmt.name()))
+            .finish()
+    }
+}
+
+/// Too many formats for the per-message frame cache.
+#[derive(Debug, thiserror::Error)]
+#[error("at most {MAX_FORMATS} wire formats can be registered")]
+pub struct TooManyFormats;
+
+impl Formats {
+    /// Registers `format`, returning its id.
+    pub fn register(&mut self, format: Arc<dyn WireFormat>) -> Result<FormatId, TooManyFormats> {
+        if self.list.len() == MAX_FORMATS {
+            return Err(TooManyFormats);
+        }
+        self.list.push(format);
+        Ok(FormatId((self.list.len() - 1) as u8))
+    }
+
+    /// The format with `id`.
+    #[inline]
+    pub fn get(&self, id: FormatId) -> &dyn WireFormat {
+        &*self.list[id.index()]
+    }
+
+    /// Every registered format with its id.
+    pub fn iter(&self) -> impl Iterator<Item = (FormatId, &dyn WireFormat)> {
+        self.list
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (FormatId(i as u8), &**f))
+    }
+}
+
+/// Appends `time` as ISO-8601 UTC with milliseconds, e.g. `2026-11-21T09:30:00.125Z`.
+pub fn write_iso8601(out: &mut BytesMut, time: SystemTime) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let millis = since.subsec_millis();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let mut buf = [0u8; 24];
+    let mut cursor = &mut buf[..];
+    // Writing 24 bytes into a 24-byte array cannot fail for years 0..=9999.
+    let _ = write!(
+        cursor,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    let written = 24 - cursor.len();
+    out.put_slice(&buf[..written]);
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn iso(secs: u64, millis: u64) -> String {
+        let mut out = BytesMut::new();
+        write_iso8601(
+            &mut out,
+            UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis),
+        );
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(iso(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso(951_782_400, 7), "2000-02-29T00:00:00.007Z");
+        assert_eq!(iso(1_795_304_825, 125), "2026-11-21T23:47:05.125Z");
+        assert_eq!(iso(4_102_444_799, 999), "2099-12-31T23:59:59.999Z");
+    }
+}

@@ -1,0 +1,357 @@
+//! A connection's bounded queue of complete frames waiting for the socket.
+//!
+//! Owned by one shard thread (it lives inside the connection's state). Sans-IO:
+//! [`Outbox::push_event`] admits or refuses a frame and says why, and
+//! [`Outbox::io_slices`] / [`Outbox::advance`] let the caller hand many frames
+//! to one vectored write and then retire what the kernel took.
+//!
+//! Invariants:
+//! - `queued_bytes` is the sum of the lengths of the queued frames, minus the
+//!   part of the front frame already written (`head_written`).
+//! - Event frames are admitted only while both limits hold; control frames
+//!   (acks, errors, heartbeats, pongs, close) get a small fixed headroom so a
+//!   full outbox can still say why it is closing, and no more, so a client that
+//!   never reads cannot grow the queue without bound.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::topic::TopicId;
+
+/// Control frames admitted past the event limits before the connection is
+/// declared a slow consumer.
+const CONTROL_HEADROOM: usize = 64;
+
+/// The most frames handed to one `writev` (Linux allows 1024; 64 frames of
+/// market data already fill a typical 64 KiB socket buffer).
+pub const MAX_IOVECS: usize = 64;
+
+/// What a full outbox does with the next event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Drop the new event and count it; the connection stays open.
+    Drop,
+    /// Close the connection with [`crate::CloseReason::SlowConsumer`].
+    Disconnect,
+}
+
+/// Bounds on one connection's outbox. Both hold at once.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxLimits {
+    /// Most event frames queued.
+    pub max_messages: usize,
+    /// Most bytes queued.
+    pub max_bytes: usize,
+    /// What happens when an event does not fit.
+    pub policy: SlowConsumerPolicy,
+}
+
+/// Why an event was not delivered. Every drop is counted under exactly one reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The connection's outbox was full (policy `drop`).
+    OutboxFull,
+    /// The connection exceeded its per-second event rate.
+    RateLimited,
+    /// The shard's inbox was full: the server itself was overloaded.
+    ShardOverflow,
+    /// The connection closed with the event still queued.
+    Closed,
+}
+
+impl DropReason {
+    /// Every reason, for metrics that list all of them.
+    pub const ALL: [DropReason; 4] = [
+        Self::OutboxFull,
+        Self::RateLimited,
+        Self::ShardOverflow,
+        Self::Closed,
+    ];
+
+    /// A stable snake_case label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::OutboxFull => "outbox_full",
+            Self::RateLimited => "rate_limited",
+            Self::ShardOverflow => "shard_overflow",
+            Self::Closed => "closed",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The outcome of offering a frame to an outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Queued for writing.
+    Queued,
+    /// Refused; the caller counts the drop.
+    Dropped(DropReason),
+    /// Refused, and the connection must close as a slow consumer.
+    Disconnect,
+}
+
+/// A queued frame. Event frames remember their topic and publish time so the
+/// writer can count deliveries and record latency.
+#[derive(Clone, Debug)]
+pub struct OutFrame {
+    /// The complete frame, shared with every other subscriber.
+    pub bytes: Bytes,
+    /// `Some` for published events; `None` for control frames.
+    pub event: Option<EventMeta>,
+}
+
+/// What the writer needs to account for a delivered event.
+#[derive(Clone, Copy, Debug)]
+pub struct EventMeta {
+    /// The event's topic.
+    pub topic: TopicId,
+    /// When the publish was accepted.
+    pub accepted_at: Instant,
+    /// A replayed message: counted as replayed, not sent, and never as a drop.
+    pub replay: bool,
+}
+
+/// A connection's queue of frames. Owned by one shard thread.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: VecDeque<OutFrame>,
+    events: usize,
+    queued_bytes: usize,
+    head_written: usize,
+    limits: OutboxLimits,
+}
+
+impl Outbox {
+    /// An empty outbox; it allocates on first use.
+    pub fn new(limits: OutboxLimits) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            events: 0,
+            queued_bytes: 0,
+            head_written: 0,
+            limits,
+        }
+    }
+
+    /// Offers an event frame.
+    #[inline]
+    pub fn push_event(&mut self, bytes: Bytes, meta: EventMeta) -> Admission {
+        if self.events >= self.limits.max_messages
+            || self.queued_bytes + bytes.len() > self.limits.max_bytes
+        {
+            return self.refuse();
+        }
+        self.events += 1;
+        self.queued_bytes += bytes.len();
+        self.queue.push_back(OutFrame {
+            bytes,
+            event: Some(meta),
+        });
+        Admission::Queued
+    }
+
+    #[cold]
+    fn refuse(&self) -> Admission {
+        match self.limits.policy {
+            SlowConsumerPolicy::Drop => Admission::Dropped(DropReason::OutboxFull),
+            SlowConsumerPolicy::Disconnect => Admission::Disconnect,
+        }
+    }
+
+    /// Offers a control frame (ack, error, heartbeat, pong, close). These are
+    /// never dropped silently: past the headroom the connection must close.
+    pub fn push_control(&mut self, bytes: Bytes) -> Admission {
+        let control = self.queue.len() - self.events;
+        if control >= CONTROL_HEADROOM {
+            return Admission::Disconnect;
+        }
+        self.queued_bytes += bytes.len();
+        self.queue.push_back(OutFrame { bytes, event: None });
+        Admission::Queued
+    }
+
+    /// Queues the final close frame, past every limit: nothing follows it.
+    pub fn push_close(&mut self, bytes: Bytes) {
+        self.queued_bytes += bytes.len();
+        self.queue.push_back(OutFrame { bytes, event: None });
+    }
+
+    /// Whether nothing is waiting.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Frames waiting (events and control).
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Fills `out` with the unwritten bytes of the first frames; returns how many slices.
+    pub fn io_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, frame) in self.queue.iter().take(out.len()).enumerate() {
+            let bytes = if i == 0 {
+                &frame.bytes[self.head_written..]
+            } else {
+                &frame.bytes[..]
+            };
+            out[n] = IoSlice::new(bytes);
+            n += 1;
+        }
+        n
+    }
+
+    /// Retires `written` bytes from the front; calls `on_done` for every
+    /// frame completely written.
+    pub fn advance(&mut self, mut written: usize, mut on_done: impl FnMut(&OutFrame)) {
+        self.queued_bytes -= written;
+        while written > 0 {
+            let Some(front) = self.queue.front() else {
+                debug_assert!(false, "advanced past the queue");
+                return;
+            };
+            let rest = front.bytes.len() - self.head_written;
+            if written < rest {
+                self.head_written += written;
+                return;
+            }
+            written -= rest;
+            self.head_written = 0;
+            let frame = self.queue.pop_front().expect("front exists");
+            if frame.event.is_some() {
+                self.events -= 1;
+            }
+            on_done(&frame);
+        }
+    }
+
+    /// Empties the queue, returning the events that will never be written.
+    pub fn clear(&mut self) -> impl Iterator<Item = OutFrame> + '_ {
+        self.events = 0;
+        self.queued_bytes = 0;
+        self.head_written = 0;
+        self.queue.drain(..).filter(|f| f.event.is_some())
+    }
+
+    /// Frees memory kept from a past burst once the queue is empty again.
+    pub fn shrink_if_idle(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > 16 {
+            self.queue = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_messages: usize, max_bytes: usize, policy: SlowConsumerPolicy) -> OutboxLimits {
+        OutboxLimits {
+            max_messages,
+            max_bytes,
+            policy,
+        }
+    }
+
+    fn meta() -> EventMeta {
+        EventMeta {
+            topic: TopicId(0),
+            accepted_at: Instant::now(),
+            replay: false,
+        }
+    }
+
+    fn frame(len: usize) -> Bytes {
+        Bytes::from(vec![b'a'; len])
+    }
+
+    #[test]
+    fn refuses_events_past_the_message_limit_with_the_policy() {
+        let mut drop = Outbox::new(limits(2, 1 << 20, SlowConsumerPolicy::Drop));
+        assert_eq!(drop.push_event(frame(10), meta()), Admission::Queued);
+        assert_eq!(drop.push_event(frame(10), meta()), Admission::Queued);
+        assert_eq!(
+            drop.push_event(frame(10), meta()),
+            Admission::Dropped(DropReason::OutboxFull)
+        );
+        let mut disconnect = Outbox::new(limits(1, 1 << 20, SlowConsumerPolicy::Disconnect));
+        assert_eq!(disconnect.push_event(frame(10), meta()), Admission::Queued);
+        assert_eq!(disconnect.push_event(frame(10), meta()), Admission::Disconnect);
+    }
+
+    #[test]
+    fn refuses_events_past_the_byte_limit() {
+        let mut outbox = Outbox::new(limits(100, 25, SlowConsumerPolicy::Drop));
+        assert_eq!(outbox.push_event(frame(10), meta()), Admission::Queued);
+        assert_eq!(outbox.push_event(frame(10), meta()), Admission::Queued);
+        assert_eq!(
+            outbox.push_event(frame(10), meta()),
+            Admission::Dropped(DropReason::OutboxFull)
+        );
+        assert_eq!(outbox.push_event(frame(5), meta()), Admission::Queued);
+        assert_eq!(outbox.queued_bytes(), 25);
+    }
+
+    #[test]
+    fn control_frames_pass_a_full_outbox_up_to_the_headroom() {
+        let mut outbox = Outbox::new(limits(1, 1 << 20, SlowConsumerPolicy::Drop));
+        assert_eq!(outbox.push_event(frame(1), meta()), Admission::Queued);
+        for _ in 0..CONTROL_HEADROOM {
+            assert_eq!(outbox.push_control(frame(1)), Admission::Queued);
+        }
+        assert_eq!(outbox.push_control(frame(1)), Admission::Disconnect);
+    }
+
+    #[test]
+    fn partial_writes_resume_mid_frame_and_report_completed_frames() {
+        let mut outbox = Outbox::new(limits(10, 1 << 20, SlowConsumerPolicy::Drop));
+        outbox.push_event(Bytes::from_static(b"abcde"), meta());
+        outbox.push_control(Bytes::from_static(b"fgh"));
+        outbox.push_event(Bytes::from_static(b"ij"), meta());
+
+        let mut done = Vec::new();
+        outbox.advance(3, |f| done.push(f.bytes.clone()));
+        assert!(done.is_empty());
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = outbox.io_slices(&mut slices);
+        let flat: Vec<u8> = slices[..n].iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(flat, b"defghij");
+
+        outbox.advance(4, |f| done.push(f.bytes.clone()));
+        assert_eq!(done, vec![Bytes::from_static(b"abcde")]);
+        // "h" of the control frame and "ij" remain.
+        assert_eq!(outbox.queued_bytes(), 3);
+        outbox.advance(3, |f| done.push(f.bytes.clone()));
+        assert_eq!(done.len(), 3);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.queued_bytes(), 0);
+        // Retired events free their slots.
+        for _ in 0..10 {
+            assert_eq!(outbox.push_event(frame(1), meta()), Admission::Queued);
+        }
+    }
+
+    #[test]
+    fn clear_returns_only_the_undelivered_events() {
+        let mut outbox = Outbox::new(limits(10, 1 << 20, SlowConsumerPolicy::Drop));
+        outbox.push_event(frame(3), meta());
+        outbox.push_control(frame(3));
+        outbox.push_event(frame(3), meta());
+        assert_eq!(outbox.clear().count(), 2);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+}

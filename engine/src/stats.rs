@@ -1,0 +1,170 @@
+//! Counters and snapshots.
+//!
+//! Shards count into plain `u64`s they own (no atomics on the hot path) and
+//! hand out copies when asked through their command inbox. Latency is an HDR
+//! histogram per shard, merged by whoever asked. The only shared counters
+//! are the shard-inbox overflow counts, written by publishers on the cold
+//! path where a shard is too far behind to accept a message.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+
+use crate::outbox::DropReason;
+use crate::topic::{TopicId, TopicStats};
+
+/// Event counts under one heading, split by drop reason. Owned by one shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Events written to sockets.
+    pub sent: u64,
+    /// Replayed events written to sockets (not part of `sent`).
+    pub replayed: u64,
+    /// Events not delivered, by [`DropReason`] index.
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+impl Counts {
+    /// Counts one drop.
+    #[inline]
+    pub fn drop_one(&mut self, reason: DropReason) {
+        self.dropped[reason.index()] += 1;
+    }
+
+    /// Drops under `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()]
+    }
+
+    /// Drops under every reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Counts) {
+        self.sent += other.sent;
+        self.replayed += other.replayed;
+        for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
+            *a += b;
+        }
+    }
+}
+
+/// Delivery latency histogram: microseconds, 1 µs to 60 s, 3 significant digits.
+pub(crate) fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// One shard's figures at one moment.
+#[derive(Clone, Debug)]
+pub struct ShardStats {
+    /// The shard's index.
+    pub index: usize,
+    /// WebSocket connections it holds.
+    pub connections: usize,
+    /// Connections it has accepted since start.
+    pub connections_opened: u64,
+    /// Totals over all its connections.
+    pub counts: Counts,
+    /// Per topic, for topics it has served.
+    pub topics: Vec<(TopicId, Counts)>,
+    /// `writev` calls made.
+    pub writes: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Delivery latency (publish accepted → frame written), in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+/// The whole engine at one moment.
+#[derive(Clone, Debug)]
+pub struct EngineStats {
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+    /// Per topic, with per-topic delivery counts merged over shards.
+    pub topics: Vec<TopicSummary>,
+    /// Totals over all shards.
+    pub counts: Counts,
+    /// Messages published over all topics.
+    pub published: u64,
+    /// Delivery latency merged over shards, in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+/// One topic's figures.
+#[derive(Clone, Debug)]
+pub struct TopicSummary {
+    /// Sequence, subscriber and history figures.
+    pub topic: TopicStats,
+    /// Deliveries and drops over all shards.
+    pub counts: Counts,
+}
+
+impl EngineStats {
+    pub(crate) fn merge(shards: Vec<ShardStats>, topics: Vec<TopicStats>) -> Self {
+        let mut counts = Counts::default();
+        let mut latency_us = new_latency_histogram();
+        let mut per_topic = vec![Counts::default(); topics.len()];
+        for shard in &shards {
+            counts.add(&shard.counts);
+            // Both histograms share bounds, so adding cannot fail.
+            let _ = latency_us.add(&shard.latency_us);
+            for (id, c) in &shard.topics {
+                if let Some(slot) = per_topic.get_mut(id.0 as usize) {
+                    slot.add(c);
+                }
+            }
+        }
+        // Shard-inbox overflow is counted by publishers, on the topic.
+        for (topic, slot) in topics.iter().zip(&mut per_topic) {
+            slot.dropped[DropReason::ShardOverflow.index()] += topic.overflow_dropped;
+            counts.dropped[DropReason::ShardOverflow.index()] += topic.overflow_dropped;
+        }
+        let published = topics.iter().map(|t| t.published).sum();
+        let topics = topics
+            .into_iter()
+            .zip(per_topic)
+            .map(|(topic, counts)| TopicSummary { topic, counts })
+            .collect();
+        Self {
+            shards,
+            topics,
+            counts,
+            published,
+            latency_us,
+        }
+    }
+
+    /// WebSocket connections over all shards.
+    pub fn connections(&self) -> usize {
+        self.shards.iter().map(|s| s.connections).sum()
+    }
+}
+
+/// One connected client, as the admin API lists it.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    /// The client's id.
+    pub client_id: Arc<str>,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The shard that owns it.
+    pub shard: usize,
+    /// The wire format it speaks.
+    pub format: &'static str,
+    /// Topics it is subscribed to.
+    pub channels: Vec<Arc<str>>,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// How long ago it last sent anything.
+    pub idle: Duration,
+    /// Frames waiting in its outbox.
+    pub queue_depth: usize,
+    /// Bytes waiting in its outbox.
+    pub queued_bytes: usize,
+    /// Its event counts.
+    pub counts: Counts,
+}

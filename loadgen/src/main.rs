@@ -1,0 +1,2 @@
+//! Placeholder until the loadgen issue fills this crate.
+fn main() {}
