@@ -261,11 +261,7 @@ impl ConnCtx<'_> {
             return Err(SubscribeError::TooMany { limit });
         }
         let start = self.shard.subscribe(self.conn, &topic, replay_limit);
-        self.conn
-            .state
-            .borrow_mut()
-            .topics
-            .push(Arc::clone(&topic));
+        self.conn.state.borrow_mut().topics.push(Arc::clone(&topic));
         debug!(client = %self.conn.client_id, topic = %topic.name(), "subscribed");
         Ok(Subscribed {
             topic,
@@ -478,7 +474,14 @@ fn parse_frames(
         let start = used + frame.payload_start;
         let end = used + frame.payload_end;
         used += frame.consumed();
-        handle_frame(shard, conn, session, frame.fin, frame.opcode, &mut buf[start..end])?;
+        handle_frame(
+            shard,
+            conn,
+            session,
+            frame.fin,
+            frame.opcode,
+            &mut buf[start..end],
+        )?;
         if conn.state.borrow().closing.is_some() {
             break;
         }
@@ -511,7 +514,9 @@ fn handle_frame(
         }
         OpCode::Text | OpCode::Binary => {
             if conn.state.borrow().fragments.is_some() {
-                return Err(CloseReason::ProtocolError("new message inside a fragmented one"));
+                return Err(CloseReason::ProtocolError(
+                    "new message inside a fragmented one",
+                ));
             }
             if fin {
                 return deliver(shard, conn, session, opcode, payload);
@@ -535,8 +540,7 @@ fn handle_frame(
             if !fin {
                 return Ok(());
             }
-            let Fragments { opcode, mut data } =
-                state.fragments.take().expect("checked above");
+            let Fragments { opcode, mut data } = state.fragments.take().expect("checked above");
             drop(state);
             deliver(shard, conn, session, opcode, &mut data)
         }
@@ -577,7 +581,9 @@ async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
             state.fragments = None;
             // The reply to a client's close frame is already queued.
             if reason != CloseReason::ClientClosed {
-                state.outbox.push_close(frame::encode_close(reason.code(), &reason.text()));
+                state
+                    .outbox
+                    .push_close(frame::encode_close(reason.code(), &reason.text()));
             }
         }
         let deadline = tokio::time::sleep(CLOSE_FLUSH);

@@ -315,7 +315,10 @@ mod tests {
             let parsed = parse_client_frame(&mut wire, 1 << 20).unwrap().unwrap();
             assert_eq!(parsed.opcode, OpCode::Text);
             assert!(parsed.fin);
-            assert_eq!(&wire[parsed.payload_start..parsed.payload_end], &payload[..]);
+            assert_eq!(
+                &wire[parsed.payload_start..parsed.payload_end],
+                &payload[..]
+            );
             assert_eq!(parsed.consumed(), wire.len());
         }
     }
@@ -325,7 +328,11 @@ mod tests {
         let wire = client_frame(true, 1, &[7u8; 300], [9, 8, 7, 6]);
         for cut in 0..wire.len() {
             let mut part = wire[..cut].to_vec();
-            assert_eq!(parse_client_frame(&mut part, 1024), Ok(None), "cut at {cut}");
+            assert_eq!(
+                parse_client_frame(&mut part, 1024),
+                Ok(None),
+                "cut at {cut}"
+            );
         }
     }
 

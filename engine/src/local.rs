@@ -510,9 +510,8 @@ impl ShardState {
             if !heartbeat_due {
                 continue;
             }
-            let frame = heartbeats[conn.format.index()].get_or_insert_with(|| {
-                self.shared.formats().get(conn.format).heartbeat(wall)
-            });
+            let frame = heartbeats[conn.format.index()]
+                .get_or_insert_with(|| self.shared.formats().get(conn.format).heartbeat(wall));
             if let Some(frame) = frame {
                 conn.send_control(frame.clone());
                 self.flush(&conn);

@@ -289,7 +289,10 @@ mod tests {
         );
         let mut disconnect = Outbox::new(limits(1, 1 << 20, SlowConsumerPolicy::Disconnect));
         assert_eq!(disconnect.push_event(frame(10), meta()), Admission::Queued);
-        assert_eq!(disconnect.push_event(frame(10), meta()), Admission::Disconnect);
+        assert_eq!(
+            disconnect.push_event(frame(10), meta()),
+            Admission::Disconnect
+        );
     }
 
     #[test]

@@ -68,11 +68,15 @@ mod tests {
         let limit = RateLimit::per_second(120);
         let mut bucket = RateLimiter::default();
         let start = 10 * SECOND;
-        let admitted = (0..500).filter(|_| bucket.try_acquire(limit, start)).count();
+        let admitted = (0..500)
+            .filter(|_| bucket.try_acquire(limit, start))
+            .count();
         assert_eq!(admitted, 120);
         // Half a second later, half a second's worth more.
         let later = start + SECOND / 2;
-        let admitted = (0..500).filter(|_| bucket.try_acquire(limit, later)).count();
+        let admitted = (0..500)
+            .filter(|_| bucket.try_acquire(limit, later))
+            .count();
         assert_eq!(admitted, 60);
     }
 

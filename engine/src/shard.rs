@@ -208,7 +208,11 @@ fn run_command(state: &Rc<ShardState>, cmd: ShardCommand) -> bool {
                 .and_then(|()| TcpListener::from_std(listener))
             {
                 Ok(listener) => {
-                    tokio::task::spawn_local(accept_loop(LocalShard::new(state), listener, handler));
+                    tokio::task::spawn_local(accept_loop(
+                        LocalShard::new(state),
+                        listener,
+                        handler,
+                    ));
                 }
                 Err(e) => warn!(error = %e, "cannot listen"),
             }
@@ -326,6 +330,9 @@ async fn shutdown(state: &Rc<ShardState>) {
     }
     let left = state.connection_count();
     if left > 0 {
-        warn!(shard = state.index(), left, "connections still open at the end of shutdown grace");
+        warn!(
+            shard = state.index(),
+            left, "connections still open at the end of shutdown grace"
+        );
     }
 }

@@ -1,1 +1,106 @@
-fn main() {}
+//! `shardcast`: run the server (default) or subscribe as a client (`sub`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shardcast_server::cli::ServeArgs;
+use shardcast_server::client::SubArgs;
+use shardcast_server::Server;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+// The shards allocate a frame per message and free it when the last
+// subscriber's write completes, often on another thread; mimalloc's
+// thread-free lists handle that cross-thread pattern well.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shardcast",
+    version,
+    about = "WebSocket broadcast server for real-time trading data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Connect to a server and print the events of some channels.
+    Sub(SubArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Sub(args)) => sub(args),
+        Some(Command::Serve(args)) => serve(&args),
+        None => serve(&cli.serve),
+    }
+}
+
+fn sub(args: SubArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardcast: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(shardcast_server::client::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardcast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let config = match args.to_raw_config().and_then(|raw| raw.validate()) {
+        Ok(config) => config,
+        Err(e) => {
+            error!("configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = wait_for_signal() {
+        error!("cannot wait for signals: {e}");
+    }
+    info!("shutting down: closing connections with 1001");
+    server.shutdown();
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })
+}

@@ -1,0 +1,153 @@
+//! Command-line flags of `shardcast serve` and how they (and their
+//! environment variables) override the TOML file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::{parse_key_spec, ConfigError, RawConfig};
+
+/// Flags of the server. Each also reads the environment variable named in its help.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SHARDCAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8000].
+    #[arg(long, env = "SHARDCAST_LISTEN")]
+    pub listen: Option<String>,
+    /// Shard threads; 0 = one per available core.
+    #[arg(long, env = "SHARDCAST_SHARDS")]
+    pub shards: Option<usize>,
+    /// Do not pin shard threads to cores.
+    #[arg(long, env = "SHARDCAST_NO_PIN")]
+    pub no_pin: bool,
+    /// Do not run the simulated market feed.
+    #[arg(long, env = "SHARDCAST_NO_DEMO")]
+    pub no_demo: bool,
+    /// WebSocket connections beyond which upgrades get HTTP 503.
+    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest client message, in bytes.
+    #[arg(long, env = "SHARDCAST_MAX_FRAME_SIZE")]
+    pub max_frame_size: Option<usize>,
+    /// Seconds between server heartbeats.
+    #[arg(long, env = "SHARDCAST_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<u64>,
+    /// Seconds of client silence before disconnecting.
+    #[arg(long, env = "SHARDCAST_HEARTBEAT_TIMEOUT")]
+    pub heartbeat_timeout: Option<u64>,
+    /// Events per second per connection; 0 = unlimited.
+    #[arg(long, env = "SHARDCAST_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Most messages replayed per channel.
+    #[arg(long, env = "SHARDCAST_REPLAY_LIMIT")]
+    pub replay_limit: Option<usize>,
+    /// Most events queued per connection.
+    #[arg(long, env = "SHARDCAST_OUTBOX_MAX_MESSAGES")]
+    pub outbox_max_messages: Option<usize>,
+    /// Most bytes queued per connection.
+    #[arg(long, env = "SHARDCAST_OUTBOX_MAX_BYTES")]
+    pub outbox_max_bytes: Option<usize>,
+    /// What a full outbox does: drop or disconnect.
+    #[arg(long, env = "SHARDCAST_SLOW_CONSUMER")]
+    pub slow_consumer: Option<String>,
+    /// Extra channel names or patterns (repeat, or comma-separate).
+    #[arg(long = "channel", env = "SHARDCAST_CHANNELS", value_delimiter = ',')]
+    pub channels: Vec<String>,
+    /// API keys as KEY:role+role (repeat, or comma-separate); replaces the file's keys.
+    #[arg(long = "api-key", env = "SHARDCAST_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// Log filter, e.g. info or shardcast_engine=debug.
+    #[arg(long, env = "SHARDCAST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl ServeArgs {
+    /// The file's settings (if any) with these flags laid over them.
+    pub fn to_raw_config(&self) -> Result<RawConfig, ConfigError> {
+        let mut raw = match &self.config {
+            Some(path) => RawConfig::from_file(path)?,
+            None => RawConfig::default(),
+        };
+        self.apply(&mut raw)?;
+        Ok(raw)
+    }
+
+    /// Lays these flags over `raw`: a flag given wins, one absent leaves `raw` as is.
+    pub fn apply(&self, raw: &mut RawConfig) -> Result<(), ConfigError> {
+        fn set<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
+            if value.is_some() {
+                slot.clone_from(value);
+            }
+        }
+        set(&mut raw.listen, &self.listen);
+        set(&mut raw.shards, &self.shards);
+        set(&mut raw.max_connections, &self.max_connections);
+        set(&mut raw.max_frame_size, &self.max_frame_size);
+        set(
+            &mut raw.telemetry.heartbeat_interval_seconds,
+            &self.heartbeat_interval,
+        );
+        set(
+            &mut raw.telemetry.heartbeat_timeout_seconds,
+            &self.heartbeat_timeout,
+        );
+        set(&mut raw.telemetry.rate_limit_per_second, &self.rate_limit);
+        set(&mut raw.telemetry.replay_limit, &self.replay_limit);
+        set(&mut raw.outbox.max_messages, &self.outbox_max_messages);
+        set(&mut raw.outbox.max_bytes, &self.outbox_max_bytes);
+        set(&mut raw.outbox.slow_consumer, &self.slow_consumer);
+        if self.no_pin {
+            raw.pin_threads = Some(false);
+        }
+        if self.no_demo {
+            raw.demo = Some(false);
+        }
+        if !self.channels.is_empty() {
+            raw.channels
+                .get_or_insert_with(Vec::new)
+                .extend(self.channels.iter().cloned());
+        }
+        if !self.api_keys.is_empty() {
+            let keys = self
+                .api_keys
+                .iter()
+                .map(|spec| parse_key_spec(spec))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|message| ConfigError::Invalid {
+                    field: "api_keys",
+                    message,
+                })?;
+            raw.api_keys = Some(keys);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_absent_flags_do_not() {
+        let mut raw = RawConfig::from_toml(
+            "listen = \"127.0.0.1:9000\"\nchannels = [\"prices.*\"]\n[telemetry]\nreplay_limit = 10\nrate_limit_per_second = 5",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            replay_limit: Some(20),
+            channels: vec!["orders".into()],
+            no_demo: true,
+            ..ServeArgs::default()
+        };
+        args.apply(&mut raw).unwrap();
+        let config = raw.validate().unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.replay_limit, 20);
+        assert_eq!(config.rate_limit_per_second, 5);
+        assert!(config.engine.channels.allows("prices.X"));
+        assert!(config.engine.channels.allows("orders"));
+        assert!(!config.demo);
+    }
+}

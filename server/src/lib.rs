@@ -1,0 +1,112 @@
+//! The shardcast server: HTTP and WebSocket endpoints over the sharded engine.
+//!
+//! [`Server::start`] binds the listener, starts the engine's shards, serves
+//! HTTP on them ([`http::HttpHandler`]) and, when configured, the demo feed.
+//! The binary (`src/main.rs`) adds flags, logging and signal handling; the
+//! integration tests start a [`Server`] on an ephemeral port.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod metrics;
+pub mod publish;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use shardcast_engine::{Engine, FormatId, Formats, InProcess};
+use tracing::{info, warn};
+
+pub use config::{RawConfig, ServerConfig};
+
+/// What every request handler and session shares. Shared by all shards; read-only.
+#[derive(Debug)]
+pub struct App {
+    /// The validated configuration.
+    pub config: ServerConfig,
+    /// The engine.
+    pub engine: Engine,
+    /// The telemetry wire format's id.
+    pub telemetry: FormatId,
+    /// When the server started.
+    pub started: Instant,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    app: Arc<App>,
+    addr: SocketAddr,
+    demo: Option<demo::DemoFeed>,
+}
+
+impl Server {
+    /// Binds, starts the shards and begins accepting.
+    pub fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let mut formats = Formats::default();
+        let telemetry = formats.register(Arc::new(telemetry::TelemetryFormat))?;
+        let engine = Engine::start(config.engine.clone(), formats, Arc::new(InProcess))
+            .context("cannot start the shard threads")?;
+        let app = Arc::new(App {
+            config,
+            engine: engine.clone(),
+            telemetry,
+            started: Instant::now(),
+        });
+        engine.serve(listener, Arc::new(http::HttpHandler::new(Arc::clone(&app))));
+        let demo = if app.config.demo {
+            Some(demo::DemoFeed::start(engine.clone()).context("cannot start the demo feed")?)
+        } else {
+            None
+        };
+        info!(
+            %addr,
+            shards = app.config.engine.shards.get(),
+            pinned = app.config.engine.pin_threads,
+            "shardcast listening"
+        );
+        if let Some(key) = &app.config.dev_key {
+            warn!(
+                api_key = %key,
+                "no API keys configured: using a development key with every role; configure [[api_keys]] before exposing this server"
+            );
+        }
+        Ok(Self { app, addr, demo })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.app.engine
+    }
+
+    /// The shared application state.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Stops accepting, closes every client with 1001 after flushing, and
+    /// waits for the shards to finish.
+    pub fn shutdown(mut self) {
+        if let Some(mut demo) = self.demo.take() {
+            demo.stop();
+        }
+        self.app.engine.shutdown();
+        self.app.engine.join();
+    }
+}

@@ -1,0 +1,194 @@
+//! `GET /metrics` in the Prometheus text format.
+//!
+//! Rendered on demand from one stats snapshot: shard counters are copied by
+//! each shard, and the latency histogram is the per-shard HDR histograms
+//! merged, then read at fixed bucket bounds.
+//!
+//! The `_total` families carry one unlabeled series (the total) plus one
+//! series per channel; aggregate per-channel series with `{channel!=""}`.
+
+use std::fmt::Write as _;
+
+use shardcast_engine::DropReason;
+
+use crate::App;
+
+/// Bucket upper bounds of `shardcast_delivery_latency_seconds`, in microseconds.
+const BUCKETS_US: [u64; 18] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The whole exposition.
+pub async fn render(app: &App) -> String {
+    let stats = app.engine.stats().await;
+    let mut out = String::with_capacity(4096);
+
+    family(
+        &mut out,
+        "shardcast_active_connections",
+        "gauge",
+        "WebSocket connections open now.",
+    );
+    let _ = writeln!(out, "shardcast_active_connections {}", stats.connections());
+    for shard in &stats.shards {
+        let _ = writeln!(
+            out,
+            "shardcast_active_connections{{shard=\"{}\"}} {}",
+            shard.index, shard.connections
+        );
+    }
+
+    family(
+        &mut out,
+        "shardcast_messages_published_total",
+        "counter",
+        "Messages accepted by publish.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_messages_published_total {}",
+        stats.published
+    );
+    for t in &stats.topics {
+        let _ = writeln!(
+            out,
+            "shardcast_messages_published_total{{channel=\"{}\"}} {}",
+            t.topic.name, t.topic.published
+        );
+    }
+
+    family(
+        &mut out,
+        "shardcast_messages_sent_total",
+        "counter",
+        "Events written to client sockets (replays excluded).",
+    );
+    let _ = writeln!(out, "shardcast_messages_sent_total {}", stats.counts.sent);
+    for t in &stats.topics {
+        let _ = writeln!(
+            out,
+            "shardcast_messages_sent_total{{channel=\"{}\"}} {}",
+            t.topic.name, t.counts.sent
+        );
+    }
+
+    family(
+        &mut out,
+        "shardcast_messages_replayed_total",
+        "counter",
+        "Replayed events written to client sockets.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_messages_replayed_total {}",
+        stats.counts.replayed
+    );
+
+    family(
+        &mut out,
+        "shardcast_messages_dropped_total",
+        "counter",
+        "Events not delivered to a subscriber, by channel.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_messages_dropped_total {}",
+        stats.counts.dropped_total()
+    );
+    for t in &stats.topics {
+        let _ = writeln!(
+            out,
+            "shardcast_messages_dropped_total{{channel=\"{}\"}} {}",
+            t.topic.name,
+            t.counts.dropped_total()
+        );
+    }
+
+    family(
+        &mut out,
+        "shardcast_messages_dropped_by_reason_total",
+        "counter",
+        "Events not delivered, by reason.",
+    );
+    for reason in DropReason::ALL {
+        let _ = writeln!(
+            out,
+            "shardcast_messages_dropped_by_reason_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            stats.counts.dropped(reason)
+        );
+    }
+
+    family(
+        &mut out,
+        "shardcast_socket_writes_total",
+        "counter",
+        "writev calls made by the shards.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_socket_writes_total {}",
+        stats.shards.iter().map(|s| s.writes).sum::<u64>()
+    );
+    family(
+        &mut out,
+        "shardcast_socket_written_bytes_total",
+        "counter",
+        "Bytes written to client sockets.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_socket_written_bytes_total {}",
+        stats.shards.iter().map(|s| s.bytes_written).sum::<u64>()
+    );
+
+    family(
+        &mut out,
+        "shardcast_delivery_latency_seconds",
+        "histogram",
+        "Time from publish accepted to the event's frame written to the socket.",
+    );
+    let h = &stats.latency_us;
+    for bound in BUCKETS_US {
+        let count = if h.is_empty() {
+            0
+        } else {
+            h.count_between(0, bound)
+        };
+        let _ = writeln!(
+            out,
+            "shardcast_delivery_latency_seconds_bucket{{le=\"{}\"}} {count}",
+            bound as f64 / 1e6
+        );
+    }
+    let _ = writeln!(
+        out,
+        "shardcast_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {}",
+        h.len()
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_delivery_latency_seconds_sum {}",
+        h.mean() * h.len() as f64 / 1e6
+    );
+    let _ = writeln!(out, "shardcast_delivery_latency_seconds_count {}", h.len());
+
+    family(
+        &mut out,
+        "shardcast_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_uptime_seconds {}",
+        app.started.elapsed().as_secs()
+    );
+    out
+}
