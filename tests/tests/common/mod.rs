@@ -1,0 +1,303 @@
+//! Shared helpers: a real server on an ephemeral port, a tokio-tungstenite
+//! client (an implementation independent of the server's), and a minimal
+//! HTTP/1.1 client over a plain socket.
+#![allow(dead_code)] // Each test binary uses its own subset of these helpers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use shardcast_server::{RawConfig, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub const ADMIN: &str = "admin-key-000";
+pub const SUB: &str = "sub-key-0000";
+pub const PUB: &str = "pub-key-0000";
+
+/// How long a test waits for any single thing before failing.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A server for one test. Shut down (closing clients with 1001) on drop.
+pub struct TestServer {
+    server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    /// Starts a server with two unpinned shards, no demo feed, three keys
+    /// (admin: every role; sub: subscribe; pub: publish), and `extra` TOML.
+    pub fn start(extra: &str) -> Self {
+        let toml = format!(
+            r#"
+listen = "127.0.0.1:0"
+shards = 2
+pin_threads = false
+demo = false
+channels = ["prices.*", "t1", "t2", "big"]
+{extra}
+
+[[api_keys]]
+key = "{ADMIN}"
+roles = ["subscribe", "publish", "admin"]
+
+[[api_keys]]
+key = "{SUB}"
+roles = ["subscribe"]
+
+[[api_keys]]
+key = "{PUB}"
+roles = ["publish"]
+"#
+        );
+        let config = RawConfig::from_toml(&toml)
+            .expect("test config parses")
+            .validate()
+            .expect("test config is valid");
+        let server = Server::start(config).expect("server starts");
+        let addr = server.local_addr();
+        Self {
+            server: Some(server),
+            addr,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
+    /// Shuts down now, waiting for the shards.
+    pub fn shutdown(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    /// Connects with `key` in the X-API-Key header (none when `None`).
+    pub async fn connect(&self, path_and_query: &str, key: Option<&str>) -> Ws {
+        let mut request = self.ws_url(path_and_query).into_client_request().unwrap();
+        if let Some(key) = key {
+            request
+                .headers_mut()
+                .insert("X-API-Key", key.parse().unwrap());
+        }
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect in time")
+            .expect("websocket handshake");
+        ws
+    }
+
+    /// Connects to /ws/telemetry and consumes the welcome.
+    pub async fn telemetry(&self, query: &str) -> Ws {
+        let mut ws = self
+            .connect(&format!("/ws/telemetry{query}"), Some(ADMIN))
+            .await;
+        let welcome = next_json(&mut ws).await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        ws
+    }
+
+    /// A telemetry client subscribed to `channels` (ack consumed).
+    pub async fn subscriber(&self, channels: &[&str]) -> Ws {
+        let mut ws = self.telemetry("").await;
+        send_json(
+            &mut ws,
+            serde_json::json!({"action": "subscribe", "channels": channels}),
+        )
+        .await;
+        let ack = next_of_type(&mut ws, "ack").await;
+        assert_eq!(
+            ack["channels"].as_array().unwrap().len(),
+            channels.len(),
+            "{ack}"
+        );
+        ws
+    }
+
+    /// An HTTP request; returns the status and the body parsed as JSON (or as a string).
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let (status, _, body) = self.http_raw(method, path, key, body).await;
+        let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        (status, value)
+    }
+
+    /// An HTTP request; returns status, head and body text.
+    pub async fn http_raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let body = body.unwrap_or("");
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if let Some(key) = key {
+            request.push_str(&format!("X-API-Key: {key}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .expect("response in time")
+            .unwrap();
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_owned(), body.to_owned())
+    }
+
+    pub async fn publish(&self, channel: &str, data: Value, key: Option<&str>) -> u64 {
+        let mut body = serde_json::json!({"channel": channel, "data": data});
+        if let Some(key) = key {
+            body["key"] = key.into();
+        }
+        let (status, answer) = self
+            .http(
+                "POST",
+                "/api/v1/publish",
+                Some(PUB),
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer["seq"].as_u64().expect("seq in answer")
+    }
+
+    pub async fn stats(&self) -> Value {
+        let (status, stats) = self
+            .http("GET", "/api/v1/websocket/stats", Some(ADMIN), None)
+            .await;
+        assert_eq!(status, 200);
+        stats
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = self.http_raw("GET", "/metrics", None, None).await;
+        assert_eq!(status, 200);
+        body
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string())).await.unwrap();
+}
+
+/// The next frame of any kind; panics on timeout or end of stream.
+pub async fn next_message(ws: &mut Ws) -> Message {
+    tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("stream open")
+        .expect("frame read")
+}
+
+/// The next text frame as JSON, skipping heartbeats.
+pub async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match next_message(ws).await {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).expect("server frames are JSON");
+                if value["type"] != "heartbeat" {
+                    return value;
+                }
+            }
+            Message::Close(frame) => panic!("closed unexpectedly: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The next frame of `type`, failing on any other non-heartbeat frame.
+pub async fn next_of_type(ws: &mut Ws, kind: &str) -> Value {
+    let value = next_json(ws).await;
+    assert_eq!(value["type"], kind, "expected {kind}, got {value}");
+    value
+}
+
+/// Waits for the close frame; returns its code and reason.
+pub async fn close_code(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(WAIT * 2, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) => return (1005, String::new()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("error before close frame: {e}"),
+            None => panic!("stream ended without a close frame"),
+        }
+    }
+}
+
+/// Asserts nothing but heartbeats arrive for `quiet`.
+pub async fn assert_silent(ws: &mut Ws, quiet: Duration) {
+    let deadline = tokio::time::Instant::now() + quiet;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(value["type"], "heartbeat", "unexpected frame {value}");
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Polls the stats until `check` holds (figures are copied from the shards asynchronously).
+pub async fn eventually_stats(server: &TestServer, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = server.stats().await;
+        if check(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stats never matched: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn channel<'a>(stats: &'a Value, name: &str) -> &'a Value {
+    stats["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == name)
+        .unwrap_or_else(|| panic!("channel {name} in stats: {stats}"))
+}
