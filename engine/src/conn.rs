@@ -121,6 +121,8 @@ pub(crate) struct ConnState {
     pub(crate) dirty: bool,
     /// The last write would have blocked; the task is waiting for writability.
     pub(crate) write_blocked: bool,
+    /// A write failed: the socket is gone and nothing more can be sent.
+    pub(crate) broken: bool,
     pub(crate) closing: Option<CloseReason>,
     partial: Vec<u8>,
     fragments: Option<Fragments>,
@@ -164,6 +166,7 @@ impl Conn {
                 counts: Counts::default(),
                 dirty: false,
                 write_blocked: false,
+                broken: false,
                 closing: None,
                 partial: Vec::new(),
                 fragments: None,
@@ -591,12 +594,17 @@ async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
         loop {
             conn.state.borrow_mut().write_blocked = false;
             shard.flush(&conn);
-            if conn.state.borrow().outbox.is_empty() {
+            let done = {
+                let state = conn.state.borrow();
+                state.outbox.is_empty() || state.broken
+            };
+            if done {
                 break;
             }
             tokio::select! {
-                ready = conn.stream.writable() => if ready.is_err() { break },
+                biased;
                 () = &mut deadline => break,
+                ready = conn.stream.writable() => if ready.is_err() { break },
             }
         }
     }

@@ -405,7 +405,7 @@ impl ShardState {
     /// writability and calls this again.
     pub(crate) fn flush(&self, conn: &Conn) {
         let mut state = conn.state.borrow_mut();
-        if state.write_blocked {
+        if state.write_blocked || state.broken {
             return;
         }
         while !state.outbox.is_empty() {
@@ -416,6 +416,7 @@ impl ShardState {
             };
             match result {
                 Ok(0) => {
+                    state.broken = true;
                     drop(state);
                     conn.request_close(CloseReason::ConnectionLost);
                     return;
@@ -452,6 +453,7 @@ impl ShardState {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!(client = %conn.client_id, error = %e, "write failed");
+                    state.broken = true;
                     drop(state);
                     conn.request_close(CloseReason::ConnectionLost);
                     return;

@@ -123,7 +123,7 @@ async fn route(
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     if let Some(role) = required_role(&path) {
-        if !app.config.open_paths.iter().any(|p| *p == path) && !path.starts_with("/ws/") {
+        if !app.config.open_paths.contains(&path) && !path.starts_with("/ws/") {
             match app
                 .config
                 .api_keys

@@ -1,0 +1,186 @@
+//! Publishing over HTTP (single and batch) and over /ws/publish.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn http_publish_answers_with_seq_and_batches_answer_per_message() {
+    let server = TestServer::start("");
+    let mut ws = server.subscriber(&["t1", "t2"]).await;
+    assert_eq!(server.publish("t1", json!({"a": 1}), None).await, 1);
+
+    let body = r#"{"messages":[
+        {"channel":"t1","data":{"n":2}},
+        {"channel":"nope","data":{}},
+        {"channel":"t2","data":[1,2],"key":"k"},
+        {"channel":"bad name","data":1}
+    ]}"#;
+    let (status, answer) = server
+        .http("POST", "/api/v1/publish", Some(PUB), Some(body))
+        .await;
+    assert_eq!(status, 200);
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results[0], json!({"channel": "t1", "seq": 2}));
+    assert_eq!(results[1]["error"]["code"], "UNKNOWN_CHANNEL");
+    assert_eq!(results[2], json!({"channel": "t2", "seq": 1}));
+    assert_eq!(results[3]["error"]["code"], "INVALID_CHANNEL");
+
+    let seqs: Vec<(String, u64)> = [
+        next_of_type(&mut ws, "event").await,
+        next_of_type(&mut ws, "event").await,
+        next_of_type(&mut ws, "event").await,
+    ]
+    .iter()
+    .map(|e| {
+        (
+            e["channel"].as_str().unwrap().to_owned(),
+            e["seq"].as_u64().unwrap(),
+        )
+    })
+    .collect();
+    assert_eq!(
+        seqs,
+        vec![("t1".into(), 1), ("t1".into(), 2), ("t2".into(), 1)]
+    );
+}
+
+#[tokio::test]
+async fn http_publish_refuses_bad_requests_with_clear_errors() {
+    let server = TestServer::start("max_publish_body = 1024\nmax_publish_batch = 2");
+    let cases: [(&str, u16, &str); 6] = [
+        (r#"{"channel":"nope","data":1}"#, 422, "UNKNOWN_CHANNEL"),
+        (r#"{"channel":"t1"}"#, 400, "INVALID_MESSAGE"),
+        (
+            r#"{"channel":"t1","data":1,"extra":true}"#,
+            400,
+            "INVALID_MESSAGE",
+        ),
+        ("{not json", 400, "INVALID_MESSAGE"),
+        (
+            r#"{"messages":[{"channel":"t1","data":1},{"channel":"t1","data":2},{"channel":"t1","data":3}]}"#,
+            400,
+            "LIMIT_REACHED",
+        ),
+        (r#"{"channel":"t1","data":1,"key":""}"#, 422, "INVALID_KEY"),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = server
+            .http("POST", "/api/v1/publish", Some(PUB), Some(body))
+            .await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    let big = format!(r#"{{"channel":"t1","data":"{}"}}"#, "x".repeat(2000));
+    let (status, answer) = server
+        .http("POST", "/api/v1/publish", Some(PUB), Some(&big))
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (413, Some("TOO_LARGE"))
+    );
+
+    // Roles: no key → 401, subscribe-only key → 403.
+    let ok = r#"{"channel":"t1","data":1}"#;
+    assert_eq!(
+        server
+            .http("POST", "/api/v1/publish", None, Some(ok))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        server
+            .http("POST", "/api/v1/publish", Some(SUB), Some(ok))
+            .await
+            .0,
+        403
+    );
+    // Nothing above was published.
+    assert_eq!(server.publish("t1", json!(1), None).await, 1);
+}
+
+#[tokio::test]
+async fn websocket_publish_is_silent_on_success_and_reports_errors() {
+    let server = TestServer::start("");
+    let mut sub = server.subscriber(&["t1"]).await;
+    let mut publisher = server.connect("/ws/publish", Some(PUB)).await;
+    for n in 0..50 {
+        let frame = format!(
+            r#"{{"action":"publish","channel":"t1","data":{{"n":{n},"pad":"{}"}}}}"#,
+            "p".repeat(64)
+        );
+        publisher.send(Message::text(frame)).await.unwrap();
+    }
+    for n in 0..50u64 {
+        let event = next_of_type(&mut sub, "event").await;
+        assert_eq!(
+            (event["seq"].as_u64(), event["data"]["n"].as_u64()),
+            (Some(n + 1), Some(n))
+        );
+    }
+    assert_silent(&mut publisher, Duration::from_millis(200)).await;
+
+    send_text(
+        &mut publisher,
+        r#"{"action":"publish","channel":"nope","data":1}"#,
+    )
+    .await;
+    let error = next_of_type(&mut publisher, "error").await;
+    assert_eq!(error["code"], "PUBLISH_FAILED");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("UNKNOWN_CHANNEL"),
+        "{error}"
+    );
+    send_text(&mut publisher, r#"{"action":"publish","channel":"t1"}"#).await;
+    assert_eq!(
+        next_of_type(&mut publisher, "error").await["code"],
+        "INVALID_MESSAGE"
+    );
+    send_text(&mut publisher, "{oops").await;
+    assert_eq!(
+        next_of_type(&mut publisher, "error").await["code"],
+        "INVALID_JSON"
+    );
+    send_text(
+        &mut publisher,
+        r#"{"action":"subscribe","channels":["t1"]}"#,
+    )
+    .await;
+    assert_eq!(
+        next_of_type(&mut publisher, "error").await["code"],
+        "UNKNOWN_ACTION"
+    );
+
+    // The publisher still works after its errors.
+    send_text(
+        &mut publisher,
+        r#"{"action":"publish","channel":"t1","key":"K","data":true}"#,
+    )
+    .await;
+    let event = next_of_type(&mut sub, "event").await;
+    assert_eq!(
+        (event["seq"].as_u64(), event["key"].as_str()),
+        (Some(51), Some("K"))
+    );
+
+    // Subscribe-only keys cannot publish.
+    let mut denied = server.connect("/ws/publish", Some(SUB)).await;
+    assert_eq!(close_code(&mut denied).await.0, 4403);
+}
+
+async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_owned())).await.unwrap();
+}
+
+use futures_util::SinkExt;
