@@ -32,7 +32,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::close::CloseReason;
 use crate::engine::Engine;
@@ -265,7 +265,7 @@ impl ConnCtx<'_> {
         }
         let start = self.shard.subscribe(self.conn, &topic, replay_limit);
         self.conn.state.borrow_mut().topics.push(Arc::clone(&topic));
-        debug!(client = %self.conn.client_id, topic = %topic.name(), "subscribed");
+        info!(client = %self.conn.client_id, topic = %topic.name(), "subscribed");
         Ok(Subscribed {
             topic,
             new: true,
@@ -301,7 +301,7 @@ impl ConnCtx<'_> {
         let topic = state.topics.swap_remove(pos);
         drop(state);
         self.shard.unsubscribe(self.conn, &topic);
-        debug!(client = %self.conn.client_id, topic = %topic.name(), "unsubscribed");
+        info!(client = %self.conn.client_id, topic = %topic.name(), "unsubscribed");
         true
     }
 

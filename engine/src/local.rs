@@ -24,7 +24,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::close::CloseReason;
 use crate::conn::{self, Conn, ConnKey, Session};
@@ -452,7 +452,7 @@ impl ShardState {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!(client = %conn.client_id, error = %e, "write failed");
+                    info!(client = %conn.client_id, peer = %conn.peer, error = %e, "write failed");
                     state.broken = true;
                     drop(state);
                     conn.request_close(CloseReason::ConnectionLost);

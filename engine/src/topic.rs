@@ -14,9 +14,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use tracing::warn;
 
 use crate::history::History;
 use crate::message::Message;
@@ -112,6 +114,19 @@ impl ChannelRules {
     }
 }
 
+#[cold]
+fn log_overflow(last: &mut Option<Instant>, topic: &str, total: u64) {
+    let now = Instant::now();
+    if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+        *last = Some(now);
+        warn!(
+            topic,
+            dropped_total = total,
+            "shard inbox full: deliveries dropped (server overloaded)"
+        );
+    }
+}
+
 /// A topic. Shared by all shards; its state sits behind its own lock.
 #[derive(Debug)]
 pub struct Topic {
@@ -128,6 +143,8 @@ struct TopicState {
     shard_subscribers: Vec<u32>,
     /// Deliveries lost because a shard's inbox was full.
     overflow_dropped: u64,
+    /// When overflow was last logged (logged at most once a second per topic).
+    overflow_logged: Option<Instant>,
 }
 
 /// A topic's figures at one moment.
@@ -168,6 +185,7 @@ impl Topic {
                 history,
                 shard_subscribers: vec![0; shards],
                 overflow_dropped: 0,
+                overflow_logged: None,
             }),
         }
     }
@@ -195,6 +213,11 @@ impl Topic {
         for (inbox, &subscribers) in shards.iter().zip(&state.shard_subscribers) {
             if subscribers > 0 && !inbox.deliver(&msg) {
                 state.overflow_dropped += u64::from(subscribers);
+                log_overflow(
+                    &mut state.overflow_logged,
+                    &self.name,
+                    state.overflow_dropped,
+                );
             }
         }
         msg.seq
