@@ -39,10 +39,9 @@ use crate::engine::Engine;
 use crate::format::FormatId;
 use crate::frame::{self, FrameError, OpCode};
 use crate::local::ShardState;
+use crate::mailbox::Mailbox;
 use crate::message::Message;
-use crate::outbox::{Admission, EventMeta, Outbox, OutboxLimits};
-use crate::rate::RateLimiter;
-use crate::stats::Counts;
+use crate::outbox::{Admission, EventMeta, OutboxLimits};
 use crate::topic::{Topic, TopicError};
 use crate::PublishError;
 
@@ -112,11 +111,9 @@ struct Fragments {
 
 /// A connection's mutable state. Owned by its shard thread.
 pub(crate) struct ConnState {
-    pub(crate) outbox: Outbox,
-    pub(crate) rate: RateLimiter,
+    pub(crate) mailbox: Mailbox,
     pub(crate) topics: Vec<Arc<Topic>>,
     pub(crate) last_seen: Instant,
-    pub(crate) counts: Counts,
     /// Listed in the shard's dirty list for the next flush.
     pub(crate) dirty: bool,
     /// The last write would have blocked; the task is waiting for writability.
@@ -159,11 +156,9 @@ impl Conn {
             connected_at: SystemTime::now(),
             attention: Notify::new(),
             state: RefCell::new(ConnState {
-                outbox: Outbox::new(limits),
-                rate: RateLimiter::default(),
+                mailbox: Mailbox::new(limits),
                 topics: Vec::new(),
                 last_seen: now,
-                counts: Counts::default(),
                 dirty: false,
                 write_blocked: false,
                 broken: false,
@@ -179,6 +174,7 @@ impl Conn {
         let mut state = self.state.borrow_mut();
         if state.closing.is_none() {
             state.closing = Some(reason);
+            state.mailbox.close();
             drop(state);
             self.attention.notify_one();
         }
@@ -186,7 +182,7 @@ impl Conn {
 
     /// Queues a control frame; a client that lets them pile up is closed.
     pub(crate) fn send_control(&self, frame: Bytes) {
-        let admission = self.state.borrow_mut().outbox.push_control(frame);
+        let admission = self.state.borrow_mut().mailbox.outbox.push_control(frame);
         if admission != Admission::Queued {
             self.request_close(CloseReason::SlowConsumer);
         }
@@ -285,7 +281,7 @@ impl ConnCtx<'_> {
                 replay: true,
             };
             let frame = msg.frame(self.conn.format, formats).clone();
-            if state.outbox.push_event(frame, meta) != Admission::Queued {
+            if state.mailbox.outbox.push_event(frame, meta) != Admission::Queued {
                 debug!(client = %self.conn.client_id, "replay cut short by a full outbox");
                 break;
             }
@@ -585,6 +581,7 @@ async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
             // The reply to a client's close frame is already queued.
             if reason != CloseReason::ClientClosed {
                 state
+                    .mailbox
                     .outbox
                     .push_close(frame::encode_close(reason.code(), &reason.text()));
             }
@@ -596,7 +593,7 @@ async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
             shard.flush(&conn);
             let done = {
                 let state = conn.state.borrow();
-                state.outbox.is_empty() || state.broken
+                state.mailbox.outbox.is_empty() || state.broken
             };
             if done {
                 break;

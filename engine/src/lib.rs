@@ -28,6 +28,7 @@ mod format;
 pub mod frame;
 mod history;
 mod local;
+mod mailbox;
 mod message;
 mod outbox;
 mod rate;
@@ -43,6 +44,7 @@ pub use engine::Engine;
 pub use format::{write_iso8601, FormatId, Formats, TooManyFormats, WireFormat, MAX_FORMATS};
 pub use history::History;
 pub use local::LocalShard;
+pub use mailbox::Mailbox;
 pub use message::Message;
 pub use outbox::{
     Admission, DropReason, EventMeta, OutFrame, Outbox, OutboxLimits, SlowConsumerPolicy,

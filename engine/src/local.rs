@@ -253,8 +253,8 @@ impl ShardState {
             peer = %conn.peer,
             shard = self.index,
             reason = %reason,
-            sent = state.counts.sent,
-            dropped = state.counts.dropped_total(),
+            sent = state.mailbox.counts.sent,
+            dropped = state.mailbox.counts.dropped_total(),
             "connection closed"
         );
     }
@@ -354,29 +354,15 @@ impl ShardState {
             let frame = frames[conn.format.index()]
                 .get_or_insert_with(|| msg.frame(conn.format, formats).clone());
             let mut state = conn.state.borrow_mut();
-            if state.closing.is_some() {
-                state.counts.drop_one(DropReason::Closed);
-                topic_counts.drop_one(DropReason::Closed);
-                continue;
-            }
-            if !state.rate.try_acquire(limit, now_ns) {
-                state.counts.drop_one(DropReason::RateLimited);
-                topic_counts.drop_one(DropReason::RateLimited);
-                continue;
-            }
-            match state.outbox.push_event(frame.clone(), meta) {
+            match state.mailbox.offer(frame, meta, limit, now_ns) {
                 Admission::Queued => {
                     if !state.dirty {
                         state.dirty = true;
                         dirty.push(Rc::clone(conn));
                     }
                 }
-                Admission::Dropped(reason) => {
-                    state.counts.drop_one(reason);
-                    topic_counts.drop_one(reason);
-                }
+                Admission::Dropped(reason) => topic_counts.drop_one(reason),
                 Admission::Disconnect => {
-                    state.counts.drop_one(DropReason::OutboxFull);
                     topic_counts.drop_one(DropReason::OutboxFull);
                     drop(state);
                     conn.request_close(CloseReason::SlowConsumer);
@@ -408,10 +394,10 @@ impl ShardState {
         if state.write_blocked || state.broken {
             return;
         }
-        while !state.outbox.is_empty() {
+        while !state.mailbox.outbox.is_empty() {
             let result = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = state.outbox.io_slices(&mut slices);
+                let n = state.mailbox.outbox.io_slices(&mut slices);
                 conn.stream.try_write_vectored(&slices[..n])
             };
             match result {
@@ -428,9 +414,9 @@ impl ShardState {
                     counters.bytes += written as u64;
                     let mut latency = self.latency_us.borrow_mut();
                     let mut topic_counts = self.topic_counts.borrow_mut();
-                    let state = &mut *state;
-                    let counts = &mut state.counts;
-                    state.outbox.advance(written, |frame| {
+                    let mailbox = &mut state.mailbox;
+                    let counts = &mut mailbox.counts;
+                    mailbox.outbox.advance(written, |frame| {
                         let Some(meta) = frame.event else { return };
                         let slot = counts_slot(&mut topic_counts, meta.topic);
                         if meta.replay {
@@ -460,7 +446,7 @@ impl ShardState {
                 }
             }
         }
-        state.outbox.shrink_if_idle();
+        state.mailbox.outbox.shrink_if_idle();
         if state.closing.is_some() {
             drop(state);
             conn.attention.notify_one();
@@ -470,14 +456,14 @@ impl ShardState {
     /// Counts the events a closing connection will never send.
     pub(crate) fn count_undelivered(&self, conn: &Conn) {
         let mut state = conn.state.borrow_mut();
-        let state = &mut *state;
+        let mailbox = &mut state.mailbox;
         let mut topic_counts = self.topic_counts.borrow_mut();
-        for frame in state.outbox.clear() {
+        for frame in mailbox.outbox.clear() {
             let Some(meta) = frame.event else { continue };
             if meta.replay {
                 continue;
             }
-            state.counts.drop_one(DropReason::Closed);
+            mailbox.counts.drop_one(DropReason::Closed);
             counts_slot(&mut topic_counts, meta.topic).drop_one(DropReason::Closed);
         }
     }
@@ -565,9 +551,9 @@ impl ShardState {
                     channels: state.topics.iter().map(|t| Arc::clone(t.name())).collect(),
                     connected_at: conn.connected_at,
                     idle: now.saturating_duration_since(state.last_seen),
-                    queue_depth: state.outbox.len(),
-                    queued_bytes: state.outbox.queued_bytes(),
-                    counts: state.counts,
+                    queue_depth: state.mailbox.outbox.len(),
+                    queued_bytes: state.mailbox.outbox.queued_bytes(),
+                    counts: state.mailbox.counts,
                 }
             })
             .collect()

@@ -1,0 +1,124 @@
+//! The per-subscriber step of fan-out, without sockets.
+//!
+//! Owned by one shard thread (inside a connection's state). A [`Mailbox`]
+//! is what a subscriber is to the delivery loop: a rate limiter in front of
+//! an outbox, plus the connection's counters. [`Mailbox::offer`] is the whole
+//! per-subscriber cost of a published message: no lock, no allocation, no
+//! copy — a rate check and a `Bytes` clone pushed onto a `VecDeque`.
+
+use bytes::Bytes;
+
+use crate::outbox::{Admission, DropReason, EventMeta, Outbox, OutboxLimits};
+use crate::rate::{RateLimit, RateLimiter};
+use crate::stats::Counts;
+
+/// A subscriber's delivery state. Owned by one shard thread.
+#[derive(Debug)]
+pub struct Mailbox {
+    /// Frames waiting for the socket.
+    pub outbox: Outbox,
+    rate: RateLimiter,
+    /// Events sent, replayed and dropped for this subscriber.
+    pub counts: Counts,
+    closed: bool,
+}
+
+impl Mailbox {
+    /// An empty mailbox with the given outbox limits.
+    pub fn new(limits: OutboxLimits) -> Self {
+        Self {
+            outbox: Outbox::new(limits),
+            rate: RateLimiter::default(),
+            counts: Counts::default(),
+            closed: false,
+        }
+    }
+
+    /// Refuses every later event (the connection is closing).
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Offers one published event at `now_ns` (shard clock). A refusal is
+    /// already counted here, under exactly one reason; the caller counts it
+    /// for the topic and acts on [`Admission::Disconnect`].
+    #[inline]
+    pub fn offer(
+        &mut self,
+        frame: &Bytes,
+        meta: EventMeta,
+        limit: RateLimit,
+        now_ns: u64,
+    ) -> Admission {
+        if self.closed {
+            return self.refused(DropReason::Closed);
+        }
+        if !self.rate.try_acquire(limit, now_ns) {
+            return self.refused(DropReason::RateLimited);
+        }
+        match self.outbox.push_event(frame.clone(), meta) {
+            Admission::Queued => Admission::Queued,
+            Admission::Dropped(reason) => self.refused(reason),
+            Admission::Disconnect => {
+                self.counts.drop_one(DropReason::OutboxFull);
+                Admission::Disconnect
+            }
+        }
+    }
+
+    #[cold]
+    fn refused(&mut self, reason: DropReason) -> Admission {
+        self.counts.drop_one(reason);
+        Admission::Dropped(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::SlowConsumerPolicy;
+    use crate::topic::TopicId;
+    use std::time::Instant;
+
+    fn meta() -> EventMeta {
+        EventMeta {
+            topic: TopicId(0),
+            accepted_at: Instant::now(),
+            replay: false,
+        }
+    }
+
+    #[test]
+    fn each_refusal_is_counted_once_under_its_reason() {
+        let limits = OutboxLimits {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+            policy: SlowConsumerPolicy::Drop,
+        };
+        let frame = Bytes::from_static(b"frame");
+        let mut mailbox = Mailbox::new(limits);
+        let limit = RateLimit::per_second(3);
+        let results: Vec<_> = (0..5)
+            .map(|_| mailbox.offer(&frame, meta(), limit, 0))
+            .collect();
+        assert_eq!(
+            results,
+            vec![
+                Admission::Queued,
+                Admission::Queued,
+                Admission::Dropped(DropReason::OutboxFull),
+                Admission::Dropped(DropReason::RateLimited),
+                Admission::Dropped(DropReason::RateLimited),
+            ]
+        );
+        mailbox.close();
+        assert_eq!(
+            mailbox.offer(&frame, meta(), RateLimit::per_second(0), 0),
+            Admission::Dropped(DropReason::Closed)
+        );
+        assert_eq!(mailbox.counts.dropped(DropReason::OutboxFull), 1);
+        assert_eq!(mailbox.counts.dropped(DropReason::RateLimited), 2);
+        assert_eq!(mailbox.counts.dropped(DropReason::Closed), 1);
+        assert_eq!(mailbox.outbox.len(), 2);
+    }
+}
