@@ -1,2 +1,627 @@
-//! Placeholder until the loadgen issue fills this crate.
-fn main() {}
+//! `shardcast-loadgen`: drives a running shardcast server over real sockets
+//! and checks latency, drops and connection success against targets.
+//!
+//! Single-threaded by design (pin it to its own core with `taskset`): every
+//! connection is a task on one current-thread runtime, frames are parsed in
+//! place, and the report includes the loadgen's own CPU use so a reader can
+//! tell when it, not the server, was the limit.
+
+mod report;
+mod state;
+mod tasks;
+mod ws;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use serde_json::{json, Value};
+
+use crate::report::{ServerFigures, Targets};
+use crate::state::Shared;
+use crate::tasks::{Target, TopicPicker, Via};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Few topics, many subscribers each.
+    Fanout,
+    /// 50% market, 30% trading, 20% risk topics, in publish rate and subscriptions.
+    Mixed,
+    /// Clients drop and reconnect with replay; gaps are reported.
+    Reconnect,
+    /// A long run with a progress line every few seconds and memory drift.
+    Soak,
+    /// Connection scale: idle connections, memory per connection.
+    Connections,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "shardcast-loadgen", about = "Load generator for shardcast")]
+struct Args {
+    /// Server address.
+    #[arg(long, default_value = "ws://127.0.0.1:8000")]
+    url: String,
+    /// API key with subscribe, publish and admin roles.
+    #[arg(long, default_value = "dev-api-key", env = "SHARDCAST_API_KEY")]
+    api_key: String,
+    #[arg(long, value_enum, default_value = "fanout")]
+    scenario: Scenario,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 200)]
+    connections: usize,
+    /// Topics, named PREFIX0..PREFIX{T-1}.
+    #[arg(long, default_value_t = 10)]
+    topics: usize,
+    /// Subscriptions per connection, spread evenly over the topics.
+    #[arg(long, default_value_t = 1)]
+    subs: usize,
+    /// Topic name prefix; the server must declare it (e.g. --channel 'load.*').
+    #[arg(long, default_value = "load.")]
+    prefix: String,
+    /// Messages published per second, in total.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Publisher connections sharing the rate.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Publish over the WebSocket publish endpoint or HTTP.
+    #[arg(long, value_enum, default_value = "ws")]
+    via: ViaArg,
+    /// Payload (data) size in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// New connections per second.
+    #[arg(long, default_value_t = 2000.0)]
+    connect_rate: f64,
+    /// Seconds of traffic before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Source addresses 127.0.0.1..=127.0.0.K; 0 = one per 25,000 connections.
+    #[arg(long, default_value_t = 0)]
+    source_ips: u8,
+    /// Seconds between a client's reconnects (scenario reconnect).
+    #[arg(long, default_value_t = 3.0)]
+    reconnect_every: f64,
+    /// The server's pid, for its CPU time and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Step the rate up by --sweep-factor until a target fails; report the highest that held.
+    #[arg(long)]
+    sweep: bool,
+    #[arg(long, default_value_t = 1.5)]
+    sweep_factor: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Target: P95 latency, ms.
+    #[arg(long, default_value_t = 100.0)]
+    p95_ms: f64,
+    /// Target: P99 latency, ms (unchecked if absent).
+    #[arg(long)]
+    p99_ms: Option<f64>,
+    /// Target: highest drop rate (0.01 = 1%).
+    #[arg(long, default_value_t = 0.01)]
+    max_drop_rate: f64,
+    /// Target: lowest connection success (0.95 = 95%).
+    #[arg(long, default_value_t = 0.95)]
+    min_connect_success: f64,
+    /// Target: most messages the server dropped for full queues.
+    #[arg(long, default_value_t = 1000)]
+    max_queue_overflow: u64,
+    /// Target: loadgen delivered + server dropped = published × subscribers, exactly.
+    #[arg(long)]
+    exact_accounting: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ViaArg {
+    Ws,
+    Http,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardcast-loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shardcast-loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let host = args.url.strip_prefix("ws://").unwrap_or(&args.url);
+    let host = host.split('/').next().unwrap_or(host);
+    let server: SocketAddr = tokio::net::lookup_host(host)
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}"))?;
+    let target = Rc::new(Target {
+        server,
+        api_key: args.api_key.clone(),
+        prefix: args.prefix.clone(),
+    });
+    let topics = args.topics.max(1);
+    let rate = if args.scenario == Scenario::Connections && args.rate == 1000.0 {
+        0.0
+    } else {
+        args.rate
+    };
+    let shared = Rc::new(Shared::new(topics, rate));
+    let (groups, weights) = topic_groups(args.scenario, topics);
+    let targets = Targets {
+        p95_ms: args.p95_ms,
+        p99_ms: args.p99_ms,
+        max_drop_rate: args.max_drop_rate,
+        min_connect_success: args.min_connect_success,
+        max_queue_overflow: args.max_queue_overflow,
+        exact_accounting: args.exact_accounting,
+    };
+    let started = Instant::now();
+    let rss_before = args.server_pid.and_then(report::rss_kib);
+
+    // 1. Connect the subscribers at the connect rate.
+    let sources = match args.source_ips {
+        0 => args.connections.div_ceil(25_000).max(1),
+        k => usize::from(k),
+    };
+    let reconnect = (args.scenario == Scenario::Reconnect)
+        .then(|| Duration::from_secs_f64(args.reconnect_every));
+    let connect_started = Instant::now();
+    for id in 0..args.connections {
+        let due = connect_started + Duration::from_secs_f64(id as f64 / args.connect_rate.max(1.0));
+        tokio::time::sleep_until(due.into()).await;
+        let subs = subscriptions(id, args.subs, &groups, &weights);
+        let source =
+            (sources > 1).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (id % sources) as u8)));
+        tokio::task::spawn_local(tasks::subscriber(
+            Rc::clone(&shared),
+            Rc::clone(&target),
+            source,
+            id,
+            subs,
+            reconnect,
+        ));
+    }
+    let settle = Instant::now() + Duration::from_secs(10);
+    while shared.connected.get() + shared.connect_failures.get() < args.connections as u64
+        && Instant::now() < settle
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+    // Give the last subscribe acks a moment to land before publishing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_connected = args.server_pid.and_then(report::rss_kib);
+
+    // 2. Publishers.
+    if rate > 0.0 {
+        let via = match args.via {
+            ViaArg::Ws => Via::WebSocket,
+            ViaArg::Http => Via::Http,
+        };
+        let publishers = args.publishers.max(1);
+        for p in 0..publishers {
+            let picker = TopicPicker::new(groups.clone(), &weights, p);
+            tokio::task::spawn_local(tasks::publisher(
+                Rc::clone(&shared),
+                Rc::clone(&target),
+                via,
+                1.0 / publishers as f64,
+                args.payload,
+                picker,
+            ));
+        }
+    }
+
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut interrupted = false;
+
+    // 3. Sweep: rounds of increasing rate on the same connections.
+    if args.sweep {
+        let (code, sweep) = sweep(&args, &shared, &target, &targets, &mut ctrl_c).await;
+        let _ = shared.stop.send(true);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&sweep)?);
+        }
+        return Ok(code);
+    }
+
+    // 4. Warm up, then measure.
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs_f64(args.warmup)) => {}
+        _ = &mut ctrl_c => interrupted = true,
+    }
+    let window = Window::open(&shared, args.server_pid);
+    let measure_for = Duration::from_secs_f64(args.duration);
+    let mut progress = tokio::time::interval(Duration::from_secs(5));
+    progress.tick().await;
+    let window_start = Instant::now();
+    while !interrupted && window_start.elapsed() < measure_for {
+        tokio::select! {
+            () = tokio::time::sleep(measure_for.saturating_sub(window_start.elapsed())) => {}
+            _ = progress.tick(), if args.scenario == Scenario::Soak => {
+                soak_line(&shared, window_start, args.server_pid);
+            }
+            _ = &mut ctrl_c => interrupted = true,
+        }
+    }
+    let closed = window.close(&shared, args.server_pid);
+
+    // 5. Stop publishing, let in-flight messages land, then ask the server.
+    shared.rate.set(0.0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drain(&shared).await;
+    let server_figures = report::server_figures(server, &args.api_key, &args.prefix).await;
+    let rss_end = args.server_pid.and_then(report::rss_kib);
+    let _ = shared.stop.send(true);
+
+    let report = build_report(
+        &args,
+        &shared,
+        &closed,
+        server_figures,
+        connect_seconds,
+        rss_before,
+        rss_connected,
+        rss_end,
+        started,
+        interrupted,
+    );
+    let checks = report::checks(&report, &targets);
+    if args.json {
+        let mut out = report.clone();
+        out["checks"] = checks
+            .iter()
+            .map(|c| json!({"name": c.name, "value": c.value, "target": c.target, "ok": c.ok}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        report::print(&report, &checks);
+    }
+    let ok = checks.iter().all(|c| c.ok);
+    Ok(if interrupted {
+        ExitCode::from(130)
+    } else if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Topic groups and their weights for a scenario.
+fn topic_groups(scenario: Scenario, topics: usize) -> (Vec<Vec<usize>>, Vec<usize>) {
+    if scenario == Scenario::Mixed && topics >= 3 {
+        let market = (topics / 2).max(1);
+        let trading = ((topics * 3) / 10).max(1);
+        let all: Vec<usize> = (0..topics).collect();
+        let (m, rest) = all.split_at(market);
+        let (t, r) = rest.split_at(trading.min(rest.len() - 1));
+        (vec![m.to_vec(), t.to_vec(), r.to_vec()], vec![5, 3, 2])
+    } else {
+        (vec![(0..topics).collect()], vec![1])
+    }
+}
+
+/// The topics connection `id` subscribes to: `subs` of them, spread evenly.
+fn subscriptions(id: usize, subs: usize, groups: &[Vec<usize>], weights: &[usize]) -> Vec<usize> {
+    let all: Vec<usize> = if groups.len() == 1 {
+        groups[0].clone()
+    } else {
+        // Pick groups by weight, then topics round-robin within each group.
+        let wheel: Vec<usize> = weights
+            .iter()
+            .enumerate()
+            .flat_map(|(g, &w)| std::iter::repeat_n(g, w))
+            .collect();
+        let mut picked = Vec::new();
+        for k in 0..subs {
+            let group = &groups[wheel[(id + k) % wheel.len()]];
+            let topic = group[(id * subs + k) % group.len()];
+            if !picked.contains(&topic) {
+                picked.push(topic);
+            }
+        }
+        return picked;
+    };
+    let n = all.len();
+    let subs = subs.min(n);
+    (0..subs).map(|k| all[(id * subs + k) % n]).collect()
+}
+
+/// Counters at the start of the measured window.
+struct Window {
+    at: Instant,
+    delivered: u64,
+    published: u64,
+    server_cpu: Option<f64>,
+    own_cpu: Option<f64>,
+}
+
+struct ClosedWindow {
+    seconds: f64,
+    delivered: u64,
+    published: u64,
+    server_cpu: Option<f64>,
+    own_cpu: Option<f64>,
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Window {
+    fn open(shared: &Shared, server_pid: Option<u32>) -> Self {
+        shared.latency.borrow_mut().reset();
+        shared.interval_latency.borrow_mut().reset();
+        shared.measure_from_ns.set(shared.now_ns());
+        Self {
+            at: Instant::now(),
+            delivered: shared.delivered.get(),
+            published: shared.published.borrow().iter().sum(),
+            server_cpu: server_pid.and_then(report::cpu_seconds),
+            own_cpu: report::cpu_seconds(std::process::id()),
+        }
+    }
+
+    fn close(self, shared: &Shared, server_pid: Option<u32>) -> ClosedWindow {
+        shared.measure_from_ns.set(u64::MAX);
+        let delta = |start: Option<f64>, end: Option<f64>| Some(end? - start?);
+        ClosedWindow {
+            seconds: self.at.elapsed().as_secs_f64(),
+            delivered: shared.delivered.get() - self.delivered,
+            published: shared.published.borrow().iter().sum::<u64>() - self.published,
+            server_cpu: delta(self.server_cpu, server_pid.and_then(report::cpu_seconds)),
+            own_cpu: delta(self.own_cpu, report::cpu_seconds(std::process::id())),
+            latency: shared.latency.borrow().clone(),
+        }
+    }
+}
+
+/// Waits until deliveries stop arriving (at most 5 s).
+async fn drain(shared: &Shared) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = shared.delivered.get();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = shared.delivered.get();
+        if (now == last
+            && shared.delivered.get() >= shared.expected().saturating_sub(shared.gaps.get()))
+            || Instant::now() > deadline
+        {
+            return;
+        }
+        if now == last && Instant::now() + Duration::from_millis(600) > deadline {
+            return;
+        }
+        last = now;
+    }
+}
+
+fn soak_line(shared: &Shared, since: Instant, server_pid: Option<u32>) {
+    let mut h = shared.interval_latency.borrow_mut();
+    let q = |q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    let rss = server_pid
+        .and_then(report::rss_kib)
+        .map_or_else(|| "-".into(), |k| format!("{k} KiB"));
+    println!(
+        "[{:>6.0}s] delivered {:>10}  gaps {:>6}  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  server rss {rss}",
+        since.elapsed().as_secs_f64(),
+        shared.delivered.get(),
+        shared.gaps.get(),
+        q(0.5),
+        q(0.99),
+        h.max() as f64 / 1000.0
+    );
+    h.reset();
+}
+
+#[allow(clippy::too_many_arguments)] // One call site; the figures are all distinct.
+fn build_report(
+    args: &Args,
+    shared: &Shared,
+    window: &ClosedWindow,
+    server: Option<ServerFigures>,
+    connect_seconds: f64,
+    rss_before: Option<u64>,
+    rss_connected: Option<u64>,
+    rss_end: Option<u64>,
+    started: Instant,
+    interrupted: bool,
+) -> Value {
+    let attempted = shared.connect_attempts.get() - shared.reconnects.get();
+    let connected = shared.connected.get();
+    let expected = shared.expected();
+    let delivered = shared.delivered.get();
+    let never_arrived = {
+        // Per topic: published × subscribers − received − gaps already counted.
+        expected
+            .saturating_sub(delivered)
+            .saturating_sub(shared.gaps.get() + shared.reconnect_gaps.get())
+    };
+    let dropped = expected.saturating_sub(delivered);
+    let drop_rate = if expected == 0 {
+        0.0
+    } else {
+        dropped as f64 / expected as f64
+    };
+    let server_json = server.as_ref().map(|s| {
+        json!({
+            "sent": s.sent, "dropped": s.dropped, "outbox_full": s.outbox_full, "rate_limited": s.rate_limited,
+            "shard_overflow": s.shard_overflow, "closed": s.closed, "queue_overflow": s.outbox_full + s.shard_overflow,
+            "latency_p50_ms": s.latency_p50_ms, "latency_p99_ms": s.latency_p99_ms, "connections": s.connections,
+        })
+    });
+    let accounting = match &server {
+        Some(s) if args.scenario != Scenario::Reconnect => json!({
+            "checked": true,
+            "expected": expected,
+            "delivered": delivered,
+            "server_sent": s.sent,
+            "server_dropped": s.dropped,
+            "balanced": delivered + s.dropped == expected && s.sent == delivered,
+        }),
+        _ => json!({"checked": false}),
+    };
+    let per_conn_kib = match (rss_before, rss_connected) {
+        (Some(a), Some(b)) if connected > 0 => {
+            Some((b.saturating_sub(a)) as f64 / connected as f64)
+        }
+        _ => None,
+    };
+    json!({
+        "scenario": format!("{:?}", args.scenario).to_lowercase(),
+        "interrupted": interrupted,
+        "measured_seconds": (window.seconds * 10.0).round() / 10.0,
+        "elapsed_seconds": started.elapsed().as_secs_f64(),
+        "config": {
+            "connections": args.connections, "topics": args.topics, "subs": args.subs, "rate": args.rate,
+            "publishers": args.publishers, "payload": args.payload, "via": format!("{:?}", args.via).to_lowercase(),
+        },
+        "connections": {
+            "attempted": attempted, "connected": connected, "failed": shared.connect_failures.get(),
+            "success": if attempted == 0 { 0.0 } else { connected as f64 / attempted as f64 },
+            "unexpected_closes": shared.unexpected_closes.get(),
+            "first_failure": *shared.first_failure.borrow(),
+            "connect_seconds": connect_seconds,
+        },
+        "publish": {
+            "published": shared.published.borrow().iter().sum::<u64>(),
+            "rate_in_window": window.published as f64 / window.seconds.max(1e-9),
+            "lag_skipped": shared.publish_lag.get(),
+        },
+        "delivery": {
+            "expected": expected, "delivered": delivered, "dropped": dropped, "drop_rate": drop_rate,
+            "seq_gaps": shared.gaps.get(), "never_arrived": never_arrived,
+            "duplicates": shared.duplicates.get(), "reordered": shared.reordered.get(),
+            "per_second": window.delivered as f64 / window.seconds.max(1e-9),
+            "error_frames": shared.error_frames.get(),
+        },
+        "reconnect": {
+            "reconnects": shared.reconnects.get(), "replay_overlap": shared.replay_overlap.get(), "gaps": shared.reconnect_gaps.get(),
+        },
+        "latency_ms": report::latency_json(&window.latency),
+        "server": server_json,
+        "accounting": accounting,
+        "process": {
+            "server_cpu_percent": window.server_cpu.map(|c| c / window.seconds * 100.0),
+            "server_cpu_us_per_delivery": window.server_cpu.filter(|_| window.delivered > 0).map(|c| c * 1e6 / window.delivered as f64),
+            "server_rss_kib": rss_end,
+            "server_rss_before_kib": rss_before,
+            "server_rss_connected_kib": rss_connected,
+            "server_rss_per_connection_kib": per_conn_kib,
+            "loadgen_cpu_percent": window.own_cpu.map(|c| c / window.seconds * 100.0),
+        },
+    })
+}
+
+/// Rounds of increasing rate; returns the exit code and a JSON summary.
+async fn sweep(
+    args: &Args,
+    shared: &Rc<Shared>,
+    target: &Target,
+    targets: &Targets,
+    ctrl_c: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
+) -> (ExitCode, Value) {
+    let mut rate = args.rate;
+    let mut best: Option<f64> = None;
+    let mut rounds = Vec::new();
+    loop {
+        shared.rate.set(rate);
+        tokio::time::sleep(Duration::from_secs_f64(args.warmup.max(1.0))).await;
+        let before = report::server_figures(target.server, &args.api_key, &args.prefix)
+            .await
+            .unwrap_or_default();
+        let expected_before = shared.expected();
+        let delivered_before = shared.delivered.get();
+        let window = Window::open(shared, args.server_pid);
+        let stop = tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs_f64(args.duration)) => false,
+            _ = ctrl_c.as_mut() => true,
+        };
+        let closed = window.close(shared, args.server_pid);
+        let after = report::server_figures(target.server, &args.api_key, &args.prefix)
+            .await
+            .unwrap_or_default();
+        let expected = shared.expected() - expected_before;
+        let delivered = shared.delivered.get() - delivered_before;
+        // In-flight messages at the window's edges are not drops: use the server's count.
+        let dropped = after.dropped - before.dropped;
+        let drop_rate = if expected == 0 {
+            0.0
+        } else {
+            dropped as f64 / expected as f64
+        };
+        let h = &closed.latency;
+        let q = |q: f64| {
+            if h.is_empty() {
+                f64::NAN
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        let overflow = (after.outbox_full + after.shard_overflow)
+            - (before.outbox_full + before.shard_overflow);
+        let ok = q(0.95) <= targets.p95_ms
+            && targets.p99_ms.is_none_or(|p99| q(0.99) <= p99)
+            && drop_rate <= targets.max_drop_rate
+            && overflow <= targets.max_queue_overflow
+            && shared.publish_lag.get() == 0;
+        let line = json!({
+            "rate": rate, "deliveries_per_second": delivered as f64 / closed.seconds,
+            "p50_ms": q(0.5), "p95_ms": q(0.95), "p99_ms": q(0.99), "max_ms": h.max() as f64 / 1000.0,
+            "drop_rate": drop_rate, "server_dropped": dropped,
+            "server_cpu_percent": closed.server_cpu.map(|c| c / closed.seconds * 100.0),
+            "loadgen_cpu_percent": closed.own_cpu.map(|c| c / closed.seconds * 100.0),
+            "publisher_lag": shared.publish_lag.get(), "ok": ok,
+        });
+        if !args.json {
+            println!(
+                "rate {:>10.0}/s  deliveries {:>10.0}/s  p50 {:>8.3}  p95 {:>8.3}  p99 {:>8.3} ms  drops {:.4}%  server cpu {}  loadgen cpu {}  {}",
+                rate, line["deliveries_per_second"].as_f64().unwrap_or(0.0), q(0.5), q(0.95), q(0.99), drop_rate * 100.0,
+                line["server_cpu_percent"].as_f64().map_or("-".into(), |c| format!("{c:.0}%")),
+                line["loadgen_cpu_percent"].as_f64().map_or("-".into(), |c| format!("{c:.0}%")),
+                if ok { "held" } else { "BROKE" }
+            );
+        }
+        rounds.push(line);
+        if !ok || stop {
+            break;
+        }
+        best = Some(rate);
+        rate *= args.sweep_factor;
+    }
+    if !args.json {
+        match best {
+            Some(r) => println!("highest rate that held: {r:.0} msgs/s"),
+            None => println!("no rate held the targets"),
+        }
+    }
+    let code = if best.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    (code, json!({"highest_rate_held": best, "rounds": rounds}))
+}

@@ -1,0 +1,113 @@
+//! What every task of a run shares (one thread; plain cells, no locks).
+
+use std::cell::{Cell, RefCell};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+
+/// Latency histogram: microseconds, 1 µs to 60 s, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds")
+}
+
+/// Shared by all tasks of one run. Owned by the loadgen's single thread.
+pub struct Shared {
+    /// Publish timestamps are nanoseconds since this instant.
+    pub epoch: Instant,
+    /// Record latency of messages published at or after this (ns since epoch); `u64::MAX` = not measuring.
+    pub measure_from_ns: Cell<u64>,
+    pub latency: RefCell<Histogram<u64>>,
+    /// Reset by each progress line (soak) or sweep round.
+    pub interval_latency: RefCell<Histogram<u64>>,
+    pub delivered: Cell<u64>,
+    pub duplicates: Cell<u64>,
+    pub reordered: Cell<u64>,
+    /// Messages skipped according to sequence gaps.
+    pub gaps: Cell<u64>,
+    /// Gaps seen right after a reconnect (not covered by replay).
+    pub reconnect_gaps: Cell<u64>,
+    pub reconnects: Cell<u64>,
+    pub replay_overlap: Cell<u64>,
+    pub connect_attempts: Cell<u64>,
+    pub connected: Cell<u64>,
+    pub connect_failures: Cell<u64>,
+    pub first_failure: RefCell<Option<String>>,
+    pub unexpected_closes: Cell<u64>,
+    pub error_frames: Cell<u64>,
+    /// Published per topic.
+    pub published: RefCell<Vec<u64>>,
+    /// Subscriptions per topic.
+    pub subscribers: RefCell<Vec<u64>>,
+    /// Received per topic (all subscribers).
+    pub received: RefCell<Vec<u64>>,
+    /// Messages the publishers were behind schedule and skipped (open loop).
+    pub publish_lag: Cell<u64>,
+    /// Total publish rate, messages per second (the sweep changes it).
+    pub rate: Cell<f64>,
+    pub stop: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn new(topics: usize, rate: f64) -> Self {
+        Self {
+            epoch: Instant::now(),
+            measure_from_ns: Cell::new(u64::MAX),
+            latency: RefCell::new(new_histogram()),
+            interval_latency: RefCell::new(new_histogram()),
+            delivered: Cell::new(0),
+            duplicates: Cell::new(0),
+            reordered: Cell::new(0),
+            gaps: Cell::new(0),
+            reconnect_gaps: Cell::new(0),
+            reconnects: Cell::new(0),
+            replay_overlap: Cell::new(0),
+            connect_attempts: Cell::new(0),
+            connected: Cell::new(0),
+            connect_failures: Cell::new(0),
+            first_failure: RefCell::new(None),
+            unexpected_closes: Cell::new(0),
+            error_frames: Cell::new(0),
+            published: RefCell::new(vec![0; topics]),
+            subscribers: RefCell::new(vec![0; topics]),
+            received: RefCell::new(vec![0; topics]),
+            publish_lag: Cell::new(0),
+            rate: Cell::new(rate),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    pub fn bump(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get() + n);
+    }
+
+    pub fn fail(&self, why: String) {
+        Self::bump(&self.connect_failures, 1);
+        self.first_failure.borrow_mut().get_or_insert(why);
+    }
+
+    /// Resolves when the run is stopping.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|&stop| stop).await;
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Deliveries expected so far: published × subscribers, per topic.
+    pub fn expected(&self) -> u64 {
+        let published = self.published.borrow();
+        let subscribers = self.subscribers.borrow();
+        published
+            .iter()
+            .zip(subscribers.iter())
+            .map(|(p, s)| p * s)
+            .sum()
+    }
+}

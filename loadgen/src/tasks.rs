@@ -1,0 +1,386 @@
+//! Subscriber and publisher tasks.
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::state::Shared;
+use crate::ws::{self, field_u64, parse_u64};
+
+/// How a run reaches the server.
+pub struct Target {
+    pub server: SocketAddr,
+    pub api_key: String,
+    pub prefix: String,
+}
+
+struct Subscription {
+    topic: usize,
+    last_seq: u64,
+}
+
+const EVENT: &[u8] = br#"{"type":"event","channel":""#;
+const HEARTBEAT: &[u8] = br#"{"type":"heartbeat""#;
+const ERROR: &[u8] = br#"{"type":"error""#;
+
+/// One subscriber: connect, subscribe, read until stopped. With `reconnect`,
+/// it drops its connection after a while and comes back with replay.
+pub async fn subscriber(
+    shared: Rc<Shared>,
+    target: Rc<Target>,
+    source: Option<IpAddr>,
+    id: usize,
+    topics: Vec<usize>,
+    reconnect: Option<Duration>,
+) {
+    let names: Vec<String> = topics
+        .iter()
+        .map(|t| format!("{}{t}", target.prefix))
+        .collect();
+    let mut subs: Vec<Subscription> = topics
+        .iter()
+        .map(|&topic| Subscription { topic, last_seq: 0 })
+        .collect();
+    let mut first = true;
+    loop {
+        Shared::bump(&shared.connect_attempts, 1);
+        let replay = if first { "false" } else { "true" };
+        let path = format!(
+            "/ws/telemetry?clientId=lg-{id}&channels={}&replay={replay}",
+            names.join(",")
+        );
+        let mut conn = match ws::connect(target.server, source, &path, &target.api_key).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                shared.fail(e.to_string());
+                return;
+            }
+        };
+        if first {
+            Shared::bump(&shared.connected, 1);
+            let mut per_topic = shared.subscribers.borrow_mut();
+            for t in &topics {
+                per_topic[*t] += 1;
+            }
+        } else {
+            Shared::bump(&shared.reconnects, 1);
+        }
+        let rejoined = !first;
+        first = false;
+        let deadline = reconnect.map(|d| Instant::now() + jitter(d, id));
+        let mut after_reconnect = vec![rejoined; subs.len()];
+        loop {
+            let ready = tokio::select! {
+                ready = conn.ready() => ready,
+                () = shared.stopped() => return,
+                () = sleep_until(deadline) => break,
+            };
+            match ready {
+                Ok(true) => {}
+                _ => {
+                    if !shared.is_stopping() {
+                        Shared::bump(&shared.unexpected_closes, 1);
+                    }
+                    return;
+                }
+            }
+            let mut reply_heartbeat = false;
+            while let Some(frame) = conn.next_frame() {
+                match frame.opcode {
+                    0x1 if frame.payload.starts_with(EVENT) => on_event(
+                        &shared,
+                        &target,
+                        &mut subs,
+                        &mut after_reconnect,
+                        frame.payload,
+                    ),
+                    0x1 if frame.payload.starts_with(HEARTBEAT) => reply_heartbeat = true,
+                    0x1 if frame.payload.starts_with(ERROR) => {
+                        Shared::bump(&shared.error_frames, 1)
+                    }
+                    0x8 => {
+                        if !shared.is_stopping() {
+                            Shared::bump(&shared.unexpected_closes, 1);
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            if reply_heartbeat && conn.send_text(br#"{"action":"heartbeat"}"#).await.is_err() {
+                return;
+            }
+        }
+        // Reconnect: drop this connection and come back with replay.
+        drop(conn);
+    }
+}
+
+fn jitter(base: Duration, id: usize) -> Duration {
+    base + Duration::from_millis((id as u64 * 7919) % (base.as_millis() as u64 + 1))
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn on_event(
+    shared: &Shared,
+    target: &Target,
+    subs: &mut [Subscription],
+    after_reconnect: &mut [bool],
+    payload: &[u8],
+) {
+    let rest = &payload[EVENT.len()..];
+    let Some(topic) = rest
+        .strip_prefix(target.prefix.as_bytes())
+        .and_then(parse_u64)
+        .map(|t| t as usize)
+    else {
+        return;
+    };
+    let Some(seq) = field_u64(rest, b"\"seq\":") else {
+        return;
+    };
+    let Some(index) = subs.iter().position(|s| s.topic == topic) else {
+        return;
+    };
+    let sub = &mut subs[index];
+    let rejoined = std::mem::take(&mut after_reconnect[index]);
+    if seq <= sub.last_seq {
+        if rejoined {
+            Shared::bump(&shared.replay_overlap, 1);
+        } else if seq == sub.last_seq {
+            Shared::bump(&shared.duplicates, 1);
+        } else {
+            Shared::bump(&shared.reordered, 1);
+        }
+        // A replay continues until it catches up; keep the flag until then.
+        after_reconnect[index] = rejoined;
+        return;
+    }
+    if seq > sub.last_seq + 1 {
+        let missed = seq - sub.last_seq - 1;
+        if rejoined {
+            Shared::bump(&shared.reconnect_gaps, missed);
+        } else {
+            Shared::bump(&shared.gaps, missed);
+        }
+    }
+    sub.last_seq = seq;
+    Shared::bump(&shared.delivered, 1);
+    shared.received.borrow_mut()[topic] += 1;
+    if let Some(t) = field_u64(rest, b"\"data\":{\"t\":") {
+        if t >= shared.measure_from_ns.get() {
+            let micros = (shared.now_ns().saturating_sub(t) / 1000).max(1);
+            shared.latency.borrow_mut().saturating_record(micros);
+            shared
+                .interval_latency
+                .borrow_mut()
+                .saturating_record(micros);
+        }
+    }
+}
+
+/// How publishers choose topics: a wheel of topic groups, round-robin within each.
+pub struct TopicPicker {
+    wheel: Vec<usize>,
+    groups: Vec<Vec<usize>>,
+    next: Vec<usize>,
+    turn: usize,
+}
+
+impl TopicPicker {
+    /// `groups` of topics with integer `weights` (e.g. 5/3/2 for 50/30/20%).
+    pub fn new(groups: Vec<Vec<usize>>, weights: &[usize], offset: usize) -> Self {
+        let wheel = weights
+            .iter()
+            .enumerate()
+            .flat_map(|(g, &w)| std::iter::repeat_n(g, w))
+            .collect();
+        let next = groups.iter().map(|g| offset % g.len().max(1)).collect();
+        Self {
+            wheel,
+            groups,
+            next,
+            turn: offset,
+        }
+    }
+
+    pub fn pick(&mut self) -> usize {
+        let group = self.wheel[self.turn % self.wheel.len()];
+        self.turn += 1;
+        let list = &self.groups[group];
+        let topic = list[self.next[group] % list.len()];
+        self.next[group] += 1;
+        topic
+    }
+}
+
+/// How a publisher sends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Via {
+    WebSocket,
+    Http,
+}
+
+/// One open-loop publisher sending `share` of the total rate, paced by the clock.
+pub async fn publisher(
+    shared: Rc<Shared>,
+    target: Rc<Target>,
+    via: Via,
+    share: f64,
+    payload: usize,
+    mut picker: TopicPicker,
+) {
+    let pad = "x".repeat(payload.saturating_sub(28).max(1));
+    let mut sink = match via {
+        Via::WebSocket => {
+            match ws::connect(target.server, None, "/ws/publish", &target.api_key).await {
+                Ok(conn) => Sink::Ws(conn),
+                Err(e) => {
+                    eprintln!("publisher cannot connect: {e}");
+                    return;
+                }
+            }
+        }
+        Via::Http => match TcpStream::connect(target.server).await {
+            Ok(stream) => Sink::Http(stream, Vec::with_capacity(4096)),
+            Err(e) => {
+                eprintln!("publisher cannot connect: {e}");
+                return;
+            }
+        },
+    };
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut rate = shared.rate.get() * share;
+    let mut since = Instant::now();
+    let mut sent_since = 0u64;
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut text = Vec::with_capacity(payload + 96);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shared.stopped() => return,
+        }
+        let now_rate = shared.rate.get() * share;
+        if now_rate != rate {
+            rate = now_rate;
+            since = Instant::now();
+            sent_since = 0;
+        }
+        let due = (rate * since.elapsed().as_secs_f64()) as u64;
+        let mut count = due.saturating_sub(sent_since);
+        // Never queue more than 50 ms of traffic at once: past that we are
+        // behind, and the skipped messages are reported, not sent late.
+        let cap = ((rate * 0.05) as u64).max(1);
+        if count > cap {
+            Shared::bump(&shared.publish_lag, count - cap);
+            sent_since += count - cap;
+            count = cap;
+        }
+        if count == 0 {
+            continue;
+        }
+        out.clear();
+        {
+            let mut published = shared.published.borrow_mut();
+            for _ in 0..count {
+                let topic = picker.pick();
+                text.clear();
+                let t = shared.now_ns();
+                text.extend_from_slice(b"{\"action\":\"publish\",\"channel\":\"");
+                text.extend_from_slice(target.prefix.as_bytes());
+                text.extend_from_slice(topic.to_string().as_bytes());
+                text.extend_from_slice(b"\",\"data\":{\"t\":");
+                text.extend_from_slice(t.to_string().as_bytes());
+                text.extend_from_slice(b",\"p\":\"");
+                text.extend_from_slice(pad.as_bytes());
+                text.extend_from_slice(b"\"}}");
+                match &mut sink {
+                    Sink::Ws(_) => ws::encode_text(&mut out, &text),
+                    Sink::Http(..) => {
+                        // {"channel":…,"data":…}: drop the action field.
+                        let body = &text[20..];
+                        let body = [b"{", body].concat();
+                        out.extend_from_slice(
+                        format!(
+                            "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            target.api_key,
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                        out.extend_from_slice(&body);
+                    }
+                }
+                published[topic] += 1;
+            }
+        }
+        sent_since += count;
+        let ok = match &mut sink {
+            Sink::Ws(conn) => conn.stream.write_all(&out).await.is_ok(),
+            Sink::Http(stream, buf) => http_roundtrips(stream, buf, &out, count).await.is_ok(),
+        };
+        if !ok {
+            eprintln!("publisher lost its connection");
+            return;
+        }
+    }
+}
+
+enum Sink {
+    Ws(ws::Conn),
+    Http(TcpStream, Vec<u8>),
+}
+
+/// Writes `count` pipelined requests and reads `count` responses.
+async fn http_roundtrips(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    out: &[u8],
+    count: u64,
+) -> std::io::Result<()> {
+    stream.write_all(out).await?;
+    let mut done = 0;
+    while done < count {
+        // Parse complete responses from the front of the buffer.
+        while let Some(end) = ws::find(buf, b"\r\n\r\n") {
+            let head = &buf[..end];
+            let len = ws::find(head, b"content-length: ")
+                .and_then(|at| parse_u64(&head[at + 16..]))
+                .unwrap_or(0) as usize;
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            buf.drain(..end + 4 + len);
+            done += 1;
+        }
+        if done < count && stream.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_picker_follows_its_weights_and_rotates_within_groups() {
+        let mut picker = TopicPicker::new(vec![vec![0, 1], vec![2], vec![3]], &[5, 3, 2], 0);
+        let picks: Vec<usize> = (0..10).map(|_| picker.pick()).collect();
+        assert_eq!(picks.iter().filter(|&&t| t <= 1).count(), 5);
+        assert_eq!(picks.iter().filter(|&&t| t == 2).count(), 3);
+        assert_eq!(picks.iter().filter(|&&t| t == 3).count(), 2);
+        assert_eq!(&picks[..2], &[0, 1]);
+    }
+}

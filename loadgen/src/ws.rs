@@ -1,0 +1,204 @@
+//! A minimal WebSocket client for load: handshake by hand, frames parsed in
+//! place from one reusable buffer per connection, no allocation per message.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Connects from `source` (port chosen by the kernel) and upgrades `path`.
+pub async fn connect(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    path: &str,
+    api_key: &str,
+) -> io::Result<Conn> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let mut stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hhcmRjYXN0LWxvYWRnZW4=\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {api_key}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut conn = Conn {
+        stream,
+        buf: Vec::with_capacity(8 * 1024),
+        start: 0,
+    };
+    // Read the response head; anything after it is already WebSocket data.
+    loop {
+        if let Some(end) = find(&conn.buf, b"\r\n\r\n") {
+            if !conn.buf.starts_with(b"HTTP/1.1 101") {
+                let line = String::from_utf8_lossy(&conn.buf[..end.min(64)]).into_owned();
+                return Err(io::Error::other(format!("upgrade refused: {line}")));
+            }
+            conn.start = end + 4;
+            return Ok(conn);
+        }
+        if conn.fill().await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during handshake",
+            ));
+        }
+    }
+}
+
+/// One client connection with its read buffer.
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// A server frame as parsed: opcode and payload.
+pub struct Frame<'a> {
+    pub opcode: u8,
+    pub payload: &'a [u8],
+}
+
+impl Conn {
+    /// Reads more bytes; returns how many (0 at EOF).
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > self.buf.capacity() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(self.buf.capacity().max(8192));
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// Waits until at least one complete frame is buffered; `false` at EOF.
+    pub async fn ready(&mut self) -> io::Result<bool> {
+        while frame_len(&self.buf[self.start..]).is_none() {
+            if self.fill().await? == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next buffered frame, if complete.
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        let data = &self.buf[self.start..];
+        let (header, len) = frame_len(data)?;
+        let opcode = data[0] & 0x0F;
+        self.start += header + len;
+        let end = self.start;
+        Some(Frame {
+            opcode,
+            payload: &self.buf[end - len..end],
+        })
+    }
+
+    /// Sends one masked text frame.
+    pub async fn send_text(&mut self, text: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(text.len() + 14);
+        encode_text(&mut out, text);
+        self.stream.write_all(&out).await
+    }
+}
+
+/// `(header length, payload length)` of a complete frame at the start of `data`.
+fn frame_len(data: &[u8]) -> Option<(usize, usize)> {
+    if data.len() < 2 {
+        return None;
+    }
+    let (header, len) = match data[1] & 0x7F {
+        126 if data.len() >= 4 => (4, u16::from_be_bytes([data[2], data[3]]) as usize),
+        127 if data.len() >= 10 => {
+            let mut be = [0u8; 8];
+            be.copy_from_slice(&data[2..10]);
+            (10, u64::from_be_bytes(be) as usize)
+        }
+        126 | 127 => return None,
+        n => (2, n as usize),
+    };
+    (data.len() >= header + len).then_some((header, len))
+}
+
+/// Appends a masked text frame. The mask is zero: servers must accept any
+/// mask, and a zero mask costs nothing to apply.
+pub fn encode_text(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(0x81);
+    match text.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(text);
+}
+
+/// Position of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut at = 0;
+    while at + needle.len() <= hay.len() {
+        let rel = hay[at..=hay.len() - needle.len()]
+            .iter()
+            .position(|&b| b == first)?;
+        at += rel;
+        if &hay[at..at + needle.len()] == needle {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The unsigned integer at the start of `bytes`.
+pub fn parse_u64(bytes: &[u8]) -> Option<u64> {
+    let mut value: u64 = 0;
+    let mut digits = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        digits += 1;
+    }
+    (digits > 0).then_some(value)
+}
+
+/// The value after `"name":` as an integer.
+pub fn field_u64(hay: &[u8], name: &[u8]) -> Option<u64> {
+    let at = find(hay, name)?;
+    parse_u64(&hay[at + name.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_fields_in_an_event() {
+        let event = br#"{"type":"event","channel":"load.17","seq":1234,"ts":"2026-01-01T00:00:00.000Z","data":{"t":987654321,"p":"xx"}}"#;
+        assert_eq!(field_u64(event, b"\"seq\":"), Some(1234));
+        assert_eq!(field_u64(event, b"\"data\":{\"t\":"), Some(987654321));
+        assert_eq!(find(event, b"nope"), None);
+    }
+
+    #[test]
+    fn frame_lengths_need_the_whole_frame() {
+        let mut frame = vec![0x81, 126, 0, 200];
+        frame.extend(vec![b'x'; 200]);
+        assert_eq!(frame_len(&frame), Some((4, 200)));
+        assert_eq!(frame_len(&frame[..100]), None);
+    }
+}
