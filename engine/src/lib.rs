@@ -31,6 +31,7 @@ mod local;
 mod mailbox;
 mod message;
 mod outbox;
+pub mod pacer;
 mod rate;
 mod shard;
 mod stats;

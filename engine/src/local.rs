@@ -15,16 +15,16 @@
 //! No lock, allocation or serialization happens per subscriber.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::close::CloseReason;
 use crate::conn::{self, Conn, ConnKey, Session};
@@ -32,6 +32,7 @@ use crate::engine::{Engine, EngineShared};
 use crate::format::{FormatId, MAX_FORMATS};
 use crate::message::Message;
 use crate::outbox::{Admission, DropReason, EventMeta, MAX_IOVECS};
+use crate::pacer::{self, FlushPacer};
 use crate::shard::ShardInbox;
 use crate::stats::{new_latency_histogram, ClientInfo, Counts, ShardStats};
 use crate::topic::{SubscribeStart, Topic, TopicError, TopicId};
@@ -128,7 +129,11 @@ pub(crate) struct ShardState {
     topic_counts: RefCell<Vec<Counts>>,
     write_counters: RefCell<WriteCounters>,
     latency_us: RefCell<Histogram<u64>>,
-    dirty: RefCell<Vec<Rc<Conn>>>,
+    /// Connections with unflushed events, in the order they got their first one.
+    dirty: RefCell<VecDeque<(Instant, Rc<Conn>)>>,
+    pacer: RefCell<FlushPacer>,
+    /// Start of the pacer's current window: wall time and thread CPU time.
+    pace_window: Cell<(Instant, Option<Duration>)>,
     scratch: RefCell<Vec<u8>>,
     topic_cache: RefCell<HashMap<Box<str>, Arc<Topic>>>,
     epoch: Instant,
@@ -151,6 +156,8 @@ impl ShardState {
             write_counters: RefCell::default(),
             latency_us: RefCell::new(new_latency_histogram()),
             dirty: RefCell::default(),
+            pacer: RefCell::default(),
+            pace_window: Cell::new((now, pacer::thread_cpu_time())),
             scratch: RefCell::new(vec![0; SCRATCH_LEN]),
             topic_cache: RefCell::default(),
             epoch: now,
@@ -346,6 +353,7 @@ impl ShardState {
         let mut topic_counts = self.topic_counts.borrow_mut();
         let topic_counts = counts_slot(&mut topic_counts, msg.topic);
         let mut dirty = self.dirty.borrow_mut();
+        let now = self.now();
         for sub in list {
             if msg.seq <= sub.after_seq {
                 continue;
@@ -358,7 +366,7 @@ impl ShardState {
                 Admission::Queued => {
                     if !state.dirty {
                         state.dirty = true;
-                        dirty.push(Rc::clone(conn));
+                        dirty.push_back((now, Rc::clone(conn)));
                     }
                 }
                 Admission::Dropped(reason) => topic_counts.drop_one(reason),
@@ -371,19 +379,63 @@ impl ShardState {
         }
     }
 
-    /// Writes every connection that got data since the last flush.
+    /// Writes every connection whose oldest unflushed event has waited the
+    /// pacer's delay; returns when the next one will be due.
+    pub(crate) fn flush_due(&self, now: Instant) -> Option<Instant> {
+        let delay = self.pacer.borrow().delay();
+        loop {
+            let entry = {
+                let mut dirty = self.dirty.borrow_mut();
+                match dirty.front() {
+                    Some(&(since, _)) if since + delay > now => return Some(since + delay),
+                    Some(_) => dirty.pop_front(),
+                    None => return None,
+                }
+            };
+            if let Some((_, conn)) = entry {
+                conn.state.borrow_mut().dirty = false;
+                self.flush(&conn);
+            }
+        }
+    }
+
+    /// Writes every connection with unflushed events, now.
     pub(crate) fn flush_dirty(&self) {
-        let mut list = std::mem::take(&mut *self.dirty.borrow_mut());
-        for conn in &list {
+        let list = std::mem::take(&mut *self.dirty.borrow_mut());
+        for (_, conn) in list {
             conn.state.borrow_mut().dirty = false;
-            self.flush(conn);
+            self.flush(&conn);
         }
-        list.clear();
-        // Keep the allocation for the next turn unless something refilled it.
-        let mut dirty = self.dirty.borrow_mut();
-        if dirty.is_empty() {
-            *dirty = list;
+    }
+
+    /// Feeds the pacer once per window with this thread's CPU use.
+    pub(crate) fn pace(&self, now: Instant) {
+        let (since, cpu_then) = self.pace_window.get();
+        let wall = now.saturating_duration_since(since);
+        if wall < pacer::WINDOW {
+            return;
         }
+        let cpu_now = pacer::thread_cpu_time();
+        if let (Some(then), Some(cpu)) = (cpu_then, cpu_now) {
+            let before = self.pacer.borrow().delay();
+            let after = self
+                .pacer
+                .borrow_mut()
+                .observe(cpu.saturating_sub(then), wall);
+            if before.is_zero() != after.is_zero() {
+                debug!(
+                    shard = self.index,
+                    delay_us = after.as_micros() as u64,
+                    "flush coalescing changed"
+                );
+            }
+        }
+        self.pace_window.set((now, cpu_now));
+    }
+
+    /// The pacer's current coalescing delay.
+    pub(crate) fn flush_delay(&self) -> Duration {
+        self.pacer.borrow().delay()
     }
 
     /// Writes as much of `conn`'s outbox as the socket takes now, many frames
@@ -531,6 +583,7 @@ impl ShardState {
             topics,
             writes: writes.writes,
             bytes_written: writes.bytes,
+            flush_delay: self.flush_delay(),
             latency_us: self.latency_us.borrow().clone(),
         }
     }

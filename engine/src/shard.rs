@@ -12,14 +12,15 @@
 //! 2. run every pending command;
 //! 3. take up to [`DISPATCH_BATCH`] messages, pushing each message's shared
 //!    frame into the outbox of every local subscriber;
-//! 4. write every connection that got data, one vectored write per
-//!    connection for all its new frames;
-//! 5. if messages remain, yield to the connection tasks and go to 2.
+//! 4. write every connection whose oldest unflushed frame has waited the
+//!    flush delay, one vectored write per connection for all its frames;
+//! 5. if messages remain, yield to the connection tasks and go to 2;
+//!    otherwise sleep until woken or until the next connection is due.
 //!
-//! The flush in step 4 adapts by itself: at low load each turn carries one
-//! message and it goes out at once; under load, messages pile up while the
-//! shard writes, so the next turn carries more of them and each `writev`
-//! carries more frames.
+//! The flush delay comes from [`crate::pacer::FlushPacer`]: 0 while the
+//! shard has CPU headroom (every message goes out in the turn it arrives),
+//! growing only when the shard runs hot, so that each `writev` carries more
+//! frames and the same deliveries cost fewer syscalls.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -173,8 +174,17 @@ pub(crate) fn run(index: usize, shared: Arc<EngineShared>, runtime: tokio::runti
 
 async fn dispatch_loop(state: &Rc<ShardState>) {
     let inbox = state.inbox();
+    let mut next_flush: Option<Instant> = None;
     loop {
-        inbox.wake.notified().await;
+        match next_flush {
+            None => inbox.wake.notified().await,
+            Some(at) => {
+                tokio::select! {
+                    () = inbox.wake.notified() => {}
+                    () = tokio::time::sleep_until(at.into()) => {}
+                }
+            }
+        }
         loop {
             while let Ok(cmd) = inbox.control_rx.try_recv() {
                 if !run_command(state, cmd) {
@@ -190,7 +200,9 @@ async fn dispatch_loop(state: &Rc<ShardState>) {
                 state.dispatch(&msg);
                 taken += 1;
             }
-            state.flush_dirty();
+            let now = Instant::now();
+            next_flush = state.flush_due(now);
+            state.pace(now);
             if taken < DISPATCH_BATCH {
                 break;
             }

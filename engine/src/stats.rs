@@ -75,6 +75,8 @@ pub struct ShardStats {
     pub writes: u64,
     /// Bytes written.
     pub bytes_written: u64,
+    /// The flush coalescing delay now (0 unless the shard runs hot).
+    pub flush_delay: std::time::Duration,
     /// Delivery latency (publish accepted → frame written), in microseconds.
     pub latency_us: Histogram<u64>,
 }

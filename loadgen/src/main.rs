@@ -210,6 +210,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Give the last subscribe acks a moment to land before publishing.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_connected = args.server_pid.and_then(report::rss_kib);
+    // Server counters are cumulative: the report uses their change over this run.
+    let server_before = report::server_figures(server, &args.api_key, &args.prefix).await;
 
     // 2. Publishers.
     if rate > 0.0 {
@@ -270,7 +272,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     shared.rate.set(0.0);
     tokio::time::sleep(Duration::from_millis(50)).await;
     drain(&shared).await;
-    let server_figures = report::server_figures(server, &args.api_key, &args.prefix).await;
+    let server_figures = match (
+        server_before,
+        report::server_figures(server, &args.api_key, &args.prefix).await,
+    ) {
+        (Some(before), Some(after)) => Some(after.since(&before)),
+        (_, after) => after,
+    };
     let rss_end = args.server_pid.and_then(report::rss_kib);
     let _ = shared.stop.send(true);
 
@@ -393,20 +401,14 @@ impl Window {
     }
 }
 
-/// Waits until deliveries stop arriving (at most 5 s).
+/// Waits until deliveries stop arriving for 300 ms (at most 5 s).
 async fn drain(shared: &Shared) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last = shared.delivered.get();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let now = shared.delivered.get();
-        if (now == last
-            && shared.delivered.get() >= shared.expected().saturating_sub(shared.gaps.get()))
-            || Instant::now() > deadline
-        {
-            return;
-        }
-        if now == last && Instant::now() + Duration::from_millis(600) > deadline {
+        if now == last || Instant::now() > deadline {
             return;
         }
         last = now;

@@ -44,6 +44,22 @@ pub struct ServerFigures {
     pub latency_p99_ms: f64,
 }
 
+impl ServerFigures {
+    /// The counters' change since `before` (gauges and latency as of now).
+    pub fn since(&self, before: &ServerFigures) -> ServerFigures {
+        ServerFigures {
+            published: self.published - before.published,
+            sent: self.sent - before.sent,
+            dropped: self.dropped - before.dropped,
+            outbox_full: self.outbox_full - before.outbox_full,
+            rate_limited: self.rate_limited - before.rate_limited,
+            shard_overflow: self.shard_overflow - before.shard_overflow,
+            closed: self.closed - before.closed,
+            ..self.clone()
+        }
+    }
+}
+
 pub async fn server_figures(
     server: SocketAddr,
     api_key: &str,

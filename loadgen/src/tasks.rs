@@ -19,12 +19,15 @@ pub struct Target {
 
 struct Subscription {
     topic: usize,
-    last_seq: u64,
+    /// `None` until the first event: a topic may have history from before
+    /// this run, so the first sequence number seen is the baseline.
+    last_seq: Option<u64>,
 }
 
 const EVENT: &[u8] = br#"{"type":"event","channel":""#;
 const HEARTBEAT: &[u8] = br#"{"type":"heartbeat""#;
 const ERROR: &[u8] = br#"{"type":"error""#;
+const ACK: &[u8] = br#"{"type":"ack""#;
 
 /// One subscriber: connect, subscribe, read until stopped. With `reconnect`,
 /// it drops its connection after a while and comes back with replay.
@@ -42,7 +45,10 @@ pub async fn subscriber(
         .collect();
     let mut subs: Vec<Subscription> = topics
         .iter()
-        .map(|&topic| Subscription { topic, last_seq: 0 })
+        .map(|&topic| Subscription {
+            topic,
+            last_seq: None,
+        })
         .collect();
     let mut first = true;
     loop {
@@ -59,13 +65,10 @@ pub async fn subscriber(
                 return;
             }
         };
-        if first {
-            Shared::bump(&shared.connected, 1);
-            let mut per_topic = shared.subscribers.borrow_mut();
-            for t in &topics {
-                per_topic[*t] += 1;
-            }
-        } else {
+        // A first connection counts once its subscription is acknowledged:
+        // only then does the server owe it every message published.
+        let mut awaiting_ack = first;
+        if !first {
             Shared::bump(&shared.reconnects, 1);
         }
         let rejoined = !first;
@@ -98,6 +101,14 @@ pub async fn subscriber(
                         frame.payload,
                     ),
                     0x1 if frame.payload.starts_with(HEARTBEAT) => reply_heartbeat = true,
+                    0x1 if awaiting_ack && frame.payload.starts_with(ACK) => {
+                        awaiting_ack = false;
+                        Shared::bump(&shared.connected, 1);
+                        let mut per_topic = shared.subscribers.borrow_mut();
+                        for t in &topics {
+                            per_topic[*t] += 1;
+                        }
+                    }
                     0x1 if frame.payload.starts_with(ERROR) => {
                         Shared::bump(&shared.error_frames, 1)
                     }
@@ -153,10 +164,11 @@ fn on_event(
     };
     let sub = &mut subs[index];
     let rejoined = std::mem::take(&mut after_reconnect[index]);
-    if seq <= sub.last_seq {
+    let last = *sub.last_seq.get_or_insert(seq - 1);
+    if seq <= last {
         if rejoined {
             Shared::bump(&shared.replay_overlap, 1);
-        } else if seq == sub.last_seq {
+        } else if seq == last {
             Shared::bump(&shared.duplicates, 1);
         } else {
             Shared::bump(&shared.reordered, 1);
@@ -165,15 +177,15 @@ fn on_event(
         after_reconnect[index] = rejoined;
         return;
     }
-    if seq > sub.last_seq + 1 {
-        let missed = seq - sub.last_seq - 1;
+    if seq > last + 1 {
+        let missed = seq - last - 1;
         if rejoined {
             Shared::bump(&shared.reconnect_gaps, missed);
         } else {
             Shared::bump(&shared.gaps, missed);
         }
     }
-    sub.last_seq = seq;
+    sub.last_seq = Some(seq);
     Shared::bump(&shared.delivered, 1);
     shared.received.borrow_mut()[topic] += 1;
     if let Some(t) = field_u64(rest, b"\"data\":{\"t\":") {

@@ -90,6 +90,7 @@ pub async fn stats(app: &App) -> Value {
                 "dropped": s.counts.dropped_total(),
                 "writes": s.writes,
                 "bytesWritten": s.bytes_written,
+                "flushDelayMicros": s.flush_delay.as_micros() as u64,
             })
         })
         .collect();

@@ -150,6 +150,21 @@ pub async fn render(app: &App) -> String {
 
     family(
         &mut out,
+        "shardcast_flush_delay_seconds",
+        "gauge",
+        "Coalescing delay of each shard's writes (0 unless it runs hot).",
+    );
+    for shard in &stats.shards {
+        let _ = writeln!(
+            out,
+            "shardcast_flush_delay_seconds{{shard=\"{}\"}} {}",
+            shard.index,
+            shard.flush_delay.as_secs_f64()
+        );
+    }
+
+    family(
+        &mut out,
         "shardcast_delivery_latency_seconds",
         "histogram",
         "Time from publish accepted to the event's frame written to the socket.",
