@@ -43,6 +43,23 @@ use crate::PublishError;
 /// read buffer of its own.
 const SCRATCH_LEN: usize = 64 * 1024;
 
+/// Connections written per flush slice before the shard goes back to its
+/// inbox and its connection tasks. A bound on how long one turn can keep the
+/// shard from reading, not a tuning knob: slices of 128 raised CPU at 1M
+/// deliveries/s from 68% to 93% (fewer frames per write) for 10% lower p99.
+const FLUSH_SLICE: usize = 1024;
+
+/// What the dispatch loop should do about flushing next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Nothing is waiting.
+    Idle,
+    /// The next connection is due then.
+    At(Instant),
+    /// Connections are due now beyond this slice.
+    Backlog,
+}
+
 /// One subscription in a topic's local list.
 struct Subscriber {
     conn: Rc<Conn>,
@@ -379,23 +396,32 @@ impl ShardState {
         }
     }
 
-    /// Writes every connection whose oldest unflushed event has waited the
-    /// pacer's delay; returns when the next one will be due.
-    pub(crate) fn flush_due(&self, now: Instant) -> Option<Instant> {
+    /// Writes connections whose oldest unflushed event has waited the
+    /// pacer's delay, at most [`FLUSH_SLICE`] of them; says what is next.
+    ///
+    /// The slice bounds a turn: flushing thousands of connections at once
+    /// lets messages pile up meanwhile, and the next turn dirties them all at
+    /// the same instant so they come due together again.
+    pub(crate) fn flush_due(&self, now: Instant) -> Flush {
         let delay = self.pacer.borrow().delay();
-        loop {
+        for _ in 0..FLUSH_SLICE {
             let entry = {
                 let mut dirty = self.dirty.borrow_mut();
                 match dirty.front() {
-                    Some(&(since, _)) if since + delay > now => return Some(since + delay),
+                    Some(&(since, _)) if since + delay > now => return Flush::At(since + delay),
                     Some(_) => dirty.pop_front(),
-                    None => return None,
+                    None => return Flush::Idle,
                 }
             };
             if let Some((_, conn)) = entry {
                 conn.state.borrow_mut().dirty = false;
                 self.flush(&conn);
             }
+        }
+        match self.dirty.borrow().front() {
+            Some(&(since, _)) if since + delay > now => Flush::At(since + delay),
+            Some(_) => Flush::Backlog,
+            None => Flush::Idle,
         }
     }
 

@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 use crate::close::CloseReason;
 use crate::conn::ConnKey;
 use crate::engine::EngineShared;
-use crate::local::{LocalShard, ShardState};
+use crate::local::{Flush, LocalShard, ShardState};
 use crate::message::Message;
 use crate::stats::{ClientInfo, ShardStats};
 
@@ -174,16 +174,17 @@ pub(crate) fn run(index: usize, shared: Arc<EngineShared>, runtime: tokio::runti
 
 async fn dispatch_loop(state: &Rc<ShardState>) {
     let inbox = state.inbox();
-    let mut next_flush: Option<Instant> = None;
+    let mut next_flush = Flush::Idle;
     loop {
         match next_flush {
-            None => inbox.wake.notified().await,
-            Some(at) => {
+            Flush::Idle => inbox.wake.notified().await,
+            Flush::At(at) => {
                 tokio::select! {
                     () = inbox.wake.notified() => {}
                     () = tokio::time::sleep_until(at.into()) => {}
                 }
             }
+            Flush::Backlog => tokio::task::yield_now().await,
         }
         loop {
             while let Ok(cmd) = inbox.control_rx.try_recv() {
@@ -203,7 +204,7 @@ async fn dispatch_loop(state: &Rc<ShardState>) {
             let now = Instant::now();
             next_flush = state.flush_due(now);
             state.pace(now);
-            if taken < DISPATCH_BATCH {
+            if taken < DISPATCH_BATCH || next_flush == Flush::Backlog {
                 break;
             }
             tokio::task::yield_now().await;
