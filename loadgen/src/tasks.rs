@@ -75,6 +75,7 @@ pub async fn subscriber(
         first = false;
         let deadline = reconnect.map(|d| Instant::now() + jitter(d, id));
         let mut after_reconnect = vec![rejoined; subs.len()];
+        let mut last_heartbeat: Option<Instant> = None;
         loop {
             let ready = tokio::select! {
                 ready = conn.ready() => ready,
@@ -121,8 +122,13 @@ pub async fn subscriber(
                     _ => {}
                 }
             }
-            if reply_heartbeat && conn.send_text(br#"{"action":"heartbeat"}"#).await.is_err() {
-                return;
+            // Answer the server's ticks, not its answers to ours.
+            let due = last_heartbeat.is_none_or(|at| at.elapsed() >= Duration::from_secs(5));
+            if reply_heartbeat && due {
+                last_heartbeat = Some(Instant::now());
+                if conn.send_text(br#"{"action":"heartbeat"}"#).await.is_err() {
+                    return;
+                }
             }
         }
         // Reconnect: drop this connection and come back with replay.

@@ -64,13 +64,18 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
         .context("websocket handshake failed")?;
     let mut ws = FragmentCollector::new(ws);
     let mut events = 0u64;
+    let mut last_heartbeat: Option<std::time::Instant> = None;
     loop {
         let frame = ws.read_frame().await?;
         match frame.opcode {
             OpCode::Text => {
                 let text = String::from_utf8_lossy(&frame.payload).into_owned();
                 println!("{text}");
-                if text.starts_with("{\"type\":\"heartbeat\"") {
+                // Answer the server's ticks, not its answers to ours.
+                let due = last_heartbeat
+                    .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(5));
+                if text.starts_with("{\"type\":\"heartbeat\"") && due {
+                    last_heartbeat = Some(std::time::Instant::now());
                     let reply = Frame::text(Payload::Borrowed(b"{\"action\":\"heartbeat\"}"));
                     ws.write_frame(reply).await?;
                 } else if text.starts_with("{\"type\":\"event\"") {

@@ -339,7 +339,7 @@ fn upgrade(
                 query.channels,
                 query.replay,
             )),
-            Endpoint::Publish => Box::new(PublishSession),
+            Endpoint::Publish => Box::new(PublishSession::default()),
         };
         shard.attach(
             stream,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shardcast_engine::{ConnCtx, LocalShard, PublishError, Session, TopicError};
 
-use crate::telemetry::{error_frame, heartbeat_frame, truncate, ErrorCode};
+use crate::telemetry::{error_frame, truncate, ErrorCode, HeartbeatReplies};
 
 /// One message to publish, borrowing from the request.
 #[derive(Deserialize)]
@@ -185,7 +185,9 @@ fn publish_item(shard: &LocalShard, body: &Bytes, item: PublishItem<'_>) -> Publ
 
 /// One `/ws/publish` connection. Owned by its shard.
 #[derive(Debug, Default)]
-pub struct PublishSession;
+pub struct PublishSession {
+    heartbeats: HeartbeatReplies,
+}
 
 impl Session for PublishSession {
     fn on_open(&mut self, _ctx: &mut ConnCtx<'_>) {}
@@ -206,7 +208,9 @@ impl Session for PublishSession {
         match frame.action.as_ref() {
             "publish" => {}
             "heartbeat" => {
-                ctx.send(heartbeat_frame(std::time::SystemTime::now()));
+                if let Some(frame) = self.heartbeats.reply(std::time::Instant::now()) {
+                    ctx.send(frame);
+                }
                 return;
             }
             other => {

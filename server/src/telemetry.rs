@@ -11,7 +11,7 @@
 //! gets an `error` frame and changes nothing.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes};
 use serde::Serialize;
@@ -57,6 +57,34 @@ impl WireFormat for TelemetryFormat {
 
     fn heartbeat(&self, now: SystemTime) -> Option<Bytes> {
         Some(heartbeat_frame(now))
+    }
+}
+
+/// A connection is answered at most one heartbeat per this interval.
+///
+/// A client that answers every server heartbeat (as clients are told to)
+/// would otherwise ping-pong with the server's answer to its own heartbeat,
+/// forever and as fast as the network allows.
+pub const HEARTBEAT_REPLY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Answers client heartbeats, at most one per [`HEARTBEAT_REPLY_INTERVAL`].
+/// Owned by one connection's session.
+#[derive(Debug, Default)]
+pub struct HeartbeatReplies {
+    last: Option<Instant>,
+}
+
+impl HeartbeatReplies {
+    /// The reply to a client heartbeat at `now`, unless one was sent too recently.
+    pub fn reply(&mut self, now: Instant) -> Option<Bytes> {
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < HEARTBEAT_REPLY_INTERVAL)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(heartbeat_frame(SystemTime::now()))
     }
 }
 
@@ -262,6 +290,7 @@ pub struct TelemetrySession {
     app: Arc<App>,
     initial_channels: Vec<String>,
     initial_replay: bool,
+    heartbeats: HeartbeatReplies,
 }
 
 impl TelemetrySession {
@@ -271,6 +300,7 @@ impl TelemetrySession {
             app,
             initial_channels: channels,
             initial_replay: replay,
+            heartbeats: HeartbeatReplies::default(),
         }
     }
 
@@ -360,7 +390,11 @@ impl Session for TelemetrySession {
         match parse_command(text, max) {
             Ok(Command::Subscribe { channels, replay }) => self.subscribe(ctx, &channels, replay),
             Ok(Command::Unsubscribe { channels }) => self.unsubscribe(ctx, &channels),
-            Ok(Command::Heartbeat) => ctx.send(heartbeat_frame(SystemTime::now())),
+            Ok(Command::Heartbeat) => {
+                if let Some(frame) = self.heartbeats.reply(Instant::now()) {
+                    ctx.send(frame);
+                }
+            }
             Err(e) => {
                 debug!(client = %ctx.client_id(), code = ?e.code, "bad client command");
                 ctx.send(error_frame(e.code, &e.message));
@@ -420,6 +454,16 @@ mod tests {
             code(r#"{"action":"subscribe","channels":["a","b","c","d","e"]}"#),
             ErrorCode::LimitReached
         );
+    }
+
+    #[test]
+    fn heartbeat_replies_are_limited_to_one_per_interval() {
+        let mut replies = HeartbeatReplies::default();
+        let start = Instant::now();
+        assert!(replies.reply(start).is_some());
+        assert!(replies.reply(start + Duration::from_millis(10)).is_none());
+        assert!(replies.reply(start + Duration::from_millis(999)).is_none());
+        assert!(replies.reply(start + HEARTBEAT_REPLY_INTERVAL).is_some());
     }
 
     #[test]

@@ -375,3 +375,30 @@ async fn rate_limit_drops_are_counted_in_stats_and_metrics() {
     assert!(metrics
         .contains("shardcast_messages_dropped_by_reason_total{reason=\"rate_limited\"} 35\n"));
 }
+
+#[tokio::test]
+async fn a_client_answering_every_heartbeat_does_not_start_a_heartbeat_storm() {
+    let server = TestServer::start(
+        "[telemetry]\nheartbeat_interval_seconds = 1\nheartbeat_timeout_seconds = 3",
+    );
+    let mut ws = server.telemetry("").await;
+    let mut heartbeats = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(3500);
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut ws)).await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = msg {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == "heartbeat" {
+                heartbeats += 1;
+                // A naive client: answer every heartbeat at once.
+                send_json(&mut ws, json!({"action": "heartbeat"})).await;
+            }
+        }
+    }
+    // About three ticks, each answered once; an echo loop would run to thousands.
+    assert!(
+        (3..=10).contains(&heartbeats),
+        "{heartbeats} heartbeats in 3.5 s"
+    );
+}
