@@ -340,6 +340,9 @@ pub(crate) async fn run(
             conn.request_close(reason);
         }
     }
+    // Even empty, these bytes can keep the HTTP layer's whole read buffer
+    // alive; this task lives as long as the connection, so let go now.
+    drop(read_buf);
     shard.flush(&conn);
 
     let reason = loop {

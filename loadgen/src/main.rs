@@ -486,10 +486,10 @@ fn build_report(
         }),
         _ => json!({"checked": false}),
     };
-    let per_conn_kib = match (rss_before, rss_connected) {
-        (Some(a), Some(b)) if connected > 0 => {
-            Some((b.saturating_sub(a)) as f64 / connected as f64)
-        }
+    // Per idle connection, once the run has settled (right after a burst of
+    // handshakes the allocator still holds their freed buffers).
+    let per_conn = |rss: Option<u64>| match (rss_before, rss) {
+        (Some(a), Some(b)) if connected > 0 => Some(b.saturating_sub(a) as f64 / connected as f64),
         _ => None,
     };
     json!({
@@ -532,7 +532,8 @@ fn build_report(
             "server_rss_kib": rss_end,
             "server_rss_before_kib": rss_before,
             "server_rss_connected_kib": rss_connected,
-            "server_rss_per_connection_kib": per_conn_kib,
+            "server_rss_per_connection_kib": per_conn(rss_end),
+            "server_rss_per_connection_at_connect_kib": per_conn(rss_connected),
             "loadgen_cpu_percent": window.own_cpu.map(|c| c / window.seconds * 100.0),
         },
     })

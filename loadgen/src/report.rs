@@ -257,6 +257,16 @@ pub fn print(report: &Value, checks: &[Check]) {
             p["server_rss_kib"]
         );
     }
+    if let Some(per) = p["server_rss_per_connection_kib"].as_f64() {
+        println!(
+            "server rss   {} KiB before connecting, {} KiB just connected, {} KiB at the end: {:.2} KiB per connection ({:.2} just after connecting)",
+            p["server_rss_before_kib"],
+            p["server_rss_connected_kib"],
+            p["server_rss_kib"],
+            per,
+            f(&p["server_rss_per_connection_at_connect_kib"])
+        );
+    }
     println!(
         "loadgen cpu  {:.1}% of a core",
         f(&p["loadgen_cpu_percent"])
