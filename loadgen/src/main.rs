@@ -116,6 +116,10 @@ struct Args {
     /// Target: loadgen delivered + server dropped = published × subscribers, exactly.
     #[arg(long)]
     exact_accounting: bool,
+    /// Target: the server's latency histogram agrees with the loadgen's (server
+    /// at or below, p50 gap at most this many ms). Use on a fresh server.
+    #[arg(long)]
+    max_latency_gap_ms: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -173,6 +177,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         min_connect_success: args.min_connect_success,
         max_queue_overflow: args.max_queue_overflow,
         exact_accounting: args.exact_accounting,
+        max_latency_gap_ms: args.max_latency_gap_ms,
     };
     let started = Instant::now();
     let rss_before = args.server_pid.and_then(report::rss_kib);

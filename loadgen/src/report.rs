@@ -120,6 +120,8 @@ pub struct Targets {
     pub min_connect_success: f64,
     pub max_queue_overflow: u64,
     pub exact_accounting: bool,
+    /// Largest allowed gap between the loadgen's and the server's p50 latency, ms.
+    pub max_latency_gap_ms: Option<f64>,
 }
 
 /// One check against a target.
@@ -170,6 +172,24 @@ pub fn checks(report: &Value, targets: &Targets) -> Vec<Check> {
             value: format!("{:.3} ms", f(&["latency_ms", "p99"])),
             target: format!("<= {p99} ms"),
             ok: f(&["latency_ms", "p99"]) <= p99,
+        });
+    }
+    if let Some(gap) = targets.max_latency_gap_ms {
+        // The server measures publish → socket write; the loadgen publish →
+        // arrival. Arrival comes after the write, so the server's figures may
+        // not exceed the loadgen's (0.1 ms for histogram rounding), and at
+        // light load the two should be close.
+        let client = (f(&["latency_ms", "p50"]), f(&["latency_ms", "p99"]));
+        let server = (f(&["server", "latency_p50_ms"]), f(&["server", "latency_p99_ms"]));
+        let ok = server.0 <= client.0 + 0.1 && server.1 <= client.1 + 0.1 && client.0 - server.0 <= gap;
+        out.push(Check {
+            name: "metrics cross-check",
+            value: format!(
+                "server p50/p99 {:.3}/{:.3} ms vs loadgen {:.3}/{:.3} ms",
+                server.0, server.1, client.0, client.1
+            ),
+            target: format!("server <= loadgen, p50 gap <= {gap} ms"),
+            ok,
         });
     }
     if targets.exact_accounting {
