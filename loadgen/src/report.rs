@@ -180,8 +180,12 @@ pub fn checks(report: &Value, targets: &Targets) -> Vec<Check> {
         // not exceed the loadgen's (0.1 ms for histogram rounding), and at
         // light load the two should be close.
         let client = (f(&["latency_ms", "p50"]), f(&["latency_ms", "p99"]));
-        let server = (f(&["server", "latency_p50_ms"]), f(&["server", "latency_p99_ms"]));
-        let ok = server.0 <= client.0 + 0.1 && server.1 <= client.1 + 0.1 && client.0 - server.0 <= gap;
+        let server = (
+            f(&["server", "latency_p50_ms"]),
+            f(&["server", "latency_p99_ms"]),
+        );
+        let ok =
+            server.0 <= client.0 + 0.1 && server.1 <= client.1 + 0.1 && client.0 - server.0 <= gap;
         out.push(Check {
             name: "metrics cross-check",
             value: format!(
