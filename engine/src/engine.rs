@@ -292,45 +292,37 @@ impl Engine {
 
     /// Figures from every shard, merged.
     pub async fn stats(&self) -> EngineStats {
-        let replies: Vec<_> = self
-            .shared
-            .inboxes
-            .iter()
-            .map(|inbox| {
-                let (tx, rx) = oneshot::channel();
-                inbox.command(ShardCommand::Stats(tx));
-                rx
-            })
-            .collect();
-        let mut shards = Vec::with_capacity(replies.len());
-        for reply in replies {
-            if let Ok(stats) = reply.await {
-                shards.push(stats);
-            }
-        }
+        let shards = self.ask_every_shard(ShardCommand::Stats).await;
         let topics = self.shared.topics.all().iter().map(|t| t.stats()).collect();
         EngineStats::merge(shards, topics)
     }
 
     /// Every connected client, from every shard.
     pub async fn clients(&self) -> Vec<ClientInfo> {
+        let lists = self.ask_every_shard(ShardCommand::Clients).await;
+        lists.into_iter().flatten().collect()
+    }
+
+    /// Sends every shard the command `ask` builds and gathers the replies of
+    /// those still running, in shard order. All shards work on it at once.
+    async fn ask_every_shard<T>(&self, ask: fn(oneshot::Sender<T>) -> ShardCommand) -> Vec<T> {
         let replies: Vec<_> = self
             .shared
             .inboxes
             .iter()
             .map(|inbox| {
                 let (tx, rx) = oneshot::channel();
-                inbox.command(ShardCommand::Clients(tx));
+                inbox.command(ask(tx));
                 rx
             })
             .collect();
-        let mut clients = Vec::new();
+        let mut answers = Vec::with_capacity(replies.len());
         for reply in replies {
-            if let Ok(list) = reply.await {
-                clients.extend(list);
+            if let Ok(answer) = reply.await {
+                answers.push(answer);
             }
         }
-        clients
+        answers
     }
 
     /// Begins shutdown: stop accepting, close every connection with 1001

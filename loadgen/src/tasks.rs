@@ -316,9 +316,9 @@ pub async fn publisher(
                 let t = shared.now_ns();
                 text.extend_from_slice(b"{\"action\":\"publish\",\"channel\":\"");
                 text.extend_from_slice(target.prefix.as_bytes());
-                text.extend_from_slice(topic.to_string().as_bytes());
+                push_u64(&mut text, topic as u64);
                 text.extend_from_slice(b"\",\"data\":{\"t\":");
-                text.extend_from_slice(t.to_string().as_bytes());
+                push_u64(&mut text, t);
                 text.extend_from_slice(b",\"p\":\"");
                 text.extend_from_slice(pad.as_bytes());
                 text.extend_from_slice(b"\"}}");
@@ -352,6 +352,21 @@ pub async fn publisher(
             return;
         }
     }
+}
+
+/// Appends the decimal digits of `n` without allocating.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 enum Sink {
@@ -391,6 +406,15 @@ async fn http_roundtrips(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digits_are_written_in_place() {
+        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     #[test]
     fn the_picker_follows_its_weights_and_rotates_within_groups() {

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use futures_util::SinkExt;
-use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Enough data (about 24 MB) to fill any loopback socket buffers several times over.
@@ -115,16 +114,7 @@ async fn stats_balance_for_many_subscribers_across_shards() {
     for _ in 0..10 {
         clients.push(server.subscriber(&["t1"]).await);
     }
-    let body = json!({"messages": (0..100).map(|n| json!({"channel": "t1", "data": n})).collect::<Vec<_>>()});
-    let (status, _) = server
-        .http(
-            "POST",
-            "/api/v1/publish",
-            Some(PUB),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(status, 200);
+    server.publish_batch("t1", 100).await;
     for ws in &mut clients {
         for seq in 1..=100u64 {
             assert_eq!(next_of_type(ws, "event").await["seq"].as_u64(), Some(seq));

@@ -3,22 +3,12 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_flushes_queued_events_then_closes_with_1001() {
     let mut server = TestServer::start("[telemetry]\nrate_limit_per_second = 0");
     let mut ws = server.subscriber(&["t1"]).await;
-    let body = json!({"messages": (0..200).map(|n| json!({"channel": "t1", "data": n})).collect::<Vec<_>>()});
-    let (status, _) = server
-        .http(
-            "POST",
-            "/api/v1/publish",
-            Some(PUB),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(status, 200);
+    server.publish_batch("t1", 200).await;
     tokio::task::block_in_place(|| server.shutdown());
     for seq in 1..=200u64 {
         assert_eq!(

@@ -187,6 +187,18 @@ roles = ["publish"]
         answer["seq"].as_u64().expect("seq in answer")
     }
 
+    /// Publishes `count` messages to `channel` in one HTTP batch; data is 0, 1, 2…
+    pub async fn publish_batch(&self, channel: &str, count: u64) {
+        let messages: Vec<Value> = (0..count)
+            .map(|n| serde_json::json!({"channel": channel, "data": n}))
+            .collect();
+        let body = serde_json::json!({ "messages": messages }).to_string();
+        let (status, answer) = self
+            .http("POST", "/api/v1/publish", Some(PUB), Some(&body))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
     pub async fn stats(&self) -> Value {
         let (status, stats) = self
             .http("GET", "/api/v1/websocket/stats", Some(ADMIN), None)
