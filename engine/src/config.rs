@@ -35,6 +35,8 @@ pub struct EngineConfig {
     pub max_message_size: usize,
     /// Messages a shard's inbox holds before publishers count overflow.
     pub shard_inbox_capacity: usize,
+    /// Share of a core above which a shard coalesces writes (1.0: never).
+    pub coalesce_above_cpu: f64,
     /// Which topic names exist.
     pub channels: ChannelRules,
 }
@@ -59,6 +61,7 @@ impl Default for EngineConfig {
             heartbeat_timeout: Duration::from_secs(45),
             max_message_size: 64 * 1024,
             shard_inbox_capacity: 65_536,
+            coalesce_above_cpu: crate::pacer::HIGH,
             channels: ChannelRules::default(),
         }
     }

@@ -163,6 +163,7 @@ impl ShardState {
         let now = Instant::now();
         let engine = Engine::from_shared(Arc::clone(&shared));
         let heartbeat = shared.config().heartbeat_interval;
+        let pacer = FlushPacer::new(shared.config().coalesce_above_cpu);
         Self {
             index,
             shared,
@@ -173,7 +174,7 @@ impl ShardState {
             write_counters: RefCell::default(),
             latency_us: RefCell::new(new_latency_histogram()),
             dirty: RefCell::default(),
-            pacer: RefCell::default(),
+            pacer: RefCell::new(pacer),
             pace_window: Cell::new((now, pacer::thread_cpu_time())),
             scratch: RefCell::new(vec![0; SCRATCH_LEN]),
             topic_cache: RefCell::default(),
@@ -601,6 +602,12 @@ impl ShardState {
             counts.add(c);
         }
         let writes = self.write_counters.borrow();
+        let (mut queued_frames, mut max_queue_depth) = (0, 0);
+        for conn in self.conns.borrow().iter() {
+            let depth = conn.state.borrow().mailbox.outbox.len();
+            queued_frames += depth;
+            max_queue_depth = max_queue_depth.max(depth);
+        }
         ShardStats {
             index: self.index,
             connections: self.connection_count(),
@@ -610,6 +617,8 @@ impl ShardState {
             writes: writes.writes,
             bytes_written: writes.bytes,
             flush_delay: self.flush_delay(),
+            queued_frames,
+            max_queue_depth,
             latency_us: self.latency_us.borrow().clone(),
         }
     }

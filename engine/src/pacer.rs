@@ -15,10 +15,10 @@
 
 use std::time::Duration;
 
-/// Above this share of a core, coalesce more.
+/// Default threshold: above this share of a core, coalesce more.
 pub const HIGH: f64 = 0.70;
-/// Below this share of a core, coalesce less.
-pub const LOW: f64 = 0.50;
+/// How far below the threshold CPU must fall before coalescing lessens.
+pub const BAND: f64 = 0.20;
 /// The longest a frame waits for company.
 pub const MAX_DELAY: Duration = Duration::from_millis(12);
 /// How often CPU use is sampled.
@@ -27,12 +27,27 @@ pub const WINDOW: Duration = Duration::from_millis(20);
 const STEP: Duration = Duration::from_micros(100);
 
 /// The coalescing controller. Owned by one shard thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlushPacer {
     delay: Duration,
+    high: f64,
+}
+
+impl Default for FlushPacer {
+    fn default() -> Self {
+        Self::new(HIGH)
+    }
 }
 
 impl FlushPacer {
+    /// A pacer that coalesces above `high` (share of a core; 1.0 or more: never).
+    pub fn new(high: f64) -> Self {
+        Self {
+            delay: Duration::ZERO,
+            high,
+        }
+    }
+
     /// The current coalescing delay.
     #[inline]
     pub fn delay(&self) -> Duration {
@@ -50,11 +65,11 @@ impl FlushPacer {
         // once the shard is back under HIGH. A narrow band (0.58-0.72) with
         // gentler steps flipped coalescing on and off at 200k deliveries/s
         // and doubled p99 there (docs/benchmarks.md).
-        if load > HIGH {
+        if load > self.high {
             // Grow by an eighth (at least one step): fast from 0, gentle near the top.
             let grown = self.delay + (self.delay / 8).max(STEP);
             self.delay = grown.min(MAX_DELAY);
-        } else if load < LOW {
+        } else if load < self.high - BAND {
             self.delay /= 2;
             if self.delay < STEP {
                 self.delay = Duration::ZERO;
@@ -111,6 +126,14 @@ mod tests {
             "{:?}",
             pacer.delay()
         );
+    }
+
+    #[test]
+    fn a_threshold_of_one_never_coalesces() {
+        let mut pacer = FlushPacer::new(1.0);
+        for _ in 0..100 {
+            assert_eq!(observe(&mut pacer, 1.0), Duration::ZERO);
+        }
     }
 
     #[test]

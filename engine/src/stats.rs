@@ -77,6 +77,10 @@ pub struct ShardStats {
     pub bytes_written: u64,
     /// The flush coalescing delay now (0 unless the shard runs hot).
     pub flush_delay: std::time::Duration,
+    /// Frames waiting in its connections' outboxes now.
+    pub queued_frames: usize,
+    /// The most frames waiting in any one of its outboxes now.
+    pub max_queue_depth: usize,
     /// Delivery latency (publish accepted → frame written), in microseconds.
     pub latency_us: Histogram<u64>,
 }

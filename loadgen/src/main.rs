@@ -272,6 +272,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let closed = window.close(&shared, args.server_pid);
+    // Queue depth while traffic still flows.
+    let queues = report::server_figures(server, &args.api_key, &args.prefix).await;
 
     // 5. Stop publishing, let in-flight messages land, then ask the server.
     shared.rate.set(0.0);
@@ -287,7 +289,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rss_end = args.server_pid.and_then(report::rss_kib);
     let _ = shared.stop.send(true);
 
-    let report = build_report(
+    let mut report = build_report(
         &args,
         &shared,
         &closed,
@@ -299,6 +301,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         started,
         interrupted,
     );
+    if let (Some(q), Some(server)) = (queues, report.get_mut("server").filter(|s| s.is_object())) {
+        server["queued_at_window_end"] = q.queued_frames.into();
+        server["max_queue_depth_at_window_end"] = q.max_queue_depth.into();
+    }
     let checks = report::checks(&report, &targets);
     if args.json {
         let mut out = report.clone();

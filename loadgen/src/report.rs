@@ -40,6 +40,8 @@ pub struct ServerFigures {
     pub shard_overflow: u64,
     pub closed: u64,
     pub connections: u64,
+    pub queued_frames: u64,
+    pub max_queue_depth: u64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
 }
@@ -68,6 +70,8 @@ pub async fn server_figures(
     let stats = get_json(server, api_key, "/api/v1/websocket/stats").await?;
     let mut figures = ServerFigures {
         connections: stats["activeConnections"].as_u64().unwrap_or(0),
+        queued_frames: stats["queuedFrames"].as_u64().unwrap_or(0),
+        max_queue_depth: stats["maxQueueDepth"].as_u64().unwrap_or(0),
         latency_p50_ms: stats["deliveryLatencyMs"]["p50"].as_f64().unwrap_or(0.0),
         latency_p99_ms: stats["deliveryLatencyMs"]["p99"].as_f64().unwrap_or(0.0),
         ..ServerFigures::default()
@@ -268,8 +272,9 @@ pub fn print(report: &Value, checks: &[Check]) {
     let s = &report["server"];
     if !s.is_null() {
         println!(
-            "server       sent {} dropped {} (outbox_full {}, rate_limited {}, shard_overflow {}, closed {}); its latency p50 {:.3} p99 {:.3} ms",
-            s["sent"], s["dropped"], s["outbox_full"], s["rate_limited"], s["shard_overflow"], s["closed"], f(&s["latency_p50_ms"]), f(&s["latency_p99_ms"])
+            "server       sent {} dropped {} (outbox_full {}, rate_limited {}, shard_overflow {}, closed {}); its latency p50 {:.3} p99 {:.3} ms; queued at window end {} (deepest {})",
+            s["sent"], s["dropped"], s["outbox_full"], s["rate_limited"], s["shard_overflow"], s["closed"], f(&s["latency_p50_ms"]), f(&s["latency_p99_ms"]),
+            s["queued_at_window_end"], s["max_queue_depth_at_window_end"]
         );
     }
     let p = &report["process"];
@@ -281,7 +286,9 @@ pub fn print(report: &Value, checks: &[Check]) {
             p["server_rss_kib"]
         );
     }
-    if let Some(per) = p["server_rss_per_connection_kib"].as_f64() {
+    // Memory per connection means something only while connections are idle.
+    let idle = report["scenario"] == "connections";
+    if let Some(per) = p["server_rss_per_connection_kib"].as_f64().filter(|_| idle) {
         println!(
             "server rss   {} KiB before connecting, {} KiB just connected, {} KiB at the end: {:.2} KiB per connection ({:.2} just after connecting)",
             p["server_rss_before_kib"],

@@ -91,6 +91,8 @@ pub async fn stats(app: &App) -> Value {
                 "writes": s.writes,
                 "bytesWritten": s.bytes_written,
                 "flushDelayMicros": s.flush_delay.as_micros() as u64,
+                "queuedFrames": s.queued_frames,
+                "maxQueueDepth": s.max_queue_depth,
             })
         })
         .collect();
@@ -102,6 +104,8 @@ pub async fn stats(app: &App) -> Value {
         "messagesDropped": stats.counts.dropped_total(),
         "droppedByReason": drops_by_reason(&stats.counts),
         "snapshotCount": stats.topics.iter().map(|t| t.topic.snapshot_keys).sum::<usize>(),
+        "queuedFrames": stats.shards.iter().map(|s| s.queued_frames).sum::<usize>(),
+        "maxQueueDepth": stats.shards.iter().map(|s| s.max_queue_depth).max().unwrap_or(0),
         "deliveryLatencyMs": {
             "p50": quantile_ms(0.5),
             "p90": quantile_ms(0.9),

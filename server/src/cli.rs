@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// What a full outbox does: drop or disconnect.
     #[arg(long, env = "SHARDCAST_SLOW_CONSUMER")]
     pub slow_consumer: Option<String>,
+    /// Share of a core above which a shard coalesces writes; 1.0 = never.
+    #[arg(long, env = "SHARDCAST_COALESCE_ABOVE_CPU")]
+    pub coalesce_above_cpu: Option<f64>,
     /// Extra channel names or patterns (repeat, or comma-separate).
     #[arg(long = "channel", env = "SHARDCAST_CHANNELS", value_delimiter = ',')]
     pub channels: Vec<String>,
@@ -98,6 +101,7 @@ impl ServeArgs {
         set(&mut raw.outbox.max_messages, &self.outbox_max_messages);
         set(&mut raw.outbox.max_bytes, &self.outbox_max_bytes);
         set(&mut raw.outbox.slow_consumer, &self.slow_consumer);
+        set(&mut raw.outbox.coalesce_above_cpu, &self.coalesce_above_cpu);
         if self.no_pin {
             raw.pin_threads = Some(false);
         }

@@ -62,6 +62,7 @@ pub struct RawOutbox {
     pub max_messages: Option<usize>,
     pub max_bytes: Option<usize>,
     pub slow_consumer: Option<String>,
+    pub coalesce_above_cpu: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -204,6 +205,17 @@ impl RawConfig {
             }
         };
 
+        let coalesce_above_cpu = self
+            .outbox
+            .coalesce_above_cpu
+            .unwrap_or(shardcast_engine::pacer::HIGH);
+        if !(0.3..=1.0).contains(&coalesce_above_cpu) {
+            return Err(invalid(
+                "outbox.coalesce_above_cpu",
+                "a share of one core from 0.3 to 1.0 (1.0: never coalesce)",
+            ));
+        }
+
         let max_frame_size = positive("max_frame_size", self.max_frame_size, 64 * 1024)?;
         if max_frame_size < 125 {
             return Err(invalid("max_frame_size", "at least 125 bytes"));
@@ -270,6 +282,7 @@ impl RawConfig {
             heartbeat_timeout: Duration::from_secs(heartbeat_timeout),
             max_message_size: max_frame_size,
             shard_inbox_capacity: positive("topics.shard_inbox", self.topics.shard_inbox, 65_536)?,
+            coalesce_above_cpu,
             channels,
         };
 
@@ -373,6 +386,10 @@ mod tests {
                 "api_keys.roles",
             ),
             ("max_connections = 0", "max_connections"),
+            (
+                "[outbox]\ncoalesce_above_cpu = 1.5",
+                "outbox.coalesce_above_cpu",
+            ),
         ];
         for (toml, field) in cases {
             let err = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
