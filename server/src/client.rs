@@ -81,6 +81,8 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
                 } else if text.starts_with("{\"type\":\"event\"") {
                     events += 1;
                     if args.count.is_some_and(|n| events >= n) {
+                        // Say goodbye properly; the server answers and closes.
+                        ws.write_frame(Frame::close(1000, b"")).await?;
                         return Ok(());
                     }
                 }
