@@ -23,6 +23,7 @@ mod broker;
 mod close;
 mod config;
 mod conn;
+mod delivery;
 mod engine;
 mod format;
 pub mod frame;
@@ -33,7 +34,9 @@ mod message;
 mod outbox;
 pub mod pacer;
 mod rate;
+mod reader;
 mod shard;
+mod slab;
 mod stats;
 mod topic;
 

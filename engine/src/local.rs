@@ -4,19 +4,11 @@
 //! a generation-checked slab so a command naming a connection that has since
 //! closed (and whose slot was reused) is ignored.
 //!
-//! Delivery of one message (see [`ShardState::dispatch`]):
-//! 1. find the topic's local subscriber list; none means no work;
-//! 2. take the message's frame for each wire format used (encoded once per
-//!    message across all shards, then a refcount clone);
-//! 3. per subscriber: skip messages from before it subscribed, apply its rate
-//!    limit, offer the frame to its outbox, and remember it for the flush;
-//!    a refusal is counted once per view (connection and topic) with its reason.
-//!
-//! No lock, allocation or serialization happens per subscriber.
+//! Delivery (messages into outboxes, outboxes onto sockets) is the other
+//! `impl ShardState` block, in `delivery.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,16 +16,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::close::CloseReason;
 use crate::conn::{self, Conn, ConnKey, Session};
 use crate::engine::{Engine, EngineShared};
 use crate::format::{FormatId, MAX_FORMATS};
-use crate::message::Message;
-use crate::outbox::{Admission, DropReason, EventMeta, MAX_IOVECS};
 use crate::pacer::{self, FlushPacer};
 use crate::shard::ShardInbox;
+use crate::slab::Slab;
 use crate::stats::{new_latency_histogram, ClientInfo, Counts, ShardStats};
 use crate::topic::{SubscribeStart, Topic, TopicError, TopicId};
 use crate::PublishError;
@@ -43,97 +34,19 @@ use crate::PublishError;
 /// read buffer of its own.
 const SCRATCH_LEN: usize = 64 * 1024;
 
-/// Connections written per flush slice before the shard goes back to its
-/// inbox and its connection tasks. A bound on how long one turn can keep the
-/// shard from reading, not a tuning knob: slices of 128 raised CPU at 1M
-/// deliveries/s from 68% to 93% (fewer frames per write) for 10% lower p99.
-const FLUSH_SLICE: usize = 1024;
-
-/// What the dispatch loop should do about flushing next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flush {
-    /// Nothing is waiting.
-    Idle,
-    /// The next connection is due then.
-    At(Instant),
-    /// Connections are due now beyond this slice.
-    Backlog,
-}
-
 /// One subscription in a topic's local list.
-struct Subscriber {
-    conn: Rc<Conn>,
+pub(crate) struct Subscriber {
+    pub(crate) conn: Rc<Conn>,
     /// Messages with this sequence number or lower predate the subscription.
-    after_seq: u64,
-}
-
-#[derive(Default)]
-struct Slab {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    len: usize,
-}
-
-#[derive(Default)]
-struct Slot {
-    generation: u32,
-    conn: Option<Rc<Conn>>,
-}
-
-impl Slab {
-    fn vacant_key(&mut self) -> ConnKey {
-        if let Some(index) = self.free.pop() {
-            let slot = &self.slots[index as usize];
-            ConnKey {
-                index,
-                generation: slot.generation,
-            }
-        } else {
-            self.slots.push(Slot::default());
-            ConnKey {
-                index: (self.slots.len() - 1) as u32,
-                generation: 0,
-            }
-        }
-    }
-
-    fn insert(&mut self, conn: Rc<Conn>) {
-        let slot = &mut self.slots[conn.key.index as usize];
-        debug_assert!(slot.conn.is_none() && slot.generation == conn.key.generation);
-        slot.conn = Some(conn);
-        self.len += 1;
-    }
-
-    fn get(&self, key: ConnKey) -> Option<&Rc<Conn>> {
-        let slot = self.slots.get(key.index as usize)?;
-        (slot.generation == key.generation)
-            .then_some(slot.conn.as_ref())
-            .flatten()
-    }
-
-    fn remove(&mut self, key: ConnKey) -> Option<Rc<Conn>> {
-        let slot = self.slots.get_mut(key.index as usize)?;
-        if slot.generation != key.generation {
-            return None;
-        }
-        let conn = slot.conn.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(key.index);
-        self.len -= 1;
-        Some(conn)
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Rc<Conn>> {
-        self.slots.iter().filter_map(|s| s.conn.as_ref())
-    }
+    pub(crate) after_seq: u64,
 }
 
 /// Write-side figures of a shard.
 #[derive(Default)]
-struct WriteCounters {
-    writes: u64,
-    bytes: u64,
-    opened: u64,
+pub(crate) struct WriteCounters {
+    pub(crate) writes: u64,
+    pub(crate) bytes: u64,
+    pub(crate) opened: u64,
 }
 
 /// Everything one shard owns. Owned by one shard thread.
@@ -142,15 +55,15 @@ pub(crate) struct ShardState {
     shared: Arc<EngineShared>,
     engine: Engine,
     conns: RefCell<Slab>,
-    subscribers: RefCell<HashMap<TopicId, Vec<Subscriber>>>,
-    topic_counts: RefCell<Vec<Counts>>,
-    write_counters: RefCell<WriteCounters>,
-    latency_us: RefCell<Histogram<u64>>,
+    pub(crate) subscribers: RefCell<HashMap<TopicId, Vec<Subscriber>>>,
+    pub(crate) topic_counts: RefCell<Vec<Counts>>,
+    pub(crate) write_counters: RefCell<WriteCounters>,
+    pub(crate) latency_us: RefCell<Histogram<u64>>,
     /// Connections with unflushed events, in the order they got their first one.
-    dirty: RefCell<VecDeque<(Instant, Rc<Conn>)>>,
-    pacer: RefCell<FlushPacer>,
+    pub(crate) dirty: RefCell<VecDeque<(Instant, Rc<Conn>)>>,
+    pub(crate) pacer: RefCell<FlushPacer>,
     /// Start of the pacer's current window: wall time and thread CPU time.
-    pace_window: Cell<(Instant, Option<Duration>)>,
+    pub(crate) pace_window: Cell<(Instant, Option<Duration>)>,
     scratch: RefCell<Vec<u8>>,
     topic_cache: RefCell<HashMap<Box<str>, Arc<Topic>>>,
     epoch: Instant,
@@ -218,7 +131,7 @@ impl ShardState {
         self.now.get()
     }
 
-    fn now_ns(&self) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
         self.now.get().duration_since(self.epoch).as_nanos() as u64
     }
 
@@ -351,202 +264,6 @@ impl ShardState {
         }
     }
 
-    // ---- delivery ------------------------------------------------------------
-
-    /// Offers `msg` to every local subscriber of its topic.
-    pub(crate) fn dispatch(&self, msg: &Arc<Message>) {
-        let subscribers = self.subscribers.borrow();
-        let Some(list) = subscribers.get(&msg.topic) else {
-            return;
-        };
-        let formats = self.shared.formats();
-        let limit = self.shared.config().rate_limit;
-        let now_ns = self.now_ns();
-        let meta = EventMeta {
-            topic: msg.topic,
-            accepted_at: msg.accepted_at,
-            replay: false,
-        };
-        let mut frames: [Option<Bytes>; MAX_FORMATS] = Default::default();
-        let mut topic_counts = self.topic_counts.borrow_mut();
-        let topic_counts = counts_slot(&mut topic_counts, msg.topic);
-        let mut dirty = self.dirty.borrow_mut();
-        let now = self.now();
-        for sub in list {
-            if msg.seq <= sub.after_seq {
-                continue;
-            }
-            let conn = &sub.conn;
-            let frame = frames[conn.format.index()]
-                .get_or_insert_with(|| msg.frame(conn.format, formats).clone());
-            let mut state = conn.state.borrow_mut();
-            match state.mailbox.offer(frame, meta, limit, now_ns) {
-                Admission::Queued => {
-                    if !state.dirty {
-                        state.dirty = true;
-                        dirty.push_back((now, Rc::clone(conn)));
-                    }
-                }
-                Admission::Dropped(reason) => topic_counts.drop_one(reason),
-                Admission::Disconnect => {
-                    topic_counts.drop_one(DropReason::OutboxFull);
-                    drop(state);
-                    conn.request_close(CloseReason::SlowConsumer);
-                }
-            }
-        }
-    }
-
-    /// Writes connections whose oldest unflushed event has waited the
-    /// pacer's delay, at most [`FLUSH_SLICE`] of them; says what is next.
-    ///
-    /// The slice bounds a turn: flushing thousands of connections at once
-    /// lets messages pile up meanwhile, and the next turn dirties them all at
-    /// the same instant so they come due together again.
-    pub(crate) fn flush_due(&self, now: Instant) -> Flush {
-        let delay = self.pacer.borrow().delay();
-        for _ in 0..FLUSH_SLICE {
-            let entry = {
-                let mut dirty = self.dirty.borrow_mut();
-                match dirty.front() {
-                    Some(&(since, _)) if since + delay > now => return Flush::At(since + delay),
-                    Some(_) => dirty.pop_front(),
-                    None => return Flush::Idle,
-                }
-            };
-            if let Some((_, conn)) = entry {
-                conn.state.borrow_mut().dirty = false;
-                self.flush(&conn);
-            }
-        }
-        match self.dirty.borrow().front() {
-            Some(&(since, _)) if since + delay > now => Flush::At(since + delay),
-            Some(_) => Flush::Backlog,
-            None => Flush::Idle,
-        }
-    }
-
-    /// Writes every connection with unflushed events, now.
-    pub(crate) fn flush_dirty(&self) {
-        let list = std::mem::take(&mut *self.dirty.borrow_mut());
-        for (_, conn) in list {
-            conn.state.borrow_mut().dirty = false;
-            self.flush(&conn);
-        }
-    }
-
-    /// Feeds the pacer once per window with this thread's CPU use.
-    pub(crate) fn pace(&self, now: Instant) {
-        let (since, cpu_then) = self.pace_window.get();
-        let wall = now.saturating_duration_since(since);
-        if wall < pacer::WINDOW {
-            return;
-        }
-        let cpu_now = pacer::thread_cpu_time();
-        if let (Some(then), Some(cpu)) = (cpu_then, cpu_now) {
-            let before = self.pacer.borrow().delay();
-            let after = self
-                .pacer
-                .borrow_mut()
-                .observe(cpu.saturating_sub(then), wall);
-            if before.is_zero() != after.is_zero() {
-                debug!(
-                    shard = self.index,
-                    delay_us = after.as_micros() as u64,
-                    "flush coalescing changed"
-                );
-            }
-        }
-        self.pace_window.set((now, cpu_now));
-    }
-
-    /// The pacer's current coalescing delay.
-    pub(crate) fn flush_delay(&self) -> Duration {
-        self.pacer.borrow().delay()
-    }
-
-    /// Writes as much of `conn`'s outbox as the socket takes now, many frames
-    /// per `writev`. On `WouldBlock` the connection's task waits for
-    /// writability and calls this again.
-    pub(crate) fn flush(&self, conn: &Conn) {
-        let mut state = conn.state.borrow_mut();
-        if state.write_blocked || state.broken {
-            return;
-        }
-        while !state.mailbox.outbox.is_empty() {
-            let result = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = state.mailbox.outbox.io_slices(&mut slices);
-                conn.stream.try_write_vectored(&slices[..n])
-            };
-            match result {
-                Ok(0) => {
-                    state.broken = true;
-                    drop(state);
-                    conn.request_close(CloseReason::ConnectionLost);
-                    return;
-                }
-                Ok(written) => {
-                    let now = Instant::now();
-                    let mut counters = self.write_counters.borrow_mut();
-                    counters.writes += 1;
-                    counters.bytes += written as u64;
-                    let mut latency = self.latency_us.borrow_mut();
-                    let mut topic_counts = self.topic_counts.borrow_mut();
-                    let mailbox = &mut state.mailbox;
-                    let counts = &mut mailbox.counts;
-                    mailbox.outbox.advance(written, |frame| {
-                        let Some(meta) = frame.event else { return };
-                        let slot = counts_slot(&mut topic_counts, meta.topic);
-                        if meta.replay {
-                            counts.replayed += 1;
-                            slot.replayed += 1;
-                        } else {
-                            counts.sent += 1;
-                            slot.sent += 1;
-                            let micros = now.duration_since(meta.accepted_at).as_micros() as u64;
-                            latency.saturating_record(micros.max(1));
-                        }
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    state.write_blocked = true;
-                    drop(state);
-                    conn.attention.notify_one();
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    info!(client = %conn.client_id, peer = %conn.peer, error = %e, "write failed");
-                    state.broken = true;
-                    drop(state);
-                    conn.request_close(CloseReason::ConnectionLost);
-                    return;
-                }
-            }
-        }
-        state.mailbox.outbox.shrink_if_idle();
-        if state.closing.is_some() {
-            drop(state);
-            conn.attention.notify_one();
-        }
-    }
-
-    /// Counts the events a closing connection will never send.
-    pub(crate) fn count_undelivered(&self, conn: &Conn) {
-        let mut state = conn.state.borrow_mut();
-        let mailbox = &mut state.mailbox;
-        let mut topic_counts = self.topic_counts.borrow_mut();
-        for frame in mailbox.outbox.clear() {
-            let Some(meta) = frame.event else { continue };
-            if meta.replay {
-                continue;
-            }
-            mailbox.counts.drop_one(DropReason::Closed);
-            counts_slot(&mut topic_counts, meta.topic).drop_one(DropReason::Closed);
-        }
-    }
-
     // ---- periodic work -------------------------------------------------------
 
     /// Closes connections silent past the heartbeat timeout and, when due,
@@ -646,16 +363,6 @@ impl ShardState {
             })
             .collect()
     }
-}
-
-/// The counts slot for `topic`, growing the table on first use.
-#[inline]
-fn counts_slot(table: &mut Vec<Counts>, topic: TopicId) -> &mut Counts {
-    let index = topic.0 as usize;
-    if index >= table.len() {
-        table.resize(index + 1, Counts::default());
-    }
-    &mut table[index]
 }
 
 /// A handle to the shard the current task runs on. Owned by one shard

@@ -37,8 +37,9 @@ use tracing::{debug, info, warn};
 
 use crate::close::CloseReason;
 use crate::conn::ConnKey;
+use crate::delivery::Flush;
 use crate::engine::EngineShared;
-use crate::local::{Flush, LocalShard, ShardState};
+use crate::local::{LocalShard, ShardState};
 use crate::message::Message;
 use crate::stats::{ClientInfo, ShardStats};
 

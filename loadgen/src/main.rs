@@ -8,7 +8,9 @@
 
 mod report;
 mod state;
+mod sweep;
 mod tasks;
+mod window;
 mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,11 +19,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::report::{ServerFigures, Targets};
+use crate::report::Targets;
 use crate::state::Shared;
 use crate::tasks::{Target, TopicPicker, Via};
+use crate::window::{build_report, Window};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -244,10 +247,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // 3. Sweep: rounds of increasing rate on the same connections.
     if args.sweep {
-        let (code, sweep) = sweep(&args, &shared, &target, &targets, &mut ctrl_c).await;
+        let (code, summary) = sweep::sweep(&args, &shared, &target, &targets, &mut ctrl_c).await;
         let _ = shared.stop.send(true);
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&sweep)?);
+            println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         return Ok(code);
     }
@@ -366,52 +369,6 @@ fn subscriptions(id: usize, subs: usize, groups: &[Vec<usize>], weights: &[usize
     (0..subs).map(|k| all[(id * subs + k) % n]).collect()
 }
 
-/// Counters at the start of the measured window.
-struct Window {
-    at: Instant,
-    delivered: u64,
-    published: u64,
-    server_cpu: Option<f64>,
-    own_cpu: Option<f64>,
-}
-
-struct ClosedWindow {
-    seconds: f64,
-    delivered: u64,
-    published: u64,
-    server_cpu: Option<f64>,
-    own_cpu: Option<f64>,
-    latency: hdrhistogram::Histogram<u64>,
-}
-
-impl Window {
-    fn open(shared: &Shared, server_pid: Option<u32>) -> Self {
-        shared.latency.borrow_mut().reset();
-        shared.interval_latency.borrow_mut().reset();
-        shared.measure_from_ns.set(shared.now_ns());
-        Self {
-            at: Instant::now(),
-            delivered: shared.delivered.get(),
-            published: shared.published.borrow().iter().sum(),
-            server_cpu: server_pid.and_then(report::cpu_seconds),
-            own_cpu: report::cpu_seconds(std::process::id()),
-        }
-    }
-
-    fn close(self, shared: &Shared, server_pid: Option<u32>) -> ClosedWindow {
-        shared.measure_from_ns.set(u64::MAX);
-        let delta = |start: Option<f64>, end: Option<f64>| Some(end? - start?);
-        ClosedWindow {
-            seconds: self.at.elapsed().as_secs_f64(),
-            delivered: shared.delivered.get() - self.delivered,
-            published: shared.published.borrow().iter().sum::<u64>() - self.published,
-            server_cpu: delta(self.server_cpu, server_pid.and_then(report::cpu_seconds)),
-            own_cpu: delta(self.own_cpu, report::cpu_seconds(std::process::id())),
-            latency: shared.latency.borrow().clone(),
-        }
-    }
-}
-
 /// Waits until deliveries stop arriving for 300 ms (at most 5 s).
 async fn drain(shared: &Shared) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -448,194 +405,4 @@ fn soak_line(shared: &Shared, since: Instant, server_pid: Option<u32>) {
         h.max() as f64 / 1000.0
     );
     h.reset();
-}
-
-#[allow(clippy::too_many_arguments)] // One call site; the figures are all distinct.
-fn build_report(
-    args: &Args,
-    shared: &Shared,
-    window: &ClosedWindow,
-    server: Option<ServerFigures>,
-    connect_seconds: f64,
-    rss_before: Option<u64>,
-    rss_connected: Option<u64>,
-    rss_end: Option<u64>,
-    started: Instant,
-    interrupted: bool,
-) -> Value {
-    let attempted = shared.connect_attempts.get() - shared.reconnects.get();
-    let connected = shared.connected.get();
-    let expected = shared.expected();
-    let delivered = shared.delivered.get();
-    let never_arrived = {
-        // Per topic: published × subscribers − received − gaps already counted.
-        expected
-            .saturating_sub(delivered)
-            .saturating_sub(shared.gaps.get() + shared.reconnect_gaps.get())
-    };
-    let dropped = expected.saturating_sub(delivered);
-    let drop_rate = if expected == 0 {
-        0.0
-    } else {
-        dropped as f64 / expected as f64
-    };
-    let server_json = server.as_ref().map(|s| {
-        json!({
-            "sent": s.sent, "dropped": s.dropped, "outbox_full": s.outbox_full, "rate_limited": s.rate_limited,
-            "shard_overflow": s.shard_overflow, "closed": s.closed, "queue_overflow": s.outbox_full + s.shard_overflow,
-            "latency_p50_ms": s.latency_p50_ms, "latency_p99_ms": s.latency_p99_ms, "connections": s.connections,
-        })
-    });
-    let accounting = match &server {
-        Some(s) if args.scenario != Scenario::Reconnect => json!({
-            "checked": true,
-            "expected": expected,
-            "delivered": delivered,
-            "server_sent": s.sent,
-            "server_dropped": s.dropped,
-            "balanced": delivered + s.dropped == expected && s.sent == delivered,
-        }),
-        _ => json!({"checked": false}),
-    };
-    // Per idle connection, once the run has settled (right after a burst of
-    // handshakes the allocator still holds their freed buffers).
-    let per_conn = |rss: Option<u64>| match (rss_before, rss) {
-        (Some(a), Some(b)) if connected > 0 => Some(b.saturating_sub(a) as f64 / connected as f64),
-        _ => None,
-    };
-    json!({
-        "scenario": format!("{:?}", args.scenario).to_lowercase(),
-        "interrupted": interrupted,
-        "measured_seconds": (window.seconds * 10.0).round() / 10.0,
-        "elapsed_seconds": started.elapsed().as_secs_f64(),
-        "config": {
-            "connections": args.connections, "topics": args.topics, "subs": args.subs, "rate": args.rate,
-            "publishers": args.publishers, "payload": args.payload, "via": format!("{:?}", args.via).to_lowercase(),
-        },
-        "connections": {
-            "attempted": attempted, "connected": connected, "failed": shared.connect_failures.get(),
-            "success": if attempted == 0 { 0.0 } else { connected as f64 / attempted as f64 },
-            "unexpected_closes": shared.unexpected_closes.get(),
-            "first_failure": *shared.first_failure.borrow(),
-            "connect_seconds": connect_seconds,
-        },
-        "publish": {
-            "published": shared.published.borrow().iter().sum::<u64>(),
-            "rate_in_window": window.published as f64 / window.seconds.max(1e-9),
-            "lag_skipped": shared.publish_lag.get(),
-        },
-        "delivery": {
-            "expected": expected, "delivered": delivered, "dropped": dropped, "drop_rate": drop_rate,
-            "seq_gaps": shared.gaps.get(), "never_arrived": never_arrived,
-            "duplicates": shared.duplicates.get(), "reordered": shared.reordered.get(),
-            "per_second": window.delivered as f64 / window.seconds.max(1e-9),
-            "error_frames": shared.error_frames.get(),
-        },
-        "reconnect": {
-            "reconnects": shared.reconnects.get(), "replay_overlap": shared.replay_overlap.get(), "gaps": shared.reconnect_gaps.get(),
-        },
-        "latency_ms": report::latency_json(&window.latency),
-        "server": server_json,
-        "accounting": accounting,
-        "process": {
-            "server_cpu_percent": window.server_cpu.map(|c| c / window.seconds * 100.0),
-            "server_cpu_us_per_delivery": window.server_cpu.filter(|_| window.delivered > 0).map(|c| c * 1e6 / window.delivered as f64),
-            "server_rss_kib": rss_end,
-            "server_rss_before_kib": rss_before,
-            "server_rss_connected_kib": rss_connected,
-            "server_rss_per_connection_kib": per_conn(rss_end),
-            "server_rss_per_connection_at_connect_kib": per_conn(rss_connected),
-            "loadgen_cpu_percent": window.own_cpu.map(|c| c / window.seconds * 100.0),
-        },
-    })
-}
-
-/// Rounds of increasing rate; returns the exit code and a JSON summary.
-async fn sweep(
-    args: &Args,
-    shared: &Rc<Shared>,
-    target: &Target,
-    targets: &Targets,
-    ctrl_c: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
-) -> (ExitCode, Value) {
-    let mut rate = args.rate;
-    let mut best: Option<f64> = None;
-    let mut rounds = Vec::new();
-    loop {
-        shared.rate.set(rate);
-        tokio::time::sleep(Duration::from_secs_f64(args.warmup.max(1.0))).await;
-        let before = report::server_figures(target.server, &args.api_key, &args.prefix)
-            .await
-            .unwrap_or_default();
-        let expected_before = shared.expected();
-        let delivered_before = shared.delivered.get();
-        let window = Window::open(shared, args.server_pid);
-        let stop = tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs_f64(args.duration)) => false,
-            _ = ctrl_c.as_mut() => true,
-        };
-        let closed = window.close(shared, args.server_pid);
-        let after = report::server_figures(target.server, &args.api_key, &args.prefix)
-            .await
-            .unwrap_or_default();
-        let expected = shared.expected() - expected_before;
-        let delivered = shared.delivered.get() - delivered_before;
-        // In-flight messages at the window's edges are not drops: use the server's count.
-        let dropped = after.dropped - before.dropped;
-        let drop_rate = if expected == 0 {
-            0.0
-        } else {
-            dropped as f64 / expected as f64
-        };
-        let h = &closed.latency;
-        let q = |q: f64| {
-            if h.is_empty() {
-                f64::NAN
-            } else {
-                h.value_at_quantile(q) as f64 / 1000.0
-            }
-        };
-        let overflow = (after.outbox_full + after.shard_overflow)
-            - (before.outbox_full + before.shard_overflow);
-        let ok = q(0.95) <= targets.p95_ms
-            && targets.p99_ms.is_none_or(|p99| q(0.99) <= p99)
-            && drop_rate <= targets.max_drop_rate
-            && overflow <= targets.max_queue_overflow
-            && shared.publish_lag.get() == 0;
-        let line = json!({
-            "rate": rate, "deliveries_per_second": delivered as f64 / closed.seconds,
-            "p50_ms": q(0.5), "p95_ms": q(0.95), "p99_ms": q(0.99), "max_ms": h.max() as f64 / 1000.0,
-            "drop_rate": drop_rate, "server_dropped": dropped,
-            "server_cpu_percent": closed.server_cpu.map(|c| c / closed.seconds * 100.0),
-            "loadgen_cpu_percent": closed.own_cpu.map(|c| c / closed.seconds * 100.0),
-            "publisher_lag": shared.publish_lag.get(), "ok": ok,
-        });
-        if !args.json {
-            println!(
-                "rate {:>10.0}/s  deliveries {:>10.0}/s  p50 {:>8.3}  p95 {:>8.3}  p99 {:>8.3} ms  drops {:.4}%  server cpu {}  loadgen cpu {}  {}",
-                rate, line["deliveries_per_second"].as_f64().unwrap_or(0.0), q(0.5), q(0.95), q(0.99), drop_rate * 100.0,
-                line["server_cpu_percent"].as_f64().map_or("-".into(), |c| format!("{c:.0}%")),
-                line["loadgen_cpu_percent"].as_f64().map_or("-".into(), |c| format!("{c:.0}%")),
-                if ok { "held" } else { "BROKE" }
-            );
-        }
-        rounds.push(line);
-        if !ok || stop {
-            break;
-        }
-        best = Some(rate);
-        rate *= args.sweep_factor;
-    }
-    if !args.json {
-        match best {
-            Some(r) => println!("highest rate that held: {r:.0} msgs/s"),
-            None => println!("no rate held the targets"),
-        }
-    }
-    let code = if best.is_some() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    };
-    (code, json!({"highest_rate_held": best, "rounds": rounds}))
 }

@@ -1,0 +1,256 @@
+//! Delivery on one shard: messages into outboxes, outboxes onto sockets.
+//!
+//! Owned by one shard thread (a second `impl` block of [`ShardState`]).
+//!
+//! Delivery of one message (see [`ShardState::dispatch`]):
+//! 1. find the topic's local subscriber list; none means no work;
+//! 2. take the message's frame for each wire format used (encoded once per
+//!    message across all shards, then a refcount clone);
+//! 3. per subscriber: skip messages from before it subscribed, and offer the
+//!    frame to its [`crate::Mailbox`] (rate limit, outbox); a refusal is
+//!    counted once per view (connection and topic) with its reason;
+//! 4. connections that got frames wait in FIFO order for the flush, which
+//!    writes each one when its oldest frame has waited the pacer's delay.
+//!
+//! No lock, allocation or serialization happens per subscriber.
+
+use std::io::{self, IoSlice};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info};
+
+use crate::close::CloseReason;
+use crate::conn::Conn;
+use crate::format::MAX_FORMATS;
+use crate::local::ShardState;
+use crate::message::Message;
+use crate::outbox::{Admission, DropReason, EventMeta, MAX_IOVECS};
+use crate::pacer;
+use crate::stats::Counts;
+use crate::topic::TopicId;
+
+/// Connections written per flush slice before the shard goes back to its
+/// inbox and its connection tasks. A bound on how long one turn can keep the
+/// shard from reading, not a tuning knob: slices of 128 raised CPU at 1M
+/// deliveries/s from 68% to 93% (fewer frames per write) for 10% lower p99.
+const FLUSH_SLICE: usize = 1024;
+
+/// What the dispatch loop should do about flushing next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Nothing is waiting.
+    Idle,
+    /// The next connection is due then.
+    At(Instant),
+    /// Connections are due now beyond this slice.
+    Backlog,
+}
+
+impl ShardState {
+    /// Offers `msg` to every local subscriber of its topic.
+    pub(crate) fn dispatch(&self, msg: &Arc<Message>) {
+        let subscribers = self.subscribers.borrow();
+        let Some(list) = subscribers.get(&msg.topic) else {
+            return;
+        };
+        let formats = self.shared().formats();
+        let limit = self.shared().config().rate_limit;
+        let now_ns = self.now_ns();
+        let meta = EventMeta {
+            topic: msg.topic,
+            accepted_at: msg.accepted_at,
+            replay: false,
+        };
+        let mut frames: [Option<Bytes>; MAX_FORMATS] = Default::default();
+        let mut topic_counts = self.topic_counts.borrow_mut();
+        let topic_counts = counts_slot(&mut topic_counts, msg.topic);
+        let mut dirty = self.dirty.borrow_mut();
+        let now = self.now();
+        for sub in list {
+            if msg.seq <= sub.after_seq {
+                continue;
+            }
+            let conn = &sub.conn;
+            let frame = frames[conn.format.index()]
+                .get_or_insert_with(|| msg.frame(conn.format, formats).clone());
+            let mut state = conn.state.borrow_mut();
+            match state.mailbox.offer(frame, meta, limit, now_ns) {
+                Admission::Queued => {
+                    if !state.dirty {
+                        state.dirty = true;
+                        dirty.push_back((now, Rc::clone(conn)));
+                    }
+                }
+                Admission::Dropped(reason) => topic_counts.drop_one(reason),
+                Admission::Disconnect => {
+                    topic_counts.drop_one(DropReason::OutboxFull);
+                    drop(state);
+                    conn.request_close(CloseReason::SlowConsumer);
+                }
+            }
+        }
+    }
+
+    /// Writes connections whose oldest unflushed event has waited the
+    /// pacer's delay, at most [`FLUSH_SLICE`] of them; says what is next.
+    ///
+    /// The slice bounds a turn: flushing thousands of connections at once
+    /// lets messages pile up meanwhile, and the next turn dirties them all at
+    /// the same instant so they come due together again.
+    pub(crate) fn flush_due(&self, now: Instant) -> Flush {
+        let delay = self.pacer.borrow().delay();
+        for _ in 0..FLUSH_SLICE {
+            let entry = {
+                let mut dirty = self.dirty.borrow_mut();
+                match dirty.front() {
+                    Some(&(since, _)) if since + delay > now => return Flush::At(since + delay),
+                    Some(_) => dirty.pop_front(),
+                    None => return Flush::Idle,
+                }
+            };
+            if let Some((_, conn)) = entry {
+                conn.state.borrow_mut().dirty = false;
+                self.flush(&conn);
+            }
+        }
+        match self.dirty.borrow().front() {
+            Some(&(since, _)) if since + delay > now => Flush::At(since + delay),
+            Some(_) => Flush::Backlog,
+            None => Flush::Idle,
+        }
+    }
+
+    /// Writes every connection with unflushed events, now.
+    pub(crate) fn flush_dirty(&self) {
+        let list = std::mem::take(&mut *self.dirty.borrow_mut());
+        for (_, conn) in list {
+            conn.state.borrow_mut().dirty = false;
+            self.flush(&conn);
+        }
+    }
+
+    /// Feeds the pacer once per window with this thread's CPU use.
+    pub(crate) fn pace(&self, now: Instant) {
+        let (since, cpu_then) = self.pace_window.get();
+        let wall = now.saturating_duration_since(since);
+        if wall < pacer::WINDOW {
+            return;
+        }
+        let cpu_now = pacer::thread_cpu_time();
+        if let (Some(then), Some(cpu)) = (cpu_then, cpu_now) {
+            let before = self.pacer.borrow().delay();
+            let after = self
+                .pacer
+                .borrow_mut()
+                .observe(cpu.saturating_sub(then), wall);
+            if before.is_zero() != after.is_zero() {
+                debug!(
+                    shard = self.index(),
+                    delay_us = after.as_micros() as u64,
+                    "flush coalescing changed"
+                );
+            }
+        }
+        self.pace_window.set((now, cpu_now));
+    }
+
+    /// The pacer's current coalescing delay.
+    pub(crate) fn flush_delay(&self) -> Duration {
+        self.pacer.borrow().delay()
+    }
+
+    /// Writes as much of `conn`'s outbox as the socket takes now, many frames
+    /// per `writev`. On `WouldBlock` the connection's task waits for
+    /// writability and calls this again.
+    pub(crate) fn flush(&self, conn: &Conn) {
+        let mut state = conn.state.borrow_mut();
+        if state.write_blocked || state.broken {
+            return;
+        }
+        while !state.mailbox.outbox.is_empty() {
+            let result = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = state.mailbox.outbox.io_slices(&mut slices);
+                conn.stream.try_write_vectored(&slices[..n])
+            };
+            match result {
+                Ok(0) => {
+                    state.broken = true;
+                    drop(state);
+                    conn.request_close(CloseReason::ConnectionLost);
+                    return;
+                }
+                Ok(written) => {
+                    let now = Instant::now();
+                    let mut counters = self.write_counters.borrow_mut();
+                    counters.writes += 1;
+                    counters.bytes += written as u64;
+                    let mut latency = self.latency_us.borrow_mut();
+                    let mut topic_counts = self.topic_counts.borrow_mut();
+                    let mailbox = &mut state.mailbox;
+                    let counts = &mut mailbox.counts;
+                    mailbox.outbox.advance(written, |frame| {
+                        let Some(meta) = frame.event else { return };
+                        let slot = counts_slot(&mut topic_counts, meta.topic);
+                        if meta.replay {
+                            counts.replayed += 1;
+                            slot.replayed += 1;
+                        } else {
+                            counts.sent += 1;
+                            slot.sent += 1;
+                            let micros = now.duration_since(meta.accepted_at).as_micros() as u64;
+                            latency.saturating_record(micros.max(1));
+                        }
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    state.write_blocked = true;
+                    drop(state);
+                    conn.attention.notify_one();
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    info!(client = %conn.client_id, peer = %conn.peer, error = %e, "write failed");
+                    state.broken = true;
+                    drop(state);
+                    conn.request_close(CloseReason::ConnectionLost);
+                    return;
+                }
+            }
+        }
+        state.mailbox.outbox.shrink_if_idle();
+        if state.closing.is_some() {
+            drop(state);
+            conn.attention.notify_one();
+        }
+    }
+
+    /// Counts the events a closing connection will never send.
+    pub(crate) fn count_undelivered(&self, conn: &Conn) {
+        let mut state = conn.state.borrow_mut();
+        let mailbox = &mut state.mailbox;
+        let mut topic_counts = self.topic_counts.borrow_mut();
+        for frame in mailbox.outbox.clear() {
+            let Some(meta) = frame.event else { continue };
+            if meta.replay {
+                continue;
+            }
+            mailbox.counts.drop_one(DropReason::Closed);
+            counts_slot(&mut topic_counts, meta.topic).drop_one(DropReason::Closed);
+        }
+    }
+}
+
+/// The counts slot for `topic`, growing the table on first use.
+#[inline]
+pub(crate) fn counts_slot(table: &mut Vec<Counts>, topic: TopicId) -> &mut Counts {
+    let index = topic.0 as usize;
+    if index >= table.len() {
+        table.resize(index + 1, Counts::default());
+    }
+    &mut table[index]
+}

@@ -1,0 +1,155 @@
+//! The measured window and the report built from it.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::report::{self, ServerFigures};
+use crate::state::Shared;
+use crate::{Args, Scenario};
+
+/// Counters at the start of the measured window.
+pub struct Window {
+    at: Instant,
+    delivered: u64,
+    published: u64,
+    server_cpu: Option<f64>,
+    own_cpu: Option<f64>,
+}
+
+pub struct ClosedWindow {
+    pub seconds: f64,
+    pub delivered: u64,
+    pub published: u64,
+    pub server_cpu: Option<f64>,
+    pub own_cpu: Option<f64>,
+    pub latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Window {
+    pub fn open(shared: &Shared, server_pid: Option<u32>) -> Self {
+        shared.latency.borrow_mut().reset();
+        shared.interval_latency.borrow_mut().reset();
+        shared.measure_from_ns.set(shared.now_ns());
+        Self {
+            at: Instant::now(),
+            delivered: shared.delivered.get(),
+            published: shared.published.borrow().iter().sum(),
+            server_cpu: server_pid.and_then(report::cpu_seconds),
+            own_cpu: report::cpu_seconds(std::process::id()),
+        }
+    }
+
+    pub fn close(self, shared: &Shared, server_pid: Option<u32>) -> ClosedWindow {
+        shared.measure_from_ns.set(u64::MAX);
+        let delta = |start: Option<f64>, end: Option<f64>| Some(end? - start?);
+        ClosedWindow {
+            seconds: self.at.elapsed().as_secs_f64(),
+            delivered: shared.delivered.get() - self.delivered,
+            published: shared.published.borrow().iter().sum::<u64>() - self.published,
+            server_cpu: delta(self.server_cpu, server_pid.and_then(report::cpu_seconds)),
+            own_cpu: delta(self.own_cpu, report::cpu_seconds(std::process::id())),
+            latency: shared.latency.borrow().clone(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // One call site; the figures are all distinct.
+pub fn build_report(
+    args: &Args,
+    shared: &Shared,
+    window: &ClosedWindow,
+    server: Option<ServerFigures>,
+    connect_seconds: f64,
+    rss_before: Option<u64>,
+    rss_connected: Option<u64>,
+    rss_end: Option<u64>,
+    started: Instant,
+    interrupted: bool,
+) -> Value {
+    let attempted = shared.connect_attempts.get() - shared.reconnects.get();
+    let connected = shared.connected.get();
+    let expected = shared.expected();
+    let delivered = shared.delivered.get();
+    let never_arrived = {
+        // Per topic: published × subscribers − received − gaps already counted.
+        expected
+            .saturating_sub(delivered)
+            .saturating_sub(shared.gaps.get() + shared.reconnect_gaps.get())
+    };
+    let dropped = expected.saturating_sub(delivered);
+    let drop_rate = if expected == 0 {
+        0.0
+    } else {
+        dropped as f64 / expected as f64
+    };
+    let server_json = server.as_ref().map(|s| {
+        json!({
+            "sent": s.sent, "dropped": s.dropped, "outbox_full": s.outbox_full, "rate_limited": s.rate_limited,
+            "shard_overflow": s.shard_overflow, "closed": s.closed, "queue_overflow": s.outbox_full + s.shard_overflow,
+            "latency_p50_ms": s.latency_p50_ms, "latency_p99_ms": s.latency_p99_ms, "connections": s.connections,
+        })
+    });
+    let accounting = match &server {
+        Some(s) if args.scenario != Scenario::Reconnect => json!({
+            "checked": true,
+            "expected": expected,
+            "delivered": delivered,
+            "server_sent": s.sent,
+            "server_dropped": s.dropped,
+            "balanced": delivered + s.dropped == expected && s.sent == delivered,
+        }),
+        _ => json!({"checked": false}),
+    };
+    // Per idle connection, once the run has settled (right after a burst of
+    // handshakes the allocator still holds their freed buffers).
+    let per_conn = |rss: Option<u64>| match (rss_before, rss) {
+        (Some(a), Some(b)) if connected > 0 => Some(b.saturating_sub(a) as f64 / connected as f64),
+        _ => None,
+    };
+    json!({
+        "scenario": format!("{:?}", args.scenario).to_lowercase(),
+        "interrupted": interrupted,
+        "measured_seconds": (window.seconds * 10.0).round() / 10.0,
+        "elapsed_seconds": started.elapsed().as_secs_f64(),
+        "config": {
+            "connections": args.connections, "topics": args.topics, "subs": args.subs, "rate": args.rate,
+            "publishers": args.publishers, "payload": args.payload, "via": format!("{:?}", args.via).to_lowercase(),
+        },
+        "connections": {
+            "attempted": attempted, "connected": connected, "failed": shared.connect_failures.get(),
+            "success": if attempted == 0 { 0.0 } else { connected as f64 / attempted as f64 },
+            "unexpected_closes": shared.unexpected_closes.get(),
+            "first_failure": *shared.first_failure.borrow(),
+            "connect_seconds": connect_seconds,
+        },
+        "publish": {
+            "published": shared.published.borrow().iter().sum::<u64>(),
+            "rate_in_window": window.published as f64 / window.seconds.max(1e-9),
+            "lag_skipped": shared.publish_lag.get(),
+        },
+        "delivery": {
+            "expected": expected, "delivered": delivered, "dropped": dropped, "drop_rate": drop_rate,
+            "seq_gaps": shared.gaps.get(), "never_arrived": never_arrived,
+            "duplicates": shared.duplicates.get(), "reordered": shared.reordered.get(),
+            "per_second": window.delivered as f64 / window.seconds.max(1e-9),
+            "error_frames": shared.error_frames.get(),
+        },
+        "reconnect": {
+            "reconnects": shared.reconnects.get(), "replay_overlap": shared.replay_overlap.get(), "gaps": shared.reconnect_gaps.get(),
+        },
+        "latency_ms": report::latency_json(&window.latency),
+        "server": server_json,
+        "accounting": accounting,
+        "process": {
+            "server_cpu_percent": window.server_cpu.map(|c| c / window.seconds * 100.0),
+            "server_cpu_us_per_delivery": window.server_cpu.filter(|_| window.delivered > 0).map(|c| c * 1e6 / window.delivered as f64),
+            "server_rss_kib": rss_end,
+            "server_rss_before_kib": rss_before,
+            "server_rss_connected_kib": rss_connected,
+            "server_rss_per_connection_kib": per_conn(rss_end),
+            "server_rss_per_connection_at_connect_kib": per_conn(rss_connected),
+            "loadgen_cpu_percent": window.own_cpu.map(|c| c / window.seconds * 100.0),
+        },
+    })
+}
