@@ -364,6 +364,41 @@ mod tests {
         assert!(parse_client_frame(&mut bad_opcode, 1024).is_err());
     }
 
+    /// A fixed-seed xorshift generator: randomized tests that replay exactly.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_frames_stay_in_bounds() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15;
+        let valid = client_frame(true, 1, br#"{"action":"heartbeat"}"#, [3, 1, 4, 1]);
+        for round in 0..200_000 {
+            let mut buf: Vec<u8> = if round % 2 == 0 {
+                // Pure noise of random length.
+                let len = (xorshift(&mut seed) % 40) as usize;
+                (0..len).map(|_| xorshift(&mut seed) as u8).collect()
+            } else {
+                // A valid frame with a few bytes flipped or cut.
+                let mut b = valid.clone();
+                for _ in 0..=(xorshift(&mut seed) % 3) {
+                    let at = (xorshift(&mut seed) as usize) % b.len();
+                    b[at] ^= xorshift(&mut seed) as u8;
+                }
+                b.truncate((xorshift(&mut seed) as usize) % (b.len() + 1));
+                b
+            };
+            let len = buf.len();
+            if let Ok(Some(frame)) = parse_client_frame(&mut buf, 1024) {
+                assert!(frame.payload_start <= frame.payload_end && frame.payload_end <= len);
+                assert!(frame.payload_end - frame.payload_start <= 1024);
+            }
+        }
+    }
+
     #[test]
     fn unmask_matches_bytewise_xor_at_every_length() {
         let mask = [0xA1, 0x22, 0x37, 0x4F];

@@ -457,6 +457,54 @@ mod tests {
     }
 
     #[test]
+    fn mutated_commands_never_panic_and_always_get_a_verdict() {
+        let seeds: [&[u8]; 4] = [
+            br#"{"action":"subscribe","channels":["market-data","positions"],"replay":true}"#,
+            br#"{"action":"unsubscribe","channels":["risk-alerts"]}"#,
+            br#"{"action":"heartbeat"}"#,
+            br#"{"action":"subscribe","channels":["a\u00e9\n"]}"#,
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut verdicts = [0usize; 2];
+        for round in 0..50_000 {
+            let mut text = seeds[round % seeds.len()].to_vec();
+            for _ in 0..=(next() % 4) {
+                let at = (next() as usize) % text.len();
+                match next() % 3 {
+                    0 => text[at] = next() as u8,
+                    1 => text.insert(at, b"{}[]\",:0\\"[(next() % 9) as usize]),
+                    _ => {
+                        text.remove(at);
+                    }
+                }
+                if text.is_empty() {
+                    text.push(b'{');
+                }
+            }
+            // Any bytes at all may reach here only as valid UTF-8 (the engine
+            // checks); simd-json must cope with whatever that is.
+            if std::str::from_utf8(&text).is_err() {
+                continue;
+            }
+            match parse_command(&mut text, 4) {
+                Ok(_) => verdicts[0] += 1,
+                Err(e) => {
+                    assert!(!e.message.is_empty());
+                    verdicts[1] += 1;
+                }
+            }
+        }
+        // The mutations produce both accepted and refused commands.
+        assert!(verdicts[0] > 0 && verdicts[1] > 0, "{verdicts:?}");
+    }
+
+    #[test]
     fn heartbeat_replies_are_limited_to_one_per_interval() {
         let mut replies = HeartbeatReplies::default();
         let start = Instant::now();

@@ -200,3 +200,43 @@ async fn protocol_violations_close_with_1002_and_bad_utf8_with_1007() {
         "pong in {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn garbage_after_the_upgrade_closes_only_that_connection() {
+    let server = TestServer::start("");
+    let mut bystander = server.subscriber(&["t1"]).await;
+    let mut seed: u64 = 0xDEAD_BEEF_CAFE_F00D;
+    for _ in 0..20 {
+        let mut stream = raw_websocket(&server).await;
+        let garbage: Vec<u8> = (0..512)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let _ = stream.write_all(&garbage).await;
+        // The server ends the connection (close frame or reset), never hangs.
+        let mut sink = [0u8; 4096];
+        let ended = tokio::time::timeout(WAIT, async {
+            loop {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the server kept a garbage-sending connection open"
+        );
+    }
+    server.publish("t1", json!("unharmed"), None).await;
+    assert_eq!(
+        next_of_type(&mut bystander, "event").await["data"],
+        "unharmed"
+    );
+    eventually_stats(&server, |s| s["activeConnections"] == 1).await;
+}
