@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use shardcast_engine::DropReason;
+use shardcast_engine::{DropReason, TopicSummary};
 
 use crate::App;
 
@@ -22,6 +22,22 @@ const BUCKETS_US: [u64; 18] = [
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A counter family: the unlabeled total, then one series per channel.
+fn per_channel(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    total: u64,
+    topics: &[TopicSummary],
+    value: impl Fn(&TopicSummary) -> u64,
+) {
+    family(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {total}");
+    for t in topics {
+        let _ = writeln!(out, "{name}{{channel=\"{}\"}} {}", t.topic.name, value(t));
+    }
 }
 
 /// The whole exposition.
@@ -44,39 +60,22 @@ pub async fn render(app: &App) -> String {
         );
     }
 
-    family(
+    per_channel(
         &mut out,
         "shardcast_messages_published_total",
-        "counter",
         "Messages accepted by publish.",
+        stats.published,
+        &stats.topics,
+        |t| t.topic.published,
     );
-    let _ = writeln!(
-        out,
-        "shardcast_messages_published_total {}",
-        stats.published
-    );
-    for t in &stats.topics {
-        let _ = writeln!(
-            out,
-            "shardcast_messages_published_total{{channel=\"{}\"}} {}",
-            t.topic.name, t.topic.published
-        );
-    }
-
-    family(
+    per_channel(
         &mut out,
         "shardcast_messages_sent_total",
-        "counter",
         "Events written to client sockets (replays excluded).",
+        stats.counts.sent,
+        &stats.topics,
+        |t| t.counts.sent,
     );
-    let _ = writeln!(out, "shardcast_messages_sent_total {}", stats.counts.sent);
-    for t in &stats.topics {
-        let _ = writeln!(
-            out,
-            "shardcast_messages_sent_total{{channel=\"{}\"}} {}",
-            t.topic.name, t.counts.sent
-        );
-    }
 
     family(
         &mut out,
@@ -90,25 +89,14 @@ pub async fn render(app: &App) -> String {
         stats.counts.replayed
     );
 
-    family(
+    per_channel(
         &mut out,
         "shardcast_messages_dropped_total",
-        "counter",
         "Events not delivered to a subscriber, by channel.",
+        stats.counts.dropped_total(),
+        &stats.topics,
+        |t| t.counts.dropped_total(),
     );
-    let _ = writeln!(
-        out,
-        "shardcast_messages_dropped_total {}",
-        stats.counts.dropped_total()
-    );
-    for t in &stats.topics {
-        let _ = writeln!(
-            out,
-            "shardcast_messages_dropped_total{{channel=\"{}\"}} {}",
-            t.topic.name,
-            t.counts.dropped_total()
-        );
-    }
 
     family(
         &mut out,
