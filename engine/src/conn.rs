@@ -183,8 +183,15 @@ impl Conn {
     }
 
     /// Queues a control frame; a client that lets them pile up is closed.
+    /// Once the connection is closing nothing more is queued: the close frame
+    /// must be the last frame it sends.
     pub(crate) fn send_control(&self, frame: Bytes) {
-        let admission = self.state.borrow_mut().mailbox.outbox.push_control(frame);
+        let mut state = self.state.borrow_mut();
+        if state.closing.is_some() {
+            return;
+        }
+        let admission = state.mailbox.outbox.push_control(frame);
+        drop(state);
         if admission != Admission::Queued {
             self.request_close(CloseReason::SlowConsumer);
         }
@@ -242,15 +249,12 @@ impl ConnCtx<'_> {
         replay_limit: Option<usize>,
     ) -> Result<Subscribed, SubscribeError> {
         let topic = self.shard.topic(topic)?;
-        let held = self.conn.state.borrow().topics.len();
-        if self
-            .conn
-            .state
-            .borrow()
-            .topics
-            .iter()
-            .any(|t| t.id() == topic.id())
-        {
+        let (held, already) = {
+            let state = self.conn.state.borrow();
+            let already = state.topics.iter().any(|t| t.id() == topic.id());
+            (state.topics.len(), already)
+        };
+        if already {
             return Ok(Subscribed {
                 topic,
                 new: false,
@@ -443,5 +447,42 @@ async fn drain_until_eof(stream: &TcpStream) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::SlowConsumerPolicy;
+
+    #[tokio::test]
+    async fn nothing_is_queued_after_a_close_is_requested() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, _client) = tokio::join!(listener.accept(), client);
+        let (stream, peer) = accepted.unwrap();
+        let limits = OutboxLimits {
+            max_messages: 16,
+            max_bytes: 1 << 16,
+            policy: SlowConsumerPolicy::Drop,
+        };
+        let key = ConnKey {
+            index: 0,
+            generation: 0,
+        };
+        let conn = Conn::new(
+            key,
+            stream,
+            peer,
+            "c".into(),
+            FormatId::first(),
+            limits,
+            Instant::now(),
+        );
+        conn.send_control(Bytes::from_static(b"before"));
+        assert_eq!(conn.state.borrow().mailbox.outbox.len(), 1);
+        conn.request_close(CloseReason::ServerShutdown);
+        conn.send_control(Bytes::from_static(b"heartbeat after close"));
+        assert_eq!(conn.state.borrow().mailbox.outbox.len(), 1);
     }
 }

@@ -35,6 +35,11 @@ pub trait WireFormat: Send + Sync + 'static {
 pub struct FormatId(u8);
 
 impl FormatId {
+    #[cfg(test)]
+    pub(crate) fn first() -> Self {
+        Self(0)
+    }
+
     pub(crate) fn index(self) -> usize {
         usize::from(self.0)
     }

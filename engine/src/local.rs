@@ -278,9 +278,18 @@ impl ShardState {
             self.next_heartbeat.set(now + config.heartbeat_interval);
         }
         let wall = SystemTime::now();
-        let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().cloned().collect();
-        for conn in conns {
-            let silent = now.saturating_duration_since(conn.state.borrow().last_seen);
+        // Nothing below adds or removes connections (closing happens in each
+        // connection's own task), so the slab can stay borrowed.
+        for conn in self.conns.borrow().iter() {
+            let silent = {
+                let state = conn.state.borrow();
+                // A closing connection has queued its close frame: nothing may
+                // follow it, and its timeout has already been dealt with.
+                if state.closing.is_some() {
+                    continue;
+                }
+                now.saturating_duration_since(state.last_seen)
+            };
             if silent > config.heartbeat_timeout {
                 info!(
                     client = %conn.client_id,
@@ -298,7 +307,7 @@ impl ShardState {
                 .get_or_insert_with(|| self.shared.formats().get(conn.format).heartbeat(wall));
             if let Some(frame) = frame {
                 conn.send_control(frame.clone());
-                self.flush(&conn);
+                self.flush(conn);
             }
         }
     }
