@@ -35,9 +35,10 @@ use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use crate::close::CloseReason;
+use crate::decode::Decoder;
 use crate::engine::Engine;
 use crate::format::FormatId;
-use crate::frame::{self, OpCode};
+use crate::frame;
 use crate::local::ShardState;
 use crate::mailbox::Mailbox;
 use crate::message::Message;
@@ -104,12 +105,6 @@ pub struct Subscribed {
     pub replay: Vec<Arc<Message>>,
 }
 
-/// Reassembly of a fragmented message.
-pub(crate) struct Fragments {
-    pub(crate) opcode: OpCode,
-    pub(crate) data: Vec<u8>,
-}
-
 /// A connection's mutable state. Owned by its shard thread.
 pub(crate) struct ConnState {
     pub(crate) mailbox: Mailbox,
@@ -122,9 +117,8 @@ pub(crate) struct ConnState {
     /// A write failed: the socket is gone and nothing more can be sent.
     pub(crate) broken: bool,
     pub(crate) closing: Option<CloseReason>,
-    /// Bytes of an incomplete frame, kept between reads (freed once used).
-    pub(crate) partial: Vec<u8>,
-    pub(crate) fragments: Option<Fragments>,
+    /// Incomplete frames and messages, kept between reads (freed once used).
+    pub(crate) decoder: Decoder,
 }
 
 /// A WebSocket connection. Owned by one shard thread.
@@ -165,8 +159,7 @@ impl Conn {
                 write_blocked: false,
                 broken: false,
                 closing: None,
-                partial: Vec::new(),
-                fragments: None,
+                decoder: Decoder::default(),
             }),
         }
     }
@@ -341,8 +334,8 @@ pub(crate) async fn run(
         conn: &conn,
     });
     if !read_buf.is_empty() {
-        conn.state.borrow_mut().partial.extend_from_slice(&read_buf);
-        if let Err(reason) = reader::parse_partial(&shard, &conn, &mut *session) {
+        let mut early = read_buf.to_vec();
+        if let Err(reason) = reader::feed(&shard, &conn, &mut *session, &mut early) {
             conn.request_close(reason);
         }
     }
@@ -392,7 +385,7 @@ async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
     if reason.sends_close_frame() {
         {
             let mut state = conn.state.borrow_mut();
-            state.fragments = None;
+            state.decoder = Decoder::default();
             // The reply to a client's close frame is already queued.
             if reason != CloseReason::ClientClosed {
                 state

@@ -154,6 +154,9 @@ pub enum FrameError {
         /// The configured limit.
         limit: usize,
     },
+    /// A text message or a close reason is not valid UTF-8.
+    #[error("invalid UTF-8 in a text message or close reason")]
+    InvalidUtf8,
 }
 
 /// A parsed client frame: header fields plus where its payload lies.
@@ -199,12 +202,18 @@ pub fn parse_client_frame(
     if b1 & 0x80 == 0 {
         return Err(FrameError::Protocol("client frame not masked"));
     }
+    // RFC 6455 §5.2: "the minimal number of bytes MUST be used to encode
+    // the length", and a 64-bit length has its most significant bit clear.
     let (len, mut pos) = match b1 & 0x7F {
         126 => {
             if buf.len() < 4 {
                 return Ok(None);
             }
-            (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4)
+            let len = u64::from(u16::from_be_bytes([buf[2], buf[3]]));
+            if len < 126 {
+                return Err(FrameError::Protocol("non-minimal length encoding"));
+            }
+            (len, 4)
         }
         127 => {
             if buf.len() < 10 {
@@ -212,9 +221,16 @@ pub fn parse_client_frame(
             }
             let mut be = [0u8; 8];
             be.copy_from_slice(&buf[2..10]);
-            (u64::from_be_bytes(be), 10)
+            let len = u64::from_be_bytes(be);
+            if len >> 63 != 0 {
+                return Err(FrameError::Protocol("64-bit length with its top bit set"));
+            }
+            if len <= u64::from(u16::MAX) {
+                return Err(FrameError::Protocol("non-minimal length encoding"));
+            }
+            (len, 10)
         }
-        n => (n as u64, 2),
+        n => (u64::from(n), 2),
     };
     if opcode.is_control() && (len > 125 || !fin) {
         return Err(FrameError::Protocol("invalid control frame"));
@@ -242,6 +258,34 @@ pub fn parse_client_frame(
         payload_start: pos,
         payload_end: end,
     }))
+}
+
+/// Whether a client may send `code` in a close frame (RFC 6455 §7.4).
+///
+/// Allowed: the codes registered for use on the wire (1000–1003, 1007–1014)
+/// and the ranges for libraries and applications (3000–4999). Refused: below
+/// 1000; 1004 (reserved); 1005, 1006 and 1015, which must never be sent;
+/// 1016–2999 (reserved for the protocol); 5000 and above (undefined).
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// The code and reason of a client's close frame, `None` when it has no
+/// body. A 1-byte body or a code clients may not send is a protocol error;
+/// a reason that is not UTF-8 is [`FrameError::InvalidUtf8`].
+pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(u16, &str)>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::Protocol("close frame with a 1-byte body")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !is_valid_close_code(code) {
+                return Err(FrameError::Protocol("invalid close code"));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| FrameError::InvalidUtf8)?;
+            Ok(Some((code, reason)))
+        }
+    }
 }
 
 /// XORs `data` with the 4-byte `mask`, eight bytes at a time.
@@ -362,6 +406,75 @@ mod tests {
         assert!(parse_client_frame(&mut fragmented_ping, 1024).is_err());
         let mut bad_opcode = client_frame(true, 3, b"", [0; 4]);
         assert!(parse_client_frame(&mut bad_opcode, 1024).is_err());
+    }
+
+    #[test]
+    fn refuses_non_minimal_and_top_bit_lengths() {
+        // 5 bytes announced in the 16-bit form.
+        let mut wire = vec![0x81, 0x80 | 126, 0, 5, 0, 0, 0, 0];
+        wire.extend_from_slice(b"hello");
+        assert_eq!(
+            parse_client_frame(&mut wire, 1024),
+            Err(FrameError::Protocol("non-minimal length encoding"))
+        );
+        // 300 bytes announced in the 64-bit form.
+        let mut wire = vec![0x81, 0x80 | 127, 0, 0, 0, 0, 0, 0, 1, 44, 0, 0, 0, 0];
+        assert_eq!(
+            parse_client_frame(&mut wire, 1 << 20),
+            Err(FrameError::Protocol("non-minimal length encoding"))
+        );
+        let mut wire = vec![0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            parse_client_frame(&mut wire, usize::MAX),
+            Err(FrameError::Protocol("64-bit length with its top bit set"))
+        );
+        // The shortest forms still parse.
+        let mut ok = client_frame(true, 1, &[b'x'; 126], [0; 4]);
+        assert!(parse_client_frame(&mut ok, 1024).unwrap().is_some());
+    }
+
+    #[test]
+    fn close_payloads_are_checked_as_rfc_6455_says() {
+        assert_eq!(parse_close_payload(b""), Ok(None));
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xE8, b'b', b'y', b'e']),
+            Ok(Some((1000, "bye")))
+        );
+        assert!(matches!(
+            parse_close_payload(&[0x03]),
+            Err(FrameError::Protocol(_))
+        ));
+        for code in [
+            0u16,
+            999,
+            1004,
+            1005,
+            1006,
+            1015,
+            1016,
+            2000,
+            2999,
+            5000,
+            u16::MAX,
+        ] {
+            assert!(
+                matches!(
+                    parse_close_payload(&code.to_be_bytes()),
+                    Err(FrameError::Protocol(_))
+                ),
+                "{code}"
+            );
+        }
+        for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4000, 4999] {
+            assert_eq!(
+                parse_close_payload(&code.to_be_bytes()),
+                Ok(Some((code, "")))
+            );
+        }
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xE8, 0xFF, 0xFE]),
+            Err(FrameError::InvalidUtf8)
+        );
     }
 
     /// A fixed-seed xorshift generator: randomized tests that replay exactly.

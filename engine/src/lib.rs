@@ -23,6 +23,7 @@ mod broker;
 mod close;
 mod config;
 mod conn;
+pub mod decode;
 mod delivery;
 mod engine;
 mod format;
