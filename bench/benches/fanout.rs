@@ -36,8 +36,13 @@ fn fanout(c: &mut Criterion) {
                 let mut seq = 0;
                 b.iter(|| {
                     seq += 1;
-                    let msg =
-                        Message::new(TopicId(7), Arc::clone(&topic_name), seq, None, data.clone());
+                    let msg = Message::new(
+                        TopicId::new(7, 0),
+                        Arc::clone(&topic_name),
+                        seq,
+                        None,
+                        data.clone(),
+                    );
                     let frame = msg.frame(telemetry, &formats);
                     let meta = EventMeta {
                         topic: msg.topic,
@@ -66,7 +71,13 @@ fn fanout(c: &mut Criterion) {
         let mut seq = 0;
         b.iter(|| {
             seq += 1;
-            let msg = Message::new(TopicId(7), Arc::clone(&topic_name), seq, None, data.clone());
+            let msg = Message::new(
+                TopicId::new(7, 0),
+                Arc::clone(&topic_name),
+                seq,
+                None,
+                data.clone(),
+            );
             let frame = msg.frame(telemetry, &formats);
             let meta = EventMeta {
                 topic: msg.topic,

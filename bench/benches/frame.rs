@@ -14,7 +14,7 @@ fn encode(c: &mut Criterion) {
     for size in [64usize, 256, 4096] {
         let data = Bytes::from(format!("{{\"p\":\"{}\"}}", "x".repeat(size - 8)));
         let msg = Message::new(
-            TopicId(0),
+            TopicId::new(0, 0),
             Arc::from("market-data"),
             42,
             Some("AAPL".into()),

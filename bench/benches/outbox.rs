@@ -17,7 +17,7 @@ fn outbox(c: &mut Criterion) {
     };
     let frame = Bytes::from(vec![b'x'; 140]);
     let meta = EventMeta {
-        topic: TopicId(0),
+        topic: TopicId::new(0, 0),
         accepted_at: Instant::now(),
         replay: false,
     };

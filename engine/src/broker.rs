@@ -13,7 +13,7 @@ use crate::shard::ShardInbox;
 use crate::topic::{Topic, TopicError};
 
 /// Why a publish failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum PublishError {
     /// The topic is invalid, undeclared, or over the topic limit.
     #[error(transparent)]
@@ -21,6 +21,9 @@ pub enum PublishError {
     /// The key is empty or longer than 128 bytes.
     #[error("invalid key: use 1-128 bytes")]
     InvalidKey,
+    /// The topic handle is stale: the topic expired; resolve its name again.
+    #[error("the channel expired while being published to; resolve it again")]
+    Retired,
     /// The broker could not take the message; the text says why.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
@@ -53,9 +56,17 @@ impl std::fmt::Debug for Fanout<'_> {
 }
 
 impl Fanout<'_> {
-    /// Stamps `data` into `topic` and routes it to local subscribers; returns its sequence number.
-    pub fn deliver(&self, topic: &Topic, key: Option<Box<str>>, data: Bytes) -> u64 {
-        topic.publish(key, data, self.inboxes)
+    /// Stamps `data` into `topic` and routes it to local subscribers; returns
+    /// its sequence number, or [`PublishError::Retired`] for a stale handle.
+    pub fn deliver(
+        &self,
+        topic: &Topic,
+        key: Option<Box<str>>,
+        data: Bytes,
+    ) -> Result<u64, PublishError> {
+        topic
+            .publish(key, data, self.inboxes)
+            .map_err(|_| PublishError::Retired)
     }
 }
 
@@ -72,6 +83,6 @@ impl Broker for InProcess {
         data: Bytes,
         local: &Fanout<'_>,
     ) -> Result<u64, PublishError> {
-        Ok(local.deliver(topic, key, data))
+        local.deliver(topic, key, data)
     }
 }

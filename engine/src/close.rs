@@ -33,6 +33,10 @@ pub enum CloseReason {
     Forbidden,
     /// Another connection took over this client id.
     Replaced,
+    /// The client id is held by another principal's connection.
+    ClientIdInUse,
+    /// The credentials the connection was opened with (a token) expired.
+    TokenExpired,
     /// An operator closed the connection; the reason is theirs.
     Kicked(String),
 }
@@ -53,6 +57,8 @@ impl CloseReason {
             Self::Unauthorized => 4401,
             Self::Forbidden => 4403,
             Self::Replaced => 4409,
+            Self::ClientIdInUse => 4409,
+            Self::TokenExpired => 4440,
             Self::Kicked(_) => 4000,
         }
     }
@@ -72,6 +78,8 @@ impl CloseReason {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::Replaced => "replaced",
+            Self::ClientIdInUse => "client_id_in_use",
+            Self::TokenExpired => "token_expired",
             Self::Kicked(_) => "kicked",
         }
     }
@@ -91,6 +99,8 @@ impl CloseReason {
             Self::Unauthorized => "VIOLATED_POLICY".into(),
             Self::Forbidden => "FORBIDDEN".into(),
             Self::Replaced => "CLIENT_REPLACED".into(),
+            Self::ClientIdInUse => "CLIENT_ID_IN_USE".into(),
+            Self::TokenExpired => "TOKEN_EXPIRED".into(),
             Self::Kicked(reason) => reason.as_str().into(),
         }
     }

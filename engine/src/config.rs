@@ -4,6 +4,8 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use crate::gate::GateLimits;
+use crate::history::HistoryLimits;
 use crate::outbox::{OutboxLimits, SlowConsumerPolicy};
 use crate::rate::RateLimit;
 use crate::topic::ChannelRules;
@@ -19,12 +21,16 @@ pub struct EngineConfig {
     pub outbox: OutboxLimits,
     /// Per-connection event rate.
     pub rate_limit: RateLimit,
-    /// Messages kept per topic for replay.
-    pub history_capacity: usize,
-    /// Keys kept per topic in the keyed snapshot.
-    pub max_keys_per_topic: usize,
-    /// Topics the engine will create.
+    /// Each topic's history: messages in the ring, keys in the snapshot, bytes.
+    pub history: HistoryLimits,
+    /// Bytes of history across all topics.
+    pub max_history_bytes: usize,
+    /// Topics alive at once.
     pub max_topics: usize,
+    /// How long a topic with no subscribers and no retained state lives on.
+    pub topic_idle_expiry: Duration,
+    /// Connection admission: WebSockets, sockets per address, HTTP stage.
+    pub gate: GateLimits,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
     /// Interval between server heartbeats.
@@ -53,9 +59,20 @@ impl Default for EngineConfig {
                 policy: SlowConsumerPolicy::Drop,
             },
             rate_limit: RateLimit::per_second(120),
-            history_capacity: 256,
-            max_keys_per_topic: 10_000,
+            history: HistoryLimits {
+                capacity: 256,
+                max_keys: 10_000,
+                max_bytes: 8 * 1024 * 1024,
+            },
+            max_history_bytes: 256 * 1024 * 1024,
             max_topics: 10_000,
+            topic_idle_expiry: Duration::from_secs(60),
+            gate: GateLimits {
+                max_connections: 100_000,
+                max_per_address: 4096,
+                max_http: 1024,
+                max_http_per_address: 128,
+            },
             max_subscriptions: 256,
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(45),

@@ -19,7 +19,9 @@
 //! 3. count whatever was not written as dropped (reason `closed`);
 //! 4. forget the connection (slab, client id, counts);
 //! 5. half-close the socket and wait briefly for the peer's EOF, so the close
-//!    frame is not destroyed by a reset.
+//!    frame is not destroyed by a reset;
+//! 6. drop it, and with it its [`PeerPermit`]: only now does its address and
+//!    WebSocket slot count free again.
 
 use std::cell::RefCell;
 use std::io;
@@ -39,10 +41,12 @@ use crate::decode::Decoder;
 use crate::engine::Engine;
 use crate::format::FormatId;
 use crate::frame;
+use crate::gate::PeerPermit;
 use crate::local::ShardState;
 use crate::mailbox::Mailbox;
 use crate::message::Message;
 use crate::outbox::{Admission, EventMeta, OutboxLimits};
+use crate::quota::TopicQuota;
 use crate::reader;
 use crate::topic::{Topic, TopicError};
 use crate::PublishError;
@@ -81,7 +85,7 @@ pub trait Session: 'static {
 }
 
 /// Why a subscription was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum SubscribeError {
     /// The topic name is invalid, undeclared, or over the topic limit.
     #[error(transparent)]
@@ -117,6 +121,8 @@ pub(crate) struct ConnState {
     /// A write failed: the socket is gone and nothing more can be sent.
     pub(crate) broken: bool,
     pub(crate) closing: Option<CloseReason>,
+    /// Close for this reason at this instant (e.g. when a token expires).
+    pub(crate) deadline: Option<(Instant, CloseReason)>,
     /// Incomplete frames and messages, kept between reads (freed once used).
     pub(crate) decoder: Decoder,
 }
@@ -127,19 +133,26 @@ pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) client_id: Arc<str>,
+    /// The principal the connection authenticated as (owner of `client_id`).
+    pub(crate) owner: Arc<str>,
     pub(crate) format: FormatId,
     pub(crate) connected_at: SystemTime,
+    /// Held for the connection's life; see step 6 of closing.
+    pub(crate) _permit: PeerPermit,
     pub(crate) attention: Notify,
     pub(crate) state: RefCell<ConnState>,
 }
 
 impl Conn {
+    #[allow(clippy::too_many_arguments)] // One constructor, called from attach and a test.
     pub(crate) fn new(
         key: ConnKey,
         stream: TcpStream,
         peer: SocketAddr,
         client_id: Arc<str>,
+        owner: Arc<str>,
         format: FormatId,
+        permit: PeerPermit,
         limits: OutboxLimits,
         now: Instant,
     ) -> Self {
@@ -148,8 +161,10 @@ impl Conn {
             stream,
             peer,
             client_id,
+            owner,
             format,
             connected_at: SystemTime::now(),
+            _permit: permit,
             attention: Notify::new(),
             state: RefCell::new(ConnState {
                 mailbox: Mailbox::new(limits),
@@ -159,6 +174,7 @@ impl Conn {
                 write_blocked: false,
                 broken: false,
                 closing: None,
+                deadline: None,
                 decoder: Decoder::default(),
             }),
         }
@@ -236,29 +252,34 @@ impl ConnCtx<'_> {
     /// Subscribes to `topic`. With `replay_limit`, also returns up to that many
     /// messages to replay (see [`ConnCtx::send_replay`]). Subscribing again
     /// to a topic already held changes nothing.
+    ///
+    /// The connection's own limit is checked before the topic is looked up,
+    /// so a refused subscription never creates a topic; a topic that has to
+    /// be created is charged to `quota` (none: free).
     pub fn subscribe(
         &mut self,
         topic: &str,
         replay_limit: Option<usize>,
+        quota: Option<&Arc<TopicQuota>>,
     ) -> Result<Subscribed, SubscribeError> {
-        let topic = self.shard.topic(topic)?;
-        let (held, already) = {
+        let held = {
             let state = self.conn.state.borrow();
-            let already = state.topics.iter().any(|t| t.id() == topic.id());
-            (state.topics.len(), already)
+            if let Some(held) = state.topics.iter().find(|t| &**t.name() == topic) {
+                return Ok(Subscribed {
+                    topic: Arc::clone(held),
+                    new: false,
+                    replay: Vec::new(),
+                });
+            }
+            state.topics.len()
         };
-        if already {
-            return Ok(Subscribed {
-                topic,
-                new: false,
-                replay: Vec::new(),
-            });
-        }
         let limit = self.shard.shared().config().max_subscriptions;
         if held >= limit {
             return Err(SubscribeError::TooMany { limit });
         }
-        let start = self.shard.subscribe(self.conn, &topic, replay_limit);
+        let (topic, start) = self
+            .shard
+            .subscribe(self.conn, topic, replay_limit, quota)?;
         self.conn.state.borrow_mut().topics.push(Arc::clone(&topic));
         info!(client = %self.conn.client_id, topic = %topic.name(), "subscribed");
         Ok(Subscribed {
@@ -306,19 +327,27 @@ impl ConnCtx<'_> {
         state.topics.iter().map(|t| Arc::clone(t.name())).collect()
     }
 
-    /// Publishes through the engine's broker.
+    /// Publishes through the engine's broker; a topic that has to be
+    /// created is charged to `quota` (none: free).
     pub fn publish(
         &mut self,
         topic: &str,
         key: Option<Box<str>>,
         data: Bytes,
+        quota: Option<&Arc<TopicQuota>>,
     ) -> Result<u64, PublishError> {
-        self.shard.publish(topic, key, data)
+        self.shard.publish(topic, key, data, quota)
     }
 
     /// Closes the connection for `reason` once this callback returns.
     pub fn close(&mut self, reason: CloseReason) {
         self.conn.request_close(reason);
+    }
+
+    /// Closes the connection for `reason` at `at` (checked every shard tick,
+    /// 250 ms), or never with `None`. A later call replaces the deadline.
+    pub fn close_at(&mut self, deadline: Option<(Instant, CloseReason)>) {
+        self.conn.state.borrow_mut().deadline = deadline;
     }
 }
 
@@ -463,12 +492,16 @@ mod tests {
             index: 0,
             generation: 0,
         };
+        let gate = crate::gate::Gate::new(crate::EngineConfig::default().gate);
+        let permit = gate.admit(peer.ip()).unwrap();
         let conn = Conn::new(
             key,
             stream,
             peer,
             "c".into(),
+            "owner".into(),
             FormatId::first(),
+            permit,
             limits,
             Instant::now(),
         );

@@ -29,8 +29,6 @@ use crate::local::ShardState;
 use crate::message::Message;
 use crate::outbox::{Admission, DropReason, EventMeta, MAX_IOVECS};
 use crate::pacer;
-use crate::stats::Counts;
-use crate::topic::TopicId;
 
 /// Connections written per flush slice before the shard goes back to its
 /// inbox and its connection tasks. A bound on how long one turn can keep the
@@ -65,8 +63,7 @@ impl ShardState {
             replay: false,
         };
         let mut frames: [Option<Bytes>; MAX_FORMATS] = Default::default();
-        let mut topic_counts = self.topic_counts.borrow_mut();
-        let topic_counts = counts_slot(&mut topic_counts, msg.topic);
+        let mut tally = self.tally.borrow_mut();
         let mut dirty = self.dirty.borrow_mut();
         let now = self.now();
         for sub in list {
@@ -84,9 +81,9 @@ impl ShardState {
                         dirty.push_back((now, Rc::clone(conn)));
                     }
                 }
-                Admission::Dropped(reason) => topic_counts.drop_one(reason),
+                Admission::Dropped(reason) => tally.count(msg.topic, |c| c.drop_one(reason)),
                 Admission::Disconnect => {
-                    topic_counts.drop_one(DropReason::OutboxFull);
+                    tally.count(msg.topic, |c| c.drop_one(DropReason::OutboxFull));
                     drop(state);
                     conn.request_close(CloseReason::SlowConsumer);
                 }
@@ -189,18 +186,17 @@ impl ShardState {
                     counters.writes += 1;
                     counters.bytes += written as u64;
                     let mut latency = self.latency_us.borrow_mut();
-                    let mut topic_counts = self.topic_counts.borrow_mut();
+                    let mut tally = self.tally.borrow_mut();
                     let mailbox = &mut state.mailbox;
                     let counts = &mut mailbox.counts;
                     mailbox.outbox.advance(written, |frame| {
                         let Some(meta) = frame.event else { return };
-                        let slot = counts_slot(&mut topic_counts, meta.topic);
                         if meta.replay {
                             counts.replayed += 1;
-                            slot.replayed += 1;
+                            tally.count(meta.topic, |c| c.replayed += 1);
                         } else {
                             counts.sent += 1;
-                            slot.sent += 1;
+                            tally.count(meta.topic, |c| c.sent += 1);
                             let micros = now.duration_since(meta.accepted_at).as_micros() as u64;
                             latency.saturating_record(micros.max(1));
                         }
@@ -233,24 +229,14 @@ impl ShardState {
     pub(crate) fn count_undelivered(&self, conn: &Conn) {
         let mut state = conn.state.borrow_mut();
         let mailbox = &mut state.mailbox;
-        let mut topic_counts = self.topic_counts.borrow_mut();
+        let mut tally = self.tally.borrow_mut();
         for frame in mailbox.outbox.clear() {
             let Some(meta) = frame.event else { continue };
             if meta.replay {
                 continue;
             }
             mailbox.counts.drop_one(DropReason::Closed);
-            counts_slot(&mut topic_counts, meta.topic).drop_one(DropReason::Closed);
+            tally.count(meta.topic, |c| c.drop_one(DropReason::Closed));
         }
     }
-}
-
-/// The counts slot for `topic`, growing the table on first use.
-#[inline]
-pub(crate) fn counts_slot(table: &mut Vec<Counts>, topic: TopicId) -> &mut Counts {
-    let index = topic.0 as usize;
-    if index >= table.len() {
-        table.resize(index + 1, Counts::default());
-    }
-    &mut table[index]
 }

@@ -1,14 +1,19 @@
 //! The engine handle and the state all shards share.
 //!
 //! [`EngineShared`] is shared by all threads and read-mostly: configuration,
-//! formats, the topic registry, the shard inboxes, and the client-id
-//! registry (locked only when a connection opens or closes, never per
-//! message). [`Engine`] is a cheap, cloneable, `Send` handle to it.
+//! formats, the topic registry, the shard inboxes, the connection [`Gate`],
+//! and the client-id registry (locked only when a connection opens or
+//! closes, never per message). [`Engine`] is a cheap, cloneable, `Send`
+//! handle to it.
+//!
+//! A client id belongs to the principal (API key, token user) whose
+//! connection claimed it, for as long as that connection lives: the same
+//! principal may take it over (the old connection is closed with 4409
+//! `CLIENT_REPLACED`), another may not.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -22,16 +27,22 @@ use crate::close::CloseReason;
 use crate::config::EngineConfig;
 use crate::conn::ConnKey;
 use crate::format::Formats;
+use crate::gate::Gate;
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
 use crate::stats::{ClientInfo, EngineStats};
-use crate::topic::{Topic, TopicError, TopicRegistry, MAX_NAME_LEN};
+use crate::topic::{RegistryConfig, Topic, TopicError, TopicRegistry, MAX_NAME_LEN};
 
-/// Where a client id is connected.
-#[derive(Clone, Copy, Debug)]
+/// Where a client id is connected, and whose it is.
+#[derive(Clone, Debug)]
 pub(crate) struct ClientSlot {
     pub(crate) shard: usize,
     pub(crate) key: ConnKey,
+    pub(crate) owner: Arc<str>,
 }
+
+/// A client id is held by another principal's live connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClientIdTaken;
 
 /// State shared by all shards and publishers. Shared by all threads.
 pub(crate) struct EngineShared {
@@ -40,8 +51,8 @@ pub(crate) struct EngineShared {
     topics: TopicRegistry,
     inboxes: Box<[ShardInbox]>,
     broker: Arc<dyn Broker>,
+    gate: Arc<Gate>,
     clients: Mutex<HashMap<Arc<str>, ClientSlot>>,
-    connections: AtomicUsize,
     stop: watch::Sender<bool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -86,25 +97,31 @@ impl EngineShared {
         self.broker.publish(topic, key, data, &local)
     }
 
-    pub(crate) fn connection_opened(&self) {
-        // Relaxed: a gauge for limits and reporting; no data is published through it.
-        self.connections.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn gate(&self) -> &Arc<Gate> {
+        &self.gate
     }
 
-    pub(crate) fn connection_closed(&self) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Records `client_id` at (`shard`, `key`); returns the connection it replaces.
+    /// Records `client_id` for `owner` at (`shard`, `key`); returns the
+    /// connection it replaces, or refuses when another owner holds the id.
     pub(crate) fn claim_client_id(
         &self,
         client_id: &Arc<str>,
+        owner: &Arc<str>,
         shard: usize,
         key: ConnKey,
-    ) -> Option<ClientSlot> {
-        self.clients
-            .lock()
-            .insert(Arc::clone(client_id), ClientSlot { shard, key })
+    ) -> Result<Option<ClientSlot>, ClientIdTaken> {
+        let mut clients = self.clients.lock();
+        if let Some(slot) = clients.get(client_id) {
+            if slot.owner != *owner {
+                return Err(ClientIdTaken);
+            }
+        }
+        let slot = ClientSlot {
+            shard,
+            key,
+            owner: Arc::clone(owner),
+        };
+        Ok(clients.insert(Arc::clone(client_id), slot))
     }
 
     /// Forgets `client_id` if it still points at (`shard`, `key`).
@@ -177,13 +194,15 @@ impl Engine {
         let inboxes = (0..shards)
             .map(|_| ShardInbox::new(config.shard_inbox_capacity))
             .collect();
-        let topics = TopicRegistry::new(
-            config.channels.clone(),
-            config.max_topics,
+        let topics = TopicRegistry::new(RegistryConfig {
+            rules: config.channels.clone(),
+            max_topics: config.max_topics,
             shards,
-            config.history_capacity,
-            config.max_keys_per_topic,
-        );
+            history: config.history,
+            max_history_bytes: config.max_history_bytes,
+            idle_expiry: config.topic_idle_expiry,
+        });
+        let gate = Gate::new(config.gate);
         let cores = if config.pin_threads {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -198,8 +217,8 @@ impl Engine {
             topics,
             inboxes,
             broker,
+            gate,
             clients: Mutex::default(),
-            connections: AtomicUsize::new(0),
             stop: watch::channel(false).0,
             threads: Mutex::default(),
         });
@@ -241,17 +260,35 @@ impl Engine {
         &self.shared.formats
     }
 
-    /// The topic named `name`, created on first use if the channel rules declare it.
+    /// The topic named `name`, created on first use if the channel rules
+    /// declare it (charged to no quota: for the embedding program's own
+    /// publishers).
     ///
     /// Takes the registry's read lock; keep the returned handle to publish
-    /// repeatedly without it.
+    /// repeatedly without it. A topic with no subscribers and no retained
+    /// state expires; publishing through a handle to it then fails with
+    /// [`PublishError::Retired`], and this call resolves the name afresh.
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        self.shared.topics.resolve(name)
+        self.shared.topics.resolve(name, None)
     }
 
-    /// Every topic created so far.
-    pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.shared.topics.all()
+    /// The topic registry: every live topic, retired totals, the history budget.
+    pub fn topics(&self) -> &TopicRegistry {
+        &self.shared.topics
+    }
+
+    /// Connection admission: counts and limits.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.shared.gate
+    }
+
+    /// The principal whose live connection holds `client_id`, if any.
+    pub fn client_owner(&self, client_id: &str) -> Option<Arc<str>> {
+        self.shared
+            .clients
+            .lock()
+            .get(client_id)
+            .map(|slot| Arc::clone(&slot.owner))
     }
 
     /// Publishes through the broker; returns the message's sequence number.
@@ -266,21 +303,26 @@ impl Engine {
 
     /// Delivers to this process's subscribers without going through the
     /// broker: the entry point for a broker's receiving side.
-    pub fn fanout(&self, topic: &Topic, key: Option<Box<str>>, data: Bytes) -> u64 {
+    pub fn fanout(
+        &self,
+        topic: &Topic,
+        key: Option<Box<str>>,
+        data: Bytes,
+    ) -> Result<u64, PublishError> {
         Fanout {
             inboxes: &self.shared.inboxes,
         }
         .deliver(topic, key, data)
     }
 
-    /// WebSocket connections currently attached.
+    /// WebSocket connections open or being opened (their slot reserved).
     pub fn connections(&self) -> usize {
-        self.shared.connections.load(Ordering::Relaxed)
+        self.shared.gate.websockets()
     }
 
     /// Closes the connection of `client_id` for `reason`; `false` if no such client.
     pub fn disconnect(&self, client_id: &str, reason: CloseReason) -> bool {
-        let slot = self.shared.clients.lock().get(client_id).copied();
+        let slot = self.shared.clients.lock().get(client_id).cloned();
         match slot {
             Some(slot) => {
                 self.shared.close_remote(slot.shard, slot.key, reason);
@@ -294,7 +336,7 @@ impl Engine {
     pub async fn stats(&self) -> EngineStats {
         let shards = self.ask_every_shard(ShardCommand::Stats).await;
         let topics = self.shared.topics.all().iter().map(|t| t.stats()).collect();
-        EngineStats::merge(shards, topics)
+        EngineStats::merge(shards, topics, self.shared.topics.retired())
     }
 
     /// Every connected client, from every shard.

@@ -28,12 +28,15 @@ mod delivery;
 mod engine;
 mod format;
 pub mod frame;
+mod gate;
 mod history;
 mod local;
 mod mailbox;
 mod message;
 mod outbox;
 pub mod pacer;
+mod pattern;
+mod quota;
 mod rate;
 mod reader;
 mod shard;
@@ -47,15 +50,21 @@ pub use config::EngineConfig;
 pub use conn::{ConnCtx, ConnKey, Session, SubscribeError, Subscribed};
 pub use engine::Engine;
 pub use format::{write_iso8601, FormatId, Formats, TooManyFormats, WireFormat, MAX_FORMATS};
-pub use history::History;
-pub use local::LocalShard;
+pub use gate::{Gate, GateLimits, PeerPermit, Refused};
+pub use history::{History, HistoryLimits, MemoryBudget, Retention};
+pub use local::{Attachment, LocalShard};
 pub use mailbox::Mailbox;
 pub use message::Message;
 pub use outbox::{
     Admission, DropReason, EventMeta, OutFrame, Outbox, OutboxLimits, SlowConsumerPolicy,
     MAX_IOVECS,
 };
+pub use pattern::Pattern;
+pub use quota::{QuotaError, QuotaLimits, TopicQuota};
 pub use rate::{RateLimit, RateLimiter};
 pub use shard::ConnectionHandler;
 pub use stats::{ClientInfo, Counts, EngineStats, ShardStats, TopicSummary};
-pub use topic::{validate_name, ChannelRules, Topic, TopicError, TopicId, TopicStats};
+pub use topic::{
+    validate_name, ChannelRules, RetiredTotals, Topic, TopicError, TopicId, TopicRegistry,
+    TopicStats, MAX_NAME_LEN,
+};

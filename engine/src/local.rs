@@ -22,12 +22,47 @@ use crate::close::CloseReason;
 use crate::conn::{self, Conn, ConnKey, Session};
 use crate::engine::{Engine, EngineShared};
 use crate::format::{FormatId, MAX_FORMATS};
+use crate::gate::{PeerPermit, Refused};
 use crate::pacer::{self, FlushPacer};
+use crate::quota::TopicQuota;
 use crate::shard::ShardInbox;
 use crate::slab::Slab;
-use crate::stats::{new_latency_histogram, ClientInfo, Counts, ShardStats};
+use crate::stats::{new_latency_histogram, ClientInfo, ShardStats, Tally};
 use crate::topic::{SubscribeStart, Topic, TopicError, TopicId};
 use crate::PublishError;
+
+/// Shard ticks (250 ms each) between sweeps for idle topics.
+const SWEEP_EVERY_TICKS: u32 = 20;
+
+/// An upgraded connection, ready to be attached to the shard it was
+/// accepted on.
+pub struct Attachment {
+    /// The socket, past the HTTP upgrade.
+    pub stream: tokio::net::TcpStream,
+    /// Bytes the HTTP layer read past the upgrade request.
+    pub read_buf: Bytes,
+    /// The client's id; a live connection of the same owner with this id is
+    /// closed with [`CloseReason::Replaced`].
+    pub client_id: Arc<str>,
+    /// The principal it authenticated as (an API key's name, a token's user).
+    pub owner: Arc<str>,
+    /// Its wire format.
+    pub format: FormatId,
+    /// What its messages mean.
+    pub session: Box<dyn Session>,
+    /// Its place in the connection gate, established as a WebSocket.
+    pub permit: PeerPermit,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("client_id", &self.client_id)
+            .field("owner", &self.owner)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Size of the shard's read buffer, shared by all its connections: client
 /// frames are parsed straight out of it, so an idle connection holds no
@@ -56,7 +91,7 @@ pub(crate) struct ShardState {
     engine: Engine,
     conns: RefCell<Slab>,
     pub(crate) subscribers: RefCell<HashMap<TopicId, Vec<Subscriber>>>,
-    pub(crate) topic_counts: RefCell<Vec<Counts>>,
+    pub(crate) tally: RefCell<Tally>,
     pub(crate) write_counters: RefCell<WriteCounters>,
     pub(crate) latency_us: RefCell<Histogram<u64>>,
     /// Connections with unflushed events, in the order they got their first one.
@@ -69,6 +104,7 @@ pub(crate) struct ShardState {
     epoch: Instant,
     now: Cell<Instant>,
     next_heartbeat: Cell<Instant>,
+    ticks: Cell<u32>,
 }
 
 impl ShardState {
@@ -83,7 +119,7 @@ impl ShardState {
             engine,
             conns: RefCell::default(),
             subscribers: RefCell::default(),
-            topic_counts: RefCell::default(),
+            tally: RefCell::default(),
             write_counters: RefCell::default(),
             latency_us: RefCell::new(new_latency_histogram()),
             dirty: RefCell::default(),
@@ -94,6 +130,7 @@ impl ShardState {
             epoch: now,
             now: Cell::new(now),
             next_heartbeat: Cell::new(now + heartbeat),
+            ticks: Cell::new(0),
         }
     }
 
@@ -142,14 +179,17 @@ impl ShardState {
     // ---- connections -------------------------------------------------------
 
     /// Registers a new WebSocket connection and starts its task.
-    pub(crate) fn attach(
-        self: &Rc<Self>,
-        stream: tokio::net::TcpStream,
-        read_buf: Bytes,
-        client_id: Arc<str>,
-        format: FormatId,
-        session: Box<dyn Session>,
-    ) -> ConnKey {
+    pub(crate) fn attach(self: &Rc<Self>, attachment: Attachment) -> Result<ConnKey, Refused> {
+        let Attachment {
+            stream,
+            read_buf,
+            client_id,
+            owner,
+            format,
+            session,
+            mut permit,
+        } = attachment;
+        permit.establish()?;
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -159,21 +199,28 @@ impl ShardState {
             stream,
             peer,
             Arc::clone(&client_id),
+            Arc::clone(&owner),
             format,
+            permit,
             self.shared.config().outbox,
             self.now(),
         ));
         self.conns.borrow_mut().insert(Rc::clone(&conn));
         self.write_counters.borrow_mut().opened += 1;
         self.inbox().add_load();
-        self.shared.connection_opened();
-        if let Some(old) = self.shared.claim_client_id(&client_id, self.index, key) {
-            self.shared
-                .close_remote(old.shard, old.key, CloseReason::Replaced);
+        match self
+            .shared
+            .claim_client_id(&client_id, &owner, self.index, key)
+        {
+            Ok(Some(old)) => self
+                .shared
+                .close_remote(old.shard, old.key, CloseReason::Replaced),
+            Ok(None) => {}
+            Err(_) => conn.request_close(CloseReason::ClientIdInUse),
         }
-        info!(client = %client_id, %peer, shard = self.index, "connection accepted");
+        info!(client = %client_id, owner = %owner, %peer, shard = self.index, "connection accepted");
         tokio::task::spawn_local(conn::run(Rc::clone(self), conn, session, read_buf));
-        key
+        Ok(key)
     }
 
     /// Forgets a closed connection. Its subscriptions are already gone.
@@ -182,7 +229,6 @@ impl ShardState {
             return;
         }
         self.inbox().remove_load();
-        self.shared.connection_closed();
         self.shared
             .release_client_id(&conn.client_id, self.index, conn.key);
         let state = conn.state.borrow();
@@ -211,12 +257,19 @@ impl ShardState {
 
     // ---- topics --------------------------------------------------------------
 
-    /// The topic named `name`, from this shard's cache when it has it.
-    pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+    /// The topic named `name`, from this shard's cache when it has it; a
+    /// topic that has to be created is charged to `quota`.
+    pub(crate) fn topic(
+        &self,
+        name: &str,
+        quota: Option<&Arc<TopicQuota>>,
+    ) -> Result<Arc<Topic>, TopicError> {
         if let Some(topic) = self.topic_cache.borrow().get(name) {
-            return Ok(Arc::clone(topic));
+            if !topic.is_retired() {
+                return Ok(Arc::clone(topic));
+            }
         }
-        let topic = self.shared.topics().resolve(name)?;
+        let topic = self.shared.topics().resolve(name, quota)?;
         self.topic_cache
             .borrow_mut()
             .insert(name.into(), Arc::clone(&topic));
@@ -228,18 +281,36 @@ impl ShardState {
         name: &str,
         key: Option<Box<str>>,
         data: Bytes,
+        quota: Option<&Arc<TopicQuota>>,
     ) -> Result<u64, PublishError> {
-        let topic = self.topic(name)?;
-        self.shared.publish(&topic, key, data)
+        let topic = self.topic(name, quota)?;
+        match self.shared.publish(&topic, key.clone(), data.clone()) {
+            // Retired since the cache saw it: once more, with the new topic.
+            Err(PublishError::Retired) => {
+                let topic = self.topic(name, quota)?;
+                self.shared.publish(&topic, key, data)
+            }
+            result => result,
+        }
     }
 
+    /// Subscribes `conn` to `name`; returns the topic and where it starts.
     pub(crate) fn subscribe(
         &self,
         conn: &Rc<Conn>,
-        topic: &Arc<Topic>,
+        name: &str,
         replay_limit: Option<usize>,
-    ) -> SubscribeStart {
-        let start = topic.subscribe(self.index, replay_limit);
+        quota: Option<&Arc<TopicQuota>>,
+    ) -> Result<(Arc<Topic>, SubscribeStart), TopicError> {
+        let mut topic = self.topic(name, quota)?;
+        let start = loop {
+            match topic.subscribe(self.index, replay_limit) {
+                Ok(start) => break start,
+                // Retired since the cache saw it: a fresh lookup finds the
+                // live topic or creates one (never retired at once).
+                Err(_) => topic = self.topic(name, quota)?,
+            }
+        };
         self.subscribers
             .borrow_mut()
             .entry(topic.id())
@@ -248,7 +319,7 @@ impl ShardState {
                 conn: Rc::clone(conn),
                 after_seq: start.after_seq,
             });
-        start
+        Ok((topic, start))
     }
 
     pub(crate) fn unsubscribe(&self, conn: &Conn, topic: &Topic) {
@@ -272,6 +343,11 @@ impl ShardState {
         self.refresh_clock();
         let now = self.now();
         let config = self.shared.config();
+        let ticks = self.ticks.get().wrapping_add(1);
+        self.ticks.set(ticks);
+        if ticks % SWEEP_EVERY_TICKS == 0 {
+            self.sweep_topics(now);
+        }
         let heartbeat_due = now >= self.next_heartbeat.get();
         let mut heartbeats: [Option<Option<Bytes>>; MAX_FORMATS] = Default::default();
         if heartbeat_due {
@@ -281,15 +357,25 @@ impl ShardState {
         // Nothing below adds or removes connections (closing happens in each
         // connection's own task), so the slab can stay borrowed.
         for conn in self.conns.borrow().iter() {
-            let silent = {
+            let (silent, due) = {
                 let state = conn.state.borrow();
                 // A closing connection has queued its close frame: nothing may
                 // follow it, and its timeout has already been dealt with.
                 if state.closing.is_some() {
                     continue;
                 }
-                now.saturating_duration_since(state.last_seen)
+                let due = state
+                    .deadline
+                    .as_ref()
+                    .filter(|(at, _)| *at <= now)
+                    .map(|(_, reason)| reason.clone());
+                (now.saturating_duration_since(state.last_seen), due)
             };
+            if let Some(reason) = due {
+                info!(client = %conn.client_id, peer = %conn.peer, reason = %reason, "connection deadline");
+                conn.request_close(reason);
+                continue;
+            }
             if silent > config.heartbeat_timeout {
                 info!(
                     client = %conn.client_id,
@@ -312,21 +398,22 @@ impl ShardState {
         }
     }
 
+    /// Drops retired topics from this shard's cache; shard 0 also expires
+    /// idle topics engine-wide (one sweeper is enough, and shard 0 runs the
+    /// acceptor anyway).
+    fn sweep_topics(&self, now: Instant) {
+        if self.index == 0 {
+            self.shared.topics().expire_idle(now);
+        }
+        self.topic_cache.borrow_mut().retain(|_, t| !t.is_retired());
+    }
+
     // ---- reporting -----------------------------------------------------------
 
     pub(crate) fn stats(&self) -> ShardStats {
-        let topics: Vec<(TopicId, Counts)> = self
-            .topic_counts
-            .borrow()
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c != Counts::default())
-            .map(|(i, c)| (TopicId(i as u32), *c))
-            .collect();
-        let mut counts = Counts::default();
-        for (_, c) in &topics {
-            counts.add(c);
-        }
+        let tally = self.tally.borrow();
+        let topics: Vec<(TopicId, _)> = tally.per_topic();
+        let counts = tally.totals();
         let writes = self.write_counters.borrow();
         let (mut queued_frames, mut max_queue_depth) = (0, 0);
         for conn in self.conns.borrow().iter() {
@@ -359,6 +446,7 @@ impl ShardState {
                 let state = conn.state.borrow();
                 ClientInfo {
                     client_id: Arc::clone(&conn.client_id),
+                    owner: Arc::clone(&conn.owner),
                     peer: conn.peer,
                     shard: self.index,
                     format: format_name(conn.format),
@@ -411,31 +499,27 @@ impl LocalShard {
     }
 
     /// Takes over an upgraded WebSocket connection: from now on its reads,
-    /// outbox and writes run on this shard, driven by `session`.
+    /// outbox and writes run on this shard, driven by its session.
     ///
-    /// `read_buf` holds bytes the HTTP layer read past the upgrade request.
-    /// A live connection with the same `client_id` is closed with
-    /// [`CloseReason::Replaced`].
-    pub fn attach(
-        &self,
-        stream: tokio::net::TcpStream,
-        read_buf: Bytes,
-        client_id: Arc<str>,
-        format: FormatId,
-        session: Box<dyn Session>,
-    ) -> ConnKey {
-        self.state
-            .attach(stream, read_buf, client_id, format, session)
+    /// The permit is established first if it was not (refused when the
+    /// server is full; the socket is then dropped). A live connection of the
+    /// same owner with the same client id is closed with
+    /// [`CloseReason::Replaced`]; one of another owner makes this connection
+    /// close at once with [`CloseReason::ClientIdInUse`].
+    pub fn attach(&self, attachment: Attachment) -> Result<ConnKey, Refused> {
+        self.state.attach(attachment)
     }
 
     /// Publishes through the engine's broker, resolving `topic` from this
-    /// shard's cache (no global lock once the topic is known here).
+    /// shard's cache (no global lock once the topic is known here); a topic
+    /// that has to be created is charged to `quota`.
     pub fn publish(
         &self,
         topic: &str,
         key: Option<Box<str>>,
         data: Bytes,
+        quota: Option<&Arc<TopicQuota>>,
     ) -> Result<u64, PublishError> {
-        self.state.publish(topic, key, data)
+        self.state.publish(topic, key, data, quota)
     }
 }

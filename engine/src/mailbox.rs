@@ -82,7 +82,7 @@ mod tests {
 
     fn meta() -> EventMeta {
         EventMeta {
-            topic: TopicId(0),
+            topic: TopicId::new(0, 0),
             accepted_at: Instant::now(),
             replay: false,
         }

@@ -55,6 +55,18 @@ impl Message {
         }
     }
 
+    /// Bytes this message holds while retained in a topic's history: its
+    /// data twice (the data, and the frame encoded from it for the wire
+    /// format that delivers it), its key twice (the message's and the
+    /// snapshot index's), and the fixed size of the message and its entries.
+    /// Proportional to what the publisher sent, never to the request around it.
+    pub fn retained_cost(&self) -> usize {
+        /// Arc counts, ring slot, snapshot map entries, frame headers.
+        const ENTRY_OVERHEAD: usize = 128;
+        let key = self.key.as_ref().map_or(0, |k| k.len());
+        std::mem::size_of::<Self>() + ENTRY_OVERHEAD + 2 * self.data.len() + 2 * key
+    }
+
     /// The complete frame of this message in `format`, encoded on first use.
     #[inline]
     pub fn frame(&self, format: FormatId, formats: &Formats) -> &Bytes {

@@ -39,6 +39,7 @@ use crate::close::CloseReason;
 use crate::conn::ConnKey;
 use crate::delivery::Flush;
 use crate::engine::EngineShared;
+use crate::gate::PeerPermit;
 use crate::local::{LocalShard, ShardState};
 use crate::message::Message;
 use crate::stats::{ClientInfo, ShardStats};
@@ -57,13 +58,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 ///
 /// Called on that shard's thread; the returned future runs there as a local
 /// task. The engine has no HTTP in it: the handler speaks HTTP, performs the
-/// WebSocket upgrade, and calls [`LocalShard::attach`].
+/// WebSocket upgrade, and calls [`LocalShard::attach`] with the socket and
+/// its `permit`. The permit counts the socket in the connection [`Gate`];
+/// it must live as long as the socket (dropped with it, or moved into the
+/// attachment).
+///
+/// [`Gate`]: crate::Gate
 pub trait ConnectionHandler: Send + Sync + 'static {
     /// Serves `stream` from `peer` on `shard`.
     fn serve(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
+        permit: PeerPermit,
         shard: LocalShard,
     ) -> Pin<Box<dyn Future<Output = ()>>>;
 }
@@ -79,6 +86,7 @@ pub(crate) enum ShardCommand {
     Serve {
         stream: std::net::TcpStream,
         peer: SocketAddr,
+        permit: PeerPermit,
         handler: Arc<dyn ConnectionHandler>,
     },
     /// Close one connection.
@@ -234,9 +242,10 @@ fn run_command(state: &Rc<ShardState>, cmd: ShardCommand) -> bool {
         ShardCommand::Serve {
             stream,
             peer,
+            permit,
             handler,
         } => match TcpStream::from_std(stream) {
-            Ok(stream) => serve(LocalShard::new(state), stream, peer, &handler),
+            Ok(stream) => serve(LocalShard::new(state), stream, peer, permit, &handler),
             Err(e) => {
                 state.inbox().remove_load();
                 warn!(%peer, error = %e, "cannot register a handed-over connection");
@@ -259,10 +268,11 @@ fn serve(
     shard: LocalShard,
     stream: TcpStream,
     peer: SocketAddr,
+    permit: PeerPermit,
     handler: &Arc<dyn ConnectionHandler>,
 ) {
     let inbox_owner = shard.clone();
-    let fut = handler.serve(stream, peer, shard);
+    let fut = handler.serve(stream, peer, permit, shard);
     tokio::task::spawn_local(async move {
         fut.await;
         inbox_owner.state().inbox().remove_load();
@@ -270,27 +280,57 @@ fn serve(
 }
 
 /// Accepts connections and spreads them over the shards by load.
+///
+/// Each socket is first counted in the [`Gate`]; one over a limit is closed
+/// at once (after a best-effort `503`), so a flood of idle sockets degrades
+/// into refusals, never into a process out of file descriptors. Should the
+/// process run out anyway (`EMFILE`), a spare descriptor kept for the
+/// purpose is given up to accept and close the waiting connection, so that
+/// clients are refused promptly instead of hanging in the backlog.
+///
+/// [`Gate`]: crate::Gate
 async fn accept_loop(
     shard: LocalShard,
     listener: TcpListener,
     handler: Arc<dyn ConnectionHandler>,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, shard = shard.index(), "accepting connections");
+        info!(addr = %addr, shard = shard.index(), "accepting connections");
     }
     let shared = Arc::clone(shard.state().shared());
+    let mut spare = std::fs::File::open("/dev/null").ok();
+    let mut refusals = RefusalLog::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    refusals.note(Instant::now(), "out of file descriptors");
+                    if spare.take().is_some() {
+                        if let Ok((stream, _)) = listener.accept().await {
+                            refuse(stream);
+                        }
+                        spare = std::fs::File::open("/dev/null").ok();
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    continue;
+                }
                 Err(e) => {
-                    // Out of file descriptors and similar: back off, keep serving.
                     warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
             () = shared.stopping() => return,
+        };
+        let permit = match shared.gate().admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                refusals.note(Instant::now(), &refused.to_string());
+                refuse(stream);
+                continue;
+            }
         };
         // Frames are written whole and coalesced by the shard; Nagle would only add delay.
         let _ = stream.set_nodelay(true);
@@ -298,19 +338,56 @@ async fn accept_loop(
         let inbox = shared.inbox(target);
         inbox.add_load();
         if target == shard.index() {
-            serve(shard.clone(), stream, peer, &handler);
+            serve(shard.clone(), stream, peer, permit, &handler);
             continue;
         }
         match stream.into_std() {
             Ok(stream) => inbox.command(ShardCommand::Serve {
                 stream,
                 peer,
+                permit,
                 handler: Arc::clone(&handler),
             }),
             Err(e) => {
                 inbox.remove_load();
                 warn!(%peer, error = %e, "cannot hand over a connection");
             }
+        }
+    }
+}
+
+fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    // EMFILE (24): this process; ENFILE (23): the whole system.
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// Closes a refused socket after offering a `503` without waiting for it.
+fn refuse(stream: TcpStream) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let _ = stream.try_write(BUSY);
+}
+
+/// Logs refused connections at most once a second, with how many.
+#[derive(Default)]
+struct RefusalLog {
+    since: Option<Instant>,
+    count: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, now: Instant, why: &str) {
+        self.count += 1;
+        if self
+            .since
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            warn!(
+                refused = self.count,
+                last_reason = why,
+                "connections refused"
+            );
+            self.since = Some(now);
+            self.count = 0;
         }
     }
 }

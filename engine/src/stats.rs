@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 
 use crate::outbox::DropReason;
-use crate::topic::{TopicId, TopicStats};
+use crate::topic::{RetiredTotals, TopicId, TopicStats};
 
 /// Event counts under one heading, split by drop reason. Owned by one shard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +53,53 @@ impl Counts {
     }
 }
 
+/// One shard's event counts: totals since start, and per topic. Owned by
+/// one shard thread.
+///
+/// Per-topic counts sit in a table indexed by the topic's slot, so counting
+/// is an index, not a hash. A slot reused by a newer topic (a new
+/// generation) starts from zero; the totals keep everything, so they never
+/// go backwards when a topic expires.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    totals: Counts,
+    by_topic: Vec<Option<(TopicId, Counts)>>,
+}
+
+impl Tally {
+    /// Applies `count` to the totals and to `topic`'s counts.
+    #[inline]
+    pub(crate) fn count(&mut self, topic: TopicId, count: impl Fn(&mut Counts)) {
+        count(&mut self.totals);
+        count(self.slot(topic));
+    }
+
+    #[inline]
+    fn slot(&mut self, topic: TopicId) -> &mut Counts {
+        let index = topic.index();
+        if index >= self.by_topic.len() {
+            self.by_topic.resize(index + 1, None);
+        }
+        let slot = &mut self.by_topic[index];
+        if slot.is_none_or(|(id, _)| id != topic) {
+            *slot = Some((topic, Counts::default()));
+        }
+        match slot {
+            Some((_, counts)) => counts,
+            None => unreachable!("filled above"),
+        }
+    }
+
+    pub(crate) fn totals(&self) -> Counts {
+        self.totals
+    }
+
+    /// Counts of every topic this shard has counted for, by id.
+    pub(crate) fn per_topic(&self) -> Vec<(TopicId, Counts)> {
+        self.by_topic.iter().flatten().copied().collect()
+    }
+}
+
 /// Delivery latency histogram: microseconds, 1 µs to 60 s, 3 significant digits.
 pub(crate) fn new_latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
@@ -67,9 +114,9 @@ pub struct ShardStats {
     pub connections: usize,
     /// Connections it has accepted since start.
     pub connections_opened: u64,
-    /// Totals over all its connections.
+    /// Totals over all its connections since start (never decrease).
     pub counts: Counts,
-    /// Per topic, for topics it has served.
+    /// Per live topic it has served.
     pub topics: Vec<(TopicId, Counts)>,
     /// `writev` calls made.
     pub writes: u64,
@@ -90,12 +137,14 @@ pub struct ShardStats {
 pub struct EngineStats {
     /// Per shard.
     pub shards: Vec<ShardStats>,
-    /// Per topic, with per-topic delivery counts merged over shards.
+    /// Per live topic, with per-topic delivery counts merged over shards.
     pub topics: Vec<TopicSummary>,
-    /// Totals over all shards.
+    /// Totals over all shards, expired topics included.
     pub counts: Counts,
-    /// Messages published over all topics.
+    /// Messages published over all topics, expired ones included.
     pub published: u64,
+    /// Figures of expired topics.
+    pub retired: RetiredTotals,
     /// Delivery latency merged over shards, in microseconds.
     pub latency_us: Histogram<u64>,
 }
@@ -110,26 +159,34 @@ pub struct TopicSummary {
 }
 
 impl EngineStats {
-    pub(crate) fn merge(shards: Vec<ShardStats>, topics: Vec<TopicStats>) -> Self {
+    pub(crate) fn merge(
+        shards: Vec<ShardStats>,
+        topics: Vec<TopicStats>,
+        retired: RetiredTotals,
+    ) -> Self {
         let mut counts = Counts::default();
         let mut latency_us = new_latency_histogram();
         let mut per_topic = vec![Counts::default(); topics.len()];
+        let position: std::collections::HashMap<TopicId, usize> =
+            topics.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         for shard in &shards {
             counts.add(&shard.counts);
             // Both histograms share bounds, so adding cannot fail.
             let _ = latency_us.add(&shard.latency_us);
             for (id, c) in &shard.topics {
-                if let Some(slot) = per_topic.get_mut(id.0 as usize) {
-                    slot.add(c);
+                if let Some(&i) = position.get(id) {
+                    per_topic[i].add(c);
                 }
             }
         }
         // Shard-inbox overflow is counted by publishers, on the topic.
+        let overflow = DropReason::ShardOverflow.index();
         for (topic, slot) in topics.iter().zip(&mut per_topic) {
-            slot.dropped[DropReason::ShardOverflow.index()] += topic.overflow_dropped;
-            counts.dropped[DropReason::ShardOverflow.index()] += topic.overflow_dropped;
+            slot.dropped[overflow] += topic.overflow_dropped;
+            counts.dropped[overflow] += topic.overflow_dropped;
         }
-        let published = topics.iter().map(|t| t.published).sum();
+        counts.dropped[overflow] += retired.overflow_dropped;
+        let published = topics.iter().map(|t| t.published).sum::<u64>() + retired.published;
         let topics = topics
             .into_iter()
             .zip(per_topic)
@@ -140,6 +197,7 @@ impl EngineStats {
             topics,
             counts,
             published,
+            retired,
             latency_us,
         }
     }
@@ -155,6 +213,8 @@ impl EngineStats {
 pub struct ClientInfo {
     /// The client's id.
     pub client_id: Arc<str>,
+    /// The principal it authenticated as.
+    pub owner: Arc<str>,
     /// The peer's address.
     pub peer: SocketAddr,
     /// The shard that owns it.

@@ -1,38 +1,78 @@
 //! Topics: named streams with gapless sequence numbers, history, and the
 //! per-shard subscriber counts that route each message only to shards that
-//! want it.
+//! want it; and the registry that creates them, charges their creation, and
+//! expires the ones nobody needs.
 //!
 //! Publishing a message (all under that topic's own lock, never a global one):
 //! 1. stamp the next sequence number;
-//! 2. record it in the topic's [`History`] (ring and keyed snapshot);
+//! 2. record it in the topic's [`History`] (ring and keyed snapshot), within
+//!    the topic's and the engine's byte limits;
 //! 3. offer it to the inbox of every shard with at least one subscriber.
 //!
 //! Step 3 happens under the lock so that every shard receives a topic's
 //! messages in sequence order even when several threads publish to it.
 //! Subscribing takes the same lock, so a new subscriber's replay ends exactly
 //! where its live messages begin: no gap, no duplicate.
+//!
+//! Life of a topic:
+//! 1. created on first use of a declared name, after every check of the
+//!    caller has passed, and charged to the caller's [`TopicQuota`] (if any)
+//!    until it holds retained state;
+//! 2. alive while it has subscribers or retained state;
+//! 3. with neither for [`RegistryConfig::idle_expiry`], it is *retired*:
+//!    marked under its own lock (so no subscribe or publish can slip in),
+//!    then removed from the registry; its slot is reused under a new
+//!    generation, so a stale [`TopicId`] never matches the new topic. A
+//!    caller still holding the retired handle gets [`Retired`] and resolves
+//!    the name again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::history::History;
+use crate::history::{History, HistoryLimits, MemoryBudget, Retention};
 use crate::message::Message;
+use crate::pattern::Pattern;
+use crate::quota::{QuotaError, TopicQuota};
 use crate::shard::ShardInbox;
 
-/// Dense index of a topic within its engine.
+/// A topic's identity within its engine: a dense slot index and the slot's
+/// generation, so that an id outlives its topic harmlessly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicId(pub u32);
+pub struct TopicId {
+    index: u32,
+    generation: u32,
+}
+
+impl TopicId {
+    /// The id of slot `index` in its `generation`.
+    pub const fn new(index: u32, generation: u32) -> Self {
+        Self { index, generation }
+    }
+
+    /// The slot index: dense, below the number of topics ever alive at once.
+    #[inline]
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The slot's generation.
+    #[inline]
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+}
 
 /// Longest topic name or key accepted.
 pub const MAX_NAME_LEN: usize = 128;
 
-/// Why a topic name was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why a topic could not be had.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum TopicError {
     /// Empty, too long, or with characters outside `A-Z a-z 0-9 . _ - :`.
     #[error("invalid channel name {0:?}: use 1-128 characters from A-Z a-z 0-9 . _ - :")]
@@ -48,7 +88,20 @@ pub enum TopicError {
         /// The configured limit.
         limit: usize,
     },
+    /// The caller's topic-creation quota refused a new topic.
+    #[error("channel {name:?} cannot be created: {quota}")]
+    Quota {
+        /// The name that was refused.
+        name: String,
+        /// Which limit.
+        quota: QuotaError,
+    },
 }
+
+/// The topic was retired (expired) while the caller held it; resolve the
+/// name again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retired;
 
 fn is_name_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':')
@@ -62,55 +115,28 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// Which topic names exist: exact names plus patterns where `*` stands for
-/// one dot-separated segment (`prices.*` matches `prices.AAPL`, not
-/// `prices.AAPL.bid`). Read-only after start-up.
+/// Which topic names exist: exact names plus [`Pattern`]s. Read-only after start-up.
 #[derive(Clone, Debug, Default)]
 pub struct ChannelRules {
-    exact: HashSet<Box<str>>,
-    patterns: Vec<Vec<Segment>>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Segment {
-    Literal(Box<str>),
-    Any,
+    exact: std::collections::HashSet<Box<str>>,
+    patterns: Vec<Pattern>,
 }
 
 impl ChannelRules {
-    /// Adds a rule: an exact name, or a pattern with `*` segments.
+    /// Adds a rule: an exact name, or a pattern with `*` segments and an optional final `**`.
     pub fn declare(&mut self, rule: &str) -> Result<(), TopicError> {
-        if !rule.contains('*') {
-            validate_name(rule)?;
+        let pattern = Pattern::parse(rule)?;
+        if pattern.is_exact() {
             self.exact.insert(rule.into());
-            return Ok(());
+        } else {
+            self.patterns.push(pattern);
         }
-        let mut segments = Vec::new();
-        for part in rule.split('.') {
-            if part == "*" {
-                segments.push(Segment::Any);
-            } else {
-                validate_name(part).map_err(|_| TopicError::InvalidName(rule.to_owned()))?;
-                segments.push(Segment::Literal(part.into()));
-            }
-        }
-        self.patterns.push(segments);
         Ok(())
     }
 
     /// Whether `name` is declared, exactly or by a pattern.
     pub fn allows(&self, name: &str) -> bool {
-        if self.exact.contains(name) {
-            return true;
-        }
-        self.patterns.iter().any(|pattern| {
-            let mut parts = name.split('.');
-            pattern.iter().all(|segment| match (segment, parts.next()) {
-                (Segment::Any, Some(part)) => !part.is_empty(),
-                (Segment::Literal(lit), Some(part)) => **lit == *part,
-                (_, None) => false,
-            }) && parts.next().is_none()
-        })
+        self.exact.contains(name) || self.patterns.iter().any(|p| p.matches(name))
     }
 }
 
@@ -132,6 +158,10 @@ fn log_overflow(last: &mut Option<Instant>, topic: &str, total: u64) {
 pub struct Topic {
     id: TopicId,
     name: Arc<str>,
+    budget: Arc<MemoryBudget>,
+    /// Set once, under the state lock, when the topic is retired; read
+    /// without it by shards pruning their caches.
+    retired: AtomicBool,
     state: Mutex<TopicState>,
 }
 
@@ -141,10 +171,18 @@ struct TopicState {
     history: History,
     /// Subscriptions per shard; a shard at 0 is never sent this topic's messages.
     shard_subscribers: Vec<u32>,
+    subscribers: u64,
     /// Deliveries lost because a shard's inbox was full.
     overflow_dropped: u64,
+    /// Messages the history could not keep for lack of memory.
+    retention_refused: u64,
     /// When overflow was last logged (logged at most once a second per topic).
     overflow_logged: Option<Instant>,
+    /// Last publish, or last subscriber leaving: the start of idleness.
+    last_active: Instant,
+    /// The quota this topic is charged to until it holds retained state.
+    charge: Option<Arc<TopicQuota>>,
+    retired: bool,
 }
 
 /// A topic's figures at one moment.
@@ -162,6 +200,10 @@ pub struct TopicStats {
     pub history: usize,
     /// Keys in the keyed snapshot.
     pub snapshot_keys: usize,
+    /// Bytes retained by ring and snapshot.
+    pub history_bytes: usize,
+    /// Messages not retained for lack of memory (topic or engine limit).
+    pub retention_refused: u64,
     /// Deliveries lost because a shard's inbox was full (one per subscriber there).
     pub overflow_dropped: u64,
 }
@@ -176,16 +218,31 @@ pub(crate) struct SubscribeStart {
 }
 
 impl Topic {
-    fn new(id: TopicId, name: Arc<str>, shards: usize, history: History) -> Self {
+    fn new(
+        id: TopicId,
+        name: Arc<str>,
+        shards: usize,
+        history: History,
+        budget: Arc<MemoryBudget>,
+        charge: Option<Arc<TopicQuota>>,
+        now: Instant,
+    ) -> Self {
         Self {
             id,
             name,
+            budget,
+            retired: AtomicBool::new(false),
             state: Mutex::new(TopicState {
                 seq: 0,
                 history,
                 shard_subscribers: vec![0; shards],
+                subscribers: 0,
                 overflow_dropped: 0,
+                retention_refused: 0,
                 overflow_logged: None,
+                last_active: now,
+                charge,
+                retired: false,
             }),
         }
     }
@@ -200,16 +257,40 @@ impl Topic {
         &self.name
     }
 
+    /// Whether the topic has been retired (see the module docs).
+    pub fn is_retired(&self) -> bool {
+        // Relaxed: a hint for cache pruning; publish and subscribe decide
+        // under the state lock, which orders them with retirement.
+        self.retired.load(Ordering::Relaxed)
+    }
+
     /// Stamps, records and routes one message; returns its sequence number.
-    pub(crate) fn publish(&self, key: Option<Box<str>>, data: Bytes, shards: &[ShardInbox]) -> u64 {
+    pub(crate) fn publish(
+        &self,
+        key: Option<Box<str>>,
+        data: Bytes,
+        shards: &[ShardInbox],
+    ) -> Result<u64, Retired> {
         // Clock reads and the allocation of the key stay outside the lock.
         let mut msg = Message::new(self.id, Arc::clone(&self.name), 0, key, data);
         let mut state = self.state.lock();
+        if state.retired {
+            return Err(Retired);
+        }
         state.seq += 1;
         msg.seq = state.seq;
+        state.last_active = msg.accepted_at;
         let msg = Arc::new(msg);
-        state.history.record(&msg);
         let state = &mut *state;
+        match state.history.record(&msg, &self.budget) {
+            Retention::Kept => {
+                if let Some(quota) = state.charge.take() {
+                    quota.release();
+                }
+            }
+            Retention::NotApplicable => {}
+            Retention::Refused => state.retention_refused += 1,
+        }
         for (inbox, &subscribers) in shards.iter().zip(&state.shard_subscribers) {
             if subscribers > 0 && !inbox.deliver(&msg) {
                 state.overflow_dropped += u64::from(subscribers);
@@ -220,18 +301,26 @@ impl Topic {
                 );
             }
         }
-        msg.seq
+        Ok(msg.seq)
     }
 
     /// Registers one subscription on `shard`; returns where it starts and, if
     /// `replay_limit` is set, what to replay.
-    pub(crate) fn subscribe(&self, shard: usize, replay_limit: Option<usize>) -> SubscribeStart {
+    pub(crate) fn subscribe(
+        &self,
+        shard: usize,
+        replay_limit: Option<usize>,
+    ) -> Result<SubscribeStart, Retired> {
         let mut state = self.state.lock();
+        if state.retired {
+            return Err(Retired);
+        }
         state.shard_subscribers[shard] += 1;
-        SubscribeStart {
+        state.subscribers += 1;
+        Ok(SubscribeStart {
             after_seq: state.seq,
             replay: replay_limit.map_or_else(Vec::new, |limit| state.history.replay(limit)),
-        }
+        })
     }
 
     /// Removes one subscription on `shard`.
@@ -239,7 +328,41 @@ impl Topic {
         let mut state = self.state.lock();
         let count = &mut state.shard_subscribers[shard];
         debug_assert!(*count > 0, "unsubscribe without subscribe");
-        *count = count.saturating_sub(1);
+        if *count > 0 {
+            *count -= 1;
+            state.subscribers -= 1;
+        }
+        if state.subscribers == 0 {
+            state.last_active = Instant::now();
+        }
+    }
+
+    /// Whether nothing needs this topic and has not for `idle`.
+    fn is_idle(&self, now: Instant, idle: Duration) -> bool {
+        let state = self.state.lock();
+        !state.retired
+            && state.subscribers == 0
+            && state.history.is_empty()
+            && now.saturating_duration_since(state.last_active) >= idle
+    }
+
+    /// Retires the topic if it is still idle; returns its final figures.
+    fn retire_if_idle(&self, now: Instant, idle: Duration) -> Option<TopicStats> {
+        let mut state = self.state.lock();
+        if state.retired
+            || state.subscribers != 0
+            || !state.history.is_empty()
+            || now.saturating_duration_since(state.last_active) < idle
+        {
+            return None;
+        }
+        state.retired = true;
+        self.retired.store(true, Ordering::Relaxed);
+        if let Some(quota) = state.charge.take() {
+            quota.release();
+        }
+        drop(state);
+        Some(self.stats())
     }
 
     /// The topic's figures now.
@@ -249,95 +372,225 @@ impl Topic {
             id: self.id,
             name: Arc::clone(&self.name),
             published: state.seq,
-            subscribers: state.shard_subscribers.iter().map(|&n| u64::from(n)).sum(),
+            subscribers: state.subscribers,
             history: state.history.ring_len(),
             snapshot_keys: state.history.snapshot_len(),
+            history_bytes: state.history.bytes(),
+            retention_refused: state.retention_refused,
             overflow_dropped: state.overflow_dropped,
         }
     }
 }
 
+impl Drop for Topic {
+    fn drop(&mut self) {
+        // Return the history's bytes to the engine-wide budget.
+        let state = self.state.get_mut();
+        state.history.clear(&self.budget);
+    }
+}
+
+/// How a registry creates and expires topics.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Which names exist.
+    pub rules: ChannelRules,
+    /// Most topics alive at once.
+    pub max_topics: usize,
+    /// Shards of the engine.
+    pub shards: usize,
+    /// Each topic's history bounds.
+    pub history: HistoryLimits,
+    /// Bytes of history across all topics.
+    pub max_history_bytes: usize,
+    /// How long a topic with no subscribers and no retained state lives on.
+    pub idle_expiry: Duration,
+}
+
+/// Figures of topics that no longer exist, so totals never go backwards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetiredTotals {
+    /// Topics retired so far.
+    pub topics: u64,
+    /// Messages they had published.
+    pub published: u64,
+    /// Their shard-inbox overflow drops.
+    pub overflow_dropped: u64,
+    /// Their refused retentions.
+    pub retention_refused: u64,
+}
+
 /// All topics of an engine, by name and by id. Shared by all shards.
 ///
-/// Read-mostly: the write lock is taken only to create a topic. The publish
-/// path does not come here per message; shards and publishers keep
-/// `Arc<Topic>` handles.
+/// Read-mostly: the write lock is taken only to create or retire a topic.
+/// The publish path does not come here per message; shards and publishers
+/// keep `Arc<Topic>` handles.
 #[derive(Debug)]
 pub struct TopicRegistry {
-    rules: ChannelRules,
-    max_topics: usize,
-    shards: usize,
-    history_capacity: usize,
-    max_keys: usize,
+    config: RegistryConfig,
+    budget: Arc<MemoryBudget>,
     topics: RwLock<Topics>,
 }
 
 #[derive(Debug, Default)]
 struct Topics {
     by_name: HashMap<Arc<str>, Arc<Topic>>,
-    by_id: Vec<Arc<Topic>>,
+    /// Slot `i` holds the topic with index `i`, or `None` when free.
+    slots: Vec<Option<Arc<Topic>>>,
+    /// The generation the next topic in each slot gets.
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    retired: RetiredTotals,
 }
 
 impl TopicRegistry {
-    pub(crate) fn new(
-        rules: ChannelRules,
-        max_topics: usize,
-        shards: usize,
-        history_capacity: usize,
-        max_keys: usize,
-    ) -> Self {
+    pub(crate) fn new(config: RegistryConfig) -> Self {
         Self {
-            rules,
-            max_topics,
-            shards,
-            history_capacity,
-            max_keys,
+            budget: Arc::new(MemoryBudget::new(config.max_history_bytes)),
+            config,
             topics: RwLock::default(),
         }
     }
 
-    /// The topic called `name`, created on first use if a rule declares it.
-    pub fn resolve(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+    /// The topic called `name`, created on first use if a rule declares it
+    /// and `quota` (when given) allows one more.
+    pub fn resolve(
+        &self,
+        name: &str,
+        quota: Option<&Arc<TopicQuota>>,
+    ) -> Result<Arc<Topic>, TopicError> {
         if let Some(topic) = self.topics.read().by_name.get(name) {
             return Ok(Arc::clone(topic));
         }
-        self.create(name)
+        self.create(name, quota)
     }
 
     #[cold]
-    fn create(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+    fn create(
+        &self,
+        name: &str,
+        quota: Option<&Arc<TopicQuota>>,
+    ) -> Result<Arc<Topic>, TopicError> {
         validate_name(name)?;
-        if !self.rules.allows(name) {
+        if !self.config.rules.allows(name) {
             return Err(TopicError::Undeclared(name.to_owned()));
         }
         let mut topics = self.topics.write();
         if let Some(topic) = topics.by_name.get(name) {
             return Ok(Arc::clone(topic));
         }
-        if topics.by_id.len() >= self.max_topics {
+        if topics.by_name.len() >= self.config.max_topics {
             return Err(TopicError::TooManyTopics {
                 name: name.to_owned(),
-                limit: self.max_topics,
+                limit: self.config.max_topics,
             });
         }
-        let id = TopicId(topics.by_id.len() as u32);
+        let now = Instant::now();
+        if let Some(quota) = quota {
+            quota.try_charge(now).map_err(|quota| TopicError::Quota {
+                name: name.to_owned(),
+                quota,
+            })?;
+        }
+        let index = match topics.free.pop() {
+            Some(index) => index,
+            None => {
+                topics.slots.push(None);
+                topics.generations.push(0);
+                (topics.slots.len() - 1) as u32
+            }
+        };
+        let generation = topics.generations[index as usize];
         let name: Arc<str> = name.into();
-        let history = History::new(self.history_capacity, self.max_keys);
-        let topic = Arc::new(Topic::new(id, Arc::clone(&name), self.shards, history));
+        let topic = Arc::new(Topic::new(
+            TopicId::new(index, generation),
+            Arc::clone(&name),
+            self.config.shards,
+            History::new(self.config.history),
+            Arc::clone(&self.budget),
+            quota.cloned(),
+            now,
+        ));
         topics.by_name.insert(name, Arc::clone(&topic));
-        topics.by_id.push(Arc::clone(&topic));
+        topics.slots[index as usize] = Some(Arc::clone(&topic));
         Ok(topic)
     }
 
-    /// Every topic, in creation order.
+    /// Retires every topic idle for the configured time; returns how many.
+    ///
+    /// Candidates are found under the read lock, so publishers resolving
+    /// names wait only while the few retired topics are unlinked.
+    pub fn expire_idle(&self, now: Instant) -> usize {
+        let idle = self.config.idle_expiry;
+        let candidates: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .by_name
+            .values()
+            .filter(|t| t.is_idle(now, idle))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return 0;
+        }
+        let mut topics = self.topics.write();
+        let mut expired = 0;
+        for topic in candidates {
+            let Some(last) = topic.retire_if_idle(now, idle) else {
+                continue;
+            };
+            let index = topic.id().index();
+            topics.by_name.remove(&**topic.name());
+            topics.slots[index] = None;
+            topics.generations[index] = topics.generations[index].wrapping_add(1);
+            topics.free.push(index as u32);
+            let totals = &mut topics.retired;
+            totals.topics += 1;
+            totals.published += last.published;
+            totals.overflow_dropped += last.overflow_dropped;
+            totals.retention_refused += last.retention_refused;
+            expired += 1;
+        }
+        if expired > 0 {
+            debug!(
+                expired,
+                alive = topics.by_name.len(),
+                "idle channels expired"
+            );
+        }
+        expired
+    }
+
+    /// Every live topic, in slot order.
     pub fn all(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().by_id.clone()
+        self.topics.read().slots.iter().flatten().cloned().collect()
+    }
+
+    /// Topics alive now.
+    pub fn len(&self) -> usize {
+        self.topics.read().by_name.len()
+    }
+
+    /// Whether no topic is alive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Figures of the topics retired so far.
+    pub fn retired(&self) -> RetiredTotals {
+        self.topics.read().retired
+    }
+
+    /// The engine-wide history budget.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::QuotaLimits;
 
     fn rules(list: &[&str]) -> ChannelRules {
         let mut rules = ChannelRules::default();
@@ -345,6 +598,25 @@ mod tests {
             rules.declare(rule).unwrap();
         }
         rules
+    }
+
+    fn registry(list: &[&str], max_topics: usize, shards: usize) -> TopicRegistry {
+        TopicRegistry::new(RegistryConfig {
+            rules: rules(list),
+            max_topics,
+            shards,
+            history: HistoryLimits {
+                capacity: 8,
+                max_keys: 8,
+                max_bytes: 1 << 20,
+            },
+            max_history_bytes: 1 << 20,
+            idle_expiry: Duration::from_secs(60),
+        })
+    }
+
+    fn data() -> Bytes {
+        Bytes::from_static(b"1")
     }
 
     #[test]
@@ -372,16 +644,16 @@ mod tests {
 
     #[test]
     fn registry_creates_declared_topics_once_and_enforces_the_limit() {
-        let registry = TopicRegistry::new(rules(&["a", "b", "p.*"]), 2, 1, 8, 8);
-        let a = registry.resolve("a").unwrap();
-        assert!(Arc::ptr_eq(&a, &registry.resolve("a").unwrap()));
+        let registry = registry(&["a", "b", "p.*"], 2, 1);
+        let a = registry.resolve("a", None).unwrap();
+        assert!(Arc::ptr_eq(&a, &registry.resolve("a", None).unwrap()));
         assert_eq!(
-            registry.resolve("zzz").unwrap_err(),
+            registry.resolve("zzz", None).unwrap_err(),
             TopicError::Undeclared("zzz".into())
         );
-        registry.resolve("p.x").unwrap();
+        registry.resolve("p.x", None).unwrap();
         assert!(matches!(
-            registry.resolve("b"),
+            registry.resolve("b", None),
             Err(TopicError::TooManyTopics { limit: 2, .. })
         ));
         assert_eq!(registry.all().len(), 2);
@@ -389,22 +661,83 @@ mod tests {
 
     #[test]
     fn subscribe_starts_after_the_last_published_message() {
-        let registry = TopicRegistry::new(rules(&["t"]), 10, 2, 8, 8);
-        let topic = registry.resolve("t").unwrap();
+        let registry = registry(&["t"], 10, 2);
+        let topic = registry.resolve("t", None).unwrap();
         let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new(16)).collect();
         for _ in 0..3 {
-            topic.publish(None, Bytes::from_static(b"1"), &inboxes);
+            topic.publish(None, data(), &inboxes).unwrap();
         }
-        let start = topic.subscribe(1, Some(2));
+        let start = topic.subscribe(1, Some(2)).unwrap();
         assert_eq!(start.after_seq, 3);
         assert_eq!(
             start.replay.iter().map(|m| m.seq).collect::<Vec<_>>(),
             vec![2, 3]
         );
         // Only shard 1 has a subscriber, so only it is sent the next message.
-        assert_eq!(topic.publish(None, Bytes::from_static(b"2"), &inboxes), 4);
+        assert_eq!(topic.publish(None, data(), &inboxes), Ok(4));
         assert_eq!(inboxes[0].pending(), 0);
         assert_eq!(inboxes[1].pending(), 1);
         assert_eq!(topic.stats().subscribers, 1);
+    }
+
+    #[test]
+    fn idle_topics_without_state_expire_and_their_slot_gets_a_new_generation() {
+        let registry = registry(&["p.*"], 10, 1);
+        let inboxes = [ShardInbox::new(16)];
+        let now = Instant::now();
+        let later = now + Duration::from_secs(61);
+        let quiet = registry.resolve("p.quiet", None).unwrap();
+        let held = registry.resolve("p.held", None).unwrap();
+        held.subscribe(0, None).unwrap();
+        let kept = registry.resolve("p.kept", None).unwrap();
+        kept.publish(None, data(), &inboxes).unwrap();
+        assert_eq!(registry.expire_idle(now), 0, "not idle long enough");
+        assert_eq!(registry.expire_idle(later), 1);
+        assert!(quiet.is_retired());
+        assert!(!held.is_retired() && !kept.is_retired());
+        // The stale handle refuses; the name resolves to a fresh topic.
+        assert_eq!(quiet.publish(None, data(), &inboxes), Err(Retired));
+        assert!(quiet.subscribe(0, None).is_err());
+        let again = registry.resolve("p.quiet", None).unwrap();
+        assert_eq!(again.id().index(), quiet.id().index());
+        assert_ne!(again.id(), quiet.id());
+        assert_eq!(registry.len(), 3);
+        assert_eq!(registry.retired().topics, 1);
+        // A topic whose last subscriber left is idle from that moment.
+        held.unsubscribe(0);
+        assert_eq!(registry.expire_idle(Instant::now()), 0);
+        assert_eq!(
+            registry.expire_idle(Instant::now() + Duration::from_secs(61)),
+            2
+        );
+    }
+
+    #[test]
+    fn creation_is_charged_to_the_quota_until_the_topic_holds_state() {
+        let registry = registry(&["p.*"], 100, 1);
+        let inboxes = [ShardInbox::new(16)];
+        let quota = Arc::new(TopicQuota::new(QuotaLimits {
+            rate_per_second: 1000.0,
+            burst: 100,
+            max_live: 2,
+        }));
+        let a = registry.resolve("p.a", Some(&quota)).unwrap();
+        registry.resolve("p.b", Some(&quota)).unwrap();
+        assert!(matches!(
+            registry.resolve("p.c", Some(&quota)),
+            Err(TopicError::Quota {
+                quota: QuotaError::Live { limit: 2 },
+                ..
+            })
+        ));
+        // Existing topics cost nothing more.
+        registry.resolve("p.a", Some(&quota)).unwrap();
+        // A topic that gains retained state stops counting against its creator.
+        a.publish(None, data(), &inboxes).unwrap();
+        assert_eq!(quota.live(), 1);
+        registry.resolve("p.c", Some(&quota)).unwrap();
+        // Expiry ends the charge too.
+        registry.expire_idle(Instant::now() + Duration::from_secs(61));
+        assert_eq!(quota.live(), 0);
     }
 }

@@ -11,7 +11,7 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 use shardcast_engine::{write_iso8601, CloseReason, Counts, DropReason};
 
-use crate::telemetry::truncate;
+use crate::input::truncate;
 use crate::App;
 
 /// Path prefix of the per-client endpoint.

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod input;
 pub mod metrics;
 pub mod publish;
 pub mod telemetry;

@@ -20,6 +20,7 @@ use shardcast_engine::{write_iso8601, ConnCtx, Message, Session, SubscribeError,
 use simd_json::prelude::*;
 use tracing::debug;
 
+use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH};
 use crate::App;
 
 /// The telemetry wire format. Shared by all shards.
@@ -113,6 +114,8 @@ pub enum ErrorCode {
     InvalidJson,
     /// JSON, but not the shape of any command (wrong types, missing fields).
     InvalidMessage,
+    /// The JSON nests deeper than the limit for its kind.
+    TooDeep,
     /// `action` names no command.
     UnknownAction,
     /// A channel is not declared (or its name is invalid).
@@ -197,8 +200,12 @@ fn command_error(code: ErrorCode, message: impl Into<String>) -> CommandError {
     }
 }
 
-/// Parses a client command in place. At most `max_channels` channels per command.
+/// Parses a client command in place. At most `max_channels` channels per
+/// command, and at most [`MAX_COMMAND_DEPTH`] levels of nesting, checked
+/// before the parser (which recurses per level) sees the text.
 pub fn parse_command(text: &mut [u8], max_channels: usize) -> Result<Command, CommandError> {
+    check_depth(text, MAX_COMMAND_DEPTH)
+        .map_err(|e| command_error(ErrorCode::TooDeep, format!("command refused: {e}")))?;
     let value = simd_json::to_borrowed_value(text)
         .map_err(|e| command_error(ErrorCode::InvalidJson, format!("not valid JSON: {e}")))?;
     if !value.is_object() {
@@ -273,15 +280,6 @@ pub fn parse_command(text: &mut [u8], max_channels: usize) -> Result<Command, Co
             ),
         )),
     }
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// One `/ws/telemetry` connection. Owned by its shard.
@@ -450,6 +448,14 @@ mod tests {
             ErrorCode::InvalidMessage
         );
         assert_eq!(code(r#"{"action":"dance"}"#), ErrorCode::UnknownAction);
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(code(&deep), ErrorCode::TooDeep);
+        let deep_field = format!(
+            r#"{{"action":"heartbeat","x":{}1{}}}"#,
+            "[".repeat(64),
+            "]".repeat(64)
+        );
+        assert_eq!(code(&deep_field), ErrorCode::TooDeep);
         assert_eq!(
             code(r#"{"action":"subscribe","channels":["a","b","c","d","e"]}"#),
             ErrorCode::LimitReached
@@ -518,7 +524,7 @@ mod tests {
     fn events_carry_the_data_exactly_as_published() {
         let data = r#"{"z":1, "a":[true,null],"m":"\u00e9"}"#;
         let mut msg = Message::new(
-            TopicId(0),
+            TopicId::new(0, 0),
             "market-data".into(),
             7,
             Some("A\"B".into()),

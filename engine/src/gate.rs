@@ -1,0 +1,296 @@
+//! Admission of connections: how many sockets one address may hold, how
+//! many may be in their HTTP stage, and how many may be WebSockets.
+//!
+//! Shared by all shards. Its one lock is taken when a socket is accepted,
+//! when it upgrades, and when it closes — never per message. Counting is
+//! exact: a WebSocket slot is reserved *before* the handshake is answered,
+//! so a burst of upgrades can never overshoot `max_connections`.
+//!
+//! A socket's life, as the gate sees it:
+//! 1. accepted: [`Gate::admit`] counts it against its address and against
+//!    the HTTP-stage limit, or refuses it (the acceptor closes it at once);
+//! 2. upgrading: [`PeerPermit::establish`] moves it from the HTTP stage to
+//!    a WebSocket slot, or refuses (the server answers 503);
+//! 3. closed: dropping the permit (with the socket) gives everything back.
+//!
+//! IPv6 peers are counted per /64, the block one subscriber line gets, so
+//! that one client cannot evade its cap by rotating addresses in its block.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// The gate's limits. `usize::MAX` means none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateLimits {
+    /// WebSocket connections at once.
+    pub max_connections: usize,
+    /// Sockets (any stage) from one address (IPv6: one /64).
+    pub max_per_address: usize,
+    /// Sockets in their HTTP stage (handshakes and HTTP requests) at once.
+    pub max_http: usize,
+    /// Sockets in their HTTP stage from one address.
+    pub max_http_per_address: usize,
+}
+
+/// Why a socket was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Its address holds its limit of sockets.
+    #[error("{limit} connections from this address already")]
+    Address {
+        /// The limit.
+        limit: usize,
+    },
+    /// The server holds its limit of sockets in the HTTP stage.
+    #[error("{limit} HTTP connections open already")]
+    Http {
+        /// The limit.
+        limit: usize,
+    },
+    /// Its address holds its limit of sockets in the HTTP stage.
+    #[error("{limit} HTTP connections from this address already")]
+    HttpAddress {
+        /// The limit.
+        limit: usize,
+    },
+    /// The server holds its limit of WebSocket connections.
+    #[error("the server holds its limit of {limit} WebSocket connections")]
+    Full {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Connection admission for one engine. Shared by all shards.
+#[derive(Debug)]
+pub struct Gate {
+    limits: GateLimits,
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    by_address: HashMap<IpAddr, AddressCount>,
+    http: usize,
+    websockets: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct AddressCount {
+    all: usize,
+    http: usize,
+}
+
+/// What one address is counted under: IPv4 as is, IPv6 by its /64.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(bits))
+            }
+        },
+    }
+}
+
+impl Gate {
+    /// A gate enforcing `limits`.
+    pub fn new(limits: GateLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            state: Mutex::default(),
+        })
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> GateLimits {
+        self.limits
+    }
+
+    /// Counts a newly accepted socket from `ip`, in its HTTP stage.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<PeerPermit, Refused> {
+        let address = bucket(ip);
+        let mut state = self.state.lock();
+        let count = state.by_address.get(&address).copied().unwrap_or_default();
+        if count.all >= self.limits.max_per_address {
+            return Err(Refused::Address {
+                limit: self.limits.max_per_address,
+            });
+        }
+        if count.http >= self.limits.max_http_per_address {
+            return Err(Refused::HttpAddress {
+                limit: self.limits.max_http_per_address,
+            });
+        }
+        if state.http >= self.limits.max_http {
+            return Err(Refused::Http {
+                limit: self.limits.max_http,
+            });
+        }
+        state.http += 1;
+        let entry = state.by_address.entry(address).or_default();
+        entry.all += 1;
+        entry.http += 1;
+        Ok(PeerPermit {
+            gate: Arc::clone(self),
+            address,
+            websocket: false,
+        })
+    }
+
+    /// WebSocket connections counted now (reserved or attached).
+    pub fn websockets(&self) -> usize {
+        self.state.lock().websockets
+    }
+
+    /// Sockets in their HTTP stage now.
+    pub fn http(&self) -> usize {
+        self.state.lock().http
+    }
+
+    fn release(&self, address: IpAddr, websocket: bool) {
+        let mut state = self.state.lock();
+        if websocket {
+            state.websockets -= 1;
+        } else {
+            state.http -= 1;
+        }
+        if let Some(count) = state.by_address.get_mut(&address) {
+            count.all -= 1;
+            if !websocket {
+                count.http -= 1;
+            }
+            if count.all == 0 {
+                state.by_address.remove(&address);
+            }
+        }
+    }
+}
+
+/// One admitted socket's place in the gate; dropping it gives the place back.
+/// Moves with the socket (from the acceptor to the HTTP layer to the shard
+/// that owns the WebSocket).
+#[derive(Debug)]
+pub struct PeerPermit {
+    gate: Arc<Gate>,
+    address: IpAddr,
+    websocket: bool,
+}
+
+impl PeerPermit {
+    /// Moves the socket from its HTTP stage into a WebSocket slot, reserved
+    /// now; refused (and left as it was) when the server is full.
+    pub fn establish(&mut self) -> Result<(), Refused> {
+        if self.websocket {
+            return Ok(());
+        }
+        let mut state = self.gate.state.lock();
+        if state.websockets >= self.gate.limits.max_connections {
+            return Err(Refused::Full {
+                limit: self.gate.limits.max_connections,
+            });
+        }
+        state.websockets += 1;
+        state.http -= 1;
+        if let Some(count) = state.by_address.get_mut(&self.address) {
+            count.http -= 1;
+        }
+        self.websocket = true;
+        Ok(())
+    }
+
+    /// Whether the socket holds a WebSocket slot.
+    pub fn is_websocket(&self) -> bool {
+        self.websocket
+    }
+}
+
+impl Drop for PeerPermit {
+    fn drop(&mut self) {
+        self.gate.release(self.address, self.websocket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(max_connections: usize, per_address: usize, http: usize, http_per: usize) -> Arc<Gate> {
+        Gate::new(GateLimits {
+            max_connections,
+            max_per_address: per_address,
+            max_http: http,
+            max_http_per_address: http_per,
+        })
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn websocket_slots_are_reserved_exactly_and_returned_on_drop() {
+        let gate = gate(2, 100, 100, 100);
+        let mut permits: Vec<PeerPermit> = (0..5)
+            .map(|_| gate.admit(ip("10.0.0.1")).unwrap())
+            .collect();
+        let upgraded = permits
+            .iter_mut()
+            .map(|p| p.establish().is_ok())
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(upgraded, 2);
+        assert_eq!(gate.websockets(), 2);
+        assert_eq!(gate.http(), 3);
+        let refused = permits.iter_mut().find(|p| !p.is_websocket()).unwrap();
+        assert_eq!(refused.establish(), Err(Refused::Full { limit: 2 }));
+        permits.retain(|p| !p.is_websocket());
+        assert_eq!(gate.websockets(), 0);
+        assert!(permits[0].establish().is_ok());
+        drop(permits);
+        assert_eq!((gate.websockets(), gate.http()), (0, 0));
+        assert!(gate.state.lock().by_address.is_empty());
+    }
+
+    #[test]
+    fn addresses_are_capped_alone_and_ipv6_by_its_64_block() {
+        let gate = gate(100, 2, 100, 100);
+        let _a = gate.admit(ip("2001:db8::1")).unwrap();
+        let _b = gate.admit(ip("2001:db8::ffff:1")).unwrap();
+        assert_eq!(
+            gate.admit(ip("2001:db8::2")).unwrap_err(),
+            Refused::Address { limit: 2 }
+        );
+        let _other = gate.admit(ip("2001:db8:0:1::1")).unwrap();
+        let _v4 = gate.admit(ip("192.0.2.1")).unwrap();
+        let _mapped = gate.admit(ip("::ffff:192.0.2.1")).unwrap();
+        assert_eq!(
+            gate.admit(ip("192.0.2.1")).unwrap_err(),
+            Refused::Address { limit: 2 }
+        );
+    }
+
+    #[test]
+    fn the_http_stage_is_capped_globally_and_per_address() {
+        let gate = gate(100, 100, 3, 2);
+        let mut a1 = gate.admit(ip("10.0.0.1")).unwrap();
+        let _a2 = gate.admit(ip("10.0.0.1")).unwrap();
+        assert_eq!(
+            gate.admit(ip("10.0.0.1")).unwrap_err(),
+            Refused::HttpAddress { limit: 2 }
+        );
+        let _b1 = gate.admit(ip("10.0.0.2")).unwrap();
+        assert_eq!(
+            gate.admit(ip("10.0.0.3")).unwrap_err(),
+            Refused::Http { limit: 3 }
+        );
+        // An upgraded socket leaves the HTTP stage and frees its place there.
+        a1.establish().unwrap();
+        let _a3 = gate.admit(ip("10.0.0.1")).unwrap();
+    }
+}
