@@ -345,7 +345,7 @@ impl ShardState {
         let config = self.shared.config();
         let ticks = self.ticks.get().wrapping_add(1);
         self.ticks.set(ticks);
-        if ticks % SWEEP_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
             self.sweep_topics(now);
         }
         let heartbeat_due = now >= self.next_heartbeat.get();

@@ -11,7 +11,7 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 use shardcast_engine::{write_iso8601, CloseReason, Counts, DropReason};
 
-use crate::input::truncate;
+use crate::input::{sanitize, truncate};
 use crate::App;
 
 /// Path prefix of the per-client endpoint.
@@ -74,6 +74,8 @@ pub async fn stats(app: &App) -> Value {
                 "dropped": t.counts.dropped_total(),
                 "droppedByReason": drops_by_reason(&t.counts),
                 "historySize": t.topic.history,
+                "historyBytes": t.topic.history_bytes,
+                "retentionRefused": t.topic.retention_refused,
                 "snapshotCount": t.topic.snapshot_keys,
             })
         })
@@ -104,6 +106,11 @@ pub async fn stats(app: &App) -> Value {
         "messagesDropped": stats.counts.dropped_total(),
         "droppedByReason": drops_by_reason(&stats.counts),
         "snapshotCount": stats.topics.iter().map(|t| t.topic.snapshot_keys).sum::<usize>(),
+        "channelCount": stats.topics.len(),
+        "channelsExpired": stats.retired.topics,
+        "historyBytes": app.engine.topics().budget().used(),
+        "historyBytesLimit": app.engine.topics().budget().limit(),
+        "httpConnections": app.engine.gate().http(),
         "queuedFrames": stats.shards.iter().map(|s| s.queued_frames).sum::<usize>(),
         "maxQueueDepth": stats.shards.iter().map(|s| s.max_queue_depth).max().unwrap_or(0),
         "deliveryLatencyMs": {
@@ -128,6 +135,7 @@ pub async fn clients(app: &App) -> Value {
         .map(|c| {
             json!({
                 "clientId": &*c.client_id,
+                "owner": &*c.owner,
                 "remoteAddress": c.peer.to_string(),
                 "shard": c.shard,
                 "protocol": c.format,
@@ -147,9 +155,13 @@ pub async fn clients(app: &App) -> Value {
 }
 
 /// `DELETE /api/v1/websocket/clients/{clientId}?reason=…`.
-pub fn disconnect(app: &App, client_id: &str, reason: Option<String>) -> (StatusCode, Value) {
+///
+/// The reason reaches a log line and the client's close frame, so control
+/// and invisible formatting characters are neutralised first (no forged log
+/// lines, no terminal escapes) and it is cut to fit a close frame.
+pub fn disconnect(app: &App, client_id: &str, reason: Option<&str>) -> (StatusCode, Value) {
     let reason = reason
-        .map(|r| truncate(&r, MAX_REASON).to_owned())
+        .map(|r| sanitize(r, MAX_REASON).into_owned())
         .unwrap_or_else(|| "DISCONNECTED_BY_ADMIN".to_owned());
     if app
         .engine

@@ -28,6 +28,25 @@ pub struct ServeArgs {
     /// WebSocket connections beyond which upgrades get HTTP 503.
     #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Connections (HTTP and WebSocket) one address may hold; 0 = no cap.
+    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Connections in their HTTP stage (requests, handshakes) at once.
+    #[arg(long, env = "SHARDCAST_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
+    /// Connections in their HTTP stage one address may hold; 0 = no cap.
+    #[arg(long, env = "SHARDCAST_MAX_HTTP_CONNECTIONS_PER_IP")]
+    pub max_http_connections_per_ip: Option<usize>,
+    /// Web origins allowed to present credentials (repeat, or comma-separate); "*" = any.
+    #[arg(
+        long = "allowed-origin",
+        env = "SHARDCAST_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// File holding the HS256 secret that signs user tokens.
+    #[arg(long, env = "SHARDCAST_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<String>,
     /// Largest client message, in bytes.
     #[arg(long, env = "SHARDCAST_MAX_FRAME_SIZE")]
     pub max_frame_size: Option<usize>,
@@ -87,6 +106,23 @@ impl ServeArgs {
         set(&mut raw.listen, &self.listen);
         set(&mut raw.shards, &self.shards);
         set(&mut raw.max_connections, &self.max_connections);
+        set(
+            &mut raw.max_connections_per_ip,
+            &self.max_connections_per_ip,
+        );
+        set(&mut raw.max_http_connections, &self.max_http_connections);
+        set(
+            &mut raw.max_http_connections_per_ip,
+            &self.max_http_connections_per_ip,
+        );
+        if !self.allowed_origins.is_empty() {
+            raw.allowed_origins = Some(self.allowed_origins.clone());
+        }
+        if let Some(path) = &self.jwt_hs256_secret_file {
+            let jwt = raw.jwt.get_or_insert_with(Default::default);
+            jwt.hs256_secret = None;
+            jwt.hs256_secret_file = Some(path.clone());
+        }
         set(&mut raw.max_frame_size, &self.max_frame_size);
         set(
             &mut raw.telemetry.heartbeat_interval_seconds,

@@ -166,7 +166,7 @@ fn run(engine: &Engine, stop: &AtomicBool) {
             );
             publish(engine, &topics.market, symbol, &buf);
         }
-        if tick % 20 == 0 {
+        if tick.is_multiple_of(20) {
             let p = rng.below(8);
             let (trader, _, _) = TRADERS[p % TRADERS.len()];
             let s = rng.below(SYMBOLS.len());
@@ -183,7 +183,7 @@ fn run(engine: &Engine, stop: &AtomicBool) {
             );
             publish(engine, &topics.positions, &format!("P-{p}"), &buf);
         }
-        if tick % 60 == 0 {
+        if tick.is_multiple_of(60) {
             let (trader, exchange, strategy) = TRADERS[rng.below(TRADERS.len())];
             let status = ["RUNNING", "RUNNING", "RUNNING", "PAUSED"][rng.below(4)];
             buf.clear();

@@ -1,46 +1,57 @@
-//! HTTP on each shard: routing, authentication, and the WebSocket upgrade
-//! that hands a socket to the shard that accepted it.
+//! HTTP on each shard: limits, routing, credentials, and the hand-off of
+//! WebSocket upgrades to `upgrade.rs`.
 //!
 //! Every accepted TCP connection is served by hyper on the shard the engine
-//! chose for it. An upgrade to WebSocket:
-//! 1. is refused with 426 when it is not an upgrade request, 503 (with
-//!    `Retry-After`) past `max_connections`, 400 for a bad `clientId`;
-//! 2. otherwise completes the handshake even when the key is wrong, so the
-//!    client learns why from a close code (4401 no or bad key, 4403 no role);
-//! 3. recovers the raw `TcpStream` from hyper and attaches it to this shard
-//!    with the endpoint's session. hyper is out of the picture from then on.
+//! chose for it, with its [`PeerPermit`] (its place in the connection gate).
+//! A request, in order:
+//! 1. its head must arrive within `request_timeout_seconds` and fit in
+//!    `max_header_bytes` (hyper answers 408 / 431 otherwise);
+//! 2. its path names an endpoint (404, 405 otherwise) and its query parses
+//!    strictly (400: repeated parameters, too many channels);
+//! 3. unless the path is open, its one credential is found (400 when
+//!    ambiguous or unreadable; for upgrades, see `upgrade.rs`), a browser's
+//!    `Origin` is checked (403), and the credential must hold the
+//!    endpoint's role (401, 403);
+//! 4. the endpoint runs; a body must be JSON (415), fit `max_publish_body`
+//!    (413) and arrive within `request_timeout_seconds` (408).
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, VARY,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use shardcast_engine::{frame, CloseReason, ConnectionHandler, LocalShard, Session};
-use tokio::io::AsyncWriteExt;
+use shardcast_engine::{ConnectionHandler, LocalShard, PeerPermit};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use crate::auth::{AuthError, Role};
-use crate::publish::{publish_http, ApiError, HttpOutcome, PublishSession};
-use crate::telemetry::TelemetrySession;
+use crate::auth::credentials::{self, CredentialError};
+use crate::auth::origin::Cors;
+use crate::auth::{AuthError, Principal, Role};
+use crate::publish::{parse_body, publish_item, ApiError, PublishBody, PublishResult};
+use crate::request::{percent_decode_segment, Query};
+use crate::upgrade::{self, Endpoint as WsEndpoint};
 use crate::{admin, metrics, App};
 
 /// A response body.
 pub type Body = Full<Bytes>;
 
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The socket's place in the connection gate, until an upgrade takes it.
+pub(crate) type PermitSlot = Rc<RefCell<Option<PeerPermit>>>;
 
 /// Serves HTTP on the shard that owns the connection. Shared by all shards.
 #[derive(Clone, Debug)]
@@ -60,18 +71,28 @@ impl ConnectionHandler for HttpHandler {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
+        permit: PeerPermit,
         shard: LocalShard,
     ) -> Pin<Box<dyn Future<Output = ()>>> {
         let app = Arc::clone(&self.app);
         Box::pin(async move {
-            let service = service_fn(move |req| {
-                let app = Arc::clone(&app);
-                let shard = shard.clone();
-                async move { Ok::<_, Infallible>(route(app, shard, peer, req).await) }
-            });
-            let served = http1::Builder::new()
+            let config = &app.config;
+            let mut builder = http1::Builder::new();
+            builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(config.request_timeout)
+                .max_buf_size(config.max_header_bytes);
+            let slot: PermitSlot = Rc::new(RefCell::new(Some(permit)));
+            let service = {
+                let app = Arc::clone(&app);
+                service_fn(move |req| {
+                    let app = Arc::clone(&app);
+                    let shard = shard.clone();
+                    let slot = Rc::clone(&slot);
+                    async move { Ok::<_, Infallible>(route(app, shard, peer, slot, req).await) }
+                })
+            };
+            let served = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await;
@@ -82,90 +103,99 @@ impl ConnectionHandler for HttpHandler {
     }
 }
 
-/// The query parameters this server reads.
-#[derive(Default, Debug)]
-struct Query {
-    api_key: Option<String>,
-    client_id: Option<String>,
-    channels: Vec<String>,
-    replay: bool,
-    reason: Option<String>,
+/// What a path and method name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Endpoint {
+    WebSocket(WsEndpoint),
+    Publish,
+    Stats,
+    Clients,
+    Disconnect(String),
+    Metrics,
+    Health,
 }
 
-fn parse_query(query: Option<&str>) -> Query {
-    let mut out = Query::default();
-    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match name.as_ref() {
-            "apiKey" => out.api_key = Some(value.into_owned()),
-            "clientId" => out.client_id = Some(value.into_owned()),
-            "channels" => out.channels.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned),
-            ),
-            "replay" => out.replay = matches!(value.as_ref(), "true" | "1"),
-            "reason" => out.reason = Some(value.into_owned()),
-            _ => {}
+impl Endpoint {
+    /// The endpoint at `path`, whatever the method, and the method it takes.
+    fn at(path: &str) -> Option<(Endpoint, Method)> {
+        Some(match path {
+            "/ws/telemetry" => (Endpoint::WebSocket(WsEndpoint::Telemetry), Method::GET),
+            "/ws/publish" => (Endpoint::WebSocket(WsEndpoint::Publish), Method::GET),
+            "/api/v1/publish" => (Endpoint::Publish, Method::POST),
+            "/api/v1/websocket/stats" => (Endpoint::Stats, Method::GET),
+            "/api/v1/websocket/clients" => (Endpoint::Clients, Method::GET),
+            "/metrics" => (Endpoint::Metrics, Method::GET),
+            "/health" => (Endpoint::Health, Method::GET),
+            p => {
+                let id = p.strip_prefix(admin::CLIENTS_PREFIX)?;
+                let id = percent_decode_segment(id).into_owned();
+                (Endpoint::Disconnect(id), Method::DELETE)
+            }
+        })
+    }
+
+    fn role(&self) -> Role {
+        match self {
+            Endpoint::WebSocket(WsEndpoint::Telemetry) => Role::Subscribe,
+            Endpoint::WebSocket(WsEndpoint::Publish) | Endpoint::Publish => Role::Publish,
+            Endpoint::Stats
+            | Endpoint::Clients
+            | Endpoint::Disconnect(_)
+            | Endpoint::Metrics
+            | Endpoint::Health => Role::Admin,
         }
     }
-    out
 }
 
 async fn route(
     app: Arc<App>,
     shard: LocalShard,
     peer: SocketAddr,
+    slot: PermitSlot,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let query = parse_query(req.uri().query());
     let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    if let Some(role) = required_role(&path) {
-        if !app.config.open_paths.contains(&path) && !path.starts_with("/ws/") {
-            match app
-                .config
-                .api_keys
-                .authorize(req.headers(), query.api_key.as_deref(), role)
-            {
-                Ok(()) => {}
-                Err(AuthError::Unauthorized) => {
-                    return error(
-                        StatusCode::UNAUTHORIZED,
-                        "UNAUTHORIZED",
-                        "missing or invalid API key (X-API-Key header or apiKey query parameter)",
-                    )
-                }
-                Err(AuthError::Forbidden) => {
-                    return error(
-                        StatusCode::FORBIDDEN,
-                        "FORBIDDEN",
-                        "this API key lacks the role this endpoint needs",
-                    )
-                }
-            }
-        }
+    let Some((endpoint, method)) = Endpoint::at(&path) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+    };
+    if req.method() == Method::OPTIONS {
+        return preflight(&app, &req);
     }
-    match (&method, path.as_str()) {
-        (&Method::GET, "/ws/telemetry") => {
-            upgrade(&app, &shard, peer, req, query, Endpoint::Telemetry)
+    if req.method() != method {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            &format!("{} is not served on {path}; use {method}", req.method()),
+        );
+    }
+    let query = match Query::parse(req.uri().query()) {
+        Ok(query) => query,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_QUERY", &e.to_string()),
+    };
+    if let Endpoint::WebSocket(ws) = endpoint {
+        return upgrade::handle(&app, &shard, peer, &slot, req, query, ws);
+    }
+    let (principal, cors) = if app.config.open_paths.contains(&path) {
+        (None, Cors::None)
+    } else {
+        match authorize(&app, &req, &query, endpoint.role()) {
+            Ok((principal, cors)) => (Some(principal), cors),
+            Err(resp) => return resp,
         }
-        (&Method::GET, "/ws/publish") => upgrade(&app, &shard, peer, req, query, Endpoint::Publish),
-        (&Method::POST, "/api/v1/publish") => publish(&app, &shard, req).await,
-        (&Method::GET, "/api/v1/websocket/stats") => {
-            json(StatusCode::OK, &admin::stats(&app).await)
-        }
-        (&Method::GET, "/api/v1/websocket/clients") => {
-            json(StatusCode::OK, &admin::clients(&app).await)
-        }
-        (&Method::DELETE, p) if p.starts_with(admin::CLIENTS_PREFIX) => {
-            let id = &p[admin::CLIENTS_PREFIX.len()..];
-            let id = percent_decode(id);
-            let (status, body) = admin::disconnect(&app, &id, query.reason);
+    };
+    let mut resp = match endpoint {
+        // Configuration never opens the publish path, so there is a principal.
+        Endpoint::Publish => match principal {
+            Some(principal) => publish(&app, &shard, &principal, req).await,
+            None => auth_error(&AuthError::Missing),
+        },
+        Endpoint::Stats => json(StatusCode::OK, &admin::stats(&app).await),
+        Endpoint::Clients => json(StatusCode::OK, &admin::clients(&app).await),
+        Endpoint::Disconnect(id) => {
+            let (status, body) = admin::disconnect(&app, &id, query.reason.as_deref());
             json(status, &body)
         }
-        (&Method::GET, "/metrics") => {
+        Endpoint::Metrics => {
             let text = metrics::render(&app).await;
             let mut resp = Response::new(Full::new(Bytes::from(text)));
             resp.headers_mut().insert(
@@ -174,7 +204,7 @@ async fn route(
             );
             resp
         }
-        (&Method::GET, "/health") => json(
+        Endpoint::Health => json(
             StatusCode::OK,
             &serde_json::json!({
                 "status": "ok",
@@ -182,195 +212,156 @@ async fn route(
                 "uptimeSeconds": app.started.elapsed().as_secs(),
             }),
         ),
-        (_, p) if required_role(p).is_some() => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            &format!("{method} is not served on {p}"),
-        ),
-        _ => error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint"),
+        Endpoint::WebSocket(_) => unreachable!("handled above"),
+    };
+    if let Cors::Allow(origin) = cors {
+        allow_origin(&mut resp, &origin);
     }
+    resp
 }
 
-/// The role each known path needs; `None` for unknown paths.
-fn required_role(path: &str) -> Option<Role> {
-    match path {
-        "/ws/telemetry" => Some(Role::Subscribe),
-        "/ws/publish" | "/api/v1/publish" => Some(Role::Publish),
-        "/api/v1/websocket/stats" | "/api/v1/websocket/clients" | "/metrics" | "/health" => {
-            Some(Role::Admin)
+/// The caller's principal for `role`, or the response refusing it.
+/// Credentials in the query are refused here: this is not an upgrade.
+#[allow(clippy::result_large_err)] // The error is the response itself, built once.
+fn authorize(
+    app: &App,
+    req: &Request<Incoming>,
+    query: &Query,
+    role: Role,
+) -> Result<(Arc<Principal>, Cors), Response<Body>> {
+    let credential =
+        credentials::extract(req.headers(), query, false).map_err(|e| credential_error(&e))?;
+    let cors = app
+        .config
+        .origins
+        .check(req.headers())
+        .map_err(|e| error(StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED", &e.to_string()))?;
+    let principal = app
+        .config
+        .auth
+        .authorize(credential.as_ref(), role)
+        .map_err(|e| auth_error(&e))?;
+    Ok((principal, cors))
+}
+
+fn credential_error(e: &CredentialError) -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        "INVALID_CREDENTIALS",
+        &e.to_string(),
+    )
+}
+
+fn auth_error(e: &AuthError) -> Response<Body> {
+    match e {
+        AuthError::Forbidden(_) => error(StatusCode::FORBIDDEN, "FORBIDDEN", &e.to_string()),
+        AuthError::Missing
+        | AuthError::UnknownKey
+        | AuthError::Token(_)
+        | AuthError::TokensDisabled => {
+            error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string())
         }
-        p if p.starts_with(admin::CLIENTS_PREFIX) => Some(Role::Admin),
-        _ => None,
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+/// Answers a CORS preflight: allowed only for origins listed in `allowed_origins`.
+fn preflight(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let Some(origin) = app.config.origins.preflight(req.headers()) else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "ORIGIN_NOT_ALLOWED",
+            "cross-origin requests are served only for origins in allowed_origins",
+        );
+    };
+    let mut resp = Response::new(Full::default());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    allow_origin(&mut resp, &origin);
+    let headers = resp.headers_mut();
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, DELETE"),
+    );
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, X-API-Key"),
+    );
+    headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    resp
 }
 
-async fn publish(app: &App, shard: &LocalShard, req: Request<Incoming>) -> Response<Body> {
+fn allow_origin(resp: &mut Response<Body>, origin: &str) {
+    if let Ok(value) = HeaderValue::from_str(origin) {
+        resp.headers_mut()
+            .insert(ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        resp.headers_mut()
+            .insert(VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json`, any parameters).
+fn is_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn publish(
+    app: &App,
+    shard: &LocalShard,
+    principal: &Principal,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if !is_json(&req) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "publish bodies are JSON: send Content-Type: application/json",
+        );
+    }
     let limit = app.config.max_publish_body;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let timeout = app.config.request_timeout;
+    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect());
+    let body = match collected.await {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                &format!("the body did not arrive within {} s", timeout.as_secs()),
+            )
+        }
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "TOO_LARGE",
                 &format!("publish bodies are limited to {limit} bytes"),
             )
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_MESSAGE", &e.to_string()),
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, "INVALID_MESSAGE", &e.to_string()),
     };
-    match publish_http(shard, &body, app.config.max_publish_batch) {
-        HttpOutcome::Single(result @ crate::publish::PublishResult::Ok { .. }) => {
-            json(StatusCode::OK, &result)
-        }
-        HttpOutcome::Single(crate::publish::PublishResult::Err { error: e, .. }) => {
-            json(StatusCode::UNPROCESSABLE_ENTITY, &ErrorBody { error: e })
-        }
-        HttpOutcome::Batch(results) => {
+    match parse_body(&body, app.config.max_publish_batch) {
+        Ok(PublishBody::Single(item)) => match publish_item(shard, principal, item) {
+            result @ PublishResult::Ok { .. } => json(StatusCode::OK, &result),
+            PublishResult::Err { error: e, .. } => {
+                let status = match e.code {
+                    "FORBIDDEN" => StatusCode::FORBIDDEN,
+                    "RATE_LIMITED" => StatusCode::TOO_MANY_REQUESTS,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                json(status, &ErrorBody { error: e })
+            }
+        },
+        Ok(PublishBody::Batch(items)) => {
+            let results: Vec<PublishResult> = items
+                .into_iter()
+                .map(|item| publish_item(shard, principal, item))
+                .collect();
             json(StatusCode::OK, &serde_json::json!({ "results": results }))
         }
-        HttpOutcome::BadRequest(e) => json(StatusCode::BAD_REQUEST, &ErrorBody { error: e }),
+        Err(e) => json(StatusCode::BAD_REQUEST, &ErrorBody { error: e }),
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Endpoint {
-    Telemetry,
-    Publish,
-}
-
-/// Longest accepted `clientId`.
-const MAX_CLIENT_ID: usize = 128;
-
-fn valid_client_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_CLIENT_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
-}
-
-fn upgrade(
-    app: &Arc<App>,
-    shard: &LocalShard,
-    peer: SocketAddr,
-    mut req: Request<Incoming>,
-    query: Query,
-    endpoint: Endpoint,
-) -> Response<Body> {
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return error(
-            StatusCode::UPGRADE_REQUIRED,
-            "UPGRADE_REQUIRED",
-            "this endpoint speaks WebSocket",
-        );
-    }
-    if app.engine.connections() >= app.config.max_connections {
-        warn!(%peer, limit = app.config.max_connections, "connection refused: server full");
-        let mut resp = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVER_FULL",
-            "the server holds its maximum number of connections; retry later",
-        );
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        return resp;
-    }
-    let client_id = match query.client_id {
-        Some(id) if valid_client_id(&id) => id,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_CLIENT_ID",
-                "clientId must be 1-128 characters from A-Z a-z 0-9 - _ . : @",
-            )
-        }
-        None => uuid::Uuid::new_v4().to_string(),
-    };
-    let role = match endpoint {
-        Endpoint::Telemetry => Role::Subscribe,
-        Endpoint::Publish => Role::Publish,
-    };
-    let auth = app
-        .config
-        .api_keys
-        .authorize(req.headers(), query.api_key.as_deref(), role);
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(pair) => pair,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_HANDSHAKE", &e.to_string()),
-    };
-    let app = Arc::clone(app);
-    let shard = shard.clone();
-    tokio::task::spawn_local(async move {
-        let ws = match upgrade.await {
-            Ok(ws) => ws,
-            Err(e) => {
-                debug!(%peer, error = %e, "upgrade did not complete");
-                return;
-            }
-        };
-        let Ok(parts) = ws
-            .into_inner()
-            .into_inner()
-            .downcast::<TokioIo<TcpStream>>()
-        else {
-            warn!(%peer, "upgraded connection is not a TCP stream");
-            return;
-        };
-        let stream = parts.io.into_inner();
-        let refusal = match auth {
-            Ok(()) => None,
-            Err(AuthError::Unauthorized) => Some(CloseReason::Unauthorized),
-            Err(AuthError::Forbidden) => Some(CloseReason::Forbidden),
-        };
-        if let Some(reason) = refusal {
-            info!(%peer, reason = %reason, "websocket refused");
-            refuse(stream, &reason).await;
-            return;
-        }
-        let session: Box<dyn Session> = match endpoint {
-            Endpoint::Telemetry => Box::new(TelemetrySession::new(
-                Arc::clone(&app),
-                query.channels,
-                query.replay,
-            )),
-            Endpoint::Publish => Box::new(PublishSession::default()),
-        };
-        shard.attach(
-            stream,
-            parts.read_buf,
-            client_id.into(),
-            app.telemetry,
-            session,
-        );
-    });
-    response.map(|_| Full::default())
-}
-
-/// Sends a close frame on a connection that is never attached, then closes it.
-async fn refuse(mut stream: TcpStream, reason: &CloseReason) {
-    let frame = frame::encode_close(reason.code(), &reason.text());
-    let closing = async {
-        stream.write_all(&frame).await?;
-        stream.shutdown().await?;
-        // Wait for the client's EOF so the close frame is not lost to a reset.
-        let mut sink = [0u8; 256];
-        loop {
-            stream.readable().await?;
-            match stream.try_read(&mut sink) {
-                Ok(0) => return Ok::<_, std::io::Error>(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
 }
 
 #[derive(Serialize)]
@@ -403,22 +394,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_parameters_are_decoded() {
-        let q = parse_query(Some(
-            "apiKey=a%20b&clientId=desk-1&channels=market-data,%20positions,,&replay=true",
-        ));
-        assert_eq!(q.api_key.as_deref(), Some("a b"));
-        assert_eq!(q.client_id.as_deref(), Some("desk-1"));
-        assert_eq!(q.channels, vec!["market-data", "positions"]);
-        assert!(q.replay);
-        assert!(!parse_query(Some("replay=yes")).replay);
-    }
-
-    #[test]
-    fn client_ids_are_bounded_and_plain() {
-        assert!(valid_client_id("desk-7@ny:1"));
-        assert!(!valid_client_id(""));
-        assert!(!valid_client_id("has space"));
-        assert!(!valid_client_id(&"x".repeat(129)));
+    fn every_path_names_one_endpoint_and_method() {
+        assert_eq!(
+            Endpoint::at("/ws/telemetry"),
+            Some((Endpoint::WebSocket(WsEndpoint::Telemetry), Method::GET))
+        );
+        assert_eq!(
+            Endpoint::at("/api/v1/websocket/clients/desk%207"),
+            Some((Endpoint::Disconnect("desk 7".into()), Method::DELETE))
+        );
+        assert_eq!(Endpoint::at("/nope"), None);
+        assert_eq!(Endpoint::at("/health").unwrap().0.role(), Role::Admin);
+        assert_eq!(
+            Endpoint::at("/api/v1/publish").unwrap().0.role(),
+            Role::Publish
+        );
     }
 }

@@ -16,7 +16,9 @@ pub mod http;
 pub mod input;
 pub mod metrics;
 pub mod publish;
+pub mod request;
 pub mod telemetry;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,35 +1,49 @@
 //! The publish API: `POST /api/v1/publish` and the `/ws/publish` WebSocket.
 //!
 //! Both take `{"channel":"…","data":<any JSON>,"key":"…"}` (key optional).
-//! `data` is kept byte for byte: the HTTP body is sliced, not copied; a
-//! WebSocket frame's `data` is copied once out of the shard's read buffer.
+//! `data` is kept byte for byte, copied once out of the request into an
+//! allocation of its own size, so a retained message holds its data and
+//! nothing of the request around it (a 1-byte `data` padded with a
+//! megabyte of whitespace costs one byte, not a megabyte).
+//!
+//! Parsing is separate from publishing ([`parse_body`], [`parse_frame`]) and
+//! bounded: the body by `max_publish_body`, a batch by `max_publish_batch`,
+//! nesting by serde_json's own limit for the envelope and by
+//! [`MAX_DATA_DEPTH`] for `data`. Every publish is checked against the
+//! principal's publish scope, and any topic it creates is charged to the
+//! principal's quota.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use shardcast_engine::{ConnCtx, LocalShard, PublishError, Session, TopicError};
+use shardcast_engine::{ConnCtx, LocalShard, PublishError, QuotaError, Session, TopicError};
 
-use crate::telemetry::{error_frame, truncate, ErrorCode, HeartbeatReplies};
+use crate::auth::Principal;
+use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH, MAX_DATA_DEPTH};
+use crate::telemetry::{error_frame, ErrorCode, HeartbeatReplies};
 
 /// One message to publish, borrowing from the request.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-struct PublishItem<'a> {
+pub struct PublishItem<'a> {
+    /// The channel.
     #[serde(borrow)]
-    channel: Cow<'a, str>,
+    pub channel: Cow<'a, str>,
+    /// The payload, as sent.
     #[serde(borrow)]
-    data: &'a RawValue,
+    pub data: &'a RawValue,
+    /// The optional key.
     #[serde(default, borrow)]
-    key: Option<Cow<'a, str>>,
+    pub key: Option<Cow<'a, str>>,
 }
 
-/// The HTTP body: one message, or `{"messages":[…]}`. (Not an untagged
-/// enum: serde buffers those, which `RawValue` cannot come through.)
+/// The HTTP body as written: one message, or `{"messages":[…]}`. (Not an
+/// untagged enum: serde buffers those, which `RawValue` cannot come through.)
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishBody<'a> {
+struct RawBody<'a> {
     #[serde(default, borrow)]
     channel: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -40,9 +54,18 @@ struct PublishBody<'a> {
     messages: Option<Vec<PublishItem<'a>>>,
 }
 
-/// A WebSocket publish frame.
+/// A parsed HTTP publish body.
+#[derive(Debug)]
+pub enum PublishBody<'a> {
+    /// One message.
+    Single(PublishItem<'a>),
+    /// A batch, in order.
+    Batch(Vec<PublishItem<'a>>),
+}
+
+/// A WebSocket publish frame as written.
 #[derive(Deserialize)]
-struct PublishFrame<'a> {
+struct RawFrame<'a> {
     #[serde(borrow)]
     action: Cow<'a, str>,
     #[serde(default, borrow)]
@@ -51,6 +74,15 @@ struct PublishFrame<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, borrow)]
     key: Option<Cow<'a, str>>,
+}
+
+/// A parsed `/ws/publish` command.
+#[derive(Debug)]
+pub enum PublishCommand<'a> {
+    /// Publish one message.
+    Publish(PublishItem<'a>),
+    /// Liveness; answered with a heartbeat.
+    Heartbeat,
 }
 
 /// The answer for one published message.
@@ -74,7 +106,7 @@ pub enum PublishResult {
 }
 
 /// An error body: `{"code":"…","message":"…"}`.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// Machine-readable code.
     pub code: &'static str,
@@ -98,55 +130,45 @@ pub fn publish_error(e: &PublishError) -> ApiError {
         PublishError::Topic(TopicError::Undeclared(_)) => "UNKNOWN_CHANNEL",
         PublishError::Topic(TopicError::InvalidName(_)) => "INVALID_CHANNEL",
         PublishError::Topic(TopicError::TooManyTopics { .. }) => "LIMIT_REACHED",
+        PublishError::Topic(TopicError::Quota {
+            quota: QuotaError::Rate { .. },
+            ..
+        }) => "RATE_LIMITED",
+        PublishError::Topic(TopicError::Quota {
+            quota: QuotaError::Live { .. },
+            ..
+        }) => "LIMIT_REACHED",
         PublishError::InvalidKey => "INVALID_KEY",
-        PublishError::Unavailable(_) => "UNAVAILABLE",
+        PublishError::Retired | PublishError::Unavailable(_) => "UNAVAILABLE",
     };
     ApiError::new(code, e.to_string())
 }
 
-/// What an HTTP publish answers.
-#[derive(Debug)]
-pub enum HttpOutcome {
-    /// One message: its result.
-    Single(PublishResult),
-    /// A batch: one result per message, in order.
-    Batch(Vec<PublishResult>),
-    /// The body was not a publish request.
-    BadRequest(ApiError),
-}
-
-/// Publishes an HTTP body from `shard`.
-pub fn publish_http(shard: &LocalShard, body: &Bytes, max_batch: usize) -> HttpOutcome {
-    let parsed: PublishBody<'_> = match serde_json::from_slice(body) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            return HttpOutcome::BadRequest(ApiError::new(
-                "INVALID_MESSAGE",
-                format!(
-                    "expected {{\"channel\":\"…\",\"data\":…,\"key\":\"…\"}} or {{\"messages\":[…]}}: {e}"
-                ),
-            ))
-        }
-    };
+/// Parses an HTTP publish body (bounded in size by the caller).
+pub fn parse_body(body: &[u8], max_batch: usize) -> Result<PublishBody<'_>, ApiError> {
+    let parsed: RawBody<'_> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            "INVALID_MESSAGE",
+            format!(
+                "expected {{\"channel\":\"…\",\"data\":…,\"key\":\"…\"}} or {{\"messages\":[…]}}: {e}"
+            ),
+        )
+    })?;
     match parsed {
-        PublishBody {
+        RawBody {
             channel: Some(channel),
             data: Some(data),
             key,
             messages: None,
-        } => HttpOutcome::Single(publish_item(
-            shard,
-            body,
-            PublishItem { channel, data, key },
-        )),
-        PublishBody {
+        } => Ok(PublishBody::Single(PublishItem { channel, data, key })),
+        RawBody {
             channel: None,
             data: None,
             key: None,
             messages: Some(messages),
         } => {
             if messages.len() > max_batch {
-                return HttpOutcome::BadRequest(ApiError::new(
+                return Err(ApiError::new(
                     "LIMIT_REACHED",
                     format!(
                         "a batch holds at most {max_batch} messages, not {}",
@@ -154,86 +176,196 @@ pub fn publish_http(shard: &LocalShard, body: &Bytes, max_batch: usize) -> HttpO
                     ),
                 ));
             }
-            HttpOutcome::Batch(
-                messages
-                    .into_iter()
-                    .map(|item| publish_item(shard, body, item))
-                    .collect(),
-            )
+            Ok(PublishBody::Batch(messages))
         }
-        _ => HttpOutcome::BadRequest(ApiError::new(
+        _ => Err(ApiError::new(
             "INVALID_MESSAGE",
             "expected {\"channel\":\"…\",\"data\":…} (with optional \"key\") or {\"messages\":[…]}",
         )),
     }
 }
 
-fn publish_item(shard: &LocalShard, body: &Bytes, item: PublishItem<'_>) -> PublishResult {
-    // `data` borrows from `body`: share the body's bytes instead of copying.
-    let data = body.slice_ref(item.data.get().as_bytes());
-    match shard.publish(&item.channel, item.key.map(|k| k.into()), data) {
+/// Parses a `/ws/publish` frame: (error code, message) when it is not a command.
+pub fn parse_frame(text: &[u8]) -> Result<PublishCommand<'_>, (ErrorCode, String)> {
+    check_depth(text, MAX_COMMAND_DEPTH)
+        .map_err(|e| (ErrorCode::TooDeep, format!("command refused: {e}")))?;
+    let frame: RawFrame<'_> = serde_json::from_slice(text).map_err(|e| {
+        let code = if e.is_syntax() || e.is_eof() {
+            ErrorCode::InvalidJson
+        } else {
+            ErrorCode::InvalidMessage
+        };
+        (code, e.to_string())
+    })?;
+    match frame.action.as_ref() {
+        "publish" => match (frame.channel, frame.data) {
+            (Some(channel), Some(data)) => Ok(PublishCommand::Publish(PublishItem {
+                channel,
+                data,
+                key: frame.key,
+            })),
+            _ => Err((
+                ErrorCode::InvalidMessage,
+                "publish needs \"channel\" (string) and \"data\" (any JSON)".into(),
+            )),
+        },
+        "heartbeat" => Ok(PublishCommand::Heartbeat),
+        other => Err((
+            ErrorCode::UnknownAction,
+            format!(
+                "unknown action {:?}: use publish or heartbeat",
+                truncate(other, 64)
+            ),
+        )),
+    }
+}
+
+impl PublishItem<'_> {
+    /// Checks what the envelope parser does not: the principal's scope and
+    /// the depth of `data`. Returns the data, copied to its own allocation.
+    pub fn admit(&self, principal: &Principal) -> Result<Bytes, ApiError> {
+        if !principal.may_publish(&self.channel) {
+            return Err(ApiError::new(
+                "FORBIDDEN",
+                format!(
+                    "these credentials may not publish into {:?}",
+                    truncate(&self.channel, 128)
+                ),
+            ));
+        }
+        let data = self.data.get().as_bytes();
+        check_depth(data, MAX_DATA_DEPTH)
+            .map_err(|e| ApiError::new("TOO_DEEP", format!("data refused: {e}")))?;
+        Ok(Bytes::copy_from_slice(data))
+    }
+}
+
+/// Publishes one parsed message from `shard` on behalf of `principal`.
+pub fn publish_item(
+    shard: &LocalShard,
+    principal: &Principal,
+    item: PublishItem<'_>,
+) -> PublishResult {
+    let refused = |error: ApiError| PublishResult::Err {
+        channel: truncate(&item.channel, 128).to_owned(),
+        error,
+    };
+    let data = match item.admit(principal) {
+        Ok(data) => data,
+        Err(error) => return refused(error),
+    };
+    let key = item.key.as_deref().map(Into::into);
+    match shard.publish(&item.channel, key, data, Some(&principal.quota)) {
         Ok(seq) => PublishResult::Ok {
             channel: item.channel.into_owned(),
             seq,
         },
-        Err(e) => PublishResult::Err {
-            channel: truncate(&item.channel, 128).to_owned(),
-            error: publish_error(&e),
-        },
+        Err(e) => refused(publish_error(&e)),
     }
 }
 
 /// One `/ws/publish` connection. Owned by its shard.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PublishSession {
+    principal: std::sync::Arc<Principal>,
     heartbeats: HeartbeatReplies,
+}
+
+impl PublishSession {
+    /// A session publishing on behalf of `principal`.
+    pub fn new(principal: std::sync::Arc<Principal>) -> Self {
+        Self {
+            principal,
+            heartbeats: HeartbeatReplies::default(),
+        }
+    }
 }
 
 impl Session for PublishSession {
     fn on_open(&mut self, _ctx: &mut ConnCtx<'_>) {}
 
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
-        let frame: PublishFrame<'_> = match serde_json::from_slice(text) {
-            Ok(frame) => frame,
-            Err(e) => {
-                let code = if e.is_syntax() || e.is_eof() {
-                    ErrorCode::InvalidJson
-                } else {
-                    ErrorCode::InvalidMessage
-                };
-                ctx.send(error_frame(code, &e.to_string()));
-                return;
-            }
-        };
-        match frame.action.as_ref() {
-            "publish" => {}
-            "heartbeat" => {
+        let item = match parse_frame(text) {
+            Ok(PublishCommand::Publish(item)) => item,
+            Ok(PublishCommand::Heartbeat) => {
                 if let Some(frame) = self.heartbeats.reply(std::time::Instant::now()) {
                     ctx.send(frame);
                 }
                 return;
             }
-            other => {
-                let message = format!(
-                    "unknown action {:?}: use publish or heartbeat",
-                    truncate(other, 64)
-                );
-                ctx.send(error_frame(ErrorCode::UnknownAction, &message));
+            Err((code, message)) => {
+                ctx.send(error_frame(code, &message));
                 return;
             }
-        }
-        let (Some(channel), Some(data)) = (frame.channel, frame.data) else {
-            ctx.send(error_frame(
-                ErrorCode::InvalidMessage,
-                "publish needs \"channel\" (string) and \"data\" (any JSON)",
-            ));
-            return;
         };
-        let data = Bytes::copy_from_slice(data.get().as_bytes());
-        if let Err(e) = ctx.publish(&channel, frame.key.map(|k| k.into()), data) {
+        let data = match item.admit(&self.principal) {
+            Ok(data) => data,
+            Err(e) => {
+                let message = format!("{}: {}", e.code, e.message);
+                ctx.send(error_frame(ErrorCode::PublishFailed, &message));
+                return;
+            }
+        };
+        let key = item.key.as_deref().map(Into::into);
+        if let Err(e) = ctx.publish(&item.channel, key, data, Some(&self.principal.quota)) {
             let error = publish_error(&e);
             let message = format!("{}: {}", error.code, error.message);
             ctx.send(error_frame(ErrorCode::PublishFailed, &message));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_parse_into_one_message_or_a_batch() {
+        let body = br#"{"channel":"t1","data":{"px":1},"key":"A"}"#;
+        let PublishBody::Single(item) = parse_body(body, 10).unwrap() else {
+            panic!("single");
+        };
+        assert_eq!(item.channel, "t1");
+        assert_eq!(item.data.get(), r#"{"px":1}"#);
+        let body = br#"{"messages":[{"channel":"a","data":1},{"channel":"b","data":[2]}]}"#;
+        let PublishBody::Batch(items) = parse_body(body, 10).unwrap() else {
+            panic!("batch");
+        };
+        assert_eq!(items.len(), 2);
+        assert_eq!(parse_body(body, 1).unwrap_err().code, "LIMIT_REACHED");
+        assert_eq!(parse_body(b"{}", 10).unwrap_err().code, "INVALID_MESSAGE");
+        assert_eq!(parse_body(b"[", 10).unwrap_err().code, "INVALID_MESSAGE");
+    }
+
+    #[test]
+    fn data_is_exactly_the_value_not_the_padding_around_it() {
+        let body = format!(
+            r#"{{"channel":"t1","data":{}1{}}}"#,
+            " ".repeat(100_000),
+            " ".repeat(100_000)
+        );
+        let PublishBody::Single(item) = parse_body(body.as_bytes(), 10).unwrap() else {
+            panic!("single");
+        };
+        assert_eq!(item.data.get(), "1");
+    }
+
+    #[test]
+    fn an_envelope_nested_past_the_parser_limit_is_an_error_not_a_crash() {
+        let deep = format!(
+            r#"{{"channel":"t1","data":1,"x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(parse_body(deep.as_bytes(), 10).is_err());
+        let deep_frame = format!(
+            r#"{{"action":"publish","x":{}{}}}"#,
+            "{\"a\":".repeat(50_000),
+            "}".repeat(50_000)
+        );
+        assert_eq!(
+            parse_frame(deep_frame.as_bytes()).unwrap_err().0,
+            ErrorCode::TooDeep
+        );
     }
 }

@@ -1,0 +1,373 @@
+//! Raw settings to typed configuration: every value checked, every default
+//! applied, every error naming its key.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardcast_engine::{
+    ChannelRules, EngineConfig, GateLimits, HistoryLimits, OutboxLimits, QuotaLimits, RateLimit,
+    SlowConsumerPolicy,
+};
+
+use super::auth::Keys;
+use super::{invalid, ConfigError, RawConfig, ServerConfig, DEFAULT_CHANNELS};
+use crate::auth::origin::OriginPolicy;
+use crate::auth::Authenticator;
+
+/// Read-only endpoints that may be served without credentials.
+const OPENABLE_PATHS: [&str; 3] = ["/health", "/metrics", "/api/v1/websocket/stats"];
+
+/// hyper refuses read buffers below this.
+const MIN_HEADER_BYTES: usize = 8192;
+
+impl RawConfig {
+    /// Checks every value and builds the typed configuration.
+    pub fn validate(self) -> Result<ServerConfig, ConfigError> {
+        let listen_text = self.listen.as_deref().unwrap_or("127.0.0.1:8000");
+        let listen: std::net::SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen_text:?} is not an address like 127.0.0.1:8000"),
+            )
+        })?;
+
+        let shards = match self.shards.unwrap_or(0) {
+            0 => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+            n if n > 256 => return Err(invalid("shards", "at most 256")),
+            n => NonZeroUsize::new(n).expect("non-zero"),
+        };
+
+        let t = &self.telemetry;
+        let heartbeat_interval = t.heartbeat_interval_seconds.unwrap_or(15);
+        let heartbeat_timeout = t.heartbeat_timeout_seconds.unwrap_or(45);
+        if heartbeat_interval == 0 {
+            return Err(invalid(
+                "telemetry.heartbeat_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if heartbeat_timeout < heartbeat_interval {
+            return Err(invalid(
+                "telemetry.heartbeat_timeout_seconds",
+                "must be at least telemetry.heartbeat_interval_seconds",
+            ));
+        }
+        let rate_limit_per_second = t.rate_limit_per_second.unwrap_or(120);
+        let replay_limit = t.replay_limit.unwrap_or(50);
+        let history = self.topics.history.unwrap_or(256);
+        let max_keys = self.topics.max_keys.unwrap_or(10_000);
+        if replay_limit > history.max(max_keys) {
+            return Err(invalid(
+                "telemetry.replay_limit",
+                "larger than both topics.history and topics.max_keys: nothing could fill it",
+            ));
+        }
+
+        let max_messages = positive("outbox.max_messages", self.outbox.max_messages, 4096)?;
+        let max_bytes = positive("outbox.max_bytes", self.outbox.max_bytes, 4 * 1024 * 1024)?;
+        let policy = match self.outbox.slow_consumer.as_deref().unwrap_or("drop") {
+            "drop" => SlowConsumerPolicy::Drop,
+            "disconnect" => SlowConsumerPolicy::Disconnect,
+            other => {
+                return Err(invalid(
+                    "outbox.slow_consumer",
+                    format!("{other:?}: use \"drop\" or \"disconnect\""),
+                ))
+            }
+        };
+
+        let coalesce_above_cpu = self
+            .outbox
+            .coalesce_above_cpu
+            .unwrap_or(shardcast_engine::pacer::HIGH);
+        if !(0.3..=1.0).contains(&coalesce_above_cpu) {
+            return Err(invalid(
+                "outbox.coalesce_above_cpu",
+                "a share of one core from 0.3 to 1.0 (1.0: never coalesce)",
+            ));
+        }
+
+        let max_frame_size = positive("max_frame_size", self.max_frame_size, 64 * 1024)?;
+        if max_frame_size < 125 {
+            return Err(invalid("max_frame_size", "at least 125 bytes"));
+        }
+
+        let mut channels = ChannelRules::default();
+        for rule in DEFAULT_CHANNELS
+            .iter()
+            .copied()
+            .chain(self.channels.iter().flatten().map(String::as_str))
+        {
+            channels
+                .declare(rule)
+                .map_err(|e| invalid("channels", e.to_string()))?;
+        }
+
+        let history_bytes = positive("topics.history_bytes", self.topics.history_bytes, 8 << 20)?;
+        let max_total_bytes = positive(
+            "topics.max_total_bytes",
+            self.topics.max_total_bytes,
+            256 << 20,
+        )?;
+        if history_bytes > max_total_bytes {
+            return Err(invalid(
+                "topics.history_bytes",
+                "larger than topics.max_total_bytes: one channel could never hold it",
+            ));
+        }
+        let idle_expiry = self.topics.idle_expiry_seconds.unwrap_or(60);
+        if idle_expiry == 0 {
+            return Err(invalid("topics.idle_expiry_seconds", "must be at least 1"));
+        }
+        let quota = QuotaLimits {
+            rate_per_second: rate("topics.creation_rate", self.topics.creation_rate, 50.0)?,
+            burst: burst("topics.creation_burst", self.topics.creation_burst, 500)?,
+            max_live: positive(
+                "topics.max_created_per_key",
+                self.topics.max_created_per_key,
+                1000,
+            )?,
+        };
+
+        let max_connections = positive("max_connections", self.max_connections, 100_000)?;
+        let gate = GateLimits {
+            max_connections,
+            max_per_address: unlimited_if_zero(self.max_connections_per_ip.unwrap_or(4096)),
+            max_http: positive("max_http_connections", self.max_http_connections, 1024)?,
+            max_http_per_address: unlimited_if_zero(
+                self.max_http_connections_per_ip.unwrap_or(128),
+            ),
+        };
+        let max_header_bytes = self.max_header_bytes.unwrap_or(16 * 1024);
+        if !(MIN_HEADER_BYTES..=1 << 20).contains(&max_header_bytes) {
+            return Err(invalid(
+                "max_header_bytes",
+                format!("from {MIN_HEADER_BYTES} to 1048576 bytes"),
+            ));
+        }
+        let request_timeout = self.request_timeout_seconds.unwrap_or(10);
+        if !(1..=300).contains(&request_timeout) {
+            return Err(invalid("request_timeout_seconds", "from 1 to 300 seconds"));
+        }
+
+        let Keys { keys, dev_key } = Keys::from_raw(self.api_keys, listen, quota)?;
+        let tokens = self.jwt.map(super::auth::token_verifier).transpose()?;
+        let origins = OriginPolicy::new(
+            self.allowed_origins.as_deref().unwrap_or_default(),
+            dev_key.is_some(),
+        )
+        .map_err(|m| invalid("allowed_origins", m))?;
+
+        let engine = EngineConfig {
+            shards,
+            pin_threads: self.pin_threads.unwrap_or(true),
+            outbox: OutboxLimits {
+                max_messages,
+                max_bytes,
+                policy,
+            },
+            rate_limit: RateLimit::per_second(rate_limit_per_second),
+            history: HistoryLimits {
+                capacity: history,
+                max_keys,
+                max_bytes: history_bytes,
+            },
+            max_history_bytes: max_total_bytes,
+            max_topics: positive("topics.max_topics", self.topics.max_topics, 10_000)?,
+            topic_idle_expiry: Duration::from_secs(idle_expiry),
+            gate,
+            max_subscriptions: positive(
+                "topics.max_subscriptions",
+                self.topics.max_subscriptions,
+                256,
+            )?,
+            heartbeat_interval: Duration::from_secs(heartbeat_interval),
+            heartbeat_timeout: Duration::from_secs(heartbeat_timeout),
+            max_message_size: max_frame_size,
+            shard_inbox_capacity: positive("topics.shard_inbox", self.topics.shard_inbox, 65_536)?,
+            coalesce_above_cpu,
+            channels,
+        };
+
+        let open_paths = self
+            .open_paths
+            .unwrap_or_else(|| vec!["/health".into(), "/metrics".into()]);
+        if let Some(path) = open_paths
+            .iter()
+            .find(|p| !OPENABLE_PATHS.contains(&p.as_str()))
+        {
+            return Err(invalid(
+                "open_paths",
+                format!(
+                    "{path:?} cannot be served without credentials; choose from {}",
+                    OPENABLE_PATHS.join(", ")
+                ),
+            ));
+        }
+
+        Ok(ServerConfig {
+            listen,
+            engine,
+            auth: Arc::new(Authenticator::new(keys, tokens, quota)),
+            origins,
+            dev_key,
+            open_paths,
+            replay_limit,
+            rate_limit_per_second,
+            max_header_bytes,
+            request_timeout: Duration::from_secs(request_timeout),
+            max_publish_body: positive("max_publish_body", self.max_publish_body, 1024 * 1024)?,
+            max_publish_batch: positive("max_publish_batch", self.max_publish_batch, 1000)?,
+            demo: self.demo.unwrap_or(true),
+        })
+    }
+}
+
+pub(super) fn positive(
+    field: &'static str,
+    value: Option<usize>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(invalid(field, "must be greater than 0")),
+        n => Ok(n),
+    }
+}
+
+pub(super) fn rate(
+    field: &'static str,
+    value: Option<f64>,
+    default: f64,
+) -> Result<f64, ConfigError> {
+    let value = value.unwrap_or(default);
+    if !(value.is_finite() && value > 0.0) {
+        return Err(invalid(field, "a number of creations per second above 0"));
+    }
+    Ok(value)
+}
+
+pub(super) fn burst(
+    field: &'static str,
+    value: Option<u32>,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(invalid(field, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn unlimited_if_zero(value: usize) -> usize {
+    if value == 0 {
+        usize::MAX
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEV_API_KEY;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let config = RawConfig::default().validate().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(config.engine.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(config.engine.heartbeat_timeout, Duration::from_secs(45));
+        assert_eq!(config.rate_limit_per_second, 120);
+        assert_eq!(config.replay_limit, 50);
+        assert_eq!(config.dev_key.as_deref(), Some(DEV_API_KEY));
+        assert!(config.engine.channels.allows("market-data"));
+        assert!(config.demo);
+        assert_eq!(config.engine.history.max_bytes, 8 << 20);
+        assert_eq!(config.engine.max_history_bytes, 256 << 20);
+        assert_eq!(config.engine.topic_idle_expiry, Duration::from_secs(60));
+        assert_eq!(
+            config.engine.gate,
+            GateLimits {
+                max_connections: 100_000,
+                max_per_address: 4096,
+                max_http: 1024,
+                max_http_per_address: 128,
+            }
+        );
+        assert_eq!(config.max_header_bytes, 16 * 1024);
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_values_fail_naming_the_field() {
+        let cases = [
+            ("listen = \"nope\"", "listen"),
+            (
+                "[outbox]\nslow_consumer = \"maybe\"",
+                "outbox.slow_consumer",
+            ),
+            (
+                "[telemetry]\nheartbeat_interval_seconds = 0",
+                "telemetry.heartbeat_interval_seconds",
+            ),
+            (
+                "[telemetry]\nheartbeat_interval_seconds = 30\nheartbeat_timeout_seconds = 10",
+                "telemetry.heartbeat_timeout_seconds",
+            ),
+            ("channels = [\"bad name\"]", "channels"),
+            (
+                "[[api_keys]]\nkey = \"abcdefgh\"\nroles = [\"root\"]",
+                "api_keys.roles",
+            ),
+            ("max_connections = 0", "max_connections"),
+            (
+                "[outbox]\ncoalesce_above_cpu = 1.5",
+                "outbox.coalesce_above_cpu",
+            ),
+            ("max_header_bytes = 100", "max_header_bytes"),
+            ("request_timeout_seconds = 0", "request_timeout_seconds"),
+            (
+                "[topics]\nhistory_bytes = 2000\nmax_total_bytes = 1000",
+                "topics.history_bytes",
+            ),
+            ("[topics]\ncreation_rate = -1.0", "topics.creation_rate"),
+            (
+                "[topics]\nidle_expiry_seconds = 0",
+                "topics.idle_expiry_seconds",
+            ),
+            ("allowed_origins = [\"desk\"]", "allowed_origins"),
+            (
+                "[[api_keys]]\nkey = \"abcdefgh\"\nroles = [\"subscribe\"]\nsubscribe = [\"a b\"]",
+                "api_keys.subscribe",
+            ),
+            ("[jwt]\nissuer = \"x\"", "jwt"),
+            ("open_paths = [\"/api/v1/publish\"]", "open_paths"),
+            ("[jwt]\nhs256_secret = \"short\"", "jwt.hs256_secret"),
+            (
+                "[jwt]\nrs256_public_keys = [\"/nonexistent/key.pem\"]",
+                "jwt.rs256_public_keys",
+            ),
+        ];
+        for (toml, field) in cases {
+            let err = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(field), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn public_listen_without_keys_gets_a_random_dev_key() {
+        let raw = RawConfig::from_toml("listen = \"0.0.0.0:8000\"").unwrap();
+        let key = raw.validate().unwrap().dev_key.unwrap();
+        assert_ne!(key, DEV_API_KEY);
+    }
+
+    #[test]
+    fn zero_means_no_per_address_cap() {
+        let raw =
+            RawConfig::from_toml("max_connections_per_ip = 0\nmax_http_connections_per_ip = 0")
+                .unwrap();
+        let gate = raw.validate().unwrap().engine.gate;
+        assert_eq!(gate.max_per_address, usize::MAX);
+        assert_eq!(gate.max_http_per_address, usize::MAX);
+    }
+}

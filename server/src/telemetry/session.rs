@@ -1,0 +1,258 @@
+//! One `/ws/telemetry` connection's session: what its commands do.
+//!
+//! Owned by the connection's shard. The session holds the connection's
+//! [`Principal`]: every subscribe is checked against its subscribe scope
+//! before the engine sees the name (so a refused name never creates a
+//! topic), and topics it creates are charged to its quota. A connection
+//! opened with a token closes with 4440 when the token expires, unless a
+//! `refresh` brought a newer token of the same user; a refresh narrows or
+//! widens the scope, ending subscriptions it no longer covers.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::BytesMut;
+use serde::Serialize;
+use shardcast_engine::{write_iso8601, CloseReason, ConnCtx, Session, SubscribeError, TopicError};
+use tracing::{debug, info};
+
+use super::{error_frame, json_frame, parse_command, Command, ErrorCode, HeartbeatReplies};
+use crate::auth::{Credential, Principal};
+use crate::input::truncate;
+use crate::App;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Welcome<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    client_id: &'a str,
+    heartbeat_interval_seconds: u64,
+    heartbeat_timeout_seconds: u64,
+    rate_limit_per_second: u32,
+    replay_limit: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ack<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    action: &'static str,
+    channels: &'a [Arc<str>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+}
+
+fn ack(action: &'static str, channels: &[Arc<str>]) -> bytes::Bytes {
+    json_frame(&Ack {
+        kind: "ack",
+        action,
+        channels,
+        expires_at: None,
+    })
+}
+
+fn iso(time: SystemTime) -> String {
+    let mut out = BytesMut::with_capacity(24);
+    write_iso8601(&mut out, time);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The shard-clock instant at which `at` (wall clock) arrives.
+fn instant_of(at: SystemTime) -> Instant {
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    Instant::now() + left
+}
+
+/// Names refused for one reason, reported in one `error` frame.
+fn report(ctx: &mut ConnCtx<'_>, code: ErrorCode, what: &str, names: &[(&str, String)]) {
+    match names {
+        [] => {}
+        [(_, message)] => ctx.send(error_frame(code, message)),
+        many => {
+            let list: Vec<&str> = many.iter().map(|(n, _)| truncate(n, 128)).collect();
+            ctx.send(error_frame(code, &format!("{what}: {}", list.join(", "))));
+        }
+    }
+}
+
+/// One `/ws/telemetry` connection. Owned by its shard.
+#[derive(Debug)]
+pub struct TelemetrySession {
+    app: Arc<App>,
+    principal: Arc<Principal>,
+    initial_channels: Vec<String>,
+    initial_replay: bool,
+    heartbeats: HeartbeatReplies,
+}
+
+impl TelemetrySession {
+    /// A session for `principal` that subscribes to `channels` once open.
+    pub fn new(
+        app: Arc<App>,
+        principal: Arc<Principal>,
+        channels: Vec<String>,
+        replay: bool,
+    ) -> Self {
+        Self {
+            app,
+            principal,
+            initial_channels: channels,
+            initial_replay: replay,
+            heartbeats: HeartbeatReplies::default(),
+        }
+    }
+
+    /// Subscribes, then sends in order: the ack (channels now held from this
+    /// request), an error per kind of refusal naming its channels
+    /// (`FORBIDDEN`, `UNKNOWN_CHANNEL`, `LIMIT_REACHED`), the replay.
+    fn subscribe(&self, ctx: &mut ConnCtx<'_>, channels: &[String], replay: bool) {
+        let limit = replay.then_some(self.app.config.replay_limit);
+        let mut subscribed = Vec::with_capacity(channels.len());
+        let mut replays = Vec::new();
+        let mut forbidden = Vec::new();
+        let mut unknown = Vec::new();
+        let mut limited = Vec::new();
+        for name in channels {
+            if !self.principal.may_subscribe(name) {
+                let message = format!(
+                    "these credentials may not subscribe to {:?}",
+                    truncate(name, 128)
+                );
+                forbidden.push((name.as_str(), message));
+                continue;
+            }
+            match ctx.subscribe(name, limit, Some(&self.principal.quota)) {
+                Ok(sub) => {
+                    if !sub.replay.is_empty() {
+                        replays.push(sub.replay);
+                    }
+                    subscribed.push(Arc::clone(sub.topic.name()));
+                }
+                Err(
+                    e @ (SubscribeError::TooMany { .. }
+                    | SubscribeError::Topic(TopicError::Quota { .. })
+                    | SubscribeError::Topic(TopicError::TooManyTopics { .. })),
+                ) => limited.push((name.as_str(), e.to_string())),
+                Err(e @ SubscribeError::Topic(_)) => unknown.push((name.as_str(), e.to_string())),
+            }
+        }
+        ctx.send(ack("subscribe", &subscribed));
+        report(ctx, ErrorCode::Forbidden, "not allowed", &forbidden);
+        report(ctx, ErrorCode::UnknownChannel, "unknown channels", &unknown);
+        report(ctx, ErrorCode::LimitReached, "limit reached for", &limited);
+        for messages in &replays {
+            ctx.send_replay(messages);
+        }
+    }
+
+    fn unsubscribe(&self, ctx: &mut ConnCtx<'_>, channels: &[String]) {
+        let mut left = Vec::with_capacity(channels.len());
+        let mut not_held = Vec::new();
+        for name in channels {
+            if ctx.unsubscribe(name) {
+                left.push(Arc::from(name.as_str()));
+            } else {
+                not_held.push(truncate(name, 128));
+            }
+        }
+        ctx.send(ack("unsubscribe", &left));
+        if !not_held.is_empty() {
+            let message = format!("not subscribed to: {}", not_held.join(", "));
+            ctx.send(error_frame(ErrorCode::NotSubscribed, &message));
+        }
+    }
+
+    /// Replaces the connection's token with a newer one of the same user.
+    fn refresh(&mut self, ctx: &mut ConnCtx<'_>, token: &str) {
+        let Some(current) = self.principal.expires_at else {
+            ctx.send(error_frame(
+                ErrorCode::InvalidMessage,
+                "refresh is for connections opened with a token",
+            ));
+            return;
+        };
+        let principal = match self.app.config.auth.authenticate(&Credential::Token(token)) {
+            Ok(principal) => principal,
+            Err(e) => {
+                ctx.send(error_frame(ErrorCode::Unauthorized, &e.to_string()));
+                return;
+            }
+        };
+        if principal.name != self.principal.name {
+            ctx.send(error_frame(
+                ErrorCode::Forbidden,
+                "a refresh token must be for the same user",
+            ));
+            return;
+        }
+        let Some(expires_at) = principal.expires_at.filter(|&at| at > current) else {
+            ctx.send(error_frame(
+                ErrorCode::Unauthorized,
+                "the new token must expire later than the current one",
+            ));
+            return;
+        };
+        let ended: Vec<Arc<str>> = ctx
+            .subscriptions()
+            .into_iter()
+            .filter(|name| !principal.may_subscribe(name))
+            .collect();
+        for name in &ended {
+            ctx.unsubscribe(name);
+        }
+        ctx.close_at(Some((instant_of(expires_at), CloseReason::TokenExpired)));
+        info!(client = %ctx.client_id(), owner = %principal.name, ended = ended.len(), "token refreshed");
+        self.principal = principal;
+        ctx.send(json_frame(&Ack {
+            kind: "ack",
+            action: "refresh",
+            channels: &ended,
+            expires_at: Some(iso(expires_at)),
+        }));
+    }
+}
+
+impl Session for TelemetrySession {
+    fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
+        let config = &self.app.config;
+        let expires_at = self.principal.expires_at;
+        ctx.send(json_frame(&Welcome {
+            kind: "welcome",
+            client_id: ctx.client_id(),
+            heartbeat_interval_seconds: config.engine.heartbeat_interval.as_secs(),
+            heartbeat_timeout_seconds: config.engine.heartbeat_timeout.as_secs(),
+            rate_limit_per_second: config.rate_limit_per_second,
+            replay_limit: config.replay_limit,
+            expires_at: expires_at.map(iso),
+        }));
+        if let Some(at) = expires_at {
+            ctx.close_at(Some((instant_of(at), CloseReason::TokenExpired)));
+        }
+        if !self.initial_channels.is_empty() {
+            let channels = std::mem::take(&mut self.initial_channels);
+            self.subscribe(ctx, &channels, self.initial_replay);
+        }
+    }
+
+    fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
+        let max = self.app.config.engine.max_subscriptions;
+        match parse_command(text, max) {
+            Ok(Command::Subscribe { channels, replay }) => self.subscribe(ctx, &channels, replay),
+            Ok(Command::Unsubscribe { channels }) => self.unsubscribe(ctx, &channels),
+            Ok(Command::Heartbeat) => {
+                if let Some(frame) = self.heartbeats.reply(Instant::now()) {
+                    ctx.send(frame);
+                }
+            }
+            Ok(Command::Refresh { token }) => self.refresh(ctx, &token),
+            Err(e) => {
+                debug!(client = %ctx.client_id(), code = ?e.code, "bad client command");
+                ctx.send(error_frame(e.code, &e.message));
+            }
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! WebSocket upgrades: the handshake checked as RFC 6455 requires, the
+//! credentials, the client id, a connection slot reserved before the `101`,
+//! and the hand-off of the raw socket to the shard that accepted it.
+//!
+//! In order:
+//! 1. not an upgrade → 426; not HTTP/1.1, or a malformed
+//!    `Sec-WebSocket-Key` → 400; a `Sec-WebSocket-Version` other than 13 →
+//!    426 naming 13;
+//! 2. a browser page from an origin that may not use credentials → 403;
+//! 3. a bad `clientId` → 400; one held by another principal's live
+//!    connection → 409;
+//! 4. no WebSocket slot left → 503 with `Retry-After` (the slot is reserved
+//!    here, so a burst of upgrades can never overshoot `max_connections`);
+//! 5. otherwise the handshake completes — even when the credentials are
+//!    wrong, so that a browser, which cannot read a refused handshake,
+//!    learns why from the close code: 4401 (missing, unknown, ambiguous or
+//!    invalid credentials), 4403 (no role), 4440 (token expired);
+//! 6. the raw `TcpStream` is recovered from hyper and attached to this
+//!    shard with its session; hyper holds nothing of it from then on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use shardcast_engine::{frame, Attachment, CloseReason, LocalShard, Session};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::auth::credentials::{self, CredentialError};
+use crate::auth::token::TokenError;
+use crate::auth::{AuthError, Role};
+use crate::http::{error, Body, PermitSlot};
+use crate::input::sanitize;
+use crate::publish::PublishSession;
+use crate::request::{valid_client_id, Query};
+use crate::telemetry::TelemetrySession;
+use crate::App;
+
+/// The WebSocket endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws/telemetry`.
+    Telemetry,
+    /// `/ws/publish`.
+    Publish,
+}
+
+impl Endpoint {
+    fn role(self) -> Role {
+        match self {
+            Endpoint::Telemetry => Role::Subscribe,
+            Endpoint::Publish => Role::Publish,
+        }
+    }
+}
+
+/// A refused WebSocket: the close frame it gets after the handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Refusal {
+    code: u16,
+    text: &'static str,
+    why: String,
+}
+
+fn refusal(e: &AuthError) -> Refusal {
+    let (code, text) = match e {
+        AuthError::Forbidden(_) => (CloseReason::Forbidden.code(), "FORBIDDEN"),
+        AuthError::Token(TokenError::Expired) => {
+            (CloseReason::TokenExpired.code(), "TOKEN_EXPIRED")
+        }
+        AuthError::Token(_) | AuthError::TokensDisabled => {
+            (CloseReason::Unauthorized.code(), "INVALID_TOKEN")
+        }
+        AuthError::Missing | AuthError::UnknownKey => {
+            (CloseReason::Unauthorized.code(), "VIOLATED_POLICY")
+        }
+    };
+    Refusal {
+        code,
+        text,
+        why: e.to_string(),
+    }
+}
+
+fn credential_refusal(e: &CredentialError) -> Refusal {
+    let text = match e {
+        CredentialError::Ambiguous => "AMBIGUOUS_CREDENTIALS",
+        CredentialError::InvalidHeader(_) | CredentialError::QueryOnHttp(_) => {
+            "INVALID_CREDENTIALS"
+        }
+    };
+    Refusal {
+        code: CloseReason::Unauthorized.code(),
+        text,
+        why: e.to_string(),
+    }
+}
+
+/// Whether `key` is what RFC 6455 §4.1 requires: the base64 encoding of 16
+/// bytes (24 characters, the last two `==`).
+fn valid_key(key: &[u8]) -> bool {
+    fn base64(c: u8) -> Option<u8> {
+        match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let [body @ .., last, b'=', b'='] = key else {
+        return false;
+    };
+    // 16 bytes = 21 full characters plus one carrying 2 bits (4 zero bits).
+    body.len() == 21
+        && body.iter().all(|&c| base64(c).is_some())
+        && base64(*last).is_some_and(|v| v & 0x0F == 0)
+}
+
+/// Checks step 1 of the module docs.
+#[allow(clippy::result_large_err)] // The error is the response itself, built once.
+fn check_handshake(req: &Request<Incoming>) -> Result<(), Response<Body>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return Err(error(
+            StatusCode::UPGRADE_REQUIRED,
+            "UPGRADE_REQUIRED",
+            "this endpoint speaks WebSocket",
+        ));
+    }
+    if req.version() != Version::HTTP_11 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "BAD_HANDSHAKE",
+            "WebSocket upgrades need HTTP/1.1",
+        ));
+    }
+    let mut keys = req.headers().get_all("sec-websocket-key").iter();
+    let key_ok = match (keys.next(), keys.next()) {
+        (Some(key), None) => valid_key(key.as_bytes()),
+        _ => false,
+    };
+    if !key_ok {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "BAD_HANDSHAKE",
+            "Sec-WebSocket-Key must be one base64-encoded 16-byte value",
+        ));
+    }
+    if req
+        .headers()
+        .get("sec-websocket-version")
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut resp = error(
+            StatusCode::UPGRADE_REQUIRED,
+            "BAD_HANDSHAKE",
+            "this server speaks WebSocket version 13",
+        );
+        resp.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        return Err(resp);
+    }
+    Ok(())
+}
+
+/// Handles an upgrade request to `endpoint` (steps in the module docs).
+pub(crate) fn handle(
+    app: &Arc<App>,
+    shard: &LocalShard,
+    peer: SocketAddr,
+    slot: &PermitSlot,
+    mut req: Request<Incoming>,
+    query: Query,
+    endpoint: Endpoint,
+) -> Response<Body> {
+    if let Err(resp) = check_handshake(&req) {
+        return resp;
+    }
+    let verdict = match credentials::extract(req.headers(), &query, true) {
+        Err(e) => Err(credential_refusal(&e)),
+        Ok(credential) => {
+            if credential.is_some() {
+                if let Err(e) = app.config.origins.check(req.headers()) {
+                    info!(%peer, error = %e, "websocket refused: origin");
+                    return error(StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED", &e.to_string());
+                }
+            }
+            app.config
+                .auth
+                .authorize(credential.as_ref(), endpoint.role())
+                .map_err(|e| refusal(&e))
+        }
+    };
+    let client_id: Arc<str> = match query.client_id {
+        Some(id) if valid_client_id(&id) => id.into(),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_CLIENT_ID",
+                "clientId must be 1-128 characters from A-Z a-z 0-9 - _ . : @",
+            )
+        }
+        None => uuid::Uuid::new_v4().to_string().into(),
+    };
+    let Some(mut permit) = slot.borrow_mut().take() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_HANDSHAKE",
+            "this connection has already been upgraded",
+        );
+    };
+    if let Ok(principal) = &verdict {
+        if app
+            .engine
+            .client_owner(&client_id)
+            .is_some_and(|owner| owner != principal.name)
+        {
+            *slot.borrow_mut() = Some(permit);
+            return error(
+                StatusCode::CONFLICT,
+                "CLIENT_ID_IN_USE",
+                "this clientId is connected under other credentials",
+            );
+        }
+        if let Err(full) = permit.establish() {
+            *slot.borrow_mut() = Some(permit);
+            warn!(%peer, error = %full, "websocket refused: server full");
+            let mut resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER_FULL",
+                "the server holds its maximum number of connections; retry later",
+            );
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            return resp;
+        }
+    }
+    let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            // Checked above, so not expected; the socket stays counted.
+            *slot.borrow_mut() = Some(permit);
+            return error(StatusCode::BAD_REQUEST, "BAD_HANDSHAKE", &e.to_string());
+        }
+    };
+    let app = Arc::clone(app);
+    let shard = shard.clone();
+    tokio::task::spawn_local(async move {
+        let ws = match upgraded.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                debug!(%peer, error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let Ok(parts) = ws
+            .into_inner()
+            .into_inner()
+            .downcast::<TokioIo<TcpStream>>()
+        else {
+            warn!(%peer, "upgraded connection is not a TCP stream");
+            return;
+        };
+        let stream = parts.io.into_inner();
+        let principal = match verdict {
+            Ok(principal) => principal,
+            Err(refusal) => {
+                info!(%peer, code = refusal.code, reason = refusal.text, why = %sanitize(&refusal.why, 200), "websocket refused");
+                refuse(stream, &refusal).await;
+                // The permit (still in its HTTP stage) goes with the socket.
+                drop(permit);
+                return;
+            }
+        };
+        let session: Box<dyn Session> = match endpoint {
+            Endpoint::Telemetry => Box::new(TelemetrySession::new(
+                Arc::clone(&app),
+                Arc::clone(&principal),
+                query.channels,
+                query.replay,
+            )),
+            Endpoint::Publish => Box::new(PublishSession::new(Arc::clone(&principal))),
+        };
+        let attached = shard.attach(Attachment {
+            stream,
+            read_buf: parts.read_buf,
+            client_id,
+            owner: Arc::clone(&principal.name),
+            format: app.telemetry,
+            session,
+            permit,
+        });
+        if let Err(e) = attached {
+            warn!(%peer, error = %e, "websocket dropped: server full");
+        }
+    });
+    response.map(|_| Body::default())
+}
+
+/// Sends a close frame on a connection that is never attached, then closes it.
+async fn refuse(mut stream: TcpStream, refusal: &Refusal) {
+    let frame = frame::encode_close(refusal.code, refusal.text);
+    let closing = async {
+        stream.write_all(&frame).await?;
+        stream.shutdown().await?;
+        // Wait for the client's EOF so the close frame is not lost to a reset.
+        let mut sink = [0u8; 256];
+        loop {
+            stream.readable().await?;
+            match stream.try_read(&mut sink) {
+                Ok(0) => return Ok::<_, std::io::Error>(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_base64_of_sixteen_bytes() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(valid_key(b"AAAAAAAAAAAAAAAAAAAAAA=="));
+        assert!(!valid_key(b""));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZQ"));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZQ=")); // 23 characters
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZR==")); // stray low bits
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25j!Q=="));
+        assert!(!valid_key(b"c2hvcnQ=")); // 5 bytes
+    }
+}
