@@ -64,6 +64,43 @@ pub enum Refused {
     },
 }
 
+impl Refused {
+    /// A stable snake_case label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refused::Address { .. } => "address",
+            Refused::Http { .. } => "http",
+            Refused::HttpAddress { .. } => "http_address",
+            Refused::Full { .. } => "full",
+        }
+    }
+
+    fn index(&self) -> usize {
+        match self {
+            Refused::Address { .. } => 0,
+            Refused::Http { .. } => 1,
+            Refused::HttpAddress { .. } => 2,
+            Refused::Full { .. } => 3,
+        }
+    }
+}
+
+/// Labels of the refusal counters, in [`GateStats::refused`] order; the
+/// last counts sockets closed at once because the process was out of file
+/// descriptors.
+pub const REFUSAL_LABELS: [&str; 5] = ["address", "http", "http_address", "full", "out_of_files"];
+
+/// The gate's figures at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GateStats {
+    /// WebSocket connections counted (reserved or attached).
+    pub websockets: usize,
+    /// Sockets in their HTTP stage.
+    pub http: usize,
+    /// Sockets refused since start, by [`REFUSAL_LABELS`].
+    pub refused: [u64; 5],
+}
+
 /// Connection admission for one engine. Shared by all shards.
 #[derive(Debug)]
 pub struct Gate {
@@ -76,6 +113,7 @@ struct GateState {
     by_address: HashMap<IpAddr, AddressCount>,
     http: usize,
     websockets: usize,
+    refused: [u64; 5],
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -117,20 +155,24 @@ impl Gate {
         let address = bucket(ip);
         let mut state = self.state.lock();
         let count = state.by_address.get(&address).copied().unwrap_or_default();
-        if count.all >= self.limits.max_per_address {
-            return Err(Refused::Address {
+        let refused = if count.all >= self.limits.max_per_address {
+            Some(Refused::Address {
                 limit: self.limits.max_per_address,
-            });
-        }
-        if count.http >= self.limits.max_http_per_address {
-            return Err(Refused::HttpAddress {
+            })
+        } else if count.http >= self.limits.max_http_per_address {
+            Some(Refused::HttpAddress {
                 limit: self.limits.max_http_per_address,
-            });
-        }
-        if state.http >= self.limits.max_http {
-            return Err(Refused::Http {
+            })
+        } else if state.http >= self.limits.max_http {
+            Some(Refused::Http {
                 limit: self.limits.max_http,
-            });
+            })
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            state.refused[refused.index()] += 1;
+            return Err(refused);
         }
         state.http += 1;
         let entry = state.by_address.entry(address).or_default();
@@ -146,6 +188,22 @@ impl Gate {
     /// WebSocket connections counted now (reserved or attached).
     pub fn websockets(&self) -> usize {
         self.state.lock().websockets
+    }
+
+    /// Counts, and refusals since start.
+    pub fn stats(&self) -> GateStats {
+        let state = self.state.lock();
+        GateStats {
+            websockets: state.websockets,
+            http: state.http,
+            refused: state.refused,
+        }
+    }
+
+    /// Counts a socket closed at once because the process had no file
+    /// descriptor to spare.
+    pub(crate) fn note_out_of_files(&self) {
+        self.state.lock().refused[4] += 1;
     }
 
     /// Sockets in their HTTP stage now.
@@ -191,9 +249,11 @@ impl PeerPermit {
         }
         let mut state = self.gate.state.lock();
         if state.websockets >= self.gate.limits.max_connections {
-            return Err(Refused::Full {
+            let refused = Refused::Full {
                 limit: self.gate.limits.max_connections,
-            });
+            };
+            state.refused[refused.index()] += 1;
+            return Err(refused);
         }
         state.websockets += 1;
         state.http -= 1;
@@ -251,6 +311,7 @@ mod tests {
         assert_eq!(refused.establish(), Err(Refused::Full { limit: 2 }));
         permits.retain(|p| !p.is_websocket());
         assert_eq!(gate.websockets(), 0);
+        assert_eq!(gate.stats().refused, [0, 0, 0, 4, 0]);
         assert!(permits[0].establish().is_ok());
         drop(permits);
         assert_eq!((gate.websockets(), gate.http()), (0, 0));

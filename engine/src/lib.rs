@@ -50,7 +50,7 @@ pub use config::EngineConfig;
 pub use conn::{ConnCtx, ConnKey, Session, SubscribeError, Subscribed};
 pub use engine::Engine;
 pub use format::{write_iso8601, FormatId, Formats, TooManyFormats, WireFormat, MAX_FORMATS};
-pub use gate::{Gate, GateLimits, PeerPermit, Refused};
+pub use gate::{Gate, GateLimits, GateStats, PeerPermit, Refused, REFUSAL_LABELS};
 pub use history::{History, HistoryLimits, MemoryBudget, Retention};
 pub use local::{Attachment, LocalShard};
 pub use mailbox::Mailbox;

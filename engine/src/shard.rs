@@ -307,7 +307,9 @@ async fn accept_loop(
                 Err(e) if is_fd_exhaustion(&e) => {
                     refusals.note(Instant::now(), "out of file descriptors");
                     if spare.take().is_some() {
-                        if let Ok((stream, _)) = listener.accept().await {
+                        let waiting = tokio::time::timeout(Duration::from_millis(100), listener.accept());
+                        if let Ok(Ok((stream, _))) = waiting.await {
+                            shared.gate().note_out_of_files();
                             refuse(stream);
                         }
                         spare = std::fs::File::open("/dev/null").ok();

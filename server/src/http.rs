@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, RETRY_AFTER, VARY,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -350,7 +350,14 @@ async fn publish(
                     "RATE_LIMITED" => StatusCode::TOO_MANY_REQUESTS,
                     _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
-                json(status, &ErrorBody { error: e })
+                let retry_after = e.retry_after;
+                let mut resp = json(status, &ErrorBody { error: e });
+                if let Some(after) = retry_after {
+                    let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+                    resp.headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+                }
+                resp
             }
         },
         Ok(PublishBody::Batch(items)) => {

@@ -12,7 +12,12 @@ use std::borrow::Cow;
 pub const MAX_COMMAND_DEPTH: usize = 64;
 
 /// Most levels of arrays and objects in published `data`.
-pub const MAX_DATA_DEPTH: usize = 128;
+///
+/// Below 128 on purpose: every protocol wraps `data` in an envelope of its
+/// own (one or two levels), and the event as a whole must stay within the
+/// 128 levels that strict JSON parsers accept by default (serde_json's
+/// limit), so that every subscriber can read what it is sent.
+pub const MAX_DATA_DEPTH: usize = 100;
 
 /// JSON that nests deeper than allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod files;
 pub mod http;
 pub mod input;
 pub mod metrics;
@@ -53,7 +54,8 @@ pub struct Server {
 
 impl Server {
     /// Binds, starts the shards and begins accepting.
-    pub fn start(config: ServerConfig) -> anyhow::Result<Self> {
+    pub fn start(mut config: ServerConfig) -> anyhow::Result<Self> {
+        config.engine.gate = files::fit_to_process(config.engine.gate, config.engine.shards.get());
         let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use shardcast_engine::{DropReason, TopicSummary};
+use shardcast_engine::{DropReason, TopicSummary, REFUSAL_LABELS};
 
 use crate::App;
 
@@ -181,6 +181,78 @@ pub async fn render(app: &App) -> String {
         h.mean() * h.len() as f64 / 1e6
     );
     let _ = writeln!(out, "shardcast_delivery_latency_seconds_count {}", h.len());
+
+    let gate = app.engine.gate().stats();
+    family(
+        &mut out,
+        "shardcast_http_connections",
+        "gauge",
+        "Connections in their HTTP stage (requests and handshakes) now.",
+    );
+    let _ = writeln!(out, "shardcast_http_connections {}", gate.http);
+    family(
+        &mut out,
+        "shardcast_connections_refused_total",
+        "counter",
+        "Connections refused by a limit, by which limit.",
+    );
+    for (label, count) in REFUSAL_LABELS.iter().zip(gate.refused) {
+        let _ = writeln!(
+            out,
+            "shardcast_connections_refused_total{{reason=\"{label}\"}} {count}"
+        );
+    }
+
+    let topics = app.engine.topics();
+    family(
+        &mut out,
+        "shardcast_channels",
+        "gauge",
+        "Channels alive now.",
+    );
+    let _ = writeln!(out, "shardcast_channels {}", stats.topics.len());
+    family(
+        &mut out,
+        "shardcast_channels_expired_total",
+        "counter",
+        "Channels retired after sitting idle with no subscriber and no retained state.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_channels_expired_total {}",
+        stats.retired.topics
+    );
+    family(
+        &mut out,
+        "shardcast_history_bytes",
+        "gauge",
+        "Bytes retained by channel histories and snapshots, all channels.",
+    );
+    let _ = writeln!(out, "shardcast_history_bytes {}", topics.budget().used());
+    family(
+        &mut out,
+        "shardcast_history_limit_bytes",
+        "gauge",
+        "topics.max_total_bytes.",
+    );
+    let _ = writeln!(
+        out,
+        "shardcast_history_limit_bytes {}",
+        topics.budget().limit()
+    );
+    family(
+        &mut out,
+        "shardcast_history_refused_total",
+        "counter",
+        "Messages delivered but not retained for replay: over the channel's or the server's byte limit.",
+    );
+    let refused: u64 = stats
+        .topics
+        .iter()
+        .map(|t| t.topic.retention_refused)
+        .sum::<u64>()
+        + stats.retired.retention_refused;
+    let _ = writeln!(out, "shardcast_history_refused_total {refused}");
 
     family(
         &mut out,

@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use shardcast_engine::{ConnCtx, LocalShard, PublishError, QuotaError, Session, TopicError};
 
 use crate::auth::Principal;
-use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH, MAX_DATA_DEPTH};
+use crate::input::{check_depth, truncate, MAX_DATA_DEPTH};
 use crate::telemetry::{error_frame, ErrorCode, HeartbeatReplies};
 
 /// One message to publish, borrowing from the request.
@@ -112,6 +112,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
+    /// When to try again (HTTP `Retry-After`), for limits that refill.
+    #[serde(skip)]
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -120,6 +123,7 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -141,7 +145,15 @@ pub fn publish_error(e: &PublishError) -> ApiError {
         PublishError::InvalidKey => "INVALID_KEY",
         PublishError::Retired | PublishError::Unavailable(_) => "UNAVAILABLE",
     };
-    ApiError::new(code, e.to_string())
+    let mut error = ApiError::new(code, e.to_string());
+    if let PublishError::Topic(TopicError::Quota {
+        quota: QuotaError::Rate { retry_after, .. },
+        ..
+    }) = e
+    {
+        error.retry_after = Some(*retry_after);
+    }
+    error
 }
 
 /// Parses an HTTP publish body (bounded in size by the caller).
@@ -187,8 +199,13 @@ pub fn parse_body(body: &[u8], max_batch: usize) -> Result<PublishBody<'_>, ApiE
 
 /// Parses a `/ws/publish` frame: (error code, message) when it is not a command.
 pub fn parse_frame(text: &[u8]) -> Result<PublishCommand<'_>, (ErrorCode, String)> {
-    check_depth(text, MAX_COMMAND_DEPTH)
-        .map_err(|e| (ErrorCode::TooDeep, format!("command refused: {e}")))?;
+    // The envelope adds one level to the data it carries.
+    check_depth(text, MAX_DATA_DEPTH + 1).map_err(|e| {
+        (
+            ErrorCode::TooDeep,
+            format!("frame refused (data: at most {MAX_DATA_DEPTH} levels): {e}"),
+        )
+    })?;
     let frame: RawFrame<'_> = serde_json::from_slice(text).map_err(|e| {
         let code = if e.is_syntax() || e.is_eof() {
             ErrorCode::InvalidJson

@@ -67,14 +67,16 @@ fn instant_of(at: SystemTime) -> Instant {
     Instant::now() + left
 }
 
-/// Names refused for one reason, reported in one `error` frame.
+/// Names refused for one reason, reported in one `error` frame: the names,
+/// and what was said about the first.
 fn report(ctx: &mut ConnCtx<'_>, code: ErrorCode, what: &str, names: &[(&str, String)]) {
     match names {
         [] => {}
         [(_, message)] => ctx.send(error_frame(code, message)),
-        many => {
-            let list: Vec<&str> = many.iter().map(|(n, _)| truncate(n, 128)).collect();
-            ctx.send(error_frame(code, &format!("{what}: {}", list.join(", "))));
+        [(_, first), ..] => {
+            let list: Vec<&str> = names.iter().map(|(n, _)| truncate(n, 128)).collect();
+            let message = format!("{what}: {}; {first}", list.join(", "));
+            ctx.send(error_frame(code, &message));
         }
     }
 }

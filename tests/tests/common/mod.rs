@@ -34,6 +34,12 @@ impl TestServer {
     /// Starts a server with two unpinned shards, no demo feed, three keys
     /// (admin: every role; sub: subscribe; pub: publish), and `extra` TOML.
     pub fn start(extra: &str) -> Self {
+        Self::start_with_keys(extra, "")
+    }
+
+    /// As [`TestServer::start`], with `keys` (more `[[api_keys]]` entries or
+    /// a `[jwt]` section) appended.
+    pub fn start_with_keys(extra: &str, keys: &str) -> Self {
         let toml = format!(
             r#"
 listen = "127.0.0.1:0"
@@ -54,6 +60,8 @@ roles = ["subscribe"]
 [[api_keys]]
 key = "{PUB}"
 roles = ["publish"]
+
+{keys}
 "#
         );
         let config = RawConfig::from_toml(&toml)
@@ -96,6 +104,44 @@ roles = ["publish"]
             .expect("connect in time")
             .expect("websocket handshake");
         ws
+    }
+
+    /// Attempts a handshake with `headers`; the server's refusal comes back
+    /// as `Err(status)`.
+    pub async fn try_connect(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, u16> {
+        let mut request = self.ws_url(path_and_query).into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("handshake in time")
+        {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("handshake failed without an HTTP answer: {e}"),
+        }
+    }
+
+    /// Sends `request` (a complete HTTP/1.1 request, head and body) on a new
+    /// socket; returns the status, head and body of the answer.
+    pub async fn raw_request(&self, request: &[u8]) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .expect("response in time")
+            .unwrap();
+        parse_response(&response)
     }
 
     /// Connects to /ws/telemetry and consumes the welcome.
@@ -164,10 +210,7 @@ roles = ["publish"]
             .await
             .expect("response in time")
             .unwrap();
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, head.to_owned(), body.to_owned())
+        parse_response(&response)
     }
 
     pub async fn publish(&self, channel: &str, data: Value, key: Option<&str>) -> u64 {
@@ -218,6 +261,14 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Status, head and body of a raw HTTP response.
+pub fn parse_response(response: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
 }
 
 pub async fn send_json(ws: &mut Ws, value: Value) {
