@@ -204,6 +204,11 @@ impl History {
         self.ring.is_empty() && self.by_seq.is_empty()
     }
 
+    /// Evicts oldest entries until at most `max_bytes` are held.
+    pub fn trim_to(&mut self, max_bytes: usize, budget: &MemoryBudget) {
+        while self.bytes > max_bytes && self.evict_oldest(budget) {}
+    }
+
     /// Drops everything, returning its bytes to `budget`.
     pub fn clear(&mut self, budget: &MemoryBudget) {
         self.clear_ring(budget);
@@ -411,6 +416,25 @@ mod tests {
         a.clear(&budget);
         assert_eq!(budget.used(), 0);
         assert_eq!(b.record(&sized(2, None, 1000), &budget), Retention::Kept);
+    }
+
+    #[test]
+    fn trimming_evicts_oldest_first_down_to_the_size() {
+        let budget = roomy();
+        let one = msg(1, None).retained_cost();
+        let mut history = History::new(limits(100, 100));
+        for seq in 1..=10 {
+            history.record(
+                &msg(seq, if seq % 2 == 0 { Some("k") } else { None }),
+                &budget,
+            );
+        }
+        history.trim_to(3 * one, &budget);
+        assert!(history.bytes() <= 3 * one);
+        assert_eq!(seqs(&history.replay(100)), vec![10]);
+        // 8, 9 and 10 would be 3 x one plus two keys: 9 and 10 remain.
+        assert_eq!(history.ring_len(), 2);
+        assert_eq!(budget.used(), history.bytes());
     }
 
     #[test]

@@ -399,11 +399,12 @@ impl ShardState {
     }
 
     /// Drops retired topics from this shard's cache; shard 0 also expires
-    /// idle topics engine-wide (one sweeper is enough, and shard 0 runs the
-    /// acceptor anyway).
+    /// idle topics and shares out the history budget engine-wide (one
+    /// sweeper is enough, and shard 0 runs the acceptor anyway).
     fn sweep_topics(&self, now: Instant) {
         if self.index == 0 {
             self.shared.topics().expire_idle(now);
+            self.shared.topics().rebalance();
         }
         self.topic_cache.borrow_mut().retain(|_, t| !t.is_retired());
     }

@@ -337,6 +337,14 @@ impl Topic {
         }
     }
 
+    /// Evicts this topic's oldest retained messages down to `max_bytes`.
+    fn trim_history(&self, max_bytes: usize) {
+        let mut state = self.state.lock();
+        if state.history.bytes() > max_bytes {
+            state.history.trim_to(max_bytes, &self.budget);
+        }
+    }
+
     /// Whether nothing needs this topic and has not for `idle`.
     fn is_idle(&self, now: Instant, idle: Duration) -> bool {
         let state = self.state.lock();
@@ -389,6 +397,13 @@ impl Drop for Topic {
         state.history.clear(&self.budget);
     }
 }
+
+/// Share of the history budget in use above which [`TopicRegistry::rebalance`] trims.
+pub const PRESSURE: f64 = 0.9;
+
+/// Share of the history budget that rebalancing divides among the topics,
+/// leaving the rest for the ones that had none.
+pub const TARGET: f64 = 0.75;
 
 /// How a registry creates and expires topics.
 #[derive(Clone, Debug)]
@@ -561,6 +576,40 @@ impl TopicRegistry {
         expired
     }
 
+    /// Shares the history budget out again when it runs short.
+    ///
+    /// A topic makes room only by evicting its own messages, so once the
+    /// engine-wide budget is spent, channels created later could keep
+    /// nothing. When more than [`PRESSURE`] of the budget is in use, every
+    /// topic holding more than an equal share of [`TARGET`] of it is trimmed
+    /// to that share (oldest first), one topic lock at a time; the caller
+    /// (shard 0, every few seconds) spreads the cost. Returns the bytes freed.
+    pub fn rebalance(&self) -> usize {
+        let budget = &self.budget;
+        let used = budget.used();
+        if (used as f64) < budget.limit() as f64 * PRESSURE {
+            return 0;
+        }
+        let topics = self.all();
+        if topics.is_empty() {
+            return 0;
+        }
+        let share = (budget.limit() as f64 * TARGET) as usize / topics.len();
+        for topic in &topics {
+            topic.trim_history(share);
+        }
+        let freed = used.saturating_sub(budget.used());
+        if freed > 0 {
+            debug!(
+                freed,
+                share,
+                channels = topics.len(),
+                "history budget shared out again"
+            );
+        }
+        freed
+    }
+
     /// Every live topic, in slot order.
     pub fn all(&self) -> Vec<Arc<Topic>> {
         self.topics.read().slots.iter().flatten().cloned().collect()
@@ -710,6 +759,47 @@ mod tests {
             registry.expire_idle(Instant::now() + Duration::from_secs(61)),
             2
         );
+    }
+
+    #[test]
+    fn rebalancing_gives_late_topics_room_once_the_budget_is_spent() {
+        let mut config = RegistryConfig {
+            rules: rules(&["p.*"]),
+            max_topics: 10,
+            shards: 1,
+            history: HistoryLimits {
+                capacity: 1000,
+                max_keys: 8,
+                max_bytes: 1 << 30,
+            },
+            max_history_bytes: 0,
+            idle_expiry: Duration::from_secs(60),
+        };
+        let one = Message::new(
+            TopicId::new(0, 0),
+            "p.a".into(),
+            1,
+            None,
+            Bytes::from(vec![0; 1000]),
+        )
+        .retained_cost();
+        config.max_history_bytes = 100 * one;
+        let registry = TopicRegistry::new(config);
+        let inboxes = [ShardInbox::new(16)];
+        let data = Bytes::from(vec![b'1'; 1000]);
+        let early = registry.resolve("p.early", None).unwrap();
+        for _ in 0..100 {
+            early.publish(None, data.clone(), &inboxes).unwrap();
+        }
+        let late = registry.resolve("p.late", None).unwrap();
+        late.publish(None, data.clone(), &inboxes).unwrap();
+        assert_eq!(late.stats().retention_refused, 1, "the budget is spent");
+        assert!(registry.rebalance() > 0);
+        let share = (100.0 * one as f64 * TARGET) as usize / 2;
+        assert!(early.stats().history_bytes <= share);
+        late.publish(None, data.clone(), &inboxes).unwrap();
+        assert_eq!(late.stats().history, 1, "room again");
+        assert_eq!(registry.rebalance(), 0, "no pressure now");
     }
 
     #[test]
