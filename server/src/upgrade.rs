@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use shardcast_engine::{frame, Attachment, CloseReason, LocalShard, Session};
@@ -170,6 +170,14 @@ fn check_handshake(req: &Request<Incoming>) -> Result<(), Response<Body>> {
     Ok(())
 }
 
+/// A refused upgrade closes its connection: the client asked for a
+/// WebSocket, and a half-answered upgrade is nothing to keep alive.
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// Handles an upgrade request to `endpoint` (steps in the module docs).
 pub(crate) fn handle(
     app: &Arc<App>,
@@ -181,7 +189,7 @@ pub(crate) fn handle(
     endpoint: Endpoint,
 ) -> Response<Body> {
     if let Err(resp) = check_handshake(&req) {
-        return resp;
+        return closing(resp);
     }
     let verdict = match credentials::extract(req.headers(), &query, true) {
         Err(e) => Err(credential_refusal(&e)),
@@ -189,7 +197,8 @@ pub(crate) fn handle(
             if credential.is_some() {
                 if let Err(e) = app.config.origins.check(req.headers()) {
                     info!(%peer, error = %e, "websocket refused: origin");
-                    return error(StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED", &e.to_string());
+                    let resp = error(StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED", &e.to_string());
+                    return closing(resp);
                 }
             }
             app.config
@@ -201,20 +210,20 @@ pub(crate) fn handle(
     let client_id: Arc<str> = match query.client_id {
         Some(id) if valid_client_id(&id) => id.into(),
         Some(_) => {
-            return error(
+            return closing(error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_CLIENT_ID",
                 "clientId must be 1-128 characters from A-Z a-z 0-9 - _ . : @",
-            )
+            ))
         }
         None => uuid::Uuid::new_v4().to_string().into(),
     };
     let Some(mut permit) = slot.borrow_mut().take() else {
-        return error(
+        return closing(error(
             StatusCode::BAD_REQUEST,
             "BAD_HANDSHAKE",
             "this connection has already been upgraded",
-        );
+        ));
     };
     if let Ok(principal) = &verdict {
         if app
@@ -223,11 +232,11 @@ pub(crate) fn handle(
             .is_some_and(|owner| owner != principal.name)
         {
             *slot.borrow_mut() = Some(permit);
-            return error(
+            return closing(error(
                 StatusCode::CONFLICT,
                 "CLIENT_ID_IN_USE",
                 "this clientId is connected under other credentials",
-            );
+            ));
         }
         if let Err(full) = permit.establish() {
             *slot.borrow_mut() = Some(permit);
@@ -239,7 +248,7 @@ pub(crate) fn handle(
             );
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-            return resp;
+            return closing(resp);
         }
     }
     let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut req) {
@@ -247,7 +256,11 @@ pub(crate) fn handle(
         Err(e) => {
             // Checked above, so not expected; the socket stays counted.
             *slot.borrow_mut() = Some(permit);
-            return error(StatusCode::BAD_REQUEST, "BAD_HANDSHAKE", &e.to_string());
+            return closing(error(
+                StatusCode::BAD_REQUEST,
+                "BAD_HANDSHAKE",
+                &e.to_string(),
+            ));
         }
     };
     let app = Arc::clone(app);

@@ -102,64 +102,18 @@ async fn binary_and_oversized_frames_close_with_1003_and_1009_without_harming_ot
     );
 }
 
-/// Performs the upgrade by hand so the test can send frames a conforming client never would.
-async fn raw_websocket(server: &TestServer) -> tokio::net::TcpStream {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let request = format!(
-        "GET /ws/telemetry HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {ADMIN}\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
-}
-
-/// Reads frames until a close frame; returns its code.
-async fn raw_close_code(stream: &mut tokio::net::TcpStream) -> u16 {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed without a close frame");
-        buf.extend_from_slice(&chunk[..n]);
-        // Server frames: 2-byte header (+2 for 126) and no mask.
-        let mut at = 0;
-        while at + 2 <= buf.len() {
-            let (len, header) = match buf[at + 1] {
-                126 => (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4),
-                n => (n as usize, 2),
-            };
-            if at + header + len > buf.len() {
-                break;
-            }
-            if buf[at] == 0x88 {
-                return u16::from_be_bytes([buf[at + header], buf[at + header + 1]]);
-            }
-            at += header + len;
-        }
-    }
-}
-
 #[tokio::test]
 async fn protocol_violations_close_with_1002_and_bad_utf8_with_1007() {
     let server = TestServer::start("");
     // Unmasked client frame.
     let mut stream = raw_websocket(&server).await;
     stream.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
-    assert_eq!(raw_close_code(&mut stream).await, 1002);
+    assert_eq!(raw_close(&mut stream).await.0, 1002);
 
     // Reserved opcode 0x3.
     let mut stream = raw_websocket(&server).await;
     stream.write_all(&[0x83, 0x80, 0, 0, 0, 0]).await.unwrap();
-    assert_eq!(raw_close_code(&mut stream).await, 1002);
+    assert_eq!(raw_close(&mut stream).await.0, 1002);
 
     // Text frame with invalid UTF-8 (mask of zeros leaves bytes as sent).
     let mut stream = raw_websocket(&server).await;
@@ -167,7 +121,7 @@ async fn protocol_violations_close_with_1002_and_bad_utf8_with_1007() {
         .write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xC3, 0x28])
         .await
         .unwrap();
-    assert_eq!(raw_close_code(&mut stream).await, 1007);
+    assert_eq!(raw_close(&mut stream).await.0, 1007);
 
     // A command split over fragments and over several TCP writes is reassembled.
     let mut stream = raw_websocket(&server).await;
