@@ -13,9 +13,12 @@ server_cpu="${SERVER_CPU:-0}"
 loadgen_cpu="${LOADGEN_CPU:-1}"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
+# All load comes from one address: lift the per-address caps, and room for
+# the handshake burst of thousands of connections at once.
 # shellcheck disable=SC2086
 taskset -c "$server_cpu" target/release/shardcast --listen "127.0.0.1:${port}" --no-demo --shards 1 \
-  --rate-limit 0 --channel 'load.*' --log warn ${SERVER_FLAGS:-} &
+  --rate-limit 0 --channel 'load.*' --log warn \
+  --max-connections-per-ip 0 --max-http-connections 65536 --max-http-connections-per-ip 0 ${SERVER_FLAGS:-} &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

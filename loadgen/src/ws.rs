@@ -21,7 +21,7 @@ pub async fn connect(
     let mut stream = socket.connect(server).await?;
     stream.set_nodelay(true)?;
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hhcmRjYXN0LWxvYWRnZW4=\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {api_key}\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hhcmRjYXN0LWxvYWRnbg==\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {api_key}\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut conn = Conn {

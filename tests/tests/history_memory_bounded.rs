@@ -91,6 +91,11 @@ async fn a_flood_of_padded_and_large_publishes_stays_within_the_history_budget()
     // the allocator and buffers, far below the 50 MiB of padding and the
     // 75 MiB of data that went through.
     let grown = rss().saturating_sub(before);
+    eprintln!(
+        "resident set grew by {:.1} MiB; history holds {:.1} MiB",
+        grown as f64 / MIB as f64,
+        held as f64 / MIB as f64
+    );
     assert!(
         grown < budget + 24 * MIB,
         "resident set grew by {} MiB with a {} MiB history budget",
