@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::shard::ShardInbox;
-use crate::topic::{Topic, TopicError};
+use crate::topic::{Topic, TopicError, TopicRegistry};
 
 /// Why a publish failed.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -21,8 +21,9 @@ pub enum PublishError {
     /// The key is empty or longer than 128 bytes.
     #[error("invalid key: use 1-128 bytes")]
     InvalidKey,
-    /// The topic handle is stale: the topic expired; resolve its name again.
-    #[error("the channel expired while being published to; resolve it again")]
+    /// The topic expired while being published to and could not be had
+    /// again (its name is no longer declared, or the channel limit is reached).
+    #[error("the channel expired while being published to")]
     Retired,
     /// The broker could not take the message; the text says why.
     #[error("broker unavailable: {0}")]
@@ -45,6 +46,7 @@ pub trait Broker: Send + Sync + 'static {
 #[derive(Clone, Copy)]
 pub struct Fanout<'a> {
     pub(crate) inboxes: &'a [ShardInbox],
+    pub(crate) topics: &'a TopicRegistry,
 }
 
 impl std::fmt::Debug for Fanout<'_> {
@@ -57,16 +59,26 @@ impl std::fmt::Debug for Fanout<'_> {
 
 impl Fanout<'_> {
     /// Stamps `data` into `topic` and routes it to local subscribers; returns
-    /// its sequence number, or [`PublishError::Retired`] for a stale handle.
+    /// its sequence number.
+    ///
+    /// A handle to a topic that has expired meanwhile is not an error for
+    /// the publisher: the message goes to the live topic of the same name,
+    /// created again if need be (not charged to any quota: the publish was
+    /// admitted against the topic as it was).
     pub fn deliver(
         &self,
         topic: &Topic,
         key: Option<Box<str>>,
         data: Bytes,
     ) -> Result<u64, PublishError> {
-        topic
-            .publish(key, data, self.inboxes)
-            .map_err(|_| PublishError::Retired)
+        match topic.publish(key, data, self.inboxes) {
+            Ok(seq) => Ok(seq),
+            Err(rejected) => self
+                .topics
+                .resolve(topic.name(), None)?
+                .publish(rejected.key, rejected.data, self.inboxes)
+                .map_err(|_| PublishError::Retired),
+        }
     }
 }
 

@@ -93,6 +93,7 @@ impl EngineShared {
         }
         let local = Fanout {
             inboxes: &self.inboxes,
+            topics: &self.topics,
         };
         self.broker.publish(topic, key, data, &local)
     }
@@ -266,8 +267,8 @@ impl Engine {
     ///
     /// Takes the registry's read lock; keep the returned handle to publish
     /// repeatedly without it. A topic with no subscribers and no retained
-    /// state expires; publishing through a handle to it then fails with
-    /// [`PublishError::Retired`], and this call resolves the name afresh.
+    /// state expires; publishing through a handle to it then goes to the
+    /// live topic of the same name (see [`Fanout::deliver`]).
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
         self.shared.topics.resolve(name, None)
     }
@@ -311,6 +312,7 @@ impl Engine {
     ) -> Result<u64, PublishError> {
         Fanout {
             inboxes: &self.shared.inboxes,
+            topics: &self.shared.topics,
         }
         .deliver(topic, key, data)
     }

@@ -283,15 +283,9 @@ impl ShardState {
         data: Bytes,
         quota: Option<&Arc<TopicQuota>>,
     ) -> Result<u64, PublishError> {
+        // A topic retired after this lookup is handled by the fan-out.
         let topic = self.topic(name, quota)?;
-        match self.shared.publish(&topic, key.clone(), data.clone()) {
-            // Retired since the cache saw it: once more, with the new topic.
-            Err(PublishError::Retired) => {
-                let topic = self.topic(name, quota)?;
-                self.shared.publish(&topic, key, data)
-            }
-            result => result,
-        }
+        self.shared.publish(&topic, key, data)
     }
 
     /// Subscribes `conn` to `name`; returns the topic and where it starts.

@@ -23,8 +23,8 @@
 //!    marked under its own lock (so no subscribe or publish can slip in),
 //!    then removed from the registry; its slot is reused under a new
 //!    generation, so a stale [`TopicId`] never matches the new topic. A
-//!    caller still holding the retired handle gets [`Retired`] and resolves
-//!    the name again.
+//!    caller still holding the retired handle gets [`Retired`] (or, for a
+//!    publish, the message back) and resolves the name again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,6 +102,14 @@ pub enum TopicError {
 /// name again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retired;
+
+/// A publish refused by a retired topic, handing back what was to be
+/// published so the caller can publish it into the live topic of that name.
+#[derive(Debug)]
+pub(crate) struct Rejected {
+    pub(crate) key: Option<Box<str>>,
+    pub(crate) data: Bytes,
+}
 
 fn is_name_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':')
@@ -270,12 +278,15 @@ impl Topic {
         key: Option<Box<str>>,
         data: Bytes,
         shards: &[ShardInbox],
-    ) -> Result<u64, Retired> {
+    ) -> Result<u64, Rejected> {
         // Clock reads and the allocation of the key stay outside the lock.
         let mut msg = Message::new(self.id, Arc::clone(&self.name), 0, key, data);
         let mut state = self.state.lock();
         if state.retired {
-            return Err(Retired);
+            return Err(Rejected {
+                key: msg.key,
+                data: msg.data,
+            });
         }
         state.seq += 1;
         msg.seq = state.seq;
@@ -723,7 +734,7 @@ mod tests {
             vec![2, 3]
         );
         // Only shard 1 has a subscriber, so only it is sent the next message.
-        assert_eq!(topic.publish(None, data(), &inboxes), Ok(4));
+        assert_eq!(topic.publish(None, data(), &inboxes).unwrap(), 4);
         assert_eq!(inboxes[0].pending(), 0);
         assert_eq!(inboxes[1].pending(), 1);
         assert_eq!(topic.stats().subscribers, 1);
@@ -745,19 +756,27 @@ mod tests {
         assert!(quiet.is_retired());
         assert!(!held.is_retired() && !kept.is_retired());
         // The stale handle refuses; the name resolves to a fresh topic.
-        assert_eq!(quiet.publish(None, data(), &inboxes), Err(Retired));
+        assert!(quiet.publish(None, data(), &inboxes).is_err());
         assert!(quiet.subscribe(0, None).is_err());
         let again = registry.resolve("p.quiet", None).unwrap();
         assert_eq!(again.id().index(), quiet.id().index());
         assert_ne!(again.id(), quiet.id());
+        // Publishing through the stale handle reaches the live topic.
+        let fanout = crate::broker::Fanout {
+            inboxes: &inboxes,
+            topics: &registry,
+        };
+        assert_eq!(fanout.deliver(&quiet, None, data()).unwrap(), 1);
+        assert_eq!(again.stats().published, 1);
         assert_eq!(registry.len(), 3);
         assert_eq!(registry.retired().topics, 1);
         // A topic whose last subscriber left is idle from that moment.
         held.unsubscribe(0);
         assert_eq!(registry.expire_idle(Instant::now()), 0);
+        // (`again` now holds a message, so only `held` goes.)
         assert_eq!(
             registry.expire_idle(Instant::now() + Duration::from_secs(61)),
-            2
+            1
         );
     }
 

@@ -6,7 +6,9 @@
 use hyper::header::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use shardcast_server::auth::credentials;
-use shardcast_server::request::{percent_decode_segment, valid_client_id, Query, MAX_QUERY_CHANNELS};
+use shardcast_server::request::{
+    percent_decode_segment, valid_client_id, Query, MAX_QUERY_CHANNELS,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((split, rest)) = data.split_first() else {
