@@ -33,12 +33,12 @@ pub enum CloseReason {
     Forbidden,
     /// Another connection took over this client id.
     Replaced,
-    /// The client id is held by another principal's connection.
-    ClientIdInUse,
     /// The credentials the connection was opened with (a token) expired.
     TokenExpired,
     /// An operator closed the connection; the reason is theirs.
     Kicked(String),
+    /// The server failed handling this connection's input (a bug, logged).
+    InternalError,
 }
 
 impl CloseReason {
@@ -57,9 +57,9 @@ impl CloseReason {
             Self::Unauthorized => 4401,
             Self::Forbidden => 4403,
             Self::Replaced => 4409,
-            Self::ClientIdInUse => 4409,
             Self::TokenExpired => 4440,
             Self::Kicked(_) => 4000,
+            Self::InternalError => 1011,
         }
     }
 
@@ -78,9 +78,9 @@ impl CloseReason {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::Replaced => "replaced",
-            Self::ClientIdInUse => "client_id_in_use",
             Self::TokenExpired => "token_expired",
             Self::Kicked(_) => "kicked",
+            Self::InternalError => "internal_error",
         }
     }
 
@@ -99,9 +99,9 @@ impl CloseReason {
             Self::Unauthorized => "VIOLATED_POLICY".into(),
             Self::Forbidden => "FORBIDDEN".into(),
             Self::Replaced => "CLIENT_REPLACED".into(),
-            Self::ClientIdInUse => "CLIENT_ID_IN_USE".into(),
             Self::TokenExpired => "TOKEN_EXPIRED".into(),
             Self::Kicked(reason) => reason.as_str().into(),
+            Self::InternalError => "INTERNAL_ERROR".into(),
         }
     }
 

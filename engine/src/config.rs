@@ -63,6 +63,7 @@ impl Default for EngineConfig {
                 capacity: 256,
                 max_keys: 10_000,
                 max_bytes: 8 * 1024 * 1024,
+                floor: 0,
             },
             max_history_bytes: 256 * 1024 * 1024,
             max_topics: 10_000,

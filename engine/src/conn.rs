@@ -23,7 +23,7 @@
 //! 6. drop it, and with it its [`PeerPermit`]: only now does its address and
 //!    WebSocket slot count free again.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -109,10 +109,19 @@ pub struct Subscribed {
     pub replay: Vec<Arc<Message>>,
 }
 
+/// A subscription as its connection holds it: the topic, and the
+/// connection's position in the shard's subscriber list of that topic, kept
+/// exact as the list changes so that leaving costs O(1), not a scan of every
+/// subscriber of a popular topic.
+pub(crate) struct Held {
+    pub(crate) topic: Arc<Topic>,
+    pub(crate) slot: Cell<usize>,
+}
+
 /// A connection's mutable state. Owned by its shard thread.
 pub(crate) struct ConnState {
     pub(crate) mailbox: Mailbox,
-    pub(crate) topics: Vec<Arc<Topic>>,
+    pub(crate) topics: Vec<Held>,
     pub(crate) last_seen: Instant,
     /// Listed in the shard's dirty list for the next flush.
     pub(crate) dirty: bool,
@@ -264,9 +273,9 @@ impl ConnCtx<'_> {
     ) -> Result<Subscribed, SubscribeError> {
         let held = {
             let state = self.conn.state.borrow();
-            if let Some(held) = state.topics.iter().find(|t| &**t.name() == topic) {
+            if let Some(held) = state.topics.iter().find(|h| &**h.topic.name() == topic) {
                 return Ok(Subscribed {
-                    topic: Arc::clone(held),
+                    topic: Arc::clone(&held.topic),
                     new: false,
                     replay: Vec::new(),
                 });
@@ -277,10 +286,13 @@ impl ConnCtx<'_> {
         if held >= limit {
             return Err(SubscribeError::TooMany { limit });
         }
-        let (topic, start) = self
+        let (topic, start, slot) = self
             .shard
             .subscribe(self.conn, topic, replay_limit, quota)?;
-        self.conn.state.borrow_mut().topics.push(Arc::clone(&topic));
+        self.conn.state.borrow_mut().topics.push(Held {
+            topic: Arc::clone(&topic),
+            slot: Cell::new(slot),
+        });
         info!(client = %self.conn.client_id, topic = %topic.name(), "subscribed");
         Ok(Subscribed {
             topic,
@@ -311,20 +323,24 @@ impl ConnCtx<'_> {
     /// Leaves `topic`; `false` if the connection was not subscribed.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
         let mut state = self.conn.state.borrow_mut();
-        let Some(pos) = state.topics.iter().position(|t| &**t.name() == topic) else {
+        let Some(pos) = state.topics.iter().position(|h| &**h.topic.name() == topic) else {
             return false;
         };
-        let topic = state.topics.swap_remove(pos);
+        let held = state.topics.swap_remove(pos);
         drop(state);
-        self.shard.unsubscribe(self.conn, &topic);
-        info!(client = %self.conn.client_id, topic = %topic.name(), "unsubscribed");
+        self.shard.unsubscribe(self.conn, &held);
+        info!(client = %self.conn.client_id, topic = %held.topic.name(), "unsubscribed");
         true
     }
 
     /// Topics this connection is subscribed to.
     pub fn subscriptions(&self) -> Vec<Arc<str>> {
         let state = self.conn.state.borrow();
-        state.topics.iter().map(|t| Arc::clone(t.name())).collect()
+        state
+            .topics
+            .iter()
+            .map(|h| Arc::clone(h.topic.name()))
+            .collect()
     }
 
     /// Publishes through the engine's broker; a topic that has to be
@@ -358,11 +374,17 @@ pub(crate) async fn run(
     mut session: Box<dyn Session>,
     read_buf: Bytes,
 ) {
-    session.on_open(&mut ConnCtx {
-        shard: &shard,
-        conn: &conn,
-    });
-    if !read_buf.is_empty() {
+    // A connection replaced before its task started says nothing more.
+    if conn.state.borrow().closing.is_none() {
+        let mut ctx = ConnCtx {
+            shard: &shard,
+            conn: &conn,
+        };
+        if guarded(&conn, || session.on_open(&mut ctx)).is_err() {
+            conn.request_close(CloseReason::InternalError);
+        }
+    }
+    if !read_buf.is_empty() && conn.state.borrow().closing.is_none() {
         let mut early = read_buf.to_vec();
         if let Err(reason) = reader::feed(&shard, &conn, &mut *session, &mut early) {
             conn.request_close(reason);
@@ -391,22 +413,46 @@ pub(crate) async fn run(
             ready = conn.stream.readable() => {
                 let result = ready.map_err(|_| CloseReason::ConnectionLost)
                     .and_then(|()| reader::read_ready(&shard, &conn, &mut *session));
-                if let Err(reason) = result {
-                    conn.request_close(reason);
-                }
+                let more = match result {
+                    Ok(drained) => drained == reader::Drained::No,
+                    Err(reason) => {
+                        conn.request_close(reason);
+                        false
+                    }
+                };
                 shard.flush(&conn);
+                if more {
+                    tokio::task::yield_now().await;
+                }
             }
         }
     };
-    session.on_close(&reason);
+    if reason != CloseReason::InternalError {
+        let _ = guarded(&conn, || session.on_close(&reason));
+    }
     close(shard, conn, reason).await;
+}
+
+/// Runs a session callback; a panic in it is caught and logged, so that a
+/// bug in one protocol's handling of one message closes that connection
+/// (1011) through the normal close sequence instead of killing its task and
+/// leaving it half-registered.
+pub(crate) fn guarded(conn: &Conn, callback: impl FnOnce()) -> Result<(), ()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(client = %conn.client_id, peer = %conn.peer, panic = %what, "session callback panicked; closing with 1011");
+    })
 }
 
 async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
     // 1. Leave every topic.
     let topics = std::mem::take(&mut conn.state.borrow_mut().topics);
-    for topic in &topics {
-        shard.unsubscribe(&conn, topic);
+    for held in &topics {
+        shard.unsubscribe(&conn, held);
     }
     drop(topics);
 
@@ -510,5 +556,8 @@ mod tests {
         conn.request_close(CloseReason::ServerShutdown);
         conn.send_control(Bytes::from_static(b"heartbeat after close"));
         assert_eq!(conn.state.borrow().mailbox.outbox.len(), 1);
+        // A panicking session callback is caught, not propagated.
+        assert!(guarded(&conn, || {}).is_ok());
+        assert!(guarded(&conn, || panic!("a protocol bug")).is_err());
     }
 }

@@ -6,10 +6,10 @@
 //! closes, never per message). [`Engine`] is a cheap, cloneable, `Send`
 //! handle to it.
 //!
-//! A client id belongs to the principal (API key, token user) whose
-//! connection claimed it, for as long as that connection lives: the same
-//! principal may take it over (the old connection is closed with 4409
-//! `CLIENT_REPLACED`), another may not.
+//! Client ids are per principal (API key, token user): each principal has
+//! its own ids, so no credential can take over — or squat on — another's.
+//! A new connection of the same principal with the same id takes it over
+//! (the old one is closed with 4409 `CLIENT_REPLACED`).
 
 use std::collections::HashMap;
 use std::io;
@@ -32,17 +32,15 @@ use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
 use crate::stats::{ClientInfo, EngineStats};
 use crate::topic::{RegistryConfig, Topic, TopicError, TopicRegistry, MAX_NAME_LEN};
 
-/// Where a client id is connected, and whose it is.
-#[derive(Clone, Debug)]
+/// Where a client id of a principal is connected.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct ClientSlot {
     pub(crate) shard: usize,
     pub(crate) key: ConnKey,
-    pub(crate) owner: Arc<str>,
 }
 
-/// A client id is held by another principal's live connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ClientIdTaken;
+/// A client id within its principal's own ids: (owner, id).
+type ClientName = (Arc<str>, Arc<str>);
 
 /// State shared by all shards and publishers. Shared by all threads.
 pub(crate) struct EngineShared {
@@ -52,7 +50,7 @@ pub(crate) struct EngineShared {
     inboxes: Box<[ShardInbox]>,
     broker: Arc<dyn Broker>,
     gate: Arc<Gate>,
-    clients: Mutex<HashMap<Arc<str>, ClientSlot>>,
+    clients: Mutex<HashMap<ClientName, ClientSlot>>,
     stop: watch::Sender<bool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -86,11 +84,7 @@ impl EngineShared {
         key: Option<Box<str>>,
         data: Bytes,
     ) -> Result<u64, PublishError> {
-        if let Some(key) = &key {
-            if key.is_empty() || key.len() > MAX_NAME_LEN {
-                return Err(PublishError::InvalidKey);
-            }
-        }
+        check_key(key.as_deref())?;
         let local = Fanout {
             inboxes: &self.inboxes,
             topics: &self.topics,
@@ -102,35 +96,32 @@ impl EngineShared {
         &self.gate
     }
 
-    /// Records `client_id` for `owner` at (`shard`, `key`); returns the
-    /// connection it replaces, or refuses when another owner holds the id.
+    /// Records `owner`'s `client_id` at (`shard`, `key`); returns the
+    /// connection of the same owner and id it replaces.
     pub(crate) fn claim_client_id(
         &self,
-        client_id: &Arc<str>,
         owner: &Arc<str>,
+        client_id: &Arc<str>,
         shard: usize,
         key: ConnKey,
-    ) -> Result<Option<ClientSlot>, ClientIdTaken> {
-        let mut clients = self.clients.lock();
-        if let Some(slot) = clients.get(client_id) {
-            if slot.owner != *owner {
-                return Err(ClientIdTaken);
-            }
-        }
-        let slot = ClientSlot {
-            shard,
-            key,
-            owner: Arc::clone(owner),
-        };
-        Ok(clients.insert(Arc::clone(client_id), slot))
+    ) -> Option<ClientSlot> {
+        let name = (Arc::clone(owner), Arc::clone(client_id));
+        self.clients.lock().insert(name, ClientSlot { shard, key })
     }
 
-    /// Forgets `client_id` if it still points at (`shard`, `key`).
-    pub(crate) fn release_client_id(&self, client_id: &str, shard: usize, key: ConnKey) {
+    /// Forgets `owner`'s `client_id` if it still points at (`shard`, `key`).
+    pub(crate) fn release_client_id(
+        &self,
+        owner: &Arc<str>,
+        client_id: &Arc<str>,
+        shard: usize,
+        key: ConnKey,
+    ) {
         let mut clients = self.clients.lock();
-        if let Some(slot) = clients.get(client_id) {
+        let name = (Arc::clone(owner), Arc::clone(client_id));
+        if let Some(slot) = clients.get(&name) {
             if slot.shard == shard && slot.key == key {
-                clients.remove(client_id);
+                clients.remove(&name);
             }
         }
     }
@@ -143,6 +134,14 @@ impl EngineShared {
     pub(crate) async fn stopping(&self) {
         let mut rx = self.stop.subscribe();
         let _ = rx.wait_for(|&stopping| stopping).await;
+    }
+}
+
+/// Refuses an empty key or one longer than a topic name may be.
+pub(crate) fn check_key(key: Option<&str>) -> Result<(), PublishError> {
+    match key {
+        Some(key) if key.is_empty() || key.len() > MAX_NAME_LEN => Err(PublishError::InvalidKey),
+        _ => Ok(()),
     }
 }
 
@@ -283,15 +282,6 @@ impl Engine {
         &self.shared.gate
     }
 
-    /// The principal whose live connection holds `client_id`, if any.
-    pub fn client_owner(&self, client_id: &str) -> Option<Arc<str>> {
-        self.shared
-            .clients
-            .lock()
-            .get(client_id)
-            .map(|slot| Arc::clone(&slot.owner))
-    }
-
     /// Publishes through the broker; returns the message's sequence number.
     pub fn publish(
         &self,
@@ -322,16 +312,22 @@ impl Engine {
         self.shared.gate.websockets()
     }
 
-    /// Closes the connection of `client_id` for `reason`; `false` if no such client.
-    pub fn disconnect(&self, client_id: &str, reason: CloseReason) -> bool {
-        let slot = self.shared.clients.lock().get(client_id).cloned();
-        match slot {
-            Some(slot) => {
-                self.shared.close_remote(slot.shard, slot.key, reason);
-                true
-            }
-            None => false,
+    /// Closes the connections with `client_id` for `reason` — of `owner`
+    /// only, or of every principal with `None`; returns how many.
+    pub fn disconnect(&self, client_id: &str, owner: Option<&str>, reason: CloseReason) -> usize {
+        let slots: Vec<ClientSlot> = self
+            .shared
+            .clients
+            .lock()
+            .iter()
+            .filter(|((o, id), _)| **id == *client_id && owner.is_none_or(|want| **o == *want))
+            .map(|(_, slot)| *slot)
+            .collect();
+        for slot in &slots {
+            self.shared
+                .close_remote(slot.shard, slot.key, reason.clone());
         }
+        slots.len()
     }
 
     /// Figures from every shard, merged.

@@ -14,17 +14,22 @@
 //!   eviction is O(log n).
 //! - A message in both is counted once. Its cost is
 //!   [`Message::retained_cost`]: proportional to its data and key.
+//! - Every topic may hold its `floor` of bytes on its own; only what it holds
+//!   above the floor is drawn from the engine-wide [`MemoryBudget`]. No
+//!   publisher, however busy, can take a topic's floor away from it.
 //!
 //! Recording a message, in order:
 //! 1. the key's previous message leaves the snapshot (it is no longer the
 //!    latest, whatever happens to the new one);
 //! 2. a message larger than the topic's byte limit is not kept, and the
 //!    ring is cleared so that it never has a hole;
-//! 3. the message's cost is reserved from the engine-wide budget and fitted
-//!    under the topic's own limit, evicting this topic's oldest entries as
-//!    needed; if the budget cannot be had even with this topic's history
-//!    empty, the message is not kept (counted by the caller);
-//! 4. it joins the ring and the snapshot, evicting by count.
+//! 3. room is made under the topic's own limit by evicting its oldest
+//!    entries;
+//! 4. the part above the floor is reserved from the budget, evicting this
+//!    topic's oldest entries above its floor as needed; when even that could
+//!    not make it fit (the budget is held by others), the message is not
+//!    kept and nothing but the ring (which may not have a hole) is evicted;
+//! 5. it joins the ring and the snapshot, evicting by count.
 //!
 //! Replay prefers the snapshot when the topic has keyed messages (the current
 //! state of every key is worth more than the last N updates of a few keys),
@@ -40,8 +45,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::message::Message;
 
-/// Bytes of retained messages across every topic of an engine. Shared by all
-/// topics; lock-free.
+/// Bytes of retained messages above their topics' floors, across every topic
+/// of an engine, and the total retained. Shared by all topics; lock-free.
 ///
 /// The invariant: the bytes of all successful reservations not yet released
 /// never exceed the limit. A reservation adds first and takes back what does
@@ -52,6 +57,8 @@ use crate::message::Message;
 pub struct MemoryBudget {
     limit: usize,
     used: AtomicUsize,
+    /// Every retained byte, floors included (reported, not limited here).
+    retained: AtomicUsize,
 }
 
 impl MemoryBudget {
@@ -60,7 +67,13 @@ impl MemoryBudget {
         Self {
             limit,
             used: AtomicUsize::new(0),
+            retained: AtomicUsize::new(0),
         }
+    }
+
+    /// Bytes retained by all topics, floors included.
+    pub fn retained(&self) -> usize {
+        self.retained.load(Ordering::Relaxed)
     }
 
     /// Takes `bytes` if they fit.
@@ -99,6 +112,8 @@ pub struct HistoryLimits {
     pub max_keys: usize,
     /// Most bytes (by [`Message::retained_cost`]) in ring and snapshot together.
     pub max_bytes: usize,
+    /// Bytes the topic may hold without drawing on the shared budget.
+    pub floor: usize,
 }
 
 /// What became of a recorded message.
@@ -151,18 +166,25 @@ impl History {
             self.clear_ring(budget);
             return Retention::Refused;
         }
-        while !budget.try_reserve(cost) {
-            if !self.evict_oldest(budget) {
+        while self.bytes + cost > self.limits.max_bytes && self.evict_oldest(budget) {}
+        loop {
+            let need = self.excess(self.bytes + cost) - self.excess(self.bytes);
+            if need == 0 || budget.try_reserve(need) {
+                break;
+            }
+            // Evicting what this topic holds above its floor is all it can
+            // do; if the budget would not fit the message even then, evict
+            // nothing but the ring (which must not keep a hole).
+            let reclaimable = self.excess(self.bytes);
+            let hopeless =
+                budget.used().saturating_sub(reclaimable) + self.excess(cost) > budget.limit();
+            if hopeless || !self.evict_oldest(budget) {
                 self.clear_ring(budget);
                 return Retention::Refused;
             }
         }
-        while self.bytes + cost > self.limits.max_bytes {
-            if !self.evict_oldest(budget) {
-                break;
-            }
-        }
         self.bytes += cost;
+        budget.retained.fetch_add(cost, Ordering::Relaxed);
         if self.limits.capacity > 0 {
             if self.ring.len() == self.limits.capacity {
                 self.pop_ring(budget);
@@ -180,6 +202,11 @@ impl History {
         }
         debug_assert!(self.bytes <= self.limits.max_bytes);
         Retention::Kept
+    }
+
+    /// What of `bytes` lies above the floor, i.e. is drawn from the budget.
+    fn excess(&self, bytes: usize) -> usize {
+        bytes.saturating_sub(self.limits.floor)
     }
 
     /// At most `limit` messages to replay, oldest first: the latest per key
@@ -277,8 +304,10 @@ impl History {
 
     fn forget(&mut self, msg: &Message, budget: &MemoryBudget) {
         let cost = msg.retained_cost();
+        let before = self.excess(self.bytes);
         self.bytes -= cost;
-        budget.release(cost);
+        budget.release(before - self.excess(self.bytes));
+        budget.retained.fetch_sub(cost, Ordering::Relaxed);
     }
 }
 
@@ -338,6 +367,7 @@ mod tests {
             capacity,
             max_keys,
             max_bytes: ROOMY,
+            floor: 0,
         }
     }
 
@@ -431,6 +461,7 @@ mod tests {
             capacity: 100,
             max_keys: 100,
             max_bytes: 3 * one,
+            floor: 0,
         });
         for seq in 1..=5 {
             assert_eq!(
@@ -503,6 +534,52 @@ mod tests {
         // The old price is not served as the latest one.
         assert!(history.replay(10).is_empty());
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_topics_floor_is_its_own_whatever_the_budget() {
+        // Keys of three characters, so every message costs the same.
+        let one = sized(1, Some("k00"), 1000).retained_cost();
+        let budget = MemoryBudget::new(4 * one);
+        let floor = HistoryLimits {
+            capacity: 0,
+            max_keys: 100,
+            max_bytes: 1 << 20,
+            floor: 2 * one,
+        };
+        let mut hog = History::new(floor);
+        for seq in 1..=20 {
+            hog.record(&sized(seq, Some(&format!("k{seq:02}")), 1000), &budget);
+        }
+        // The hog holds its floor plus the whole budget.
+        assert_eq!(hog.bytes(), 6 * one);
+        assert_eq!(budget.used(), 4 * one);
+        // A newcomer still keeps its floor's worth, newest first...
+        let mut small = History::new(floor);
+        for seq in 1..=3 {
+            let key = format!("s{seq:02}");
+            assert_eq!(
+                small.record(&sized(seq, Some(&key), 1000), &budget),
+                Retention::Kept
+            );
+        }
+        let keys: Vec<_> = small
+            .replay(10)
+            .iter()
+            .map(|m| m.key.clone().unwrap())
+            .collect();
+        assert_eq!(keys, vec!["s02".into(), "s03".into()] as Vec<Box<str>>);
+        // ...and a message that could not fit even if it evicted everything
+        // is refused without costing it what it has.
+        assert_eq!(
+            small.record(&sized(4, Some("s04"), 3000), &budget),
+            Retention::Refused
+        );
+        assert_eq!(small.snapshot_len(), 2);
+        assert_eq!(budget.retained(), 8 * one);
+        hog.clear(&budget);
+        small.clear(&budget);
+        assert_eq!((budget.used(), budget.retained()), (0, 0));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use tracing::info;
 
 use crate::close::CloseReason;
-use crate::conn::{self, Conn, ConnKey, Session};
+use crate::conn::{self, Conn, ConnKey, Held, Session};
 use crate::engine::{Engine, EngineShared};
 use crate::format::{FormatId, MAX_FORMATS};
 use crate::gate::{PeerPermit, Refused};
@@ -208,15 +208,12 @@ impl ShardState {
         self.conns.borrow_mut().insert(Rc::clone(&conn));
         self.write_counters.borrow_mut().opened += 1;
         self.inbox().add_load();
-        match self
+        if let Some(old) = self
             .shared
-            .claim_client_id(&client_id, &owner, self.index, key)
+            .claim_client_id(&owner, &client_id, self.index, key)
         {
-            Ok(Some(old)) => self
-                .shared
-                .close_remote(old.shard, old.key, CloseReason::Replaced),
-            Ok(None) => {}
-            Err(_) => conn.request_close(CloseReason::ClientIdInUse),
+            self.shared
+                .close_remote(old.shard, old.key, CloseReason::Replaced);
         }
         info!(client = %client_id, owner = %owner, %peer, shard = self.index, "connection accepted");
         tokio::task::spawn_local(conn::run(Rc::clone(self), conn, session, read_buf));
@@ -230,7 +227,7 @@ impl ShardState {
         }
         self.inbox().remove_load();
         self.shared
-            .release_client_id(&conn.client_id, self.index, conn.key);
+            .release_client_id(&conn.owner, &conn.client_id, self.index, conn.key);
         let state = conn.state.borrow();
         info!(
             client = %conn.client_id,
@@ -283,19 +280,22 @@ impl ShardState {
         data: Bytes,
         quota: Option<&Arc<TopicQuota>>,
     ) -> Result<u64, PublishError> {
+        // Checked before the lookup: a refused publish creates no topic.
+        crate::engine::check_key(key.as_deref())?;
         // A topic retired after this lookup is handled by the fan-out.
         let topic = self.topic(name, quota)?;
         self.shared.publish(&topic, key, data)
     }
 
-    /// Subscribes `conn` to `name`; returns the topic and where it starts.
+    /// Subscribes `conn` to `name`; returns the topic, where it starts, and
+    /// the connection's slot in this shard's subscriber list of the topic.
     pub(crate) fn subscribe(
         &self,
         conn: &Rc<Conn>,
         name: &str,
         replay_limit: Option<usize>,
         quota: Option<&Arc<TopicQuota>>,
-    ) -> Result<(Arc<Topic>, SubscribeStart), TopicError> {
+    ) -> Result<(Arc<Topic>, SubscribeStart, usize), TopicError> {
         let mut topic = self.topic(name, quota)?;
         let start = loop {
             match topic.subscribe(self.index, replay_limit) {
@@ -305,27 +305,43 @@ impl ShardState {
                 Err(_) => topic = self.topic(name, quota)?,
             }
         };
-        self.subscribers
-            .borrow_mut()
-            .entry(topic.id())
-            .or_default()
-            .push(Subscriber {
-                conn: Rc::clone(conn),
-                after_seq: start.after_seq,
-            });
-        Ok((topic, start))
+        let mut subscribers = self.subscribers.borrow_mut();
+        let list = subscribers.entry(topic.id()).or_default();
+        list.push(Subscriber {
+            conn: Rc::clone(conn),
+            after_seq: start.after_seq,
+        });
+        let slot = list.len() - 1;
+        Ok((topic, start, slot))
     }
 
-    pub(crate) fn unsubscribe(&self, conn: &Conn, topic: &Topic) {
+    /// Removes `conn`'s subscription `held` from this shard's list: a swap
+    /// with the last subscriber, whose own slot is then corrected.
+    pub(crate) fn unsubscribe(&self, conn: &Conn, held: &Held) {
+        let topic = &held.topic;
         let mut subscribers = self.subscribers.borrow_mut();
-        if let Some(list) = subscribers.get_mut(&topic.id()) {
-            if let Some(pos) = list.iter().position(|s| s.conn.key == conn.key) {
-                list.swap_remove(pos);
-                topic.unsubscribe(self.index);
+        let Some(list) = subscribers.get_mut(&topic.id()) else {
+            return;
+        };
+        let slot = held.slot.get();
+        let pos = if list.get(slot).is_some_and(|s| s.conn.key == conn.key) {
+            Some(slot)
+        } else {
+            debug_assert!(false, "subscriber slot out of date");
+            list.iter().position(|s| s.conn.key == conn.key)
+        };
+        if let Some(pos) = pos {
+            list.swap_remove(pos);
+            if let Some(moved) = list.get(pos) {
+                let state = moved.conn.state.borrow();
+                if let Some(h) = state.topics.iter().find(|h| h.topic.id() == topic.id()) {
+                    h.slot.set(pos);
+                }
             }
-            if list.is_empty() {
-                subscribers.remove(&topic.id());
-            }
+            topic.unsubscribe(self.index);
+        }
+        if list.is_empty() {
+            subscribers.remove(&topic.id());
         }
     }
 
@@ -445,7 +461,11 @@ impl ShardState {
                     peer: conn.peer,
                     shard: self.index,
                     format: format_name(conn.format),
-                    channels: state.topics.iter().map(|t| Arc::clone(t.name())).collect(),
+                    channels: state
+                        .topics
+                        .iter()
+                        .map(|h| Arc::clone(h.topic.name()))
+                        .collect(),
                     connected_at: conn.connected_at,
                     idle: now.saturating_duration_since(state.last_seen),
                     queue_depth: state.mailbox.outbox.len(),
@@ -499,8 +519,7 @@ impl LocalShard {
     /// The permit is established first if it was not (refused when the
     /// server is full; the socket is then dropped). A live connection of the
     /// same owner with the same client id is closed with
-    /// [`CloseReason::Replaced`]; one of another owner makes this connection
-    /// close at once with [`CloseReason::ClientIdInUse`].
+    /// [`CloseReason::Replaced`]; client ids of other owners are theirs.
     pub fn attach(&self, attachment: Attachment) -> Result<ConnKey, Refused> {
         self.state.attach(attachment)
     }

@@ -25,6 +25,11 @@ use crate::topic::TopicId;
 /// declared a slow consumer.
 const CONTROL_HEADROOM: usize = 64;
 
+/// Bytes of control frames admitted past the event limits: room for the
+/// largest replies (an ack naming 256 channels is about 33 KiB) without
+/// letting a client that never reads pile up megabytes of them.
+const CONTROL_HEADROOM_BYTES: usize = 1024 * 1024;
+
 /// The most frames handed to one `writev` (Linux allows 1024; 64 frames of
 /// market data already fill a typical 64 KiB socket buffer).
 pub const MAX_IOVECS: usize = 64;
@@ -124,6 +129,8 @@ pub struct Outbox {
     queue: VecDeque<OutFrame>,
     events: usize,
     queued_bytes: usize,
+    /// Bytes of queued control frames (whole frames, until fully written).
+    control_bytes: usize,
     head_written: usize,
     limits: OutboxLimits,
 }
@@ -135,6 +142,7 @@ impl Outbox {
             queue: VecDeque::new(),
             events: 0,
             queued_bytes: 0,
+            control_bytes: 0,
             head_written: 0,
             limits,
         }
@@ -166,12 +174,15 @@ impl Outbox {
     }
 
     /// Offers a control frame (ack, error, heartbeat, pong, close). These are
-    /// never dropped silently: past the headroom the connection must close.
+    /// never dropped silently: past the headroom (in frames or in bytes) the
+    /// connection must close.
     pub fn push_control(&mut self, bytes: Bytes) -> Admission {
         let control = self.queue.len() - self.events;
-        if control >= CONTROL_HEADROOM {
+        if control >= CONTROL_HEADROOM || self.control_bytes + bytes.len() > CONTROL_HEADROOM_BYTES
+        {
             return Admission::Disconnect;
         }
+        self.control_bytes += bytes.len();
         self.queued_bytes += bytes.len();
         self.queue.push_back(OutFrame { bytes, event: None });
         Admission::Queued
@@ -179,6 +190,7 @@ impl Outbox {
 
     /// Queues the final close frame, past every limit: nothing follows it.
     pub fn push_close(&mut self, bytes: Bytes) {
+        self.control_bytes += bytes.len();
         self.queued_bytes += bytes.len();
         self.queue.push_back(OutFrame { bytes, event: None });
     }
@@ -233,6 +245,8 @@ impl Outbox {
             let frame = self.queue.pop_front().expect("front exists");
             if frame.event.is_some() {
                 self.events -= 1;
+            } else {
+                self.control_bytes -= frame.bytes.len();
             }
             on_done(&frame);
         }
@@ -242,6 +256,7 @@ impl Outbox {
     pub fn clear(&mut self) -> impl Iterator<Item = OutFrame> + '_ {
         self.events = 0;
         self.queued_bytes = 0;
+        self.control_bytes = 0;
         self.head_written = 0;
         self.queue.drain(..).filter(|f| f.event.is_some())
     }
@@ -316,6 +331,18 @@ mod tests {
             assert_eq!(outbox.push_control(frame(1)), Admission::Queued);
         }
         assert_eq!(outbox.push_control(frame(1)), Admission::Disconnect);
+    }
+
+    #[test]
+    fn control_frames_are_bounded_in_bytes_too() {
+        let mut outbox = Outbox::new(limits(4, 100, SlowConsumerPolicy::Drop));
+        let big = Bytes::from(vec![0u8; CONTROL_HEADROOM_BYTES / 2]);
+        assert_eq!(outbox.push_control(big.clone()), Admission::Queued);
+        assert_eq!(outbox.push_control(big.clone()), Admission::Queued);
+        assert_eq!(outbox.push_control(frame(1)), Admission::Disconnect);
+        // Written, they make room again.
+        outbox.advance(big.len(), |_| {});
+        assert_eq!(outbox.push_control(frame(1)), Admission::Queued);
     }
 
     #[test]

@@ -29,7 +29,7 @@ enum Segment {
 impl Pattern {
     /// Parses `text`: an exact topic name, or segments with `*` and a final `**`.
     pub fn parse(text: &str) -> Result<Self, TopicError> {
-        let invalid = || TopicError::InvalidName(text.to_owned());
+        let invalid = || TopicError::InvalidName(crate::topic::shown(text));
         if text.len() > crate::topic::MAX_NAME_LEN {
             return Err(invalid());
         }

@@ -14,20 +14,35 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::close::CloseReason;
-use crate::conn::{Conn, ConnCtx, Session};
+use crate::conn::{guarded, Conn, ConnCtx, Session};
 use crate::decode::{Decoder, Inbound};
 use crate::frame::{self, FrameError, OpCode};
 use crate::local::ShardState;
 
-/// Reads what the socket has and handles every complete frame.
+/// Full reads taken from one connection before its task yields: 1 MiB, so
+/// a client that sends without pause cannot keep the shard from its other
+/// connections and its deliveries.
+const READS_PER_TURN: usize = 16;
+
+/// Whether a connection's socket was drained or has more to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// The socket would block: wait for readiness.
+    Yes,
+    /// The turn's reads were used up with data still coming: yield, then read on.
+    No,
+}
+
+/// Reads what the socket has (up to [`READS_PER_TURN`] buffers) and handles
+/// every complete frame.
 pub(crate) fn read_ready(
     shard: &Rc<ShardState>,
     conn: &Rc<Conn>,
     session: &mut dyn Session,
-) -> Result<(), CloseReason> {
-    loop {
+) -> Result<Drained, CloseReason> {
+    for _ in 0..READS_PER_TURN {
         if conn.state.borrow().closing.is_some() {
-            return Ok(());
+            return Ok(Drained::Yes);
         }
         let scratch = shard.scratch();
         let mut scratch = scratch.borrow_mut();
@@ -37,14 +52,15 @@ pub(crate) fn read_ready(
                 touch(shard, conn);
                 feed(shard, conn, session, &mut scratch[..n])?;
                 if n < scratch.len() {
-                    return Ok(());
+                    return Ok(Drained::Yes);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Drained::Yes),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Err(CloseReason::ConnectionLost),
         }
     }
+    Ok(Drained::No)
 }
 
 fn touch(shard: &ShardState, conn: &Conn) {
@@ -100,13 +116,13 @@ fn handle(
             conn.send_control(frame::encode_close(code, ""));
             Err(CloseReason::ClientClosed)
         }
-        Inbound::Text(mut payload) => {
+        Inbound::Text(mut payload) => guarded(conn, || {
             session.on_text(&mut ConnCtx { shard, conn }, &mut payload);
-            Ok(())
-        }
-        Inbound::Binary(mut payload) => {
+        })
+        .map_err(|()| CloseReason::InternalError),
+        Inbound::Binary(mut payload) => guarded(conn, || {
             session.on_binary(&mut ConnCtx { shard, conn }, &mut payload);
-            Ok(())
-        }
+        })
+        .map_err(|()| CloseReason::InternalError),
     }
 }

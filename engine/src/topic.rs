@@ -27,7 +27,7 @@
 //!    publish, the message back) and resolves the name again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,16 @@ pub enum TopicError {
         /// The configured limit.
         limit: usize,
     },
+    /// Half the topic limit is already held by topics that exist only for
+    /// the principals that created them (subscribers), leaving the rest to
+    /// topics with retained state.
+    #[error("channel {name:?} cannot be created: {limit} channels already exist only for their subscribers")]
+    TooManyUnclaimed {
+        /// The name that was refused.
+        name: String,
+        /// The limit (half of `max_topics`).
+        limit: usize,
+    },
     /// The caller's topic-creation quota refused a new topic.
     #[error("channel {name:?} cannot be created: {quota}")]
     Quota {
@@ -115,10 +125,21 @@ fn is_name_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':')
 }
 
+/// A name as errors quote it: at most [`MAX_NAME_LEN`] bytes, so that an
+/// error about a 64 KiB name costs a reply of a few hundred bytes, not a copy
+/// of the name (errors quote it with escapes, never raw).
+pub(crate) fn shown(name: &str) -> String {
+    let mut end = name.len().min(MAX_NAME_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
+}
+
 /// Checks a concrete topic name (no wildcards).
 pub fn validate_name(name: &str) -> Result<(), TopicError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(is_name_char) {
-        return Err(TopicError::InvalidName(name.to_owned()));
+        return Err(TopicError::InvalidName(shown(name)));
     }
     Ok(())
 }
@@ -188,8 +209,8 @@ struct TopicState {
     overflow_logged: Option<Instant>,
     /// Last publish, or last subscriber leaving: the start of idleness.
     last_active: Instant,
-    /// The quota this topic is charged to until it holds retained state.
-    charge: Option<Arc<TopicQuota>>,
+    /// What this topic is charged to until it holds retained state.
+    charge: Option<Charge>,
     retired: bool,
 }
 
@@ -232,7 +253,7 @@ impl Topic {
         shards: usize,
         history: History,
         budget: Arc<MemoryBudget>,
-        charge: Option<Arc<TopicQuota>>,
+        charge: Option<Charge>,
         now: Instant,
     ) -> Self {
         Self {
@@ -294,11 +315,8 @@ impl Topic {
         let msg = Arc::new(msg);
         let state = &mut *state;
         match state.history.record(&msg, &self.budget) {
-            Retention::Kept => {
-                if let Some(quota) = state.charge.take() {
-                    quota.release();
-                }
-            }
+            // Held state is what the charge was waiting for: it ends now.
+            Retention::Kept => drop(state.charge.take()),
             Retention::NotApplicable => {}
             Retention::Refused => state.retention_refused += 1,
         }
@@ -377,9 +395,7 @@ impl Topic {
         }
         state.retired = true;
         self.retired.store(true, Ordering::Relaxed);
-        if let Some(quota) = state.charge.take() {
-            quota.release();
-        }
+        drop(state.charge.take());
         drop(state);
         Some(self.stats())
     }
@@ -406,6 +422,23 @@ impl Drop for Topic {
         // Return the history's bytes to the engine-wide budget.
         let state = self.state.get_mut();
         state.history.clear(&self.budget);
+    }
+}
+
+/// A topic's charge to the principal that created it and to the registry's
+/// count of topics held only by their creators; dropping it ends both.
+#[derive(Debug)]
+struct Charge {
+    quota: Arc<TopicQuota>,
+    unclaimed: Arc<AtomicUsize>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.quota.release();
+        // Relaxed: a count read under the registry's write lock to refuse
+        // creations; a stale (higher) value only refuses one too early.
+        self.unclaimed.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -455,6 +488,8 @@ pub struct RetiredTotals {
 pub struct TopicRegistry {
     config: RegistryConfig,
     budget: Arc<MemoryBudget>,
+    /// Topics still charged to their creators (no retained state yet).
+    unclaimed: Arc<AtomicUsize>,
     topics: RwLock<Topics>,
 }
 
@@ -470,9 +505,18 @@ struct Topics {
 }
 
 impl TopicRegistry {
-    pub(crate) fn new(config: RegistryConfig) -> Self {
+    pub(crate) fn new(mut config: RegistryConfig) -> Self {
+        // A quarter of the total is set aside as every topic's floor (what
+        // no other topic can take from it); the rest is the shared budget.
+        let floor =
+            (config.max_history_bytes / 4 / config.max_topics.max(1)).min(config.history.max_bytes);
+        config.history.floor = floor;
+        let shared = config
+            .max_history_bytes
+            .saturating_sub(floor.saturating_mul(config.max_topics));
         Self {
-            budget: Arc::new(MemoryBudget::new(config.max_history_bytes)),
+            budget: Arc::new(MemoryBudget::new(shared)),
+            unclaimed: Arc::new(AtomicUsize::new(0)),
             config,
             topics: RwLock::default(),
         }
@@ -499,7 +543,7 @@ impl TopicRegistry {
     ) -> Result<Arc<Topic>, TopicError> {
         validate_name(name)?;
         if !self.config.rules.allows(name) {
-            return Err(TopicError::Undeclared(name.to_owned()));
+            return Err(TopicError::Undeclared(shown(name)));
         }
         let mut topics = self.topics.write();
         if let Some(topic) = topics.by_name.get(name) {
@@ -507,17 +551,32 @@ impl TopicRegistry {
         }
         if topics.by_name.len() >= self.config.max_topics {
             return Err(TopicError::TooManyTopics {
-                name: name.to_owned(),
+                name: shown(name),
                 limit: self.config.max_topics,
             });
         }
         let now = Instant::now();
-        if let Some(quota) = quota {
-            quota.try_charge(now).map_err(|quota| TopicError::Quota {
-                name: name.to_owned(),
-                quota,
-            })?;
-        }
+        let charge = match quota {
+            None => None,
+            Some(quota) => {
+                let limit = (self.config.max_topics / 2).max(1);
+                if self.unclaimed.load(Ordering::Relaxed) >= limit {
+                    return Err(TopicError::TooManyUnclaimed {
+                        name: shown(name),
+                        limit,
+                    });
+                }
+                quota.try_charge(now).map_err(|quota| TopicError::Quota {
+                    name: shown(name),
+                    quota,
+                })?;
+                self.unclaimed.fetch_add(1, Ordering::Relaxed);
+                Some(Charge {
+                    quota: Arc::clone(quota),
+                    unclaimed: Arc::clone(&self.unclaimed),
+                })
+            }
+        };
         let index = match topics.free.pop() {
             Some(index) => index,
             None => {
@@ -534,7 +593,7 @@ impl TopicRegistry {
             self.config.shards,
             History::new(self.config.history),
             Arc::clone(&self.budget),
-            quota.cloned(),
+            charge,
             now,
         ));
         topics.by_name.insert(name, Arc::clone(&topic));
@@ -605,7 +664,8 @@ impl TopicRegistry {
         if topics.is_empty() {
             return 0;
         }
-        let share = (budget.limit() as f64 * TARGET) as usize / topics.len();
+        let share =
+            (budget.limit() as f64 * TARGET) as usize / topics.len() + self.config.history.floor;
         for topic in &topics {
             topic.trim_history(share);
         }
@@ -669,6 +729,7 @@ mod tests {
                 capacity: 8,
                 max_keys: 8,
                 max_bytes: 1 << 20,
+                floor: 0,
             },
             max_history_bytes: 1 << 20,
             idle_expiry: Duration::from_secs(60),
@@ -690,6 +751,16 @@ mod tests {
         assert!(!rules.allows("prices.AAPL.bid"));
         assert!(!rules.allows("fx.EURUSD.fwd"));
         assert!(!rules.allows("market-data.x"));
+    }
+
+    #[test]
+    fn errors_quote_at_most_the_name_limit() {
+        let long = "\u{85}".repeat(32 * 1024);
+        let TopicError::InvalidName(shown) = validate_name(&long).unwrap_err() else {
+            panic!("invalid");
+        };
+        assert!(shown.len() <= MAX_NAME_LEN);
+        assert!(validate_name(&long).unwrap_err().to_string().len() < 1024);
     }
 
     #[test]
@@ -790,6 +861,7 @@ mod tests {
                 capacity: 1000,
                 max_keys: 8,
                 max_bytes: 1 << 30,
+                floor: 0,
             },
             max_history_bytes: 0,
             idle_expiry: Duration::from_secs(60),
@@ -810,14 +882,20 @@ mod tests {
         for _ in 0..100 {
             early.publish(None, data.clone(), &inboxes).unwrap();
         }
+        // A late topic keeps only its floor (2.5 messages' worth) while the
+        // early one holds the shared budget.
         let late = registry.resolve("p.late", None).unwrap();
-        late.publish(None, data.clone(), &inboxes).unwrap();
-        assert_eq!(late.stats().retention_refused, 1, "the budget is spent");
+        for _ in 0..10 {
+            late.publish(None, data.clone(), &inboxes).unwrap();
+        }
+        assert!(late.stats().history < 5, "{:?}", late.stats());
         assert!(registry.rebalance() > 0);
-        let share = (100.0 * one as f64 * TARGET) as usize / 2;
+        let share = (75.0 * one as f64 * TARGET) as usize / 2 + registry.config.history.floor;
         assert!(early.stats().history_bytes <= share);
-        late.publish(None, data.clone(), &inboxes).unwrap();
-        assert_eq!(late.stats().history, 1, "room again");
+        for _ in 0..10 {
+            late.publish(None, data.clone(), &inboxes).unwrap();
+        }
+        assert!(late.stats().history >= 10, "room again: {:?}", late.stats());
         assert_eq!(registry.rebalance(), 0, "no pressure now");
     }
 
@@ -848,5 +926,32 @@ mod tests {
         // Expiry ends the charge too.
         registry.expire_idle(Instant::now() + Duration::from_secs(61));
         assert_eq!(quota.live(), 0);
+        assert_eq!(registry.unclaimed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn subscribers_together_hold_at_most_half_the_topics() {
+        let registry = registry(&["p.*"], 10, 1);
+        let quotas: Vec<_> = (0..4)
+            .map(|_| Arc::new(TopicQuota::new(QuotaLimits::UNLIMITED)))
+            .collect();
+        let mut created = 0;
+        for i in 0..20 {
+            if registry
+                .resolve(&format!("p.s{i}"), Some(&quotas[i % 4]))
+                .is_ok()
+            {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 5);
+        assert!(matches!(
+            registry.resolve("p.more", Some(&quotas[0])),
+            Err(TopicError::TooManyUnclaimed { limit: 5, .. })
+        ));
+        // Publishers (and the embedding program) still have the other half.
+        for i in 0..5 {
+            registry.resolve(&format!("p.pub{i}"), None).unwrap();
+        }
     }
 }

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(PublishCommand::Publish(item)) => {
             let _ = item.data.get();
         }
-        Ok(PublishCommand::Heartbeat) => {}
+        Ok(PublishCommand::Heartbeat | PublishCommand::Refresh(_)) => {}
         Err((_, message)) => assert!(!message.is_empty()),
     }
 });

@@ -108,8 +108,8 @@ pub async fn stats(app: &App) -> Value {
         "snapshotCount": stats.topics.iter().map(|t| t.topic.snapshot_keys).sum::<usize>(),
         "channelCount": stats.topics.len(),
         "channelsExpired": stats.retired.topics,
-        "historyBytes": app.engine.topics().budget().used(),
-        "historyBytesLimit": app.engine.topics().budget().limit(),
+        "historyBytes": app.engine.topics().budget().retained(),
+        "historyBytesLimit": app.config.engine.max_history_bytes,
         "httpConnections": app.engine.gate().http(),
         "queuedFrames": stats.shards.iter().map(|s| s.queued_frames).sum::<usize>(),
         "maxQueueDepth": stats.shards.iter().map(|s| s.max_queue_depth).max().unwrap_or(0),
@@ -154,23 +154,31 @@ pub async fn clients(app: &App) -> Value {
     json!({ "count": clients.len(), "clients": clients })
 }
 
-/// `DELETE /api/v1/websocket/clients/{clientId}?reason=…`.
+/// `DELETE /api/v1/websocket/clients/{clientId}?reason=…&owner=…`.
 ///
-/// The reason reaches a log line and the client's close frame, so control
-/// and invisible formatting characters are neutralised first (no forged log
-/// lines, no terminal escapes) and it is cut to fit a close frame.
-pub fn disconnect(app: &App, client_id: &str, reason: Option<&str>) -> (StatusCode, Value) {
+/// Client ids are per principal; without `owner`, every principal's client
+/// with this id is closed. The reason reaches a log line and the client's
+/// close frame, so control and invisible formatting characters are
+/// neutralised first (no forged log lines, no terminal escapes) and it is
+/// cut to fit a close frame.
+pub fn disconnect(
+    app: &App,
+    client_id: &str,
+    owner: Option<&str>,
+    reason: Option<&str>,
+) -> (StatusCode, Value) {
     let reason = reason
         .map(|r| sanitize(r, MAX_REASON).into_owned())
         .unwrap_or_else(|| "DISCONNECTED_BY_ADMIN".to_owned());
-    if app
+    let closed = app
         .engine
-        .disconnect(client_id, CloseReason::Kicked(reason.clone()))
-    {
-        tracing::info!(client = %client_id, %reason, "forced disconnect");
+        .disconnect(client_id, owner, CloseReason::Kicked(reason.clone()));
+    if closed > 0 {
+        let owner = owner.map(|o| sanitize(o, 128));
+        tracing::info!(client = %sanitize(client_id, 128), owner = ?owner, %reason, closed, "forced disconnect");
         (
             StatusCode::OK,
-            json!({ "clientId": client_id, "disconnected": true, "reason": reason }),
+            json!({ "clientId": client_id, "disconnected": true, "connections": closed, "reason": reason }),
         )
     } else {
         (

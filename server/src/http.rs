@@ -4,8 +4,10 @@
 //! Every accepted TCP connection is served by hyper on the shard the engine
 //! chose for it, with its [`PeerPermit`] (its place in the connection gate).
 //! A request, in order:
-//! 1. its head must arrive within `request_timeout_seconds` and fit in
-//!    `max_header_bytes` (hyper answers 408 / 431 otherwise);
+//! 1. its head must arrive within `request_timeout_seconds` (the connection
+//!    is closed otherwise; an idle keep-alive connection too) and fit in
+//!    `max_header_bytes` (431 otherwise), and the client must keep reading
+//!    the answers (a write stalled that long closes the connection);
 //! 2. its path names an endpoint (404, 405 otherwise) and its query parses
 //!    strictly (400: repeated parameters, too many channels);
 //! 3. unless the path is open, its one credential is found (400 when
@@ -44,11 +46,16 @@ use crate::auth::origin::Cors;
 use crate::auth::{AuthError, Principal, Role};
 use crate::publish::{parse_body, publish_item, ApiError, PublishBody, PublishResult};
 use crate::request::{percent_decode_segment, Query};
+use crate::stall::StallLimited;
 use crate::upgrade::{self, Endpoint as WsEndpoint};
 use crate::{admin, metrics, App};
 
 /// A response body.
 pub type Body = Full<Bytes>;
+
+/// How long one `/metrics` exposition is served again (Prometheus scrapes
+/// every 15 s or so; a second is invisible to it).
+const METRICS_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The socket's place in the connection gate, until an upgrade takes it.
 pub(crate) type PermitSlot = Rc<RefCell<Option<PeerPermit>>>;
@@ -92,8 +99,10 @@ impl ConnectionHandler for HttpHandler {
                     async move { Ok::<_, Infallible>(route(app, shard, peer, slot, req).await) }
                 })
             };
+            // A client that stops reading its answers is cut off, too.
+            let io = StallLimited::new(stream, config.request_timeout);
             let served = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades()
                 .await;
             if let Err(e) = served {
@@ -192,12 +201,25 @@ async fn route(
         Endpoint::Stats => json(StatusCode::OK, &admin::stats(&app).await),
         Endpoint::Clients => json(StatusCode::OK, &admin::clients(&app).await),
         Endpoint::Disconnect(id) => {
-            let (status, body) = admin::disconnect(&app, &id, query.reason.as_deref());
+            let (status, body) =
+                admin::disconnect(&app, &id, query.owner.as_deref(), query.reason.as_deref());
             json(status, &body)
         }
         Endpoint::Metrics => {
-            let text = metrics::render(&app).await;
-            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            let cached = app
+                .metrics_cache
+                .lock()
+                .clone()
+                .filter(|(at, _)| at.elapsed() < METRICS_CACHE);
+            let text = match cached {
+                Some((_, text)) => text,
+                None => {
+                    let text = Bytes::from(metrics::render(&app).await);
+                    *app.metrics_cache.lock() = Some((std::time::Instant::now(), text.clone()));
+                    text
+                }
+            };
+            let mut resp = Response::new(Full::new(text));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -18,6 +18,7 @@ pub mod input;
 pub mod metrics;
 pub mod publish;
 pub mod request;
+pub mod stall;
 pub mod telemetry;
 pub mod upgrade;
 
@@ -42,6 +43,10 @@ pub struct App {
     pub telemetry: FormatId,
     /// When the server started.
     pub started: Instant,
+    /// The last `/metrics` exposition and when it was rendered: scrapes
+    /// within a second share it, so a busy scraper (the path is open by
+    /// default) cannot make every shard walk its connections per request.
+    pub metrics_cache: parking_lot::Mutex<Option<(Instant, bytes::Bytes)>>,
 }
 
 /// A running server.
@@ -68,6 +73,7 @@ impl Server {
             engine: engine.clone(),
             telemetry,
             started: Instant::now(),
+            metrics_cache: parking_lot::Mutex::new(None),
         });
         engine.serve(listener, Arc::new(http::HttpHandler::new(Arc::clone(&app))));
         let demo = if app.config.demo {

@@ -228,7 +228,11 @@ pub async fn render(app: &App) -> String {
         "gauge",
         "Bytes retained by channel histories and snapshots, all channels.",
     );
-    let _ = writeln!(out, "shardcast_history_bytes {}", topics.budget().used());
+    let _ = writeln!(
+        out,
+        "shardcast_history_bytes {}",
+        topics.budget().retained()
+    );
     family(
         &mut out,
         "shardcast_history_limit_bytes",

@@ -14,15 +14,21 @@
 //! principal's quota.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use shardcast_engine::{ConnCtx, LocalShard, PublishError, QuotaError, Session, TopicError};
+use shardcast_engine::{
+    CloseReason, ConnCtx, LocalShard, PublishError, QuotaError, Session, TopicError,
+};
 
 use crate::auth::Principal;
 use crate::input::{check_depth, truncate, MAX_DATA_DEPTH};
-use crate::telemetry::{error_frame, ErrorCode, HeartbeatReplies};
+use crate::telemetry::{
+    error_frame, iso, json_frame, refresh_error_code, Ack, ErrorCode, HeartbeatReplies,
+};
+use crate::App;
 
 /// One message to publish, borrowing from the request.
 #[derive(Deserialize, Debug)]
@@ -74,6 +80,8 @@ struct RawFrame<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, borrow)]
     key: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// A parsed `/ws/publish` command.
@@ -83,6 +91,8 @@ pub enum PublishCommand<'a> {
     Publish(PublishItem<'a>),
     /// Liveness; answered with a heartbeat.
     Heartbeat,
+    /// A newer token for a connection opened with one.
+    Refresh(Cow<'a, str>),
 }
 
 /// The answer for one published message.
@@ -133,7 +143,9 @@ pub fn publish_error(e: &PublishError) -> ApiError {
     let code = match e {
         PublishError::Topic(TopicError::Undeclared(_)) => "UNKNOWN_CHANNEL",
         PublishError::Topic(TopicError::InvalidName(_)) => "INVALID_CHANNEL",
-        PublishError::Topic(TopicError::TooManyTopics { .. }) => "LIMIT_REACHED",
+        PublishError::Topic(
+            TopicError::TooManyTopics { .. } | TopicError::TooManyUnclaimed { .. },
+        ) => "LIMIT_REACHED",
         PublishError::Topic(TopicError::Quota {
             quota: QuotaError::Rate { .. },
             ..
@@ -227,10 +239,14 @@ pub fn parse_frame(text: &[u8]) -> Result<PublishCommand<'_>, (ErrorCode, String
             )),
         },
         "heartbeat" => Ok(PublishCommand::Heartbeat),
+        "refresh" => frame.token.map(PublishCommand::Refresh).ok_or((
+            ErrorCode::InvalidMessage,
+            "refresh needs \"token\" (a string)".into(),
+        )),
         other => Err((
             ErrorCode::UnknownAction,
             format!(
-                "unknown action {:?}: use publish or heartbeat",
+                "unknown action {:?}: use publish, heartbeat or refresh",
                 truncate(other, 64)
             ),
         )),
@@ -281,25 +297,53 @@ pub fn publish_item(
     }
 }
 
-/// One `/ws/publish` connection. Owned by its shard.
+/// One `/ws/publish` connection. Owned by its shard. Opened with a token,
+/// it closes with 4440 when the token expires, unless `refresh` brought a
+/// newer one of the same user.
 #[derive(Debug)]
 pub struct PublishSession {
-    principal: std::sync::Arc<Principal>,
+    app: Arc<App>,
+    principal: Arc<Principal>,
     heartbeats: HeartbeatReplies,
 }
 
 impl PublishSession {
     /// A session publishing on behalf of `principal`.
-    pub fn new(principal: std::sync::Arc<Principal>) -> Self {
+    pub fn new(app: Arc<App>, principal: Arc<Principal>) -> Self {
         Self {
+            app,
             principal,
             heartbeats: HeartbeatReplies::default(),
+        }
+    }
+
+    fn refresh(&mut self, ctx: &mut ConnCtx<'_>, token: &str) {
+        match self.app.config.auth.refresh(&self.principal, token) {
+            Ok(principal) => {
+                ctx.close_at(
+                    principal
+                        .deadline()
+                        .map(|at| (at, CloseReason::TokenExpired)),
+                );
+                ctx.send(json_frame(&Ack {
+                    kind: "ack",
+                    action: "refresh",
+                    channels: &[],
+                    expires_at: principal.expires_at.map(iso),
+                }));
+                self.principal = principal;
+            }
+            Err(e) => ctx.send(error_frame(refresh_error_code(&e), &e.to_string())),
         }
     }
 }
 
 impl Session for PublishSession {
-    fn on_open(&mut self, _ctx: &mut ConnCtx<'_>) {}
+    fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
+        if let Some(at) = self.principal.deadline() {
+            ctx.close_at(Some((at, CloseReason::TokenExpired)));
+        }
+    }
 
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
         let item = match parse_frame(text) {
@@ -308,6 +352,11 @@ impl Session for PublishSession {
                 if let Some(frame) = self.heartbeats.reply(std::time::Instant::now()) {
                     ctx.send(frame);
                 }
+                return;
+            }
+            Ok(PublishCommand::Refresh(token)) => {
+                let token = token.into_owned();
+                self.refresh(ctx, &token);
                 return;
             }
             Err((code, message)) => {

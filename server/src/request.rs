@@ -5,7 +5,7 @@
 //! The whole target is bounded by the header size limit before it gets
 //! here; within it:
 //! - a parameter that names one thing (`apiKey`, `token`, `clientId`,
-//!   `replay`, `reason`) may appear once — given twice it is refused, never
+//!   `replay`, `reason`, `owner`) may appear once — given twice it is refused, never
 //!   resolved by "first wins" or "last wins";
 //! - `channels` may repeat and is comma-separated, at most
 //!   [`MAX_QUERY_CHANNELS`] names in all;
@@ -34,6 +34,8 @@ pub struct Query {
     pub replay: bool,
     /// `reason` (admin disconnect).
     pub reason: Option<String>,
+    /// `owner` (admin disconnect: only this principal's client).
+    pub owner: Option<String>,
 }
 
 /// Why a query was refused.
@@ -61,6 +63,7 @@ impl Query {
                 "token" => once(&mut out.token, value, "token")?,
                 "clientId" => once(&mut out.client_id, value, "clientId")?,
                 "reason" => once(&mut out.reason, value, "reason")?,
+                "owner" => once(&mut out.owner, value, "owner")?,
                 "replay" => {
                     if std::mem::replace(&mut replay_seen, true) {
                         return Err(QueryError::Repeated("replay"));
@@ -133,7 +136,7 @@ mod tests {
 
     #[test]
     fn single_valued_parameters_may_not_repeat() {
-        for name in ["apiKey", "token", "clientId", "reason", "replay"] {
+        for name in ["apiKey", "token", "clientId", "reason", "replay", "owner"] {
             let raw = format!("{name}=1&x=2&{name}=1");
             assert!(
                 matches!(Query::parse(Some(&raw)), Err(QueryError::Repeated(n)) if n == name),

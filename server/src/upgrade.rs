@@ -7,8 +7,8 @@
 //!    `Sec-WebSocket-Key` → 400; a `Sec-WebSocket-Version` other than 13 →
 //!    426 naming 13;
 //! 2. a browser page from an origin that may not use credentials → 403;
-//! 3. a bad `clientId` → 400; one held by another principal's live
-//!    connection → 409;
+//! 3. a bad `clientId` → 400 (ids are per principal: another principal's
+//!    client with the same id is not affected);
 //! 4. no WebSocket slot left → 503 with `Retry-After` (the slot is reserved
 //!    here, so a burst of upgrades can never overshoot `max_connections`);
 //! 5. otherwise the handshake completes — even when the credentials are
@@ -38,6 +38,7 @@ use crate::http::{error, Body, PermitSlot};
 use crate::input::sanitize;
 use crate::publish::PublishSession;
 use crate::request::{valid_client_id, Query};
+use crate::stall::StallLimited;
 use crate::telemetry::TelemetrySession;
 use crate::App;
 
@@ -225,19 +226,7 @@ pub(crate) fn handle(
             "this connection has already been upgraded",
         ));
     };
-    if let Ok(principal) = &verdict {
-        if app
-            .engine
-            .client_owner(&client_id)
-            .is_some_and(|owner| owner != principal.name)
-        {
-            *slot.borrow_mut() = Some(permit);
-            return closing(error(
-                StatusCode::CONFLICT,
-                "CLIENT_ID_IN_USE",
-                "this clientId is connected under other credentials",
-            ));
-        }
+    if verdict.is_ok() {
         if let Err(full) = permit.establish() {
             *slot.borrow_mut() = Some(permit);
             warn!(%peer, error = %full, "websocket refused: server full");
@@ -276,12 +265,12 @@ pub(crate) fn handle(
         let Ok(parts) = ws
             .into_inner()
             .into_inner()
-            .downcast::<TokioIo<TcpStream>>()
+            .downcast::<TokioIo<StallLimited<TcpStream>>>()
         else {
             warn!(%peer, "upgraded connection is not a TCP stream");
             return;
         };
-        let stream = parts.io.into_inner();
+        let stream = parts.io.into_inner().into_inner();
         let principal = match verdict {
             Ok(principal) => principal,
             Err(refusal) => {
@@ -299,7 +288,10 @@ pub(crate) fn handle(
                 query.channels,
                 query.replay,
             )),
-            Endpoint::Publish => Box::new(PublishSession::new(Arc::clone(&principal))),
+            Endpoint::Publish => Box::new(PublishSession::new(
+                Arc::clone(&app),
+                Arc::clone(&principal),
+            )),
         };
         let attached = shard.attach(Attachment {
             stream,

@@ -116,30 +116,50 @@ async fn a_scoped_key_reads_and_writes_only_its_channels() {
 }
 
 #[tokio::test]
-async fn a_client_id_belongs_to_the_key_that_opened_it() {
+async fn client_ids_are_per_key_so_no_key_can_take_over_or_squat_anothers() {
     let server = TestServer::start("");
     let mut admin = server
         .connect("/ws/telemetry?clientId=desk-1&channels=t1", Some(ADMIN))
         .await;
     next_of_type(&mut admin, "welcome").await;
     next_of_type(&mut admin, "ack").await;
-    // Another key cannot take it over.
-    let taken = server
-        .try_connect("/ws/telemetry?clientId=desk-1", &[("X-API-Key", SUB)])
+    // Another key's desk-1 is another client: the admin's is untouched.
+    let mut other = server
+        .connect("/ws/telemetry?clientId=desk-1&channels=t1", Some(SUB))
         .await;
-    assert_eq!(taken.err(), Some(409));
-    server.publish("t1", json!("still mine"), None).await;
-    assert_eq!(
-        next_of_type(&mut admin, "event").await["data"],
-        "still mine"
-    );
-    let stats = server
+    next_of_type(&mut other, "welcome").await;
+    next_of_type(&mut other, "ack").await;
+    server.publish("t1", json!("both"), None).await;
+    assert_eq!(next_of_type(&mut admin, "event").await["data"], "both");
+    assert_eq!(next_of_type(&mut other, "event").await["data"], "both");
+    let clients = server
         .http("GET", "/api/v1/websocket/clients", Some(ADMIN), None)
         .await
         .1;
-    let owner = &stats["clients"][0]["owner"];
-    assert!(owner.as_str().unwrap().starts_with("key:"), "{stats}");
-    // The same key may: the old connection is replaced.
+    let owners: Vec<&str> = clients["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["owner"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners.len(), 2, "{clients}");
+    assert!(owners.iter().all(|o| o.starts_with("key:")), "{clients}");
+    assert_ne!(owners[0], owners[1]);
+    // An operator can close one principal's client by owner.
+    let sub_owner = format!("key:{}", shardcast_server::auth::default_key_name(SUB));
+    assert!(owners.contains(&sub_owner.as_str()), "{clients}");
+    let (status, body) = server
+        .http(
+            "DELETE",
+            &format!("/api/v1/websocket/clients/desk-1?owner={sub_owner}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["connections"], 1, "{body}");
+    assert_eq!(close_code(&mut other).await.0, 4000);
+    // The same key may take its own id over: the old connection is replaced.
     let mut again = server
         .connect("/ws/telemetry?clientId=desk-1", Some(ADMIN))
         .await;

@@ -97,12 +97,16 @@ async fn a_trader_token_reads_only_that_traders_channels() {
         .find(|c| c["clientId"] == "ui-17")
         .unwrap();
     assert_eq!(ui["owner"], "token:t-17");
-    // Another user cannot take the client id over.
+    // Another user's ui-17 is another client: this one is untouched.
     let other = hs256(trader("t-18", 300));
-    let taken = server
+    let mut theirs = server
         .try_connect(&format!("/ws/telemetry?token={other}&clientId=ui-17"), &[])
-        .await;
-    assert_eq!(taken.err(), Some(409));
+        .await
+        .unwrap();
+    next_of_type(&mut theirs, "welcome").await;
+    send_json(&mut browser, json!({"action": "heartbeat"})).await;
+    let reply = next_message(&mut browser).await.into_text().unwrap();
+    assert!(reply.contains("heartbeat"), "{reply}");
 }
 
 #[tokio::test]
@@ -214,6 +218,45 @@ async fn a_connection_closes_when_its_token_expires_unless_refreshed() {
     assert_eq!(
         next_of_type(&mut refreshed, "event").await["data"],
         "after expiry"
+    );
+}
+
+#[tokio::test]
+async fn a_publisher_token_expires_on_the_publish_socket_too() {
+    let server = TestServer::start_with_keys("", &jwt_section());
+    let feed = |lifetime: u64| {
+        hs256(
+            json!({"sub": "feed-1", "exp": now() + lifetime, "roles": ["publish"], "channels": ["market-data"]}),
+        )
+    };
+    let mut expiring = server
+        .try_connect(&format!("/ws/publish?token={}", feed(2)), &[])
+        .await
+        .unwrap();
+    let mut refreshed = server
+        .try_connect(&format!("/ws/publish?token={}", feed(2)), &[])
+        .await
+        .unwrap();
+    send_json(
+        &mut refreshed,
+        json!({"action": "refresh", "token": feed(300)}),
+    )
+    .await;
+    let ack = next_of_type(&mut refreshed, "ack").await;
+    assert_eq!(ack["action"], "refresh", "{ack}");
+    let (code, reason) = tokio::time::timeout(Duration::from_secs(6), close_code(&mut expiring))
+        .await
+        .expect("closed when the token expired");
+    assert_eq!((code, reason.as_str()), (4440, "TOKEN_EXPIRED"));
+    let mut subscriber = server.subscriber(&["market-data"]).await;
+    send_json(
+        &mut refreshed,
+        json!({"action": "publish", "channel": "market-data", "data": "still publishing"}),
+    )
+    .await;
+    assert_eq!(
+        next_of_type(&mut subscriber, "event").await["data"],
+        "still publishing"
     );
 }
 

@@ -211,3 +211,76 @@ async fn a_trickled_body_times_out_with_408() {
     let seq = server.publish("t1", json!(1), None).await;
     assert_eq!(seq, 1);
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_loses_its_http_slot() {
+    let server = TestServer::start(
+        "max_http_connections = 4\nmax_http_connections_per_ip = 0\nrequest_timeout_seconds = 1",
+    );
+    // Open-path requests with sizeable answers, pipelined without end, from
+    // sockets with a small receive buffer that are never read: the server's
+    // writes stop, and it must not wait on them forever.
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200);
+    let mut hogs = Vec::new();
+    for _ in 0..4 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(server.addr).await.unwrap();
+        for _ in 0..50 {
+            if tokio::time::timeout(Duration::from_millis(20), stream.write_all(&request))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        hogs.push(stream);
+    }
+    // Once all four are held, the HTTP stage is full...
+    let gate = || server.server().engine().gate().stats();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while gate().http < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", gate());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...until the hogs are cut off, their answers having waited the
+    // timeout, and their places go to others.
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while gate().http > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hogs still held: {:?}",
+            gate()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.http("GET", "/health", None, None).await.0, 200);
+    drop(hogs);
+}
+
+#[tokio::test]
+async fn commands_beyond_the_rate_limit_are_refused_and_the_connection_stays() {
+    let server = TestServer::start("[telemetry]\ncommands_per_second = 10");
+    let mut ws = server.telemetry("").await;
+    for _ in 0..30 {
+        send_json(&mut ws, json!({"action": "unsubscribe", "channels": []})).await;
+    }
+    let (mut acks, mut limited) = (0, 0);
+    while acks + limited < 30 {
+        let frame = next_json(&mut ws).await;
+        match (frame["type"].as_str(), frame["code"].as_str()) {
+            (Some("ack"), _) => acks += 1,
+            (Some("error"), Some("RATE_LIMITED")) => limited += 1,
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    // A one-second burst of 10 passes (a few more may refill meanwhile).
+    assert!((10..20).contains(&acks), "{acks} acks");
+    assert!(limited > 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    send_json(&mut ws, json!({"action": "subscribe", "channels": ["t1"]})).await;
+    assert_eq!(
+        next_of_type(&mut ws, "ack").await["channels"],
+        json!(["t1"])
+    );
+}

@@ -402,3 +402,41 @@ async fn a_client_answering_every_heartbeat_does_not_start_a_heartbeat_storm() {
         "{heartbeats} heartbeats in 3.5 s"
     );
 }
+
+#[tokio::test]
+async fn leaving_in_any_order_leaves_exactly_the_others_subscribed() {
+    let server = TestServer::start("");
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(server.subscriber(&["t1", "t2"]).await);
+    }
+    // Leave t1 from the middle, the end and the start of the subscriber list,
+    // and close one connection outright.
+    for i in [2usize, 5, 0] {
+        send_json(
+            &mut clients[i],
+            json!({"action": "unsubscribe", "channels": ["t1"]}),
+        )
+        .await;
+        next_of_type(&mut clients[i], "ack").await;
+    }
+    let closed = clients.remove(3);
+    drop(closed);
+    eventually_stats(&server, |s| s["activeConnections"] == 5).await;
+    server.publish("t1", json!("t1 only"), None).await;
+    server.publish("t2", json!("t2"), None).await;
+    // Now indices: 0,1,2 were 0,1,2; 3,4 were 4,5.
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let still_on_t1 = matches!(i, 1 | 3);
+        let first = next_of_type(ws, "event").await;
+        if still_on_t1 {
+            assert_eq!(first["data"], "t1 only", "client {i}");
+            assert_eq!(next_of_type(ws, "event").await["data"], "t2", "client {i}");
+        } else {
+            assert_eq!(first["data"], "t2", "client {i}");
+        }
+    }
+    let stats = server.stats().await;
+    assert_eq!(channel(&stats, "t1")["subscribers"], 2, "{stats}");
+    assert_eq!(channel(&stats, "t2")["subscribers"], 5, "{stats}");
+}

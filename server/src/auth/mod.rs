@@ -96,6 +96,13 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The instant (on the monotonic clock) its credentials expire.
+    pub fn deadline(&self) -> Option<Instant> {
+        let at = self.expires_at?;
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        Some(Instant::now() + left)
+    }
+
     /// Whether it may subscribe to `channel`.
     pub fn may_subscribe(&self, channel: &str) -> bool {
         self.roles.has(Role::Subscribe) && self.subscribe.allows(channel)
@@ -125,6 +132,23 @@ pub enum AuthError {
     /// A valid credential without the needed role.
     #[error("these credentials lack the {} role this endpoint needs", .0.name())]
     Forbidden(Role),
+}
+
+/// Why a `refresh` was refused; the connection keeps its current token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// The connection was opened with an API key.
+    #[error("refresh is for connections opened with a token")]
+    NotToken,
+    /// The new token does not verify.
+    #[error("{0}")]
+    Invalid(AuthError),
+    /// The new token is another user's.
+    #[error("a refresh token must be for the same user")]
+    OtherUser,
+    /// The new token does not expire later.
+    #[error("the new token must expire later than the current one")]
+    NotLater,
 }
 
 /// One configured API key.
@@ -169,7 +193,11 @@ impl TokenQuotas {
         }
         if table.by_name.len() >= table.prune_at {
             let now = Instant::now();
-            table.by_name.retain(|_, q| !q.is_idle(now));
+            // A quota a live connection still holds is not forgotten, or the
+            // user's next connection would get a second, fresh one.
+            table
+                .by_name
+                .retain(|_, q| Arc::strong_count(q) > 1 || !q.is_idle(now));
             table.prune_at = (2 * table.by_name.len()).max(1024);
         }
         let quota = Arc::new(TopicQuota::new(self.limits));
@@ -261,6 +289,28 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// The principal a connection of `current` continues as with `token`:
+    /// the same user, a token that verifies and expires later.
+    pub fn refresh(
+        &self,
+        current: &Principal,
+        token: &str,
+    ) -> Result<Arc<Principal>, RefreshError> {
+        let now_expires = current.expires_at.ok_or(RefreshError::NotToken)?;
+        let next = self
+            .authenticate(&Credential::Token(token))
+            .map_err(RefreshError::Invalid)?;
+        if next.name != current.name {
+            return Err(RefreshError::OtherUser);
+        }
+        if next.expires_at.is_none_or(|at| at <= now_expires) {
+            return Err(RefreshError::NotLater);
+        }
+        Ok(next)
+    }
+}
+
 /// A stable, non-secret name for a key without one: `key-` and 8 hex digits
 /// of an FNV-1a hash of the key.
 pub fn default_key_name(key: &str) -> String {
@@ -342,10 +392,14 @@ mod tests {
         let alice: Arc<str> = "token:alice".into();
         let a = quotas.get(&alice);
         assert!(Arc::ptr_eq(&a, &quotas.get(&alice)));
+        // Bob holds his quota (a connection) but has charged nothing.
+        let bob: Arc<str> = "token:bob".into();
+        let b = quotas.get(&bob);
         a.try_charge(Instant::now()).unwrap();
         for i in 0..2000 {
             quotas.get(&format!("token:u{i}").into());
         }
+        assert!(Arc::ptr_eq(&b, &quotas.get(&bob)), "bob's quota survived");
         let table = quotas.table.lock();
         // Alice holds a charge, so she survived the prunes; idle users did not pile up.
         assert!(table.by_name.contains_key(&alice));

@@ -4,8 +4,9 @@
 //! Immutable once built; shared by every connection of its principal. A
 //! scope is a list of [`Pattern`]s (`market-data`, `prices.*`, `desk.**`);
 //! token scopes are templates in which `{sub}` stands for the token's
-//! subject, substituted as literal text (a subject that is not a valid name
-//! segment is refused with the token, so it can never widen a pattern).
+//! subject, substituted as literal text (a subject that is not exactly one
+//! valid name segment is refused with the token, so it can never widen a
+//! pattern or reach into another subject's channels).
 
 use shardcast_engine::{validate_name, Pattern};
 
@@ -25,7 +26,7 @@ pub enum ScopeError {
     #[error("{0:?} is not a channel name or pattern (segments of A-Z a-z 0-9 _ - :, `*` for one segment, a final `**` for the rest)")]
     Pattern(String),
     /// A token's subject cannot stand in a channel name.
-    #[error("the token subject {0:?} cannot be used in a channel name: use 1-128 characters from A-Z a-z 0-9 . _ - :")]
+    #[error("the token subject {0:?} cannot be used in a channel name: use 1-128 characters from A-Z a-z 0-9 _ - :")]
     Subject(String),
 }
 
@@ -41,7 +42,9 @@ impl Scope {
 
     /// A scope of `templates` with every `{sub}` replaced by `subject`.
     pub fn for_subject<S: AsRef<str>>(templates: &[S], subject: &str) -> Result<Scope, ScopeError> {
-        if validate_name(subject).is_err() {
+        // One segment exactly: a `.` would let `bob.orders` reach the
+        // channels of `bob` under `positions.{sub}.orders`.
+        if validate_name(subject).is_err() || subject.contains('.') {
             return Err(ScopeError::Subject(
                 crate::input::sanitize(subject, 64).into_owned(),
             ));
@@ -88,5 +91,6 @@ mod tests {
         assert!(Scope::for_subject(&["positions.{sub}"], "*").is_err());
         assert!(Scope::for_subject(&["positions.{sub}"], "a b").is_err());
         assert!(Scope::for_subject(&["positions.{sub}"], "").is_err());
+        assert!(Scope::for_subject(&["positions.{sub}.orders"], "bob.orders").is_err());
     }
 }

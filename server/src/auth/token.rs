@@ -218,11 +218,15 @@ impl TokenVerifier {
                 roles
             }
         };
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .and_then(|at| at.checked_add(self.leeway))
+            .ok_or_else(|| TokenError::Claims("exp is out of range".into()))?;
         Ok(Grant {
             subject: claims.sub,
             roles,
             channels,
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway,
+            expires_at,
         })
     }
 }
@@ -328,6 +332,11 @@ mod tests {
         assert!(matches!(
             v.verify(&sign(json!({"exp": now() + 60}))).unwrap_err(),
             TokenError::Malformed(_)
+        ));
+        assert!(matches!(
+            v.verify(&sign(json!({"sub": "a", "exp": u64::MAX})))
+                .unwrap_err(),
+            TokenError::Claims(_) | TokenError::Malformed(_)
         ));
     }
 }

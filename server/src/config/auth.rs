@@ -157,6 +157,10 @@ pub(super) fn token_verifier(raw: RawJwt) -> Result<TokenVerifier, ConfigError> 
         rs256_public_keys: read_all("jwt.rs256_public_keys", raw.rs256_public_keys)?,
         es256_public_keys: read_all("jwt.es256_public_keys", raw.es256_public_keys)?,
     };
+    let leeway = raw.leeway_seconds.unwrap_or(0);
+    if leeway > 3600 {
+        return Err(invalid("jwt.leeway_seconds", "at most 3600 seconds"));
+    }
     let default_channels = raw.default_channels.unwrap_or_default();
     // Checked here with a stand-in subject, so a bad template fails at boot.
     Scope::for_subject(&default_channels, "subject")
@@ -165,7 +169,7 @@ pub(super) fn token_verifier(raw: RawJwt) -> Result<TokenVerifier, ConfigError> 
         &keys,
         raw.issuer.as_deref(),
         raw.audience.as_deref(),
-        Duration::from_secs(raw.leeway_seconds.unwrap_or(0)),
+        Duration::from_secs(leeway),
         default_channels,
     )
     .map_err(|m| {

@@ -75,6 +75,7 @@ pub struct RawTelemetry {
     pub heartbeat_timeout_seconds: Option<u64>,
     pub rate_limit_per_second: Option<u32>,
     pub replay_limit: Option<usize>,
+    pub commands_per_second: Option<u32>,
 }
 
 /// `[outbox]`.
@@ -190,6 +191,8 @@ pub struct ServerConfig {
     pub replay_limit: usize,
     /// Events per second per connection (0 = unlimited), as announced in `welcome`.
     pub rate_limit_per_second: u32,
+    /// Client commands per second per telemetry connection (one-second burst).
+    pub commands: shardcast_engine::RateLimit,
     /// Largest HTTP request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Time a client has to send a request's head, and again its body.

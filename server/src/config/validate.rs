@@ -55,6 +55,13 @@ impl RawConfig {
         }
         let rate_limit_per_second = t.rate_limit_per_second.unwrap_or(120);
         let replay_limit = t.replay_limit.unwrap_or(50);
+        let commands_per_second = t.commands_per_second.unwrap_or(50);
+        if commands_per_second == 0 {
+            return Err(invalid(
+                "telemetry.commands_per_second",
+                "must be at least 1",
+            ));
+        }
         let history = self.topics.history.unwrap_or(256);
         let max_keys = self.topics.max_keys.unwrap_or(10_000);
         if replay_limit > history.max(max_keys) {
@@ -153,9 +160,11 @@ impl RawConfig {
 
         let Keys { keys, dev_key } = Keys::from_raw(self.api_keys, listen, quota)?;
         let tokens = self.jwt.map(super::auth::token_verifier).transpose()?;
+        // Only the well-known key needs the loopback rule: a random one is
+        // as secret as any configured key.
         let origins = OriginPolicy::new(
             self.allowed_origins.as_deref().unwrap_or_default(),
-            dev_key.is_some(),
+            dev_key.as_deref() == Some(super::DEV_API_KEY),
         )
         .map_err(|m| invalid("allowed_origins", m))?;
 
@@ -172,6 +181,8 @@ impl RawConfig {
                 capacity: history,
                 max_keys,
                 max_bytes: history_bytes,
+                // Set by the engine from max_total_bytes and max_topics.
+                floor: 0,
             },
             max_history_bytes: max_total_bytes,
             max_topics: positive("topics.max_topics", self.topics.max_topics, 10_000)?,
@@ -215,6 +226,7 @@ impl RawConfig {
             open_paths,
             replay_limit,
             rate_limit_per_second,
+            commands: RateLimit::per_second(commands_per_second),
             max_header_bytes,
             request_timeout: Duration::from_secs(request_timeout),
             max_publish_body: positive("max_publish_body", self.max_publish_body, 1024 * 1024)?,

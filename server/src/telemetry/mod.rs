@@ -22,6 +22,7 @@ use shardcast_engine::{write_iso8601, Message, WireFormat};
 
 pub use command::{parse_command, Command, CommandError};
 pub use session::TelemetrySession;
+pub(crate) use session::{iso, refresh_error_code, Ack};
 
 /// The telemetry wire format. Shared by all shards.
 #[derive(Debug, Default)]
@@ -130,6 +131,8 @@ pub enum ErrorCode {
     Forbidden,
     /// A token sent with `refresh` was refused.
     Unauthorized,
+    /// More commands than the connection may send per second.
+    RateLimited,
 }
 
 #[derive(Serialize)]

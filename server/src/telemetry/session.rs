@@ -13,11 +13,13 @@ use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
 use serde::Serialize;
-use shardcast_engine::{write_iso8601, CloseReason, ConnCtx, Session, SubscribeError, TopicError};
+use shardcast_engine::{
+    write_iso8601, CloseReason, ConnCtx, RateLimiter, Session, SubscribeError, TopicError,
+};
 use tracing::{debug, info};
 
 use super::{error_frame, json_frame, parse_command, Command, ErrorCode, HeartbeatReplies};
-use crate::auth::{Credential, Principal};
+use crate::auth::{Principal, RefreshError};
 use crate::input::truncate;
 use crate::App;
 
@@ -37,13 +39,13 @@ struct Welcome<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Ack<'a> {
+pub(crate) struct Ack<'a> {
     #[serde(rename = "type")]
-    kind: &'static str,
-    action: &'static str,
-    channels: &'a [Arc<str>],
+    pub(crate) kind: &'static str,
+    pub(crate) action: &'static str,
+    pub(crate) channels: &'a [Arc<str>],
     #[serde(skip_serializing_if = "Option::is_none")]
-    expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
 }
 
 fn ack(action: &'static str, channels: &[Arc<str>]) -> bytes::Bytes {
@@ -55,16 +57,19 @@ fn ack(action: &'static str, channels: &[Arc<str>]) -> bytes::Bytes {
     })
 }
 
-fn iso(time: SystemTime) -> String {
+pub(crate) fn iso(time: SystemTime) -> String {
     let mut out = BytesMut::with_capacity(24);
     write_iso8601(&mut out, time);
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The shard-clock instant at which `at` (wall clock) arrives.
-fn instant_of(at: SystemTime) -> Instant {
-    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-    Instant::now() + left
+/// The `error` code of a refused refresh.
+pub(crate) fn refresh_error_code(e: &RefreshError) -> ErrorCode {
+    match e {
+        RefreshError::NotToken => ErrorCode::InvalidMessage,
+        RefreshError::Invalid(_) | RefreshError::NotLater => ErrorCode::Unauthorized,
+        RefreshError::OtherUser => ErrorCode::Forbidden,
+    }
 }
 
 /// Names refused for one reason, reported in one `error` frame: the names,
@@ -89,6 +94,10 @@ pub struct TelemetrySession {
     initial_channels: Vec<String>,
     initial_replay: bool,
     heartbeats: HeartbeatReplies,
+    /// Commands are rate-limited: each may cost a scan of the connection's
+    /// subscriptions, a token verification, a reply.
+    commands: RateLimiter,
+    opened: Instant,
 }
 
 impl TelemetrySession {
@@ -105,6 +114,8 @@ impl TelemetrySession {
             initial_channels: channels,
             initial_replay: replay,
             heartbeats: HeartbeatReplies::default(),
+            commands: RateLimiter::default(),
+            opened: Instant::now(),
         }
     }
 
@@ -137,7 +148,8 @@ impl TelemetrySession {
                 Err(
                     e @ (SubscribeError::TooMany { .. }
                     | SubscribeError::Topic(TopicError::Quota { .. })
-                    | SubscribeError::Topic(TopicError::TooManyTopics { .. })),
+                    | SubscribeError::Topic(TopicError::TooManyTopics { .. })
+                    | SubscribeError::Topic(TopicError::TooManyUnclaimed { .. })),
                 ) => limited.push((name.as_str(), e.to_string())),
                 Err(e @ SubscribeError::Topic(_)) => unknown.push((name.as_str(), e.to_string())),
             }
@@ -168,35 +180,15 @@ impl TelemetrySession {
         }
     }
 
-    /// Replaces the connection's token with a newer one of the same user.
+    /// Replaces the connection's token with a newer one of the same user;
+    /// ends the subscriptions the new token's scope no longer covers.
     fn refresh(&mut self, ctx: &mut ConnCtx<'_>, token: &str) {
-        let Some(current) = self.principal.expires_at else {
-            ctx.send(error_frame(
-                ErrorCode::InvalidMessage,
-                "refresh is for connections opened with a token",
-            ));
-            return;
-        };
-        let principal = match self.app.config.auth.authenticate(&Credential::Token(token)) {
+        let principal = match self.app.config.auth.refresh(&self.principal, token) {
             Ok(principal) => principal,
             Err(e) => {
-                ctx.send(error_frame(ErrorCode::Unauthorized, &e.to_string()));
+                ctx.send(error_frame(refresh_error_code(&e), &e.to_string()));
                 return;
             }
-        };
-        if principal.name != self.principal.name {
-            ctx.send(error_frame(
-                ErrorCode::Forbidden,
-                "a refresh token must be for the same user",
-            ));
-            return;
-        }
-        let Some(expires_at) = principal.expires_at.filter(|&at| at > current) else {
-            ctx.send(error_frame(
-                ErrorCode::Unauthorized,
-                "the new token must expire later than the current one",
-            ));
-            return;
         };
         let ended: Vec<Arc<str>> = ctx
             .subscriptions()
@@ -206,15 +198,19 @@ impl TelemetrySession {
         for name in &ended {
             ctx.unsubscribe(name);
         }
-        ctx.close_at(Some((instant_of(expires_at), CloseReason::TokenExpired)));
+        ctx.close_at(
+            principal
+                .deadline()
+                .map(|at| (at, CloseReason::TokenExpired)),
+        );
         info!(client = %ctx.client_id(), owner = %principal.name, ended = ended.len(), "token refreshed");
-        self.principal = principal;
         ctx.send(json_frame(&Ack {
             kind: "ack",
             action: "refresh",
             channels: &ended,
-            expires_at: Some(iso(expires_at)),
+            expires_at: principal.expires_at.map(iso),
         }));
+        self.principal = principal;
     }
 }
 
@@ -231,8 +227,8 @@ impl Session for TelemetrySession {
             replay_limit: config.replay_limit,
             expires_at: expires_at.map(iso),
         }));
-        if let Some(at) = expires_at {
-            ctx.close_at(Some((instant_of(at), CloseReason::TokenExpired)));
+        if let Some(at) = self.principal.deadline() {
+            ctx.close_at(Some((at, CloseReason::TokenExpired)));
         }
         if !self.initial_channels.is_empty() {
             let channels = std::mem::take(&mut self.initial_channels);
@@ -241,6 +237,15 @@ impl Session for TelemetrySession {
     }
 
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
+        let limit = self.app.config.commands;
+        let now_ns = self.opened.elapsed().as_nanos() as u64;
+        if !self.commands.try_acquire(limit, now_ns) {
+            ctx.send(error_frame(
+                ErrorCode::RateLimited,
+                "too many commands: see telemetry.commands_per_second; this one was ignored",
+            ));
+            return;
+        }
         let max = self.app.config.engine.max_subscriptions;
         match parse_command(text, max) {
             Ok(Command::Subscribe { channels, replay }) => self.subscribe(ctx, &channels, replay),
