@@ -8,7 +8,8 @@
 use std::borrow::Cow;
 
 /// Most levels of arrays and objects in a client command (telemetry
-/// commands, `/ws/publish` frames), `data` included.
+/// commands). `/ws/publish` frames carry published `data` and nest at most
+/// [`MAX_DATA_DEPTH`] + 1.
 pub const MAX_COMMAND_DEPTH: usize = 64;
 
 /// Most levels of arrays and objects in published `data`.
