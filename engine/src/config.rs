@@ -73,6 +73,7 @@ impl Default for EngineConfig {
                 max_per_address: 4096,
                 max_http: 1024,
                 max_http_per_address: 128,
+                max_sockets: usize::MAX,
             },
             max_subscriptions: 256,
             heartbeat_interval: Duration::from_secs(15),

@@ -7,8 +7,9 @@
 //! so a burst of upgrades can never overshoot `max_connections`.
 //!
 //! A socket's life, as the gate sees it:
-//! 1. accepted: [`Gate::admit`] counts it against its address and against
-//!    the HTTP-stage limit, or refuses it (the acceptor closes it at once);
+//! 1. accepted: [`Gate::admit`] counts it against its address, the
+//!    HTTP-stage limit and the sockets the open-file limit allows, or
+//!    refuses it (the acceptor closes it at once);
 //! 2. upgrading: [`PeerPermit::establish`] moves it from the HTTP stage to
 //!    a WebSocket slot, or refuses (the server answers 503);
 //! 3. closed: dropping the permit (with the socket) gives everything back.
@@ -33,6 +34,9 @@ pub struct GateLimits {
     pub max_http: usize,
     /// Sockets in their HTTP stage from one address.
     pub max_http_per_address: usize,
+    /// Sockets of any stage at once: what the process's open-file limit
+    /// leaves for them.
+    pub max_sockets: usize,
 }
 
 /// Why a socket was refused.
@@ -62,6 +66,12 @@ pub enum Refused {
         /// The limit.
         limit: usize,
     },
+    /// The process holds as many sockets as its open-file limit allows.
+    #[error("{limit} sockets open already: the open-file limit")]
+    Sockets {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl Refused {
@@ -72,6 +82,7 @@ impl Refused {
             Refused::Http { .. } => "http",
             Refused::HttpAddress { .. } => "http_address",
             Refused::Full { .. } => "full",
+            Refused::Sockets { .. } => "out_of_files",
         }
     }
 
@@ -81,13 +92,14 @@ impl Refused {
             Refused::Http { .. } => 1,
             Refused::HttpAddress { .. } => 2,
             Refused::Full { .. } => 3,
+            Refused::Sockets { .. } => 4,
         }
     }
 }
 
 /// Labels of the refusal counters, in [`GateStats::refused`] order; the
-/// last counts sockets closed at once because the process was out of file
-/// descriptors.
+/// last counts sockets refused for the open-file limit (by the gate, or
+/// accepted with the acceptor's spare descriptor and closed at once).
 pub const REFUSAL_LABELS: [&str; 5] = ["address", "http", "http_address", "full", "out_of_files"];
 
 /// The gate's figures at one moment.
@@ -155,7 +167,11 @@ impl Gate {
         let address = bucket(ip);
         let mut state = self.state.lock();
         let count = state.by_address.get(&address).copied().unwrap_or_default();
-        let refused = if count.all >= self.limits.max_per_address {
+        let refused = if state.http + state.websockets >= self.limits.max_sockets {
+            Some(Refused::Sockets {
+                limit: self.limits.max_sockets,
+            })
+        } else if count.all >= self.limits.max_per_address {
             Some(Refused::Address {
                 limit: self.limits.max_per_address,
             })
@@ -286,6 +302,7 @@ mod tests {
             max_per_address: per_address,
             max_http: http,
             max_http_per_address: http_per,
+            max_sockets: usize::MAX,
         })
     }
 
@@ -334,6 +351,25 @@ mod tests {
             gate.admit(ip("192.0.2.1")).unwrap_err(),
             Refused::Address { limit: 2 }
         );
+    }
+
+    #[test]
+    fn sockets_of_every_stage_count_against_the_open_file_budget() {
+        let gate = Gate::new(GateLimits {
+            max_sockets: 3,
+            ..crate::EngineConfig::default().gate
+        });
+        let mut a = gate.admit(ip("10.0.0.1")).unwrap();
+        a.establish().unwrap();
+        let _b = gate.admit(ip("10.0.0.2")).unwrap();
+        let _c = gate.admit(ip("10.0.0.3")).unwrap();
+        assert_eq!(
+            gate.admit(ip("10.0.0.4")).unwrap_err(),
+            Refused::Sockets { limit: 3 }
+        );
+        drop(a);
+        gate.admit(ip("10.0.0.4")).unwrap();
+        assert_eq!(gate.stats().refused[4], 1);
     }
 
     #[test]

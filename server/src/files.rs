@@ -1,12 +1,13 @@
-//! Fitting the connection limits to the process's open-file limit.
+//! Fitting the connections to the process's open-file limit.
 //!
-//! Every socket is a file descriptor. If `max_connections` plus
-//! `max_http_connections` exceeded what the process may open, idle sockets
-//! could use up the descriptors and `accept` would fail for everyone; with
-//! the limits fitted below the descriptor limit, a flood of sockets meets a
-//! refusal from the connection gate instead. At start-up the soft limit is
-//! raised to the hard limit, and the connection limits are lowered (with a
-//! warning naming both) when they still do not fit.
+//! Every socket is a file descriptor. If sockets could outnumber the
+//! descriptors the process may open, idle sockets would use them up and
+//! `accept` would fail for everyone. So at start-up the soft limit is raised
+//! to the hard limit, and the connection gate is told how many sockets fit
+//! beside the process's own descriptors (`max_sockets`): past that, new
+//! connections meet a 503 from the gate, and connections already open go on.
+//! `max_connections` and `max_http_connections` stay as configured; a warning
+//! says when together they exceed what fits.
 
 use shardcast_engine::GateLimits;
 use tracing::{info, warn};
@@ -17,24 +18,17 @@ fn reserved(shards: usize) -> u64 {
     64 + 4 * shards as u64
 }
 
-/// `gate` lowered, if needed, so that every socket it admits fits in
-/// `open_files` descriptors; the lowered limits and whether they changed.
+/// `gate` with its socket budget set from `open_files`; and whether the
+/// configured connection limits exceed it.
 pub fn fit(gate: GateLimits, open_files: u64, shards: usize) -> (GateLimits, bool) {
     let budget = open_files.saturating_sub(reserved(shards)).max(2);
     let budget = usize::try_from(budget).unwrap_or(usize::MAX);
-    let wanted = gate.max_connections.saturating_add(gate.max_http);
-    if wanted <= budget {
-        return (gate, false);
-    }
-    // Keep an eighth for the HTTP stage (publishers, handshakes), at least 1.
-    let max_http = gate.max_http.min((budget / 8).max(1));
-    let max_connections = gate.max_connections.min(budget - max_http).max(1);
     let fitted = GateLimits {
-        max_connections,
-        max_http,
+        max_sockets: gate.max_sockets.min(budget),
         ..gate
     };
-    (fitted, true)
+    let wanted = gate.max_connections.saturating_add(gate.max_http);
+    (fitted, wanted > budget)
 }
 
 /// Raises the soft open-file limit to the hard one and fits `gate` under it.
@@ -42,22 +36,25 @@ pub fn fit_to_process(gate: GateLimits, shards: usize) -> GateLimits {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
-            warn!(error = %e, "cannot read the open-file limit; connection limits left as configured");
+            warn!(error = %e, "cannot read the open-file limit; sockets are not capped by it");
             return gate;
         }
     };
-    let (fitted, changed) = fit(gate, limit, shards);
-    if changed {
+    let (fitted, short) = fit(gate, limit, shards);
+    if short {
         warn!(
             open_files = limit,
-            max_connections = fitted.max_connections,
-            max_http_connections = fitted.max_http,
-            configured_max_connections = gate.max_connections,
-            configured_max_http_connections = gate.max_http,
-            "connection limits lowered to fit the open-file limit (raise it with ulimit -n or LimitNOFILE)"
+            sockets = fitted.max_sockets,
+            max_connections = gate.max_connections,
+            max_http_connections = gate.max_http,
+            "the open-file limit allows fewer sockets than max_connections + max_http_connections; connections beyond it are refused (raise it with ulimit -n or LimitNOFILE)"
         );
     } else {
-        info!(open_files = limit, "open-file limit");
+        info!(
+            open_files = limit,
+            sockets = fitted.max_sockets,
+            "open-file limit"
+        );
     }
     fitted
 }
@@ -71,21 +68,24 @@ mod tests {
         max_per_address: 4096,
         max_http: 1024,
         max_http_per_address: 128,
+        max_sockets: usize::MAX,
     };
 
     #[test]
-    fn limits_that_fit_are_kept() {
-        assert_eq!(fit(GATE, 1 << 20, 2), (GATE, false));
+    fn limits_that_fit_are_kept_with_the_socket_budget_set() {
+        let (fitted, short) = fit(GATE, 1 << 20, 2);
+        assert!(!short);
+        assert_eq!(fitted.max_sockets, (1 << 20) - reserved(2) as usize);
+        assert_eq!(fitted.max_connections, GATE.max_connections);
     }
 
     #[test]
-    fn limits_that_do_not_fit_are_lowered_below_the_descriptor_limit() {
-        let (fitted, changed) = fit(GATE, 1024, 2);
-        assert!(changed);
-        assert!(fitted.max_connections + fitted.max_http <= 1024 - reserved(2) as usize);
-        assert_eq!(fitted.max_http, (1024 - reserved(2) as usize) / 8);
-        assert_eq!(fitted.max_per_address, GATE.max_per_address);
+    fn a_low_limit_caps_sockets_below_the_descriptors() {
+        let (fitted, short) = fit(GATE, 1024, 2);
+        assert!(short);
+        assert_eq!(fitted.max_sockets, 1024 - reserved(2) as usize);
+        assert_eq!((fitted.max_connections, fitted.max_http), (100_000, 1024));
         let (tiny, _) = fit(GATE, 10, 1);
-        assert!(tiny.max_connections >= 1 && tiny.max_http >= 1);
+        assert!(tiny.max_sockets >= 2);
     }
 }

@@ -145,6 +145,8 @@ impl RawConfig {
             max_http_per_address: unlimited_if_zero(
                 self.max_http_connections_per_ip.unwrap_or(128),
             ),
+            // Set at start-up from the open-file limit (files.rs).
+            max_sockets: usize::MAX,
         };
         let max_header_bytes = self.max_header_bytes.unwrap_or(16 * 1024);
         if !(MIN_HEADER_BYTES..=1 << 20).contains(&max_header_bytes) {
@@ -304,6 +306,7 @@ mod tests {
                 max_per_address: 4096,
                 max_http: 1024,
                 max_http_per_address: 128,
+                max_sockets: usize::MAX,
             }
         );
         assert_eq!(config.max_header_bytes, 16 * 1024);
