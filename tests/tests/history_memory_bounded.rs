@@ -9,13 +9,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// Resident set size of this process, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
 const MIB: u64 = 1 << 20;
 
 #[tokio::test]
