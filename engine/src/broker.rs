@@ -10,7 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::shard::ShardInbox;
-use crate::topic::{Topic, TopicError, TopicRegistry};
+use crate::registry::TopicRegistry;
+use crate::topic::{Topic, TopicError};
 
 /// Why a publish failed.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

@@ -30,7 +30,8 @@ use crate::format::Formats;
 use crate::gate::Gate;
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
 use crate::stats::{ClientInfo, EngineStats};
-use crate::topic::{RegistryConfig, Topic, TopicError, TopicRegistry, MAX_NAME_LEN};
+use crate::registry::{RegistryConfig, TopicRegistry};
+use crate::topic::{Topic, TopicError, MAX_NAME_LEN};
 
 /// Where a client id of a principal is connected.
 #[derive(Clone, Copy, Debug)]

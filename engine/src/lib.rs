@@ -39,6 +39,7 @@ mod pattern;
 mod quota;
 mod rate;
 mod reader;
+mod registry;
 mod shard;
 mod slab;
 mod stats;
@@ -64,7 +65,5 @@ pub use quota::{QuotaError, QuotaLimits, TopicQuota};
 pub use rate::{RateLimit, RateLimiter};
 pub use shard::ConnectionHandler;
 pub use stats::{ClientInfo, Counts, EngineStats, ShardStats, TopicSummary};
-pub use topic::{
-    validate_name, ChannelRules, RetiredTotals, Topic, TopicError, TopicId, TopicRegistry,
-    TopicStats, MAX_NAME_LEN,
-};
+pub use registry::{RetiredTotals, TopicRegistry};
+pub use topic::{validate_name, ChannelRules, Topic, TopicError, TopicId, TopicStats, MAX_NAME_LEN};

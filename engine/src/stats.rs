@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 
 use crate::outbox::DropReason;
-use crate::topic::{RetiredTotals, TopicId, TopicStats};
+use crate::registry::RetiredTotals;
+use crate::topic::{TopicId, TopicStats};
 
 /// Event counts under one heading, split by drop reason. Owned by one shard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

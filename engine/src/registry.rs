@@ -1,0 +1,514 @@
+//! The topic registry: every live topic of an engine by name and by id; it
+//! creates topics, charges their creation, retires the ones nobody needs,
+//! and shares the history budget out again.
+//!
+//! Life of a topic:
+//! 1. created on first use of a declared name, after every check of the
+//!    caller has passed, and charged to the caller's [`TopicQuota`] (if any)
+//!    until it holds retained state; topics so charged may be at most half
+//!    of `max_topics`, so subscribers never crowd publishers out;
+//! 2. alive while it has subscribers or retained state;
+//! 3. with neither for [`RegistryConfig::idle_expiry`], it is *retired*:
+//!    marked under its own lock (so no subscribe or publish can slip in),
+//!    then removed from the registry; its slot is reused under a new
+//!    generation, so a stale [`TopicId`] never matches the new topic. A
+//!    caller still holding the retired handle gets [`Retired`] (or, for a
+//!    publish, the message back) and resolves the name again.
+//!
+//! [`Retired`]: crate::topic::Retired
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use tracing::debug;
+
+use crate::history::{History, HistoryLimits, MemoryBudget};
+use crate::quota::TopicQuota;
+use crate::topic::{shown, validate_name, ChannelRules, Charge, Topic, TopicError, TopicId};
+
+/// Share of the history budget in use above which [`TopicRegistry::rebalance`] trims.
+pub const PRESSURE: f64 = 0.9;
+
+/// Share of the history budget that rebalancing divides among the topics,
+/// leaving the rest for the ones that had none.
+pub const TARGET: f64 = 0.75;
+
+/// How a registry creates and expires topics.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Which names exist.
+    pub rules: ChannelRules,
+    /// Most topics alive at once.
+    pub max_topics: usize,
+    /// Shards of the engine.
+    pub shards: usize,
+    /// Each topic's history bounds.
+    pub history: HistoryLimits,
+    /// Bytes of history across all topics.
+    pub max_history_bytes: usize,
+    /// How long a topic with no subscribers and no retained state lives on.
+    pub idle_expiry: Duration,
+}
+
+/// Figures of topics that no longer exist, so totals never go backwards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetiredTotals {
+    /// Topics retired so far.
+    pub topics: u64,
+    /// Messages they had published.
+    pub published: u64,
+    /// Their shard-inbox overflow drops.
+    pub overflow_dropped: u64,
+    /// Their refused retentions.
+    pub retention_refused: u64,
+}
+
+/// All topics of an engine, by name and by id. Shared by all shards.
+///
+/// Read-mostly: the write lock is taken only to create or retire a topic.
+/// The publish path does not come here per message; shards and publishers
+/// keep `Arc<Topic>` handles.
+#[derive(Debug)]
+pub struct TopicRegistry {
+    config: RegistryConfig,
+    budget: Arc<MemoryBudget>,
+    /// Topics still charged to their creators (no retained state yet).
+    unclaimed: Arc<AtomicUsize>,
+    topics: RwLock<Topics>,
+}
+
+#[derive(Debug, Default)]
+struct Topics {
+    by_name: HashMap<Arc<str>, Arc<Topic>>,
+    /// Slot `i` holds the topic with index `i`, or `None` when free.
+    slots: Vec<Option<Arc<Topic>>>,
+    /// The generation the next topic in each slot gets.
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    retired: RetiredTotals,
+}
+
+impl TopicRegistry {
+    pub(crate) fn new(mut config: RegistryConfig) -> Self {
+        // A quarter of the total is set aside as every topic's floor (what
+        // no other topic can take from it); the rest is the shared budget.
+        let floor =
+            (config.max_history_bytes / 4 / config.max_topics.max(1)).min(config.history.max_bytes);
+        config.history.floor = floor;
+        let shared = config
+            .max_history_bytes
+            .saturating_sub(floor.saturating_mul(config.max_topics));
+        Self {
+            budget: Arc::new(MemoryBudget::new(shared)),
+            unclaimed: Arc::new(AtomicUsize::new(0)),
+            config,
+            topics: RwLock::default(),
+        }
+    }
+
+    /// The topic called `name`, created on first use if a rule declares it
+    /// and `quota` (when given) allows one more.
+    pub fn resolve(
+        &self,
+        name: &str,
+        quota: Option<&Arc<TopicQuota>>,
+    ) -> Result<Arc<Topic>, TopicError> {
+        if let Some(topic) = self.topics.read().by_name.get(name) {
+            return Ok(Arc::clone(topic));
+        }
+        self.create(name, quota)
+    }
+
+    #[cold]
+    fn create(
+        &self,
+        name: &str,
+        quota: Option<&Arc<TopicQuota>>,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_name(name)?;
+        if !self.config.rules.allows(name) {
+            return Err(TopicError::Undeclared(shown(name)));
+        }
+        let mut topics = self.topics.write();
+        if let Some(topic) = topics.by_name.get(name) {
+            return Ok(Arc::clone(topic));
+        }
+        if topics.by_name.len() >= self.config.max_topics {
+            return Err(TopicError::TooManyTopics {
+                name: shown(name),
+                limit: self.config.max_topics,
+            });
+        }
+        let now = Instant::now();
+        let charge = match quota {
+            None => None,
+            Some(quota) => {
+                let limit = (self.config.max_topics / 2).max(1);
+                if self.unclaimed.load(Ordering::Relaxed) >= limit {
+                    return Err(TopicError::TooManyUnclaimed {
+                        name: shown(name),
+                        limit,
+                    });
+                }
+                quota.try_charge(now).map_err(|quota| TopicError::Quota {
+                    name: shown(name),
+                    quota,
+                })?;
+                self.unclaimed.fetch_add(1, Ordering::Relaxed);
+                Some(Charge {
+                    quota: Arc::clone(quota),
+                    unclaimed: Arc::clone(&self.unclaimed),
+                })
+            }
+        };
+        let index = match topics.free.pop() {
+            Some(index) => index,
+            None => {
+                topics.slots.push(None);
+                topics.generations.push(0);
+                (topics.slots.len() - 1) as u32
+            }
+        };
+        let generation = topics.generations[index as usize];
+        let name: Arc<str> = name.into();
+        let topic = Arc::new(Topic::new(
+            TopicId::new(index, generation),
+            Arc::clone(&name),
+            self.config.shards,
+            History::new(self.config.history),
+            Arc::clone(&self.budget),
+            charge,
+            now,
+        ));
+        topics.by_name.insert(name, Arc::clone(&topic));
+        topics.slots[index as usize] = Some(Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    /// Retires every topic idle for the configured time; returns how many.
+    ///
+    /// Candidates are found under the read lock, so publishers resolving
+    /// names wait only while the few retired topics are unlinked.
+    pub fn expire_idle(&self, now: Instant) -> usize {
+        let idle = self.config.idle_expiry;
+        let candidates: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .by_name
+            .values()
+            .filter(|t| t.is_idle(now, idle))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return 0;
+        }
+        let mut topics = self.topics.write();
+        let mut expired = 0;
+        for topic in candidates {
+            let Some(last) = topic.retire_if_idle(now, idle) else {
+                continue;
+            };
+            let index = topic.id().index();
+            topics.by_name.remove(&**topic.name());
+            topics.slots[index] = None;
+            topics.generations[index] = topics.generations[index].wrapping_add(1);
+            topics.free.push(index as u32);
+            let totals = &mut topics.retired;
+            totals.topics += 1;
+            totals.published += last.published;
+            totals.overflow_dropped += last.overflow_dropped;
+            totals.retention_refused += last.retention_refused;
+            expired += 1;
+        }
+        if expired > 0 {
+            debug!(
+                expired,
+                alive = topics.by_name.len(),
+                "idle channels expired"
+            );
+        }
+        expired
+    }
+
+    /// Shares the history budget out again when it runs short.
+    ///
+    /// A topic makes room only by evicting its own messages, so once the
+    /// engine-wide budget is spent, channels created later could keep
+    /// nothing. When more than [`PRESSURE`] of the budget is in use, every
+    /// topic holding more than an equal share of [`TARGET`] of it is trimmed
+    /// to that share (oldest first), one topic lock at a time; the caller
+    /// (shard 0, every few seconds) spreads the cost. Returns the bytes freed.
+    pub fn rebalance(&self) -> usize {
+        let budget = &self.budget;
+        let used = budget.used();
+        if (used as f64) < budget.limit() as f64 * PRESSURE {
+            return 0;
+        }
+        let topics = self.all();
+        if topics.is_empty() {
+            return 0;
+        }
+        let share =
+            (budget.limit() as f64 * TARGET) as usize / topics.len() + self.config.history.floor;
+        for topic in &topics {
+            topic.trim_history(share);
+        }
+        let freed = used.saturating_sub(budget.used());
+        if freed > 0 {
+            debug!(
+                freed,
+                share,
+                channels = topics.len(),
+                "history budget shared out again"
+            );
+        }
+        freed
+    }
+
+    /// Every live topic, in slot order.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().slots.iter().flatten().cloned().collect()
+    }
+
+    /// Topics alive now.
+    pub fn len(&self) -> usize {
+        self.topics.read().by_name.len()
+    }
+
+    /// Whether no topic is alive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Figures of the topics retired so far.
+    pub fn retired(&self) -> RetiredTotals {
+        self.topics.read().retired
+    }
+
+    /// The engine-wide history budget.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use crate::quota::{QuotaError, QuotaLimits};
+    use crate::shard::ShardInbox;
+    use bytes::Bytes;
+
+    fn rules(list: &[&str]) -> ChannelRules {
+        let mut rules = ChannelRules::default();
+        for rule in list {
+            rules.declare(rule).unwrap();
+        }
+        rules
+    }
+
+    fn registry(list: &[&str], max_topics: usize, shards: usize) -> TopicRegistry {
+        TopicRegistry::new(RegistryConfig {
+            rules: rules(list),
+            max_topics,
+            shards,
+            history: HistoryLimits {
+                capacity: 8,
+                max_keys: 8,
+                max_bytes: 1 << 20,
+                floor: 0,
+            },
+            max_history_bytes: 1 << 20,
+            idle_expiry: Duration::from_secs(60),
+        })
+    }
+
+    fn data() -> Bytes {
+        Bytes::from_static(b"1")
+    }
+
+    #[test]
+    fn registry_creates_declared_topics_once_and_enforces_the_limit() {
+        let registry = registry(&["a", "b", "p.*"], 2, 1);
+        let a = registry.resolve("a", None).unwrap();
+        assert!(Arc::ptr_eq(&a, &registry.resolve("a", None).unwrap()));
+        assert_eq!(
+            registry.resolve("zzz", None).unwrap_err(),
+            TopicError::Undeclared("zzz".into())
+        );
+        registry.resolve("p.x", None).unwrap();
+        assert!(matches!(
+            registry.resolve("b", None),
+            Err(TopicError::TooManyTopics { limit: 2, .. })
+        ));
+        assert_eq!(registry.all().len(), 2);
+    }
+
+    #[test]
+    fn subscribe_starts_after_the_last_published_message() {
+        let registry = registry(&["t"], 10, 2);
+        let topic = registry.resolve("t", None).unwrap();
+        let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new(16)).collect();
+        for _ in 0..3 {
+            topic.publish(None, data(), &inboxes).unwrap();
+        }
+        let start = topic.subscribe(1, Some(2)).unwrap();
+        assert_eq!(start.after_seq, 3);
+        assert_eq!(
+            start.replay.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        // Only shard 1 has a subscriber, so only it is sent the next message.
+        assert_eq!(topic.publish(None, data(), &inboxes).unwrap(), 4);
+        assert_eq!(inboxes[0].pending(), 0);
+        assert_eq!(inboxes[1].pending(), 1);
+        assert_eq!(topic.stats().subscribers, 1);
+    }
+
+    #[test]
+    fn idle_topics_without_state_expire_and_their_slot_gets_a_new_generation() {
+        let registry = registry(&["p.*"], 10, 1);
+        let inboxes = [ShardInbox::new(16)];
+        let now = Instant::now();
+        let later = now + Duration::from_secs(61);
+        let quiet = registry.resolve("p.quiet", None).unwrap();
+        let held = registry.resolve("p.held", None).unwrap();
+        held.subscribe(0, None).unwrap();
+        let kept = registry.resolve("p.kept", None).unwrap();
+        kept.publish(None, data(), &inboxes).unwrap();
+        assert_eq!(registry.expire_idle(now), 0, "not idle long enough");
+        assert_eq!(registry.expire_idle(later), 1);
+        assert!(quiet.is_retired());
+        assert!(!held.is_retired() && !kept.is_retired());
+        // The stale handle refuses; the name resolves to a fresh topic.
+        assert!(quiet.publish(None, data(), &inboxes).is_err());
+        assert!(quiet.subscribe(0, None).is_err());
+        let again = registry.resolve("p.quiet", None).unwrap();
+        assert_eq!(again.id().index(), quiet.id().index());
+        assert_ne!(again.id(), quiet.id());
+        // Publishing through the stale handle reaches the live topic.
+        let fanout = crate::broker::Fanout {
+            inboxes: &inboxes,
+            topics: &registry,
+        };
+        assert_eq!(fanout.deliver(&quiet, None, data()).unwrap(), 1);
+        assert_eq!(again.stats().published, 1);
+        assert_eq!(registry.len(), 3);
+        assert_eq!(registry.retired().topics, 1);
+        // A topic whose last subscriber left is idle from that moment.
+        held.unsubscribe(0);
+        assert_eq!(registry.expire_idle(Instant::now()), 0);
+        // (`again` now holds a message, so only `held` goes.)
+        assert_eq!(
+            registry.expire_idle(Instant::now() + Duration::from_secs(61)),
+            1
+        );
+    }
+
+    #[test]
+    fn rebalancing_gives_late_topics_room_once_the_budget_is_spent() {
+        let mut config = RegistryConfig {
+            rules: rules(&["p.*"]),
+            max_topics: 10,
+            shards: 1,
+            history: HistoryLimits {
+                capacity: 1000,
+                max_keys: 8,
+                max_bytes: 1 << 30,
+                floor: 0,
+            },
+            max_history_bytes: 0,
+            idle_expiry: Duration::from_secs(60),
+        };
+        let one = Message::new(
+            TopicId::new(0, 0),
+            "p.a".into(),
+            1,
+            None,
+            Bytes::from(vec![0; 1000]),
+        )
+        .retained_cost();
+        config.max_history_bytes = 100 * one;
+        let registry = TopicRegistry::new(config);
+        let inboxes = [ShardInbox::new(16)];
+        let data = Bytes::from(vec![b'1'; 1000]);
+        let early = registry.resolve("p.early", None).unwrap();
+        for _ in 0..100 {
+            early.publish(None, data.clone(), &inboxes).unwrap();
+        }
+        // A late topic keeps only its floor (2.5 messages' worth) while the
+        // early one holds the shared budget.
+        let late = registry.resolve("p.late", None).unwrap();
+        for _ in 0..10 {
+            late.publish(None, data.clone(), &inboxes).unwrap();
+        }
+        assert!(late.stats().history < 5, "{:?}", late.stats());
+        assert!(registry.rebalance() > 0);
+        let share = (75.0 * one as f64 * TARGET) as usize / 2 + registry.config.history.floor;
+        assert!(early.stats().history_bytes <= share);
+        for _ in 0..10 {
+            late.publish(None, data.clone(), &inboxes).unwrap();
+        }
+        assert!(late.stats().history >= 10, "room again: {:?}", late.stats());
+        assert_eq!(registry.rebalance(), 0, "no pressure now");
+    }
+
+    #[test]
+    fn creation_is_charged_to_the_quota_until_the_topic_holds_state() {
+        let registry = registry(&["p.*"], 100, 1);
+        let inboxes = [ShardInbox::new(16)];
+        let quota = Arc::new(TopicQuota::new(QuotaLimits {
+            rate_per_second: 1000.0,
+            burst: 100,
+            max_live: 2,
+        }));
+        let a = registry.resolve("p.a", Some(&quota)).unwrap();
+        registry.resolve("p.b", Some(&quota)).unwrap();
+        assert!(matches!(
+            registry.resolve("p.c", Some(&quota)),
+            Err(TopicError::Quota {
+                quota: QuotaError::Live { limit: 2 },
+                ..
+            })
+        ));
+        // Existing topics cost nothing more.
+        registry.resolve("p.a", Some(&quota)).unwrap();
+        // A topic that gains retained state stops counting against its creator.
+        a.publish(None, data(), &inboxes).unwrap();
+        assert_eq!(quota.live(), 1);
+        registry.resolve("p.c", Some(&quota)).unwrap();
+        // Expiry ends the charge too.
+        registry.expire_idle(Instant::now() + Duration::from_secs(61));
+        assert_eq!(quota.live(), 0);
+        assert_eq!(registry.unclaimed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn subscribers_together_hold_at_most_half_the_topics() {
+        let registry = registry(&["p.*"], 10, 1);
+        let quotas: Vec<_> = (0..4)
+            .map(|_| Arc::new(TopicQuota::new(QuotaLimits::UNLIMITED)))
+            .collect();
+        let mut created = 0;
+        for i in 0..20 {
+            if registry
+                .resolve(&format!("p.s{i}"), Some(&quotas[i % 4]))
+                .is_ok()
+            {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 5);
+        assert!(matches!(
+            registry.resolve("p.more", Some(&quotas[0])),
+            Err(TopicError::TooManyUnclaimed { limit: 5, .. })
+        ));
+        // Publishers (and the embedding program) still have the other half.
+        for i in 0..5 {
+            registry.resolve(&format!("p.pub{i}"), None).unwrap();
+        }
+    }
+}
