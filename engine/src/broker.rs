@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::shard::ShardInbox;
 use crate::registry::TopicRegistry;
+use crate::shard::ShardInbox;
 use crate::topic::{Topic, TopicError};
 
 /// Why a publish failed.

@@ -28,9 +28,9 @@ use crate::config::EngineConfig;
 use crate::conn::ConnKey;
 use crate::format::Formats;
 use crate::gate::Gate;
+use crate::registry::{RegistryConfig, TopicRegistry};
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
 use crate::stats::{ClientInfo, EngineStats};
-use crate::registry::{RegistryConfig, TopicRegistry};
 use crate::topic::{Topic, TopicError, MAX_NAME_LEN};
 
 /// Where a client id of a principal is connected.

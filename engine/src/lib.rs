@@ -63,7 +63,9 @@ pub use outbox::{
 pub use pattern::Pattern;
 pub use quota::{QuotaError, QuotaLimits, TopicQuota};
 pub use rate::{RateLimit, RateLimiter};
+pub use registry::{RetiredTotals, TopicRegistry};
 pub use shard::ConnectionHandler;
 pub use stats::{ClientInfo, Counts, EngineStats, ShardStats, TopicSummary};
-pub use registry::{RetiredTotals, TopicRegistry};
-pub use topic::{validate_name, ChannelRules, Topic, TopicError, TopicId, TopicStats, MAX_NAME_LEN};
+pub use topic::{
+    validate_name, ChannelRules, Topic, TopicError, TopicId, TopicStats, MAX_NAME_LEN,
+};
