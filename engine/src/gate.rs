@@ -157,11 +157,6 @@ impl Gate {
         })
     }
 
-    /// The limits.
-    pub fn limits(&self) -> GateLimits {
-        self.limits
-    }
-
     /// Counts a newly accepted socket from `ip`, in its HTTP stage.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<PeerPermit, Refused> {
         let address = bucket(ip);

@@ -46,7 +46,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::message::Message;
 
 /// Bytes of retained messages above their topics' floors, across every topic
-/// of an engine, and the total retained. Shared by all topics; lock-free.
+/// of an engine. Shared by all topics; lock-free. Touched only by messages
+/// that do not fit under their topic's floor: a topic within its floor never
+/// writes this shared cache line. (The total retained is the sum of the
+/// topics' [`History::bytes`], read when reported.)
 ///
 /// The invariant: the bytes of all successful reservations not yet released
 /// never exceed the limit. A reservation adds first and takes back what does
@@ -57,8 +60,6 @@ use crate::message::Message;
 pub struct MemoryBudget {
     limit: usize,
     used: AtomicUsize,
-    /// Every retained byte, floors included (reported, not limited here).
-    retained: AtomicUsize,
 }
 
 impl MemoryBudget {
@@ -67,13 +68,7 @@ impl MemoryBudget {
         Self {
             limit,
             used: AtomicUsize::new(0),
-            retained: AtomicUsize::new(0),
         }
-    }
-
-    /// Bytes retained by all topics, floors included.
-    pub fn retained(&self) -> usize {
-        self.retained.load(Ordering::Relaxed)
     }
 
     /// Takes `bytes` if they fit.
@@ -184,7 +179,6 @@ impl History {
             }
         }
         self.bytes += cost;
-        budget.retained.fetch_add(cost, Ordering::Relaxed);
         if self.limits.capacity > 0 {
             if self.ring.len() == self.limits.capacity {
                 self.pop_ring(budget);
@@ -307,7 +301,6 @@ impl History {
         let before = self.excess(self.bytes);
         self.bytes -= cost;
         budget.release(before - self.excess(self.bytes));
-        budget.retained.fetch_sub(cost, Ordering::Relaxed);
     }
 }
 
@@ -576,10 +569,10 @@ mod tests {
             Retention::Refused
         );
         assert_eq!(small.snapshot_len(), 2);
-        assert_eq!(budget.retained(), 8 * one);
+        assert_eq!(hog.bytes() + small.bytes(), 8 * one);
         hog.clear(&budget);
         small.clear(&budget);
-        assert_eq!((budget.used(), budget.retained()), (0, 0));
+        assert_eq!((budget.used(), hog.bytes() + small.bytes()), (0, 0));
     }
 
     #[test]

@@ -83,11 +83,6 @@ impl TopicQuota {
         }
     }
 
-    /// The limits.
-    pub fn limits(&self) -> QuotaLimits {
-        self.limits
-    }
-
     /// Charges one topic creation at `now`, or says why not (nothing is charged then).
     pub fn try_charge(&self, now: Instant) -> Result<(), QuotaError> {
         let mut state = self.state.lock();

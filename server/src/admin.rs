@@ -108,7 +108,7 @@ pub async fn stats(app: &App) -> Value {
         "snapshotCount": stats.topics.iter().map(|t| t.topic.snapshot_keys).sum::<usize>(),
         "channelCount": stats.topics.len(),
         "channelsExpired": stats.retired.topics,
-        "historyBytes": app.engine.topics().budget().retained(),
+        "historyBytes": stats.topics.iter().map(|t| t.topic.history_bytes).sum::<usize>(),
         "historyBytesLimit": app.config.engine.max_history_bytes,
         "httpConnections": app.engine.gate().http(),
         "queuedFrames": stats.shards.iter().map(|s| s.queued_frames).sum::<usize>(),

@@ -231,7 +231,11 @@ pub async fn render(app: &App) -> String {
     let _ = writeln!(
         out,
         "shardcast_history_bytes {}",
-        topics.budget().retained()
+        stats
+            .topics
+            .iter()
+            .map(|t| t.topic.history_bytes)
+            .sum::<usize>()
     );
     family(
         &mut out,

@@ -248,11 +248,6 @@ impl Authenticator {
         }
     }
 
-    /// Whether tokens are accepted.
-    pub fn accepts_tokens(&self) -> bool {
-        self.tokens.is_some()
-    }
-
     /// The principal behind `credential`, if it holds `role`.
     pub fn authorize(
         &self,
