@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::gate::GateLimits;
 use crate::history::HistoryLimits;
 use crate::outbox::{OutboxLimits, SlowConsumerPolicy};
+use crate::pattern::ChannelRules;
 use crate::rate::RateLimit;
-use crate::topic::ChannelRules;
 
 /// How an engine runs. Read-only once the engine starts.
 #[derive(Clone, Debug)]

@@ -34,22 +34,18 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tracing::{debug, info};
 
 use crate::close::CloseReason;
+use crate::ctx::ConnCtx;
 use crate::decode::Decoder;
-use crate::engine::Engine;
 use crate::format::FormatId;
 use crate::frame;
 use crate::gate::PeerPermit;
 use crate::local::ShardState;
 use crate::mailbox::Mailbox;
-use crate::message::Message;
-use crate::outbox::{Admission, EventMeta, OutboxLimits};
-use crate::quota::TopicQuota;
+use crate::outbox::{Admission, OutboxLimits};
 use crate::reader;
-use crate::topic::{Topic, TopicError};
-use crate::PublishError;
+use crate::topic::Topic;
 
 /// How long a closing connection may take to flush its close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
@@ -82,31 +78,6 @@ pub trait Session: 'static {
 
     /// The connection is closing for `reason`.
     fn on_close(&mut self, _reason: &CloseReason) {}
-}
-
-/// Why a subscription was refused.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum SubscribeError {
-    /// The topic name is invalid, undeclared, or over the topic limit.
-    #[error(transparent)]
-    Topic(#[from] TopicError),
-    /// The connection holds its maximum number of subscriptions.
-    #[error("subscription limit of {limit} channels per connection reached")]
-    TooMany {
-        /// The configured limit.
-        limit: usize,
-    },
-}
-
-/// A successful subscription.
-#[derive(Debug)]
-pub struct Subscribed {
-    /// The topic.
-    pub topic: Arc<Topic>,
-    /// `false` when the connection was already subscribed (nothing changed).
-    pub new: bool,
-    /// Messages to replay, oldest first (empty unless replay was asked for).
-    pub replay: Vec<Arc<Message>>,
 }
 
 /// A subscription as its connection holds it: the topic, and the
@@ -213,157 +184,6 @@ impl Conn {
         if admission != Admission::Queued {
             self.request_close(CloseReason::SlowConsumer);
         }
-    }
-}
-
-/// A session's view of its connection during a callback.
-pub struct ConnCtx<'a> {
-    pub(crate) shard: &'a Rc<ShardState>,
-    pub(crate) conn: &'a Rc<Conn>,
-}
-
-impl std::fmt::Debug for ConnCtx<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnCtx")
-            .field("client_id", &self.conn.client_id)
-            .field("shard", &self.shard.index())
-            .finish()
-    }
-}
-
-impl ConnCtx<'_> {
-    /// The client's id.
-    pub fn client_id(&self) -> &Arc<str> {
-        &self.conn.client_id
-    }
-
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.conn.peer
-    }
-
-    /// The shard that owns this connection.
-    pub fn shard(&self) -> usize {
-        self.shard.index()
-    }
-
-    /// The engine.
-    pub fn engine(&self) -> &Engine {
-        self.shard.engine()
-    }
-
-    /// Queues a control frame (reply, ack, error); it goes out in order
-    /// after the events already queued.
-    pub fn send(&mut self, frame: Bytes) {
-        self.conn.send_control(frame);
-    }
-
-    /// Subscribes to `topic`. With `replay_limit`, also returns up to that many
-    /// messages to replay (see [`ConnCtx::send_replay`]). Subscribing again
-    /// to a topic already held changes nothing.
-    ///
-    /// The connection's own limit is checked before the topic is looked up,
-    /// so a refused subscription never creates a topic; a topic that has to
-    /// be created is charged to `quota` (none: free).
-    pub fn subscribe(
-        &mut self,
-        topic: &str,
-        replay_limit: Option<usize>,
-        quota: Option<&Arc<TopicQuota>>,
-    ) -> Result<Subscribed, SubscribeError> {
-        let held = {
-            let state = self.conn.state.borrow();
-            if let Some(held) = state.topics.iter().find(|h| &**h.topic.name() == topic) {
-                return Ok(Subscribed {
-                    topic: Arc::clone(&held.topic),
-                    new: false,
-                    replay: Vec::new(),
-                });
-            }
-            state.topics.len()
-        };
-        let limit = self.shard.shared().config().max_subscriptions;
-        if held >= limit {
-            return Err(SubscribeError::TooMany { limit });
-        }
-        let (topic, start, slot) = self
-            .shard
-            .subscribe(self.conn, topic, replay_limit, quota)?;
-        self.conn.state.borrow_mut().topics.push(Held {
-            topic: Arc::clone(&topic),
-            slot: Cell::new(slot),
-        });
-        info!(client = %self.conn.client_id, topic = %topic.name(), "subscribed");
-        Ok(Subscribed {
-            topic,
-            new: true,
-            replay: start.replay,
-        })
-    }
-
-    /// Queues replayed messages in this connection's format. They bypass the
-    /// rate limit and are counted as replayed, not as sent.
-    pub fn send_replay(&mut self, messages: &[Arc<Message>]) {
-        let formats = self.shard.shared().formats();
-        let mut state = self.conn.state.borrow_mut();
-        for msg in messages {
-            let meta = EventMeta {
-                topic: msg.topic,
-                accepted_at: msg.accepted_at,
-                replay: true,
-            };
-            let frame = msg.frame(self.conn.format, formats).clone();
-            if state.mailbox.outbox.push_event(frame, meta) != Admission::Queued {
-                debug!(client = %self.conn.client_id, "replay cut short by a full outbox");
-                break;
-            }
-        }
-    }
-
-    /// Leaves `topic`; `false` if the connection was not subscribed.
-    pub fn unsubscribe(&mut self, topic: &str) -> bool {
-        let mut state = self.conn.state.borrow_mut();
-        let Some(pos) = state.topics.iter().position(|h| &**h.topic.name() == topic) else {
-            return false;
-        };
-        let held = state.topics.swap_remove(pos);
-        drop(state);
-        self.shard.unsubscribe(self.conn, &held);
-        info!(client = %self.conn.client_id, topic = %held.topic.name(), "unsubscribed");
-        true
-    }
-
-    /// Topics this connection is subscribed to.
-    pub fn subscriptions(&self) -> Vec<Arc<str>> {
-        let state = self.conn.state.borrow();
-        state
-            .topics
-            .iter()
-            .map(|h| Arc::clone(h.topic.name()))
-            .collect()
-    }
-
-    /// Publishes through the engine's broker; a topic that has to be
-    /// created is charged to `quota` (none: free).
-    pub fn publish(
-        &mut self,
-        topic: &str,
-        key: Option<Box<str>>,
-        data: Bytes,
-        quota: Option<&Arc<TopicQuota>>,
-    ) -> Result<u64, PublishError> {
-        self.shard.publish(topic, key, data, quota)
-    }
-
-    /// Closes the connection for `reason` once this callback returns.
-    pub fn close(&mut self, reason: CloseReason) {
-        self.conn.request_close(reason);
-    }
-
-    /// Closes the connection for `reason` at `at` (checked every shard tick,
-    /// 250 ms), or never with `None`. A later call replaces the deadline.
-    pub fn close_at(&mut self, deadline: Option<(Instant, CloseReason)>) {
-        self.conn.state.borrow_mut().deadline = deadline;
     }
 }
 

@@ -28,10 +28,11 @@ use crate::config::EngineConfig;
 use crate::conn::ConnKey;
 use crate::format::Formats;
 use crate::gate::Gate;
+use crate::pattern::MAX_NAME_LEN;
 use crate::registry::{RegistryConfig, TopicRegistry};
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
 use crate::stats::{ClientInfo, EngineStats};
-use crate::topic::{Topic, TopicError, MAX_NAME_LEN};
+use crate::topic::{Topic, TopicError};
 
 /// Where a client id of a principal is connected.
 #[derive(Clone, Copy, Debug)]

@@ -20,15 +20,18 @@
 #![warn(missing_docs)]
 
 mod broker;
+mod budget;
 mod close;
 mod config;
 mod conn;
+mod ctx;
 pub mod decode;
 mod delivery;
 mod engine;
 mod format;
 pub mod frame;
 mod gate;
+mod handle;
 mod history;
 mod local;
 mod mailbox;
@@ -46,26 +49,26 @@ mod stats;
 mod topic;
 
 pub use broker::{Broker, Fanout, InProcess, PublishError};
+pub use budget::MemoryBudget;
 pub use close::CloseReason;
 pub use config::EngineConfig;
-pub use conn::{ConnCtx, ConnKey, Session, SubscribeError, Subscribed};
+pub use conn::{ConnKey, Session};
+pub use ctx::{ConnCtx, SubscribeError, Subscribed};
 pub use engine::Engine;
 pub use format::{write_iso8601, FormatId, Formats, TooManyFormats, WireFormat, MAX_FORMATS};
 pub use gate::{Gate, GateLimits, GateStats, PeerPermit, Refused, REFUSAL_LABELS};
-pub use history::{History, HistoryLimits, MemoryBudget, Retention};
-pub use local::{Attachment, LocalShard};
+pub use handle::{Attachment, LocalShard};
+pub use history::{History, HistoryLimits, Retention};
 pub use mailbox::Mailbox;
 pub use message::Message;
 pub use outbox::{
     Admission, DropReason, EventMeta, OutFrame, Outbox, OutboxLimits, SlowConsumerPolicy,
     MAX_IOVECS,
 };
-pub use pattern::Pattern;
+pub use pattern::{validate_name, ChannelRules, Pattern, MAX_NAME_LEN};
 pub use quota::{QuotaError, QuotaLimits, TopicQuota};
 pub use rate::{RateLimit, RateLimiter};
 pub use registry::{RetiredTotals, TopicRegistry};
 pub use shard::ConnectionHandler;
 pub use stats::{ClientInfo, Counts, EngineStats, ShardStats, TopicSummary};
-pub use topic::{
-    validate_name, ChannelRules, Topic, TopicError, TopicId, TopicStats, MAX_NAME_LEN,
-};
+pub use topic::{Topic, TopicError, TopicId, TopicStats};

@@ -19,10 +19,11 @@ use hdrhistogram::Histogram;
 use tracing::info;
 
 use crate::close::CloseReason;
-use crate::conn::{self, Conn, ConnKey, Held, Session};
+use crate::conn::{self, Conn, ConnKey, Held};
 use crate::engine::{Engine, EngineShared};
 use crate::format::{FormatId, MAX_FORMATS};
-use crate::gate::{PeerPermit, Refused};
+use crate::gate::Refused;
+use crate::handle::Attachment;
 use crate::pacer::{self, FlushPacer};
 use crate::quota::TopicQuota;
 use crate::shard::ShardInbox;
@@ -33,36 +34,6 @@ use crate::PublishError;
 
 /// Shard ticks (250 ms each) between sweeps for idle topics.
 const SWEEP_EVERY_TICKS: u32 = 20;
-
-/// An upgraded connection, ready to be attached to the shard it was
-/// accepted on.
-pub struct Attachment {
-    /// The socket, past the HTTP upgrade.
-    pub stream: tokio::net::TcpStream,
-    /// Bytes the HTTP layer read past the upgrade request.
-    pub read_buf: Bytes,
-    /// The client's id; a live connection of the same owner with this id is
-    /// closed with [`CloseReason::Replaced`].
-    pub client_id: Arc<str>,
-    /// The principal it authenticated as (an API key's name, a token's user).
-    pub owner: Arc<str>,
-    /// Its wire format.
-    pub format: FormatId,
-    /// What its messages mean.
-    pub session: Box<dyn Session>,
-    /// Its place in the connection gate, established as a WebSocket.
-    pub permit: PeerPermit,
-}
-
-impl std::fmt::Debug for Attachment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Attachment")
-            .field("client_id", &self.client_id)
-            .field("owner", &self.owner)
-            .field("format", &self.format)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Size of the shard's read buffer, shared by all its connections: client
 /// frames are parsed straight out of it, so an idle connection holds no
@@ -474,66 +445,5 @@ impl ShardState {
                 }
             })
             .collect()
-    }
-}
-
-/// A handle to the shard the current task runs on. Owned by one shard
-/// thread (`!Send`); cheap to clone.
-#[derive(Clone)]
-pub struct LocalShard {
-    state: Rc<ShardState>,
-}
-
-impl std::fmt::Debug for LocalShard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalShard")
-            .field("index", &self.state.index)
-            .finish()
-    }
-}
-
-impl LocalShard {
-    pub(crate) fn new(state: &Rc<ShardState>) -> Self {
-        Self {
-            state: Rc::clone(state),
-        }
-    }
-
-    pub(crate) fn state(&self) -> &Rc<ShardState> {
-        &self.state
-    }
-
-    /// This shard's index.
-    pub fn index(&self) -> usize {
-        self.state.index
-    }
-
-    /// The engine this shard belongs to.
-    pub fn engine(&self) -> &Engine {
-        &self.state.engine
-    }
-
-    /// Takes over an upgraded WebSocket connection: from now on its reads,
-    /// outbox and writes run on this shard, driven by its session.
-    ///
-    /// The permit is established first if it was not (refused when the
-    /// server is full; the socket is then dropped). A live connection of the
-    /// same owner with the same client id is closed with
-    /// [`CloseReason::Replaced`]; client ids of other owners are theirs.
-    pub fn attach(&self, attachment: Attachment) -> Result<ConnKey, Refused> {
-        self.state.attach(attachment)
-    }
-
-    /// Publishes through the engine's broker, resolving `topic` from this
-    /// shard's cache (no global lock once the topic is known here); a topic
-    /// that has to be created is charged to `quota`.
-    pub fn publish(
-        &self,
-        topic: &str,
-        key: Option<Box<str>>,
-        data: Bytes,
-        quota: Option<&Arc<TopicQuota>>,
-    ) -> Result<u64, PublishError> {
-        self.state.publish(topic, key, data, quota)
     }
 }

@@ -1,5 +1,6 @@
-//! Topic-name patterns: the one matcher behind channel rules (which names
-//! exist) and the server's scopes (which names a key may use).
+//! Topic names and patterns: what a name may contain, the one matcher behind
+//! channel rules (which names exist) and the server's scopes (which names a
+//! key may use), and [`ChannelRules`].
 //!
 //! Sans-IO, immutable once parsed, shared freely. A pattern is a sequence of
 //! dot-separated segments:
@@ -11,7 +12,60 @@
 //!
 //! Matching walks the name once, with no allocation and no backtracking.
 
-use crate::topic::{validate_name, TopicError};
+use std::collections::HashSet;
+
+use crate::topic::TopicError;
+
+/// Longest topic name or key accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':')
+}
+
+/// A name as errors quote it: at most [`MAX_NAME_LEN`] bytes, so that an
+/// error about a 64 KiB name costs a reply of a few hundred bytes, not a copy
+/// of the name (errors quote it with escapes, never raw).
+pub(crate) fn shown(name: &str) -> String {
+    let mut end = name.len().min(MAX_NAME_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
+}
+
+/// Checks a concrete topic name (no wildcards).
+pub fn validate_name(name: &str) -> Result<(), TopicError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(is_name_char) {
+        return Err(TopicError::InvalidName(shown(name)));
+    }
+    Ok(())
+}
+
+/// Which topic names exist: exact names plus [`Pattern`]s. Read-only after start-up.
+#[derive(Clone, Debug, Default)]
+pub struct ChannelRules {
+    exact: HashSet<Box<str>>,
+    patterns: Vec<Pattern>,
+}
+
+impl ChannelRules {
+    /// Adds a rule: an exact name, or a pattern with `*` segments and an optional final `**`.
+    pub fn declare(&mut self, rule: &str) -> Result<(), TopicError> {
+        let pattern = Pattern::parse(rule)?;
+        if pattern.is_exact() {
+            self.exact.insert(rule.into());
+        } else {
+            self.patterns.push(pattern);
+        }
+        Ok(())
+    }
+
+    /// Whether `name` is declared, exactly or by a pattern.
+    pub fn allows(&self, name: &str) -> bool {
+        self.exact.contains(name) || self.patterns.iter().any(|p| p.matches(name))
+    }
+}
 
 /// A parsed pattern. Shared by all threads; immutable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,8 +83,8 @@ enum Segment {
 impl Pattern {
     /// Parses `text`: an exact topic name, or segments with `*` and a final `**`.
     pub fn parse(text: &str) -> Result<Self, TopicError> {
-        let invalid = || TopicError::InvalidName(crate::topic::shown(text));
-        if text.len() > crate::topic::MAX_NAME_LEN {
+        let invalid = || TopicError::InvalidName(shown(text));
+        if text.len() > MAX_NAME_LEN {
             return Err(invalid());
         }
         let parts: Vec<&str> = text.split('.').collect();
@@ -94,6 +148,18 @@ impl std::fmt::Display for Pattern {
 }
 
 #[cfg(test)]
+impl ChannelRules {
+    /// Rules from a list that is known to be valid.
+    pub(crate) fn of(list: &[&str]) -> Self {
+        let mut rules = ChannelRules::default();
+        for rule in list {
+            rules.declare(rule).unwrap();
+        }
+        rules
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -135,5 +201,38 @@ mod tests {
             assert!(Pattern::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(p("a.*.c.**").to_string(), "a.*.c.**");
+    }
+
+    #[test]
+    fn patterns_match_exactly_one_segment_per_star() {
+        let rules = ChannelRules::of(&["market-data", "prices.*", "fx.*.spot"]);
+        assert!(rules.allows("market-data"));
+        assert!(rules.allows("prices.AAPL"));
+        assert!(rules.allows("fx.EURUSD.spot"));
+        assert!(!rules.allows("prices"));
+        assert!(!rules.allows("prices."));
+        assert!(!rules.allows("prices.AAPL.bid"));
+        assert!(!rules.allows("fx.EURUSD.fwd"));
+        assert!(!rules.allows("market-data.x"));
+    }
+
+    #[test]
+    fn errors_quote_at_most_the_name_limit() {
+        let long = "\u{85}".repeat(32 * 1024);
+        let TopicError::InvalidName(shown) = validate_name(&long).unwrap_err() else {
+            panic!("invalid");
+        };
+        assert!(shown.len() <= MAX_NAME_LEN);
+        assert!(validate_name(&long).unwrap_err().to_string().len() < 1024);
+    }
+
+    #[test]
+    fn names_with_unsafe_characters_are_refused() {
+        for bad in ["", "a b", "quote\"d", "back\\slash", "é", &"x".repeat(129)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name("prices.US0378331005:bid_1-2").is_ok());
+        let mut rules = ChannelRules::default();
+        assert!(rules.declare("pri ces.*").is_err());
     }
 }

@@ -14,7 +14,8 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::close::CloseReason;
-use crate::conn::{guarded, Conn, ConnCtx, Session};
+use crate::conn::{guarded, Conn, Session};
+use crate::ctx::ConnCtx;
 use crate::decode::{Decoder, Inbound};
 use crate::frame::{self, FrameError, OpCode};
 use crate::local::ShardState;

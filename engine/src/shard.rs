@@ -40,7 +40,8 @@ use crate::conn::ConnKey;
 use crate::delivery::Flush;
 use crate::engine::EngineShared;
 use crate::gate::PeerPermit;
-use crate::local::{LocalShard, ShardState};
+use crate::handle::LocalShard;
+use crate::local::ShardState;
 use crate::message::Message;
 use crate::stats::{ClientInfo, ShardStats};
 

@@ -24,9 +24,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tracing::warn;
 
-use crate::history::{History, MemoryBudget, Retention};
+use crate::budget::MemoryBudget;
+use crate::history::{History, Retention};
 use crate::message::Message;
-use crate::pattern::Pattern;
 use crate::quota::{QuotaError, TopicQuota};
 use crate::shard::ShardInbox;
 
@@ -56,9 +56,6 @@ impl TopicId {
         self.generation
     }
 }
-
-/// Longest topic name or key accepted.
-pub const MAX_NAME_LEN: usize = 128;
 
 /// Why a topic could not be had.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -108,54 +105,6 @@ pub struct Retired;
 pub(crate) struct Rejected {
     pub(crate) key: Option<Box<str>>,
     pub(crate) data: Bytes,
-}
-
-fn is_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':')
-}
-
-/// A name as errors quote it: at most [`MAX_NAME_LEN`] bytes, so that an
-/// error about a 64 KiB name costs a reply of a few hundred bytes, not a copy
-/// of the name (errors quote it with escapes, never raw).
-pub(crate) fn shown(name: &str) -> String {
-    let mut end = name.len().min(MAX_NAME_LEN);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name[..end].to_owned()
-}
-
-/// Checks a concrete topic name (no wildcards).
-pub fn validate_name(name: &str) -> Result<(), TopicError> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(is_name_char) {
-        return Err(TopicError::InvalidName(shown(name)));
-    }
-    Ok(())
-}
-
-/// Which topic names exist: exact names plus [`Pattern`]s. Read-only after start-up.
-#[derive(Clone, Debug, Default)]
-pub struct ChannelRules {
-    exact: std::collections::HashSet<Box<str>>,
-    patterns: Vec<Pattern>,
-}
-
-impl ChannelRules {
-    /// Adds a rule: an exact name, or a pattern with `*` segments and an optional final `**`.
-    pub fn declare(&mut self, rule: &str) -> Result<(), TopicError> {
-        let pattern = Pattern::parse(rule)?;
-        if pattern.is_exact() {
-            self.exact.insert(rule.into());
-        } else {
-            self.patterns.push(pattern);
-        }
-        Ok(())
-    }
-
-    /// Whether `name` is declared, exactly or by a pattern.
-    pub fn allows(&self, name: &str) -> bool {
-        self.exact.contains(name) || self.patterns.iter().any(|p| p.matches(name))
-    }
 }
 
 #[cold]
@@ -428,51 +377,5 @@ impl Drop for Charge {
         // Relaxed: a count read under the registry's write lock to refuse
         // creations; a stale (higher) value only refuses one too early.
         self.unclaimed.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rules(list: &[&str]) -> ChannelRules {
-        let mut rules = ChannelRules::default();
-        for rule in list {
-            rules.declare(rule).unwrap();
-        }
-        rules
-    }
-
-    #[test]
-    fn patterns_match_exactly_one_segment_per_star() {
-        let rules = rules(&["market-data", "prices.*", "fx.*.spot"]);
-        assert!(rules.allows("market-data"));
-        assert!(rules.allows("prices.AAPL"));
-        assert!(rules.allows("fx.EURUSD.spot"));
-        assert!(!rules.allows("prices"));
-        assert!(!rules.allows("prices."));
-        assert!(!rules.allows("prices.AAPL.bid"));
-        assert!(!rules.allows("fx.EURUSD.fwd"));
-        assert!(!rules.allows("market-data.x"));
-    }
-
-    #[test]
-    fn errors_quote_at_most_the_name_limit() {
-        let long = "\u{85}".repeat(32 * 1024);
-        let TopicError::InvalidName(shown) = validate_name(&long).unwrap_err() else {
-            panic!("invalid");
-        };
-        assert!(shown.len() <= MAX_NAME_LEN);
-        assert!(validate_name(&long).unwrap_err().to_string().len() < 1024);
-    }
-
-    #[test]
-    fn names_with_unsafe_characters_are_refused() {
-        for bad in ["", "a b", "quote\"d", "back\\slash", "é", &"x".repeat(129)] {
-            assert!(validate_name(bad).is_err(), "{bad:?}");
-        }
-        assert!(validate_name("prices.US0378331005:bid_1-2").is_ok());
-        let mut rules = ChannelRules::default();
-        assert!(rules.declare("pri ces.*").is_err());
     }
 }

@@ -192,7 +192,6 @@ roles = ["publish"]
         key: Option<&str>,
         body: Option<&str>,
     ) -> (u16, String, String) {
-        let mut stream = TcpStream::connect(self.addr).await.unwrap();
         let body = body.unwrap_or("");
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -204,13 +203,7 @@ roles = ["publish"]
         }
         request.push_str("\r\n");
         request.push_str(body);
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-            .await
-            .expect("response in time")
-            .unwrap();
-        parse_response(&response)
+        self.raw_request(request.as_bytes()).await
     }
 
     pub async fn publish(&self, channel: &str, data: Value, key: Option<&str>) -> u64 {

@@ -1,0 +1,110 @@
+//! The public faces of a shard: [`LocalShard`], the handle a connection
+//! handler gets for the shard it runs on, and [`Attachment`], what it hands
+//! over when a WebSocket upgrade is done.
+//!
+//! Owned by one shard thread (`!Send`); the handle only forwards to
+//! [`ShardState`], which `local.rs` owns.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::conn::{ConnKey, Session};
+use crate::engine::Engine;
+use crate::format::FormatId;
+use crate::gate::{PeerPermit, Refused};
+use crate::local::ShardState;
+use crate::quota::TopicQuota;
+use crate::PublishError;
+
+/// An upgraded connection, ready to be attached to the shard it was
+/// accepted on.
+pub struct Attachment {
+    /// The socket, past the HTTP upgrade.
+    pub stream: tokio::net::TcpStream,
+    /// Bytes the HTTP layer read past the upgrade request.
+    pub read_buf: Bytes,
+    /// The client's id; a live connection of the same owner with this id is
+    /// closed with [`CloseReason::Replaced`](crate::CloseReason::Replaced).
+    pub client_id: Arc<str>,
+    /// The principal it authenticated as (an API key's name, a token's user).
+    pub owner: Arc<str>,
+    /// Its wire format.
+    pub format: FormatId,
+    /// What its messages mean.
+    pub session: Box<dyn Session>,
+    /// Its place in the connection gate, established as a WebSocket.
+    pub permit: PeerPermit,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("client_id", &self.client_id)
+            .field("owner", &self.owner)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handle to the shard the current task runs on. Owned by one shard
+/// thread (`!Send`); cheap to clone.
+#[derive(Clone)]
+pub struct LocalShard {
+    state: Rc<ShardState>,
+}
+
+impl std::fmt::Debug for LocalShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalShard")
+            .field("index", &self.state.index())
+            .finish()
+    }
+}
+
+impl LocalShard {
+    pub(crate) fn new(state: &Rc<ShardState>) -> Self {
+        Self {
+            state: Rc::clone(state),
+        }
+    }
+
+    pub(crate) fn state(&self) -> &Rc<ShardState> {
+        &self.state
+    }
+
+    /// This shard's index.
+    pub fn index(&self) -> usize {
+        self.state.index()
+    }
+
+    /// The engine this shard belongs to.
+    pub fn engine(&self) -> &Engine {
+        self.state.engine()
+    }
+
+    /// Takes over an upgraded WebSocket connection: from now on its reads,
+    /// outbox and writes run on this shard, driven by its session.
+    ///
+    /// The permit is established first if it was not (refused when the
+    /// server is full; the socket is then dropped). A live connection of the
+    /// same owner with the same client id is closed with
+    /// [`CloseReason::Replaced`](crate::CloseReason::Replaced); client ids of other owners are theirs.
+    pub fn attach(&self, attachment: Attachment) -> Result<ConnKey, Refused> {
+        self.state.attach(attachment)
+    }
+
+    /// Publishes through the engine's broker, resolving `topic` from this
+    /// shard's cache (no global lock once the topic is known here); a topic
+    /// that has to be created is charged to `quota`.
+    pub fn publish(
+        &self,
+        topic: &str,
+        key: Option<Box<str>>,
+        data: Bytes,
+        quota: Option<&Arc<TopicQuota>>,
+    ) -> Result<u64, PublishError> {
+        self.state.publish(topic, key, data, quota)
+    }
+}

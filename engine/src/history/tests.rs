@@ -1,0 +1,238 @@
+//! Unit tests of `history.rs`.
+
+use super::*;
+use crate::topic::TopicId;
+use bytes::Bytes;
+
+const ROOMY: usize = 1 << 30;
+
+fn limits(capacity: usize, max_keys: usize) -> HistoryLimits {
+    HistoryLimits {
+        capacity,
+        max_keys,
+        max_bytes: ROOMY,
+        floor: 0,
+    }
+}
+
+fn msg(seq: u64, key: Option<&str>) -> Arc<Message> {
+    sized(seq, key, 8)
+}
+
+fn sized(seq: u64, key: Option<&str>, data_len: usize) -> Arc<Message> {
+    Arc::new(Message::new(
+        TopicId::new(0, 0),
+        "t".into(),
+        seq,
+        key.map(Into::into),
+        Bytes::from(vec![b'1'; data_len]),
+    ))
+}
+
+fn seqs(messages: &[Arc<Message>]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+fn roomy() -> MemoryBudget {
+    MemoryBudget::new(ROOMY)
+}
+
+#[test]
+fn ring_keeps_the_last_capacity_messages_in_order() {
+    let budget = roomy();
+    let mut history = History::new(limits(5, 10));
+    for seq in 1..=12 {
+        assert_eq!(history.record(&msg(seq, None), &budget), Retention::Kept);
+    }
+    assert_eq!(history.ring_len(), 5);
+    assert_eq!(seqs(&history.replay(50)), vec![8, 9, 10, 11, 12]);
+    assert_eq!(seqs(&history.replay(2)), vec![11, 12]);
+    assert!(history.replay(0).is_empty());
+    assert_eq!(budget.used(), history.bytes());
+    assert_eq!(history.bytes(), 5 * msg(1, None).retained_cost());
+}
+
+#[test]
+fn snapshot_keeps_the_latest_message_per_key() {
+    let budget = roomy();
+    let mut history = History::new(limits(100, 10));
+    history.record(&msg(1, Some("AAPL")), &budget);
+    history.record(&msg(2, Some("MSFT")), &budget);
+    history.record(&msg(3, Some("AAPL")), &budget);
+    history.record(&msg(4, Some("TSLA")), &budget);
+    history.record(&msg(5, Some("MSFT")), &budget);
+    assert_eq!(history.snapshot_len(), 3);
+    // Oldest first: AAPL@3, TSLA@4, MSFT@5.
+    assert_eq!(seqs(&history.replay(50)), vec![3, 4, 5]);
+    assert_eq!(seqs(&history.replay(2)), vec![4, 5]);
+    // Shared by ring and snapshot, each message is counted once.
+    assert_eq!(history.bytes(), 5 * msg(1, Some("AAPL")).retained_cost());
+}
+
+#[test]
+fn snapshot_evicts_the_key_updated_longest_ago() {
+    let budget = roomy();
+    let mut history = History::new(limits(0, 2));
+    history.record(&msg(1, Some("A")), &budget);
+    history.record(&msg(2, Some("B")), &budget);
+    history.record(&msg(3, Some("A")), &budget);
+    history.record(&msg(4, Some("C")), &budget);
+    assert_eq!(history.snapshot_len(), 2);
+    // B was updated longest ago and is gone.
+    let keys: Vec<_> = history
+        .replay(10)
+        .iter()
+        .map(|m| m.key.clone().unwrap())
+        .collect();
+    assert_eq!(keys, vec!["A".into(), "C".into()] as Vec<Box<str>>);
+    assert_eq!(budget.used(), 2 * msg(1, Some("A")).retained_cost());
+}
+
+#[test]
+fn unkeyed_messages_in_a_keyed_topic_stay_out_of_the_snapshot() {
+    let budget = roomy();
+    let mut history = History::new(limits(10, 10));
+    history.record(&msg(1, Some("A")), &budget);
+    history.record(&msg(2, None), &budget);
+    assert_eq!(seqs(&history.replay(10)), vec![1]);
+}
+
+#[test]
+fn the_topic_byte_limit_evicts_oldest_first_and_refuses_giants_without_a_hole() {
+    let budget = roomy();
+    let one = sized(1, None, 1000).retained_cost();
+    let mut history = History::new(HistoryLimits {
+        capacity: 100,
+        max_keys: 100,
+        max_bytes: 3 * one,
+        floor: 0,
+    });
+    for seq in 1..=5 {
+        assert_eq!(
+            history.record(&sized(seq, None, 1000), &budget),
+            Retention::Kept
+        );
+    }
+    assert_eq!(seqs(&history.replay(100)), vec![3, 4, 5]);
+    assert_eq!(history.bytes(), 3 * one);
+    // Too big for the topic: not kept, and the ring does not keep a hole.
+    assert_eq!(
+        history.record(&sized(6, None, 10_000), &budget),
+        Retention::Refused
+    );
+    assert!(history.is_empty());
+    assert_eq!(budget.used(), 0);
+    history.record(&sized(7, None, 1000), &budget);
+    assert_eq!(seqs(&history.replay(100)), vec![7]);
+}
+
+#[test]
+fn the_shared_budget_makes_a_topic_evict_its_own_then_refuse() {
+    let one = sized(1, None, 1000).retained_cost();
+    let budget = MemoryBudget::new(3 * one);
+    let mut a = History::new(limits(100, 100));
+    let mut b = History::new(limits(100, 100));
+    for seq in 1..=3 {
+        a.record(&sized(seq, None, 1000), &budget);
+    }
+    // Topic b cannot take memory from a: with nothing of its own, it refuses.
+    assert_eq!(b.record(&sized(1, None, 1000), &budget), Retention::Refused);
+    // Topic a makes room by evicting its own oldest.
+    assert_eq!(a.record(&sized(4, None, 1000), &budget), Retention::Kept);
+    assert_eq!(seqs(&a.replay(10)), vec![2, 3, 4]);
+    assert_eq!(budget.used(), 3 * one);
+    a.clear(&budget);
+    assert_eq!(budget.used(), 0);
+    assert_eq!(b.record(&sized(2, None, 1000), &budget), Retention::Kept);
+}
+
+#[test]
+fn trimming_evicts_oldest_first_down_to_the_size() {
+    let budget = roomy();
+    let one = msg(1, None).retained_cost();
+    let mut history = History::new(limits(100, 100));
+    for seq in 1..=10 {
+        history.record(
+            &msg(seq, if seq % 2 == 0 { Some("k") } else { None }),
+            &budget,
+        );
+    }
+    history.trim_to(3 * one, &budget);
+    assert!(history.bytes() <= 3 * one);
+    assert_eq!(seqs(&history.replay(100)), vec![10]);
+    // 8, 9 and 10 would be 3 x one plus two keys: 9 and 10 remain.
+    assert_eq!(history.ring_len(), 2);
+    assert_eq!(budget.used(), history.bytes());
+}
+
+#[test]
+fn a_refused_keyed_message_never_leaves_a_stale_latest_behind() {
+    let small = sized(1, Some("AAPL"), 10);
+    let budget = MemoryBudget::new(small.retained_cost() + 10);
+    let mut history = History::new(limits(0, 10));
+    history.record(&small, &budget);
+    assert_eq!(
+        history.record(&sized(2, Some("AAPL"), 5000), &budget),
+        Retention::Refused
+    );
+    // The old price is not served as the latest one.
+    assert!(history.replay(10).is_empty());
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn a_topics_floor_is_its_own_whatever_the_budget() {
+    // Keys of three characters, so every message costs the same.
+    let one = sized(1, Some("k00"), 1000).retained_cost();
+    let budget = MemoryBudget::new(4 * one);
+    let floor = HistoryLimits {
+        capacity: 0,
+        max_keys: 100,
+        max_bytes: 1 << 20,
+        floor: 2 * one,
+    };
+    let mut hog = History::new(floor);
+    for seq in 1..=20 {
+        hog.record(&sized(seq, Some(&format!("k{seq:02}")), 1000), &budget);
+    }
+    // The hog holds its floor plus the whole budget.
+    assert_eq!(hog.bytes(), 6 * one);
+    assert_eq!(budget.used(), 4 * one);
+    // A newcomer still keeps its floor's worth, newest first...
+    let mut small = History::new(floor);
+    for seq in 1..=3 {
+        let key = format!("s{seq:02}");
+        assert_eq!(
+            small.record(&sized(seq, Some(&key), 1000), &budget),
+            Retention::Kept
+        );
+    }
+    let keys: Vec<_> = small
+        .replay(10)
+        .iter()
+        .map(|m| m.key.clone().unwrap())
+        .collect();
+    assert_eq!(keys, vec!["s02".into(), "s03".into()] as Vec<Box<str>>);
+    // ...and a message that could not fit even if it evicted everything
+    // is refused without costing it what it has.
+    assert_eq!(
+        small.record(&sized(4, Some("s04"), 3000), &budget),
+        Retention::Refused
+    );
+    assert_eq!(small.snapshot_len(), 2);
+    assert_eq!(hog.bytes() + small.bytes(), 8 * one);
+    hog.clear(&budget);
+    small.clear(&budget);
+    assert_eq!((budget.used(), hog.bytes() + small.bytes()), (0, 0));
+}
+
+#[test]
+fn nothing_to_keep_is_not_a_refusal() {
+    let budget = roomy();
+    let mut history = History::new(limits(0, 0));
+    assert_eq!(
+        history.record(&msg(1, Some("A")), &budget),
+        Retention::NotApplicable
+    );
+    assert!(history.is_empty());
+}
