@@ -9,13 +9,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shardcast_engine::{
-    EventMeta, Formats, Mailbox, Message, OutboxLimits, RateLimit, SlowConsumerPolicy, TopicId,
+    Epoch, EventMeta, Formats, FrameKind, Mailbox, Message, OutboxLimits, RateLimit,
+    SlowConsumerPolicy, TopicId,
 };
 use shardcast_server::telemetry::TelemetryFormat;
 
 fn fanout(c: &mut Criterion) {
     let mut formats = Formats::default();
     let telemetry = formats.register(Arc::new(TelemetryFormat)).unwrap();
+    let live = telemetry.variant(FrameKind::Live);
     let limits = OutboxLimits {
         max_messages: 4096,
         max_bytes: 4 << 20,
@@ -39,15 +41,17 @@ fn fanout(c: &mut Criterion) {
                     let msg = Message::new(
                         TopicId::new(7, 0),
                         Arc::clone(&topic_name),
+                        Epoch::from_u64(1),
                         seq,
                         None,
                         data.clone(),
                     );
-                    let frame = msg.frame(telemetry, &formats);
+                    let frame = &msg.frame(live, &formats);
                     let meta = EventMeta {
                         topic: msg.topic,
                         accepted_at: msg.accepted_at,
                         replay: false,
+                        key: 0,
                     };
                     for mailbox in &mut mailboxes {
                         black_box(mailbox.offer(frame, meta, unlimited, 0));
@@ -74,15 +78,17 @@ fn fanout(c: &mut Criterion) {
             let msg = Message::new(
                 TopicId::new(7, 0),
                 Arc::clone(&topic_name),
+                Epoch::from_u64(1),
                 seq,
                 None,
                 data.clone(),
             );
-            let frame = msg.frame(telemetry, &formats);
+            let frame = &msg.frame(live, &formats);
             let meta = EventMeta {
                 topic: msg.topic,
                 accepted_at: msg.accepted_at,
                 replay: false,
+                key: 0,
             };
             let now = start.elapsed().as_nanos() as u64;
             for mailbox in &mut mailboxes {

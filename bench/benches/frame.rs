@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardcast_engine::frame;
-use shardcast_engine::{Message, TopicId, WireFormat};
+use shardcast_engine::{Epoch, FrameKind, Message, TopicId, WireFormat};
 use shardcast_server::telemetry::TelemetryFormat;
 
 fn encode(c: &mut Criterion) {
@@ -16,13 +16,14 @@ fn encode(c: &mut Criterion) {
         let msg = Message::new(
             TopicId::new(0, 0),
             Arc::from("market-data"),
+            Epoch::from_u64(1),
             42,
             Some("AAPL".into()),
             data,
         );
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(format!("{size}B"), |b| {
-            b.iter(|| black_box(TelemetryFormat.encode_event(black_box(&msg))))
+            b.iter(|| black_box(TelemetryFormat.encode_event(black_box(&msg), FrameKind::Live)))
         });
     }
     group.finish();

@@ -20,6 +20,7 @@ fn outbox(c: &mut Criterion) {
         topic: TopicId::new(0, 0),
         accepted_at: Instant::now(),
         replay: false,
+        key: 0,
     };
     let mut group = c.benchmark_group("outbox/push_gather_retire");
     for frames in [1usize, 16, 64] {

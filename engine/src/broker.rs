@@ -10,8 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::registry::TopicRegistry;
+use crate::sansio::pattern::TopicError;
 use crate::shard::ShardInbox;
-use crate::topic::{Topic, TopicError};
+use crate::topic::{Stamped, Topic};
 
 /// Why a publish failed.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -72,14 +73,28 @@ impl Fanout<'_> {
         key: Option<Box<str>>,
         data: Bytes,
     ) -> Result<u64, PublishError> {
-        match topic.publish(key, data, self.inboxes) {
-            Ok(seq) => Ok(seq),
-            Err(rejected) => self
-                .topics
-                .resolve(topic.name(), None)?
-                .publish(rejected.key, rejected.data, self.inboxes)
-                .map_err(|_| PublishError::Retired),
+        match topic.publish(key, data) {
+            Ok(stamped) => Ok(self.route(stamped)),
+            Err(rejected) => {
+                let live = self.topics.resolve(topic.name(), None)?;
+                let stamped = live
+                    .publish(rejected.key, rejected.data)
+                    .map_err(|_| PublishError::Retired)?;
+                Ok(self.route(stamped))
+            }
         }
+    }
+
+    /// Offers a stamped message to every shard with a subscriber (the topic
+    /// still locked, so shards see its messages in order); returns its seq.
+    fn route(&self, mut stamped: Stamped<'_>) -> u64 {
+        for (index, inbox) in self.inboxes.iter().enumerate() {
+            let subscribers = stamped.shard_subscribers()[index];
+            if subscribers > 0 && !inbox.deliver(&stamped.msg) {
+                stamped.overflowed(subscribers);
+            }
+        }
+        stamped.msg.seq
     }
 }
 

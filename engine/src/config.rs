@@ -5,10 +5,12 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use crate::gate::GateLimits;
-use crate::history::HistoryLimits;
-use crate::outbox::{OutboxLimits, SlowConsumerPolicy};
-use crate::pattern::ChannelRules;
-use crate::rate::RateLimit;
+use crate::sansio::delivery::{AliveOn, Delivery, Liveness};
+use crate::sansio::format::FormatId;
+use crate::sansio::history::HistoryLimits;
+use crate::sansio::outbox::{OutboxLimits, SlowConsumerPolicy};
+use crate::sansio::pattern::ChannelRules;
+use crate::sansio::rate::RateLimit;
 
 /// How an engine runs. Read-only once the engine starts.
 #[derive(Clone, Debug)]
@@ -35,7 +37,8 @@ pub struct EngineConfig {
     pub max_subscriptions: usize,
     /// Interval between server heartbeats.
     pub heartbeat_interval: Duration,
-    /// Silence after which a connection is closed.
+    /// Silence after which a connection is closed, unless its protocol
+    /// chooses otherwise ([`Delivery::liveness`]).
     pub heartbeat_timeout: Duration,
     /// Largest client message (after reassembly), in bytes.
     pub max_message_size: usize,
@@ -80,8 +83,24 @@ impl Default for EngineConfig {
             heartbeat_timeout: Duration::from_secs(45),
             max_message_size: 64 * 1024,
             shard_inbox_capacity: 65_536,
-            coalesce_above_cpu: crate::pacer::HIGH,
+            coalesce_above_cpu: crate::sansio::pacer::HIGH,
             channels: ChannelRules::default(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Delivery in `format` with the engine's defaults: the outbox's
+    /// slow-consumer policy, and `heartbeat_timeout` of silence (any frame
+    /// breaks it). A protocol starts from this and changes what it needs.
+    pub fn delivery(&self, format: FormatId) -> Delivery {
+        Delivery {
+            format,
+            overflow: self.outbox.policy,
+            liveness: Liveness {
+                timeout: self.heartbeat_timeout,
+                alive_on: AliveOn::AnyFrame,
+            },
         }
     }
 }

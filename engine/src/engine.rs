@@ -23,16 +23,17 @@ use tokio::sync::{oneshot, watch};
 use tracing::warn;
 
 use crate::broker::{Broker, Fanout, PublishError};
-use crate::close::CloseReason;
 use crate::config::EngineConfig;
-use crate::conn::ConnKey;
-use crate::format::Formats;
 use crate::gate::Gate;
-use crate::pattern::MAX_NAME_LEN;
 use crate::registry::{RegistryConfig, TopicRegistry};
+use crate::sansio::close::CloseReason;
+use crate::sansio::format::Formats;
+use crate::sansio::ids::ConnKey;
+use crate::sansio::pattern::TopicError;
+use crate::sansio::pattern::MAX_NAME_LEN;
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
 use crate::stats::{ClientInfo, EngineStats};
-use crate::topic::{Topic, TopicError};
+use crate::topic::Topic;
 
 /// Where a client id of a principal is connected.
 #[derive(Clone, Copy, Debug)]

@@ -12,6 +12,11 @@
 //!   vectored writes; a full outbox drops (counted) or disconnects.
 //! - **Broker seam**: publishing goes through a [`Broker`] ([`InProcess`] by default).
 //!
+//! Layers, from the bottom: [`sansio`] (messages, frames, history, outbox,
+//! rate limits: no sockets, threads or clocks of their own, and no imports
+//! from above), then topics and their registry, then the runtime (shards,
+//! connections, the broker's fan-out, the [`Engine`] handle).
+//!
 //! The engine has no HTTP in it. A server accepts through
 //! [`Engine::serve`], performs the upgrade in its [`ConnectionHandler`], and
 //! hands the socket to [`LocalShard::attach`] with a [`Session`] that gives
@@ -20,55 +25,42 @@
 #![warn(missing_docs)]
 
 mod broker;
-mod budget;
-mod close;
 mod config;
-mod conn;
-mod ctx;
-pub mod decode;
-mod delivery;
 mod engine;
-mod format;
-pub mod frame;
 mod gate;
-mod handle;
-mod history;
-mod local;
-mod mailbox;
-mod message;
-mod outbox;
-pub mod pacer;
-mod pattern;
-mod quota;
-mod rate;
-mod reader;
 mod registry;
+pub mod sansio;
 mod shard;
-mod slab;
 mod stats;
 mod topic;
 
 pub use broker::{Broker, Fanout, InProcess, PublishError};
-pub use budget::MemoryBudget;
-pub use close::CloseReason;
 pub use config::EngineConfig;
-pub use conn::{ConnKey, Session};
-pub use ctx::{ConnCtx, SubscribeError, Subscribed};
 pub use engine::Engine;
-pub use format::{write_iso8601, FormatId, Formats, TooManyFormats, WireFormat, MAX_FORMATS};
 pub use gate::{Gate, GateLimits, GateStats, PeerPermit, Refused, REFUSAL_LABELS};
-pub use handle::{Attachment, LocalShard};
-pub use history::{History, HistoryLimits, Retention};
-pub use mailbox::Mailbox;
-pub use message::Message;
-pub use outbox::{
+pub use registry::{RetiredTotals, TopicRegistry};
+pub use sansio::budget::MemoryBudget;
+pub use sansio::close::CloseReason;
+pub use sansio::counts::Counts;
+pub use sansio::delivery::{AliveOn, Delivery, InboundKind, Liveness};
+pub use sansio::format::{
+    write_iso8601, FormatId, Formats, FrameKind, TooManyFormats, Variant, WireFormat, MAX_FORMATS,
+};
+pub use sansio::history::{History, HistoryLimits, Retention};
+pub use sansio::ids::{ConnKey, Epoch, InvalidEpoch, TopicId};
+pub use sansio::mailbox::Mailbox;
+pub use sansio::message::Message;
+pub use sansio::outbox::{
     Admission, DropReason, EventMeta, OutFrame, Outbox, OutboxLimits, SlowConsumerPolicy,
     MAX_IOVECS,
 };
-pub use pattern::{validate_name, ChannelRules, Pattern, MAX_NAME_LEN};
-pub use quota::{QuotaError, QuotaLimits, TopicQuota};
-pub use rate::{RateLimit, RateLimiter};
-pub use registry::{RetiredTotals, TopicRegistry};
-pub use shard::ConnectionHandler;
-pub use stats::{ClientInfo, Counts, EngineStats, ShardStats, TopicSummary};
-pub use topic::{Topic, TopicError, TopicId, TopicStats};
+pub use sansio::pattern::{validate_name, ChannelRules, Pattern, TopicError, MAX_NAME_LEN};
+pub use sansio::quota::{QuotaError, QuotaLimits, TopicQuota};
+pub use sansio::rate::{RateLimit, RateLimiter};
+pub use sansio::replay::{Position, Replay, ReplayError, Replayed};
+pub use sansio::{decode, frame, json, pacer};
+pub use shard::{
+    Attachment, ConnCtx, ConnectionHandler, LocalShard, Session, SubscribeError, Subscribed,
+};
+pub use stats::{ClientInfo, EngineStats, ShardStats, TopicSummary};
+pub use topic::{Topic, TopicStats};

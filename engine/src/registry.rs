@@ -25,11 +25,13 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use tracing::debug;
 
-use crate::budget::MemoryBudget;
-use crate::history::{History, HistoryLimits};
-use crate::pattern::{shown, validate_name, ChannelRules};
-use crate::quota::TopicQuota;
-use crate::topic::{Charge, Topic, TopicError, TopicId};
+use crate::sansio::budget::MemoryBudget;
+use crate::sansio::history::{History, HistoryLimits};
+use crate::sansio::ids::TopicId;
+use crate::sansio::pattern::TopicError;
+use crate::sansio::pattern::{shown, validate_name, ChannelRules};
+use crate::sansio::quota::TopicQuota;
+use crate::topic::{Charge, Topic};
 
 /// Share of the history budget in use above which [`TopicRegistry::rebalance`] trims.
 pub const PRESSURE: f64 = 0.9;
@@ -239,8 +241,8 @@ impl TopicRegistry {
     ///
     /// A topic makes room only by evicting its own messages, so once the
     /// engine-wide budget is spent, channels created later could keep
-    /// nothing. When more than [`PRESSURE`] of the budget is in use, every
-    /// topic holding more than an equal share of [`TARGET`] of it is trimmed
+    /// nothing. When more than `PRESSURE` (90%) of the budget is in use, every
+    /// topic holding more than an equal share of `TARGET` (75%) of it is trimmed
     /// to that share (oldest first), one topic lock at a time; the caller
     /// (shard 0, every few seconds) spreads the cost. Returns the bytes freed.
     pub fn rebalance(&self) -> usize {

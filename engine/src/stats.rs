@@ -12,47 +12,11 @@ use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 
-use crate::outbox::DropReason;
 use crate::registry::RetiredTotals;
-use crate::topic::{TopicId, TopicStats};
-
-/// Event counts under one heading, split by drop reason. Owned by one shard.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Events written to sockets.
-    pub sent: u64,
-    /// Replayed events written to sockets (not part of `sent`).
-    pub replayed: u64,
-    /// Events not delivered, by [`DropReason`] index.
-    pub dropped: [u64; DropReason::ALL.len()],
-}
-
-impl Counts {
-    /// Counts one drop.
-    #[inline]
-    pub fn drop_one(&mut self, reason: DropReason) {
-        self.dropped[reason.index()] += 1;
-    }
-
-    /// Drops under `reason`.
-    pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped[reason.index()]
-    }
-
-    /// Drops under every reason.
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped.iter().sum()
-    }
-
-    /// Adds `other` into `self`.
-    pub fn add(&mut self, other: &Counts) {
-        self.sent += other.sent;
-        self.replayed += other.replayed;
-        for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
-            *a += b;
-        }
-    }
-}
+use crate::sansio::counts::Counts;
+use crate::sansio::ids::TopicId;
+use crate::sansio::outbox::DropReason;
+use crate::topic::TopicStats;
 
 /// One shard's event counts: totals since start, and per topic. Owned by
 /// one shard thread.

@@ -7,92 +7,36 @@
 //! 1. stamp the next sequence number;
 //! 2. record it in the topic's [`History`] (ring and keyed snapshot), within
 //!    the topic's and the engine's byte limits;
-//! 3. offer it to the inbox of every shard with at least one subscriber.
+//! 3. hand the stamped message back as [`Stamped`], which keeps the lock:
+//!    the caller (the broker's fan-out, `broker.rs`) routes it to every
+//!    shard with at least one subscriber, then lets go.
 //!
-//! Step 3 happens under the lock so that every shard receives a topic's
-//! messages in sequence order even when several threads publish to it.
+//! Step 3 keeps the lock so that every shard receives a topic's messages in
+//! sequence order even when several threads publish to it; this module
+//! itself knows nothing of shards beyond their subscriber counts.
 //! Subscribing takes the same lock, so a new subscriber's replay ends exactly
 //! where its live messages begin: no gap, no duplicate. A retired topic
 //! (see the registry) refuses both under the same lock: [`Retired`], or for
 //! a publish the message back, so the caller can resolve the name again.
+//!
+//! Each topic has an [`Epoch`], fixed when it is created: a topic created
+//! again under the same name (after it expired, or in another process)
+//! starts its sequence again under a new epoch.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tracing::warn;
 
-use crate::budget::MemoryBudget;
-use crate::history::{History, Retention};
-use crate::message::Message;
-use crate::quota::{QuotaError, TopicQuota};
-use crate::shard::ShardInbox;
-
-/// A topic's identity within its engine: a dense slot index and the slot's
-/// generation, so that an id outlives its topic harmlessly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicId {
-    index: u32,
-    generation: u32,
-}
-
-impl TopicId {
-    /// The id of slot `index` in its `generation`.
-    pub const fn new(index: u32, generation: u32) -> Self {
-        Self { index, generation }
-    }
-
-    /// The slot index: dense, below the number of topics ever alive at once.
-    #[inline]
-    pub fn index(self) -> usize {
-        self.index as usize
-    }
-
-    /// The slot's generation.
-    #[inline]
-    pub fn generation(self) -> u32 {
-        self.generation
-    }
-}
-
-/// Why a topic could not be had.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum TopicError {
-    /// Empty, too long, or with characters outside `A-Z a-z 0-9 . _ - :`.
-    #[error("invalid channel name {0:?}: use 1-128 characters from A-Z a-z 0-9 . _ - :")]
-    InvalidName(String),
-    /// No channel rule declares this name.
-    #[error("unknown channel {0:?}: it is not declared in the server's channel rules")]
-    Undeclared(String),
-    /// The engine already holds its maximum number of topics.
-    #[error("channel {name:?} cannot be created: the server holds its limit of {limit} channels")]
-    TooManyTopics {
-        /// The name that was refused.
-        name: String,
-        /// The configured limit.
-        limit: usize,
-    },
-    /// Half the topic limit is already held by topics that exist only for
-    /// the principals that created them (subscribers), leaving the rest to
-    /// topics with retained state.
-    #[error("channel {name:?} cannot be created: {limit} channels already exist only for their subscribers")]
-    TooManyUnclaimed {
-        /// The name that was refused.
-        name: String,
-        /// The limit (half of `max_topics`).
-        limit: usize,
-    },
-    /// The caller's topic-creation quota refused a new topic.
-    #[error("channel {name:?} cannot be created: {quota}")]
-    Quota {
-        /// The name that was refused.
-        name: String,
-        /// Which limit.
-        quota: QuotaError,
-    },
-}
+use crate::sansio::budget::MemoryBudget;
+use crate::sansio::history::{History, Retention};
+use crate::sansio::ids::{Epoch, TopicId};
+use crate::sansio::message::Message;
+use crate::sansio::quota::TopicQuota;
+use crate::sansio::replay::{Position, Replay, ReplayError, Replayed};
 
 /// The topic was retired (expired) while the caller held it; resolve the
 /// name again.
@@ -125,6 +69,7 @@ fn log_overflow(last: &mut Option<Instant>, topic: &str, total: u64) {
 pub struct Topic {
     id: TopicId,
     name: Arc<str>,
+    epoch: Epoch,
     budget: Arc<MemoryBudget>,
     /// Set once, under the state lock, when the topic is retired; read
     /// without it by shards pruning their caches.
@@ -178,10 +123,39 @@ pub struct TopicStats {
 /// What a new subscriber starts from.
 #[derive(Debug)]
 pub(crate) struct SubscribeStart {
-    /// Deliver only messages with a greater sequence number.
-    pub after_seq: u64,
-    /// Messages to replay, oldest first.
-    pub replay: Vec<Arc<Message>>,
+    /// Live delivery begins after this position.
+    pub position: Position,
+    /// What to replay before it, or why that is not possible.
+    pub replay: Result<Replayed, ReplayError>,
+}
+
+/// A message just stamped, with its topic still locked. Route it (to every
+/// shard with a subscriber) before dropping this: the lock is what keeps a
+/// topic's messages in order on every shard.
+pub(crate) struct Stamped<'a> {
+    /// The message.
+    pub(crate) msg: Arc<Message>,
+    state: MutexGuard<'a, TopicState>,
+    name: &'a str,
+}
+
+impl Stamped<'_> {
+    /// Subscriptions per shard, by shard index; a shard at 0 wants nothing.
+    pub(crate) fn shard_subscribers(&self) -> &[u32] {
+        &self.state.shard_subscribers
+    }
+
+    /// Counts `subscribers` deliveries lost to a full shard inbox.
+    #[cold]
+    pub(crate) fn overflowed(&mut self, subscribers: u32) {
+        let state = &mut *self.state;
+        state.overflow_dropped += u64::from(subscribers);
+        log_overflow(
+            &mut state.overflow_logged,
+            self.name,
+            state.overflow_dropped,
+        );
+    }
 }
 
 impl Topic {
@@ -197,6 +171,7 @@ impl Topic {
         Self {
             id,
             name,
+            epoch: Epoch::fresh(),
             budget,
             retired: AtomicBool::new(false),
             state: Mutex::new(TopicState {
@@ -224,6 +199,19 @@ impl Topic {
         &self.name
     }
 
+    /// The run of the topic's sequence: new each time a topic of this name is created.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The position of its last message.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            seq: self.state.lock().seq,
+        }
+    }
+
     /// Whether the topic has been retired (see the module docs).
     pub fn is_retired(&self) -> bool {
         // Relaxed: a hint for cache pruning; publish and subscribe decide
@@ -231,15 +219,14 @@ impl Topic {
         self.retired.load(Ordering::Relaxed)
     }
 
-    /// Stamps, records and routes one message; returns its sequence number.
+    /// Stamps and records one message; the caller routes it (see [`Stamped`]).
     pub(crate) fn publish(
         &self,
         key: Option<Box<str>>,
         data: Bytes,
-        shards: &[ShardInbox],
-    ) -> Result<u64, Rejected> {
+    ) -> Result<Stamped<'_>, Rejected> {
         // Clock reads and the allocation of the key stay outside the lock.
-        let mut msg = Message::new(self.id, Arc::clone(&self.name), 0, key, data);
+        let mut msg = Message::new(self.id, Arc::clone(&self.name), self.epoch, 0, key, data);
         let mut state = self.state.lock();
         if state.retired {
             return Err(Rejected {
@@ -251,32 +238,26 @@ impl Topic {
         msg.seq = state.seq;
         state.last_active = msg.accepted_at;
         let msg = Arc::new(msg);
-        let state = &mut *state;
-        match state.history.record(&msg, &self.budget) {
+        let topic = &mut *state;
+        match topic.history.record(&msg, &self.budget) {
             // Held state is what the charge was waiting for: it ends now.
-            Retention::Kept => drop(state.charge.take()),
+            Retention::Kept => drop(topic.charge.take()),
             Retention::NotApplicable => {}
-            Retention::Refused => state.retention_refused += 1,
+            Retention::Refused => topic.retention_refused += 1,
         }
-        for (inbox, &subscribers) in shards.iter().zip(&state.shard_subscribers) {
-            if subscribers > 0 && !inbox.deliver(&msg) {
-                state.overflow_dropped += u64::from(subscribers);
-                log_overflow(
-                    &mut state.overflow_logged,
-                    &self.name,
-                    state.overflow_dropped,
-                );
-            }
-        }
-        Ok(msg.seq)
+        Ok(Stamped {
+            msg,
+            state,
+            name: &self.name,
+        })
     }
 
-    /// Registers one subscription on `shard`; returns where it starts and, if
-    /// `replay_limit` is set, what to replay.
+    /// Registers one subscription on `shard`; returns where it starts and
+    /// the answer to `replay`.
     pub(crate) fn subscribe(
         &self,
         shard: usize,
-        replay_limit: Option<usize>,
+        replay: Replay,
     ) -> Result<SubscribeStart, Retired> {
         let mut state = self.state.lock();
         if state.retired {
@@ -285,8 +266,11 @@ impl Topic {
         state.shard_subscribers[shard] += 1;
         state.subscribers += 1;
         Ok(SubscribeStart {
-            after_seq: state.seq,
-            replay: replay_limit.map_or_else(Vec::new, |limit| state.history.replay(limit)),
+            position: Position {
+                epoch: self.epoch,
+                seq: state.seq,
+            },
+            replay: state.history.replay(replay, self.epoch, state.seq),
         })
     }
 

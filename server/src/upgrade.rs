@@ -298,7 +298,7 @@ pub(crate) fn handle(
             read_buf: parts.read_buf,
             client_id,
             owner: Arc::clone(&principal.name),
-            format: app.telemetry,
+            delivery: app.config.engine.delivery(app.telemetry),
             session,
             permit,
         });

@@ -1,8 +1,10 @@
 //! Unit tests of `registry.rs`.
 
 use super::*;
-use crate::message::Message;
-use crate::quota::{QuotaError, QuotaLimits};
+use crate::sansio::ids::Epoch;
+use crate::sansio::message::Message;
+use crate::sansio::quota::{QuotaError, QuotaLimits};
+use crate::sansio::replay::Replay;
 use crate::shard::ShardInbox;
 use bytes::Bytes;
 
@@ -20,6 +22,15 @@ fn registry(list: &[&str], max_topics: usize, shards: usize) -> TopicRegistry {
         max_history_bytes: 1 << 20,
         idle_expiry: Duration::from_secs(60),
     })
+}
+
+/// Publishes through the fan-out, as the engine does; returns the seq.
+fn route(topic: &Topic, data: Bytes, inboxes: &[ShardInbox], registry: &TopicRegistry) -> u64 {
+    let fanout = crate::broker::Fanout {
+        inboxes,
+        topics: registry,
+    };
+    fanout.deliver(topic, None, data).unwrap()
 }
 
 fn data() -> Bytes {
@@ -49,16 +60,23 @@ fn subscribe_starts_after_the_last_published_message() {
     let topic = registry.resolve("t", None).unwrap();
     let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new(16)).collect();
     for _ in 0..3 {
-        topic.publish(None, data(), &inboxes).unwrap();
+        route(&topic, data(), &inboxes, &registry);
     }
-    let start = topic.subscribe(1, Some(2)).unwrap();
-    assert_eq!(start.after_seq, 3);
+    let start = topic.subscribe(1, Replay::Last(2)).unwrap();
+    assert_eq!(start.position.seq, 3);
+    assert_eq!(start.position.epoch, topic.epoch());
     assert_eq!(
-        start.replay.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        start
+            .replay
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>(),
         vec![2, 3]
     );
     // Only shard 1 has a subscriber, so only it is sent the next message.
-    assert_eq!(topic.publish(None, data(), &inboxes).unwrap(), 4);
+    assert_eq!(route(&topic, data(), &inboxes, &registry), 4);
     assert_eq!(inboxes[0].pending(), 0);
     assert_eq!(inboxes[1].pending(), 1);
     assert_eq!(topic.stats().subscribers, 1);
@@ -72,16 +90,16 @@ fn idle_topics_without_state_expire_and_their_slot_gets_a_new_generation() {
     let later = now + Duration::from_secs(61);
     let quiet = registry.resolve("p.quiet", None).unwrap();
     let held = registry.resolve("p.held", None).unwrap();
-    held.subscribe(0, None).unwrap();
+    held.subscribe(0, Replay::None).unwrap();
     let kept = registry.resolve("p.kept", None).unwrap();
-    kept.publish(None, data(), &inboxes).unwrap();
+    route(&kept, data(), &inboxes, &registry);
     assert_eq!(registry.expire_idle(now), 0, "not idle long enough");
     assert_eq!(registry.expire_idle(later), 1);
     assert!(quiet.is_retired());
     assert!(!held.is_retired() && !kept.is_retired());
     // The stale handle refuses; the name resolves to a fresh topic.
-    assert!(quiet.publish(None, data(), &inboxes).is_err());
-    assert!(quiet.subscribe(0, None).is_err());
+    assert!(quiet.publish(None, data()).is_err());
+    assert!(quiet.subscribe(0, Replay::None).is_err());
     let again = registry.resolve("p.quiet", None).unwrap();
     assert_eq!(again.id().index(), quiet.id().index());
     assert_ne!(again.id(), quiet.id());
@@ -122,6 +140,7 @@ fn rebalancing_gives_late_topics_room_once_the_budget_is_spent() {
     let one = Message::new(
         TopicId::new(0, 0),
         "p.a".into(),
+        Epoch::from_u64(1),
         1,
         None,
         Bytes::from(vec![0; 1000]),
@@ -133,20 +152,20 @@ fn rebalancing_gives_late_topics_room_once_the_budget_is_spent() {
     let data = Bytes::from(vec![b'1'; 1000]);
     let early = registry.resolve("p.early", None).unwrap();
     for _ in 0..100 {
-        early.publish(None, data.clone(), &inboxes).unwrap();
+        route(&early, data.clone(), &inboxes, &registry);
     }
     // A late topic keeps only its floor (2.5 messages' worth) while the
     // early one holds the shared budget.
     let late = registry.resolve("p.late", None).unwrap();
     for _ in 0..10 {
-        late.publish(None, data.clone(), &inboxes).unwrap();
+        route(&late, data.clone(), &inboxes, &registry);
     }
     assert!(late.stats().history < 5, "{:?}", late.stats());
     assert!(registry.rebalance() > 0);
     let share = (75.0 * one as f64 * TARGET) as usize / 2 + registry.config.history.floor;
     assert!(early.stats().history_bytes <= share);
     for _ in 0..10 {
-        late.publish(None, data.clone(), &inboxes).unwrap();
+        route(&late, data.clone(), &inboxes, &registry);
     }
     assert!(late.stats().history >= 10, "room again: {:?}", late.stats());
     assert_eq!(registry.rebalance(), 0, "no pressure now");
@@ -173,7 +192,7 @@ fn creation_is_charged_to_the_quota_until_the_topic_holds_state() {
     // Existing topics cost nothing more.
     registry.resolve("p.a", Some(&quota)).unwrap();
     // A topic that gains retained state stops counting against its creator.
-    a.publish(None, data(), &inboxes).unwrap();
+    route(&a, data(), &inboxes, &registry);
     assert_eq!(quota.live(), 1);
     registry.resolve("p.c", Some(&quota)).unwrap();
     // Expiry ends the charge too.

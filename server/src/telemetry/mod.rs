@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{BufMut, Bytes};
 use serde::Serialize;
 use shardcast_engine::frame::{self, FrameBuf, OpCode};
-use shardcast_engine::{write_iso8601, Message, WireFormat};
+use shardcast_engine::{json, write_iso8601, FrameKind, Message, WireFormat};
 
 pub use command::{parse_command, Command, CommandError};
 pub use session::TelemetrySession;
@@ -33,23 +33,21 @@ impl WireFormat for TelemetryFormat {
         "telemetry"
     }
 
-    fn encode_event(&self, msg: &Message) -> Bytes {
+    fn encode_event(&self, msg: &Message, _kind: FrameKind) -> Bytes {
         let key_len = msg.key.as_ref().map_or(0, |k| k.len() + 12);
         let mut frame =
             FrameBuf::with_capacity(96 + msg.topic_name.len() + key_len + msg.data.len());
         let out = frame.payload();
-        out.put_slice(b"{\"type\":\"event\",\"channel\":\"");
-        // Topic names are validated to need no escaping.
-        out.put_slice(msg.topic_name.as_bytes());
-        out.put_slice(b"\",\"seq\":");
+        out.put_slice(b"{\"type\":\"event\",\"channel\":");
+        json::write_str(out, &msg.topic_name);
+        out.put_slice(b",\"seq\":");
         out.put_slice(itoa::Buffer::new().format(msg.seq).as_bytes());
         out.put_slice(b",\"ts\":\"");
         write_iso8601(out, msg.timestamp);
         out.put_u8(b'"');
         if let Some(key) = &msg.key {
             out.put_slice(b",\"key\":");
-            // Writing a string into memory cannot fail.
-            let _ = serde_json::to_writer(out.writer(), &**key);
+            json::write_str(out, key);
         }
         out.put_slice(b",\"data\":");
         out.put_slice(&msg.data);
@@ -173,12 +171,13 @@ mod tests {
         let mut msg = Message::new(
             TopicId::new(0, 0),
             "market-data".into(),
+            shardcast_engine::Epoch::from_u64(1),
             7,
             Some("A\"B".into()),
             Bytes::from(data),
         );
         msg.timestamp = SystemTime::UNIX_EPOCH;
-        let frame = TelemetryFormat.encode_event(&msg);
+        let frame = TelemetryFormat.encode_event(&msg, FrameKind::Live);
         // Text frame, 126-length form, payload after a 4-byte header.
         assert_eq!(frame[0], 0x81);
         let payload = std::str::from_utf8(&frame[4..]).unwrap();

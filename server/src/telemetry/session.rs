@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime};
 use bytes::BytesMut;
 use serde::Serialize;
 use shardcast_engine::{
-    write_iso8601, CloseReason, ConnCtx, RateLimiter, Session, SubscribeError, TopicError,
+    write_iso8601, CloseReason, ConnCtx, RateLimiter, Replay, Session, SubscribeError, TopicError,
 };
 use tracing::{debug, info};
 
@@ -123,7 +123,11 @@ impl TelemetrySession {
     /// request), an error per kind of refusal naming its channels
     /// (`FORBIDDEN`, `UNKNOWN_CHANNEL`, `LIMIT_REACHED`), the replay.
     fn subscribe(&self, ctx: &mut ConnCtx<'_>, channels: &[String], replay: bool) {
-        let limit = replay.then_some(self.app.config.replay_limit);
+        let request = if replay {
+            Replay::Recent(self.app.config.replay_limit)
+        } else {
+            Replay::None
+        };
         let mut subscribed = Vec::with_capacity(channels.len());
         let mut replays = Vec::new();
         let mut forbidden = Vec::new();
@@ -138,10 +142,13 @@ impl TelemetrySession {
                 forbidden.push((name.as_str(), message));
                 continue;
             }
-            match ctx.subscribe(name, limit, Some(&self.principal.quota)) {
+            match ctx.subscribe(name, request, Some(&self.principal.quota)) {
                 Ok(sub) => {
-                    if !sub.replay.is_empty() {
-                        replays.push(sub.replay);
+                    // A request for the recent past is always answerable.
+                    if let Ok(replayed) = sub.replay {
+                        if !replayed.messages.is_empty() {
+                            replays.push(replayed);
+                        }
                     }
                     subscribed.push(Arc::clone(sub.topic.name()));
                 }
@@ -158,8 +165,8 @@ impl TelemetrySession {
         report(ctx, ErrorCode::Forbidden, "not allowed", &forbidden);
         report(ctx, ErrorCode::UnknownChannel, "unknown channels", &unknown);
         report(ctx, ErrorCode::LimitReached, "limit reached for", &limited);
-        for messages in &replays {
-            ctx.send_replay(messages);
+        for replayed in &replays {
+            ctx.send_replay(replayed);
         }
     }
 

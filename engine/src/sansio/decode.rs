@@ -16,7 +16,7 @@
 
 use std::ops::{ControlFlow, Deref, DerefMut};
 
-use crate::frame::{self, FrameError, OpCode};
+use crate::sansio::frame::{self, FrameError, OpCode};
 
 /// A complete message or control frame from the client.
 #[derive(Debug)]

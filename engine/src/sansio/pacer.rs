@@ -10,7 +10,7 @@
 //! write at once: the delay stays 0. When the shard's thread uses more than
 //! [`HIGH`] of its core, the delay grows; each connection then gets its
 //! frames in fewer, larger writes, which costs fewer syscalls for the same
-//! deliveries, and CPU falls. When CPU falls below [`LOW`], the delay halves
+//! deliveries, and CPU falls. When CPU falls below `HIGH - BAND`, the delay halves
 //! back toward 0. Between the two it holds, so the policy does not oscillate.
 
 use std::time::Duration;

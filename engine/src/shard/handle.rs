@@ -3,19 +3,20 @@
 //! over when a WebSocket upgrade is done.
 //!
 //! Owned by one shard thread (`!Send`); the handle only forwards to
-//! [`ShardState`], which `local.rs` owns.
+//! [`ShardState`](super::ShardState), which `shard/mod.rs` owns.
 
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::conn::{ConnKey, Session};
 use crate::engine::Engine;
-use crate::format::FormatId;
 use crate::gate::{PeerPermit, Refused};
-use crate::local::ShardState;
-use crate::quota::TopicQuota;
+use crate::sansio::delivery::Delivery;
+use crate::sansio::ids::ConnKey;
+use crate::sansio::quota::TopicQuota;
+use crate::shard::conn::Session;
+use crate::shard::ShardState;
 use crate::PublishError;
 
 /// An upgraded connection, ready to be attached to the shard it was
@@ -30,8 +31,8 @@ pub struct Attachment {
     pub client_id: Arc<str>,
     /// The principal it authenticated as (an API key's name, a token's user).
     pub owner: Arc<str>,
-    /// Its wire format.
-    pub format: FormatId,
+    /// Its wire format, overflow policy and liveness.
+    pub delivery: Delivery,
     /// What its messages mean.
     pub session: Box<dyn Session>,
     /// Its place in the connection gate, established as a WebSocket.
@@ -43,7 +44,7 @@ impl std::fmt::Debug for Attachment {
         f.debug_struct("Attachment")
             .field("client_id", &self.client_id)
             .field("owner", &self.owner)
-            .field("format", &self.format)
+            .field("delivery", &self.delivery)
             .finish_non_exhaustive()
     }
 }
@@ -64,13 +65,13 @@ impl std::fmt::Debug for LocalShard {
 }
 
 impl LocalShard {
-    pub(crate) fn new(state: &Rc<ShardState>) -> Self {
+    pub(super) fn new(state: &Rc<ShardState>) -> Self {
         Self {
             state: Rc::clone(state),
         }
     }
 
-    pub(crate) fn state(&self) -> &Rc<ShardState> {
+    pub(super) fn state(&self) -> &Rc<ShardState> {
         &self.state
     }
 

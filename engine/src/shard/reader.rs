@@ -13,12 +13,13 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::close::CloseReason;
-use crate::conn::{guarded, Conn, Session};
-use crate::ctx::ConnCtx;
-use crate::decode::{Decoder, Inbound};
-use crate::frame::{self, FrameError, OpCode};
-use crate::local::ShardState;
+use super::conn::{guarded, Conn, Session};
+use super::ctx::ConnCtx;
+use super::ShardState;
+use crate::sansio::close::CloseReason;
+use crate::sansio::decode::{Decoder, Inbound};
+use crate::sansio::delivery::InboundKind;
+use crate::sansio::frame::{self, FrameError, OpCode};
 
 /// Full reads taken from one connection before its task yields: 1 MiB, so
 /// a client that sends without pause cannot keep the shard from its other
@@ -27,7 +28,7 @@ const READS_PER_TURN: usize = 16;
 
 /// Whether a connection's socket was drained or has more to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Drained {
+pub(super) enum Drained {
     /// The socket would block: wait for readiness.
     Yes,
     /// The turn's reads were used up with data still coming: yield, then read on.
@@ -36,7 +37,7 @@ pub(crate) enum Drained {
 
 /// Reads what the socket has (up to [`READS_PER_TURN`] buffers) and handles
 /// every complete frame.
-pub(crate) fn read_ready(
+pub(super) fn read_ready(
     shard: &Rc<ShardState>,
     conn: &Rc<Conn>,
     session: &mut dyn Session,
@@ -50,7 +51,7 @@ pub(crate) fn read_ready(
         match conn.stream.try_read(&mut scratch[..]) {
             Ok(0) => return Err(CloseReason::ConnectionLost),
             Ok(n) => {
-                touch(shard, conn);
+                shard.refresh_clock_to(Instant::now());
                 feed(shard, conn, session, &mut scratch[..n])?;
                 if n < scratch.len() {
                     return Ok(Drained::Yes);
@@ -64,14 +65,8 @@ pub(crate) fn read_ready(
     Ok(Drained::No)
 }
 
-fn touch(shard: &ShardState, conn: &Conn) {
-    let now = Instant::now();
-    shard.refresh_clock_to(now);
-    conn.state.borrow_mut().last_seen = now;
-}
-
 /// Decodes `input` and hands each complete message to the session.
-pub(crate) fn feed(
+pub(super) fn feed(
     shard: &Rc<ShardState>,
     conn: &Rc<Conn>,
     session: &mut dyn Session,
@@ -105,6 +100,14 @@ fn handle(
     session: &mut dyn Session,
     inbound: Inbound<'_>,
 ) -> Result<(), CloseReason> {
+    let kind = match inbound {
+        Inbound::Text(_) | Inbound::Binary(_) => InboundKind::Message,
+        Inbound::Ping(_) | Inbound::Pong => InboundKind::Control,
+        Inbound::Close(_) => InboundKind::Close,
+    };
+    if conn.delivery.liveness.is_alive(kind) {
+        conn.state.borrow_mut().last_seen = shard.now();
+    }
     match inbound {
         Inbound::Ping(payload) => {
             conn.send_control(frame::encode(OpCode::Pong, payload));

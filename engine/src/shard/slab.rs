@@ -6,14 +6,15 @@
 
 use std::rc::Rc;
 
-use crate::conn::{Conn, ConnKey};
+use crate::sansio::ids::ConnKey;
+use crate::shard::conn::Conn;
 
 /// The connections of one shard. Owned by one shard thread.
 #[derive(Default)]
-pub(crate) struct Slab {
+pub(super) struct Slab {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    pub(crate) len: usize,
+    pub(super) len: usize,
 }
 
 #[derive(Default)]
@@ -23,7 +24,7 @@ struct Slot {
 }
 
 impl Slab {
-    pub(crate) fn vacant_key(&mut self) -> ConnKey {
+    pub(super) fn vacant_key(&mut self) -> ConnKey {
         if let Some(index) = self.free.pop() {
             let slot = &self.slots[index as usize];
             ConnKey {
@@ -39,21 +40,21 @@ impl Slab {
         }
     }
 
-    pub(crate) fn insert(&mut self, conn: Rc<Conn>) {
+    pub(super) fn insert(&mut self, conn: Rc<Conn>) {
         let slot = &mut self.slots[conn.key.index as usize];
         debug_assert!(slot.conn.is_none() && slot.generation == conn.key.generation);
         slot.conn = Some(conn);
         self.len += 1;
     }
 
-    pub(crate) fn get(&self, key: ConnKey) -> Option<&Rc<Conn>> {
+    pub(super) fn get(&self, key: ConnKey) -> Option<&Rc<Conn>> {
         let slot = self.slots.get(key.index as usize)?;
         (slot.generation == key.generation)
             .then_some(slot.conn.as_ref())
             .flatten()
     }
 
-    pub(crate) fn remove(&mut self, key: ConnKey) -> Option<Rc<Conn>> {
+    pub(super) fn remove(&mut self, key: ConnKey) -> Option<Rc<Conn>> {
         let slot = self.slots.get_mut(key.index as usize)?;
         if slot.generation != key.generation {
             return None;
@@ -65,7 +66,7 @@ impl Slab {
         Some(conn)
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Rc<Conn>> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Rc<Conn>> {
         self.slots.iter().filter_map(|s| s.conn.as_ref())
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 
-use crate::topic::TopicError;
+use crate::sansio::quota::QuotaError;
 
 /// Longest topic name or key accepted.
 pub const MAX_NAME_LEN: usize = 128;
@@ -32,6 +32,43 @@ pub(crate) fn shown(name: &str) -> String {
         end -= 1;
     }
     name[..end].to_owned()
+}
+
+/// Why a topic could not be had.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TopicError {
+    /// Empty, too long, or with characters outside `A-Z a-z 0-9 . _ - :`.
+    #[error("invalid channel name {0:?}: use 1-128 characters from A-Z a-z 0-9 . _ - :")]
+    InvalidName(String),
+    /// No channel rule declares this name.
+    #[error("unknown channel {0:?}: it is not declared in the server's channel rules")]
+    Undeclared(String),
+    /// The engine already holds its maximum number of topics.
+    #[error("channel {name:?} cannot be created: the server holds its limit of {limit} channels")]
+    TooManyTopics {
+        /// The name that was refused.
+        name: String,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Half the topic limit is already held by topics that exist only for
+    /// the principals that created them (subscribers), leaving the rest to
+    /// topics with retained state.
+    #[error("channel {name:?} cannot be created: {limit} channels already exist only for their subscribers")]
+    TooManyUnclaimed {
+        /// The name that was refused.
+        name: String,
+        /// The limit (half of `max_topics`).
+        limit: usize,
+    },
+    /// The caller's topic-creation quota refused a new topic.
+    #[error("channel {name:?} cannot be created: {quota}")]
+    Quota {
+        /// The name that was refused.
+        name: String,
+        /// Which limit.
+        quota: QuotaError,
+    },
 }
 
 /// Checks a concrete topic name (no wildcards).

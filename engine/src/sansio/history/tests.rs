@@ -1,10 +1,11 @@
 //! Unit tests of `history.rs`.
 
 use super::*;
-use crate::topic::TopicId;
+use crate::sansio::ids::TopicId;
 use bytes::Bytes;
 
 const ROOMY: usize = 1 << 30;
+const EPOCH: Epoch = Epoch::from_u64(0xe);
 
 fn limits(capacity: usize, max_keys: usize) -> HistoryLimits {
     HistoryLimits {
@@ -23,6 +24,7 @@ fn sized(seq: u64, key: Option<&str>, data_len: usize) -> Arc<Message> {
     Arc::new(Message::new(
         TopicId::new(0, 0),
         "t".into(),
+        EPOCH,
         seq,
         key.map(Into::into),
         Bytes::from(vec![b'1'; data_len]),
@@ -45,9 +47,9 @@ fn ring_keeps_the_last_capacity_messages_in_order() {
         assert_eq!(history.record(&msg(seq, None), &budget), Retention::Kept);
     }
     assert_eq!(history.ring_len(), 5);
-    assert_eq!(seqs(&history.replay(50)), vec![8, 9, 10, 11, 12]);
-    assert_eq!(seqs(&history.replay(2)), vec![11, 12]);
-    assert!(history.replay(0).is_empty());
+    assert_eq!(seqs(&history.recent(50)), vec![8, 9, 10, 11, 12]);
+    assert_eq!(seqs(&history.recent(2)), vec![11, 12]);
+    assert!(history.recent(0).is_empty());
     assert_eq!(budget.used(), history.bytes());
     assert_eq!(history.bytes(), 5 * msg(1, None).retained_cost());
 }
@@ -63,8 +65,8 @@ fn snapshot_keeps_the_latest_message_per_key() {
     history.record(&msg(5, Some("MSFT")), &budget);
     assert_eq!(history.snapshot_len(), 3);
     // Oldest first: AAPL@3, TSLA@4, MSFT@5.
-    assert_eq!(seqs(&history.replay(50)), vec![3, 4, 5]);
-    assert_eq!(seqs(&history.replay(2)), vec![4, 5]);
+    assert_eq!(seqs(&history.recent(50)), vec![3, 4, 5]);
+    assert_eq!(seqs(&history.recent(2)), vec![4, 5]);
     // Shared by ring and snapshot, each message is counted once.
     assert_eq!(history.bytes(), 5 * msg(1, Some("AAPL")).retained_cost());
 }
@@ -80,7 +82,7 @@ fn snapshot_evicts_the_key_updated_longest_ago() {
     assert_eq!(history.snapshot_len(), 2);
     // B was updated longest ago and is gone.
     let keys: Vec<_> = history
-        .replay(10)
+        .recent(10)
         .iter()
         .map(|m| m.key.clone().unwrap())
         .collect();
@@ -94,7 +96,7 @@ fn unkeyed_messages_in_a_keyed_topic_stay_out_of_the_snapshot() {
     let mut history = History::new(limits(10, 10));
     history.record(&msg(1, Some("A")), &budget);
     history.record(&msg(2, None), &budget);
-    assert_eq!(seqs(&history.replay(10)), vec![1]);
+    assert_eq!(seqs(&history.recent(10)), vec![1]);
 }
 
 #[test]
@@ -113,7 +115,7 @@ fn the_topic_byte_limit_evicts_oldest_first_and_refuses_giants_without_a_hole() 
             Retention::Kept
         );
     }
-    assert_eq!(seqs(&history.replay(100)), vec![3, 4, 5]);
+    assert_eq!(seqs(&history.recent(100)), vec![3, 4, 5]);
     assert_eq!(history.bytes(), 3 * one);
     // Too big for the topic: not kept, and the ring does not keep a hole.
     assert_eq!(
@@ -123,7 +125,7 @@ fn the_topic_byte_limit_evicts_oldest_first_and_refuses_giants_without_a_hole() 
     assert!(history.is_empty());
     assert_eq!(budget.used(), 0);
     history.record(&sized(7, None, 1000), &budget);
-    assert_eq!(seqs(&history.replay(100)), vec![7]);
+    assert_eq!(seqs(&history.recent(100)), vec![7]);
 }
 
 #[test]
@@ -139,7 +141,7 @@ fn the_shared_budget_makes_a_topic_evict_its_own_then_refuse() {
     assert_eq!(b.record(&sized(1, None, 1000), &budget), Retention::Refused);
     // Topic a makes room by evicting its own oldest.
     assert_eq!(a.record(&sized(4, None, 1000), &budget), Retention::Kept);
-    assert_eq!(seqs(&a.replay(10)), vec![2, 3, 4]);
+    assert_eq!(seqs(&a.recent(10)), vec![2, 3, 4]);
     assert_eq!(budget.used(), 3 * one);
     a.clear(&budget);
     assert_eq!(budget.used(), 0);
@@ -159,7 +161,7 @@ fn trimming_evicts_oldest_first_down_to_the_size() {
     }
     history.trim_to(3 * one, &budget);
     assert!(history.bytes() <= 3 * one);
-    assert_eq!(seqs(&history.replay(100)), vec![10]);
+    assert_eq!(seqs(&history.recent(100)), vec![10]);
     // 8, 9 and 10 would be 3 x one plus two keys: 9 and 10 remain.
     assert_eq!(history.ring_len(), 2);
     assert_eq!(budget.used(), history.bytes());
@@ -176,7 +178,7 @@ fn a_refused_keyed_message_never_leaves_a_stale_latest_behind() {
         Retention::Refused
     );
     // The old price is not served as the latest one.
-    assert!(history.replay(10).is_empty());
+    assert!(history.recent(10).is_empty());
     assert_eq!(budget.used(), 0);
 }
 
@@ -208,7 +210,7 @@ fn a_topics_floor_is_its_own_whatever_the_budget() {
         );
     }
     let keys: Vec<_> = small
-        .replay(10)
+        .recent(10)
         .iter()
         .map(|m| m.key.clone().unwrap())
         .collect();
@@ -235,4 +237,110 @@ fn nothing_to_keep_is_not_a_refusal() {
         Retention::NotApplicable
     );
     assert!(history.is_empty());
+}
+
+fn after(history: &History, seq: u64, last: u64) -> Result<Vec<u64>, ReplayError> {
+    let position = Position { epoch: EPOCH, seq };
+    history
+        .replay(Replay::After(position), EPOCH, last)
+        .map(|r| seqs(&r.messages))
+}
+
+#[test]
+fn a_resume_gets_every_later_message_or_says_why_not() {
+    let budget = roomy();
+    let mut history = History::new(limits(5, 0));
+    for seq in 1..=12 {
+        history.record(&msg(seq, None), &budget);
+    }
+    // The ring holds 8..=12: resuming from 7 is exactly at its edge.
+    assert_eq!(after(&history, 7, 12), Ok(vec![8, 9, 10, 11, 12]));
+    assert_eq!(after(&history, 10, 12), Ok(vec![11, 12]));
+    assert_eq!(after(&history, 12, 12), Ok(vec![]));
+    assert_eq!(
+        after(&history, 6, 12),
+        Err(ReplayError::TooOld {
+            asked: 6,
+            oldest: 8,
+            last: 12
+        })
+    );
+    assert_eq!(
+        after(&history, 13, 12),
+        Err(ReplayError::Ahead {
+            asked: 13,
+            last: 12
+        })
+    );
+    let other = Epoch::from_u64(0xf);
+    let stale = Position {
+        epoch: other,
+        seq: 11,
+    };
+    assert_eq!(
+        history.replay(Replay::After(stale), EPOCH, 12).unwrap_err(),
+        ReplayError::EpochMismatch {
+            asked: other,
+            current: EPOCH,
+            last: 12
+        }
+    );
+}
+
+#[test]
+fn a_resume_from_an_empty_or_cleared_ring_is_too_old_unless_nothing_was_missed() {
+    let budget = roomy();
+    let empty = History::new(limits(0, 10));
+    assert_eq!(after(&empty, 0, 0), Ok(vec![]));
+    assert_eq!(
+        after(&empty, 0, 3),
+        Err(ReplayError::TooOld {
+            asked: 0,
+            oldest: 4,
+            last: 3
+        })
+    );
+    // A message too big for the topic clears the ring rather than leaving a hole.
+    let mut history = History::new(HistoryLimits {
+        max_bytes: 2048,
+        ..limits(10, 0)
+    });
+    history.record(&msg(1, None), &budget);
+    history.record(&msg(2, None), &budget);
+    assert_eq!(
+        history.record(&sized(3, None, 4096), &budget),
+        Retention::Refused
+    );
+    assert!(matches!(
+        after(&history, 1, 3),
+        Err(ReplayError::TooOld { oldest: 4, .. })
+    ));
+    assert_eq!(after(&history, 3, 3), Ok(vec![]));
+}
+
+#[test]
+fn requests_choose_ring_or_snapshot_and_say_which() {
+    let budget = roomy();
+    let mut history = History::new(limits(10, 10));
+    history.record(&msg(1, Some("a")), &budget);
+    history.record(&msg(2, Some("b")), &budget);
+    history.record(&msg(3, Some("a")), &budget);
+    history.record(&msg(4, None), &budget);
+    let answer = |request| history.replay(request, EPOCH, 4).unwrap();
+    let last = answer(Replay::Last(2));
+    assert_eq!(
+        (seqs(&last.messages), last.kind),
+        (vec![3, 4], FrameKind::Replay)
+    );
+    let snapshot = answer(Replay::Snapshot(10));
+    assert_eq!(
+        (seqs(&snapshot.messages), snapshot.kind),
+        (vec![2, 3], FrameKind::Snapshot)
+    );
+    assert_eq!(seqs(&answer(Replay::Snapshot(1)).messages), vec![3]);
+    assert_eq!(answer(Replay::Recent(10)).kind, FrameKind::Snapshot);
+    assert!(answer(Replay::None).messages.is_empty());
+    let unkeyed = History::new(limits(10, 10));
+    let recent = unkeyed.replay(Replay::Recent(5), EPOCH, 0).unwrap();
+    assert_eq!(recent.kind, FrameKind::Replay);
 }

@@ -14,15 +14,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{debug, info};
 
-use crate::close::CloseReason;
-use crate::conn::{Conn, Held};
+use super::conn::{Conn, Held};
+use super::ShardState;
+use crate::broker::PublishError;
 use crate::engine::Engine;
-use crate::local::ShardState;
-use crate::message::Message;
-use crate::outbox::{Admission, EventMeta};
-use crate::quota::TopicQuota;
-use crate::topic::{Topic, TopicError};
-use crate::PublishError;
+use crate::sansio::close::CloseReason;
+use crate::sansio::outbox::{Admission, EventMeta};
+use crate::sansio::pattern::TopicError;
+use crate::sansio::quota::TopicQuota;
+use crate::sansio::replay::{Position, Replay, ReplayError, Replayed};
+use crate::topic::Topic;
 
 /// Why a subscription was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -43,16 +44,22 @@ pub enum SubscribeError {
 pub struct Subscribed {
     /// The topic.
     pub topic: Arc<Topic>,
-    /// `false` when the connection was already subscribed (nothing changed).
+    /// `false` when the connection was already subscribed (nothing changed,
+    /// nothing is replayed).
     pub new: bool,
-    /// Messages to replay, oldest first (empty unless replay was asked for).
-    pub replay: Vec<Arc<Message>>,
+    /// Live delivery begins after this position: a protocol may show its
+    /// epoch and seq to the client, which can resume from it later.
+    pub position: Position,
+    /// What to replay (see [`ConnCtx::send_replay`]), or why the replay
+    /// asked for is not possible; the subscription holds either way, and the
+    /// protocol decides what to tell its client.
+    pub replay: Result<Replayed, ReplayError>,
 }
 
 /// A session's view of its connection during a callback.
 pub struct ConnCtx<'a> {
-    pub(crate) shard: &'a Rc<ShardState>,
-    pub(crate) conn: &'a Rc<Conn>,
+    pub(super) shard: &'a Rc<ShardState>,
+    pub(super) conn: &'a Rc<Conn>,
 }
 
 impl std::fmt::Debug for ConnCtx<'_> {
@@ -91,9 +98,10 @@ impl ConnCtx<'_> {
         self.conn.send_control(frame);
     }
 
-    /// Subscribes to `topic`. With `replay_limit`, also returns up to that many
-    /// messages to replay (see [`ConnCtx::send_replay`]). Subscribing again
-    /// to a topic already held changes nothing.
+    /// Subscribes to `topic`, answering `replay` in the same step under the
+    /// topic's lock: the replay ends exactly where live delivery begins (see
+    /// [`ConnCtx::send_replay`]). Subscribing again to a topic already held
+    /// changes nothing and replays nothing.
     ///
     /// The connection's own limit is checked before the topic is looked up,
     /// so a refused subscription never creates a topic; a topic that has to
@@ -101,7 +109,7 @@ impl ConnCtx<'_> {
     pub fn subscribe(
         &mut self,
         topic: &str,
-        replay_limit: Option<usize>,
+        replay: Replay,
         quota: Option<&Arc<TopicQuota>>,
     ) -> Result<Subscribed, SubscribeError> {
         let held = {
@@ -110,7 +118,8 @@ impl ConnCtx<'_> {
                 return Ok(Subscribed {
                     topic: Arc::clone(&held.topic),
                     new: false,
-                    replay: Vec::new(),
+                    position: held.topic.position(),
+                    replay: Ok(Replayed::default()),
                 });
             }
             state.topics.len()
@@ -119,9 +128,7 @@ impl ConnCtx<'_> {
         if held >= limit {
             return Err(SubscribeError::TooMany { limit });
         }
-        let (topic, start, slot) = self
-            .shard
-            .subscribe(self.conn, topic, replay_limit, quota)?;
+        let (topic, start, slot) = self.shard.subscribe(self.conn, topic, replay, quota)?;
         self.conn.state.borrow_mut().topics.push(Held {
             topic: Arc::clone(&topic),
             slot: Cell::new(slot),
@@ -130,27 +137,34 @@ impl ConnCtx<'_> {
         Ok(Subscribed {
             topic,
             new: true,
+            position: start.position,
             replay: start.replay,
         })
     }
 
-    /// Queues replayed messages in this connection's format. They bypass the
-    /// rate limit and are counted as replayed, not as sent.
-    pub fn send_replay(&mut self, messages: &[Arc<Message>]) {
+    /// Queues a replay in this connection's format, each message framed as
+    /// the replay's kind (replayed or snapshot). Replayed messages bypass
+    /// the rate limit and are counted as replayed, not as sent. Returns how
+    /// many were queued: fewer than given only when the outbox filled, which
+    /// the protocol should tell its client (the rest is not sent).
+    pub fn send_replay(&mut self, replayed: &Replayed) -> usize {
         let formats = self.shard.shared().formats();
+        let variant = self.conn.delivery.format.variant(replayed.kind);
         let mut state = self.conn.state.borrow_mut();
-        for msg in messages {
+        for (queued, msg) in replayed.messages.iter().enumerate() {
             let meta = EventMeta {
                 topic: msg.topic,
                 accepted_at: msg.accepted_at,
                 replay: true,
+                key: msg.key_hash(),
             };
-            let frame = msg.frame(self.conn.format, formats).clone();
+            let frame = msg.frame(variant, formats);
             if state.mailbox.outbox.push_event(frame, meta) != Admission::Queued {
-                debug!(client = %self.conn.client_id, "replay cut short by a full outbox");
-                break;
+                debug!(client = %self.conn.client_id, queued, of = replayed.messages.len(), "replay cut short by a full outbox");
+                return queued;
             }
         }
+        replayed.messages.len()
     }
 
     /// Leaves `topic`; `false` if the connection was not subscribed.

@@ -35,16 +35,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::close::CloseReason;
-use crate::ctx::ConnCtx;
-use crate::decode::Decoder;
-use crate::format::FormatId;
-use crate::frame;
+use super::ctx::ConnCtx;
+use super::{reader, ShardState};
 use crate::gate::PeerPermit;
-use crate::local::ShardState;
-use crate::mailbox::Mailbox;
-use crate::outbox::{Admission, OutboxLimits};
-use crate::reader;
+use crate::sansio::close::CloseReason;
+use crate::sansio::decode::Decoder;
+use crate::sansio::delivery::Delivery;
+use crate::sansio::frame;
+use crate::sansio::ids::ConnKey;
+use crate::sansio::mailbox::Mailbox;
+use crate::sansio::outbox::{Admission, OutboxLimits};
 use crate::topic::Topic;
 
 /// How long a closing connection may take to flush its close frame.
@@ -52,13 +52,6 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// How long to wait for the peer's EOF after our close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
-
-/// Identifies a connection within its shard; stale keys never match a newer connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
-}
 
 /// The protocol spoken on a connection: what its client's messages mean.
 ///
@@ -84,54 +77,55 @@ pub trait Session: 'static {
 /// connection's position in the shard's subscriber list of that topic, kept
 /// exact as the list changes so that leaving costs O(1), not a scan of every
 /// subscriber of a popular topic.
-pub(crate) struct Held {
-    pub(crate) topic: Arc<Topic>,
-    pub(crate) slot: Cell<usize>,
+pub(super) struct Held {
+    pub(super) topic: Arc<Topic>,
+    pub(super) slot: Cell<usize>,
 }
 
 /// A connection's mutable state. Owned by its shard thread.
-pub(crate) struct ConnState {
-    pub(crate) mailbox: Mailbox,
-    pub(crate) topics: Vec<Held>,
-    pub(crate) last_seen: Instant,
+pub(super) struct ConnState {
+    pub(super) mailbox: Mailbox,
+    pub(super) topics: Vec<Held>,
+    pub(super) last_seen: Instant,
     /// Listed in the shard's dirty list for the next flush.
-    pub(crate) dirty: bool,
+    pub(super) dirty: bool,
     /// The last write would have blocked; the task is waiting for writability.
-    pub(crate) write_blocked: bool,
+    pub(super) write_blocked: bool,
     /// A write failed: the socket is gone and nothing more can be sent.
-    pub(crate) broken: bool,
-    pub(crate) closing: Option<CloseReason>,
+    pub(super) broken: bool,
+    pub(super) closing: Option<CloseReason>,
     /// Close for this reason at this instant (e.g. when a token expires).
-    pub(crate) deadline: Option<(Instant, CloseReason)>,
+    pub(super) deadline: Option<(Instant, CloseReason)>,
     /// Incomplete frames and messages, kept between reads (freed once used).
-    pub(crate) decoder: Decoder,
+    pub(super) decoder: Decoder,
 }
 
 /// A WebSocket connection. Owned by one shard thread.
-pub(crate) struct Conn {
-    pub(crate) key: ConnKey,
-    pub(crate) stream: TcpStream,
-    pub(crate) peer: SocketAddr,
-    pub(crate) client_id: Arc<str>,
+pub(super) struct Conn {
+    pub(super) key: ConnKey,
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    pub(super) client_id: Arc<str>,
     /// The principal the connection authenticated as (owner of `client_id`).
-    pub(crate) owner: Arc<str>,
-    pub(crate) format: FormatId,
-    pub(crate) connected_at: SystemTime,
+    pub(super) owner: Arc<str>,
+    /// Format, overflow policy and liveness, as its protocol chose them.
+    pub(super) delivery: Delivery,
+    pub(super) connected_at: SystemTime,
     /// Held for the connection's life; see step 6 of closing.
-    pub(crate) _permit: PeerPermit,
-    pub(crate) attention: Notify,
-    pub(crate) state: RefCell<ConnState>,
+    pub(super) _permit: PeerPermit,
+    pub(super) attention: Notify,
+    pub(super) state: RefCell<ConnState>,
 }
 
 impl Conn {
     #[allow(clippy::too_many_arguments)] // One constructor, called from attach and a test.
-    pub(crate) fn new(
+    pub(super) fn new(
         key: ConnKey,
         stream: TcpStream,
         peer: SocketAddr,
         client_id: Arc<str>,
         owner: Arc<str>,
-        format: FormatId,
+        delivery: Delivery,
         permit: PeerPermit,
         limits: OutboxLimits,
         now: Instant,
@@ -142,12 +136,15 @@ impl Conn {
             peer,
             client_id,
             owner,
-            format,
+            delivery,
             connected_at: SystemTime::now(),
             _permit: permit,
             attention: Notify::new(),
             state: RefCell::new(ConnState {
-                mailbox: Mailbox::new(limits),
+                mailbox: Mailbox::new(OutboxLimits {
+                    policy: delivery.overflow,
+                    ..limits
+                }),
                 topics: Vec::new(),
                 last_seen: now,
                 dirty: false,
@@ -161,7 +158,7 @@ impl Conn {
     }
 
     /// Asks the connection's task to close; the first reason wins.
-    pub(crate) fn request_close(&self, reason: CloseReason) {
+    pub(super) fn request_close(&self, reason: CloseReason) {
         let mut state = self.state.borrow_mut();
         if state.closing.is_none() {
             state.closing = Some(reason);
@@ -174,7 +171,7 @@ impl Conn {
     /// Queues a control frame; a client that lets them pile up is closed.
     /// Once the connection is closing nothing more is queued: the close frame
     /// must be the last frame it sends.
-    pub(crate) fn send_control(&self, frame: Bytes) {
+    pub(super) fn send_control(&self, frame: Bytes) {
         let mut state = self.state.borrow_mut();
         if state.closing.is_some() {
             return;
@@ -188,7 +185,7 @@ impl Conn {
 }
 
 /// The connection's task: reads until it must close, then closes.
-pub(crate) async fn run(
+pub(super) async fn run(
     shard: Rc<ShardState>,
     conn: Rc<Conn>,
     mut session: Box<dyn Session>,
@@ -257,7 +254,7 @@ pub(crate) async fn run(
 /// bug in one protocol's handling of one message closes that connection
 /// (1011) through the normal close sequence instead of killing its task and
 /// leaving it half-registered.
-pub(crate) fn guarded(conn: &Conn, callback: impl FnOnce()) -> Result<(), ()> {
+pub(super) fn guarded(conn: &Conn, callback: impl FnOnce()) -> Result<(), ()> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).map_err(|panic| {
         let what = panic
             .downcast_ref::<&str>()
@@ -341,7 +338,7 @@ async fn drain_until_eof(stream: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::SlowConsumerPolicy;
+    use crate::sansio::outbox::SlowConsumerPolicy;
 
     #[tokio::test]
     async fn nothing_is_queued_after_a_close_is_requested() {
@@ -366,7 +363,7 @@ mod tests {
             peer,
             "c".into(),
             "owner".into(),
-            FormatId::first(),
+            crate::EngineConfig::default().delivery(crate::FormatId::first()),
             permit,
             limits,
             Instant::now(),

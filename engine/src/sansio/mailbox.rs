@@ -8,9 +8,9 @@
 
 use bytes::Bytes;
 
-use crate::outbox::{Admission, DropReason, EventMeta, Outbox, OutboxLimits};
-use crate::rate::{RateLimit, RateLimiter};
-use crate::stats::Counts;
+use crate::sansio::counts::Counts;
+use crate::sansio::outbox::{Admission, DropReason, EventMeta, Outbox, OutboxLimits};
+use crate::sansio::rate::{RateLimit, RateLimiter};
 
 /// A subscriber's delivery state. Owned by one shard thread.
 #[derive(Debug)]
@@ -58,6 +58,10 @@ impl Mailbox {
         }
         match self.outbox.push_event(frame.clone(), meta) {
             Admission::Queued => Admission::Queued,
+            Admission::Conflated => {
+                self.counts.conflated += 1;
+                Admission::Conflated
+            }
             Admission::Dropped(reason) => self.refused(reason),
             Admission::Disconnect => {
                 self.counts.drop_one(DropReason::OutboxFull);
@@ -76,8 +80,8 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::SlowConsumerPolicy;
-    use crate::topic::TopicId;
+    use crate::sansio::ids::TopicId;
+    use crate::sansio::outbox::SlowConsumerPolicy;
     use std::time::Instant;
 
     fn meta() -> EventMeta {
@@ -85,6 +89,7 @@ mod tests {
             topic: TopicId::new(0, 0),
             accepted_at: Instant::now(),
             replay: false,
+            key: 0,
         }
     }
 

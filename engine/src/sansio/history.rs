@@ -31,15 +31,23 @@
 //!    kept and nothing but the ring (which may not have a hole) is evicted;
 //! 5. it joins the ring and the snapshot, evicting by count.
 //!
-//! Replay prefers the snapshot when the topic has keyed messages (the current
-//! state of every key is worth more than the last N updates of a few keys),
-//! otherwise the ring.
+//! Replay ([`History::replay`]) answers a [`Replay`] request: the last N of
+//! the ring, the snapshot, the snapshot when the topic has keyed messages
+//! (the current state of every key is worth more than the last N updates of
+//! a few keys) and otherwise the ring, or everything after a position. A
+//! position is answered only from the ring, and only when the ring holds
+//! every message after it: the ring is one contiguous run ending at the
+//! newest message, so "the ring starts at or before `seq + 1`" is the whole
+//! check.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::budget::MemoryBudget;
-use crate::message::Message;
+use crate::sansio::budget::MemoryBudget;
+use crate::sansio::format::FrameKind;
+use crate::sansio::ids::Epoch;
+use crate::sansio::message::Message;
+use crate::sansio::replay::{Position, Replay, ReplayError, Replayed};
 
 /// Bounds on one topic's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,14 +156,63 @@ impl History {
 
     /// At most `limit` messages to replay, oldest first: the latest per key
     /// when the topic has keyed messages, otherwise the most recent.
-    pub fn replay(&self, limit: usize) -> Vec<Arc<Message>> {
-        let mut out: Vec<Arc<Message>> = if self.by_seq.is_empty() {
-            self.ring.iter().rev().take(limit).cloned().collect()
+    pub fn recent(&self, limit: usize) -> Vec<Arc<Message>> {
+        if self.by_seq.is_empty() {
+            self.last(limit)
         } else {
-            self.by_seq.values().rev().take(limit).cloned().collect()
+            self.snapshot(limit)
+        }
+    }
+
+    fn last(&self, limit: usize) -> Vec<Arc<Message>> {
+        let skip = self.ring.len().saturating_sub(limit);
+        self.ring.iter().skip(skip).cloned().collect()
+    }
+
+    fn snapshot(&self, limit: usize) -> Vec<Arc<Message>> {
+        let skip = self.by_seq.len().saturating_sub(limit);
+        self.by_seq.values().skip(skip).cloned().collect()
+    }
+
+    /// Answers `request` for a topic in `epoch` whose last message is `last`
+    /// (see the module docs).
+    pub fn replay(
+        &self,
+        request: Replay,
+        epoch: Epoch,
+        last: u64,
+    ) -> Result<Replayed, ReplayError> {
+        let (messages, kind) = match request {
+            Replay::None => (Vec::new(), FrameKind::Replay),
+            Replay::Last(n) => (self.last(n), FrameKind::Replay),
+            Replay::Snapshot(n) => (self.snapshot(n), FrameKind::Snapshot),
+            Replay::Recent(n) if self.by_seq.is_empty() => (self.last(n), FrameKind::Replay),
+            Replay::Recent(n) => (self.snapshot(n), FrameKind::Snapshot),
+            Replay::After(Position { epoch: asked, seq }) => {
+                if asked != epoch {
+                    return Err(ReplayError::EpochMismatch {
+                        asked,
+                        current: epoch,
+                        last,
+                    });
+                }
+                if seq > last {
+                    return Err(ReplayError::Ahead { asked: seq, last });
+                }
+                let oldest = self.ring.front().map_or(last + 1, |m| m.seq);
+                if oldest > seq + 1 {
+                    return Err(ReplayError::TooOld {
+                        asked: seq,
+                        oldest,
+                        last,
+                    });
+                }
+                let skip = (seq + 1 - oldest) as usize;
+                let messages = self.ring.iter().skip(skip).cloned().collect();
+                (messages, FrameKind::Replay)
+            }
         };
-        out.reverse();
-        out
+        Ok(Replayed { messages, kind })
     }
 
     /// Keys in the snapshot.

@@ -8,7 +8,9 @@
 //! Invariants:
 //! - `queued_bytes` is the sum of the lengths of the queued frames, minus the
 //!   part of the front frame already written (`head_written`).
-//! - Event frames are admitted only while both limits hold; control frames
+//! - Event frames are admitted only while both limits hold (past them the
+//!   connection's [`SlowConsumerPolicy`] decides: drop the newest, replace a
+//!   queued event of the same topic and key, or disconnect); control frames
 //!   (acks, errors, heartbeats, pongs, close) get a small fixed headroom so a
 //!   full outbox can still say why it is closing, and no more, so a client that
 //!   never reads cannot grow the queue without bound.
@@ -19,7 +21,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::topic::TopicId;
+use crate::sansio::ids::TopicId;
 
 /// Control frames admitted past the event limits before the connection is
 /// declared a slow consumer.
@@ -41,6 +43,21 @@ pub enum SlowConsumerPolicy {
     Drop,
     /// Close the connection with [`crate::CloseReason::SlowConsumer`].
     Disconnect,
+    /// Replace a queued, not yet written event of the same topic and key by
+    /// the new one (counted as conflated, not as a drop); an event with no
+    /// such predecessor (or no key) is dropped as with `Drop`.
+    Conflate,
+}
+
+impl SlowConsumerPolicy {
+    /// Its name in configuration: `drop`, `disconnect`, `conflate`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::Disconnect => "disconnect",
+            Self::Conflate => "conflate",
+        }
+    }
 }
 
 /// Bounds on one connection's outbox. Both hold at once.
@@ -96,6 +113,9 @@ impl DropReason {
 pub enum Admission {
     /// Queued for writing.
     Queued,
+    /// Took the place of a queued event of the same topic and key, which
+    /// will never be written (policy `conflate`); the caller counts it.
+    Conflated,
     /// Refused; the caller counts the drop.
     Dropped(DropReason),
     /// Refused, and the connection must close as a slow consumer.
@@ -121,6 +141,8 @@ pub struct EventMeta {
     pub accepted_at: Instant,
     /// A replayed message: counted as replayed, not sent, and never as a drop.
     pub replay: bool,
+    /// The message's [`crate::Message::key_hash`] (0: no key), for conflation.
+    pub key: u64,
 }
 
 /// A connection's queue of frames. Owned by one shard thread.
@@ -154,7 +176,7 @@ impl Outbox {
         if self.events >= self.limits.max_messages
             || self.queued_bytes + bytes.len() > self.limits.max_bytes
         {
-            return self.refuse();
+            return self.refuse(bytes, meta);
         }
         self.events += 1;
         self.queued_bytes += bytes.len();
@@ -166,11 +188,46 @@ impl Outbox {
     }
 
     #[cold]
-    fn refuse(&self) -> Admission {
+    fn refuse(&mut self, bytes: Bytes, meta: EventMeta) -> Admission {
         match self.limits.policy {
             SlowConsumerPolicy::Drop => Admission::Dropped(DropReason::OutboxFull),
             SlowConsumerPolicy::Disconnect => Admission::Disconnect,
+            SlowConsumerPolicy::Conflate => {
+                if self.conflate(bytes, meta) {
+                    Admission::Conflated
+                } else {
+                    Admission::Dropped(DropReason::OutboxFull)
+                }
+            }
         }
+    }
+
+    /// Puts `bytes` in the place of the queued live event of the same topic
+    /// and key, if there is one that has not begun to be written and the
+    /// byte limit still holds; `false` otherwise. A scan of the queue, on
+    /// the overflow path only.
+    fn conflate(&mut self, bytes: Bytes, meta: EventMeta) -> bool {
+        if meta.key == 0 || meta.replay {
+            return false;
+        }
+        // The front frame may be partly written: it can no longer change.
+        let skip = usize::from(self.head_written > 0);
+        let max_bytes = self.limits.max_bytes;
+        let queued_bytes = self.queued_bytes;
+        let Some(queued) = self.queue.iter_mut().skip(skip).find(|f| {
+            f.event
+                .is_some_and(|e| !e.replay && e.key == meta.key && e.topic == meta.topic)
+        }) else {
+            return false;
+        };
+        let after = queued_bytes - queued.bytes.len() + bytes.len();
+        if after > max_bytes {
+            return false;
+        }
+        queued.bytes = bytes;
+        queued.event = Some(meta);
+        self.queued_bytes = after;
+        true
     }
 
     /// Offers a control frame (ack, error, heartbeat, pong, close). These are
@@ -286,6 +343,15 @@ mod tests {
             topic: TopicId::new(0, 0),
             accepted_at: Instant::now(),
             replay: false,
+            key: 0,
+        }
+    }
+
+    fn keyed(topic: u32, key: u64) -> EventMeta {
+        EventMeta {
+            topic: TopicId::new(topic, 0),
+            key,
+            ..meta()
         }
     }
 
@@ -383,5 +449,68 @@ mod tests {
         assert_eq!(outbox.clear().count(), 2);
         assert!(outbox.is_empty());
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_full_conflating_outbox_replaces_the_queued_event_of_the_same_topic_and_key() {
+        let mut outbox = Outbox::new(limits(3, 1 << 20, SlowConsumerPolicy::Conflate));
+        let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
+        assert_eq!(
+            outbox.push_event(frame("a1"), keyed(1, 7)),
+            Admission::Queued
+        );
+        assert_eq!(
+            outbox.push_event(frame("b1"), keyed(1, 8)),
+            Admission::Queued
+        );
+        assert_eq!(
+            outbox.push_event(frame("a1'"), keyed(2, 7)),
+            Admission::Queued
+        );
+        // Full: the same key of topic 1 takes its predecessor's place.
+        assert_eq!(
+            outbox.push_event(frame("a2"), keyed(1, 7)),
+            Admission::Conflated
+        );
+        assert_eq!(
+            outbox.push_event(frame("a3"), keyed(1, 7)),
+            Admission::Conflated
+        );
+        // No predecessor, or no key: dropped.
+        assert_eq!(
+            outbox.push_event(frame("c1"), keyed(1, 9)),
+            Admission::Dropped(DropReason::OutboxFull)
+        );
+        assert_eq!(
+            outbox.push_event(frame("x"), keyed(1, 0)),
+            Admission::Dropped(DropReason::OutboxFull)
+        );
+        let mut written = Vec::new();
+        outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
+        assert_eq!(written, vec![frame("a3"), frame("b1"), frame("a1'")]);
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn conflation_never_touches_a_frame_being_written_nor_breaks_the_byte_limit() {
+        let mut outbox = Outbox::new(limits(2, 10, SlowConsumerPolicy::Conflate));
+        outbox.push_event(Bytes::from_static(b"aaaa"), keyed(1, 7));
+        outbox.push_event(Bytes::from_static(b"bbbb"), keyed(1, 8));
+        outbox.advance(1, |_| {});
+        // The front frame is partly written: it cannot be replaced.
+        assert_eq!(
+            outbox.push_event(Bytes::from_static(b"AAAA"), keyed(1, 7)),
+            Admission::Dropped(DropReason::OutboxFull)
+        );
+        // Replacing 4 bytes by 8 would exceed the 10-byte limit.
+        assert_eq!(
+            outbox.push_event(Bytes::from_static(b"BBBBBBBB"), keyed(1, 8)),
+            Admission::Dropped(DropReason::OutboxFull)
+        );
+        assert_eq!(
+            outbox.push_event(Bytes::from_static(b"BBBBB"), keyed(1, 8)),
+            Admission::Conflated
+        );
+        assert_eq!(outbox.queued_bytes(), 3 + 5);
     }
 }

@@ -1,6 +1,6 @@
 //! Delivery on one shard: messages into outboxes, outboxes onto sockets.
 //!
-//! Owned by one shard thread (a second `impl` block of [`ShardState`]).
+//! Owned by one shard thread (an `impl` block of [`ShardState`](super::ShardState)).
 //!
 //! Delivery of one message (see [`ShardState::dispatch`]):
 //! 1. find the topic's local subscriber list; none means no work;
@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, info};
 
-use crate::close::CloseReason;
-use crate::conn::Conn;
-use crate::format::MAX_FORMATS;
-use crate::local::ShardState;
-use crate::message::Message;
-use crate::outbox::{Admission, DropReason, EventMeta, MAX_IOVECS};
-use crate::pacer;
+use crate::sansio::close::CloseReason;
+use crate::sansio::format::{FormatId, Formats, FrameKind};
+use crate::sansio::message::Message;
+use crate::sansio::outbox::{Admission, DropReason, EventMeta, MAX_IOVECS};
+use crate::sansio::pacer;
+use crate::shard::conn::Conn;
+use crate::shard::ShardState;
 
 /// Connections written per flush slice before the shard goes back to its
 /// inbox and its connection tasks. A bound on how long one turn can keep the
@@ -38,7 +38,7 @@ const FLUSH_SLICE: usize = 1024;
 
 /// What the dispatch loop should do about flushing next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flush {
+pub(super) enum Flush {
     /// Nothing is waiting.
     Idle,
     /// The next connection is due then.
@@ -47,9 +47,37 @@ pub(crate) enum Flush {
     Backlog,
 }
 
+/// Formats of one dispatch, with their live frames: a few inline slots
+/// searched linearly, as a topic's subscribers on a shard speak one format
+/// or two. Past the slots, the message's own cache is asked each time (for
+/// its first variant a lock-free read).
+#[derive(Default)]
+struct LiveFrames {
+    slots: [Option<(FormatId, Bytes)>; 4],
+    spill: Bytes,
+}
+
+impl LiveFrames {
+    #[inline]
+    fn get(&mut self, msg: &Message, format: FormatId, formats: &Formats) -> &Bytes {
+        let live = || msg.frame(format.variant(FrameKind::Live), formats);
+        let found = self
+            .slots
+            .iter()
+            .position(|slot| slot.as_ref().is_none_or(|(f, _)| *f == format));
+        match found {
+            Some(i) => &self.slots[i].get_or_insert_with(|| (format, live())).1,
+            None => {
+                self.spill = live();
+                &self.spill
+            }
+        }
+    }
+}
+
 impl ShardState {
     /// Offers `msg` to every local subscriber of its topic.
-    pub(crate) fn dispatch(&self, msg: &Arc<Message>) {
+    pub(super) fn dispatch(&self, msg: &Arc<Message>) {
         let subscribers = self.subscribers.borrow();
         let Some(list) = subscribers.get(&msg.topic) else {
             return;
@@ -61,8 +89,9 @@ impl ShardState {
             topic: msg.topic,
             accepted_at: msg.accepted_at,
             replay: false,
+            key: msg.key_hash(),
         };
-        let mut frames: [Option<Bytes>; MAX_FORMATS] = Default::default();
+        let mut frames = LiveFrames::default();
         let mut tally = self.tally.borrow_mut();
         let mut dirty = self.dirty.borrow_mut();
         let now = self.now();
@@ -71,10 +100,10 @@ impl ShardState {
                 continue;
             }
             let conn = &sub.conn;
-            let frame = frames[conn.format.index()]
-                .get_or_insert_with(|| msg.frame(conn.format, formats).clone());
+            let frame = frames.get(msg, conn.delivery.format, formats);
             let mut state = conn.state.borrow_mut();
             match state.mailbox.offer(frame, meta, limit, now_ns) {
+                Admission::Conflated => tally.count(msg.topic, |c| c.conflated += 1),
                 Admission::Queued => {
                     if !state.dirty {
                         state.dirty = true;
@@ -97,7 +126,7 @@ impl ShardState {
     /// The slice bounds a turn: flushing thousands of connections at once
     /// lets messages pile up meanwhile, and the next turn dirties them all at
     /// the same instant so they come due together again.
-    pub(crate) fn flush_due(&self, now: Instant) -> Flush {
+    pub(super) fn flush_due(&self, now: Instant) -> Flush {
         let delay = self.pacer.borrow().delay();
         for _ in 0..FLUSH_SLICE {
             let entry = {
@@ -121,7 +150,7 @@ impl ShardState {
     }
 
     /// Writes every connection with unflushed events, now.
-    pub(crate) fn flush_dirty(&self) {
+    pub(super) fn flush_dirty(&self) {
         let list = std::mem::take(&mut *self.dirty.borrow_mut());
         for (_, conn) in list {
             conn.state.borrow_mut().dirty = false;
@@ -130,7 +159,7 @@ impl ShardState {
     }
 
     /// Feeds the pacer once per window with this thread's CPU use.
-    pub(crate) fn pace(&self, now: Instant) {
+    pub(super) fn pace(&self, now: Instant) {
         let (since, cpu_then) = self.pace_window.get();
         let wall = now.saturating_duration_since(since);
         if wall < pacer::WINDOW {
@@ -155,14 +184,14 @@ impl ShardState {
     }
 
     /// The pacer's current coalescing delay.
-    pub(crate) fn flush_delay(&self) -> Duration {
+    pub(super) fn flush_delay(&self) -> Duration {
         self.pacer.borrow().delay()
     }
 
     /// Writes as much of `conn`'s outbox as the socket takes now, many frames
     /// per `writev`. On `WouldBlock` the connection's task waits for
     /// writability and calls this again.
-    pub(crate) fn flush(&self, conn: &Conn) {
+    pub(super) fn flush(&self, conn: &Conn) {
         let mut state = conn.state.borrow_mut();
         if state.write_blocked || state.broken {
             return;
@@ -226,7 +255,7 @@ impl ShardState {
     }
 
     /// Counts the events a closing connection will never send.
-    pub(crate) fn count_undelivered(&self, conn: &Conn) {
+    pub(super) fn count_undelivered(&self, conn: &Conn) {
         let mut state = conn.state.borrow_mut();
         let mailbox = &mut state.mailbox;
         let mut tally = self.tally.borrow_mut();

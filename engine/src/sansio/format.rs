@@ -2,8 +2,12 @@
 //!
 //! Registered once when the engine is built; read-only afterwards and shared
 //! by all shards. A connection speaks exactly one format, chosen when it is
-//! attached. Each format encodes a message at most once (see
-//! [`crate::Message::frame`]) and a heartbeat at most once per tick per shard.
+//! attached. A message may be framed differently when it is delivered live,
+//! replayed from the ring, or sent as part of a snapshot ([`FrameKind`]);
+//! each [`Variant`] (format and kind) is encoded at most once per message
+//! (see [`crate::Message::frame`]), and a heartbeat at most once per tick per
+//! shard. Any number of formats can be registered: a message caches only
+//! the variants someone received, so its size does not grow with them.
 
 use std::fmt;
 use std::io::Write as _;
@@ -12,18 +16,40 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::message::Message;
+use crate::sansio::message::Message;
 
-/// The most formats one engine can carry; each message reserves a cache slot per format.
-pub const MAX_FORMATS: usize = 4;
+/// The most formats one engine can carry (a [`FormatId`] is 16 bits).
+pub const MAX_FORMATS: usize = 1 << 16;
+
+/// How a message reaches a subscriber, for formats that frame it differently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    /// Delivered as it is published.
+    #[default]
+    Live,
+    /// Replayed from the topic's ring (a resume, or the last N).
+    Replay,
+    /// The latest message of its key, sent as part of a snapshot.
+    Snapshot,
+}
+
+/// One way of framing a message: a format and a kind. Cached per message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// The wire format.
+    pub format: FormatId,
+    /// Live, replayed or snapshot.
+    pub kind: FrameKind,
+}
 
 /// How messages of one protocol look on the wire. Shared by all shards.
 pub trait WireFormat: Send + Sync + 'static {
     /// A short name for logs and stats.
     fn name(&self) -> &'static str;
 
-    /// One complete WebSocket frame (header and payload) carrying `msg`.
-    fn encode_event(&self, msg: &Message) -> Bytes;
+    /// One complete WebSocket frame (header and payload) carrying `msg`,
+    /// delivered as `kind`. Called at most once per message and variant.
+    fn encode_event(&self, msg: &Message, kind: FrameKind) -> Bytes;
 
     /// The frame sent to every connection of this format at each heartbeat
     /// tick, or `None` when the protocol has no server heartbeat.
@@ -32,7 +58,7 @@ pub trait WireFormat: Send + Sync + 'static {
 
 /// Index of a registered format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FormatId(u8);
+pub struct FormatId(u16);
 
 impl FormatId {
     #[cfg(test)]
@@ -40,8 +66,14 @@ impl FormatId {
         Self(0)
     }
 
-    pub(crate) fn index(self) -> usize {
+    /// Its index in registration order.
+    pub fn index(self) -> usize {
         usize::from(self.0)
+    }
+
+    /// Its variant for `kind`.
+    pub fn variant(self, kind: FrameKind) -> Variant {
+        Variant { format: self, kind }
     }
 }
 
@@ -59,7 +91,7 @@ impl fmt::Debug for Formats {
     }
 }
 
-/// Too many formats for the per-message frame cache.
+/// More formats than a [`FormatId`] can name.
 #[derive(Debug, thiserror::Error)]
 #[error("at most {MAX_FORMATS} wire formats can be registered")]
 pub struct TooManyFormats;
@@ -71,7 +103,7 @@ impl Formats {
             return Err(TooManyFormats);
         }
         self.list.push(format);
-        Ok(FormatId((self.list.len() - 1) as u8))
+        Ok(FormatId((self.list.len() - 1) as u16))
     }
 
     /// The format with `id`.
@@ -80,12 +112,22 @@ impl Formats {
         &*self.list[id.index()]
     }
 
+    /// How many formats are registered.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// Every registered format with its id.
     pub fn iter(&self) -> impl Iterator<Item = (FormatId, &dyn WireFormat)> {
         self.list
             .iter()
             .enumerate()
-            .map(|(i, f)| (FormatId(i as u8), &**f))
+            .map(|(i, f)| (FormatId(i as u16), &**f))
     }
 }
 

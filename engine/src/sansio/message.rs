@@ -1,0 +1,254 @@
+//! A published message and its cache of encoded frames.
+//!
+//! Shared by all shards; immutable once built except for the frame cache,
+//! which holds each [`Variant`] (wire format and frame kind) at most once.
+//! Whichever shard first needs a variant encodes it; every other subscriber
+//! on every shard gets a refcount clone of the same `Bytes`. A variant nobody
+//! receives is never encoded.
+//!
+//! The cache is one inline slot for the first variant encoded (nearly every
+//! message is delivered in one variant: live, in the format of its
+//! subscribers) plus a list for the others, behind a mutex taken only to
+//! encode a variant or to find one that is not the first. Its size does not
+//! depend on how many formats are registered.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::sansio::format::{Formats, Variant};
+use crate::sansio::ids::{Epoch, TopicId};
+
+/// One published message, stamped by its topic. Shared by all shards.
+#[derive(Debug)]
+pub struct Message {
+    /// The topic's id.
+    pub topic: TopicId,
+    /// The topic's name.
+    pub topic_name: Arc<str>,
+    /// The run of the topic's sequence this message belongs to.
+    pub epoch: Epoch,
+    /// Position in the topic: 1, 2, 3… with no gaps.
+    pub seq: u64,
+    /// Optional key (a symbol, an account) for keyed snapshots and conflation.
+    pub key: Option<Box<str>>,
+    /// The payload exactly as the publisher sent it (a JSON value).
+    pub data: Bytes,
+    /// Wall-clock publish time, for the wire timestamp.
+    pub timestamp: SystemTime,
+    /// Monotonic publish time, for delivery latency.
+    pub accepted_at: Instant,
+    key_hash: u64,
+    frames: FrameCache,
+}
+
+#[derive(Debug, Default)]
+struct FrameCache {
+    /// Set only with `rest` locked, so a variant is never encoded twice.
+    first: OnceLock<(Variant, Bytes)>,
+    rest: Mutex<Vec<(Variant, Bytes)>>,
+}
+
+/// The process's key for hashing message keys: random, so no publisher can
+/// choose two keys that collide.
+fn key_hasher() -> &'static std::collections::hash_map::RandomState {
+    static HASHER: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    HASHER.get_or_init(Default::default)
+}
+
+impl Message {
+    /// A message as a topic stamps it.
+    pub fn new(
+        topic: TopicId,
+        topic_name: Arc<str>,
+        epoch: Epoch,
+        seq: u64,
+        key: Option<Box<str>>,
+        data: Bytes,
+    ) -> Self {
+        let key_hash = key.as_deref().map_or(0, |key| {
+            let mut hasher = key_hasher().build_hasher();
+            hasher.write(key.as_bytes());
+            // 0 means "no key".
+            hasher.finish().max(1)
+        });
+        Self {
+            topic,
+            topic_name,
+            epoch,
+            seq,
+            key,
+            data,
+            timestamp: SystemTime::now(),
+            accepted_at: Instant::now(),
+            key_hash,
+            frames: FrameCache::default(),
+        }
+    }
+
+    /// A 64-bit digest of the key under a random per-process hash key; 0
+    /// without a key. Equal keys have equal digests; different keys collide
+    /// with probability 2⁻⁶⁴, so queued events compare keys by digest.
+    #[inline]
+    pub fn key_hash(&self) -> u64 {
+        self.key_hash
+    }
+
+    /// Bytes this message holds while retained in a topic's history: its
+    /// data twice (the data, and the frame encoded from it for the wire
+    /// format that delivers it), its key twice (the message's and the
+    /// snapshot index's), and the fixed size of the message and its entries.
+    /// Proportional to what the publisher sent, never to the request around it.
+    pub fn retained_cost(&self) -> usize {
+        /// Arc counts, ring slot, snapshot map entries, frame headers.
+        const ENTRY_OVERHEAD: usize = 128;
+        let key = self.key.as_ref().map_or(0, |k| k.len());
+        std::mem::size_of::<Self>() + ENTRY_OVERHEAD + 2 * self.data.len() + 2 * key
+    }
+
+    /// The complete frame of this message in `variant`, encoded on first use.
+    #[inline]
+    pub fn frame(&self, variant: Variant, formats: &Formats) -> Bytes {
+        match self.frames.first.get() {
+            Some((cached, frame)) if *cached == variant => frame.clone(),
+            _ => self.frame_slow(variant, formats),
+        }
+    }
+
+    #[cold]
+    fn frame_slow(&self, variant: Variant, formats: &Formats) -> Bytes {
+        let encode = || formats.get(variant.format).encode_event(self, variant.kind);
+        let mut rest = self.frames.rest.lock();
+        match self.frames.first.get() {
+            Some((cached, frame)) if *cached == variant => return frame.clone(),
+            Some(_) => {}
+            None => {
+                let frame = encode();
+                // Only set with `rest` locked, which we hold: it is empty.
+                let _ = self.frames.first.set((variant, frame.clone()));
+                return frame;
+            }
+        }
+        if let Some((_, frame)) = rest.iter().find(|(cached, _)| *cached == variant) {
+            return frame.clone();
+        }
+        let frame = encode();
+        rest.push((variant, frame.clone()));
+        frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sansio::format::{FrameKind, WireFormat};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Frames a message as its format's name, its kind and its seq; counts encodings.
+    struct Counting(&'static str, Arc<AtomicUsize>);
+
+    impl WireFormat for Counting {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn encode_event(&self, msg: &Message, kind: FrameKind) -> Bytes {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            Bytes::from(format!("{}:{kind:?}:{}", self.0, msg.seq))
+        }
+        fn heartbeat(&self, _: SystemTime) -> Option<Bytes> {
+            None
+        }
+    }
+
+    #[test]
+    fn each_variant_is_encoded_once_whatever_the_number_of_formats() {
+        let encoded = Arc::new(AtomicUsize::new(0));
+        let mut formats = Formats::default();
+        let ids: Vec<_> = (0..9)
+            .map(|i| {
+                let name: &'static str = Box::leak(format!("f{i}").into_boxed_str());
+                formats
+                    .register(Arc::new(Counting(name, Arc::clone(&encoded))))
+                    .unwrap()
+            })
+            .collect();
+        let msg = Message::new(
+            TopicId::new(0, 0),
+            "t".into(),
+            Epoch::from_u64(1),
+            7,
+            Some("k".into()),
+            Bytes::new(),
+        );
+        let size = std::mem::size_of::<Message>();
+        for _ in 0..3 {
+            for &id in &ids {
+                for kind in [FrameKind::Live, FrameKind::Replay, FrameKind::Snapshot] {
+                    let frame = msg.frame(id.variant(kind), &formats);
+                    let want = format!("f{}:{kind:?}:7", id.index());
+                    assert_eq!(&frame[..], want.as_bytes());
+                }
+            }
+        }
+        assert_eq!(encoded.load(Ordering::Relaxed), 27);
+        // The message itself is as big with nine formats as with one.
+        assert_eq!(std::mem::size_of::<Message>(), size);
+        assert!(size <= 256, "{size}");
+    }
+
+    #[test]
+    fn concurrent_shards_encode_a_variant_once() {
+        let encoded = Arc::new(AtomicUsize::new(0));
+        let mut formats = Formats::default();
+        let a = formats
+            .register(Arc::new(Counting("a", Arc::clone(&encoded))))
+            .unwrap();
+        let b = formats
+            .register(Arc::new(Counting("b", Arc::clone(&encoded))))
+            .unwrap();
+        let msg = Arc::new(Message::new(
+            TopicId::new(0, 0),
+            "t".into(),
+            Epoch::from_u64(1),
+            1,
+            None,
+            Bytes::new(),
+        ));
+        std::thread::scope(|s| {
+            for i in 0..4 {
+                let (msg, formats) = (&msg, &formats);
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        let first = if i % 2 == 0 { a } else { b };
+                        msg.frame(first.variant(FrameKind::Live), formats);
+                        msg.frame(b.variant(FrameKind::Replay), formats);
+                    }
+                });
+            }
+        });
+        assert_eq!(encoded.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn equal_keys_share_a_digest_and_no_key_is_zero() {
+        let keyed = |key: Option<&str>| {
+            let key = key.map(Into::into);
+            Message::new(
+                TopicId::new(0, 0),
+                "t".into(),
+                Epoch::from_u64(1),
+                1,
+                key,
+                Bytes::new(),
+            )
+            .key_hash()
+        };
+        assert_eq!(keyed(None), 0);
+        assert_eq!(keyed(Some("AAPL")), keyed(Some("AAPL")));
+        assert_ne!(keyed(Some("AAPL")), keyed(Some("MSFT")));
+        assert_ne!(keyed(Some("")), 0);
+    }
+}

@@ -1,0 +1,183 @@
+//! A shard's connections coming and going, and its periodic tick.
+//!
+//! Owned by one shard thread (an `impl` block of [`ShardState`](super::ShardState)).
+//!
+//! The tick (every 250 ms), for each connection not already closing:
+//! 1. a deadline set by its session (a token's expiry) that has passed
+//!    closes it;
+//! 2. silence longer than its protocol's liveness timeout closes it;
+//! 3. when the heartbeat is due, its format's heartbeat frame (encoded once
+//!    per format per tick) is queued and flushed.
+//!
+//! Every 20 ticks the shard prunes retired topics from its cache; shard 0
+//! also expires idle topics and rebalances the history budget.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tracing::info;
+
+use super::conn::{self, Conn};
+use super::handle::Attachment;
+use super::{ShardState, SWEEP_EVERY_TICKS};
+use crate::gate::Refused;
+use crate::sansio::close::CloseReason;
+use crate::sansio::ids::ConnKey;
+
+impl ShardState {
+    // ---- connections -------------------------------------------------------
+
+    /// Registers a new WebSocket connection and starts its task.
+    pub(super) fn attach(self: &Rc<Self>, attachment: Attachment) -> Result<ConnKey, Refused> {
+        let Attachment {
+            stream,
+            read_buf,
+            client_id,
+            owner,
+            delivery,
+            session,
+            mut permit,
+        } = attachment;
+        permit.establish()?;
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let key = self.conns.borrow_mut().vacant_key();
+        let conn = Rc::new(Conn::new(
+            key,
+            stream,
+            peer,
+            Arc::clone(&client_id),
+            Arc::clone(&owner),
+            delivery,
+            permit,
+            self.shared.config().outbox,
+            self.now(),
+        ));
+        self.conns.borrow_mut().insert(Rc::clone(&conn));
+        self.write_counters.borrow_mut().opened += 1;
+        self.inbox().add_load();
+        if let Some(old) = self
+            .shared
+            .claim_client_id(&owner, &client_id, self.index, key)
+        {
+            self.shared
+                .close_remote(old.shard, old.key, CloseReason::Replaced);
+        }
+        info!(client = %client_id, owner = %owner, %peer, shard = self.index, "connection accepted");
+        tokio::task::spawn_local(conn::run(Rc::clone(self), conn, session, read_buf));
+        Ok(key)
+    }
+
+    /// Forgets a closed connection. Its subscriptions are already gone.
+    pub(super) fn detach(&self, conn: &Conn, reason: &CloseReason) {
+        if self.conns.borrow_mut().remove(conn.key).is_none() {
+            return;
+        }
+        self.inbox().remove_load();
+        self.shared
+            .release_client_id(&conn.owner, &conn.client_id, self.index, conn.key);
+        let state = conn.state.borrow();
+        info!(
+            client = %conn.client_id,
+            peer = %conn.peer,
+            shard = self.index,
+            reason = %reason,
+            sent = state.mailbox.counts.sent,
+            dropped = state.mailbox.counts.dropped_total(),
+            "connection closed"
+        );
+    }
+
+    pub(super) fn request_close(&self, key: ConnKey, reason: CloseReason) {
+        if let Some(conn) = self.conns.borrow().get(key) {
+            conn.request_close(reason);
+        }
+    }
+
+    pub(super) fn close_all(&self, reason: CloseReason) {
+        for conn in self.conns.borrow().iter() {
+            conn.request_close(reason.clone());
+        }
+    }
+
+    // ---- periodic work -------------------------------------------------------
+
+    /// Closes connections silent past their liveness timeout and, when due,
+    /// sends each format's heartbeat (encoded once per shard) to every connection.
+    pub(super) fn tick(&self) {
+        self.refresh_clock();
+        let now = self.now();
+        let config = self.shared.config();
+        let ticks = self.ticks.get().wrapping_add(1);
+        self.ticks.set(ticks);
+        if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
+            self.sweep_topics(now);
+        }
+        let heartbeat_due = now >= self.next_heartbeat.get();
+        // Once per heartbeat interval, one slot per registered format.
+        let mut heartbeats: Vec<Option<Option<Bytes>>> = Vec::new();
+        if heartbeat_due {
+            self.next_heartbeat.set(now + config.heartbeat_interval);
+            heartbeats.resize(self.shared.formats().len(), None);
+        }
+        let wall = SystemTime::now();
+        // Nothing below adds or removes connections (closing happens in each
+        // connection's own task), so the slab can stay borrowed.
+        for conn in self.conns.borrow().iter() {
+            let (silent, due) = {
+                let state = conn.state.borrow();
+                // A closing connection has queued its close frame: nothing may
+                // follow it, and its timeout has already been dealt with.
+                if state.closing.is_some() {
+                    continue;
+                }
+                let due = state
+                    .deadline
+                    .as_ref()
+                    .filter(|(at, _)| *at <= now)
+                    .map(|(_, reason)| reason.clone());
+                (now.saturating_duration_since(state.last_seen), due)
+            };
+            if let Some(reason) = due {
+                info!(client = %conn.client_id, peer = %conn.peer, reason = %reason, "connection deadline");
+                conn.request_close(reason);
+                continue;
+            }
+            if silent > conn.delivery.liveness.timeout {
+                info!(
+                    client = %conn.client_id,
+                    peer = %conn.peer,
+                    silent_ms = silent.as_millis() as u64,
+                    "heartbeat timeout"
+                );
+                conn.request_close(CloseReason::HeartbeatTimeout);
+                continue;
+            }
+            if !heartbeat_due {
+                continue;
+            }
+            let format = conn.delivery.format;
+            let frame = heartbeats[format.index()]
+                .get_or_insert_with(|| self.shared.formats().get(format).heartbeat(wall));
+            if let Some(frame) = frame {
+                conn.send_control(frame.clone());
+                self.flush(conn);
+            }
+        }
+    }
+
+    /// Drops retired topics from this shard's cache; shard 0 also expires
+    /// idle topics and shares out the history budget engine-wide (one
+    /// sweeper is enough, and shard 0 runs the acceptor anyway).
+    fn sweep_topics(&self, now: Instant) {
+        if self.index == 0 {
+            self.shared.topics().expire_idle(now);
+            self.shared.topics().rebalance();
+        }
+        self.topic_cache.borrow_mut().retain(|_, t| !t.is_retired());
+    }
+}

@@ -1,0 +1,218 @@
+//! A shard: one pinned thread that owns a slice of the connections for
+//! their whole life, and everything about them.
+//!
+//! Owned by one shard thread; nothing here is `Send` except the [`inbox`]
+//! through which other threads reach it. [`ShardState`] is the shard's
+//! plain data (connections, subscriber lists, counters); its fields, and
+//! those of [`conn::Conn`], are private to this module, and its behaviour is
+//! split by concern into child modules, each an `impl ShardState` block or a
+//! task of the shard:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `run` | the thread: dispatch loop, commands, tick loop, shutdown |
+//! | `inbox` | [`ShardInbox`]: deliveries and commands from other threads |
+//! | `accept` | the acceptor on shard 0, hand-off, [`ConnectionHandler`] |
+//! | `lifecycle` | attach, detach, close requests, the periodic tick |
+//! | `subscribe` | subscriber lists: join with replay, leave in O(1) |
+//! | `delivery` | messages into outboxes, outboxes onto sockets |
+//! | `report` | figures and client lists |
+//! | `conn`, `reader`, `ctx` | a connection, its reads, its session's view |
+//! | `handle` | [`LocalShard`] and [`Attachment`], the public faces |
+//! | `slab` | connections by generation-checked key |
+//!
+//! **The borrow rule.** Every field is a `RefCell` or `Cell` borrowed for
+//! one step and released before anything that could re-enter: session
+//! callbacks (`on_open`, `on_text`, `on_close`) run only from a
+//! connection's own task, never while the shard iterates its connections
+//! or subscribers, so a callback may subscribe, publish, send or close
+//! freely. The loops that do iterate (`dispatch`, `tick`, `stats`) call
+//! no session code: they only queue frames and request closes, which take
+//! effect in each connection's task.
+
+mod accept;
+mod conn;
+mod ctx;
+mod delivery;
+mod handle;
+mod inbox;
+mod lifecycle;
+mod reader;
+mod report;
+mod run;
+mod slab;
+mod subscribe;
+
+pub use accept::ConnectionHandler;
+pub use conn::Session;
+pub use ctx::{ConnCtx, SubscribeError, Subscribed};
+pub use handle::{Attachment, LocalShard};
+pub(crate) use inbox::{ShardCommand, ShardInbox};
+pub(crate) use run::run;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+
+use crate::broker::PublishError;
+use crate::engine::{Engine, EngineShared};
+use crate::sansio::ids::TopicId;
+use crate::sansio::pacer::{self, FlushPacer};
+use crate::sansio::pattern::TopicError;
+use crate::sansio::quota::TopicQuota;
+use crate::stats::{new_latency_histogram, Tally};
+use crate::topic::Topic;
+use conn::Conn;
+use slab::Slab;
+
+/// Shard ticks (250 ms each) between sweeps for idle topics.
+const SWEEP_EVERY_TICKS: u32 = 20;
+
+/// Size of the shard's read buffer, shared by all its connections: client
+/// frames are parsed straight out of it, so an idle connection holds no
+/// read buffer of its own.
+const SCRATCH_LEN: usize = 64 * 1024;
+
+/// One subscription in a topic's local list.
+struct Subscriber {
+    conn: Rc<Conn>,
+    /// Messages with this sequence number or lower predate the subscription.
+    after_seq: u64,
+}
+
+/// Write-side figures of a shard.
+#[derive(Default)]
+struct WriteCounters {
+    writes: u64,
+    bytes: u64,
+    opened: u64,
+}
+
+/// Everything one shard owns. Owned by one shard thread.
+struct ShardState {
+    index: usize,
+    shared: Arc<EngineShared>,
+    engine: Engine,
+    conns: RefCell<Slab>,
+    subscribers: RefCell<HashMap<TopicId, Vec<Subscriber>>>,
+    tally: RefCell<Tally>,
+    write_counters: RefCell<WriteCounters>,
+    latency_us: RefCell<Histogram<u64>>,
+    /// Connections with unflushed events, in the order they got their first one.
+    dirty: RefCell<VecDeque<(Instant, Rc<Conn>)>>,
+    pacer: RefCell<FlushPacer>,
+    /// Start of the pacer's current window: wall time and thread CPU time.
+    pace_window: Cell<(Instant, Option<Duration>)>,
+    scratch: RefCell<Vec<u8>>,
+    topic_cache: RefCell<HashMap<Box<str>, Arc<Topic>>>,
+    epoch: Instant,
+    now: Cell<Instant>,
+    next_heartbeat: Cell<Instant>,
+    ticks: Cell<u32>,
+}
+
+impl ShardState {
+    fn new(index: usize, shared: Arc<EngineShared>) -> Self {
+        let now = Instant::now();
+        let engine = Engine::from_shared(Arc::clone(&shared));
+        let heartbeat = shared.config().heartbeat_interval;
+        let pacer = FlushPacer::new(shared.config().coalesce_above_cpu);
+        Self {
+            index,
+            shared,
+            engine,
+            conns: RefCell::default(),
+            subscribers: RefCell::default(),
+            tally: RefCell::default(),
+            write_counters: RefCell::default(),
+            latency_us: RefCell::new(new_latency_histogram()),
+            dirty: RefCell::default(),
+            pacer: RefCell::new(pacer),
+            pace_window: Cell::new((now, pacer::thread_cpu_time())),
+            scratch: RefCell::new(vec![0; SCRATCH_LEN]),
+            topic_cache: RefCell::default(),
+            epoch: now,
+            now: Cell::new(now),
+            next_heartbeat: Cell::new(now + heartbeat),
+            ticks: Cell::new(0),
+        }
+    }
+
+    fn index(&self) -> usize {
+        self.index
+    }
+
+    fn shared(&self) -> &Arc<EngineShared> {
+        &self.shared
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn inbox(&self) -> &ShardInbox {
+        self.shared.inbox(self.index)
+    }
+
+    fn scratch(&self) -> &RefCell<Vec<u8>> {
+        &self.scratch
+    }
+
+    /// Re-reads the clock; the dispatch loop does this once per turn.
+    fn refresh_clock(&self) {
+        self.now.set(Instant::now());
+    }
+
+    /// Moves the clock to a reading taken by the caller.
+    fn refresh_clock_to(&self, now: Instant) {
+        self.now.set(now);
+    }
+
+    fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now.get().duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn connection_count(&self) -> usize {
+        self.conns.borrow().len
+    }
+
+    // ---- topics --------------------------------------------------------------
+
+    /// The topic named `name`, from this shard's cache when it has it; a
+    /// topic that has to be created is charged to `quota`.
+    fn topic(&self, name: &str, quota: Option<&Arc<TopicQuota>>) -> Result<Arc<Topic>, TopicError> {
+        if let Some(topic) = self.topic_cache.borrow().get(name) {
+            if !topic.is_retired() {
+                return Ok(Arc::clone(topic));
+            }
+        }
+        let topic = self.shared.topics().resolve(name, quota)?;
+        self.topic_cache
+            .borrow_mut()
+            .insert(name.into(), Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    fn publish(
+        &self,
+        name: &str,
+        key: Option<Box<str>>,
+        data: Bytes,
+        quota: Option<&Arc<TopicQuota>>,
+    ) -> Result<u64, PublishError> {
+        // Checked before the lookup: a refused publish creates no topic.
+        crate::engine::check_key(key.as_deref())?;
+        // A topic retired after this lookup is handled by the fan-out.
+        let topic = self.topic(name, quota)?;
+        self.shared.publish(&topic, key, data)
+    }
+}
