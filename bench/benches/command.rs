@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use shardcast_server::telemetry::parse_command;
+use shardcast_server::protocol::telemetry::parse_command;
 
 fn command(c: &mut Criterion) {
     let subscribe = br#"{"action":"subscribe","channels":["market-data","positions","risk-alerts"],"replay":true}"#.to_vec();

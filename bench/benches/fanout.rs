@@ -12,7 +12,7 @@ use shardcast_engine::{
     Epoch, EventMeta, Formats, FrameKind, Mailbox, Message, OutboxLimits, RateLimit,
     SlowConsumerPolicy, TopicId,
 };
-use shardcast_server::telemetry::TelemetryFormat;
+use shardcast_server::protocol::telemetry::TelemetryFormat;
 
 fn fanout(c: &mut Criterion) {
     let mut formats = Formats::default();

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardcast_engine::frame;
 use shardcast_engine::{Epoch, FrameKind, Message, TopicId, WireFormat};
-use shardcast_server::telemetry::TelemetryFormat;
+use shardcast_server::protocol::telemetry::TelemetryFormat;
 
 fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame/encode_event");

@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardcast_engine::{QuotaLimits, TopicQuota};
 use shardcast_server::auth::{Principal, Role, Roles, Scope};
 use shardcast_server::input::{check_depth, MAX_DATA_DEPTH};
-use shardcast_server::publish::{parse_body, PublishBody};
+use shardcast_server::protocol::publish::{parse_body, PublishBody};
 
 /// A quote-like JSON object of about `len` bytes.
 fn market_data(len: usize) -> String {

@@ -30,7 +30,7 @@ use crate::sansio::close::CloseReason;
 use crate::sansio::format::Formats;
 use crate::sansio::ids::ConnKey;
 use crate::sansio::pattern::TopicError;
-use crate::sansio::pattern::MAX_NAME_LEN;
+use crate::sansio::pattern::MAX_KEY_LEN;
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
 use crate::stats::{ClientInfo, EngineStats};
 use crate::topic::Topic;
@@ -140,10 +140,10 @@ impl EngineShared {
     }
 }
 
-/// Refuses an empty key or one longer than a topic name may be.
+/// Refuses an empty key or one longer than [`MAX_KEY_LEN`] bytes.
 pub(crate) fn check_key(key: Option<&str>) -> Result<(), PublishError> {
     match key {
-        Some(key) if key.is_empty() || key.len() > MAX_NAME_LEN => Err(PublishError::InvalidKey),
+        Some(key) if key.is_empty() || key.len() > MAX_KEY_LEN => Err(PublishError::InvalidKey),
         _ => Ok(()),
     }
 }

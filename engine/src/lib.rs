@@ -54,7 +54,9 @@ pub use sansio::outbox::{
     Admission, DropReason, EventMeta, OutFrame, Outbox, OutboxLimits, SlowConsumerPolicy,
     MAX_IOVECS,
 };
-pub use sansio::pattern::{validate_name, ChannelRules, Pattern, TopicError, MAX_NAME_LEN};
+pub use sansio::pattern::{
+    validate_name, ChannelRules, Pattern, TopicError, MAX_KEY_LEN, MAX_NAME_LEN,
+};
 pub use sansio::quota::{QuotaError, QuotaLimits, TopicQuota};
 pub use sansio::rate::{RateLimit, RateLimiter};
 pub use sansio::replay::{Position, Replay, ReplayError, Replayed};

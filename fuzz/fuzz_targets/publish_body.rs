@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use shardcast_engine::{QuotaLimits, TopicQuota};
 use shardcast_server::auth::{Principal, Role, Roles, Scope};
 use shardcast_server::input::{check_depth, MAX_DATA_DEPTH};
-use shardcast_server::publish::{parse_body, PublishBody};
+use shardcast_server::protocol::publish::{parse_body, PublishBody};
 
 fuzz_target!(|data: &[u8]| {
     let principal = Principal {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardcast_server::publish::{parse_frame, PublishCommand};
+use shardcast_server::protocol::publish::{parse_frame, PublishCommand};
 
 fuzz_target!(|data: &[u8]| {
     match parse_frame(data) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardcast_server::telemetry::{parse_command, Command};
+use shardcast_server::protocol::telemetry::{parse_command, Command};
 
 fuzz_target!(|data: &[u8]| {
     // The decoder hands sessions only UTF-8 text.

@@ -1,21 +1,98 @@
 //! Admin endpoints: `/api/v1/websocket/stats`, `/api/v1/websocket/clients`,
-//! and `DELETE /api/v1/websocket/clients/{clientId}`.
+//! `DELETE /api/v1/websocket/clients/{clientId}`, `/metrics`, `/health`.
 //!
-//! Figures come from the shards through their command inboxes (each shard
-//! copies its own counters), so reading them costs the delivery path nothing.
+//! Registered in the route table like a protocol's endpoints (all need the
+//! admin role unless listed in `open_paths`). Figures come from the shards
+//! through their command inboxes (each shard copies its own counters), so
+//! reading them costs the delivery path nothing.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::BytesMut;
-use hyper::StatusCode;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
-use shardcast_engine::{write_iso8601, CloseReason, Counts, DropReason};
+use shardcast_engine::{CloseReason, Counts, DropReason};
 
+use crate::auth::Role;
+use crate::http::json as json_response;
 use crate::input::{sanitize, truncate};
-use crate::App;
+use crate::protocol::common::iso;
+use crate::protocol::{
+    Answer, Auth, Call, Descriptor, Handler, HttpEndpoint, PathTemplate, Registry,
+};
+use crate::{metrics, App};
 
-/// Path prefix of the per-client endpoint.
-pub const CLIENTS_PREFIX: &str = "/api/v1/websocket/clients/";
+/// Registers the admin endpoints.
+pub fn register(registry: &mut Registry) -> anyhow::Result<()> {
+    let endpoints = [
+        ("/api/v1/websocket/stats", Method::GET, Admin::Stats),
+        ("/api/v1/websocket/clients", Method::GET, Admin::Clients),
+        (
+            "/api/v1/websocket/clients/{clientId}",
+            Method::DELETE,
+            Admin::Disconnect,
+        ),
+        ("/metrics", Method::GET, Admin::Metrics),
+        ("/health", Method::GET, Admin::Health),
+    ];
+    for (path, method, admin) in endpoints {
+        registry.endpoint(Descriptor {
+            protocol: "admin",
+            path: PathTemplate::parse(path)?,
+            auth: Auth::Credentials,
+            role: Role::Admin,
+            handler: Handler::Http(method, Arc::new(admin)),
+        })?;
+    }
+    Ok(())
+}
+
+/// One admin endpoint. Shared by all shards.
+#[derive(Clone, Copy, Debug)]
+enum Admin {
+    Stats,
+    Clients,
+    Disconnect,
+    Metrics,
+    Health,
+}
+
+impl HttpEndpoint for Admin {
+    fn answer(&self, call: Call) -> Answer {
+        let admin = *self;
+        Box::pin(async move {
+            let app = &call.app;
+            match admin {
+                Admin::Stats => json_response(StatusCode::OK, &stats(app).await),
+                Admin::Clients => json_response(StatusCode::OK, &clients(app).await),
+                Admin::Disconnect => {
+                    let id = call.params.get("clientId").unwrap_or_default();
+                    let query = &call.query;
+                    let (status, body) =
+                        disconnect(app, id, query.owner.as_deref(), query.reason.as_deref());
+                    json_response(status, &body)
+                }
+                Admin::Metrics => {
+                    let mut resp = Response::new(metrics::cached(app).await.into());
+                    resp.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    resp
+                }
+                Admin::Health => json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "status": "ok",
+                        "connections": app.engine.connections(),
+                        "uptimeSeconds": app.started.elapsed().as_secs(),
+                    }),
+                ),
+            }
+        })
+    }
+}
 
 /// Longest operator-supplied close reason (a close frame holds 123 bytes of text).
 const MAX_REASON: usize = 120;
@@ -44,12 +121,6 @@ fn camel(snake: &str) -> String {
     out
 }
 
-fn iso(time: SystemTime) -> String {
-    let mut out = BytesMut::with_capacity(24);
-    write_iso8601(&mut out, time);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// `GET /api/v1/websocket/stats`.
 pub async fn stats(app: &App) -> Value {
     let stats = app.engine.stats().await;
@@ -71,6 +142,7 @@ pub async fn stats(app: &App) -> Value {
                 "subscribers": t.topic.subscribers,
                 "sent": t.counts.sent,
                 "replayed": t.counts.replayed,
+                "conflated": t.counts.conflated,
                 "dropped": t.counts.dropped_total(),
                 "droppedByReason": drops_by_reason(&t.counts),
                 "historySize": t.topic.history,
@@ -103,6 +175,7 @@ pub async fn stats(app: &App) -> Value {
         "messagesPublished": stats.published,
         "messagesSent": stats.counts.sent,
         "messagesReplayed": stats.counts.replayed,
+        "messagesConflated": stats.counts.conflated,
         "messagesDropped": stats.counts.dropped_total(),
         "droppedByReason": drops_by_reason(&stats.counts),
         "snapshotCount": stats.topics.iter().map(|t| t.topic.snapshot_keys).sum::<usize>(),
@@ -146,6 +219,7 @@ pub async fn clients(app: &App) -> Value {
                 "queuedBytes": c.queued_bytes,
                 "sent": c.counts.sent,
                 "replayed": c.counts.replayed,
+                "conflated": c.counts.conflated,
                 "dropped": c.counts.dropped_total(),
                 "droppedByReason": drops_by_reason(&c.counts),
             })

@@ -184,8 +184,8 @@ mod tests {
         args.apply(&mut raw).unwrap();
         let config = raw.validate().unwrap();
         assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.replay_limit, 20);
-        assert_eq!(config.rate_limit_per_second, 5);
+        assert_eq!(config.telemetry.replay_limit, 20);
+        assert_eq!(config.telemetry.rate_limit_per_second, 5);
         assert!(config.engine.channels.allows("prices.X"));
         assert!(config.engine.channels.allows("orders"));
         assert!(!config.demo);

@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, RETRY_AFTER, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, VARY,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -43,19 +43,16 @@ use tracing::debug;
 
 use crate::auth::credentials::{self, CredentialError};
 use crate::auth::origin::Cors;
-use crate::auth::{AuthError, Principal, Role};
-use crate::publish::{parse_body, publish_item, ApiError, PublishBody, PublishResult};
-use crate::request::{percent_decode_segment, Query};
+use crate::auth::{AuthError, Principal};
+use crate::protocol::common::ApiError;
+use crate::protocol::{Auth, Call, Descriptor, Handler};
+use crate::request::Query;
 use crate::stall::StallLimited;
-use crate::upgrade::{self, Endpoint as WsEndpoint};
-use crate::{admin, metrics, App};
+use crate::upgrade;
+use crate::App;
 
 /// A response body.
 pub type Body = Full<Bytes>;
-
-/// How long one `/metrics` exposition is served again (Prometheus scrapes
-/// every 15 s or so; a second is invisible to it).
-const METRICS_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The socket's place in the connection gate, until an upgrade takes it.
 pub(crate) type PermitSlot = Rc<RefCell<Option<PeerPermit>>>;
@@ -112,50 +109,6 @@ impl ConnectionHandler for HttpHandler {
     }
 }
 
-/// What a path and method name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Endpoint {
-    WebSocket(WsEndpoint),
-    Publish,
-    Stats,
-    Clients,
-    Disconnect(String),
-    Metrics,
-    Health,
-}
-
-impl Endpoint {
-    /// The endpoint at `path`, whatever the method, and the method it takes.
-    fn at(path: &str) -> Option<(Endpoint, Method)> {
-        Some(match path {
-            "/ws/telemetry" => (Endpoint::WebSocket(WsEndpoint::Telemetry), Method::GET),
-            "/ws/publish" => (Endpoint::WebSocket(WsEndpoint::Publish), Method::GET),
-            "/api/v1/publish" => (Endpoint::Publish, Method::POST),
-            "/api/v1/websocket/stats" => (Endpoint::Stats, Method::GET),
-            "/api/v1/websocket/clients" => (Endpoint::Clients, Method::GET),
-            "/metrics" => (Endpoint::Metrics, Method::GET),
-            "/health" => (Endpoint::Health, Method::GET),
-            p => {
-                let id = p.strip_prefix(admin::CLIENTS_PREFIX)?;
-                let id = percent_decode_segment(id).into_owned();
-                (Endpoint::Disconnect(id), Method::DELETE)
-            }
-        })
-    }
-
-    fn role(&self) -> Role {
-        match self {
-            Endpoint::WebSocket(WsEndpoint::Telemetry) => Role::Subscribe,
-            Endpoint::WebSocket(WsEndpoint::Publish) | Endpoint::Publish => Role::Publish,
-            Endpoint::Stats
-            | Endpoint::Clients
-            | Endpoint::Disconnect(_)
-            | Endpoint::Metrics
-            | Endpoint::Health => Role::Admin,
-        }
-    }
-}
-
 async fn route(
     app: Arc<App>,
     shard: LocalShard,
@@ -164,12 +117,13 @@ async fn route(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
-    let Some((endpoint, method)) = Endpoint::at(&path) else {
+    let Some((descriptor, params)) = app.routes.find(&path) else {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
     };
     if req.method() == Method::OPTIONS {
         return preflight(&app, &req);
     }
+    let method = descriptor.handler.method();
     if req.method() != method {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -181,76 +135,54 @@ async fn route(
         Ok(query) => query,
         Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_QUERY", &e.to_string()),
     };
-    if let Endpoint::WebSocket(ws) = endpoint {
-        return upgrade::handle(&app, &shard, peer, &slot, req, query, ws);
-    }
+    let endpoint = match &descriptor.handler {
+        Handler::WebSocket(endpoint) => {
+            let upgrade = upgrade::Upgrade {
+                descriptor,
+                endpoint,
+                params,
+                query,
+                peer,
+            };
+            return upgrade::handle(&app, &shard, &slot, req, upgrade);
+        }
+        Handler::Http(_, endpoint) => Arc::clone(endpoint),
+    };
     let (principal, cors) = if app.config.open_paths.contains(&path) {
         (None, Cors::None)
     } else {
-        match authorize(&app, &req, &query, endpoint.role()) {
+        match authorize(&app, &req, &query, descriptor) {
             Ok((principal, cors)) => (Some(principal), cors),
             Err(resp) => return resp,
         }
     };
-    let mut resp = match endpoint {
-        // Configuration never opens the publish path, so there is a principal.
-        Endpoint::Publish => match principal {
-            Some(principal) => publish(&app, &shard, &principal, req).await,
-            None => auth_error(&AuthError::Missing),
-        },
-        Endpoint::Stats => json(StatusCode::OK, &admin::stats(&app).await),
-        Endpoint::Clients => json(StatusCode::OK, &admin::clients(&app).await),
-        Endpoint::Disconnect(id) => {
-            let (status, body) =
-                admin::disconnect(&app, &id, query.owner.as_deref(), query.reason.as_deref());
-            json(status, &body)
-        }
-        Endpoint::Metrics => {
-            let cached = app
-                .metrics_cache
-                .lock()
-                .clone()
-                .filter(|(at, _)| at.elapsed() < METRICS_CACHE);
-            let text = match cached {
-                Some((_, text)) => text,
-                None => {
-                    let text = Bytes::from(metrics::render(&app).await);
-                    *app.metrics_cache.lock() = Some((std::time::Instant::now(), text.clone()));
-                    text
-                }
-            };
-            let mut resp = Response::new(Full::new(text));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            resp
-        }
-        Endpoint::Health => json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "status": "ok",
-                "connections": app.engine.connections(),
-                "uptimeSeconds": app.started.elapsed().as_secs(),
-            }),
-        ),
-        Endpoint::WebSocket(_) => unreachable!("handled above"),
+    let call = Call {
+        app: Arc::clone(&app),
+        shard,
+        principal,
+        query,
+        params,
+        req,
     };
+    let mut resp = endpoint.answer(call).await;
     if let Cors::Allow(origin) = cors {
         allow_origin(&mut resp, &origin);
     }
     resp
 }
 
-/// The caller's principal for `role`, or the response refusing it.
-/// Credentials in the query are refused here: this is not an upgrade.
+/// The caller's principal for the endpoint's role, or the response refusing
+/// it. Credentials in the query are refused here: this is not an upgrade.
 #[allow(clippy::result_large_err)] // The error is the response itself, built once.
 fn authorize(
     app: &App,
     req: &Request<Incoming>,
     query: &Query,
-    role: Role,
+    descriptor: &Descriptor,
 ) -> Result<(Arc<Principal>, Cors), Response<Body>> {
+    match descriptor.auth {
+        Auth::Credentials => {}
+    }
     let credential =
         credentials::extract(req.headers(), query, false).map_err(|e| credential_error(&e))?;
     // Without a credential there is nothing for a foreign page to misuse:
@@ -266,7 +198,7 @@ fn authorize(
     let principal = app
         .config
         .auth
-        .authorize(credential.as_ref(), role)
+        .authorize(credential.as_ref(), descriptor.role)
         .map_err(|e| auth_error(&e))?;
     Ok((principal, cors))
 }
@@ -326,7 +258,7 @@ fn allow_origin(resp: &mut Response<Body>, origin: &str) {
 }
 
 /// Whether the request says its body is JSON (`application/json`, any parameters).
-fn is_json(req: &Request<Incoming>) -> bool {
+pub fn is_json(req: &Request<Incoming>) -> bool {
     req.headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -334,67 +266,38 @@ fn is_json(req: &Request<Incoming>) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn publish(
-    app: &App,
-    shard: &LocalShard,
-    principal: &Principal,
+/// The whole JSON body of `req`, at most `limit` bytes, arriving within
+/// `timeout`; otherwise the response refusing it (415, 413, 408, 400).
+pub async fn read_json_body(
     req: Request<Incoming>,
-) -> Response<Body> {
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Response<Body>> {
     if !is_json(&req) {
-        return error(
+        return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
-            "publish bodies are JSON: send Content-Type: application/json",
-        );
+            "request bodies are JSON: send Content-Type: application/json",
+        ));
     }
-    let limit = app.config.max_publish_body;
-    let timeout = app.config.request_timeout;
     let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect());
-    let body = match collected.await {
-        Err(_) => {
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                "REQUEST_TIMEOUT",
-                &format!("the body did not arrive within {} s", timeout.as_secs()),
-            )
-        }
-        Ok(Ok(body)) => body.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "TOO_LARGE",
-                &format!("publish bodies are limited to {limit} bytes"),
-            )
-        }
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, "INVALID_MESSAGE", &e.to_string()),
-    };
-    match parse_body(&body, app.config.max_publish_batch) {
-        Ok(PublishBody::Single(item)) => match publish_item(shard, principal, item) {
-            result @ PublishResult::Ok { .. } => json(StatusCode::OK, &result),
-            PublishResult::Err { error: e, .. } => {
-                let status = match e.code {
-                    "FORBIDDEN" => StatusCode::FORBIDDEN,
-                    "RATE_LIMITED" => StatusCode::TOO_MANY_REQUESTS,
-                    _ => StatusCode::UNPROCESSABLE_ENTITY,
-                };
-                let retry_after = e.retry_after;
-                let mut resp = json(status, &ErrorBody { error: e });
-                if let Some(after) = retry_after {
-                    let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
-                    resp.headers_mut()
-                        .insert(RETRY_AFTER, HeaderValue::from(seconds));
-                }
-                resp
-            }
-        },
-        Ok(PublishBody::Batch(items)) => {
-            let results: Vec<PublishResult> = items
-                .into_iter()
-                .map(|item| publish_item(shard, principal, item))
-                .collect();
-            json(StatusCode::OK, &serde_json::json!({ "results": results }))
-        }
-        Err(e) => json(StatusCode::BAD_REQUEST, &ErrorBody { error: e }),
+    match collected.await {
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            &format!("the body did not arrive within {} s", timeout.as_secs()),
+        )),
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TOO_LARGE",
+            &format!("request bodies are limited to {limit} bytes"),
+        )),
+        Ok(Err(e)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_MESSAGE",
+            &e.to_string(),
+        )),
     }
 }
 
@@ -421,27 +324,4 @@ pub fn error(status: StatusCode, code: &'static str, message: &str) -> Response<
             error: ApiError::new(code, message),
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_path_names_one_endpoint_and_method() {
-        assert_eq!(
-            Endpoint::at("/ws/telemetry"),
-            Some((Endpoint::WebSocket(WsEndpoint::Telemetry), Method::GET))
-        );
-        assert_eq!(
-            Endpoint::at("/api/v1/websocket/clients/desk%207"),
-            Some((Endpoint::Disconnect("desk 7".into()), Method::DELETE))
-        );
-        assert_eq!(Endpoint::at("/nope"), None);
-        assert_eq!(Endpoint::at("/health").unwrap().0.role(), Role::Admin);
-        assert_eq!(
-            Endpoint::at("/api/v1/publish").unwrap().0.role(),
-            Role::Publish
-        );
-    }
 }

@@ -16,10 +16,9 @@ pub mod files;
 pub mod http;
 pub mod input;
 pub mod metrics;
-pub mod publish;
+pub mod protocol;
 pub mod request;
 pub mod stall;
-pub mod telemetry;
 pub mod upgrade;
 
 use std::net::SocketAddr;
@@ -27,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use shardcast_engine::{Engine, FormatId, Formats, InProcess};
+use shardcast_engine::{Engine, InProcess};
 use tracing::{info, warn};
 
 pub use config::{RawConfig, ServerConfig};
@@ -39,8 +38,8 @@ pub struct App {
     pub config: ServerConfig,
     /// The engine.
     pub engine: Engine,
-    /// The telemetry wire format's id.
-    pub telemetry: FormatId,
+    /// Every endpoint of every protocol, by path.
+    pub routes: protocol::Routes,
     /// When the server started.
     pub started: Instant,
     /// The last `/metrics` exposition and when it was rendered: scrapes
@@ -64,14 +63,15 @@ impl Server {
         let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let mut formats = Formats::default();
-        let telemetry = formats.register(Arc::new(telemetry::TelemetryFormat))?;
+        let mut registry = protocol::Registry::default();
+        protocol::register_all(&mut registry, &config)?;
+        let (formats, routes) = registry.finish();
         let engine = Engine::start(config.engine.clone(), formats, Arc::new(InProcess))
             .context("cannot start the shard threads")?;
         let app = Arc::new(App {
             config,
             engine: engine.clone(),
-            telemetry,
+            routes,
             started: Instant::now(),
             metrics_cache: parking_lot::Mutex::new(None),
         });

@@ -8,10 +8,33 @@
 //! series per channel; aggregate per-channel series with `{channel!=""}`.
 
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use shardcast_engine::{DropReason, TopicSummary, REFUSAL_LABELS};
 
 use crate::App;
+
+/// How long one exposition is served again (Prometheus scrapes every 15 s
+/// or so; a second is invisible to it).
+const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// The exposition, rendered at most once a second: scrapes within a second
+/// share it, so a busy scraper (the path is open by default) cannot make
+/// every shard walk its connections per request.
+pub async fn cached(app: &App) -> Bytes {
+    let cached = app
+        .metrics_cache
+        .lock()
+        .clone()
+        .filter(|(at, _)| at.elapsed() < CACHE_FOR);
+    if let Some((_, text)) = cached {
+        return text;
+    }
+    let text = Bytes::from(render(app).await);
+    *app.metrics_cache.lock() = Some((Instant::now(), text.clone()));
+    text
+}
 
 /// Bucket upper bounds of `shardcast_delivery_latency_seconds`, in microseconds.
 const BUCKETS_US: [u64; 18] = [
@@ -36,7 +59,26 @@ fn per_channel(
     family(out, name, "counter", help);
     let _ = writeln!(out, "{name} {total}");
     for t in topics {
-        let _ = writeln!(out, "{name}{{channel=\"{}\"}} {}", t.topic.name, value(t));
+        let channel = LabelValue(&t.topic.name);
+        let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {}", value(t));
+    }
+}
+
+/// A label value as the text format writes it: `\`, `"` and line feeds
+/// escaped (channel names may hold quotes and backslashes).
+struct LabelValue<'a>(&'a str);
+
+impl std::fmt::Display for LabelValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -87,6 +129,15 @@ pub async fn render(app: &App) -> String {
         out,
         "shardcast_messages_replayed_total {}",
         stats.counts.replayed
+    );
+
+    per_channel(
+        &mut out,
+        "shardcast_messages_conflated_total",
+        "Events replaced in a full outbox by a newer one of the same channel and key (slow_consumer = conflate), by channel.",
+        stats.counts.conflated,
+        &stats.topics,
+        |t| t.counts.conflated,
     );
 
     per_channel(
@@ -274,4 +325,17 @@ pub async fn render(app: &App) -> String {
         app.started.elapsed().as_secs()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_escape_quotes_backslashes_and_line_feeds() {
+        let shown = LabelValue(r#"bars:{"s":"A\B"}"#).to_string();
+        assert_eq!(shown, r#"bars:{\"s\":\"A\\B\"}"#);
+        assert_eq!(LabelValue("a\nb").to_string(), "a\\nb");
+        assert_eq!(LabelValue("é").to_string(), "é");
+    }
 }

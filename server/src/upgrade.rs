@@ -26,38 +26,28 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use shardcast_engine::{frame, Attachment, CloseReason, LocalShard, Session};
+use shardcast_engine::{frame, Attachment, CloseReason, LocalShard};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::auth::credentials::{self, CredentialError};
 use crate::auth::token::TokenError;
-use crate::auth::{AuthError, Role};
+use crate::auth::AuthError;
 use crate::http::{error, Body, PermitSlot};
 use crate::input::sanitize;
-use crate::publish::PublishSession;
+use crate::protocol::{Auth, Descriptor, Opening, Params, WebSocketEndpoint};
 use crate::request::{valid_client_id, Query};
 use crate::stall::StallLimited;
-use crate::telemetry::TelemetrySession;
 use crate::App;
 
-/// The WebSocket endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/ws/telemetry`.
-    Telemetry,
-    /// `/ws/publish`.
-    Publish,
-}
-
-impl Endpoint {
-    fn role(self) -> Role {
-        match self {
-            Endpoint::Telemetry => Role::Subscribe,
-            Endpoint::Publish => Role::Publish,
-        }
-    }
+/// An upgrade request routed to a WebSocket endpoint.
+pub(crate) struct Upgrade<'a> {
+    pub(crate) descriptor: &'a Descriptor,
+    pub(crate) endpoint: &'a Arc<dyn WebSocketEndpoint>,
+    pub(crate) params: Params,
+    pub(crate) query: Query,
+    pub(crate) peer: SocketAddr,
 }
 
 /// A refused WebSocket: the close frame it gets after the handshake.
@@ -179,16 +169,21 @@ fn closing(mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
-/// Handles an upgrade request to `endpoint` (steps in the module docs).
+/// Handles an upgrade request (steps in the module docs).
 pub(crate) fn handle(
     app: &Arc<App>,
     shard: &LocalShard,
-    peer: SocketAddr,
     slot: &PermitSlot,
     mut req: Request<Incoming>,
-    query: Query,
-    endpoint: Endpoint,
+    upgrade: Upgrade<'_>,
 ) -> Response<Body> {
+    let Upgrade {
+        descriptor,
+        endpoint,
+        params,
+        query,
+        peer,
+    } = upgrade;
     if let Err(resp) = check_handshake(&req) {
         return closing(resp);
     }
@@ -202,14 +197,17 @@ pub(crate) fn handle(
                     return closing(resp);
                 }
             }
-            app.config
-                .auth
-                .authorize(credential.as_ref(), endpoint.role())
-                .map_err(|e| refusal(&e))
+            match descriptor.auth {
+                Auth::Credentials => app
+                    .config
+                    .auth
+                    .authorize(credential.as_ref(), descriptor.role)
+                    .map_err(|e| refusal(&e)),
+            }
         }
     };
-    let client_id: Arc<str> = match query.client_id {
-        Some(id) if valid_client_id(&id) => id.into(),
+    let client_id: Arc<str> = match query.client_id.as_deref() {
+        Some(id) if valid_client_id(id) => id.into(),
         Some(_) => {
             return closing(error(
                 StatusCode::BAD_REQUEST,
@@ -254,6 +252,8 @@ pub(crate) fn handle(
     };
     let app = Arc::clone(app);
     let shard = shard.clone();
+    let endpoint = Arc::clone(endpoint);
+    let protocol = descriptor.protocol;
     tokio::task::spawn_local(async move {
         let ws = match upgraded.await {
             Ok(ws) => ws,
@@ -281,24 +281,21 @@ pub(crate) fn handle(
                 return;
             }
         };
-        let session: Box<dyn Session> = match endpoint {
-            Endpoint::Telemetry => Box::new(TelemetrySession::new(
-                Arc::clone(&app),
-                Arc::clone(&principal),
-                query.channels,
-                query.replay,
-            )),
-            Endpoint::Publish => Box::new(PublishSession::new(
-                Arc::clone(&app),
-                Arc::clone(&principal),
-            )),
-        };
+        let delivery = endpoint.delivery(&app);
+        let owner = Arc::clone(&principal.name);
+        let session = endpoint.open(Opening {
+            app,
+            principal,
+            query,
+            params,
+        });
+        debug!(%peer, protocol, "websocket opened");
         let attached = shard.attach(Attachment {
             stream,
             read_buf: parts.read_buf,
             client_id,
-            owner: Arc::clone(&principal.name),
-            delivery: app.config.engine.delivery(app.telemetry),
+            owner,
+            delivery,
             session,
             permit,
         });

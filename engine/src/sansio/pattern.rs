@@ -2,25 +2,42 @@
 //! channel rules (which names exist) and the server's scopes (which names a
 //! key may use), and [`ChannelRules`].
 //!
+//! A topic name is 1 to [`MAX_NAME_LEN`] bytes of UTF-8 with no control
+//! characters and no whitespace: letters of any script, digits, and every
+//! printable symbol, quotes and backslashes included. So the canonical
+//! topics of other protocols, such as `bars:{"resolution":"1","symbol":"AAPL"}`,
+//! are ordinary names; every wire format escapes them as JSON requires
+//! (`crate::sansio::json`).
+//!
 //! Sans-IO, immutable once parsed, shared freely. A pattern is a sequence of
 //! dot-separated segments:
 //! - a literal segment matches itself;
 //! - `*` matches exactly one non-empty segment (`prices.*` matches
 //!   `prices.AAPL`, not `prices` or `prices.AAPL.bid`);
 //! - `**`, as the last segment only, matches one or more segments
-//!   (`desk.**` matches `desk.a` and `desk.a.b`; `**` alone matches every name).
+//!   (`desk.**` matches `desk.a` and `desk.a.b`; `**` alone matches every name);
+//! - a last segment ending in `*` after some text is a **prefix**: it matches
+//!   whatever follows that text, at least one character, dots included
+//!   (`bars:*` matches `bars:{"resolution":"1.5","symbol":"AAPL"}`;
+//!   `fx.EUR*` matches `fx.EURUSD` and `fx.EURUSD.spot`, not `fx.EUR`).
 //!
-//! Matching walks the name once, with no allocation and no backtracking.
+//! `*` has no other place in a pattern, so a name holding a `*` elsewhere
+//! can be reached only by a wildcard, never declared exactly. Matching walks
+//! the name once, with no allocation and no backtracking.
 
 use std::collections::HashSet;
 
 use crate::sansio::quota::QuotaError;
 
-/// Longest topic name or key accepted.
-pub const MAX_NAME_LEN: usize = 128;
+/// Longest topic name accepted, in bytes: room for the canonical topics of
+/// parameterised subscriptions (a route and a small JSON object).
+pub const MAX_NAME_LEN: usize = 256;
 
-fn is_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':')
+/// Longest message key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 128;
+
+fn is_name_char(c: char) -> bool {
+    !c.is_control() && !c.is_whitespace()
 }
 
 /// A name as errors quote it: at most [`MAX_NAME_LEN`] bytes, so that an
@@ -37,8 +54,10 @@ pub(crate) fn shown(name: &str) -> String {
 /// Why a topic could not be had.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum TopicError {
-    /// Empty, too long, or with characters outside `A-Z a-z 0-9 . _ - :`.
-    #[error("invalid channel name {0:?}: use 1-128 characters from A-Z a-z 0-9 . _ - :")]
+    /// Empty, too long, or with whitespace or control characters.
+    #[error(
+        "invalid channel name {0:?}: use 1-256 bytes with no whitespace or control characters"
+    )]
     InvalidName(String),
     /// No channel rule declares this name.
     #[error("unknown channel {0:?}: it is not declared in the server's channel rules")]
@@ -73,7 +92,7 @@ pub enum TopicError {
 
 /// Checks a concrete topic name (no wildcards).
 pub fn validate_name(name: &str) -> Result<(), TopicError> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(is_name_char) {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(is_name_char) {
         return Err(TopicError::InvalidName(shown(name)));
     }
     Ok(())
@@ -115,10 +134,13 @@ enum Segment {
     Literal(Box<str>),
     One,
     Rest,
+    /// The rest of the name starts with this text and goes on.
+    Prefix(Box<str>),
 }
 
 impl Pattern {
-    /// Parses `text`: an exact topic name, or segments with `*` and a final `**`.
+    /// Parses `text`: an exact topic name, or segments with `*`, and a last
+    /// segment that may be `**` or end in `*` (a prefix).
     pub fn parse(text: &str) -> Result<Self, TopicError> {
         let invalid = || TopicError::InvalidName(shown(text));
         if text.len() > MAX_NAME_LEN {
@@ -128,9 +150,15 @@ impl Pattern {
         let last = parts.len() - 1;
         let mut segments = Vec::with_capacity(parts.len());
         for (i, part) in parts.into_iter().enumerate() {
-            segments.push(match part {
-                "*" => Segment::One,
-                "**" if i == last => Segment::Rest,
+            let stem = part.strip_suffix('*').filter(|stem| !stem.is_empty());
+            segments.push(match (part, stem) {
+                ("*", _) => Segment::One,
+                ("**", _) if i == last => Segment::Rest,
+                (_, Some(stem)) if i == last && !stem.contains('*') => {
+                    validate_name(stem).map_err(|_| invalid())?;
+                    Segment::Prefix(stem.into())
+                }
+                _ if part.contains('*') => return Err(invalid()),
                 _ => {
                     validate_name(part).map_err(|_| invalid())?;
                     Segment::Literal(part.into())
@@ -151,20 +179,34 @@ impl Pattern {
 
     /// Whether `name` matches.
     pub fn matches(&self, name: &str) -> bool {
-        let mut parts = name.split('.');
+        // What is left of the name: `None` once its last segment is used.
+        let mut rest = Some(name);
         for segment in self.segments.iter() {
-            let Some(part) = parts.next() else {
+            let Some(text) = rest else {
                 return false;
             };
             match segment {
-                Segment::Literal(lit) if **lit == *part => {}
-                Segment::Literal(_) => return false,
-                Segment::One if part.is_empty() => return false,
-                Segment::One => {}
-                Segment::Rest => return !part.is_empty() && parts.all(|p| !p.is_empty()),
+                Segment::Prefix(stem) => {
+                    return text.len() > stem.len() && text.starts_with(&**stem)
+                }
+                Segment::Rest => return !text.is_empty() && text.split('.').all(|p| !p.is_empty()),
+                Segment::Literal(_) | Segment::One => {}
             }
+            let (part, after) = match text.split_once('.') {
+                Some((part, after)) => (part, Some(after)),
+                None => (text, None),
+            };
+            let matched = match segment {
+                Segment::Literal(lit) => **lit == *part,
+                Segment::One => !part.is_empty(),
+                Segment::Prefix(_) | Segment::Rest => false,
+            };
+            if !matched {
+                return false;
+            }
+            rest = after;
         }
-        parts.next().is_none()
+        rest.is_none()
     }
 }
 
@@ -174,11 +216,12 @@ impl std::fmt::Display for Pattern {
             if i > 0 {
                 f.write_str(".")?;
             }
-            f.write_str(match segment {
-                Segment::Literal(lit) => lit,
-                Segment::One => "*",
-                Segment::Rest => "**",
-            })?;
+            match segment {
+                Segment::Literal(lit) => f.write_str(lit)?,
+                Segment::One => f.write_str("*")?,
+                Segment::Rest => f.write_str("**")?,
+                Segment::Prefix(stem) => write!(f, "{stem}*")?,
+            }
         }
         Ok(())
     }
@@ -232,8 +275,12 @@ mod tests {
             "pri ces.*",
             "a.**.b",
             "a.***",
-            "a*",
-            &"x".repeat(129),
+            "a*b",
+            "a*.b",
+            "a.b*c",
+            "*a",
+            "a.**b",
+            &"x".repeat(257),
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad:?}");
         }
@@ -264,12 +311,54 @@ mod tests {
     }
 
     #[test]
-    fn names_with_unsafe_characters_are_refused() {
-        for bad in ["", "a b", "quote\"d", "back\\slash", "é", &"x".repeat(129)] {
+    fn names_may_hold_any_printable_character_but_no_space_or_control() {
+        for bad in [
+            "",
+            "a b",
+            "tab\there",
+            "new\nline",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{85}",
+            "nbsp\u{a0}",
+            &"x".repeat(257),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
-        assert!(validate_name("prices.US0378331005:bid_1-2").is_ok());
+        for good in [
+            "prices.US0378331005:bid_1-2",
+            r#"bars:{"resolution":"1","symbol":"AAPL"}"#,
+            r#"executions:{"accountId":"A-1","symbol":"AAPL"}"#,
+            "quote\"d",
+            "back\\slash",
+            "é.株式",
+            "*",
+            &"x".repeat(256),
+        ] {
+            assert!(validate_name(good).is_ok(), "{good:?}");
+        }
         let mut rules = ChannelRules::default();
         assert!(rules.declare("pri ces.*").is_err());
+    }
+
+    #[test]
+    fn a_final_segment_ending_in_a_star_is_a_prefix_dots_included() {
+        let bars = p("bars:*");
+        assert!(bars.matches(r#"bars:{"resolution":"1","symbol":"AAPL"}"#));
+        assert!(bars.matches(r#"bars:{"resolution":"1.5","symbol":"BRK.B"}"#));
+        assert!(!bars.matches("bars:"));
+        assert!(!bars.matches("bars"));
+        assert!(!bars.matches("orders:{}"));
+        let eur = p("fx.EUR*");
+        assert!(eur.matches("fx.EURUSD"));
+        assert!(eur.matches("fx.EURUSD.spot"));
+        assert!(!eur.matches("fx.EUR"));
+        assert!(!eur.matches("fx.USDEUR"));
+        assert!(!eur.matches("fxx.EURUSD"));
+        assert!(!bars.is_exact());
+        assert_eq!(eur.to_string(), "fx.EUR*");
+        let rules = ChannelRules::of(&["bars:*", "orders"]);
+        assert!(rules.allows(r#"bars:{"symbol":"AAPL"}"#));
+        assert!(!rules.allows(r#"orders:{"symbol":"AAPL"}"#));
     }
 }

@@ -4,11 +4,24 @@
 //! Immutable once built; shared by every connection of its principal. A
 //! scope is a list of [`Pattern`]s (`market-data`, `prices.*`, `desk.**`);
 //! token scopes are templates in which `{sub}` stands for the token's
-//! subject, substituted as literal text (a subject that is not exactly one
-//! valid name segment is refused with the token, so it can never widen a
-//! pattern or reach into another subject's channels).
+//! subject, substituted as literal text (a subject that is not one plain
+//! segment, `A-Z a-z 0-9 _ - :` only, is refused with the token, so it can
+//! never widen a pattern — no `*`, no `.` — or reach into another subject's
+//! channels).
 
-use shardcast_engine::{validate_name, Pattern};
+use shardcast_engine::Pattern;
+
+/// Longest token subject that may stand in a channel name.
+const MAX_SUBJECT_LEN: usize = 128;
+
+/// Whether `subject` is one plain segment: nothing a pattern gives meaning to.
+fn is_plain_segment(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= MAX_SUBJECT_LEN
+        && subject
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'))
+}
 
 /// Channels a principal may use for one role. Shared; immutable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +36,7 @@ pub enum Scope {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     /// Not a valid name or pattern.
-    #[error("{0:?} is not a channel name or pattern (segments of A-Z a-z 0-9 _ - :, `*` for one segment, a final `**` for the rest)")]
+    #[error("{0:?} is not a channel name or pattern (dot-separated segments with no whitespace; `*` for one segment, a final `**` for the rest, a final `text*` for a prefix)")]
     Pattern(String),
     /// A token's subject cannot stand in a channel name.
     #[error("the token subject {0:?} cannot be used in a channel name: use 1-128 characters from A-Z a-z 0-9 _ - :")]
@@ -43,8 +56,9 @@ impl Scope {
     /// A scope of `templates` with every `{sub}` replaced by `subject`.
     pub fn for_subject<S: AsRef<str>>(templates: &[S], subject: &str) -> Result<Scope, ScopeError> {
         // One segment exactly: a `.` would let `bob.orders` reach the
-        // channels of `bob` under `positions.{sub}.orders`.
-        if validate_name(subject).is_err() || subject.contains('.') {
+        // channels of `bob` under `positions.{sub}.orders`, a final `*`
+        // (`bo*`) would make a prefix of it.
+        if !is_plain_segment(subject) {
             return Err(ScopeError::Subject(
                 crate::input::sanitize(subject, 64).into_owned(),
             ));
@@ -89,6 +103,8 @@ mod tests {
         assert!(scope.allows("market-data"));
         // A subject cannot smuggle in a wildcard or break out of its segment.
         assert!(Scope::for_subject(&["positions.{sub}"], "*").is_err());
+        assert!(Scope::for_subject(&["positions.{sub}"], "bo*").is_err());
+        assert!(Scope::for_subject(&["positions.{sub}"], "b\"o").is_err());
         assert!(Scope::for_subject(&["positions.{sub}"], "a b").is_err());
         assert!(Scope::for_subject(&["positions.{sub}"], "").is_err());
         assert!(Scope::for_subject(&["positions.{sub}.orders"], "bob.orders").is_err());

@@ -24,6 +24,9 @@ use shardcast_engine::EngineConfig;
 
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
+use crate::protocol::publish::PublishConfig;
+pub use crate::protocol::telemetry::RawTelemetry;
+use crate::protocol::telemetry::TelemetryConfig;
 
 pub use auth::{parse_key_spec, parse_roles};
 
@@ -64,18 +67,6 @@ pub struct RawConfig {
     pub topics: RawTopics,
     pub api_keys: Option<Vec<RawApiKey>>,
     pub jwt: Option<RawJwt>,
-}
-
-/// `[telemetry]`.
-#[derive(Debug, Default, Deserialize, Clone)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub struct RawTelemetry {
-    pub heartbeat_interval_seconds: Option<u64>,
-    pub heartbeat_timeout_seconds: Option<u64>,
-    pub rate_limit_per_second: Option<u32>,
-    pub replay_limit: Option<usize>,
-    pub commands_per_second: Option<u32>,
 }
 
 /// `[outbox]`.
@@ -165,7 +156,8 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+/// The error for `field`, saying what is wrong with it.
+pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
         message: message.into(),
@@ -187,20 +179,14 @@ pub struct ServerConfig {
     pub dev_key: Option<String>,
     /// Paths served without credentials.
     pub open_paths: Vec<String>,
-    /// Most messages replayed per channel.
-    pub replay_limit: usize,
-    /// Events per second per connection (0 = unlimited), as announced in `welcome`.
-    pub rate_limit_per_second: u32,
-    /// Client commands per second per telemetry connection (one-second burst).
-    pub commands: shardcast_engine::RateLimit,
+    /// `[telemetry]`.
+    pub telemetry: TelemetryConfig,
+    /// The publish API's limits.
+    pub publish: PublishConfig,
     /// Largest HTTP request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Time a client has to send a request's head, and again its body.
     pub request_timeout: Duration,
-    /// Largest HTTP publish body, in bytes.
-    pub max_publish_body: usize,
-    /// Most messages in one batch publish.
-    pub max_publish_batch: usize,
     /// Run the simulated market feed.
     pub demo: bool,
 }

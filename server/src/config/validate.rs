@@ -14,6 +14,7 @@ use super::auth::Keys;
 use super::{invalid, ConfigError, RawConfig, ServerConfig, DEFAULT_CHANNELS};
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
+use crate::protocol::publish::PublishConfig;
 
 /// Read-only endpoints that may be served without credentials.
 const OPENABLE_PATHS: [&str; 3] = ["/health", "/metrics", "/api/v1/websocket/stats"];
@@ -38,48 +39,20 @@ impl RawConfig {
             n => NonZeroUsize::new(n).expect("non-zero"),
         };
 
-        let t = &self.telemetry;
-        let heartbeat_interval = t.heartbeat_interval_seconds.unwrap_or(15);
-        let heartbeat_timeout = t.heartbeat_timeout_seconds.unwrap_or(45);
-        if heartbeat_interval == 0 {
-            return Err(invalid(
-                "telemetry.heartbeat_interval_seconds",
-                "must be at least 1",
-            ));
-        }
-        if heartbeat_timeout < heartbeat_interval {
-            return Err(invalid(
-                "telemetry.heartbeat_timeout_seconds",
-                "must be at least telemetry.heartbeat_interval_seconds",
-            ));
-        }
-        let rate_limit_per_second = t.rate_limit_per_second.unwrap_or(120);
-        let replay_limit = t.replay_limit.unwrap_or(50);
-        let commands_per_second = t.commands_per_second.unwrap_or(50);
-        if commands_per_second == 0 {
-            return Err(invalid(
-                "telemetry.commands_per_second",
-                "must be at least 1",
-            ));
-        }
         let history = self.topics.history.unwrap_or(256);
         let max_keys = self.topics.max_keys.unwrap_or(10_000);
-        if replay_limit > history.max(max_keys) {
-            return Err(invalid(
-                "telemetry.replay_limit",
-                "larger than both topics.history and topics.max_keys: nothing could fill it",
-            ));
-        }
+        let telemetry = self.telemetry.validate(history, max_keys)?;
 
         let max_messages = positive("outbox.max_messages", self.outbox.max_messages, 4096)?;
         let max_bytes = positive("outbox.max_bytes", self.outbox.max_bytes, 4 * 1024 * 1024)?;
         let policy = match self.outbox.slow_consumer.as_deref().unwrap_or("drop") {
             "drop" => SlowConsumerPolicy::Drop,
             "disconnect" => SlowConsumerPolicy::Disconnect,
+            "conflate" => SlowConsumerPolicy::Conflate,
             other => {
                 return Err(invalid(
                     "outbox.slow_consumer",
-                    format!("{other:?}: use \"drop\" or \"disconnect\""),
+                    format!("{other:?}: use \"drop\", \"conflate\" or \"disconnect\""),
                 ))
             }
         };
@@ -178,7 +151,7 @@ impl RawConfig {
                 max_bytes,
                 policy,
             },
-            rate_limit: RateLimit::per_second(rate_limit_per_second),
+            rate_limit: RateLimit::per_second(telemetry.rate_limit_per_second),
             history: HistoryLimits {
                 capacity: history,
                 max_keys,
@@ -195,8 +168,8 @@ impl RawConfig {
                 self.topics.max_subscriptions,
                 256,
             )?,
-            heartbeat_interval: Duration::from_secs(heartbeat_interval),
-            heartbeat_timeout: Duration::from_secs(heartbeat_timeout),
+            heartbeat_interval: telemetry.heartbeat_interval,
+            heartbeat_timeout: telemetry.heartbeat_timeout,
             max_message_size: max_frame_size,
             shard_inbox_capacity: positive("topics.shard_inbox", self.topics.shard_inbox, 65_536)?,
             coalesce_above_cpu,
@@ -226,13 +199,13 @@ impl RawConfig {
             origins,
             dev_key,
             open_paths,
-            replay_limit,
-            rate_limit_per_second,
-            commands: RateLimit::per_second(commands_per_second),
+            telemetry,
+            publish: PublishConfig {
+                max_body: positive("max_publish_body", self.max_publish_body, 1024 * 1024)?,
+                max_batch: positive("max_publish_batch", self.max_publish_batch, 1000)?,
+            },
             max_header_bytes,
             request_timeout: Duration::from_secs(request_timeout),
-            max_publish_body: positive("max_publish_body", self.max_publish_body, 1024 * 1024)?,
-            max_publish_batch: positive("max_publish_batch", self.max_publish_batch, 1000)?,
             demo: self.demo.unwrap_or(true),
         })
     }
@@ -291,8 +264,8 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(config.engine.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(config.engine.heartbeat_timeout, Duration::from_secs(45));
-        assert_eq!(config.rate_limit_per_second, 120);
-        assert_eq!(config.replay_limit, 50);
+        assert_eq!(config.telemetry.rate_limit_per_second, 120);
+        assert_eq!(config.telemetry.replay_limit, 50);
         assert_eq!(config.dev_key.as_deref(), Some(DEV_API_KEY));
         assert!(config.engine.channels.allows("market-data"));
         assert!(config.demo);

@@ -1,4 +1,6 @@
-//! The publish API: `POST /api/v1/publish` and the `/ws/publish` WebSocket.
+//! Parsing publish requests: HTTP bodies ([`parse_body`]) and `/ws/publish`
+//! frames ([`parse_frame`]), then the checks the parser cannot make
+//! ([`PublishItem::admit`]).
 //!
 //! Both take `{"channel":"…","data":<any JSON>,"key":"…"}` (key optional).
 //! `data` is kept byte for byte, copied once out of the request into an
@@ -14,21 +16,15 @@
 //! principal's quota.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use shardcast_engine::{
-    CloseReason, ConnCtx, LocalShard, PublishError, QuotaError, Session, TopicError,
-};
+use shardcast_engine::{PublishError, QuotaError, TopicError, MAX_NAME_LEN};
 
 use crate::auth::Principal;
 use crate::input::{check_depth, truncate, MAX_DATA_DEPTH};
-use crate::telemetry::{
-    error_frame, iso, json_frame, refresh_error_code, Ack, ErrorCode, HeartbeatReplies,
-};
-use crate::App;
+use crate::protocol::common::{ApiError, ErrorCode};
 
 /// One message to publish, borrowing from the request.
 #[derive(Deserialize, Debug)]
@@ -113,29 +109,6 @@ pub enum PublishResult {
         /// Why.
         error: ApiError,
     },
-}
-
-/// An error body: `{"code":"…","message":"…"}`.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// Machine-readable code.
-    pub code: &'static str,
-    /// What went wrong, for a person.
-    pub message: String,
-    /// When to try again (HTTP `Retry-After`), for limits that refill.
-    #[serde(skip)]
-    pub retry_after: Option<std::time::Duration>,
-}
-
-impl ApiError {
-    /// An error with `code` and `message`.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
 }
 
 /// Maps a publish failure to its error code.
@@ -262,7 +235,7 @@ impl PublishItem<'_> {
                 "FORBIDDEN",
                 format!(
                     "these credentials may not publish into {:?}",
-                    truncate(&self.channel, 128)
+                    truncate(&self.channel, MAX_NAME_LEN)
                 ),
             ));
         }
@@ -270,114 +243,6 @@ impl PublishItem<'_> {
         check_depth(data, MAX_DATA_DEPTH)
             .map_err(|e| ApiError::new("TOO_DEEP", format!("data refused: {e}")))?;
         Ok(Bytes::copy_from_slice(data))
-    }
-}
-
-/// Publishes one parsed message from `shard` on behalf of `principal`.
-pub fn publish_item(
-    shard: &LocalShard,
-    principal: &Principal,
-    item: PublishItem<'_>,
-) -> PublishResult {
-    let refused = |error: ApiError| PublishResult::Err {
-        channel: truncate(&item.channel, 128).to_owned(),
-        error,
-    };
-    let data = match item.admit(principal) {
-        Ok(data) => data,
-        Err(error) => return refused(error),
-    };
-    let key = item.key.as_deref().map(Into::into);
-    match shard.publish(&item.channel, key, data, Some(&principal.quota)) {
-        Ok(seq) => PublishResult::Ok {
-            channel: item.channel.into_owned(),
-            seq,
-        },
-        Err(e) => refused(publish_error(&e)),
-    }
-}
-
-/// One `/ws/publish` connection. Owned by its shard. Opened with a token,
-/// it closes with 4440 when the token expires, unless `refresh` brought a
-/// newer one of the same user.
-#[derive(Debug)]
-pub struct PublishSession {
-    app: Arc<App>,
-    principal: Arc<Principal>,
-    heartbeats: HeartbeatReplies,
-}
-
-impl PublishSession {
-    /// A session publishing on behalf of `principal`.
-    pub fn new(app: Arc<App>, principal: Arc<Principal>) -> Self {
-        Self {
-            app,
-            principal,
-            heartbeats: HeartbeatReplies::default(),
-        }
-    }
-
-    fn refresh(&mut self, ctx: &mut ConnCtx<'_>, token: &str) {
-        match self.app.config.auth.refresh(&self.principal, token) {
-            Ok(principal) => {
-                ctx.close_at(
-                    principal
-                        .deadline()
-                        .map(|at| (at, CloseReason::TokenExpired)),
-                );
-                ctx.send(json_frame(&Ack {
-                    kind: "ack",
-                    action: "refresh",
-                    channels: &[],
-                    expires_at: principal.expires_at.map(iso),
-                }));
-                self.principal = principal;
-            }
-            Err(e) => ctx.send(error_frame(refresh_error_code(&e), &e.to_string())),
-        }
-    }
-}
-
-impl Session for PublishSession {
-    fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
-        if let Some(at) = self.principal.deadline() {
-            ctx.close_at(Some((at, CloseReason::TokenExpired)));
-        }
-    }
-
-    fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
-        let item = match parse_frame(text) {
-            Ok(PublishCommand::Publish(item)) => item,
-            Ok(PublishCommand::Heartbeat) => {
-                if let Some(frame) = self.heartbeats.reply(std::time::Instant::now()) {
-                    ctx.send(frame);
-                }
-                return;
-            }
-            Ok(PublishCommand::Refresh(token)) => {
-                let token = token.into_owned();
-                self.refresh(ctx, &token);
-                return;
-            }
-            Err((code, message)) => {
-                ctx.send(error_frame(code, &message));
-                return;
-            }
-        };
-        let data = match item.admit(&self.principal) {
-            Ok(data) => data,
-            Err(e) => {
-                let message = format!("{}: {}", e.code, e.message);
-                ctx.send(error_frame(ErrorCode::PublishFailed, &message));
-                return;
-            }
-        };
-        let key = item.key.as_deref().map(Into::into);
-        if let Err(e) = ctx.publish(&item.channel, key, data, Some(&self.principal.quota)) {
-            let error = publish_error(&e);
-            let message = format!("{}: {}", error.code, error.message);
-            ctx.send(error_frame(ErrorCode::PublishFailed, &message));
-        }
     }
 }
 

@@ -3,8 +3,8 @@
 
 use simd_json::prelude::*;
 
-use super::ErrorCode;
 use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH};
+use crate::protocol::common::ErrorCode;
 
 /// A parsed client command.
 #[derive(Debug, PartialEq, Eq)]

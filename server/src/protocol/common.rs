@@ -1,64 +1,17 @@
-//! The telemetry protocol (`/ws/telemetry`): its wire format and its session.
+//! What the JSON protocols share: the error vocabulary ([`ErrorCode`]),
+//! JSON framing, acks, timestamps, and the heartbeat-reply limiter.
 //!
-//! Server → client text frames are JSON objects named by `type`: `welcome`,
-//! `ack`, `event`, `heartbeat`, `error`. Client → server frames are JSON
-//! objects named by `action`: `subscribe`, `unsubscribe`, `heartbeat`,
-//! `refresh`. docs/protocol.md is the reference.
-//!
-//! Events are encoded once per message by [`TelemetryFormat`], with the
-//! publisher's `data` copied byte for byte (key order and spacing kept).
-//! Client commands are parsed in place with simd-json; every malformed one
-//! gets an `error` frame and changes nothing.
+//! Plain functions and small values; owned by whichever session uses them.
 
-mod command;
-mod session;
-
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use shardcast_engine::frame::{self, FrameBuf, OpCode};
-use shardcast_engine::{json, write_iso8601, FrameKind, Message, WireFormat};
+use shardcast_engine::write_iso8601;
 
-pub use command::{parse_command, Command, CommandError};
-pub use session::TelemetrySession;
-pub(crate) use session::{iso, refresh_error_code, Ack};
-
-/// The telemetry wire format. Shared by all shards.
-#[derive(Debug, Default)]
-pub struct TelemetryFormat;
-
-impl WireFormat for TelemetryFormat {
-    fn name(&self) -> &'static str {
-        "telemetry"
-    }
-
-    fn encode_event(&self, msg: &Message, _kind: FrameKind) -> Bytes {
-        let key_len = msg.key.as_ref().map_or(0, |k| k.len() + 12);
-        let mut frame =
-            FrameBuf::with_capacity(96 + msg.topic_name.len() + key_len + msg.data.len());
-        let out = frame.payload();
-        out.put_slice(b"{\"type\":\"event\",\"channel\":");
-        json::write_str(out, &msg.topic_name);
-        out.put_slice(b",\"seq\":");
-        out.put_slice(itoa::Buffer::new().format(msg.seq).as_bytes());
-        out.put_slice(b",\"ts\":\"");
-        write_iso8601(out, msg.timestamp);
-        out.put_u8(b'"');
-        if let Some(key) = &msg.key {
-            out.put_slice(b",\"key\":");
-            json::write_str(out, key);
-        }
-        out.put_slice(b",\"data\":");
-        out.put_slice(&msg.data);
-        out.put_u8(b'}');
-        frame.finish(OpCode::Text)
-    }
-
-    fn heartbeat(&self, now: SystemTime) -> Option<Bytes> {
-        Some(heartbeat_frame(now))
-    }
-}
+use crate::auth::RefreshError;
 
 /// A connection is answered at most one heartbeat per this interval.
 ///
@@ -150,10 +103,75 @@ pub fn error_frame(code: ErrorCode, message: &str) -> Bytes {
     })
 }
 
+/// `{"type":"ack","action":…,"channels":[…]}`, with the token's expiry
+/// after a refresh.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Ack<'a> {
+    /// Always `ack`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The command acknowledged.
+    pub action: &'static str,
+    /// The channels it concerned.
+    pub channels: &'a [Arc<str>],
+    /// When the connection's token now expires (refresh only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// An `ack` frame for `action` on `channels`.
+pub fn ack(action: &'static str, channels: &[Arc<str>]) -> Bytes {
+    json_frame(&Ack {
+        kind: "ack",
+        action,
+        channels,
+        expires_at: None,
+    })
+}
+
+/// `time` as ISO-8601 UTC with milliseconds.
+pub fn iso(time: SystemTime) -> String {
+    let mut out = BytesMut::with_capacity(24);
+    write_iso8601(&mut out, time);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `error` code of a refused refresh.
+pub fn refresh_error_code(e: &RefreshError) -> ErrorCode {
+    match e {
+        RefreshError::NotToken => ErrorCode::InvalidMessage,
+        RefreshError::Invalid(_) | RefreshError::NotLater => ErrorCode::Unauthorized,
+        RefreshError::OtherUser => ErrorCode::Forbidden,
+    }
+}
+
+/// An error body: `{"code":"…","message":"…"}`.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// When to try again (HTTP `Retry-After`), for limits that refill.
+    #[serde(skip)]
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardcast_engine::TopicId;
 
     #[test]
     fn heartbeat_replies_are_limited_to_one_per_interval() {
@@ -163,31 +181,5 @@ mod tests {
         assert!(replies.reply(start + Duration::from_millis(10)).is_none());
         assert!(replies.reply(start + Duration::from_millis(999)).is_none());
         assert!(replies.reply(start + HEARTBEAT_REPLY_INTERVAL).is_some());
-    }
-
-    #[test]
-    fn events_carry_the_data_exactly_as_published() {
-        let data = r#"{"z":1, "a":[true,null],"m":"\u00e9"}"#;
-        let mut msg = Message::new(
-            TopicId::new(0, 0),
-            "market-data".into(),
-            shardcast_engine::Epoch::from_u64(1),
-            7,
-            Some("A\"B".into()),
-            Bytes::from(data),
-        );
-        msg.timestamp = SystemTime::UNIX_EPOCH;
-        let frame = TelemetryFormat.encode_event(&msg, FrameKind::Live);
-        // Text frame, 126-length form, payload after a 4-byte header.
-        assert_eq!(frame[0], 0x81);
-        let payload = std::str::from_utf8(&frame[4..]).unwrap();
-        assert_eq!(
-            payload,
-            format!(
-                r#"{{"type":"event","channel":"market-data","seq":7,"ts":"1970-01-01T00:00:00.000Z","key":"A\"B","data":{data}}}"#
-            )
-        );
-        let parsed: serde_json::Value = serde_json::from_str(payload).unwrap();
-        assert_eq!(parsed["key"], "A\"B");
     }
 }

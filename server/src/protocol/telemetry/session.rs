@@ -9,18 +9,20 @@
 //! widens the scope, ending subscriptions it no longer covers.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use bytes::BytesMut;
 use serde::Serialize;
 use shardcast_engine::{
-    write_iso8601, CloseReason, ConnCtx, RateLimiter, Replay, Session, SubscribeError, TopicError,
+    CloseReason, ConnCtx, RateLimiter, Replay, Session, SubscribeError, TopicError,
 };
 use tracing::{debug, info};
 
-use super::{error_frame, json_frame, parse_command, Command, ErrorCode, HeartbeatReplies};
-use crate::auth::{Principal, RefreshError};
+use super::{parse_command, Command};
+use crate::auth::Principal;
 use crate::input::truncate;
+use crate::protocol::common::{
+    ack, error_frame, iso, json_frame, refresh_error_code, Ack, ErrorCode, HeartbeatReplies,
+};
 use crate::App;
 
 #[derive(Serialize)]
@@ -35,41 +37,6 @@ struct Welcome<'a> {
     replay_limit: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Ack<'a> {
-    #[serde(rename = "type")]
-    pub(crate) kind: &'static str,
-    pub(crate) action: &'static str,
-    pub(crate) channels: &'a [Arc<str>],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) expires_at: Option<String>,
-}
-
-fn ack(action: &'static str, channels: &[Arc<str>]) -> bytes::Bytes {
-    json_frame(&Ack {
-        kind: "ack",
-        action,
-        channels,
-        expires_at: None,
-    })
-}
-
-pub(crate) fn iso(time: SystemTime) -> String {
-    let mut out = BytesMut::with_capacity(24);
-    write_iso8601(&mut out, time);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The `error` code of a refused refresh.
-pub(crate) fn refresh_error_code(e: &RefreshError) -> ErrorCode {
-    match e {
-        RefreshError::NotToken => ErrorCode::InvalidMessage,
-        RefreshError::Invalid(_) | RefreshError::NotLater => ErrorCode::Unauthorized,
-        RefreshError::OtherUser => ErrorCode::Forbidden,
-    }
 }
 
 /// Names refused for one reason, reported in one `error` frame: the names,
@@ -124,7 +91,7 @@ impl TelemetrySession {
     /// (`FORBIDDEN`, `UNKNOWN_CHANNEL`, `LIMIT_REACHED`), the replay.
     fn subscribe(&self, ctx: &mut ConnCtx<'_>, channels: &[String], replay: bool) {
         let request = if replay {
-            Replay::Recent(self.app.config.replay_limit)
+            Replay::Recent(self.app.config.telemetry.replay_limit)
         } else {
             Replay::None
         };
@@ -228,10 +195,10 @@ impl Session for TelemetrySession {
         ctx.send(json_frame(&Welcome {
             kind: "welcome",
             client_id: ctx.client_id(),
-            heartbeat_interval_seconds: config.engine.heartbeat_interval.as_secs(),
-            heartbeat_timeout_seconds: config.engine.heartbeat_timeout.as_secs(),
-            rate_limit_per_second: config.rate_limit_per_second,
-            replay_limit: config.replay_limit,
+            heartbeat_interval_seconds: config.telemetry.heartbeat_interval.as_secs(),
+            heartbeat_timeout_seconds: config.telemetry.heartbeat_timeout.as_secs(),
+            rate_limit_per_second: config.telemetry.rate_limit_per_second,
+            replay_limit: config.telemetry.replay_limit,
             expires_at: expires_at.map(iso),
         }));
         if let Some(at) = self.principal.deadline() {
@@ -244,7 +211,7 @@ impl Session for TelemetrySession {
     }
 
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
-        let limit = self.app.config.commands;
+        let limit = self.app.config.telemetry.commands;
         let now_ns = self.opened.elapsed().as_nanos() as u64;
         if !self.commands.try_acquire(limit, now_ns) {
             ctx.send(error_frame(

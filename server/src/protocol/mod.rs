@@ -1,0 +1,216 @@
+//! Protocols: each a self-contained module that registers what it serves.
+//!
+//! Read-only after start-up and shared by all shards. A protocol (or the
+//! admin API) registers, at start-up, its wire formats (before the engine
+//! starts: the engine frames messages in them) and one [`Descriptor`] per
+//! endpoint: where it is served ([`PathTemplate`]), how a client
+//! authenticates ([`Auth`]) and which [`Role`] it needs, and a [`Handler`]
+//! — for a WebSocket, its per-connection [`Delivery`] settings and how to
+//! make the [`Session`] of a new connection; for plain HTTP, the method and
+//! the function that answers. `http.rs` looks every request up in the
+//! resulting [`Routes`] and names no protocol.
+//!
+//! Adding a protocol, step by step (docs/architecture.md says the same):
+//! 1. a module under `protocol/` with its wire format ([`WireFormat`]), its
+//!    session ([`Session`]) and its parser of client messages (bounded, with
+//!    a fuzz target);
+//! 2. its config section, validated into a typed struct in that module;
+//! 3. a `register` function that registers its formats and descriptors;
+//! 4. one line in [`register_all`].
+//!
+//! What protocols share lives in [`common`]: the error vocabulary, JSON
+//! framing, the heartbeat-reply limiter.
+
+pub mod common;
+pub mod path;
+pub mod publish;
+pub mod telemetry;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use shardcast_engine::{Delivery, FormatId, Formats, LocalShard, Session, WireFormat};
+
+use crate::auth::{Principal, Role};
+use crate::config::ServerConfig;
+use crate::http::Body;
+use crate::request::Query;
+use crate::App;
+pub use path::{Params, PathTemplate};
+
+/// Registers every protocol and the admin API: one line each.
+pub fn register_all(registry: &mut Registry, config: &ServerConfig) -> anyhow::Result<()> {
+    telemetry::register(registry, config)?;
+    publish::register(registry, config)?;
+    crate::admin::register(registry)?;
+    Ok(())
+}
+
+/// How a client of an endpoint proves who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// One of the server's credentials — an API key or a JWT, in a header
+    /// or (for WebSocket upgrades) the query — checked against the role by
+    /// the [`Authenticator`](crate::auth::Authenticator).
+    Credentials,
+}
+
+/// One endpoint of a protocol. Shared by all shards; immutable.
+#[derive(Debug)]
+pub struct Descriptor {
+    /// The protocol's name, for logs.
+    pub protocol: &'static str,
+    /// Where it is served.
+    pub path: PathTemplate,
+    /// How a client authenticates.
+    pub auth: Auth,
+    /// The role it needs.
+    pub role: Role,
+    /// What serves it.
+    pub handler: Handler,
+}
+
+/// What serves an endpoint.
+pub enum Handler {
+    /// A WebSocket endpoint (`GET` with an upgrade).
+    WebSocket(Arc<dyn WebSocketEndpoint>),
+    /// A plain HTTP endpoint taking `method`.
+    Http(Method, Arc<dyn HttpEndpoint>),
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Handler::WebSocket(_) => f.write_str("WebSocket"),
+            Handler::Http(method, _) => write!(f, "Http({method})"),
+        }
+    }
+}
+
+impl Handler {
+    /// The method it takes.
+    pub fn method(&self) -> Method {
+        match self {
+            Handler::WebSocket(_) => Method::GET,
+            Handler::Http(method, _) => method.clone(),
+        }
+    }
+}
+
+/// What a WebSocket endpoint gets to make a session: the connection's
+/// principal, its query, and the path's parameters.
+#[derive(Debug)]
+pub struct Opening {
+    /// The server.
+    pub app: Arc<App>,
+    /// Who connected.
+    pub principal: Arc<Principal>,
+    /// The upgrade request's query (strictly parsed).
+    pub query: Query,
+    /// The path's parameters.
+    pub params: Params,
+}
+
+/// A WebSocket endpoint. Shared by all shards.
+pub trait WebSocketEndpoint: Send + Sync + 'static {
+    /// How its connections are served: format, overflow, liveness.
+    fn delivery(&self, app: &App) -> Delivery;
+
+    /// The session of a new connection, once its upgrade is done and its
+    /// principal holds the endpoint's role.
+    fn open(&self, opening: Opening) -> Box<dyn Session>;
+}
+
+/// A request to a plain HTTP endpoint, authorized.
+#[derive(Debug)]
+pub struct Call {
+    /// The server.
+    pub app: Arc<App>,
+    /// The shard serving it.
+    pub shard: LocalShard,
+    /// Who asked (`None` on a path served without credentials).
+    pub principal: Option<Arc<Principal>>,
+    /// The query (strictly parsed).
+    pub query: Query,
+    /// The path's parameters.
+    pub params: Params,
+    /// The request.
+    pub req: Request<Incoming>,
+}
+
+/// The answer of a plain HTTP endpoint, produced on the shard.
+pub type Answer = Pin<Box<dyn Future<Output = Response<Body>>>>;
+
+/// A plain HTTP endpoint. Shared by all shards.
+pub trait HttpEndpoint: Send + Sync + 'static {
+    /// Answers `call`.
+    fn answer(&self, call: Call) -> Answer;
+}
+
+/// What the protocols registered. Built once at start-up.
+#[derive(Debug, Default)]
+pub struct Registry {
+    formats: Formats,
+    routes: Vec<Descriptor>,
+}
+
+/// Two endpoints that would serve the same path.
+#[derive(Debug, thiserror::Error)]
+#[error("{second} registers {path:?}, which {first} already serves")]
+pub struct Overlap {
+    first: &'static str,
+    second: &'static str,
+    path: &'static str,
+}
+
+impl Registry {
+    /// Registers a wire format; its id goes into the descriptors that use it.
+    pub fn format(&mut self, format: Arc<dyn WireFormat>) -> anyhow::Result<FormatId> {
+        Ok(self.formats.register(format)?)
+    }
+
+    /// Registers an endpoint; no two may serve the same path.
+    pub fn endpoint(&mut self, descriptor: Descriptor) -> Result<(), Overlap> {
+        if let Some(first) = self
+            .routes
+            .iter()
+            .find(|d| d.path.overlaps(&descriptor.path))
+        {
+            return Err(Overlap {
+                first: first.protocol,
+                second: descriptor.protocol,
+                path: descriptor.path.as_str(),
+            });
+        }
+        self.routes.push(descriptor);
+        Ok(())
+    }
+
+    /// The formats for the engine and the routes for the HTTP layer.
+    pub fn finish(self) -> (Formats, Routes) {
+        (self.formats, Routes(self.routes))
+    }
+}
+
+/// Every endpoint, looked up by path. Shared by all shards; immutable.
+#[derive(Debug)]
+pub struct Routes(Vec<Descriptor>);
+
+impl Routes {
+    /// The endpoint serving `path`, with its parameters (registration
+    /// refuses overlapping templates, so at most one matches).
+    pub fn find(&self, path: &str) -> Option<(&Descriptor, Params)> {
+        self.0
+            .iter()
+            .find_map(|d| d.path.matches(path).map(|params| (d, params)))
+    }
+
+    /// Every endpoint.
+    pub fn iter(&self) -> impl Iterator<Item = &Descriptor> {
+        self.0.iter()
+    }
+}

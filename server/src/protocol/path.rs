@@ -1,0 +1,155 @@
+//! Path templates: how a protocol says where it is served.
+//!
+//! Immutable once parsed; shared by all shards. A template is a path of
+//! `/`-separated segments, each literal text or a parameter in braces
+//! (`/api/v1/ws/market/{isin}`). A parameter matches one non-empty segment,
+//! percent-decoded, at most [`MAX_PARAM_LEN`] bytes; matching allocates only
+//! the parameters' values.
+
+use crate::request::percent_decode_segment;
+
+/// Longest parameter value accepted, in bytes (after decoding).
+pub const MAX_PARAM_LEN: usize = 256;
+
+/// A parsed path template. Shared; immutable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathTemplate {
+    text: &'static str,
+    segments: Box<[Part]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Literal(&'static str),
+    Param(&'static str),
+}
+
+/// The parameters a path matched, in template order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params(Vec<(&'static str, String)>);
+
+impl Params {
+    /// The value of parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A template that cannot be used (a programming error, reported at start-up).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid path template {0:?}: use /-separated literal segments and {{name}} parameters")]
+pub struct InvalidTemplate(pub &'static str);
+
+impl PathTemplate {
+    /// Parses `text`.
+    pub fn parse(text: &'static str) -> Result<Self, InvalidTemplate> {
+        let rest = text.strip_prefix('/').ok_or(InvalidTemplate(text))?;
+        let segments = rest
+            .split('/')
+            .map(
+                |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name)
+                        if !name.is_empty()
+                            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+                    {
+                        Ok(Part::Param(name))
+                    }
+                    None if !segment.is_empty() && !segment.contains(['{', '}']) => {
+                        Ok(Part::Literal(segment))
+                    }
+                    _ => Err(InvalidTemplate(text)),
+                },
+            )
+            .collect::<Result<Box<[Part]>, _>>()?;
+        Ok(Self { text, segments })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &'static str {
+        self.text
+    }
+
+    /// Whether the template has no parameter.
+    pub fn is_exact(&self) -> bool {
+        self.segments.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    /// The parameters of `path`, if it matches.
+    pub fn matches(&self, path: &str) -> Option<Params> {
+        let mut parts = path.strip_prefix('/')?.split('/');
+        let mut params = Params::default();
+        for segment in self.segments.iter() {
+            let part = parts.next()?;
+            match *segment {
+                Part::Literal(lit) if lit == part => {}
+                Part::Literal(_) => return None,
+                Part::Param(name) => {
+                    let value = percent_decode_segment(part);
+                    if value.is_empty() || value.len() > MAX_PARAM_LEN {
+                        return None;
+                    }
+                    params.0.push((name, value.into_owned()));
+                }
+            }
+        }
+        parts.next().is_none().then_some(params)
+    }
+
+    /// Whether some path matches both templates (segment by segment, a
+    /// parameter matching anything).
+    pub fn overlaps(&self, other: &PathTemplate) -> bool {
+        self.segments.len() == other.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(other.segments.iter())
+                .all(|pair| match pair {
+                    (Part::Literal(a), Part::Literal(b)) => a == b,
+                    _ => true,
+                })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_literal_paths_and_decode_parameters() {
+        let market = PathTemplate::parse("/api/v1/ws/market/{isin}").unwrap();
+        let params = market.matches("/api/v1/ws/market/US0378331005").unwrap();
+        assert_eq!(params.get("isin"), Some("US0378331005"));
+        assert_eq!(
+            market
+                .matches("/api/v1/ws/market/a%20b")
+                .unwrap()
+                .get("isin"),
+            Some("a b")
+        );
+        assert_eq!(market.matches("/api/v1/ws/market/"), None);
+        assert_eq!(market.matches("/api/v1/ws/market"), None);
+        assert_eq!(market.matches("/api/v1/ws/market/a/b"), None);
+        assert_eq!(market.matches("/api/v1/ws/auction/a"), None);
+        let long = format!("/api/v1/ws/market/{}", "x".repeat(MAX_PARAM_LEN + 1));
+        assert_eq!(market.matches(&long), None);
+        let exact = PathTemplate::parse("/ws/telemetry").unwrap();
+        assert!(exact.is_exact() && !market.is_exact());
+        assert_eq!(exact.matches("/ws/telemetry"), Some(Params::default()));
+        assert_eq!(exact.matches("/ws/telemetry/"), None);
+    }
+
+    #[test]
+    fn malformed_templates_and_overlaps_are_found() {
+        for bad in ["", "ws", "/a//b", "/a/{}", "/a/{b", "/a/b}", "/a/{b-c}"] {
+            assert!(PathTemplate::parse(bad).is_err(), "{bad:?}");
+        }
+        let t = |s| PathTemplate::parse(s).unwrap();
+        assert!(t("/a/{x}").overlaps(&t("/a/b")));
+        assert!(t("/a/{x}").overlaps(&t("/a/{y}")));
+        assert!(!t("/a/{x}").overlaps(&t("/b/{y}")));
+        assert!(!t("/a/{x}").overlaps(&t("/a/{x}/c")));
+    }
+}

@@ -1,0 +1,100 @@
+//! The publish API: `POST /api/v1/publish` (`http.rs`) and the
+//! `/ws/publish` WebSocket (`session.rs`), over one parser (`parse.rs`).
+//!
+//! Every publish is checked against the principal's publish scope, and any
+//! topic it creates is charged to the principal's quota. Its limits are the
+//! top-level keys `max_publish_body` and `max_publish_batch`
+//! ([`PublishConfig`]).
+
+mod http;
+mod parse;
+mod session;
+
+use std::sync::Arc;
+
+use hyper::Method;
+use shardcast_engine::{Delivery, FormatId, LocalShard, Session, MAX_NAME_LEN};
+
+use super::{Auth, Descriptor, Handler, Opening, PathTemplate, Registry, WebSocketEndpoint};
+use crate::auth::{Principal, Role};
+use crate::config::ServerConfig;
+use crate::input::truncate;
+use crate::App;
+pub use parse::{
+    parse_body, parse_frame, publish_error, PublishBody, PublishCommand, PublishItem, PublishResult,
+};
+
+use crate::protocol::common::ApiError;
+pub use session::PublishSession;
+
+/// The publish API's limits. Read-only.
+#[derive(Clone, Copy, Debug)]
+pub struct PublishConfig {
+    /// Largest HTTP publish body, in bytes.
+    pub max_body: usize,
+    /// Most messages in one batch publish.
+    pub max_batch: usize,
+}
+
+/// Registers `POST /api/v1/publish` and `/ws/publish`.
+///
+/// `/ws/publish` connections receive no events; their replies are control
+/// frames, so they are attached with the telemetry format (their only
+/// server-initiated frame is its heartbeat, which they share).
+pub fn register(registry: &mut Registry, _config: &ServerConfig) -> anyhow::Result<()> {
+    registry.endpoint(Descriptor {
+        protocol: "publish",
+        path: PathTemplate::parse("/api/v1/publish")?,
+        auth: Auth::Credentials,
+        role: Role::Publish,
+        handler: Handler::Http(Method::POST, Arc::new(http::PublishOverHttp)),
+    })?;
+    let format = registry.format(Arc::new(super::telemetry::TelemetryFormat))?;
+    registry.endpoint(Descriptor {
+        protocol: "publish",
+        path: PathTemplate::parse("/ws/publish")?,
+        auth: Auth::Credentials,
+        role: Role::Publish,
+        handler: Handler::WebSocket(Arc::new(PublishOverWebSocket { format })),
+    })?;
+    Ok(())
+}
+
+/// `/ws/publish`. Shared by all shards.
+struct PublishOverWebSocket {
+    format: FormatId,
+}
+
+impl WebSocketEndpoint for PublishOverWebSocket {
+    fn delivery(&self, app: &App) -> Delivery {
+        app.config.engine.delivery(self.format)
+    }
+
+    fn open(&self, opening: Opening) -> Box<dyn Session> {
+        Box::new(PublishSession::new(opening.app, opening.principal))
+    }
+}
+
+/// Publishes one parsed message from `shard` on behalf of `principal`.
+pub fn publish_item(
+    shard: &LocalShard,
+    principal: &Principal,
+    item: PublishItem<'_>,
+) -> PublishResult {
+    let refused = |error: ApiError| PublishResult::Err {
+        channel: truncate(&item.channel, MAX_NAME_LEN).to_owned(),
+        error,
+    };
+    let data = match item.admit(principal) {
+        Ok(data) => data,
+        Err(error) => return refused(error),
+    };
+    let key = item.key.as_deref().map(Into::into);
+    match shard.publish(&item.channel, key, data, Some(&principal.quota)) {
+        Ok(seq) => PublishResult::Ok {
+            channel: item.channel.into_owned(),
+            seq,
+        },
+        Err(e) => refused(publish_error(&e)),
+    }
+}

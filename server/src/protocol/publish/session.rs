@@ -1,0 +1,100 @@
+//! One `/ws/publish` connection's session: each text frame is a command —
+//! publish, heartbeat, refresh — answered only when it fails (or, for a
+//! heartbeat, with a heartbeat).
+//!
+//! Owned by the connection's shard.
+
+use std::sync::Arc;
+
+use shardcast_engine::{CloseReason, ConnCtx, Session};
+
+use super::parse::{parse_frame, publish_error, PublishCommand};
+use crate::auth::Principal;
+use crate::protocol::common::{
+    error_frame, iso, json_frame, refresh_error_code, Ack, ErrorCode, HeartbeatReplies,
+};
+use crate::App;
+
+/// One `/ws/publish` connection. Owned by its shard. Opened with a token,
+/// it closes with 4440 when the token expires, unless `refresh` brought a
+/// newer one of the same user.
+#[derive(Debug)]
+pub struct PublishSession {
+    app: Arc<App>,
+    principal: Arc<Principal>,
+    heartbeats: HeartbeatReplies,
+}
+
+impl PublishSession {
+    /// A session publishing on behalf of `principal`.
+    pub fn new(app: Arc<App>, principal: Arc<Principal>) -> Self {
+        Self {
+            app,
+            principal,
+            heartbeats: HeartbeatReplies::default(),
+        }
+    }
+
+    fn refresh(&mut self, ctx: &mut ConnCtx<'_>, token: &str) {
+        match self.app.config.auth.refresh(&self.principal, token) {
+            Ok(principal) => {
+                ctx.close_at(
+                    principal
+                        .deadline()
+                        .map(|at| (at, CloseReason::TokenExpired)),
+                );
+                ctx.send(json_frame(&Ack {
+                    kind: "ack",
+                    action: "refresh",
+                    channels: &[],
+                    expires_at: principal.expires_at.map(iso),
+                }));
+                self.principal = principal;
+            }
+            Err(e) => ctx.send(error_frame(refresh_error_code(&e), &e.to_string())),
+        }
+    }
+}
+
+impl Session for PublishSession {
+    fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
+        if let Some(at) = self.principal.deadline() {
+            ctx.close_at(Some((at, CloseReason::TokenExpired)));
+        }
+    }
+
+    fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
+        let item = match parse_frame(text) {
+            Ok(PublishCommand::Publish(item)) => item,
+            Ok(PublishCommand::Heartbeat) => {
+                if let Some(frame) = self.heartbeats.reply(std::time::Instant::now()) {
+                    ctx.send(frame);
+                }
+                return;
+            }
+            Ok(PublishCommand::Refresh(token)) => {
+                let token = token.into_owned();
+                self.refresh(ctx, &token);
+                return;
+            }
+            Err((code, message)) => {
+                ctx.send(error_frame(code, &message));
+                return;
+            }
+        };
+        let data = match item.admit(&self.principal) {
+            Ok(data) => data,
+            Err(e) => {
+                let message = format!("{}: {}", e.code, e.message);
+                ctx.send(error_frame(ErrorCode::PublishFailed, &message));
+                return;
+            }
+        };
+        let key = item.key.as_deref().map(Into::into);
+        if let Err(e) = ctx.publish(&item.channel, key, data, Some(&self.principal.quota)) {
+            let error = publish_error(&e);
+            let message = format!("{}: {}", error.code, error.message);
+            ctx.send(error_frame(ErrorCode::PublishFailed, &message));
+        }
+    }
+}
