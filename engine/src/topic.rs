@@ -363,3 +363,6 @@ impl Drop for Charge {
         self.unclaimed.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(all(test, not(shardcast_loom)))]
+mod tests;

@@ -202,10 +202,11 @@ impl Outbox {
         }
     }
 
-    /// Puts `bytes` in the place of the queued live event of the same topic
-    /// and key, if there is one that has not begun to be written and the
-    /// byte limit still holds; `false` otherwise. A scan of the queue, on
-    /// the overflow path only.
+    /// Puts `bytes` in the place of the newest queued live event of the same
+    /// topic and key, if it has not begun to be written and the byte limit
+    /// still holds; `false` otherwise. The newest, so that a key's events
+    /// stay in order when it has several queued (they were queued while
+    /// there was room). A scan of the queue, on the overflow path only.
     fn conflate(&mut self, bytes: Bytes, meta: EventMeta) -> bool {
         if meta.key == 0 || meta.replay {
             return false;
@@ -214,7 +215,7 @@ impl Outbox {
         let skip = usize::from(self.head_written > 0);
         let max_bytes = self.limits.max_bytes;
         let queued_bytes = self.queued_bytes;
-        let Some(queued) = self.queue.iter_mut().skip(skip).find(|f| {
+        let Some(queued) = self.queue.iter_mut().skip(skip).rev().find(|f| {
             f.event
                 .is_some_and(|e| !e.replay && e.key == meta.key && e.topic == meta.topic)
         }) else {
@@ -512,5 +513,22 @@ mod tests {
             Admission::Conflated
         );
         assert_eq!(outbox.queued_bytes(), 3 + 5);
+    }
+
+    #[test]
+    fn conflation_replaces_the_newest_of_several_queued_events_of_a_key() {
+        let mut outbox = Outbox::new(limits(3, 1 << 20, SlowConsumerPolicy::Conflate));
+        let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
+        outbox.push_event(frame("a1"), keyed(1, 7));
+        outbox.push_event(frame("a2"), keyed(1, 7));
+        outbox.push_event(frame("b1"), keyed(1, 8));
+        assert_eq!(
+            outbox.push_event(frame("a3"), keyed(1, 7)),
+            Admission::Conflated
+        );
+        let mut written = Vec::new();
+        outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
+        // a1 still comes before a3: the key's values only get newer.
+        assert_eq!(written, vec![frame("a1"), frame("a3"), frame("b1")]);
     }
 }

@@ -100,6 +100,12 @@ impl ShardInbox {
         self.deliveries.len()
     }
 
+    /// Takes every message waiting, in the order they arrived.
+    #[cfg(test)]
+    pub(crate) fn drain(&self) -> Vec<Arc<Message>> {
+        self.deliveries_rx.try_iter().collect()
+    }
+
     pub(crate) fn load(&self) -> usize {
         // Relaxed: a balancing hint; a stale value only skews one choice.
         self.load.load(Ordering::Relaxed)

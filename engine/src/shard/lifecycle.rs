@@ -57,7 +57,7 @@ impl ShardState {
             self.shared.config().outbox,
             self.now(),
         ));
-        self.conns.borrow_mut().insert(Rc::clone(&conn));
+        self.conns.borrow_mut().insert(key, Rc::clone(&conn));
         self.write_counters.borrow_mut().opened += 1;
         self.inbox().add_load();
         if let Some(old) = self

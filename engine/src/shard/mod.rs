@@ -98,7 +98,7 @@ struct ShardState {
     index: usize,
     shared: Arc<EngineShared>,
     engine: Engine,
-    conns: RefCell<Slab>,
+    conns: RefCell<Slab<Rc<Conn>>>,
     subscribers: RefCell<HashMap<TopicId, Vec<Subscriber>>>,
     tally: RefCell<Tally>,
     write_counters: RefCell<WriteCounters>,

@@ -40,13 +40,22 @@ impl TestServer {
     /// As [`TestServer::start`], with `keys` (more `[[api_keys]]` entries or
     /// a `[jwt]` section) appended.
     pub fn start_with_keys(extra: &str, keys: &str) -> Self {
+        Self::start_declaring(&[], extra, keys)
+    }
+
+    /// As [`TestServer::start_with_keys`], declaring `channels` (rules)
+    /// beside the test channels.
+    pub fn start_declaring(channels: &[&str], extra: &str, keys: &str) -> Self {
+        let mut rules = vec!["prices.*", "positions.*", "t1", "t2", "big"];
+        rules.extend_from_slice(channels);
+        let channels = serde_json::to_string(&rules).expect("rules serialize");
         let toml = format!(
             r#"
 listen = "127.0.0.1:0"
 shards = 2
 pin_threads = false
 demo = false
-channels = ["prices.*", "positions.*", "t1", "t2", "big"]
+channels = {channels}
 {extra}
 
 [[api_keys]]
