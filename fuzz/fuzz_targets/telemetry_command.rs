@@ -12,9 +12,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut text = data.to_vec();
     match parse_command(&mut text, 16) {
-        Ok(Command::Subscribe { channels, .. } | Command::Unsubscribe { channels }) => {
-            assert!(channels.len() <= 16);
+        Ok(Command::Subscribe {
+            channels, resume, ..
+        }) => {
+            assert!(channels.len() <= 16 && resume.len() <= channels.len());
+            assert!(resume.iter().all(|(name, _)| channels.contains(name)));
         }
+        Ok(Command::Unsubscribe { channels }) => assert!(channels.len() <= 16),
         Ok(Command::Heartbeat | Command::Refresh { .. }) => {}
         Err(e) => assert!(!e.message.is_empty()),
     }

@@ -84,6 +84,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// More commands than the connection may send per second.
     RateLimited,
+    /// A resume cannot be answered with every event after its position
+    /// (the `channel` field names which; the subscription holds).
+    ResumeFailed,
 }
 
 #[derive(Serialize)]
@@ -91,6 +94,8 @@ struct ErrorMsg<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     code: ErrorCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
     message: &'a str,
 }
 
@@ -99,6 +104,17 @@ pub fn error_frame(code: ErrorCode, message: &str) -> Bytes {
     json_frame(&ErrorMsg {
         kind: "error",
         code,
+        channel: None,
+        message,
+    })
+}
+
+/// An `error` frame about one channel, named in its `channel` field.
+pub fn channel_error_frame(code: ErrorCode, channel: &str, message: &str) -> Bytes {
+    json_frame(&ErrorMsg {
+        kind: "error",
+        code,
+        channel: Some(channel),
         message,
     })
 }

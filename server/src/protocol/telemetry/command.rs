@@ -1,7 +1,10 @@
 //! Client commands of the telemetry protocol, parsed in place with
 //! simd-json after a depth check (the parser recurses per nesting level).
+//! Bounded: at most `max_channels` channels, and as many `resume` entries.
 
+use shardcast_engine::{Epoch, Position};
 use simd_json::prelude::*;
+use simd_json::BorrowedValue;
 
 use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH};
 use crate::protocol::common::ErrorCode;
@@ -15,6 +18,10 @@ pub enum Command {
         channels: Vec<String>,
         /// Replay after the ack.
         replay: bool,
+        /// Channels to resume after a position (each also in `channels`).
+        resume: Vec<(String, Position)>,
+        /// Show each channel's position in the ack.
+        positions: bool,
     },
     /// Leave channels.
     Unsubscribe {
@@ -98,20 +105,31 @@ pub fn parse_command(text: &mut [u8], max_channels: usize) -> Result<Command, Co
             })
             .collect()
     };
+    let flag = |name: &str| -> Result<bool, CommandError> {
+        match value.get(name) {
+            None => Ok(false),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                command_error(
+                    ErrorCode::InvalidMessage,
+                    format!("\"{name}\" must be true or false"),
+                )
+            }),
+        }
+    };
     match action {
         "subscribe" => {
-            let replay = match value.get("replay") {
-                None => false,
-                Some(v) => v.as_bool().ok_or_else(|| {
-                    command_error(
-                        ErrorCode::InvalidMessage,
-                        "\"replay\" must be true or false",
-                    )
-                })?,
+            let replay = flag("replay")?;
+            let positions = flag("positions")?;
+            let channels = channels()?;
+            let resume = match value.get("resume") {
+                None => Vec::new(),
+                Some(resume) => parse_resume(resume, &channels, max_channels)?,
             };
             Ok(Command::Subscribe {
-                channels: channels()?,
+                channels,
                 replay,
+                resume,
+                positions,
             })
         }
         "unsubscribe" => Ok(Command::Unsubscribe {
@@ -137,6 +155,61 @@ pub fn parse_command(text: &mut [u8], max_channels: usize) -> Result<Command, Co
     }
 }
 
+/// `"resume": {"<channel>": {"epoch": "<16 hex digits>", "seq": <n ≥ 0>}, …}`.
+fn parse_resume(
+    resume: &BorrowedValue<'_>,
+    channels: &[String],
+    max_channels: usize,
+) -> Result<Vec<(String, Position)>, CommandError> {
+    let shape = || {
+        command_error(
+            ErrorCode::InvalidMessage,
+            "\"resume\" must map channels to {\"epoch\":\"…\",\"seq\":n}, as the ack's positions give them",
+        )
+    };
+    let entries = resume.as_object().ok_or_else(shape)?;
+    if entries.len() > max_channels {
+        return Err(command_error(
+            ErrorCode::LimitReached,
+            format!("at most {max_channels} channels per command"),
+        ));
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    for (name, position) in entries.iter() {
+        let shown = truncate(name, 128);
+        if !channels.iter().any(|c| c == name.as_ref()) {
+            return Err(command_error(
+                ErrorCode::InvalidMessage,
+                format!("resume names {shown:?}, which is not in \"channels\""),
+            ));
+        }
+        if !position.is_object() {
+            return Err(shape());
+        }
+        let epoch = position
+            .get("epoch")
+            .and_then(|e| e.as_str())
+            .and_then(|e| e.parse::<Epoch>().ok())
+            .ok_or_else(|| {
+                command_error(
+                    ErrorCode::InvalidMessage,
+                    format!("resume of {shown:?}: \"epoch\" must be the 16 hexadecimal digits the ack gave"),
+                )
+            })?;
+        let seq = position
+            .get("seq")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(|| {
+                command_error(
+                    ErrorCode::InvalidMessage,
+                    format!("resume of {shown:?}: \"seq\" must be a whole number, 0 or more"),
+                )
+            })?;
+        out.push((name.to_string(), Position { epoch, seq }));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +224,9 @@ mod tests {
             parse(r#"{"action":"subscribe","channels":["a","b"],"replay":true}"#),
             Ok(Command::Subscribe {
                 channels: vec!["a".into(), "b".into()],
-                replay: true
+                replay: true,
+                resume: Vec::new(),
+                positions: false,
             })
         );
         assert_eq!(
@@ -253,5 +328,51 @@ mod tests {
         }
         // The mutations produce both accepted and refused commands.
         assert!(verdicts[0] > 0 && verdicts[1] > 0, "{verdicts:?}");
+    }
+
+    #[test]
+    fn resume_positions_are_parsed_strictly() {
+        let epoch = "00000000000000ab";
+        let text = format!(
+            r#"{{"action":"subscribe","channels":["a","b"],"positions":true,"resume":{{"a":{{"epoch":"{epoch}","seq":41}}}}}}"#
+        );
+        let Ok(Command::Subscribe {
+            resume, positions, ..
+        }) = parse(&text)
+        else {
+            panic!("subscribe");
+        };
+        assert!(positions);
+        let position = Position {
+            epoch: Epoch::from_u64(0xab),
+            seq: 41,
+        };
+        assert_eq!(resume, vec![("a".to_owned(), position)]);
+        let code = |resume: &str| {
+            let text = format!(r#"{{"action":"subscribe","channels":["a"],"resume":{resume}}}"#);
+            parse(&text).unwrap_err()
+        };
+        for bad in [
+            r#"{"a":{"epoch":"00000000000000ab","seq":-1}}"#,
+            r#"{"a":{"epoch":"00000000000000ab","seq":"41"}}"#,
+            r#"{"a":{"epoch":"00000000000000ab","seq":4.5}}"#,
+            r#"{"a":{"epoch":"00000000000000ab"}}"#,
+            r#"{"a":{"epoch":"xyz","seq":1}}"#,
+            r#"{"a":{"epoch":171,"seq":1}}"#,
+            r#"{"a":[1]}"#,
+            r#"{"b":{"epoch":"00000000000000ab","seq":1}}"#,
+            r#"["a"]"#,
+        ] {
+            let e = code(bad);
+            assert_eq!(e.code, ErrorCode::InvalidMessage, "{bad}: {}", e.message);
+        }
+        let many = r#"{"a":{"epoch":"00000000000000ab","seq":1},"b":{"epoch":"00000000000000ab","seq":1},"c":{"epoch":"00000000000000ab","seq":1},"d":{"epoch":"00000000000000ab","seq":1},"e":{"epoch":"00000000000000ab","seq":1}}"#;
+        assert_eq!(code(many).code, ErrorCode::LimitReached);
+        assert_eq!(
+            parse(r#"{"action":"subscribe","channels":["a"],"positions":1}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidMessage
+        );
     }
 }

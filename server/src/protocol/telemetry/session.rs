@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 use shardcast_engine::{
-    CloseReason, ConnCtx, RateLimiter, Replay, Session, SubscribeError, TopicError,
+    CloseReason, ConnCtx, Position, RateLimiter, Replay, Session, SubscribeError, TopicError,
+    MAX_NAME_LEN,
 };
 use tracing::{debug, info};
 
@@ -21,7 +22,8 @@ use super::{parse_command, Command};
 use crate::auth::Principal;
 use crate::input::truncate;
 use crate::protocol::common::{
-    ack, error_frame, iso, json_frame, refresh_error_code, Ack, ErrorCode, HeartbeatReplies,
+    ack, channel_error_frame, error_frame, iso, json_frame, refresh_error_code, Ack, ErrorCode,
+    HeartbeatReplies,
 };
 use crate::App;
 
@@ -51,6 +53,14 @@ fn report(ctx: &mut ConnCtx<'_>, code: ErrorCode, what: &str, names: &[(&str, St
             ctx.send(error_frame(code, &message));
         }
     }
+}
+
+/// What one subscribe asks for.
+struct SubscribeRequest<'a> {
+    channels: &'a [String],
+    replay: bool,
+    resume: &'a [(String, Position)],
+    positions: bool,
 }
 
 /// One `/ws/telemetry` connection. Owned by its shard.
@@ -87,37 +97,59 @@ impl TelemetrySession {
     }
 
     /// Subscribes, then sends in order: the ack (channels now held from this
-    /// request), an error per kind of refusal naming its channels
-    /// (`FORBIDDEN`, `UNKNOWN_CHANNEL`, `LIMIT_REACHED`), the replay.
-    fn subscribe(&self, ctx: &mut ConnCtx<'_>, channels: &[String], replay: bool) {
-        let request = if replay {
+    /// request, with their positions if asked), an error per kind of refusal
+    /// naming its channels (`FORBIDDEN`, `UNKNOWN_CHANNEL`, `LIMIT_REACHED`),
+    /// a `RESUME_FAILED` per resume that cannot be answered, the replays.
+    /// Nothing else is queued meanwhile: live events follow all of it.
+    fn subscribe(&self, ctx: &mut ConnCtx<'_>, request: &SubscribeRequest<'_>) {
+        let recent = if request.replay {
             Replay::Recent(self.app.config.telemetry.replay_limit)
         } else {
             Replay::None
         };
-        let mut subscribed = Vec::with_capacity(channels.len());
+        let show_positions = request.positions || !request.resume.is_empty();
+        let mut subscribed = Vec::with_capacity(request.channels.len());
+        let mut positions = serde_json::Map::new();
         let mut replays = Vec::new();
+        let mut failed = Vec::new();
         let mut forbidden = Vec::new();
         let mut unknown = Vec::new();
         let mut limited = Vec::new();
-        for name in channels {
+        for name in request.channels {
             if !self.principal.may_subscribe(name) {
                 let message = format!(
                     "these credentials may not subscribe to {:?}",
-                    truncate(name, 128)
+                    truncate(name, MAX_NAME_LEN)
                 );
                 forbidden.push((name.as_str(), message));
                 continue;
             }
-            match ctx.subscribe(name, request, Some(&self.principal.quota)) {
+            let resume = request.resume.iter().find(|(n, _)| n == name);
+            let replay = resume.map_or(recent, |&(_, at)| Replay::After(at));
+            match ctx.subscribe(name, replay, Some(&self.principal.quota)) {
                 Ok(sub) => {
-                    // A request for the recent past is always answerable.
-                    if let Ok(replayed) = sub.replay {
-                        if !replayed.messages.is_empty() {
-                            replays.push(replayed);
+                    let topic = Arc::clone(sub.topic.name());
+                    match sub.replay {
+                        Ok(_) if resume.is_some() && !sub.new => failed.push((
+                            Arc::clone(&topic),
+                            "already subscribed: its events are live".to_owned(),
+                        )),
+                        Ok(replayed) if !replayed.messages.is_empty() => {
+                            replays.push((Arc::clone(&topic), resume.is_some(), replayed));
                         }
+                        Ok(_) => {}
+                        Err(e) => failed.push((Arc::clone(&topic), e.to_string())),
                     }
-                    subscribed.push(Arc::clone(sub.topic.name()));
+                    if show_positions {
+                        positions.insert(
+                            topic.to_string(),
+                            serde_json::json!({
+                                "epoch": sub.position.epoch.to_string(),
+                                "seq": sub.position.seq,
+                            }),
+                        );
+                    }
+                    subscribed.push(topic);
                 }
                 Err(
                     e @ (SubscribeError::TooMany { .. }
@@ -128,12 +160,41 @@ impl TelemetrySession {
                 Err(e @ SubscribeError::Topic(_)) => unknown.push((name.as_str(), e.to_string())),
             }
         }
-        ctx.send(ack("subscribe", &subscribed));
+        if show_positions {
+            ctx.send(json_frame(&serde_json::json!({
+                "type": "ack",
+                "action": "subscribe",
+                "channels": subscribed,
+                "positions": positions,
+            })));
+        } else {
+            ctx.send(ack("subscribe", &subscribed));
+        }
         report(ctx, ErrorCode::Forbidden, "not allowed", &forbidden);
         report(ctx, ErrorCode::UnknownChannel, "unknown channels", &unknown);
         report(ctx, ErrorCode::LimitReached, "limit reached for", &limited);
-        for replayed in &replays {
-            ctx.send_replay(replayed);
+        for (channel, why) in &failed {
+            let message = format!("cannot resume {:?}: {why}", truncate(channel, MAX_NAME_LEN));
+            ctx.send(channel_error_frame(
+                ErrorCode::ResumeFailed,
+                channel,
+                &message,
+            ));
+        }
+        for (channel, resumed, replayed) in &replays {
+            let queued = ctx.send_replay(replayed);
+            if *resumed && queued < replayed.messages.len() {
+                let through = replayed.messages[queued.saturating_sub(1)].seq;
+                let message = format!(
+                    "resume of {:?} cut short at seq {through}: the connection's outbox is full; subscribe again to resume from there",
+                    truncate(channel, MAX_NAME_LEN)
+                );
+                ctx.send(channel_error_frame(
+                    ErrorCode::ResumeFailed,
+                    channel,
+                    &message,
+                ));
+            }
         }
     }
 
@@ -206,7 +267,13 @@ impl Session for TelemetrySession {
         }
         if !self.initial_channels.is_empty() {
             let channels = std::mem::take(&mut self.initial_channels);
-            self.subscribe(ctx, &channels, self.initial_replay);
+            let request = SubscribeRequest {
+                channels: &channels,
+                replay: self.initial_replay,
+                resume: &[],
+                positions: false,
+            };
+            self.subscribe(ctx, &request);
         }
     }
 
@@ -222,7 +289,20 @@ impl Session for TelemetrySession {
         }
         let max = self.app.config.engine.max_subscriptions;
         match parse_command(text, max) {
-            Ok(Command::Subscribe { channels, replay }) => self.subscribe(ctx, &channels, replay),
+            Ok(Command::Subscribe {
+                channels,
+                replay,
+                resume,
+                positions,
+            }) => self.subscribe(
+                ctx,
+                &SubscribeRequest {
+                    channels: &channels,
+                    replay,
+                    resume: &resume,
+                    positions,
+                },
+            ),
             Ok(Command::Unsubscribe { channels }) => self.unsubscribe(ctx, &channels),
             Ok(Command::Heartbeat) => {
                 if let Some(frame) = self.heartbeats.reply(Instant::now()) {
