@@ -1,11 +1,13 @@
 //! What the HTTP layer reads from a request target and headers: the query
-//! (strict: no repeated credentials, bounded channel lists), path segments,
-//! client ids, and the one-credential rule over headers and query.
+//! (strict: no repeated credentials, bounded channel lists), path segments
+//! and path-template parameters, client ids, and the one-credential rule
+//! over headers and query.
 #![no_main]
 
 use hyper::header::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use shardcast_server::auth::credentials;
+use shardcast_server::protocol::path::{PathTemplate, MAX_PARAM_LEN};
 use shardcast_server::request::{
     percent_decode_segment, valid_client_id, Query, MAX_QUERY_CHANNELS,
 };
@@ -20,6 +22,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let _ = percent_decode_segment(path);
+    for template in ["/ws/telemetry", "/api/v1/ws/market/{isin}", "/a/{x}/b/{y}"] {
+        let template = PathTemplate::parse(template).expect("valid template");
+        if let Some(params) = template.matches(path) {
+            for name in ["isin", "x", "y"] {
+                assert!(params.get(name).is_none_or(|v| !v.is_empty() && v.len() <= MAX_PARAM_LEN));
+            }
+        }
+    }
     let parsed = Query::parse(Some(query));
     if let Ok(query) = &parsed {
         assert!(query.channels.len() <= MAX_QUERY_CHANNELS);

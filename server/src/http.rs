@@ -8,14 +8,20 @@
 //!    is closed otherwise; an idle keep-alive connection too) and fit in
 //!    `max_header_bytes` (431 otherwise), and the client must keep reading
 //!    the answers (a write stalled that long closes the connection);
-//! 2. its path names an endpoint (404, 405 otherwise) and its query parses
-//!    strictly (400: repeated parameters, too many channels);
+//! 2. its path is looked up in the route table the protocols registered
+//!    ([`crate::protocol::Routes`]; 404 for no endpoint, 405 for another
+//!    method) and its query parses strictly (400: repeated parameters, too
+//!    many channels);
 //! 3. unless the path is open, its one credential is found (400 when
 //!    ambiguous or unreadable; for upgrades, see `upgrade.rs`), a browser's
 //!    `Origin` is checked (403), and the credential must hold the
 //!    endpoint's role (401, 403);
-//! 4. the endpoint runs; a body must be JSON (415), fit `max_publish_body`
-//!    (413) and arrive within `request_timeout_seconds` (408).
+//! 4. the endpoint runs. One that takes a body reads it with
+//!    [`read_json_body`]: JSON (415), within its size limit (413), within
+//!    `request_timeout_seconds` (408).
+//!
+//! Nothing here names a protocol: what a path means is the registered
+//! endpoint's business.
 
 use std::cell::RefCell;
 use std::convert::Infallible;

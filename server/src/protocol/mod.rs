@@ -214,3 +214,49 @@ impl Routes {
         self.0.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn routes() -> Routes {
+        let config = RawConfig::default().validate().unwrap();
+        let mut registry = Registry::default();
+        register_all(&mut registry, &config).unwrap();
+        registry.finish().1
+    }
+
+    #[test]
+    fn every_path_names_one_endpoint_with_its_method_and_role() {
+        let routes = routes();
+        let at = |path: &str| {
+            routes
+                .find(path)
+                .map(|(d, params)| (d.protocol, d.handler.method(), d.role, params))
+        };
+        let (protocol, method, role, _) = at("/ws/telemetry").unwrap();
+        assert_eq!(
+            (protocol, method, role),
+            ("telemetry", Method::GET, Role::Subscribe)
+        );
+        assert_eq!(at("/ws/publish").unwrap().2, Role::Publish);
+        let (_, method, role, _) = at("/api/v1/publish").unwrap();
+        assert_eq!((method, role), (Method::POST, Role::Publish));
+        let (_, method, role, params) = at("/api/v1/websocket/clients/desk%207").unwrap();
+        assert_eq!((method, role), (Method::DELETE, Role::Admin));
+        assert_eq!(params.get("clientId"), Some("desk 7"));
+        assert_eq!(at("/health").unwrap().2, Role::Admin);
+        assert!(at("/nope").is_none());
+        assert!(at("/ws/telemetry/x").is_none());
+    }
+
+    #[test]
+    fn two_endpoints_cannot_serve_one_path() {
+        let config = RawConfig::default().validate().unwrap();
+        let mut registry = Registry::default();
+        register_all(&mut registry, &config).unwrap();
+        let err = crate::admin::register(&mut registry).unwrap_err();
+        assert!(err.to_string().contains("/api/v1/websocket/stats"), "{err}");
+    }
+}
