@@ -53,16 +53,7 @@ async fn a_slow_client_gets_newer_values_per_key_and_every_event_is_counted() {
     }
     assert!(received < MESSAGES, "nothing was conflated: {received}");
 
-    let (_, list) = server
-        .http("GET", "/api/v1/websocket/clients", Some(ADMIN), None)
-        .await;
-    let entry = list["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["clientId"] == "slow")
-        .unwrap()
-        .clone();
+    let entry = server.client("slow").await;
     let sent = entry["sent"].as_u64().unwrap();
     let conflated = entry["conflated"].as_u64().unwrap();
     let dropped = entry["dropped"].as_u64().unwrap();

@@ -87,6 +87,7 @@ impl ShardState {
             shard = self.index,
             reason = %reason,
             sent = state.mailbox.counts.sent,
+            conflated = state.mailbox.counts.conflated,
             dropped = state.mailbox.counts.dropped_total(),
             "connection closed"
         );

@@ -252,6 +252,19 @@ roles = ["publish"]
         stats
     }
 
+    /// The entry of client `id` in `/api/v1/websocket/clients`.
+    pub async fn client(&self, id: &str) -> Value {
+        let (status, list) = self
+            .http("GET", "/api/v1/websocket/clients", Some(ADMIN), None)
+            .await;
+        assert_eq!(status, 200, "{list}");
+        let clients = list["clients"].as_array().expect("a client list");
+        let entry = clients.iter().find(|c| c["clientId"] == id);
+        entry
+            .unwrap_or_else(|| panic!("no client {id}: {list}"))
+            .clone()
+    }
+
     pub async fn metrics(&self) -> String {
         let (status, _, body) = self.http_raw("GET", "/metrics", None, None).await;
         assert_eq!(status, 200);
