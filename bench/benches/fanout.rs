@@ -10,7 +10,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shardcast_engine::{
     Epoch, EventMeta, Formats, FrameKind, Mailbox, Message, OutboxLimits, RateLimit,
-    SlowConsumerPolicy, TopicId,
+    SlowConsumerPolicy, Stamp, TopicId,
 };
 use shardcast_server::protocol::telemetry::TelemetryFormat;
 
@@ -45,6 +45,7 @@ fn fanout(c: &mut Criterion) {
                         seq,
                         None,
                         data.clone(),
+                        Stamp::now(),
                     );
                     let frame = &msg.frame(live, &formats);
                     let meta = EventMeta {
@@ -82,6 +83,7 @@ fn fanout(c: &mut Criterion) {
                 seq,
                 None,
                 data.clone(),
+                Stamp::now(),
             );
             let frame = &msg.frame(live, &formats);
             let meta = EventMeta {

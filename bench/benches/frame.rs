@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardcast_engine::frame;
-use shardcast_engine::{Epoch, FrameKind, Message, TopicId, WireFormat};
+use shardcast_engine::{Epoch, FrameKind, Message, Stamp, TopicId, WireFormat};
 use shardcast_server::protocol::telemetry::TelemetryFormat;
 
 fn encode(c: &mut Criterion) {
@@ -20,6 +20,7 @@ fn encode(c: &mut Criterion) {
             42,
             Some("AAPL".into()),
             data,
+            Stamp::now(),
         );
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(format!("{size}B"), |b| {

@@ -99,7 +99,7 @@ impl EngineConfig {
             overflow: self.outbox.policy,
             liveness: Liveness {
                 timeout: self.heartbeat_timeout,
-                alive_on: AliveOn::AnyFrame,
+                alive_on: AliveOn::Anything,
             },
         }
     }

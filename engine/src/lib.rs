@@ -3,19 +3,22 @@
 //! - **Shards**: one pinned thread per shard, each with a current-thread tokio
 //!   runtime, each owning its connections for their whole life
 //!   ([`Engine::start`], [`LocalShard`]).
-//! - **Topics**: gapless per-topic sequence numbers, a ring of recent
-//!   messages and a keyed snapshot for replay ([`Topic`]).
+//! - **Topics**: gapless per-topic sequence numbers within an [`Epoch`], a
+//!   ring of recent messages and a keyed snapshot, and [`Replay`] by count,
+//!   by key or from a [`Position`] ([`Topic`]).
 //! - **Encode once**: a message becomes one complete WebSocket frame per
-//!   wire format ([`WireFormat`]); every subscriber gets a clone of the same
-//!   `Bytes`.
+//!   wire format and [`FrameKind`] ([`WireFormat`], [`Variant`]); every
+//!   subscriber gets a clone of the same `Bytes`.
 //! - **Backpressure**: a bounded [`Outbox`] per connection, drained with
-//!   vectored writes; a full outbox drops (counted) or disconnects.
+//!   vectored writes; a full outbox drops, conflates by key or disconnects,
+//!   as the connection's [`Delivery`] says, and counts what it did.
 //! - **Broker seam**: publishing goes through a [`Broker`] ([`InProcess`] by default).
 //!
-//! Layers, from the bottom: [`sansio`] (messages, frames, history, outbox,
-//! rate limits: no sockets, threads or clocks of their own, and no imports
-//! from above), then topics and their registry, then the runtime (shards,
-//! connections, the broker's fan-out, the [`Engine`] handle).
+//! Layers, from the bottom: the sans-IO core (`src/sansio/`: messages,
+//! frames, history, outbox, rate limits — no sockets, threads or clocks of
+//! their own, and no imports from above), then topics and their registry,
+//! then the runtime (shards, connections, the broker's fan-out, the
+//! [`Engine`] handle).
 //!
 //! The engine has no HTTP in it. A server accepts through
 //! [`Engine::serve`], performs the upgrade in its [`ConnectionHandler`], and
@@ -29,7 +32,7 @@ mod config;
 mod engine;
 mod gate;
 mod registry;
-pub mod sansio;
+mod sansio;
 mod shard;
 mod stats;
 mod topic;
@@ -49,7 +52,7 @@ pub use sansio::format::{
 pub use sansio::history::{History, HistoryLimits, Retention};
 pub use sansio::ids::{ConnKey, Epoch, InvalidEpoch, TopicId};
 pub use sansio::mailbox::Mailbox;
-pub use sansio::message::Message;
+pub use sansio::message::{Message, Stamp};
 pub use sansio::outbox::{
     Admission, DropReason, EventMeta, OutFrame, Outbox, OutboxLimits, SlowConsumerPolicy,
     MAX_IOVECS,

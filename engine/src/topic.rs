@@ -34,7 +34,7 @@ use tracing::warn;
 use crate::sansio::budget::MemoryBudget;
 use crate::sansio::history::{History, Retention};
 use crate::sansio::ids::{Epoch, TopicId};
-use crate::sansio::message::Message;
+use crate::sansio::message::{Message, Stamp};
 use crate::sansio::quota::TopicQuota;
 use crate::sansio::replay::{Position, Replay, ReplayError, Replayed};
 
@@ -226,7 +226,16 @@ impl Topic {
         data: Bytes,
     ) -> Result<Stamped<'_>, Rejected> {
         // Clock reads and the allocation of the key stay outside the lock.
-        let mut msg = Message::new(self.id, Arc::clone(&self.name), self.epoch, 0, key, data);
+        let stamp = Stamp::now();
+        let mut msg = Message::new(
+            self.id,
+            Arc::clone(&self.name),
+            self.epoch,
+            0,
+            key,
+            data,
+            stamp,
+        );
         let mut state = self.state.lock();
         if state.retired {
             return Err(Rejected {

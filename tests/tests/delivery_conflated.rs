@@ -35,15 +35,20 @@ async fn a_slow_client_gets_newer_values_per_key_and_every_event_is_counted() {
     eventually_stats(&server, |s| channel(s, "big")["published"] == MESSAGES).await;
 
     // Read everything the slow client is sent: per key, values only ever
-    // get newer (a conflated event takes its predecessor's place).
+    // get newer (a conflated event replaces its predecessor).
     let mut last: HashMap<String, u64> = HashMap::new();
     let mut received = 0u64;
+    let mut last_seq = 0;
     while let Ok(message) = tokio::time::timeout(Duration::from_secs(2), next_json(&mut slow)).await
     {
         if message["type"] != "event" {
             continue;
         }
         received += 1;
+        // The channel's order holds too: the newer value goes last.
+        let seq = message["seq"].as_u64().unwrap();
+        assert!(seq > last_seq, "seq {seq} after {last_seq}");
+        last_seq = seq;
         let key = message["key"].as_str().unwrap().to_owned();
         let n = message["data"]["n"].as_u64().unwrap();
         if let Some(&before) = last.get(&key) {

@@ -210,3 +210,47 @@ async fn a_channel_created_again_has_a_new_epoch_and_old_positions_fail() {
     let error = next_of_type(&mut ws, "error").await;
     assert_eq!(error["code"], "RESUME_FAILED", "{error}");
 }
+
+#[tokio::test]
+async fn a_resume_longer_than_the_outbox_ends_cleanly_and_continues_from_there() {
+    let server = TestServer::start("[outbox]\nmax_messages = 8\n[topics]\nhistory = 64");
+    let mut ws = server.telemetry("").await;
+    server.publish_batch("t1", 20).await;
+    let epoch = {
+        let mut probe = server.telemetry("").await;
+        let show = json!({"action": "subscribe", "channels": ["t1"], "positions": true});
+        position(&subscribe(&mut probe, show).await, "t1").0
+    };
+    let mut from = 0;
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        assert!(from < 20, "no progress");
+        let command = json!({"action": "subscribe", "channels": ["t1", "t1"],
+                             "resume": {"t1": {"epoch": epoch, "seq": from}}});
+        let ack = subscribe(&mut ws, command).await;
+        // Named twice: subscribed (and listed) twice, resumed once.
+        assert_eq!(ack["channels"], json!(["t1", "t1"]));
+        while seen.len() < 20 {
+            let frame = next_json(&mut ws).await;
+            match frame["type"].as_str() {
+                Some("event") => seen.push(frame["seq"].as_u64().unwrap()),
+                Some("error") => {
+                    assert_eq!(frame["code"], "RESUME_FAILED", "{frame}");
+                    let message = frame["message"].as_str().unwrap();
+                    let through = seen.len();
+                    assert!(
+                        message.contains(&format!("after seq {through}")),
+                        "{message}"
+                    );
+                    from = through as u64;
+                    break;
+                }
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+    }
+    assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
+    // The last resume completed: the channel is held and live.
+    server.publish("t1", json!(21), None).await;
+    assert_eq!(next_of_type(&mut ws, "event").await["seq"], 21);
+}

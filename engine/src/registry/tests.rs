@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::sansio::ids::Epoch;
-use crate::sansio::message::Message;
+use crate::sansio::message::{Message, Stamp};
 use crate::sansio::quota::{QuotaError, QuotaLimits};
 use crate::sansio::replay::Replay;
 use crate::shard::ShardInbox;
@@ -144,6 +144,7 @@ fn rebalancing_gives_late_topics_room_once_the_budget_is_spent() {
         1,
         None,
         Bytes::from(vec![0; 1000]),
+        Stamp::now(),
     )
     .retained_cost();
     config.max_history_bytes = 100 * one;

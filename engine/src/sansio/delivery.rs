@@ -34,9 +34,10 @@ pub struct Liveness {
 /// Inbound frames that reset a connection's silence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AliveOn {
-    /// Every complete frame: data, ping, pong, close.
+    /// Anything the client sends: every read of its socket, even of a frame
+    /// still arriving (a large message on a slow link keeps it alive).
     #[default]
-    AnyFrame,
+    Anything,
     /// Data messages only: for protocols whose heartbeat is an application
     /// message, so a client library that answers pings by itself does not
     /// keep a dead application's connection open.
@@ -58,11 +59,18 @@ pub enum InboundKind {
 }
 
 impl Liveness {
+    /// Whether every read of the socket resets the connection's silence
+    /// ([`AliveOn::Anything`]), whole frames or not.
+    #[inline]
+    pub fn on_every_read(&self) -> bool {
+        self.alive_on == AliveOn::Anything
+    }
+
     /// Whether an inbound frame of `kind` resets the connection's silence.
     #[inline]
     pub fn is_alive(&self, kind: InboundKind) -> bool {
         match (self.alive_on, kind) {
-            (AliveOn::AnyFrame, _) => true,
+            (AliveOn::Anything, _) => true,
             (AliveOn::Messages, InboundKind::Message) => true,
             (AliveOn::ControlFrames, InboundKind::Control) => true,
             (AliveOn::Messages | AliveOn::ControlFrames, _) => false,
@@ -86,7 +94,7 @@ mod tests {
             InboundKind::Close,
         ];
         let alive = |on| kinds.map(|k| liveness(on).is_alive(k));
-        assert_eq!(alive(AliveOn::AnyFrame), [true, true, true]);
+        assert_eq!(alive(AliveOn::Anything), [true, true, true]);
         assert_eq!(alive(AliveOn::Messages), [true, false, false]);
         assert_eq!(alive(AliveOn::ControlFrames), [false, true, false]);
     }

@@ -48,8 +48,20 @@ pub trait WireFormat: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// One complete WebSocket frame (header and payload) carrying `msg`,
-    /// delivered as `kind`. Called at most once per message and variant.
+    /// delivered as `kind` (always a kind [`WireFormat::frame_kind`]
+    /// returns). Called at most once per message and variant.
     fn encode_event(&self, msg: &Message, kind: FrameKind) -> Bytes;
+
+    /// The kind of frame this format sends for a message delivered as
+    /// `kind`. By default every kind gets the live frame, so a replayed
+    /// message costs no second encoding and no second frame. A format that
+    /// frames replays or snapshots differently returns `kind`; a retained
+    /// message then holds up to three frames of it, of which the history's
+    /// byte accounting charges one.
+    fn frame_kind(&self, kind: FrameKind) -> FrameKind {
+        let _ = kind;
+        FrameKind::Live
+    }
 
     /// The frame sent to every connection of this format at each heartbeat
     /// tick, or `None` when the protocol has no server heartbeat.
@@ -110,6 +122,18 @@ impl Formats {
     #[inline]
     pub fn get(&self, id: FormatId) -> &dyn WireFormat {
         &*self.list[id.index()]
+    }
+
+    /// The variant whose frame `variant` is sent as (see
+    /// [`WireFormat::frame_kind`]).
+    #[inline]
+    pub fn canonical(&self, variant: Variant) -> Variant {
+        match variant.kind {
+            FrameKind::Live => variant,
+            kind => variant
+                .format
+                .variant(self.get(variant.format).frame_kind(kind)),
+        }
     }
 
     /// How many formats are registered.

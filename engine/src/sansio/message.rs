@@ -59,8 +59,28 @@ fn key_hasher() -> &'static std::collections::hash_map::RandomState {
     HASHER.get_or_init(Default::default)
 }
 
+/// When a message was accepted, on both clocks. Read by the caller (the
+/// topic reads it before taking its lock); the message never reads a clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    /// Wall-clock time, for the wire timestamp.
+    pub wall: SystemTime,
+    /// Monotonic time, for delivery latency.
+    pub mono: Instant,
+}
+
+impl Stamp {
+    /// Both clocks, now.
+    pub fn now() -> Self {
+        Self {
+            wall: SystemTime::now(),
+            mono: Instant::now(),
+        }
+    }
+}
+
 impl Message {
-    /// A message as a topic stamps it.
+    /// A message as a topic stamps it, accepted at `stamp`.
     pub fn new(
         topic: TopicId,
         topic_name: Arc<str>,
@@ -68,6 +88,7 @@ impl Message {
         seq: u64,
         key: Option<Box<str>>,
         data: Bytes,
+        stamp: Stamp,
     ) -> Self {
         let key_hash = key.as_deref().map_or(0, |key| {
             let mut hasher = key_hasher().build_hasher();
@@ -82,8 +103,8 @@ impl Message {
             seq,
             key,
             data,
-            timestamp: SystemTime::now(),
-            accepted_at: Instant::now(),
+            timestamp: stamp.wall,
+            accepted_at: stamp.mono,
             key_hash,
             frames: FrameCache::default(),
         }
@@ -109,9 +130,11 @@ impl Message {
         std::mem::size_of::<Self>() + ENTRY_OVERHEAD + 2 * self.data.len() + 2 * key
     }
 
-    /// The complete frame of this message in `variant`, encoded on first use.
+    /// The complete frame of this message in `variant` (or the variant its
+    /// format sends instead, see [`Formats::canonical`]), encoded on first use.
     #[inline]
     pub fn frame(&self, variant: Variant, formats: &Formats) -> Bytes {
+        let variant = formats.canonical(variant);
         match self.frames.first.get() {
             Some((cached, frame)) if *cached == variant => frame.clone(),
             _ => self.frame_slow(variant, formats),
@@ -158,6 +181,9 @@ mod tests {
             self.1.fetch_add(1, Ordering::Relaxed);
             Bytes::from(format!("{}:{kind:?}:{}", self.0, msg.seq))
         }
+        fn frame_kind(&self, kind: FrameKind) -> FrameKind {
+            kind
+        }
         fn heartbeat(&self, _: SystemTime) -> Option<Bytes> {
             None
         }
@@ -182,6 +208,7 @@ mod tests {
             7,
             Some("k".into()),
             Bytes::new(),
+            Stamp::now(),
         );
         let size = std::mem::size_of::<Message>();
         for _ in 0..3 {
@@ -197,6 +224,45 @@ mod tests {
         // The message itself is as big with nine formats as with one.
         assert_eq!(std::mem::size_of::<Message>(), size);
         assert!(size <= 256, "{size}");
+    }
+
+    /// Frames every kind alike (the default): one encoding serves them all.
+    struct Uniform(Arc<AtomicUsize>);
+
+    impl WireFormat for Uniform {
+        fn name(&self) -> &'static str {
+            "uniform"
+        }
+        fn encode_event(&self, _: &Message, kind: FrameKind) -> Bytes {
+            assert_eq!(kind, FrameKind::Live);
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Bytes::from_static(b"frame")
+        }
+        fn heartbeat(&self, _: SystemTime) -> Option<Bytes> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_format_that_frames_every_kind_alike_encodes_once() {
+        let encoded = Arc::new(AtomicUsize::new(0));
+        let mut formats = Formats::default();
+        let id = formats
+            .register(Arc::new(Uniform(Arc::clone(&encoded))))
+            .unwrap();
+        let msg = Message::new(
+            TopicId::new(0, 0),
+            "t".into(),
+            Epoch::from_u64(1),
+            1,
+            None,
+            Bytes::new(),
+            Stamp::now(),
+        );
+        for kind in [FrameKind::Snapshot, FrameKind::Replay, FrameKind::Live] {
+            assert_eq!(&msg.frame(id.variant(kind), &formats)[..], b"frame");
+        }
+        assert_eq!(encoded.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -216,6 +282,7 @@ mod tests {
             1,
             None,
             Bytes::new(),
+            Stamp::now(),
         ));
         std::thread::scope(|s| {
             for i in 0..4 {
@@ -243,6 +310,7 @@ mod tests {
                 1,
                 key,
                 Bytes::new(),
+                Stamp::now(),
             )
             .key_hash()
         };

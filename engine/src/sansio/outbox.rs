@@ -202,31 +202,36 @@ impl Outbox {
         }
     }
 
-    /// Puts `bytes` in the place of the newest queued live event of the same
-    /// topic and key, if it has not begun to be written and the byte limit
-    /// still holds; `false` otherwise. The newest, so that a key's events
-    /// stay in order when it has several queued (they were queued while
-    /// there was room). A scan of the queue, on the overflow path only.
+    /// Replaces the newest queued event of the same topic and key by the
+    /// new one, which goes to the back of the queue: a topic's events stay in
+    /// sequence order and a key's values only get newer. `false` (nothing
+    /// changes) when there is no such event, when it is a replayed one (a
+    /// replay is delivered whole), when it has begun to be written, or when
+    /// the new frame would break the byte limit. A scan of the queue, on the
+    /// overflow path only.
     fn conflate(&mut self, bytes: Bytes, meta: EventMeta) -> bool {
         if meta.key == 0 || meta.replay {
             return false;
         }
-        // The front frame may be partly written: it can no longer change.
-        let skip = usize::from(self.head_written > 0);
-        let max_bytes = self.limits.max_bytes;
-        let queued_bytes = self.queued_bytes;
-        let Some(queued) = self.queue.iter_mut().skip(skip).rev().find(|f| {
+        let found = self.queue.iter().rposition(|f| {
             f.event
-                .is_some_and(|e| !e.replay && e.key == meta.key && e.topic == meta.topic)
-        }) else {
+                .is_some_and(|e| e.key == meta.key && e.topic == meta.topic)
+        });
+        let Some(index) = found else {
             return false;
         };
-        let after = queued_bytes - queued.bytes.len() + bytes.len();
-        if after > max_bytes {
+        let old = &self.queue[index];
+        // The front frame may be partly written: it can no longer change.
+        let writing = index == 0 && self.head_written > 0;
+        let after = self.queued_bytes - old.bytes.len() + bytes.len();
+        if writing || old.event.is_some_and(|e| e.replay) || after > self.limits.max_bytes {
             return false;
         }
-        queued.bytes = bytes;
-        queued.event = Some(meta);
+        self.queue.remove(index);
+        self.queue.push_back(OutFrame {
+            bytes,
+            event: Some(meta),
+        });
         self.queued_bytes = after;
         true
     }
@@ -488,7 +493,8 @@ mod tests {
         );
         let mut written = Vec::new();
         outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
-        assert_eq!(written, vec![frame("a3"), frame("b1"), frame("a1'")]);
+        // The newest value goes last: the topic's order holds.
+        assert_eq!(written, vec![frame("b1"), frame("a1'"), frame("a3")]);
         assert_eq!(outbox.queued_bytes(), 0);
     }
 
@@ -529,6 +535,22 @@ mod tests {
         let mut written = Vec::new();
         outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
         // a1 still comes before a3: the key's values only get newer.
-        assert_eq!(written, vec![frame("a1"), frame("a3"), frame("b1")]);
+        assert_eq!(written, vec![frame("a1"), frame("b1"), frame("a3")]);
+    }
+
+    #[test]
+    fn a_replayed_event_is_never_conflated_away() {
+        let mut outbox = Outbox::new(limits(2, 1 << 20, SlowConsumerPolicy::Conflate));
+        let replayed = EventMeta {
+            replay: true,
+            ..keyed(1, 7)
+        };
+        outbox.push_event(Bytes::from_static(b"r"), replayed);
+        outbox.push_event(Bytes::from_static(b"b"), keyed(1, 8));
+        assert_eq!(
+            outbox.push_event(Bytes::from_static(b"a"), keyed(1, 7)),
+            Admission::Dropped(DropReason::OutboxFull)
+        );
+        assert_eq!(outbox.len(), 2);
     }
 }

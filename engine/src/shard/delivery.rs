@@ -47,30 +47,39 @@ pub(super) enum Flush {
     Backlog,
 }
 
-/// Formats of one dispatch, with their live frames: a few inline slots
-/// searched linearly, as a topic's subscribers on a shard speak one format
-/// or two. Past the slots, the message's own cache is asked each time (for
-/// its first variant a lock-free read).
-#[derive(Default)]
-struct LiveFrames {
-    slots: [Option<(FormatId, Bytes)>; 4],
-    spill: Bytes,
+/// The live frame of each format, for the message being dispatched: one
+/// slot per registered format, filled on first use and emptied after the
+/// message, so each subscriber's frame is an index, never a lock or a
+/// lookup in the message's cache. Owned by one shard thread.
+pub(super) struct LiveFrames {
+    slots: Vec<Option<Bytes>>,
+    used: Vec<usize>,
 }
 
 impl LiveFrames {
+    /// Room for `formats` formats.
+    pub(super) fn new(formats: usize) -> Self {
+        Self {
+            slots: vec![None; formats],
+            used: Vec::new(),
+        }
+    }
+
     #[inline]
     fn get(&mut self, msg: &Message, format: FormatId, formats: &Formats) -> &Bytes {
-        let live = || msg.frame(format.variant(FrameKind::Live), formats);
-        let found = self
-            .slots
-            .iter()
-            .position(|slot| slot.as_ref().is_none_or(|(f, _)| *f == format));
-        match found {
-            Some(i) => &self.slots[i].get_or_insert_with(|| (format, live())).1,
-            None => {
-                self.spill = live();
-                &self.spill
-            }
+        let slot = &mut self.slots[format.index()];
+        if slot.is_none() {
+            *slot = Some(msg.frame(format.variant(FrameKind::Live), formats));
+            self.used.push(format.index());
+        }
+        slot.as_ref().expect("filled above")
+    }
+
+    /// Drops the frames of the message just dispatched.
+    #[inline]
+    fn clear(&mut self) {
+        for index in self.used.drain(..) {
+            self.slots[index] = None;
         }
     }
 }
@@ -91,7 +100,7 @@ impl ShardState {
             replay: false,
             key: msg.key_hash(),
         };
-        let mut frames = LiveFrames::default();
+        let mut frames = self.live_frames.borrow_mut();
         let mut tally = self.tally.borrow_mut();
         let mut dirty = self.dirty.borrow_mut();
         let now = self.now();
@@ -118,6 +127,7 @@ impl ShardState {
                 }
             }
         }
+        frames.clear();
     }
 
     /// Writes connections whose oldest unflushed event has waited the
@@ -266,6 +276,60 @@ impl ShardState {
             }
             mailbox.counts.drop_one(DropReason::Closed);
             tally.count(meta.topic, |c| c.drop_one(DropReason::Closed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sansio::format::WireFormat;
+    use crate::sansio::ids::{Epoch, TopicId};
+    use crate::sansio::message::Stamp;
+    use std::time::SystemTime;
+
+    struct Named(&'static str);
+
+    impl WireFormat for Named {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn encode_event(&self, msg: &Message, _: FrameKind) -> Bytes {
+            Bytes::from(format!("{}:{}", self.0, msg.seq))
+        }
+        fn heartbeat(&self, _: SystemTime) -> Option<Bytes> {
+            None
+        }
+    }
+
+    #[test]
+    fn each_format_gets_its_own_frame_of_the_current_message_only() {
+        let mut formats = Formats::default();
+        let ids: Vec<FormatId> = ["a", "b", "c", "d", "e", "f"]
+            .into_iter()
+            .map(|name| formats.register(Arc::new(Named(name))).unwrap())
+            .collect();
+        let message = |seq| {
+            let stamp = Stamp::now();
+            Message::new(
+                TopicId::new(0, 0),
+                "t".into(),
+                Epoch::from_u64(1),
+                seq,
+                None,
+                Bytes::new(),
+                stamp,
+            )
+        };
+        let mut frames = LiveFrames::new(formats.len());
+        for seq in 1..=2 {
+            let msg = message(seq);
+            for &id in ids.iter().rev().chain(&ids) {
+                let want = format!("{}:{seq}", formats.get(id).name());
+                assert_eq!(&frames.get(&msg, id, &formats)[..], want.as_bytes());
+            }
+            frames.clear();
+            assert!(frames.slots.iter().all(Option::is_none));
         }
     }
 }

@@ -68,6 +68,7 @@ use crate::sansio::quota::TopicQuota;
 use crate::stats::{new_latency_histogram, Tally};
 use crate::topic::Topic;
 use conn::Conn;
+use delivery::LiveFrames;
 use slab::Slab;
 
 /// Shard ticks (250 ms each) between sweeps for idle topics.
@@ -105,6 +106,8 @@ struct ShardState {
     latency_us: RefCell<Histogram<u64>>,
     /// Connections with unflushed events, in the order they got their first one.
     dirty: RefCell<VecDeque<(Instant, Rc<Conn>)>>,
+    /// Each format's frame of the message being dispatched.
+    live_frames: RefCell<LiveFrames>,
     pacer: RefCell<FlushPacer>,
     /// Start of the pacer's current window: wall time and thread CPU time.
     pace_window: Cell<(Instant, Option<Duration>)>,
@@ -122,6 +125,7 @@ impl ShardState {
         let engine = Engine::from_shared(Arc::clone(&shared));
         let heartbeat = shared.config().heartbeat_interval;
         let pacer = FlushPacer::new(shared.config().coalesce_above_cpu);
+        let formats = shared.formats().len();
         Self {
             index,
             shared,
@@ -132,6 +136,7 @@ impl ShardState {
             write_counters: RefCell::default(),
             latency_us: RefCell::new(new_latency_histogram()),
             dirty: RefCell::default(),
+            live_frames: RefCell::new(LiveFrames::new(formats)),
             pacer: RefCell::new(pacer),
             pace_window: Cell::new((now, pacer::thread_cpu_time())),
             scratch: RefCell::new(vec![0; SCRATCH_LEN]),

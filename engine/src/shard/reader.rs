@@ -7,6 +7,10 @@
 //!
 //! The decoder is taken out of the connection's state while it runs, so the
 //! session callbacks it drives may borrow that state freely.
+//!
+//! Liveness follows the connection's [`Liveness`](crate::Liveness): with
+//! `AliveOn::Anything` every read resets its silence; otherwise only the
+//! complete inbound frames of the kinds it names.
 
 use std::io;
 use std::ops::ControlFlow;
@@ -51,7 +55,11 @@ pub(super) fn read_ready(
         match conn.stream.try_read(&mut scratch[..]) {
             Ok(0) => return Err(CloseReason::ConnectionLost),
             Ok(n) => {
-                shard.refresh_clock_to(Instant::now());
+                let now = Instant::now();
+                shard.refresh_clock_to(now);
+                if conn.delivery.liveness.on_every_read() {
+                    conn.state.borrow_mut().last_seen = now;
+                }
                 feed(shard, conn, session, &mut scratch[..n])?;
                 if n < scratch.len() {
                     return Ok(Drained::Yes);
@@ -105,7 +113,9 @@ fn handle(
         Inbound::Ping(_) | Inbound::Pong => InboundKind::Control,
         Inbound::Close(_) => InboundKind::Close,
     };
-    if conn.delivery.liveness.is_alive(kind) {
+    // Reads already count when everything counts.
+    let liveness = conn.delivery.liveness;
+    if !liveness.on_every_read() && liveness.is_alive(kind) {
         conn.state.borrow_mut().last_seen = shard.now();
     }
     match inbound {

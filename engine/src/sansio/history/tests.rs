@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::sansio::ids::TopicId;
+use crate::sansio::message::Stamp;
 use bytes::Bytes;
 
 const ROOMY: usize = 1 << 30;
@@ -28,6 +29,7 @@ fn sized(seq: u64, key: Option<&str>, data_len: usize) -> Arc<Message> {
         seq,
         key.map(Into::into),
         Bytes::from(vec![b'1'; data_len]),
+        Stamp::now(),
     ))
 }
 

@@ -58,7 +58,7 @@ impl WebSocketEndpoint for Endpoint {
         Delivery {
             liveness: Liveness {
                 timeout: app.config.telemetry.heartbeat_timeout,
-                alive_on: AliveOn::AnyFrame,
+                alive_on: AliveOn::Anything,
             },
             ..app.config.engine.delivery(self.format)
         }
@@ -113,7 +113,7 @@ impl WireFormat for TelemetryFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardcast_engine::TopicId;
+    use shardcast_engine::{Stamp, TopicId};
 
     #[test]
     fn events_carry_the_data_exactly_as_published() {
@@ -125,6 +125,7 @@ mod tests {
             7,
             Some("A\"B".into()),
             Bytes::from(data),
+            Stamp::now(),
         );
         msg.timestamp = SystemTime::UNIX_EPOCH;
         let frame = TelemetryFormat.encode_event(&msg, FrameKind::Live);

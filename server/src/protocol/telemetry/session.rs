@@ -129,6 +129,11 @@ impl TelemetrySession {
             match ctx.subscribe(name, replay, Some(&self.principal.quota)) {
                 Ok(sub) => {
                     let topic = Arc::clone(sub.topic.name());
+                    if subscribed.contains(&topic) {
+                        // Named twice in this command: answered the first time.
+                        subscribed.push(topic);
+                        continue;
+                    }
                     match sub.replay {
                         Ok(_) if resume.is_some() && !sub.new => failed.push((
                             Arc::clone(&topic),
@@ -184,9 +189,12 @@ impl TelemetrySession {
         for (channel, resumed, replayed) in &replays {
             let queued = ctx.send_replay(replayed);
             if *resumed && queued < replayed.messages.len() {
-                let through = replayed.messages[queued.saturating_sub(1)].seq;
+                // Live events would follow a hole: leave the channel, and say
+                // where the events that were queued end.
+                ctx.unsubscribe(channel);
+                let through = replayed.messages[queued].seq - 1;
                 let message = format!(
-                    "resume of {:?} cut short at seq {through}: the connection's outbox is full; subscribe again to resume from there",
+                    "resume of {:?} cut short after seq {through}: the connection's outbox is full, so the channel was left; subscribe again with resume from seq {through}",
                     truncate(channel, MAX_NAME_LEN)
                 );
                 ctx.send(channel_error_frame(
