@@ -22,11 +22,19 @@ fuzz_target!(|data: &[u8]| {
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let _ = percent_decode_segment(path);
-    for template in ["/ws/telemetry", "/api/v1/ws/market/{isin}", "/a/{x}/b/{y}"] {
+    for template in [
+        "/ws/telemetry",
+        "/api/v1/ws/market/{isin}",
+        "/a/{x}/b/{y}",
+        "/c/{*rest}",
+    ] {
         let template = PathTemplate::parse(template).expect("valid template");
         if let Some(params) = template.matches(path) {
+            assert!(params.get("rest").is_some() == template.as_str().starts_with("/c/"));
             for name in ["isin", "x", "y"] {
-                assert!(params.get(name).is_none_or(|v| !v.is_empty() && v.len() <= MAX_PARAM_LEN));
+                assert!(params
+                    .get(name)
+                    .is_none_or(|v| !v.is_empty() && v.len() <= MAX_PARAM_LEN));
             }
         }
     }

@@ -17,7 +17,7 @@ use shardcast_engine::{CloseReason, Counts, DropReason};
 use crate::auth::Role;
 use crate::http::json as json_response;
 use crate::input::{sanitize, truncate};
-use crate::protocol::common::iso;
+use crate::protocol::common::{iso, ApiCode};
 use crate::protocol::{
     Answer, Auth, Call, Descriptor, Handler, HttpEndpoint, PathTemplate, Registry,
 };
@@ -29,7 +29,7 @@ pub fn register(registry: &mut Registry) -> anyhow::Result<()> {
         ("/api/v1/websocket/stats", Method::GET, Admin::Stats),
         ("/api/v1/websocket/clients", Method::GET, Admin::Clients),
         (
-            "/api/v1/websocket/clients/{clientId}",
+            "/api/v1/websocket/clients/{*clientId}",
             Method::DELETE,
             Admin::Disconnect,
         ),
@@ -257,7 +257,7 @@ pub fn disconnect(
     } else {
         (
             StatusCode::NOT_FOUND,
-            json!({ "error": { "code": "UNKNOWN_CLIENT", "message": format!("no connected client {:?}", truncate(client_id, 128)) } }),
+            json!({ "error": { "code": ApiCode::UnknownClient, "message": format!("no connected client {:?}", truncate(client_id, 128)) } }),
         )
     }
 }

@@ -41,11 +41,12 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
     let stream = TcpStream::connect(host)
         .await
         .with_context(|| format!("cannot connect to {host}"))?;
-    let path = format!(
-        "/ws/telemetry?channels={}&replay={}",
-        args.channels.join(","),
-        args.replay
-    );
+    // One whole, encoded name per parameter: names may hold commas.
+    let mut path = format!("/ws/telemetry?replay={}", args.replay);
+    for channel in &args.channels {
+        path.push_str("&channel=");
+        path.extend(form_urlencoded::byte_serialize(channel.as_bytes()));
+    }
     let request = Request::builder()
         .method("GET")
         .uri(path)

@@ -50,7 +50,7 @@ use tracing::debug;
 use crate::auth::credentials::{self, CredentialError};
 use crate::auth::origin::Cors;
 use crate::auth::{AuthError, Principal};
-use crate::protocol::common::ApiError;
+use crate::protocol::common::{ApiCode, ApiError};
 use crate::protocol::{Auth, Call, Descriptor, Handler};
 use crate::request::Query;
 use crate::stall::StallLimited;
@@ -124,7 +124,7 @@ async fn route(
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let Some((descriptor, params)) = app.routes.find(&path) else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+        return error(StatusCode::NOT_FOUND, ApiCode::NotFound, "no such endpoint");
     };
     if req.method() == Method::OPTIONS {
         return preflight(&app, &req);
@@ -133,13 +133,19 @@ async fn route(
     if req.method() != method {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
+            ApiCode::MethodNotAllowed,
             &format!("{} is not served on {path}; use {method}", req.method()),
         );
     }
     let query = match Query::parse(req.uri().query()) {
         Ok(query) => query,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_QUERY", &e.to_string()),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ApiCode::InvalidQuery,
+                &e.to_string(),
+            )
+        }
     };
     let endpoint = match &descriptor.handler {
         Handler::WebSocket(endpoint) => {
@@ -194,11 +200,13 @@ fn authorize(
     // Without a credential there is nothing for a foreign page to misuse:
     // the request is refused below in any case.
     let cors = match credential {
-        Some(_) => app
-            .config
-            .origins
-            .check(req.headers())
-            .map_err(|e| error(StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED", &e.to_string()))?,
+        Some(_) => app.config.origins.check(req.headers()).map_err(|e| {
+            error(
+                StatusCode::FORBIDDEN,
+                ApiCode::OriginNotAllowed,
+                &e.to_string(),
+            )
+        })?,
         None => Cors::None,
     };
     let principal = app
@@ -212,20 +220,22 @@ fn authorize(
 fn credential_error(e: &CredentialError) -> Response<Body> {
     error(
         StatusCode::BAD_REQUEST,
-        "INVALID_CREDENTIALS",
+        ApiCode::InvalidCredentials,
         &e.to_string(),
     )
 }
 
 fn auth_error(e: &AuthError) -> Response<Body> {
     match e {
-        AuthError::Forbidden(_) => error(StatusCode::FORBIDDEN, "FORBIDDEN", &e.to_string()),
+        AuthError::Forbidden(_) => error(StatusCode::FORBIDDEN, ApiCode::Forbidden, &e.to_string()),
         AuthError::Missing
         | AuthError::UnknownKey
         | AuthError::Token(_)
-        | AuthError::TokensDisabled => {
-            error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string())
-        }
+        | AuthError::TokensDisabled => error(
+            StatusCode::UNAUTHORIZED,
+            ApiCode::Unauthorized,
+            &e.to_string(),
+        ),
     }
 }
 
@@ -234,7 +244,7 @@ fn preflight(app: &App, req: &Request<Incoming>) -> Response<Body> {
     let Some(origin) = app.config.origins.preflight(req.headers()) else {
         return error(
             StatusCode::FORBIDDEN,
-            "ORIGIN_NOT_ALLOWED",
+            ApiCode::OriginNotAllowed,
             "cross-origin requests are served only for origins in allowed_origins",
         );
     };
@@ -274,34 +284,36 @@ pub fn is_json(req: &Request<Incoming>) -> bool {
 
 /// The whole JSON body of `req`, at most `limit` bytes, arriving within
 /// `timeout`; otherwise the response refusing it (415, 413, 408, 400).
+/// `what` names the bodies in the refusals ("publish bodies").
 pub async fn read_json_body(
     req: Request<Incoming>,
+    what: &str,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, Response<Body>> {
     if !is_json(&req) {
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "request bodies are JSON: send Content-Type: application/json",
+            ApiCode::UnsupportedMediaType,
+            &format!("{what} are JSON: send Content-Type: application/json"),
         ));
     }
     let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect());
     match collected.await {
         Err(_) => Err(error(
             StatusCode::REQUEST_TIMEOUT,
-            "REQUEST_TIMEOUT",
+            ApiCode::RequestTimeout,
             &format!("the body did not arrive within {} s", timeout.as_secs()),
         )),
         Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "TOO_LARGE",
-            &format!("request bodies are limited to {limit} bytes"),
+            ApiCode::TooLarge,
+            &format!("{what} are limited to {limit} bytes"),
         )),
         Ok(Err(e)) => Err(error(
             StatusCode::BAD_REQUEST,
-            "INVALID_MESSAGE",
+            ApiCode::InvalidMessage,
             &e.to_string(),
         )),
     }
@@ -323,7 +335,7 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
 }
 
 /// A JSON error response: `{"error":{"code":…,"message":…}}`.
-pub fn error(status: StatusCode, code: &'static str, message: &str) -> Response<Body> {
+pub fn error(status: StatusCode, code: ApiCode, message: &str) -> Response<Body> {
     json(
         status,
         &ErrorBody {

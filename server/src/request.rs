@@ -7,7 +7,9 @@
 //! - a parameter that names one thing (`apiKey`, `token`, `clientId`,
 //!   `replay`, `reason`, `owner`) may appear once — given twice it is refused, never
 //!   resolved by "first wins" or "last wins";
-//! - `channels` may repeat and is comma-separated, at most
+//! - `channels` may repeat and is comma-separated; `channel` may repeat and
+//!   is one whole name (for names that hold a comma, such as
+//!   `bars:{"resolution":"1","symbol":"AAPL"}`); at most
 //!   [`MAX_QUERY_CHANNELS`] names in all;
 //! - unknown parameters are ignored (clients and proxies add their own).
 
@@ -28,7 +30,7 @@ pub struct Query {
     pub token: Option<String>,
     /// `clientId`.
     pub client_id: Option<String>,
-    /// `channels`, split and trimmed, empty names dropped.
+    /// `channels`, split and trimmed, and `channel`, whole; empty names dropped.
     pub channels: Vec<String>,
     /// `replay=true` or `replay=1`.
     pub replay: bool,
@@ -76,16 +78,26 @@ impl Query {
                 }
                 "channels" => {
                     for channel in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                        if out.channels.len() == MAX_QUERY_CHANNELS {
-                            return Err(QueryError::TooManyChannels);
-                        }
-                        out.channels.push(channel.to_owned());
+                        out.push_channel(channel)?;
                     }
                 }
+                // One name, whole: for names that hold a comma.
+                "channel" if !value.is_empty() => out.push_channel(&value)?,
+                "channel" => {}
                 _ => {}
             }
         }
         Ok(out)
+    }
+}
+
+impl Query {
+    fn push_channel(&mut self, channel: &str) -> Result<(), QueryError> {
+        if self.channels.len() == MAX_QUERY_CHANNELS {
+            return Err(QueryError::TooManyChannels);
+        }
+        self.channels.push(channel.to_owned());
+        Ok(())
     }
 }
 
@@ -143,6 +155,23 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_channel_parameter_is_one_whole_name_commas_included() {
+        let q = Query::parse(Some(
+            "channel=bars%3A%7B%22resolution%22%3A%221%22%2C%22symbol%22%3A%22AAPL%22%7D&channels=t1,t2&channel=",
+        ))
+        .unwrap();
+        assert_eq!(
+            q.channels,
+            vec![r#"bars:{"resolution":"1","symbol":"AAPL"}"#, "t1", "t2"]
+        );
+        let many = format!(
+            "channels=a&{}",
+            vec!["channel=b"; MAX_QUERY_CHANNELS].join("&")
+        );
+        assert_eq!(Query::parse(Some(&many)), Err(QueryError::TooManyChannels));
     }
 
     #[test]

@@ -36,6 +36,7 @@ use crate::auth::token::TokenError;
 use crate::auth::AuthError;
 use crate::http::{error, Body, PermitSlot};
 use crate::input::sanitize;
+use crate::protocol::common::ApiCode;
 use crate::protocol::{Auth, Descriptor, Opening, Params, WebSocketEndpoint};
 use crate::request::{valid_client_id, Query};
 use crate::stall::StallLimited;
@@ -120,14 +121,14 @@ fn check_handshake(req: &Request<Incoming>) -> Result<(), Response<Body>> {
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
         return Err(error(
             StatusCode::UPGRADE_REQUIRED,
-            "UPGRADE_REQUIRED",
+            ApiCode::UpgradeRequired,
             "this endpoint speaks WebSocket",
         ));
     }
     if req.version() != Version::HTTP_11 {
         return Err(error(
             StatusCode::BAD_REQUEST,
-            "BAD_HANDSHAKE",
+            ApiCode::BadHandshake,
             "WebSocket upgrades need HTTP/1.1",
         ));
     }
@@ -139,7 +140,7 @@ fn check_handshake(req: &Request<Incoming>) -> Result<(), Response<Body>> {
     if !key_ok {
         return Err(error(
             StatusCode::BAD_REQUEST,
-            "BAD_HANDSHAKE",
+            ApiCode::BadHandshake,
             "Sec-WebSocket-Key must be one base64-encoded 16-byte value",
         ));
     }
@@ -151,7 +152,7 @@ fn check_handshake(req: &Request<Incoming>) -> Result<(), Response<Body>> {
     {
         let mut resp = error(
             StatusCode::UPGRADE_REQUIRED,
-            "BAD_HANDSHAKE",
+            ApiCode::BadHandshake,
             "this server speaks WebSocket version 13",
         );
         resp.headers_mut()
@@ -193,7 +194,11 @@ pub(crate) fn handle(
             if credential.is_some() {
                 if let Err(e) = app.config.origins.check(req.headers()) {
                     info!(%peer, error = %e, "websocket refused: origin");
-                    let resp = error(StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED", &e.to_string());
+                    let resp = error(
+                        StatusCode::FORBIDDEN,
+                        ApiCode::OriginNotAllowed,
+                        &e.to_string(),
+                    );
                     return closing(resp);
                 }
             }
@@ -211,7 +216,7 @@ pub(crate) fn handle(
         Some(_) => {
             return closing(error(
                 StatusCode::BAD_REQUEST,
-                "INVALID_CLIENT_ID",
+                ApiCode::InvalidClientId,
                 "clientId must be 1-128 characters from A-Z a-z 0-9 - _ . : @",
             ))
         }
@@ -220,7 +225,7 @@ pub(crate) fn handle(
     let Some(mut permit) = slot.borrow_mut().take() else {
         return closing(error(
             StatusCode::BAD_REQUEST,
-            "BAD_HANDSHAKE",
+            ApiCode::BadHandshake,
             "this connection has already been upgraded",
         ));
     };
@@ -230,7 +235,7 @@ pub(crate) fn handle(
             warn!(%peer, error = %full, "websocket refused: server full");
             let mut resp = error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "SERVER_FULL",
+                ApiCode::ServerFull,
                 "the server holds its maximum number of connections; retry later",
             );
             resp.headers_mut()
@@ -245,7 +250,7 @@ pub(crate) fn handle(
             *slot.borrow_mut() = Some(permit);
             return closing(error(
                 StatusCode::BAD_REQUEST,
-                "BAD_HANDSHAKE",
+                ApiCode::BadHandshake,
                 &e.to_string(),
             ));
         }

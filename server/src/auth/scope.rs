@@ -63,6 +63,12 @@ impl Scope {
                 crate::input::sanitize(subject, 64).into_owned(),
             ));
         }
+        // A prefix that ends in the subject (`accounts:{sub}*`) would give
+        // `bob` the channels of `bobby`: the subject must be followed by a
+        // delimiter of the template's own before any `*`.
+        if let Some(template) = templates.iter().find(|t| t.as_ref().contains("{sub}*")) {
+            return Err(ScopeError::Pattern(template.as_ref().into()));
+        }
         let expanded: Vec<String> = templates
             .iter()
             .map(|t| t.as_ref().replace("{sub}", subject))
@@ -108,5 +114,10 @@ mod tests {
         assert!(Scope::for_subject(&["positions.{sub}"], "a b").is_err());
         assert!(Scope::for_subject(&["positions.{sub}"], "").is_err());
         assert!(Scope::for_subject(&["positions.{sub}.orders"], "bob.orders").is_err());
+        // A template cannot make the subject a prefix of other subjects.
+        assert!(Scope::for_subject(&["accounts:{sub}*"], "bob").is_err());
+        let scope = Scope::for_subject(&["accounts:{sub}:*"], "bob").unwrap();
+        assert!(scope.allows("accounts:bob:orders"));
+        assert!(!scope.allows("accounts:bobby:orders"));
     }
 }

@@ -162,11 +162,101 @@ pub fn refresh_error_code(e: &RefreshError) -> ErrorCode {
     }
 }
 
+/// The code of an HTTP error body (`{"error":{"code":…,"message":…}}`):
+/// what went wrong, for machines. Written in `SCREAMING_SNAKE_CASE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ApiCode {
+    /// No endpoint at this path (404).
+    NotFound,
+    /// The endpoint takes another method (405).
+    MethodNotAllowed,
+    /// The query is malformed: repeated parameters, too many channels (400).
+    InvalidQuery,
+    /// A credential cannot be read, or several were given (400).
+    InvalidCredentials,
+    /// No credential, or one that does not verify (401).
+    Unauthorized,
+    /// The credential lacks the role or the channel scope (403).
+    Forbidden,
+    /// A browser page from an origin that may not present credentials (403).
+    OriginNotAllowed,
+    /// A body that is not `application/json` (415).
+    UnsupportedMediaType,
+    /// The body did not arrive in time (408).
+    RequestTimeout,
+    /// The body is over its size limit (413).
+    TooLarge,
+    /// The body is not the shape the endpoint takes (400, or per message).
+    InvalidMessage,
+    /// Published `data` nests too deeply.
+    TooDeep,
+    /// The channel is not declared.
+    UnknownChannel,
+    /// The channel name is not a valid name.
+    InvalidChannel,
+    /// The message key is empty or too long.
+    InvalidKey,
+    /// A limit of the server or of the credential is reached.
+    LimitReached,
+    /// Over the credential's channel-creation rate (429, with `Retry-After`).
+    RateLimited,
+    /// The broker could not take the message.
+    Unavailable,
+    /// No connected client with this id (404).
+    UnknownClient,
+    /// A WebSocket endpoint asked without an upgrade, or another version (426).
+    UpgradeRequired,
+    /// A malformed WebSocket handshake (400).
+    BadHandshake,
+    /// A `clientId` that is not a valid id (400).
+    InvalidClientId,
+    /// No connection slot left (503, with `Retry-After`).
+    ServerFull,
+}
+
+impl ApiCode {
+    /// The code as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiCode::NotFound => "NOT_FOUND",
+            ApiCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiCode::InvalidQuery => "INVALID_QUERY",
+            ApiCode::InvalidCredentials => "INVALID_CREDENTIALS",
+            ApiCode::Unauthorized => "UNAUTHORIZED",
+            ApiCode::Forbidden => "FORBIDDEN",
+            ApiCode::OriginNotAllowed => "ORIGIN_NOT_ALLOWED",
+            ApiCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ApiCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ApiCode::TooLarge => "TOO_LARGE",
+            ApiCode::InvalidMessage => "INVALID_MESSAGE",
+            ApiCode::TooDeep => "TOO_DEEP",
+            ApiCode::UnknownChannel => "UNKNOWN_CHANNEL",
+            ApiCode::InvalidChannel => "INVALID_CHANNEL",
+            ApiCode::InvalidKey => "INVALID_KEY",
+            ApiCode::LimitReached => "LIMIT_REACHED",
+            ApiCode::RateLimited => "RATE_LIMITED",
+            ApiCode::Unavailable => "UNAVAILABLE",
+            ApiCode::UnknownClient => "UNKNOWN_CLIENT",
+            ApiCode::UpgradeRequired => "UPGRADE_REQUIRED",
+            ApiCode::BadHandshake => "BAD_HANDSHAKE",
+            ApiCode::InvalidClientId => "INVALID_CLIENT_ID",
+            ApiCode::ServerFull => "SERVER_FULL",
+        }
+    }
+}
+
+impl std::fmt::Display for ApiCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error body: `{"code":"…","message":"…"}`.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// Machine-readable code.
-    pub code: &'static str,
+    pub code: ApiCode,
     /// What went wrong, for a person.
     pub message: String,
     /// When to try again (HTTP `Retry-After`), for limits that refill.
@@ -176,7 +266,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with `code` and `message`.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ApiCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),

@@ -168,8 +168,14 @@ pub struct Overlap {
 }
 
 impl Registry {
-    /// Registers a wire format; its id goes into the descriptors that use it.
+    /// Registers a wire format; its id goes into the descriptors that use
+    /// it. A format of a name already registered is that format: protocols
+    /// that share a wire vocabulary share its id (and its heartbeat, encoded
+    /// once per tick).
     pub fn format(&mut self, format: Arc<dyn WireFormat>) -> anyhow::Result<FormatId> {
+        if let Some((id, _)) = self.formats.iter().find(|(_, f)| f.name() == format.name()) {
+            return Ok(id);
+        }
         Ok(self.formats.register(format)?)
     }
 
@@ -249,6 +255,16 @@ mod tests {
         assert_eq!(at("/health").unwrap().2, Role::Admin);
         assert!(at("/nope").is_none());
         assert!(at("/ws/telemetry/x").is_none());
+    }
+
+    #[test]
+    fn protocols_sharing_a_wire_format_share_its_id() {
+        let config = RawConfig::default().validate().unwrap();
+        let mut registry = Registry::default();
+        register_all(&mut registry, &config).unwrap();
+        let (formats, _) = registry.finish();
+        let names: Vec<&str> = formats.iter().map(|(_, f)| f.name()).collect();
+        assert_eq!(names, ["telemetry"]);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Immutable once parsed; shared by all shards. A template is a path of
 //! `/`-separated segments, each literal text or a parameter in braces
 //! (`/api/v1/ws/market/{isin}`). A parameter matches one non-empty segment,
-//! percent-decoded, at most [`MAX_PARAM_LEN`] bytes; matching allocates only
-//! the parameters' values.
+//! percent-decoded, at most [`MAX_PARAM_LEN`] bytes. A last segment `{*name}`
+//! matches the rest of the path, whatever it is (empty, or holding `/`),
+//! percent-decoded. Matching allocates only the parameters' values.
 
 use crate::request::percent_decode_segment;
 
@@ -22,6 +23,7 @@ pub struct PathTemplate {
 enum Part {
     Literal(&'static str),
     Param(&'static str),
+    Rest(&'static str),
 }
 
 /// The parameters a path matched, in template order.
@@ -46,23 +48,27 @@ pub struct InvalidTemplate(pub &'static str);
 impl PathTemplate {
     /// Parses `text`.
     pub fn parse(text: &'static str) -> Result<Self, InvalidTemplate> {
-        let rest = text.strip_prefix('/').ok_or(InvalidTemplate(text))?;
-        let segments = rest
+        let path = text.strip_prefix('/').ok_or(InvalidTemplate(text))?;
+        let name_ok = |name: &str| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        let last = path.split('/').count() - 1;
+        let segments = path
             .split('/')
-            .map(
-                |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    Some(name)
-                        if !name.is_empty()
-                            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
-                    {
-                        Ok(Part::Param(name))
+            .enumerate()
+            .map(|(i, segment)| {
+                let braced = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+                match braced {
+                    Some(name) if i == last && name.strip_prefix('*').is_some_and(name_ok) => {
+                        Ok(Part::Rest(&name[1..]))
                     }
+                    Some(name) if name_ok(name) => Ok(Part::Param(name)),
                     None if !segment.is_empty() && !segment.contains(['{', '}']) => {
                         Ok(Part::Literal(segment))
                     }
                     _ => Err(InvalidTemplate(text)),
-                },
-            )
+                }
+            })
             .collect::<Result<Box<[Part]>, _>>()?;
         Ok(Self { text, segments })
     }
@@ -79,10 +85,15 @@ impl PathTemplate {
 
     /// The parameters of `path`, if it matches.
     pub fn matches(&self, path: &str) -> Option<Params> {
-        let mut parts = path.strip_prefix('/')?.split('/');
+        // What is left of the path: `None` once its last segment is used.
+        let mut rest = Some(path.strip_prefix('/')?);
         let mut params = Params::default();
         for segment in self.segments.iter() {
-            let part = parts.next()?;
+            let text = rest?;
+            let (part, after) = match text.split_once('/') {
+                Some((part, after)) => (part, Some(after)),
+                None => (text, None),
+            };
             match *segment {
                 Part::Literal(lit) if lit == part => {}
                 Part::Literal(_) => return None,
@@ -93,21 +104,40 @@ impl PathTemplate {
                     }
                     params.0.push((name, value.into_owned()));
                 }
+                Part::Rest(name) => {
+                    params
+                        .0
+                        .push((name, percent_decode_segment(text).into_owned()));
+                    return Some(params);
+                }
             }
+            rest = after;
         }
-        parts.next().is_none().then_some(params)
+        rest.is_none().then_some(params)
     }
 
     /// Whether some path matches both templates (segment by segment, a
-    /// parameter matching anything).
+    /// parameter matching anything, a rest matching one or more segments).
     pub fn overlaps(&self, other: &PathTemplate) -> bool {
-        self.segments.len() == other.segments.len()
+        let fixed = |t: &PathTemplate| {
+            let rest = matches!(t.segments.last(), Some(Part::Rest(_)));
+            (t.segments.len() - usize::from(rest), rest)
+        };
+        let ((a, a_rest), (b, b_rest)) = (fixed(self), fixed(other));
+        let lengths = match (a_rest, b_rest) {
+            (false, false) => a == b,
+            (true, false) => b > a,
+            (false, true) => a > b,
+            (true, true) => true,
+        };
+        lengths
             && self
                 .segments
                 .iter()
                 .zip(other.segments.iter())
+                .take(a.min(b))
                 .all(|pair| match pair {
-                    (Part::Literal(a), Part::Literal(b)) => a == b,
+                    (Part::Literal(x), Part::Literal(y)) => x == y,
                     _ => true,
                 })
     }
@@ -143,7 +173,17 @@ mod tests {
 
     #[test]
     fn malformed_templates_and_overlaps_are_found() {
-        for bad in ["", "ws", "/a//b", "/a/{}", "/a/{b", "/a/b}", "/a/{b-c}"] {
+        for bad in [
+            "",
+            "ws",
+            "/a//b",
+            "/a/{}",
+            "/a/{b",
+            "/a/b}",
+            "/a/{b-c}",
+            "/a/{*b}/c",
+            "/{*}",
+        ] {
             assert!(PathTemplate::parse(bad).is_err(), "{bad:?}");
         }
         let t = |s| PathTemplate::parse(s).unwrap();
@@ -151,5 +191,30 @@ mod tests {
         assert!(t("/a/{x}").overlaps(&t("/a/{y}")));
         assert!(!t("/a/{x}").overlaps(&t("/b/{y}")));
         assert!(!t("/a/{x}").overlaps(&t("/a/{x}/c")));
+        assert!(t("/a/{*rest}").overlaps(&t("/a/b/c")));
+        assert!(t("/a/b/c").overlaps(&t("/a/{*rest}")));
+        assert!(!t("/a/{*rest}").overlaps(&t("/a")));
+        assert!(!t("/a/{*rest}").overlaps(&t("/b/{*rest}")));
+    }
+
+    #[test]
+    fn a_rest_parameter_takes_the_rest_of_the_path_whatever_it_is() {
+        let clients = PathTemplate::parse("/api/v1/websocket/clients/{*clientId}").unwrap();
+        let id = |path: &str| {
+            clients
+                .matches(path)
+                .map(|p| p.get("clientId").unwrap().to_owned())
+        };
+        assert_eq!(
+            id("/api/v1/websocket/clients/desk-7").as_deref(),
+            Some("desk-7")
+        );
+        assert_eq!(
+            id("/api/v1/websocket/clients/desk%207").as_deref(),
+            Some("desk 7")
+        );
+        assert_eq!(id("/api/v1/websocket/clients/a/b").as_deref(), Some("a/b"));
+        assert_eq!(id("/api/v1/websocket/clients/").as_deref(), Some(""));
+        assert_eq!(id("/api/v1/websocket/clients"), None);
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{parse_body, publish_item, PublishBody, PublishResult};
 use crate::http::{error, json, read_json_body};
-use crate::protocol::common::ApiError;
+use crate::protocol::common::{ApiCode, ApiError};
 use crate::protocol::{Answer, Call, HttpEndpoint};
 
 /// `POST /api/v1/publish`. Shared by all shards.
@@ -31,26 +31,30 @@ impl HttpEndpoint for PublishOverHttp {
             let Some(principal) = call.principal else {
                 return error(
                     StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
+                    ApiCode::Unauthorized,
                     "credentials required",
                 );
             };
             let config = &call.app.config;
-            let body =
-                match read_json_body(call.req, config.publish.max_body, config.request_timeout)
-                    .await
-                {
-                    Ok(body) => body,
-                    Err(resp) => return resp,
-                };
+            let body = match read_json_body(
+                call.req,
+                "publish bodies",
+                config.publish.max_body,
+                config.request_timeout,
+            )
+            .await
+            {
+                Ok(body) => body,
+                Err(resp) => return resp,
+            };
             match parse_body(&body, config.publish.max_batch) {
                 Ok(PublishBody::Single(item)) => {
                     match publish_item(&call.shard, &principal, item) {
                         result @ PublishResult::Ok { .. } => json(StatusCode::OK, &result),
                         PublishResult::Err { error: e, .. } => {
                             let status = match e.code {
-                                "FORBIDDEN" => StatusCode::FORBIDDEN,
-                                "RATE_LIMITED" => StatusCode::TOO_MANY_REQUESTS,
+                                ApiCode::Forbidden => StatusCode::FORBIDDEN,
+                                ApiCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                                 _ => StatusCode::UNPROCESSABLE_ENTITY,
                             };
                             let retry_after = e.retry_after;

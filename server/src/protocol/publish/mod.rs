@@ -38,9 +38,9 @@ pub struct PublishConfig {
 
 /// Registers `POST /api/v1/publish` and `/ws/publish`.
 ///
-/// `/ws/publish` connections receive no events; their replies are control
-/// frames, so they are attached with the telemetry format (their only
-/// server-initiated frame is its heartbeat, which they share).
+/// `/ws/publish` speaks the telemetry protocol's JSON vocabulary (its
+/// errors, acks and heartbeats), so its connections are attached with the
+/// telemetry format: they receive no events, and its heartbeat is theirs.
 pub fn register(registry: &mut Registry, _config: &ServerConfig) -> anyhow::Result<()> {
     registry.endpoint(Descriptor {
         protocol: "publish",

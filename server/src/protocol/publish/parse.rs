@@ -24,7 +24,7 @@ use shardcast_engine::{PublishError, QuotaError, TopicError, MAX_NAME_LEN};
 
 use crate::auth::Principal;
 use crate::input::{check_depth, truncate, MAX_DATA_DEPTH};
-use crate::protocol::common::{ApiError, ErrorCode};
+use crate::protocol::common::{ApiCode, ApiError, ErrorCode};
 
 /// One message to publish, borrowing from the request.
 #[derive(Deserialize, Debug)]
@@ -114,21 +114,21 @@ pub enum PublishResult {
 /// Maps a publish failure to its error code.
 pub fn publish_error(e: &PublishError) -> ApiError {
     let code = match e {
-        PublishError::Topic(TopicError::Undeclared(_)) => "UNKNOWN_CHANNEL",
-        PublishError::Topic(TopicError::InvalidName(_)) => "INVALID_CHANNEL",
+        PublishError::Topic(TopicError::Undeclared(_)) => ApiCode::UnknownChannel,
+        PublishError::Topic(TopicError::InvalidName(_)) => ApiCode::InvalidChannel,
         PublishError::Topic(
             TopicError::TooManyTopics { .. } | TopicError::TooManyUnclaimed { .. },
-        ) => "LIMIT_REACHED",
+        ) => ApiCode::LimitReached,
         PublishError::Topic(TopicError::Quota {
             quota: QuotaError::Rate { .. },
             ..
-        }) => "RATE_LIMITED",
+        }) => ApiCode::RateLimited,
         PublishError::Topic(TopicError::Quota {
             quota: QuotaError::Live { .. },
             ..
-        }) => "LIMIT_REACHED",
-        PublishError::InvalidKey => "INVALID_KEY",
-        PublishError::Retired | PublishError::Unavailable(_) => "UNAVAILABLE",
+        }) => ApiCode::LimitReached,
+        PublishError::InvalidKey => ApiCode::InvalidKey,
+        PublishError::Retired | PublishError::Unavailable(_) => ApiCode::Unavailable,
     };
     let mut error = ApiError::new(code, e.to_string());
     if let PublishError::Topic(TopicError::Quota {
@@ -145,7 +145,7 @@ pub fn publish_error(e: &PublishError) -> ApiError {
 pub fn parse_body(body: &[u8], max_batch: usize) -> Result<PublishBody<'_>, ApiError> {
     let parsed: RawBody<'_> = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
-            "INVALID_MESSAGE",
+            ApiCode::InvalidMessage,
             format!(
                 "expected {{\"channel\":\"…\",\"data\":…,\"key\":\"…\"}} or {{\"messages\":[…]}}: {e}"
             ),
@@ -166,7 +166,7 @@ pub fn parse_body(body: &[u8], max_batch: usize) -> Result<PublishBody<'_>, ApiE
         } => {
             if messages.len() > max_batch {
                 return Err(ApiError::new(
-                    "LIMIT_REACHED",
+                    ApiCode::LimitReached,
                     format!(
                         "a batch holds at most {max_batch} messages, not {}",
                         messages.len()
@@ -176,7 +176,7 @@ pub fn parse_body(body: &[u8], max_batch: usize) -> Result<PublishBody<'_>, ApiE
             Ok(PublishBody::Batch(messages))
         }
         _ => Err(ApiError::new(
-            "INVALID_MESSAGE",
+            ApiCode::InvalidMessage,
             "expected {\"channel\":\"…\",\"data\":…} (with optional \"key\") or {\"messages\":[…]}",
         )),
     }
@@ -232,7 +232,7 @@ impl PublishItem<'_> {
     pub fn admit(&self, principal: &Principal) -> Result<Bytes, ApiError> {
         if !principal.may_publish(&self.channel) {
             return Err(ApiError::new(
-                "FORBIDDEN",
+                ApiCode::Forbidden,
                 format!(
                     "these credentials may not publish into {:?}",
                     truncate(&self.channel, MAX_NAME_LEN)
@@ -241,7 +241,7 @@ impl PublishItem<'_> {
         }
         let data = self.data.get().as_bytes();
         check_depth(data, MAX_DATA_DEPTH)
-            .map_err(|e| ApiError::new("TOO_DEEP", format!("data refused: {e}")))?;
+            .map_err(|e| ApiError::new(ApiCode::TooDeep, format!("data refused: {e}")))?;
         Ok(Bytes::copy_from_slice(data))
     }
 }
@@ -263,9 +263,15 @@ mod tests {
             panic!("batch");
         };
         assert_eq!(items.len(), 2);
-        assert_eq!(parse_body(body, 1).unwrap_err().code, "LIMIT_REACHED");
-        assert_eq!(parse_body(b"{}", 10).unwrap_err().code, "INVALID_MESSAGE");
-        assert_eq!(parse_body(b"[", 10).unwrap_err().code, "INVALID_MESSAGE");
+        assert_eq!(parse_body(body, 1).unwrap_err().code, ApiCode::LimitReached);
+        assert_eq!(
+            parse_body(b"{}", 10).unwrap_err().code,
+            ApiCode::InvalidMessage
+        );
+        assert_eq!(
+            parse_body(b"[", 10).unwrap_err().code,
+            ApiCode::InvalidMessage
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! simd-json after a depth check (the parser recurses per nesting level).
 //! Bounded: at most `max_channels` channels, and as many `resume` entries.
 
-use shardcast_engine::{Epoch, Position};
+use shardcast_engine::{Epoch, Position, MAX_NAME_LEN};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
@@ -176,7 +176,7 @@ fn parse_resume(
     }
     let mut out = Vec::with_capacity(entries.len());
     for (name, position) in entries.iter() {
-        let shown = truncate(name, 128);
+        let shown = truncate(name, MAX_NAME_LEN);
         if !channels.iter().any(|c| c == name.as_ref()) {
             return Err(command_error(
                 ErrorCode::InvalidMessage,

@@ -48,11 +48,24 @@ fn report(ctx: &mut ConnCtx<'_>, code: ErrorCode, what: &str, names: &[(&str, St
         [] => {}
         [(_, message)] => ctx.send(error_frame(code, message)),
         [(_, first), ..] => {
-            let list: Vec<&str> = names.iter().map(|(n, _)| truncate(n, 128)).collect();
+            let list: Vec<&str> = names
+                .iter()
+                .map(|(n, _)| truncate(n, MAX_NAME_LEN))
+                .collect();
             let message = format!("{what}: {}; {first}", list.join(", "));
             ctx.send(error_frame(code, &message));
         }
     }
+}
+
+/// A subscribe's `ack` with the channels' positions (when asked for).
+#[derive(Serialize)]
+struct AckWithPositions<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    action: &'static str,
+    channels: &'a [Arc<str>],
+    positions: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 /// What one subscribe asks for.
@@ -166,12 +179,12 @@ impl TelemetrySession {
             }
         }
         if show_positions {
-            ctx.send(json_frame(&serde_json::json!({
-                "type": "ack",
-                "action": "subscribe",
-                "channels": subscribed,
-                "positions": positions,
-            })));
+            ctx.send(json_frame(&AckWithPositions {
+                kind: "ack",
+                action: "subscribe",
+                channels: &subscribed,
+                positions: &positions,
+            }));
         } else {
             ctx.send(ack("subscribe", &subscribed));
         }
@@ -213,7 +226,7 @@ impl TelemetrySession {
             if ctx.unsubscribe(name) {
                 left.push(Arc::from(name.as_str()));
             } else {
-                not_held.push(truncate(name, 128));
+                not_held.push(truncate(name, MAX_NAME_LEN));
             }
         }
         ctx.send(ack("unsubscribe", &left));
