@@ -48,12 +48,7 @@ fn fanout(c: &mut Criterion) {
                         Stamp::now(),
                     );
                     let frame = &msg.frame(live, &formats);
-                    let meta = EventMeta {
-                        topic: msg.topic,
-                        accepted_at: msg.accepted_at,
-                        replay: false,
-                        key: 0,
-                    };
+                    let meta = EventMeta::live(msg.topic, msg.accepted_at, 0);
                     for mailbox in &mut mailboxes {
                         black_box(mailbox.offer(frame, meta, unlimited, 0));
                     }
@@ -86,12 +81,7 @@ fn fanout(c: &mut Criterion) {
                 Stamp::now(),
             );
             let frame = &msg.frame(live, &formats);
-            let meta = EventMeta {
-                topic: msg.topic,
-                accepted_at: msg.accepted_at,
-                replay: false,
-                key: 0,
-            };
+            let meta = EventMeta::live(msg.topic, msg.accepted_at, 0);
             let now = start.elapsed().as_nanos() as u64;
             for mailbox in &mut mailboxes {
                 black_box(mailbox.offer(frame, meta, limit, now));

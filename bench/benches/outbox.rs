@@ -16,12 +16,7 @@ fn outbox(c: &mut Criterion) {
         policy: SlowConsumerPolicy::Drop,
     };
     let frame = Bytes::from(vec![b'x'; 140]);
-    let meta = EventMeta {
-        topic: TopicId::new(0, 0),
-        accepted_at: Instant::now(),
-        replay: false,
-        key: 0,
-    };
+    let meta = EventMeta::live(TopicId::new(0, 0), Instant::now(), 0);
     let mut group = c.benchmark_group("outbox/push_gather_retire");
     for frames in [1usize, 16, 64] {
         group.throughput(Throughput::Elements(frames as u64));

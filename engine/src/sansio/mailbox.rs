@@ -85,12 +85,7 @@ mod tests {
     use std::time::Instant;
 
     fn meta() -> EventMeta {
-        EventMeta {
-            topic: TopicId::new(0, 0),
-            accepted_at: Instant::now(),
-            replay: false,
-            key: 0,
-        }
+        EventMeta::live(TopicId::new(0, 0), Instant::now(), 0)
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //!
 //! The cache is one inline slot for the first variant encoded (nearly every
 //! message is delivered in one variant: live, in the format of its
-//! subscribers) plus a list for the others, behind a mutex taken only to
-//! encode a variant or to find one that is not the first. Its size does not
-//! depend on how many formats are registered.
+//! subscribers), set once through its `OnceLock`, plus a list for the others,
+//! behind a mutex taken only to encode a variant or to find one that is not
+//! the first. Its size does not depend on how many formats are registered.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock};
@@ -47,8 +47,9 @@ pub struct Message {
 
 #[derive(Debug, Default)]
 struct FrameCache {
-    /// Set only with `rest` locked, so a variant is never encoded twice.
+    /// The first variant encoded: a lock-free read once set.
     first: OnceLock<(Variant, Bytes)>,
+    /// Every other variant, each encoded under the lock, so at most once.
     rest: Mutex<Vec<(Variant, Bytes)>>,
 }
 
@@ -93,8 +94,8 @@ impl Message {
         let key_hash = key.as_deref().map_or(0, |key| {
             let mut hasher = key_hasher().build_hasher();
             hasher.write(key.as_bytes());
-            // 0 means "no key".
-            hasher.finish().max(1)
+            // 63 bits (the outbox keeps a flag beside it); 0 means "no key".
+            (hasher.finish() >> 1).max(1)
         });
         Self {
             topic,
@@ -110,9 +111,9 @@ impl Message {
         }
     }
 
-    /// A 64-bit digest of the key under a random per-process hash key; 0
+    /// A 63-bit digest of the key under a random per-process hash key; 0
     /// without a key. Equal keys have equal digests; different keys collide
-    /// with probability 2⁻⁶⁴, so queued events compare keys by digest.
+    /// with probability 2⁻⁶³, so queued events compare keys by digest.
     #[inline]
     pub fn key_hash(&self) -> u64 {
         self.key_hash
@@ -135,32 +136,33 @@ impl Message {
     #[inline]
     pub fn frame(&self, variant: Variant, formats: &Formats) -> Bytes {
         let variant = formats.canonical(variant);
-        match self.frames.first.get() {
-            Some((cached, frame)) if *cached == variant => frame.clone(),
-            _ => self.frame_slow(variant, formats),
+        // The first variant asked for takes the inline slot; a concurrent
+        // caller wanting another waits for it (`OnceLock` runs one
+        // initializer), sees it is not theirs, and goes to the list.
+        let (first, frame) = self
+            .frames
+            .first
+            .get_or_init(|| (variant, self.encode(variant, formats)));
+        if *first == variant {
+            return frame.clone();
         }
+        self.other_frame(variant, formats)
     }
 
+    /// A variant other than the first: found in, or encoded into, the list.
     #[cold]
-    fn frame_slow(&self, variant: Variant, formats: &Formats) -> Bytes {
-        let encode = || formats.get(variant.format).encode_event(self, variant.kind);
+    fn other_frame(&self, variant: Variant, formats: &Formats) -> Bytes {
         let mut rest = self.frames.rest.lock();
-        match self.frames.first.get() {
-            Some((cached, frame)) if *cached == variant => return frame.clone(),
-            Some(_) => {}
-            None => {
-                let frame = encode();
-                // Only set with `rest` locked, which we hold: it is empty.
-                let _ = self.frames.first.set((variant, frame.clone()));
-                return frame;
-            }
-        }
         if let Some((_, frame)) = rest.iter().find(|(cached, _)| *cached == variant) {
             return frame.clone();
         }
-        let frame = encode();
+        let frame = self.encode(variant, formats);
         rest.push((variant, frame.clone()));
         frame
+    }
+
+    fn encode(&self, variant: Variant, formats: &Formats) -> Bytes {
+        formats.get(variant.format).encode_event(self, variant.kind)
     }
 }
 

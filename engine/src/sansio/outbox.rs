@@ -133,17 +133,57 @@ pub struct OutFrame {
     pub event: Option<EventMeta>,
 }
 
-/// What the writer needs to account for a delivered event.
-#[derive(Clone, Copy, Debug)]
+/// What the writer needs to account for a delivered event, and conflation
+/// to find its predecessor.
+///
+/// 32 bytes, so that a queued frame ([`OutFrame`]) is 64: one cache line.
+/// The key's digest (63 bits) and the replay flag share one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventMeta {
     /// The event's topic.
     pub topic: TopicId,
     /// When the publish was accepted.
     pub accepted_at: Instant,
-    /// A replayed message: counted as replayed, not sent, and never as a drop.
-    pub replay: bool,
-    /// The message's [`crate::Message::key_hash`] (0: no key), for conflation.
-    pub key: u64,
+    /// The key's digest in the low 63 bits (0: no key), [`REPLAY`] on top.
+    tag: u64,
+}
+
+/// The replay flag in [`EventMeta`]'s tag.
+const REPLAY: u64 = 1 << 63;
+
+impl EventMeta {
+    /// A live event of `topic`, accepted at `accepted_at`, with the
+    /// message's [`crate::Message::key_hash`] (0: no key).
+    #[inline]
+    pub fn live(topic: TopicId, accepted_at: Instant, key: u64) -> Self {
+        Self {
+            topic,
+            accepted_at,
+            tag: key & !REPLAY,
+        }
+    }
+
+    /// A replayed event: counted as replayed, not sent, never as a drop,
+    /// and never conflated away.
+    #[inline]
+    pub fn replayed(topic: TopicId, accepted_at: Instant, key: u64) -> Self {
+        Self {
+            tag: Self::live(topic, accepted_at, key).tag | REPLAY,
+            ..Self::live(topic, accepted_at, key)
+        }
+    }
+
+    /// Whether the event is replayed.
+    #[inline]
+    pub fn is_replay(self) -> bool {
+        self.tag & REPLAY != 0
+    }
+
+    /// The key's digest (0: no key).
+    #[inline]
+    pub fn key(self) -> u64 {
+        self.tag & !REPLAY
+    }
 }
 
 /// A connection's queue of frames. Owned by one shard thread.
@@ -211,12 +251,12 @@ impl Outbox {
     /// the new frame would break the byte limit. A scan of the queue, on the
     /// overflow path only.
     fn conflate(&mut self, bytes: Bytes, meta: EventMeta) -> bool {
-        if meta.key == 0 || meta.replay {
+        if meta.key() == 0 || meta.is_replay() {
             return false;
         }
         let found = self.queue.iter().rposition(|f| {
             f.event
-                .is_some_and(|e| e.key == meta.key && e.topic == meta.topic)
+                .is_some_and(|e| e.key() == meta.key() && e.topic == meta.topic)
         });
         let Some(index) = found else {
             return false;
@@ -225,7 +265,7 @@ impl Outbox {
         // The front frame may be partly written: it can no longer change.
         let writing = index == 0 && self.head_written > 0;
         let after = self.queued_bytes - old.bytes.len() + bytes.len();
-        if writing || old.event.is_some_and(|e| e.replay) || after > self.limits.max_bytes {
+        if writing || old.event.is_some_and(EventMeta::is_replay) || after > self.limits.max_bytes {
             return false;
         }
         self.queue.remove(index);
@@ -346,20 +386,20 @@ mod tests {
     }
 
     fn meta() -> EventMeta {
-        EventMeta {
-            topic: TopicId::new(0, 0),
-            accepted_at: Instant::now(),
-            replay: false,
-            key: 0,
-        }
+        EventMeta::live(TopicId::new(0, 0), Instant::now(), 0)
     }
 
     fn keyed(topic: u32, key: u64) -> EventMeta {
-        EventMeta {
-            topic: TopicId::new(topic, 0),
-            key,
-            ..meta()
-        }
+        EventMeta::live(TopicId::new(topic, 0), Instant::now(), key)
+    }
+
+    #[test]
+    fn a_queued_frame_fills_one_cache_line() {
+        assert_eq!(std::mem::size_of::<OutFrame>(), 64);
+        let meta = EventMeta::replayed(TopicId::new(1, 2), Instant::now(), u64::MAX);
+        assert!(meta.is_replay());
+        assert_eq!(meta.key(), u64::MAX >> 1);
+        assert!(!EventMeta::live(meta.topic, meta.accepted_at, 5).is_replay());
     }
 
     fn frame(len: usize) -> Bytes {
@@ -542,10 +582,7 @@ mod tests {
     #[test]
     fn a_replayed_event_is_never_conflated_away() {
         let mut outbox = Outbox::new(limits(2, 1 << 20, SlowConsumerPolicy::Conflate));
-        let replayed = EventMeta {
-            replay: true,
-            ..keyed(1, 7)
-        };
+        let replayed = EventMeta::replayed(TopicId::new(1, 0), Instant::now(), 7);
         outbox.push_event(Bytes::from_static(b"r"), replayed);
         outbox.push_event(Bytes::from_static(b"b"), keyed(1, 8));
         assert_eq!(

@@ -152,12 +152,7 @@ impl ConnCtx<'_> {
         let variant = self.conn.delivery.format.variant(replayed.kind);
         let mut state = self.conn.state.borrow_mut();
         for (queued, msg) in replayed.messages.iter().enumerate() {
-            let meta = EventMeta {
-                topic: msg.topic,
-                accepted_at: msg.accepted_at,
-                replay: true,
-                key: msg.key_hash(),
-            };
+            let meta = EventMeta::replayed(msg.topic, msg.accepted_at, msg.key_hash());
             let frame = msg.frame(variant, formats);
             if state.mailbox.outbox.push_event(frame, meta) != Admission::Queued {
                 debug!(client = %self.conn.client_id, queued, of = replayed.messages.len(), "replay cut short by a full outbox");

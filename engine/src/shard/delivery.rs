@@ -94,12 +94,7 @@ impl ShardState {
         let formats = self.shared().formats();
         let limit = self.shared().config().rate_limit;
         let now_ns = self.now_ns();
-        let meta = EventMeta {
-            topic: msg.topic,
-            accepted_at: msg.accepted_at,
-            replay: false,
-            key: msg.key_hash(),
-        };
+        let meta = EventMeta::live(msg.topic, msg.accepted_at, msg.key_hash());
         let mut frames = self.live_frames.borrow_mut();
         let mut tally = self.tally.borrow_mut();
         let mut dirty = self.dirty.borrow_mut();
@@ -230,7 +225,7 @@ impl ShardState {
                     let counts = &mut mailbox.counts;
                     mailbox.outbox.advance(written, |frame| {
                         let Some(meta) = frame.event else { return };
-                        if meta.replay {
+                        if meta.is_replay() {
                             counts.replayed += 1;
                             tally.count(meta.topic, |c| c.replayed += 1);
                         } else {
@@ -271,7 +266,7 @@ impl ShardState {
         let mut tally = self.tally.borrow_mut();
         for frame in mailbox.outbox.clear() {
             let Some(meta) = frame.event else { continue };
-            if meta.replay {
+            if meta.is_replay() {
                 continue;
             }
             mailbox.counts.drop_one(DropReason::Closed);
