@@ -96,9 +96,11 @@ impl shardcast_engine::WireFormat for Silent {
 }
 
 fn start() -> (Engine, SocketAddr) {
-    let mut config = EngineConfig::default();
-    config.pin_threads = false;
-    config.shards = std::num::NonZeroUsize::new(1).unwrap();
+    let config = EngineConfig {
+        pin_threads: false,
+        shards: std::num::NonZeroUsize::MIN,
+        ..EngineConfig::default()
+    };
     let mut formats = Formats::default();
     formats.register(Arc::new(Silent)).unwrap();
     let engine = Engine::start(config, formats, Arc::new(InProcess)).unwrap();
