@@ -2,6 +2,8 @@
 //! simd-json after a depth check (the parser recurses per nesting level).
 //! Bounded: at most `max_channels` channels, and as many `resume` entries.
 
+use std::collections::HashSet;
+
 use shardcast_engine::{Epoch, Position, MAX_NAME_LEN};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
@@ -174,10 +176,11 @@ fn parse_resume(
             format!("at most {max_channels} channels per command"),
         ));
     }
+    let listed: HashSet<&str> = channels.iter().map(String::as_str).collect();
     let mut out = Vec::with_capacity(entries.len());
     for (name, position) in entries.iter() {
         let shown = truncate(name, MAX_NAME_LEN);
-        if !channels.iter().any(|c| c == name.as_ref()) {
+        if !listed.contains(name.as_ref()) {
             return Err(command_error(
                 ErrorCode::InvalidMessage,
                 format!("resume names {shown:?}, which is not in \"channels\""),

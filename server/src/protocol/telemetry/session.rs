@@ -8,6 +8,7 @@
 //! `refresh` brought a newer token of the same user; a refresh narrows or
 //! widens the scope, ending subscriptions it no longer covers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -121,6 +122,12 @@ impl TelemetrySession {
             Replay::None
         };
         let show_positions = request.positions || !request.resume.is_empty();
+        // By name, so a long command costs no quadratic string compares.
+        let resumes: HashMap<&str, Position> = request
+            .resume
+            .iter()
+            .map(|(name, at)| (name.as_str(), *at))
+            .collect();
         let mut subscribed = Vec::with_capacity(request.channels.len());
         let mut positions = serde_json::Map::new();
         let mut replays = Vec::new();
@@ -137,13 +144,15 @@ impl TelemetrySession {
                 forbidden.push((name.as_str(), message));
                 continue;
             }
-            let resume = request.resume.iter().find(|(n, _)| n == name);
-            let replay = resume.map_or(recent, |&(_, at)| Replay::After(at));
+            let resume = resumes.get(name.as_str());
+            let replay = resume.map_or(recent, |&at| Replay::After(at));
             match ctx.subscribe(name, replay, Some(&self.principal.quota)) {
                 Ok(sub) => {
                     let topic = Arc::clone(sub.topic.name());
-                    if subscribed.contains(&topic) {
-                        // Named twice in this command: answered the first time.
+                    // Named twice in this command: answered the first time.
+                    // (Only a subscription already held can be a repeat, and
+                    // the same topic is the same `Arc`: no string compares.)
+                    if !sub.new && subscribed.iter().any(|t| Arc::ptr_eq(t, &topic)) {
                         subscribed.push(topic);
                         continue;
                     }
