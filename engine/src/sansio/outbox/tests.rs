@@ -1,0 +1,218 @@
+//! Unit tests of `outbox.rs`.
+
+use super::*;
+
+fn limits(max_messages: usize, max_bytes: usize, policy: SlowConsumerPolicy) -> OutboxLimits {
+    OutboxLimits {
+        max_messages,
+        max_bytes,
+        policy,
+    }
+}
+
+fn meta() -> EventMeta {
+    EventMeta::live(TopicId::new(0, 0), Instant::now(), 0)
+}
+
+fn keyed(topic: u32, key: u64) -> EventMeta {
+    EventMeta::live(TopicId::new(topic, 0), Instant::now(), key)
+}
+
+#[test]
+fn a_queued_frame_fills_one_cache_line() {
+    assert_eq!(std::mem::size_of::<OutFrame>(), 64);
+    let meta = EventMeta::replayed(TopicId::new(1, 2), Instant::now(), u64::MAX);
+    assert!(meta.is_replay());
+    assert_eq!(meta.key(), u64::MAX >> 1);
+    assert!(!EventMeta::live(meta.topic, meta.accepted_at, 5).is_replay());
+}
+
+fn frame(len: usize) -> Bytes {
+    Bytes::from(vec![b'a'; len])
+}
+
+#[test]
+fn refuses_events_past_the_message_limit_with_the_policy() {
+    let mut drop = Outbox::new(limits(2, 1 << 20, SlowConsumerPolicy::Drop));
+    assert_eq!(drop.push_event(frame(10), meta()), Admission::Queued);
+    assert_eq!(drop.push_event(frame(10), meta()), Admission::Queued);
+    assert_eq!(
+        drop.push_event(frame(10), meta()),
+        Admission::Dropped(DropReason::OutboxFull)
+    );
+    let mut disconnect = Outbox::new(limits(1, 1 << 20, SlowConsumerPolicy::Disconnect));
+    assert_eq!(disconnect.push_event(frame(10), meta()), Admission::Queued);
+    assert_eq!(
+        disconnect.push_event(frame(10), meta()),
+        Admission::Disconnect
+    );
+}
+
+#[test]
+fn refuses_events_past_the_byte_limit() {
+    let mut outbox = Outbox::new(limits(100, 25, SlowConsumerPolicy::Drop));
+    assert_eq!(outbox.push_event(frame(10), meta()), Admission::Queued);
+    assert_eq!(outbox.push_event(frame(10), meta()), Admission::Queued);
+    assert_eq!(
+        outbox.push_event(frame(10), meta()),
+        Admission::Dropped(DropReason::OutboxFull)
+    );
+    assert_eq!(outbox.push_event(frame(5), meta()), Admission::Queued);
+    assert_eq!(outbox.queued_bytes(), 25);
+}
+
+#[test]
+fn control_frames_pass_a_full_outbox_up_to_the_headroom() {
+    let mut outbox = Outbox::new(limits(1, 1 << 20, SlowConsumerPolicy::Drop));
+    assert_eq!(outbox.push_event(frame(1), meta()), Admission::Queued);
+    for _ in 0..CONTROL_HEADROOM {
+        assert_eq!(outbox.push_control(frame(1)), Admission::Queued);
+    }
+    assert_eq!(outbox.push_control(frame(1)), Admission::Disconnect);
+}
+
+#[test]
+fn control_frames_are_bounded_in_bytes_too() {
+    let mut outbox = Outbox::new(limits(4, 100, SlowConsumerPolicy::Drop));
+    let big = Bytes::from(vec![0u8; CONTROL_HEADROOM_BYTES / 2]);
+    assert_eq!(outbox.push_control(big.clone()), Admission::Queued);
+    assert_eq!(outbox.push_control(big.clone()), Admission::Queued);
+    assert_eq!(outbox.push_control(frame(1)), Admission::Disconnect);
+    // Written, they make room again.
+    outbox.advance(big.len(), |_| {});
+    assert_eq!(outbox.push_control(frame(1)), Admission::Queued);
+}
+
+#[test]
+fn partial_writes_resume_mid_frame_and_report_completed_frames() {
+    let mut outbox = Outbox::new(limits(10, 1 << 20, SlowConsumerPolicy::Drop));
+    outbox.push_event(Bytes::from_static(b"abcde"), meta());
+    outbox.push_control(Bytes::from_static(b"fgh"));
+    outbox.push_event(Bytes::from_static(b"ij"), meta());
+
+    let mut done = Vec::new();
+    outbox.advance(3, |f| done.push(f.bytes.clone()));
+    assert!(done.is_empty());
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let n = outbox.io_slices(&mut slices);
+    let flat: Vec<u8> = slices[..n].iter().flat_map(|s| s.to_vec()).collect();
+    assert_eq!(flat, b"defghij");
+
+    outbox.advance(4, |f| done.push(f.bytes.clone()));
+    assert_eq!(done, vec![Bytes::from_static(b"abcde")]);
+    // "h" of the control frame and "ij" remain.
+    assert_eq!(outbox.queued_bytes(), 3);
+    outbox.advance(3, |f| done.push(f.bytes.clone()));
+    assert_eq!(done.len(), 3);
+    assert!(outbox.is_empty());
+    assert_eq!(outbox.queued_bytes(), 0);
+    // Retired events free their slots.
+    for _ in 0..10 {
+        assert_eq!(outbox.push_event(frame(1), meta()), Admission::Queued);
+    }
+}
+
+#[test]
+fn clear_returns_only_the_undelivered_events() {
+    let mut outbox = Outbox::new(limits(10, 1 << 20, SlowConsumerPolicy::Drop));
+    outbox.push_event(frame(3), meta());
+    outbox.push_control(frame(3));
+    outbox.push_event(frame(3), meta());
+    assert_eq!(outbox.clear().count(), 2);
+    assert!(outbox.is_empty());
+    assert_eq!(outbox.queued_bytes(), 0);
+}
+
+#[test]
+fn a_full_conflating_outbox_replaces_the_queued_event_of_the_same_topic_and_key() {
+    let mut outbox = Outbox::new(limits(3, 1 << 20, SlowConsumerPolicy::Conflate));
+    let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
+    assert_eq!(
+        outbox.push_event(frame("a1"), keyed(1, 7)),
+        Admission::Queued
+    );
+    assert_eq!(
+        outbox.push_event(frame("b1"), keyed(1, 8)),
+        Admission::Queued
+    );
+    assert_eq!(
+        outbox.push_event(frame("a1'"), keyed(2, 7)),
+        Admission::Queued
+    );
+    // Full: the same key of topic 1 takes its predecessor's place.
+    assert_eq!(
+        outbox.push_event(frame("a2"), keyed(1, 7)),
+        Admission::Conflated
+    );
+    assert_eq!(
+        outbox.push_event(frame("a3"), keyed(1, 7)),
+        Admission::Conflated
+    );
+    // No predecessor, or no key: dropped.
+    assert_eq!(
+        outbox.push_event(frame("c1"), keyed(1, 9)),
+        Admission::Dropped(DropReason::OutboxFull)
+    );
+    assert_eq!(
+        outbox.push_event(frame("x"), keyed(1, 0)),
+        Admission::Dropped(DropReason::OutboxFull)
+    );
+    let mut written = Vec::new();
+    outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
+    // The newest value goes last: the topic's order holds.
+    assert_eq!(written, vec![frame("b1"), frame("a1'"), frame("a3")]);
+    assert_eq!(outbox.queued_bytes(), 0);
+}
+
+#[test]
+fn conflation_never_touches_a_frame_being_written_nor_breaks_the_byte_limit() {
+    let mut outbox = Outbox::new(limits(2, 10, SlowConsumerPolicy::Conflate));
+    outbox.push_event(Bytes::from_static(b"aaaa"), keyed(1, 7));
+    outbox.push_event(Bytes::from_static(b"bbbb"), keyed(1, 8));
+    outbox.advance(1, |_| {});
+    // The front frame is partly written: it cannot be replaced.
+    assert_eq!(
+        outbox.push_event(Bytes::from_static(b"AAAA"), keyed(1, 7)),
+        Admission::Dropped(DropReason::OutboxFull)
+    );
+    // Replacing 4 bytes by 8 would exceed the 10-byte limit.
+    assert_eq!(
+        outbox.push_event(Bytes::from_static(b"BBBBBBBB"), keyed(1, 8)),
+        Admission::Dropped(DropReason::OutboxFull)
+    );
+    assert_eq!(
+        outbox.push_event(Bytes::from_static(b"BBBBB"), keyed(1, 8)),
+        Admission::Conflated
+    );
+    assert_eq!(outbox.queued_bytes(), 3 + 5);
+}
+
+#[test]
+fn conflation_replaces_the_newest_of_several_queued_events_of_a_key() {
+    let mut outbox = Outbox::new(limits(3, 1 << 20, SlowConsumerPolicy::Conflate));
+    let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
+    outbox.push_event(frame("a1"), keyed(1, 7));
+    outbox.push_event(frame("a2"), keyed(1, 7));
+    outbox.push_event(frame("b1"), keyed(1, 8));
+    assert_eq!(
+        outbox.push_event(frame("a3"), keyed(1, 7)),
+        Admission::Conflated
+    );
+    let mut written = Vec::new();
+    outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
+    // a1 still comes before a3: the key's values only get newer.
+    assert_eq!(written, vec![frame("a1"), frame("b1"), frame("a3")]);
+}
+
+#[test]
+fn a_replayed_event_is_never_conflated_away() {
+    let mut outbox = Outbox::new(limits(2, 1 << 20, SlowConsumerPolicy::Conflate));
+    let replayed = EventMeta::replayed(TopicId::new(1, 0), Instant::now(), 7);
+    outbox.push_event(Bytes::from_static(b"r"), replayed);
+    outbox.push_event(Bytes::from_static(b"b"), keyed(1, 8));
+    assert_eq!(
+        outbox.push_event(Bytes::from_static(b"a"), keyed(1, 7)),
+        Admission::Dropped(DropReason::OutboxFull)
+    );
+    assert_eq!(outbox.len(), 2);
+}
