@@ -172,8 +172,10 @@ mod tests {
     use crate::sansio::format::{FrameKind, WireFormat};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Frames a message as its format's name, its kind and its seq; counts encodings.
-    struct Counting(&'static str, Arc<AtomicUsize>);
+    /// Frames a message as its format's name, its kind and its seq; counts
+    /// encodings. `distinct`: frames each kind its own way (otherwise every
+    /// kind gets the live frame, the default).
+    struct Counting(&'static str, Arc<AtomicUsize>, bool);
 
     impl WireFormat for Counting {
         fn name(&self) -> &'static str {
@@ -184,11 +186,29 @@ mod tests {
             Bytes::from(format!("{}:{kind:?}:{}", self.0, msg.seq))
         }
         fn frame_kind(&self, kind: FrameKind) -> FrameKind {
-            kind
+            if self.2 {
+                kind
+            } else {
+                FrameKind::Live
+            }
         }
         fn heartbeat(&self, _: SystemTime) -> Option<Bytes> {
             None
         }
+    }
+
+    fn message(seq: u64, key: Option<&str>) -> Message {
+        let key = key.map(Into::into);
+        let epoch = Epoch::from_u64(1);
+        Message::new(
+            TopicId::new(0, 0),
+            "t".into(),
+            epoch,
+            seq,
+            key,
+            Bytes::new(),
+            Stamp::now(),
+        )
     }
 
     #[test]
@@ -199,19 +219,11 @@ mod tests {
             .map(|i| {
                 let name: &'static str = Box::leak(format!("f{i}").into_boxed_str());
                 formats
-                    .register(Arc::new(Counting(name, Arc::clone(&encoded))))
+                    .register(Arc::new(Counting(name, Arc::clone(&encoded), true)))
                     .unwrap()
             })
             .collect();
-        let msg = Message::new(
-            TopicId::new(0, 0),
-            "t".into(),
-            Epoch::from_u64(1),
-            7,
-            Some("k".into()),
-            Bytes::new(),
-            Stamp::now(),
-        );
+        let msg = message(7, Some("k"));
         let size = std::mem::size_of::<Message>();
         for _ in 0..3 {
             for &id in &ids {
@@ -228,41 +240,19 @@ mod tests {
         assert!(size <= 256, "{size}");
     }
 
-    /// Frames every kind alike (the default): one encoding serves them all.
-    struct Uniform(Arc<AtomicUsize>);
-
-    impl WireFormat for Uniform {
-        fn name(&self) -> &'static str {
-            "uniform"
-        }
-        fn encode_event(&self, _: &Message, kind: FrameKind) -> Bytes {
-            assert_eq!(kind, FrameKind::Live);
-            self.0.fetch_add(1, Ordering::Relaxed);
-            Bytes::from_static(b"frame")
-        }
-        fn heartbeat(&self, _: SystemTime) -> Option<Bytes> {
-            None
-        }
-    }
-
     #[test]
     fn a_format_that_frames_every_kind_alike_encodes_once() {
         let encoded = Arc::new(AtomicUsize::new(0));
         let mut formats = Formats::default();
         let id = formats
-            .register(Arc::new(Uniform(Arc::clone(&encoded))))
+            .register(Arc::new(Counting("uniform", Arc::clone(&encoded), false)))
             .unwrap();
-        let msg = Message::new(
-            TopicId::new(0, 0),
-            "t".into(),
-            Epoch::from_u64(1),
-            1,
-            None,
-            Bytes::new(),
-            Stamp::now(),
-        );
+        let msg = message(1, None);
         for kind in [FrameKind::Snapshot, FrameKind::Replay, FrameKind::Live] {
-            assert_eq!(&msg.frame(id.variant(kind), &formats)[..], b"frame");
+            assert_eq!(
+                &msg.frame(id.variant(kind), &formats)[..],
+                b"uniform:Live:1"
+            );
         }
         assert_eq!(encoded.load(Ordering::Relaxed), 1);
     }
@@ -272,20 +262,12 @@ mod tests {
         let encoded = Arc::new(AtomicUsize::new(0));
         let mut formats = Formats::default();
         let a = formats
-            .register(Arc::new(Counting("a", Arc::clone(&encoded))))
+            .register(Arc::new(Counting("a", Arc::clone(&encoded), true)))
             .unwrap();
         let b = formats
-            .register(Arc::new(Counting("b", Arc::clone(&encoded))))
+            .register(Arc::new(Counting("b", Arc::clone(&encoded), true)))
             .unwrap();
-        let msg = Arc::new(Message::new(
-            TopicId::new(0, 0),
-            "t".into(),
-            Epoch::from_u64(1),
-            1,
-            None,
-            Bytes::new(),
-            Stamp::now(),
-        ));
+        let msg = Arc::new(message(1, None));
         std::thread::scope(|s| {
             for i in 0..4 {
                 let (msg, formats) = (&msg, &formats);
@@ -303,19 +285,7 @@ mod tests {
 
     #[test]
     fn equal_keys_share_a_digest_and_no_key_is_zero() {
-        let keyed = |key: Option<&str>| {
-            let key = key.map(Into::into);
-            Message::new(
-                TopicId::new(0, 0),
-                "t".into(),
-                Epoch::from_u64(1),
-                1,
-                key,
-                Bytes::new(),
-                Stamp::now(),
-            )
-            .key_hash()
-        };
+        let keyed = |key: Option<&str>| message(1, key).key_hash();
         assert_eq!(keyed(None), 0);
         assert_eq!(keyed(Some("AAPL")), keyed(Some("AAPL")));
         assert_ne!(keyed(Some("AAPL")), keyed(Some("MSFT")));

@@ -48,7 +48,8 @@ pub struct Subscribed {
     /// nothing is replayed).
     pub new: bool,
     /// Live delivery begins after this position: a protocol may show its
-    /// epoch and seq to the client, which can resume from it later.
+    /// epoch and seq to the client, which can resume from it later. (For a
+    /// subscription already held, the topic's position now.)
     pub position: Position,
     /// What to replay (see [`ConnCtx::send_replay`]), or why the replay
     /// asked for is not possible; the subscription holds either way, and the
