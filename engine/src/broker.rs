@@ -7,12 +7,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::registry::TopicRegistry;
+use crate::sansio::message::Publication;
 use crate::sansio::pattern::TopicError;
 use crate::shard::ShardInbox;
-use crate::topic::{Stamped, Topic};
+use crate::topic::{Rejected, Stamped, Topic};
 
 /// Why a publish failed.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -34,12 +33,11 @@ pub enum PublishError {
 
 /// Where publishes go. Shared by every publishing thread.
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes `data` (with optional `key`) to `topic`; returns its sequence number.
+    /// Publishes `publication` to `topic`; returns its sequence number.
     fn publish(
         &self,
         topic: &Arc<Topic>,
-        key: Option<Box<str>>,
-        data: Bytes,
+        publication: Publication,
         local: &Fanout<'_>,
     ) -> Result<u64, PublishError>;
 }
@@ -67,18 +65,13 @@ impl Fanout<'_> {
     /// the publisher: the message goes to the live topic of the same name,
     /// created again if need be (not charged to any quota: the publish was
     /// admitted against the topic as it was).
-    pub fn deliver(
-        &self,
-        topic: &Topic,
-        key: Option<Box<str>>,
-        data: Bytes,
-    ) -> Result<u64, PublishError> {
-        match topic.publish(key, data) {
+    pub fn deliver(&self, topic: &Topic, publication: Publication) -> Result<u64, PublishError> {
+        match topic.publish(publication) {
             Ok(stamped) => Ok(self.route(stamped)),
-            Err(rejected) => {
+            Err(Rejected(publication)) => {
                 let live = self.topics.resolve(topic.name(), None)?;
                 let stamped = live
-                    .publish(rejected.key, rejected.data)
+                    .publish(publication)
                     .map_err(|_| PublishError::Retired)?;
                 Ok(self.route(stamped))
             }
@@ -107,10 +100,9 @@ impl Broker for InProcess {
     fn publish(
         &self,
         topic: &Arc<Topic>,
-        key: Option<Box<str>>,
-        data: Bytes,
+        publication: Publication,
         local: &Fanout<'_>,
     ) -> Result<u64, PublishError> {
-        local.deliver(topic, key, data)
+        local.deliver(topic, publication)
     }
 }

@@ -29,6 +29,7 @@ use crate::registry::{RegistryConfig, TopicRegistry};
 use crate::sansio::close::CloseReason;
 use crate::sansio::format::Formats;
 use crate::sansio::ids::ConnKey;
+use crate::sansio::message::Publication;
 use crate::sansio::pattern::TopicError;
 use crate::sansio::pattern::MAX_KEY_LEN;
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
@@ -84,15 +85,14 @@ impl EngineShared {
     pub(crate) fn publish(
         &self,
         topic: &Arc<Topic>,
-        key: Option<Box<str>>,
-        data: Bytes,
+        publication: Publication,
     ) -> Result<u64, PublishError> {
-        check_key(key.as_deref())?;
+        check_key(publication.key.as_deref())?;
         let local = Fanout {
             inboxes: &self.inboxes,
             topics: &self.topics,
         };
-        self.broker.publish(topic, key, data, &local)
+        self.broker.publish(topic, publication, &local)
     }
 
     pub(crate) fn gate(&self) -> &Arc<Gate> {
@@ -292,22 +292,27 @@ impl Engine {
         key: Option<Box<str>>,
         data: Bytes,
     ) -> Result<u64, PublishError> {
-        self.shared.publish(topic, key, data)
+        self.publish_message(topic, Publication::new(key, data))
+    }
+
+    /// Publishes `publication` (its kind included) through the broker;
+    /// returns the message's sequence number.
+    pub fn publish_message(
+        &self,
+        topic: &Arc<Topic>,
+        publication: Publication,
+    ) -> Result<u64, PublishError> {
+        self.shared.publish(topic, publication)
     }
 
     /// Delivers to this process's subscribers without going through the
     /// broker: the entry point for a broker's receiving side.
-    pub fn fanout(
-        &self,
-        topic: &Topic,
-        key: Option<Box<str>>,
-        data: Bytes,
-    ) -> Result<u64, PublishError> {
+    pub fn fanout(&self, topic: &Topic, publication: Publication) -> Result<u64, PublishError> {
         Fanout {
             inboxes: &self.shared.inboxes,
             topics: &self.shared.topics,
         }
-        .deliver(topic, key, data)
+        .deliver(topic, publication)
     }
 
     /// WebSocket connections open or being opened (their slot reserved).

@@ -27,14 +27,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 use tracing::warn;
 
 use crate::sansio::budget::MemoryBudget;
 use crate::sansio::history::{History, Retention};
 use crate::sansio::ids::{Epoch, TopicId};
-use crate::sansio::message::{Message, Stamp};
+use crate::sansio::message::{Message, Publication, Stamp};
 use crate::sansio::quota::TopicQuota;
 use crate::sansio::replay::{Position, Replay, ReplayError, Replayed};
 
@@ -46,10 +45,7 @@ pub struct Retired;
 /// A publish refused by a retired topic, handing back what was to be
 /// published so the caller can publish it into the live topic of that name.
 #[derive(Debug)]
-pub(crate) struct Rejected {
-    pub(crate) key: Option<Box<str>>,
-    pub(crate) data: Bytes,
-}
+pub(crate) struct Rejected(pub(crate) Publication);
 
 #[cold]
 fn log_overflow(last: &mut Option<Instant>, topic: &str, total: u64) {
@@ -220,28 +216,27 @@ impl Topic {
     }
 
     /// Stamps and records one message; the caller routes it (see [`Stamped`]).
-    pub(crate) fn publish(
-        &self,
-        key: Option<Box<str>>,
-        data: Bytes,
-    ) -> Result<Stamped<'_>, Rejected> {
+    pub(crate) fn publish(&self, publication: Publication) -> Result<Stamped<'_>, Rejected> {
         // Clock reads and the allocation of the key stay outside the lock.
         let stamp = Stamp::now();
+        let kind = publication.kind;
         let mut msg = Message::new(
             self.id,
             Arc::clone(&self.name),
             self.epoch,
             0,
-            key,
-            data,
+            publication.key,
+            publication.data,
             stamp,
         );
+        msg.kind = kind;
         let mut state = self.state.lock();
         if state.retired {
-            return Err(Rejected {
+            return Err(Rejected(Publication {
                 key: msg.key,
                 data: msg.data,
-            });
+                kind,
+            }));
         }
         state.seq += 1;
         msg.seq = state.seq;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::sansio::ids::Epoch;
-use crate::sansio::message::{Message, Stamp};
+use crate::sansio::message::{Message, Publication, Stamp};
 use crate::sansio::quota::{QuotaError, QuotaLimits};
 use crate::sansio::replay::Replay;
 use crate::shard::ShardInbox;
@@ -30,7 +30,7 @@ fn route(topic: &Topic, data: Bytes, inboxes: &[ShardInbox], registry: &TopicReg
         inboxes,
         topics: registry,
     };
-    fanout.deliver(topic, None, data).unwrap()
+    fanout.deliver(topic, Publication::new(None, data)).unwrap()
 }
 
 fn data() -> Bytes {
@@ -98,7 +98,7 @@ fn idle_topics_without_state_expire_and_their_slot_gets_a_new_generation() {
     assert!(quiet.is_retired());
     assert!(!held.is_retired() && !kept.is_retired());
     // The stale handle refuses; the name resolves to a fresh topic.
-    assert!(quiet.publish(None, data()).is_err());
+    assert!(quiet.publish(Publication::new(None, data())).is_err());
     assert!(quiet.subscribe(0, Replay::None).is_err());
     let again = registry.resolve("p.quiet", None).unwrap();
     assert_eq!(again.id().index(), quiet.id().index());
@@ -108,7 +108,12 @@ fn idle_topics_without_state_expire_and_their_slot_gets_a_new_generation() {
         inboxes: &inboxes,
         topics: &registry,
     };
-    assert_eq!(fanout.deliver(&quiet, None, data()).unwrap(), 1);
+    assert_eq!(
+        fanout
+            .deliver(&quiet, Publication::new(None, data()))
+            .unwrap(),
+        1
+    );
     assert_eq!(again.stats().published, 1);
     assert_eq!(registry.len(), 3);
     assert_eq!(registry.retired().topics, 1);

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -66,6 +66,13 @@ pub trait WireFormat: Send + Sync + 'static {
     /// The frame sent to every connection of this format at each heartbeat
     /// tick, or `None` when the protocol has no server heartbeat.
     fn heartbeat(&self, now: SystemTime) -> Option<Bytes>;
+
+    /// How often this format's heartbeat goes out; `None` (the default):
+    /// the engine's `heartbeat_interval`. Checked on the shard's tick
+    /// (250 ms), so intervals are rounded up to it.
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Index of a registered format.
@@ -193,7 +200,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn iso(secs: u64, millis: u64) -> String {
         let mut out = BytesMut::new();

@@ -41,6 +41,8 @@ pub struct Message {
     pub timestamp: SystemTime,
     /// Monotonic publish time, for delivery latency.
     pub accepted_at: Instant,
+    /// What the publisher says the message is (an ordinary event or an alert).
+    pub kind: MessageKind,
     key_hash: u64,
     frames: FrameCache,
 }
@@ -58,6 +60,54 @@ struct FrameCache {
 fn key_hasher() -> &'static std::collections::hash_map::RandomState {
     static HASHER: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     HASHER.get_or_init(Default::default)
+}
+
+/// What a publisher says a message is. Protocols that distinguish the two
+/// (BondX's `alert` envelope) frame them differently; the others ignore it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// An ordinary update.
+    #[default]
+    Event,
+    /// An important notification: a risk breach, a system alert.
+    Alert,
+}
+
+impl MessageKind {
+    /// Its name in the publish API: `event` or `alert`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Alert => "alert",
+        }
+    }
+}
+
+/// What a publisher hands the engine: the data, its optional key, its kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Publication {
+    /// Optional key (a symbol, an account) for keyed snapshots and conflation.
+    pub key: Option<Box<str>>,
+    /// The payload exactly as the publisher sent it (a JSON value).
+    pub data: Bytes,
+    /// Event or alert.
+    pub kind: MessageKind,
+}
+
+impl Publication {
+    /// An ordinary event with `data` and an optional `key`.
+    pub fn new(key: Option<Box<str>>, data: Bytes) -> Self {
+        Self {
+            key,
+            data,
+            kind: MessageKind::Event,
+        }
+    }
+
+    /// The same publication as `kind`.
+    pub fn with_kind(self, kind: MessageKind) -> Self {
+        Self { kind, ..self }
+    }
 }
 
 /// When a message was accepted, on both clocks. Read by the caller (the
@@ -106,6 +156,7 @@ impl Message {
             data,
             timestamp: stamp.wall,
             accepted_at: stamp.mono,
+            kind: MessageKind::Event,
             key_hash,
             frames: FrameCache::default(),
         }

@@ -69,6 +69,11 @@ pub trait Session: 'static {
         ctx.close(CloseReason::UnsupportedData);
     }
 
+    /// The instant set with [`ConnCtx::wake_at`] has come (checked every
+    /// shard tick, 250 ms). Periodic work of a protocol — a conflated
+    /// update every few seconds — is done here.
+    fn on_wake(&mut self, _ctx: &mut ConnCtx<'_>) {}
+
     /// The connection is closing for `reason`.
     fn on_close(&mut self, _reason: &CloseReason) {}
 }
@@ -96,6 +101,10 @@ pub(super) struct ConnState {
     pub(super) closing: Option<CloseReason>,
     /// Close for this reason at this instant (e.g. when a token expires).
     pub(super) deadline: Option<(Instant, CloseReason)>,
+    /// Call the session's `on_wake` at this instant.
+    pub(super) wake_at: Option<Instant>,
+    /// The wake-up is due: the task calls `on_wake` next.
+    pub(super) woken: bool,
     /// Incomplete frames and messages, kept between reads (freed once used).
     pub(super) decoder: Decoder,
 }
@@ -152,6 +161,8 @@ impl Conn {
                 broken: false,
                 closing: None,
                 deadline: None,
+                wake_at: None,
+                woken: false,
                 decoder: Decoder::default(),
             }),
         }
@@ -219,7 +230,19 @@ pub(super) async fn run(
         let blocked = conn.state.borrow().write_blocked;
         tokio::select! {
             biased;
-            () = conn.attention.notified() => {}
+            () = conn.attention.notified() => {
+                let woken = std::mem::take(&mut conn.state.borrow_mut().woken);
+                if woken && conn.state.borrow().closing.is_none() {
+                    let mut ctx = ConnCtx {
+                        shard: &shard,
+                        conn: &conn,
+                    };
+                    if guarded(&conn, || session.on_wake(&mut ctx)).is_err() {
+                        conn.request_close(CloseReason::InternalError);
+                    }
+                    shard.flush(&conn);
+                }
+            }
             ready = conn.stream.writable(), if blocked => {
                 if ready.is_err() {
                     break CloseReason::ConnectionLost;

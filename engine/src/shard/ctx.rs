@@ -19,6 +19,7 @@ use super::ShardState;
 use crate::broker::PublishError;
 use crate::engine::Engine;
 use crate::sansio::close::CloseReason;
+use crate::sansio::message::Publication;
 use crate::sansio::outbox::{Admission, EventMeta};
 use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
@@ -191,16 +192,24 @@ impl ConnCtx<'_> {
     pub fn publish(
         &mut self,
         topic: &str,
-        key: Option<Box<str>>,
-        data: Bytes,
+        publication: Publication,
         quota: Option<&Arc<TopicQuota>>,
     ) -> Result<u64, PublishError> {
-        self.shard.publish(topic, key, data, quota)
+        self.shard.publish(topic, publication, quota)
     }
 
     /// Closes the connection for `reason` once this callback returns.
     pub fn close(&mut self, reason: CloseReason) {
         self.conn.request_close(reason);
+    }
+
+    /// Calls the session's [`Session::on_wake`](crate::Session::on_wake) at
+    /// `at` (checked every shard tick, 250 ms), or never with `None`. A
+    /// later call replaces the instant; each wake-up happens once.
+    pub fn wake_at(&mut self, at: Option<Instant>) {
+        let mut state = self.conn.state.borrow_mut();
+        state.wake_at = at;
+        state.woken = false;
     }
 
     /// Closes the connection for `reason` at `at` (checked every shard tick,

@@ -14,6 +14,7 @@ use crate::engine::Engine;
 use crate::gate::{PeerPermit, Refused};
 use crate::sansio::delivery::Delivery;
 use crate::sansio::ids::ConnKey;
+use crate::sansio::message::Publication;
 use crate::sansio::quota::TopicQuota;
 use crate::shard::conn::Session;
 use crate::shard::ShardState;
@@ -102,10 +103,9 @@ impl LocalShard {
     pub fn publish(
         &self,
         topic: &str,
-        key: Option<Box<str>>,
-        data: Bytes,
+        publication: Publication,
         quota: Option<&Arc<TopicQuota>>,
     ) -> Result<u64, PublishError> {
-        self.state.publish(topic, key, data, quota)
+        self.state.publish(topic, publication, quota)
     }
 }

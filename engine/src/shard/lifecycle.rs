@@ -6,8 +6,12 @@
 //! 1. a deadline set by its session (a token's expiry) that has passed
 //!    closes it;
 //! 2. silence longer than its protocol's liveness timeout closes it;
-//! 3. when the heartbeat is due, its format's heartbeat frame (encoded once
-//!    per format per tick) is queued and flushed.
+//! 3. a wake-up its session asked for ([`crate::ConnCtx::wake_at`]) that is
+//!    due is handed to the connection's task, which calls the session's
+//!    `on_wake` (sessions live in their tasks, not in the tick);
+//! 4. when its format's heartbeat is due (each format has its own interval,
+//!    [`crate::WireFormat::heartbeat_interval`]), the heartbeat frame
+//!    (encoded once per format per tick) is queued and flushed.
 //!
 //! Every 20 ticks the shard prunes retired topics from its cache; shard 0
 //! also expires idle topics and rebalances the history budget.
@@ -118,19 +122,31 @@ impl ShardState {
         if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
             self.sweep_topics(now);
         }
-        let heartbeat_due = now >= self.next_heartbeat.get();
-        // Once per heartbeat interval, one slot per registered format.
-        let mut heartbeats: Vec<Option<Option<Bytes>>> = Vec::new();
-        if heartbeat_due {
-            self.next_heartbeat.set(now + config.heartbeat_interval);
-            heartbeats.resize(self.shared.formats().len(), None);
+        // Once per interval of each format, one slot per format: `None` when
+        // not due, else its frame, encoded on first use.
+        let formats = self.shared.formats();
+        let mut heartbeats: Vec<Option<Option<Option<Bytes>>>> = Vec::new();
+        let mut next_heartbeat = self.next_heartbeat.borrow_mut();
+        for ((id, format), next) in formats.iter().zip(next_heartbeat.iter_mut()) {
+            if now >= *next {
+                if heartbeats.is_empty() {
+                    heartbeats.resize(formats.len(), None);
+                }
+                *next = now
+                    + format
+                        .heartbeat_interval()
+                        .unwrap_or(config.heartbeat_interval);
+                heartbeats[id.index()] = Some(None);
+            }
         }
+        drop(next_heartbeat);
+        let heartbeat_due = !heartbeats.is_empty();
         let wall = SystemTime::now();
         // Nothing below adds or removes connections (closing happens in each
         // connection's own task), so the slab can stay borrowed.
         for conn in self.conns.borrow().iter() {
-            let (silent, due) = {
-                let state = conn.state.borrow();
+            let (silent, due, wake) = {
+                let mut state = conn.state.borrow_mut();
                 // A closing connection has queued its close frame: nothing may
                 // follow it, and its timeout has already been dealt with.
                 if state.closing.is_some() {
@@ -141,7 +157,13 @@ impl ShardState {
                     .as_ref()
                     .filter(|(at, _)| *at <= now)
                     .map(|(_, reason)| reason.clone());
-                (now.saturating_duration_since(state.last_seen), due)
+                // A session's wake-up: its task calls `on_wake` when notified.
+                let wake = state.wake_at.is_some_and(|at| at <= now);
+                if wake {
+                    state.wake_at = None;
+                    state.woken = true;
+                }
+                (now.saturating_duration_since(state.last_seen), due, wake)
             };
             if let Some(reason) = due {
                 info!(client = %conn.client_id, peer = %conn.peer, reason = %reason, "connection deadline");
@@ -158,12 +180,17 @@ impl ShardState {
                 conn.request_close(CloseReason::HeartbeatTimeout);
                 continue;
             }
+            if wake {
+                conn.attention.notify_one();
+            }
             if !heartbeat_due {
                 continue;
             }
             let format = conn.delivery.format;
-            let frame = heartbeats[format.index()]
-                .get_or_insert_with(|| self.shared.formats().get(format).heartbeat(wall));
+            let Some(slot) = &mut heartbeats[format.index()] else {
+                continue;
+            };
+            let frame = slot.get_or_insert_with(|| formats.get(format).heartbeat(wall));
             if let Some(frame) = frame {
                 conn.send_control(frame.clone());
                 self.flush(conn);

@@ -56,12 +56,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use crate::broker::PublishError;
 use crate::engine::{Engine, EngineShared};
 use crate::sansio::ids::TopicId;
+use crate::sansio::message::Publication;
 use crate::sansio::pacer::{self, FlushPacer};
 use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
@@ -115,7 +115,8 @@ struct ShardState {
     topic_cache: RefCell<HashMap<Box<str>, Arc<Topic>>>,
     epoch: Instant,
     now: Cell<Instant>,
-    next_heartbeat: Cell<Instant>,
+    /// When each format's next heartbeat is due, by format index.
+    next_heartbeat: RefCell<Vec<Instant>>,
     ticks: Cell<u32>,
 }
 
@@ -124,6 +125,12 @@ impl ShardState {
         let now = Instant::now();
         let engine = Engine::from_shared(Arc::clone(&shared));
         let heartbeat = shared.config().heartbeat_interval;
+        // Each format starts on its own interval.
+        let first_beats: Vec<Instant> = shared
+            .formats()
+            .iter()
+            .map(|(_, f)| now + f.heartbeat_interval().unwrap_or(heartbeat))
+            .collect();
         let pacer = FlushPacer::new(shared.config().coalesce_above_cpu);
         let formats = shared.formats().len();
         Self {
@@ -143,7 +150,7 @@ impl ShardState {
             topic_cache: RefCell::default(),
             epoch: now,
             now: Cell::new(now),
-            next_heartbeat: Cell::new(now + heartbeat),
+            next_heartbeat: RefCell::new(first_beats),
             ticks: Cell::new(0),
         }
     }
@@ -210,14 +217,13 @@ impl ShardState {
     fn publish(
         &self,
         name: &str,
-        key: Option<Box<str>>,
-        data: Bytes,
+        publication: Publication,
         quota: Option<&Arc<TopicQuota>>,
     ) -> Result<u64, PublishError> {
         // Checked before the lookup: a refused publish creates no topic.
-        crate::engine::check_key(key.as_deref())?;
+        crate::engine::check_key(publication.key.as_deref())?;
         // A topic retired after this lookup is handled by the fan-out.
         let topic = self.topic(name, quota)?;
-        self.shared.publish(&topic, key, data)
+        self.shared.publish(&topic, publication)
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::broker::Fanout;
 use crate::registry::{RegistryConfig, TopicRegistry};
 use crate::sansio::history::HistoryLimits;
+use crate::sansio::message::Publication;
 use crate::sansio::pattern::ChannelRules;
 use crate::sansio::replay::{Position, Replay, ReplayError};
 use crate::shard::ShardInbox;
@@ -48,7 +49,7 @@ fn every_shard_receives_a_topic_in_sequence_order_whoever_publishes() {
             s.spawn(|| {
                 for _ in 0..5_000 {
                     fanout
-                        .deliver(&topic, None, Bytes::from_static(b"1"))
+                        .deliver(&topic, Publication::new(None, Bytes::from_static(b"1")))
                         .unwrap();
                 }
             });
@@ -72,7 +73,7 @@ fn a_subscriber_joining_mid_stream_gets_every_message_exactly_once() {
         let publisher = s.spawn(|| {
             for _ in 0..20_000 {
                 fanout
-                    .deliver(&topic, None, Bytes::from_static(b"1"))
+                    .deliver(&topic, Publication::new(None, Bytes::from_static(b"1")))
                     .unwrap();
             }
         });

@@ -85,12 +85,11 @@ pub fn publish_item(
         channel: truncate(&item.channel, MAX_NAME_LEN).to_owned(),
         error,
     };
-    let data = match item.admit(principal) {
-        Ok(data) => data,
+    let publication = match item.admit(principal) {
+        Ok(publication) => publication,
         Err(error) => return refused(error),
     };
-    let key = item.key.as_deref().map(Into::into);
-    match shard.publish(&item.channel, key, data, Some(&principal.quota)) {
+    match shard.publish(&item.channel, publication, Some(&principal.quota)) {
         Ok(seq) => PublishResult::Ok {
             channel: item.channel.into_owned(),
             seq,

@@ -2,7 +2,9 @@
 //! frames ([`parse_frame`]), then the checks the parser cannot make
 //! ([`PublishItem::admit`]).
 //!
-//! Both take `{"channel":"…","data":<any JSON>,"key":"…"}` (key optional).
+//! Both take `{"channel":"…","data":<any JSON>,"key":"…","kind":"alert"}`
+//! (`key` optional; `kind` optional, `event` by default or `alert` — the
+//! BondX protocol frames alerts as `type: "alert"`, the others ignore it).
 //! `data` is kept byte for byte, copied once out of the request into an
 //! allocation of its own size, so a retained message holds its data and
 //! nothing of the request around it (a 1-byte `data` padded with a
@@ -20,7 +22,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use shardcast_engine::{PublishError, QuotaError, TopicError, MAX_NAME_LEN};
+use shardcast_engine::{
+    MessageKind, Publication, PublishError, QuotaError, TopicError, MAX_NAME_LEN,
+};
 
 use crate::auth::Principal;
 use crate::input::{check_depth, truncate, MAX_DATA_DEPTH};
@@ -39,6 +43,29 @@ pub struct PublishItem<'a> {
     /// The optional key.
     #[serde(default, borrow)]
     pub key: Option<Cow<'a, str>>,
+    /// `event` (the default) or `alert`.
+    #[serde(default)]
+    pub kind: Kind,
+}
+
+/// What a published message is, as the publish API names it.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An ordinary update.
+    #[default]
+    Event,
+    /// An important notification.
+    Alert,
+}
+
+impl From<Kind> for MessageKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Event => MessageKind::Event,
+            Kind::Alert => MessageKind::Alert,
+        }
+    }
 }
 
 /// The HTTP body as written: one message, or `{"messages":[…]}`. (Not an
@@ -52,6 +79,8 @@ struct RawBody<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, borrow)]
     key: Option<Cow<'a, str>>,
+    #[serde(default)]
+    kind: Option<Kind>,
     #[serde(default, borrow)]
     messages: Option<Vec<PublishItem<'a>>>,
 }
@@ -76,6 +105,8 @@ struct RawFrame<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, borrow)]
     key: Option<Cow<'a, str>>,
+    #[serde(default)]
+    kind: Kind,
     #[serde(default, borrow)]
     token: Option<Cow<'a, str>>,
 }
@@ -156,12 +187,19 @@ pub fn parse_body(body: &[u8], max_batch: usize) -> Result<PublishBody<'_>, ApiE
             channel: Some(channel),
             data: Some(data),
             key,
+            kind,
             messages: None,
-        } => Ok(PublishBody::Single(PublishItem { channel, data, key })),
+        } => Ok(PublishBody::Single(PublishItem {
+            channel,
+            data,
+            key,
+            kind: kind.unwrap_or_default(),
+        })),
         RawBody {
             channel: None,
             data: None,
             key: None,
+            kind: None,
             messages: Some(messages),
         } => {
             if messages.len() > max_batch {
@@ -205,6 +243,7 @@ pub fn parse_frame(text: &[u8]) -> Result<PublishCommand<'_>, (ErrorCode, String
                 channel,
                 data,
                 key: frame.key,
+                kind: frame.kind,
             })),
             _ => Err((
                 ErrorCode::InvalidMessage,
@@ -228,8 +267,9 @@ pub fn parse_frame(text: &[u8]) -> Result<PublishCommand<'_>, (ErrorCode, String
 
 impl PublishItem<'_> {
     /// Checks what the envelope parser does not: the principal's scope and
-    /// the depth of `data`. Returns the data, copied to its own allocation.
-    pub fn admit(&self, principal: &Principal) -> Result<Bytes, ApiError> {
+    /// the depth of `data`. Returns the publication, its data copied to an
+    /// allocation of its own.
+    pub fn admit(&self, principal: &Principal) -> Result<Publication, ApiError> {
         if !principal.may_publish(&self.channel) {
             return Err(ApiError::new(
                 ApiCode::Forbidden,
@@ -242,7 +282,11 @@ impl PublishItem<'_> {
         let data = self.data.get().as_bytes();
         check_depth(data, MAX_DATA_DEPTH)
             .map_err(|e| ApiError::new(ApiCode::TooDeep, format!("data refused: {e}")))?;
-        Ok(Bytes::copy_from_slice(data))
+        Ok(Publication {
+            key: self.key.as_deref().map(Into::into),
+            data: Bytes::copy_from_slice(data),
+            kind: self.kind.into(),
+        })
     }
 }
 
@@ -258,6 +302,22 @@ mod tests {
         };
         assert_eq!(item.channel, "t1");
         assert_eq!(item.data.get(), r#"{"px":1}"#);
+        assert_eq!(item.kind, Kind::Event);
+        let body = br#"{"channel":"t1","data":{},"kind":"alert"}"#;
+        let PublishBody::Single(item) = parse_body(body, 10).unwrap() else {
+            panic!("single");
+        };
+        assert_eq!(item.kind, Kind::Alert);
+        let body = br#"{"channel":"t1","data":{},"kind":"loud"}"#;
+        assert_eq!(
+            parse_body(body, 10).unwrap_err().code,
+            ApiCode::InvalidMessage
+        );
+        let frame = br#"{"action":"publish","channel":"t1","data":1,"kind":"alert"}"#;
+        let Ok(PublishCommand::Publish(item)) = parse_frame(frame) else {
+            panic!("publish");
+        };
+        assert_eq!(item.kind, Kind::Alert);
         let body = br#"{"messages":[{"channel":"a","data":1},{"channel":"b","data":[2]}]}"#;
         let PublishBody::Batch(items) = parse_body(body, 10).unwrap() else {
             panic!("batch");

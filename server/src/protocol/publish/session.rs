@@ -82,16 +82,15 @@ impl Session for PublishSession {
                 return;
             }
         };
-        let data = match item.admit(&self.principal) {
-            Ok(data) => data,
+        let publication = match item.admit(&self.principal) {
+            Ok(publication) => publication,
             Err(e) => {
                 let message = format!("{}: {}", e.code, e.message);
                 ctx.send(error_frame(ErrorCode::PublishFailed, &message));
                 return;
             }
         };
-        let key = item.key.as_deref().map(Into::into);
-        if let Err(e) = ctx.publish(&item.channel, key, data, Some(&self.principal.quota)) {
+        if let Err(e) = ctx.publish(&item.channel, publication, Some(&self.principal.quota)) {
             let error = publish_error(&e);
             let message = format!("{}: {}", error.code, error.message);
             ctx.send(error_frame(ErrorCode::PublishFailed, &message));
