@@ -382,6 +382,11 @@ impl Engine {
         }
     }
 
+    /// Whether [`Engine::shutdown`] has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shared.stop.borrow()
+    }
+
     /// Waits for every shard thread to finish. Call from outside the shards.
     pub fn join(&self) {
         let threads = std::mem::take(&mut *self.shared.threads.lock());

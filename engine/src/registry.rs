@@ -272,6 +272,11 @@ impl TopicRegistry {
         freed
     }
 
+    /// The live topic called `name`, if there is one (never creates it).
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().by_name.get(name).cloned()
+    }
+
     /// Every live topic, in slot order.
     pub fn all(&self) -> Vec<Arc<Topic>> {
         self.topics.read().slots.iter().flatten().cloned().collect()

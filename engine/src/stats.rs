@@ -77,6 +77,8 @@ pub struct ShardStats {
     pub index: usize,
     /// WebSocket connections it holds.
     pub connections: usize,
+    /// Of those, how many speak each format, by format index.
+    pub connections_by_format: Vec<usize>,
     /// Connections it has accepted since start.
     pub connections_opened: u64,
     /// Totals over all its connections since start (never decrease).
@@ -171,6 +173,18 @@ impl EngineStats {
     pub fn connections(&self) -> usize {
         self.shards.iter().map(|s| s.connections).sum()
     }
+
+    /// WebSocket connections over all shards per format, by format index.
+    pub fn connections_by_format(&self) -> Vec<usize> {
+        let mut total = Vec::new();
+        for shard in &self.shards {
+            total.resize(total.len().max(shard.connections_by_format.len()), 0);
+            for (sum, n) in total.iter_mut().zip(&shard.connections_by_format) {
+                *sum += n;
+            }
+        }
+        total
+    }
 }
 
 /// One connected client, as the admin API lists it.
@@ -186,6 +200,8 @@ pub struct ClientInfo {
     pub shard: usize,
     /// The wire format it speaks.
     pub format: &'static str,
+    /// What its protocol recorded about it (see [`crate::Attachment::details`]).
+    pub details: crate::Details,
     /// Topics it is subscribed to.
     pub channels: Vec<Arc<str>>,
     /// When it connected.

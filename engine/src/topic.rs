@@ -278,6 +278,21 @@ impl Topic {
         })
     }
 
+    /// The topic's position and the answer to `replay`, read together
+    /// under its lock, without subscribing (a periodic look at a topic's
+    /// latest state, say).
+    pub fn peek(&self, replay: Replay) -> (Position, Result<Replayed, ReplayError>) {
+        let state = self.state.lock();
+        let position = Position {
+            epoch: self.epoch,
+            seq: state.seq,
+        };
+        (
+            position,
+            state.history.replay(replay, self.epoch, state.seq),
+        )
+    }
+
     /// Removes one subscription on `shard`.
     pub(crate) fn unsubscribe(&self, shard: usize) {
         let mut state = self.state.lock();

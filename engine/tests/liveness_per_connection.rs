@@ -69,6 +69,7 @@ impl ConnectionHandler for Handler {
                 delivery,
                 session: Box::new(Quiet),
                 permit,
+                details: Box::default(),
             });
         })
     }

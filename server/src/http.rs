@@ -192,8 +192,10 @@ fn authorize(
     query: &Query,
     descriptor: &Descriptor,
 ) -> Result<(Arc<Principal>, Cors), Response<Body>> {
+    // Plain HTTP endpoints all take the server's credentials
+    // (`Auth::Endpoint` is a WebSocket endpoint's own check).
     match descriptor.auth {
-        Auth::Credentials => {}
+        Auth::Credentials | Auth::Endpoint => {}
     }
     let credential =
         credentials::extract(req.headers(), query, false).map_err(|e| credential_error(&e))?;

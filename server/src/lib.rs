@@ -65,6 +65,13 @@ impl Server {
         let addr = listener.local_addr()?;
         let mut registry = protocol::Registry::default();
         protocol::register_all(&mut registry, &config)?;
+        for rule in registry.declared_channels() {
+            config
+                .engine
+                .channels
+                .declare(rule)
+                .with_context(|| format!("a protocol declares the channel rule {rule:?}"))?;
+        }
         let (formats, routes) = registry.finish();
         let engine = Engine::start(config.engine.clone(), formats, Arc::new(InProcess))
             .context("cannot start the shard threads")?;

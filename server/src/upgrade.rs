@@ -37,7 +37,7 @@ use crate::auth::AuthError;
 use crate::http::{error, Body, PermitSlot};
 use crate::input::sanitize;
 use crate::protocol::common::ApiCode;
-use crate::protocol::{Auth, Descriptor, Opening, Params, WebSocketEndpoint};
+use crate::protocol::{Auth, Descriptor, Opening, Params, Refusal, WebSocketEndpoint};
 use crate::request::{valid_client_id, Query};
 use crate::stall::StallLimited;
 use crate::App;
@@ -49,14 +49,6 @@ pub(crate) struct Upgrade<'a> {
     pub(crate) params: Params,
     pub(crate) query: Query,
     pub(crate) peer: SocketAddr,
-}
-
-/// A refused WebSocket: the close frame it gets after the handshake.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Refusal {
-    code: u16,
-    text: &'static str,
-    why: String,
 }
 
 fn refusal(e: &AuthError) -> Refusal {
@@ -74,8 +66,9 @@ fn refusal(e: &AuthError) -> Refusal {
     };
     Refusal {
         code,
-        text,
+        reason: text,
         why: e.to_string(),
+        message: None,
     }
 }
 
@@ -88,8 +81,9 @@ fn credential_refusal(e: &CredentialError) -> Refusal {
     };
     Refusal {
         code: CloseReason::Unauthorized.code(),
-        text,
+        reason: text,
         why: e.to_string(),
+        message: None,
     }
 }
 
@@ -208,9 +202,11 @@ pub(crate) fn handle(
                     .auth
                     .authorize(credential.as_ref(), descriptor.role)
                     .map_err(|e| refusal(&e)),
+                Auth::Endpoint => endpoint.authenticate(app, credential.as_ref(), &params),
             }
         }
     };
+    let details = endpoint.details(req.headers());
     let client_id: Arc<str> = match query.client_id.as_deref() {
         Some(id) if valid_client_id(id) => id.into(),
         Some(_) => {
@@ -279,7 +275,7 @@ pub(crate) fn handle(
         let principal = match verdict {
             Ok(principal) => principal,
             Err(refusal) => {
-                info!(%peer, code = refusal.code, reason = refusal.text, why = %sanitize(&refusal.why, 200), "websocket refused");
+                info!(%peer, protocol, code = refusal.code, reason = refusal.reason, why = %sanitize(&refusal.why, 200), "websocket refused");
                 refuse(stream, &refusal).await;
                 // The permit (still in its HTTP stage) goes with the socket.
                 drop(permit);
@@ -293,6 +289,7 @@ pub(crate) fn handle(
             principal,
             query,
             params,
+            details: details.clone(),
         });
         debug!(%peer, protocol, "websocket opened");
         let attached = shard.attach(Attachment {
@@ -303,6 +300,7 @@ pub(crate) fn handle(
             delivery,
             session,
             permit,
+            details,
         });
         if let Err(e) = attached {
             warn!(%peer, error = %e, "websocket dropped: server full");
@@ -313,8 +311,11 @@ pub(crate) fn handle(
 
 /// Sends a close frame on a connection that is never attached, then closes it.
 async fn refuse(mut stream: TcpStream, refusal: &Refusal) {
-    let frame = frame::encode_close(refusal.code, refusal.text);
+    let frame = frame::encode_close(refusal.code, refusal.reason);
     let closing = async {
+        if let Some(message) = &refusal.message {
+            stream.write_all(message).await?;
+        }
         stream.write_all(&frame).await?;
         stream.shutdown().await?;
         // Wait for the client's EOF so the close frame is not lost to a reset.

@@ -188,6 +188,8 @@ impl History {
             Replay::Snapshot(n) => (self.snapshot(n), FrameKind::Snapshot),
             Replay::Recent(n) if self.by_seq.is_empty() => (self.last(n), FrameKind::Replay),
             Replay::Recent(n) => (self.snapshot(n), FrameKind::Snapshot),
+            Replay::State(_) if self.by_seq.is_empty() => (self.last(1), FrameKind::Snapshot),
+            Replay::State(n) => (self.snapshot(n), FrameKind::Snapshot),
             Replay::After(Position { epoch: asked, seq }) => {
                 if asked != epoch {
                     return Err(ReplayError::EpochMismatch {

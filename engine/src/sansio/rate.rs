@@ -29,6 +29,20 @@ impl RateLimit {
         }
     }
 
+    /// `events` per `period` on average, admitting a burst of `burst` at
+    /// once (at least one); `events` of 0 means unlimited.
+    pub fn new(events: u32, period: std::time::Duration, burst: u32) -> Self {
+        if events == 0 {
+            return Self::per_second(0);
+        }
+        let period_ns = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
+        let interval_ns = (period_ns / u64::from(events)).max(1);
+        Self {
+            interval_ns,
+            burst_ns: interval_ns.saturating_mul(u64::from(burst.max(1) - 1)),
+        }
+    }
+
     /// Whether this limit admits everything.
     pub fn is_unlimited(&self) -> bool {
         self.interval_ns == 0
@@ -90,6 +104,26 @@ mod tests {
             .count();
         // One second of burst plus 50/s thereafter.
         assert!((540..=551).contains(&admitted), "admitted {admitted}");
+    }
+
+    #[test]
+    fn a_burst_then_so_many_per_minute() {
+        // BondX's market class: 1000 at once, then 100 per minute.
+        let limit = RateLimit::new(100, std::time::Duration::from_secs(60), 1000);
+        let mut bucket = RateLimiter::default();
+        let t0 = 1_000_000_000_000;
+        let admitted = (0..1500).filter(|_| bucket.try_acquire(limit, t0)).count();
+        assert_eq!(admitted, 1000);
+        // One more every 0.6 s.
+        assert!(!bucket.try_acquire(limit, t0 + 500_000_000));
+        assert!(bucket.try_acquire(limit, t0 + 600_000_000));
+        assert!(!bucket.try_acquire(limit, t0 + 700_000_000));
+        // A burst of one is one event per interval.
+        let strict = RateLimit::new(10, std::time::Duration::from_secs(60), 1);
+        let mut bucket = RateLimiter::default();
+        assert!(bucket.try_acquire(strict, t0));
+        assert!(!bucket.try_acquire(strict, t0 + 1));
+        assert!(bucket.try_acquire(strict, t0 + 6_000_000_000));
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum Replay {
     /// The snapshot when the topic has keyed messages, otherwise the last `n`
     /// (what the telemetry protocol's `replay` asks for).
     Recent(usize),
+    /// The topic's current state: the latest message of each key (at most
+    /// `n` keys, oldest first) when the topic has keyed messages, otherwise
+    /// its latest message (none for an empty topic). Framed as snapshots.
+    State(usize),
     /// Every message after this position, or an error saying why not.
     After(Position),
 }

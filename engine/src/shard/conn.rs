@@ -120,6 +120,8 @@ pub(super) struct Conn {
     /// Format, overflow policy and liveness, as its protocol chose them.
     pub(super) delivery: Delivery,
     pub(super) connected_at: SystemTime,
+    /// What its protocol recorded about it, for the client listing.
+    pub(super) details: super::handle::Details,
     /// Held for the connection's life; see step 6 of closing.
     pub(super) _permit: PeerPermit,
     pub(super) attention: Notify,
@@ -147,6 +149,7 @@ impl Conn {
             owner,
             delivery,
             connected_at: SystemTime::now(),
+            details: Box::default(),
             _permit: permit,
             attention: Notify::new(),
             state: RefCell::new(ConnState {

@@ -164,6 +164,17 @@ impl ConnCtx<'_> {
         replayed.messages.len()
     }
 
+    /// Queues a frame this connection alone gets about `topic` — a
+    /// protocol's snapshot of the topic's state, built from a replay — under
+    /// the event limits (not the small headroom of control frames), counted
+    /// as replayed and never conflated away. `false` when the outbox has no
+    /// room for it (nothing is queued; the protocol should say so).
+    pub fn send_state(&mut self, topic: &Topic, frame: Bytes) -> bool {
+        let meta = EventMeta::replayed(topic.id(), Instant::now(), 0);
+        let mut state = self.conn.state.borrow_mut();
+        state.mailbox.outbox.push_event(frame, meta) == Admission::Queued
+    }
+
     /// Leaves `topic`; `false` if the connection was not subscribed.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
         let mut state = self.conn.state.borrow_mut();

@@ -38,7 +38,13 @@ pub struct Attachment {
     pub session: Box<dyn Session>,
     /// Its place in the connection gate, established as a WebSocket.
     pub permit: PeerPermit,
+    /// What its protocol records about it for the client listing (a
+    /// device type, a client version), as (name, value) pairs.
+    pub details: Details,
 }
+
+/// A connection's (name, value) pairs shown in the client listing.
+pub type Details = Box<[(&'static str, Box<str>)]>;
 
 impl std::fmt::Debug for Attachment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -44,13 +44,14 @@ impl ShardState {
             delivery,
             session,
             mut permit,
+            details,
         } = attachment;
         permit.establish()?;
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let key = self.conns.borrow_mut().vacant_key();
-        let conn = Rc::new(Conn::new(
+        let mut conn = Conn::new(
             key,
             stream,
             peer,
@@ -60,7 +61,9 @@ impl ShardState {
             permit,
             self.shared.config().outbox,
             self.now(),
-        ));
+        );
+        conn.details = details;
+        let conn = Rc::new(conn);
         self.conns.borrow_mut().insert(key, Rc::clone(&conn));
         self.write_counters.borrow_mut().opened += 1;
         self.inbox().add_load();

@@ -46,7 +46,7 @@ mod subscribe;
 pub use accept::ConnectionHandler;
 pub use conn::Session;
 pub use ctx::{ConnCtx, SubscribeError, Subscribed};
-pub use handle::{Attachment, LocalShard};
+pub use handle::{Attachment, Details, LocalShard};
 pub(crate) use inbox::{ShardCommand, ShardInbox};
 pub(crate) use run::run;
 

@@ -19,7 +19,9 @@ impl ShardState {
         let counts = tally.totals();
         let writes = self.write_counters.borrow();
         let (mut queued_frames, mut max_queue_depth) = (0, 0);
+        let mut connections_by_format = vec![0; self.shared.formats().len()];
         for conn in self.conns.borrow().iter() {
+            connections_by_format[conn.delivery.format.index()] += 1;
             let depth = conn.state.borrow().mailbox.outbox.len();
             queued_frames += depth;
             max_queue_depth = max_queue_depth.max(depth);
@@ -27,6 +29,7 @@ impl ShardState {
         ShardStats {
             index: self.index,
             connections: self.connection_count(),
+            connections_by_format,
             connections_opened: writes.opened,
             counts,
             topics,
@@ -53,6 +56,7 @@ impl ShardState {
                     peer: conn.peer,
                     shard: self.index,
                     format: format_name(conn.delivery.format),
+                    details: conn.details.clone(),
                     channels: state
                         .topics
                         .iter()

@@ -285,6 +285,12 @@ impl Authenticator {
 }
 
 impl Authenticator {
+    /// The topic-creation quota of the user called `name` (shared by all
+    /// its connections), for protocols that verify their own tokens.
+    pub fn token_quota(&self, name: &Arc<str>) -> Arc<TopicQuota> {
+        self.token_quotas.get(name)
+    }
+
     /// The principal a connection of `current` continues as with `token`:
     /// the same user, a token that verifies and expires later.
     pub fn refresh(

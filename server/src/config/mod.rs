@@ -25,6 +25,8 @@ use shardcast_engine::EngineConfig;
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
 use crate::protocol::publish::PublishConfig;
+pub use crate::protocol::bondx::RawBondx;
+use crate::protocol::bondx::BondxConfig;
 pub use crate::protocol::telemetry::RawTelemetry;
 use crate::protocol::telemetry::TelemetryConfig;
 
@@ -67,6 +69,8 @@ pub struct RawConfig {
     pub topics: RawTopics,
     pub api_keys: Option<Vec<RawApiKey>>,
     pub jwt: Option<RawJwt>,
+    #[serde(default)]
+    pub bondx: RawBondx,
 }
 
 /// `[outbox]`.
@@ -183,6 +187,8 @@ pub struct ServerConfig {
     pub telemetry: TelemetryConfig,
     /// The publish API's limits.
     pub publish: PublishConfig,
+    /// `[bondx]`.
+    pub bondx: BondxConfig,
     /// Largest HTTP request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Time a client has to send a request's head, and again its body.

@@ -17,7 +17,13 @@ use crate::auth::Authenticator;
 use crate::protocol::publish::PublishConfig;
 
 /// Read-only endpoints that may be served without credentials.
-const OPENABLE_PATHS: [&str; 3] = ["/health", "/metrics", "/api/v1/websocket/stats"];
+const OPENABLE_PATHS: [&str; 5] = [
+    "/health",
+    "/metrics",
+    "/api/v1/websocket/stats",
+    "/api/v1/ws/health",
+    "/api/v1/ws/topics",
+];
 
 /// hyper refuses read buffers below this.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -42,6 +48,7 @@ impl RawConfig {
         let history = self.topics.history.unwrap_or(256);
         let max_keys = self.topics.max_keys.unwrap_or(10_000);
         let telemetry = self.telemetry.validate(history, max_keys)?;
+        let bondx = self.bondx.validate()?;
 
         let max_messages = positive("outbox.max_messages", self.outbox.max_messages, 4096)?;
         let max_bytes = positive("outbox.max_bytes", self.outbox.max_bytes, 4 * 1024 * 1024)?;
@@ -178,7 +185,13 @@ impl RawConfig {
 
         let open_paths = self
             .open_paths
-            .unwrap_or_else(|| vec!["/health".into(), "/metrics".into()]);
+            .unwrap_or_else(|| {
+                vec![
+                    "/health".into(),
+                    "/metrics".into(),
+                    "/api/v1/ws/health".into(),
+                ]
+            });
         if let Some(path) = open_paths
             .iter()
             .find(|p| !OPENABLE_PATHS.contains(&p.as_str()))
@@ -204,6 +217,7 @@ impl RawConfig {
                 max_body: positive("max_publish_body", self.max_publish_body, 1024 * 1024)?,
                 max_batch: positive("max_publish_batch", self.max_publish_batch, 1000)?,
             },
+            bondx,
             max_header_bytes,
             request_timeout: Duration::from_secs(request_timeout),
             demo: self.demo.unwrap_or(true),

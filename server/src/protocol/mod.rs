@@ -21,6 +21,7 @@
 //! What protocols share lives in [`common`]: the error vocabulary, JSON
 //! framing, the heartbeat-reply limiter.
 
+pub mod bondx;
 pub mod common;
 pub mod path;
 pub mod publish;
@@ -32,10 +33,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response};
-use shardcast_engine::{Delivery, FormatId, Formats, LocalShard, Session, WireFormat};
+use hyper::{HeaderMap, Method, Request, Response};
+use shardcast_engine::{Delivery, Details, FormatId, Formats, LocalShard, Session, WireFormat};
 
-use crate::auth::{Principal, Role};
+use crate::auth::{Credential, Principal, Role};
 use crate::config::ServerConfig;
 use crate::http::Body;
 use crate::request::Query;
@@ -46,6 +47,7 @@ pub use path::{Params, PathTemplate};
 pub fn register_all(registry: &mut Registry, config: &ServerConfig) -> anyhow::Result<()> {
     telemetry::register(registry, config)?;
     publish::register(registry, config)?;
+    bondx::register(registry, config)?;
     crate::admin::register(registry)?;
     Ok(())
 }
@@ -57,6 +59,25 @@ pub enum Auth {
     /// or (for WebSocket upgrades) the query — checked against the role by
     /// the [`Authenticator`](crate::auth::Authenticator).
     Credentials,
+    /// The endpoint checks the credential itself
+    /// ([`WebSocketEndpoint::authenticate`]), for protocols with their own
+    /// tokens; the role is not consulted.
+    Endpoint,
+}
+
+/// A refused WebSocket: the handshake completes (a browser cannot read a
+/// refused handshake), then the client gets `message` if any, and a close
+/// frame with `code` and `reason`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The close code.
+    pub code: u16,
+    /// The close frame's reason: a short code such as `INVALID_TOKEN`.
+    pub reason: &'static str,
+    /// Why, for the log.
+    pub why: String,
+    /// A frame of the protocol's own sent before the close frame.
+    pub message: Option<bytes::Bytes>,
 }
 
 /// One endpoint of a protocol. Shared by all shards; immutable.
@@ -113,6 +134,9 @@ pub struct Opening {
     pub query: Query,
     /// The path's parameters.
     pub params: Params,
+    /// What the endpoint recorded of the upgrade request
+    /// ([`WebSocketEndpoint::details`]).
+    pub details: Details,
 }
 
 /// A WebSocket endpoint. Shared by all shards.
@@ -123,6 +147,31 @@ pub trait WebSocketEndpoint: Send + Sync + 'static {
     /// The session of a new connection, once its upgrade is done and its
     /// principal holds the endpoint's role.
     fn open(&self, opening: Opening) -> Box<dyn Session>;
+
+    /// For [`Auth::Endpoint`]: the principal behind the request's one
+    /// credential (if any), for the path `params`, or the refusal.
+    fn authenticate(
+        &self,
+        app: &App,
+        credential: Option<&Credential<'_>>,
+        params: &Params,
+    ) -> Result<Arc<Principal>, Refusal> {
+        let _ = (app, credential, params);
+        Err(Refusal {
+            code: shardcast_engine::CloseReason::Unauthorized.code(),
+            reason: "VIOLATED_POLICY",
+            why: "this endpoint authenticates no one".into(),
+            message: None,
+        })
+    }
+
+    /// What to record of the upgrade request's headers for the client
+    /// listing and the session (a device type, a client version); nothing
+    /// by default.
+    fn details(&self, headers: &HeaderMap) -> Details {
+        let _ = headers;
+        Details::default()
+    }
 }
 
 /// A request to a plain HTTP endpoint, authorized.
@@ -156,6 +205,7 @@ pub trait HttpEndpoint: Send + Sync + 'static {
 pub struct Registry {
     formats: Formats,
     routes: Vec<Descriptor>,
+    channels: Vec<&'static str>,
 }
 
 /// Two endpoints that would serve the same path.
@@ -196,9 +246,20 @@ impl Registry {
         Ok(())
     }
 
+    /// Declares channel rules that exist whatever the configuration says:
+    /// a protocol's own topic families (BondX's `prices.*`).
+    pub fn channels(&mut self, rules: &[&'static str]) {
+        self.channels.extend_from_slice(rules);
+    }
+
     /// The formats for the engine and the routes for the HTTP layer.
     pub fn finish(self) -> (Formats, Routes) {
         (self.formats, Routes(self.routes))
+    }
+
+    /// The channel rules the protocols declared.
+    pub fn declared_channels(&self) -> &[&'static str] {
+        &self.channels
     }
 }
 
@@ -264,7 +325,7 @@ mod tests {
         register_all(&mut registry, &config).unwrap();
         let (formats, _) = registry.finish();
         let names: Vec<&str> = formats.iter().map(|(_, f)| f.name()).collect();
-        assert_eq!(names, ["telemetry"]);
+        assert_eq!(names, ["telemetry", "bondx"]);
     }
 
     #[test]

@@ -1,0 +1,496 @@
+//! One BondX connection's session. Owned by the connection's shard.
+//!
+//! Subscribing (by path at open, or by a `subscribe` message), in one
+//! callback so no delta can slip in between:
+//! 1. the topic must be in the user's scope (`FORBIDDEN` otherwise; the
+//!    connection stays open);
+//! 2. with `resume_from_seq`, the engine answers the resume under the
+//!    topic's lock together with the subscription: every later message is
+//!    re-sent as a delta, in order — or, when that is not possible, the
+//!    subscription is taken again with the topic's state, and the client
+//!    gets a `snapshot` whose `meta` says why the resume failed;
+//! 3. otherwise the engine hands over the topic's state with the
+//!    subscription, and the client gets it as one `snapshot` whose `seq` is
+//!    the topic's last seq: deltas continue at `seq + 1`.
+//!
+//! Background mode (a `background_mode` message, or `x-background-mode:
+//! true` at connect) leaves every topic's live stream and instead sends,
+//! at most once per `[bondx] background_interval_seconds`, a `snapshot` of
+//! each topic whose state changed (`meta.background: true`). Turning it off
+//! subscribes again, each topic starting with a fresh snapshot.
+//!
+//! Client messages are limited per connection by the endpoint class's
+//! burst and per-minute rate; a message past it is not acted on and gets
+//! `RATE_LIMIT_EXCEEDED` — at most one such reply per second, so a flood
+//! of messages cannot turn into a flood of replies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shardcast_engine::{
+    CloseReason, ConnCtx, Epoch, Position, RateLimiter, Replay, ReplayError, Replayed, Session,
+    SubscribeError, Subscribed, TopicError,
+};
+use tracing::debug;
+
+use super::command::{parse, Code, Command, Subscribe};
+use super::envelope::{self, Head};
+use super::Class;
+use crate::auth::Principal;
+use crate::input::truncate;
+use crate::App;
+
+/// At most one `RATE_LIMIT_EXCEEDED` reply per this interval.
+const REFUSAL_REPLY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A topic followed in background mode: its name and the position of the
+/// state last sent (`None`: send the next one whatever it is).
+#[derive(Debug)]
+struct Quiet {
+    topic: Arc<str>,
+    sent: Option<Position>,
+}
+
+/// One BondX connection. Owned by its shard.
+#[derive(Debug)]
+pub struct BondxSession {
+    app: Arc<App>,
+    principal: Arc<Principal>,
+    class: Class,
+    /// The path's topics, subscribed at open.
+    initial: Vec<String>,
+    limiter: RateLimiter,
+    last_refusal_reply: Option<Instant>,
+    refused_unreported: u64,
+    opened: Instant,
+    /// `Some` in background mode: the topics followed, none of them live.
+    background: Option<Vec<Quiet>>,
+}
+
+/// What a reply is about: its topic and the client message's id.
+#[derive(Clone, Copy)]
+struct Reply<'a> {
+    topic: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+}
+
+impl BondxSession {
+    /// A session of `class` for `principal`, subscribing to `topics` once
+    /// open (in background mode from the start if `background`).
+    pub fn new(
+        app: Arc<App>,
+        principal: Arc<Principal>,
+        class: Class,
+        topics: Vec<String>,
+        background: bool,
+    ) -> Self {
+        Self {
+            app,
+            principal,
+            class,
+            initial: topics,
+            limiter: RateLimiter::default(),
+            last_refusal_reply: None,
+            refused_unreported: 0,
+            opened: Instant::now(),
+            background: background.then(Vec::new),
+        }
+    }
+
+    fn error(ctx: &mut ConnCtx<'_>, code: Code, message: &str, reply: Reply<'_>) {
+        ctx.send(envelope::error(
+            code,
+            message,
+            reply.topic,
+            None,
+            reply.correlation_id,
+        ));
+    }
+
+    /// The most keys a snapshot holds: the topics' own bound.
+    fn max_keys(&self) -> usize {
+        self.app.config.engine.history.max_keys
+    }
+
+    /// Subscribes to `request.topic` (steps in the module docs); `ack`:
+    /// answer with an `ack` first (subscriptions by message).
+    fn subscribe(
+        &mut self,
+        ctx: &mut ConnCtx<'_>,
+        request: &Subscribe,
+        ack: bool,
+        correlation_id: Option<&str>,
+    ) {
+        let name = request.topic.as_str();
+        let reply = Reply {
+            topic: Some(name),
+            correlation_id,
+        };
+        if !self.principal.may_subscribe(name) {
+            let message = format!(
+                "this user may not subscribe to {:?}",
+                truncate(name, 128)
+            );
+            return Self::error(ctx, Code::Forbidden, &message, reply);
+        }
+        if let Some(quiet) = &mut self.background {
+            return background_subscribe(ctx, quiet, request, ack, reply, &self.app);
+        }
+        let replay = match request.resume_from_seq {
+            Some(seq) => {
+                // Without an epoch, the topic's current one (a topic that
+                // does not exist yet cannot be resumed: any epoch fails).
+                let epoch = request.resume_epoch.unwrap_or_else(|| {
+                    ctx.engine()
+                        .topics()
+                        .get(name)
+                        .map_or(Epoch::from_u64(0), |t| t.epoch())
+                });
+                Replay::After(Position { epoch, seq })
+            }
+            None => Replay::State(self.max_keys()),
+        };
+        let sub = match ctx.subscribe(name, replay, Some(&self.principal.quota)) {
+            Ok(sub) => sub,
+            Err(e) => return Self::error(ctx, subscribe_error_code(&e), &e.to_string(), reply),
+        };
+        if ack {
+            ctx.send(ack_frame(request, &sub, reply));
+        }
+        if !sub.new {
+            // Already live: its deltas flow; nothing to replay.
+            return;
+        }
+        match (request.resume_from_seq, &sub.replay) {
+            (Some(asked), Ok(resumed)) => {
+                let queued = ctx.send_replay(resumed);
+                if queued < resumed.messages.len() {
+                    ctx.unsubscribe(name);
+                    let through = resumed.messages[queued].seq - 1;
+                    let message = format!("resume cut short after seq {through}: the connection's outbox is full, so the topic was left; subscribe again with resume_from_seq {through}");
+                    debug!(client = %ctx.client_id(), asked, through, "bondx resume cut short");
+                    Self::error(ctx, Code::SlowConsumer, &message, reply);
+                }
+            }
+            (Some(asked), Err(e)) => {
+                // Take the subscription again, this time with the state.
+                ctx.unsubscribe(name);
+                let failure = envelope::resume_failure(asked, e);
+                match ctx.subscribe(name, Replay::State(self.max_keys()), None) {
+                    Ok(sub) => self.send_snapshot(ctx, &sub, Some(&failure), reply),
+                    Err(e) => {
+                        Self::error(ctx, subscribe_error_code(&e), &e.to_string(), reply)
+                    }
+                }
+            }
+            (None, _) => self.send_snapshot(ctx, &sub, None, reply),
+        }
+    }
+
+    /// Sends the snapshot a subscription came with.
+    fn send_snapshot(
+        &self,
+        ctx: &mut ConnCtx<'_>,
+        sub: &Subscribed,
+        extra: Option<&serde_json::Value>,
+        reply: Reply<'_>,
+    ) {
+        let empty = Replayed::default();
+        let state = sub.replay.as_ref().unwrap_or(&empty);
+        let frame = envelope::snapshot(
+            sub.topic.name(),
+            sub.position,
+            &state.messages,
+            extra,
+            reply.correlation_id,
+        );
+        if !ctx.send_state(&sub.topic, frame) {
+            ctx.unsubscribe(sub.topic.name());
+            let message = "the topic's snapshot does not fit in the connection's outbox; the topic was left";
+            Self::error(ctx, Code::SlowConsumer, message, reply);
+        }
+    }
+
+    fn unsubscribe(&mut self, ctx: &mut ConnCtx<'_>, topic: &str, correlation_id: Option<&str>) {
+        let reply = Reply {
+            topic: Some(topic),
+            correlation_id,
+        };
+        let held = match &mut self.background {
+            Some(quiet) => {
+                let before = quiet.len();
+                quiet.retain(|q| &*q.topic != topic);
+                quiet.len() < before
+            }
+            None => ctx.unsubscribe(topic),
+        };
+        if !held {
+            let message = format!("not subscribed to {:?}", truncate(topic, 128));
+            return Self::error(ctx, Code::NotSubscribed, &message, reply);
+        }
+        let payload = json!({"action": "unsubscribe", "status": "ok"});
+        ctx.send(envelope::frame(
+            &Head {
+                kind: "ack",
+                topic: Some(topic),
+                seq: 0,
+                correlation_id,
+            },
+            payload.to_string().as_bytes(),
+            b"{}",
+        ));
+    }
+
+    /// Switches background mode (module docs).
+    fn set_background(&mut self, ctx: &mut ConnCtx<'_>, on: bool, correlation_id: Option<&str>) {
+        match (on, self.background.is_some()) {
+            (true, false) => {
+                let topics = ctx.subscriptions();
+                for topic in &topics {
+                    ctx.unsubscribe(topic);
+                }
+                self.background = Some(
+                    topics
+                        .into_iter()
+                        .map(|topic| Quiet { topic, sent: None })
+                        .collect(),
+                );
+                let interval = self.app.config.bondx.background_interval;
+                ctx.wake_at(Some(Instant::now() + interval));
+            }
+            (false, true) => {
+                let quiet = self.background.take().unwrap_or_default();
+                ctx.wake_at(None);
+                let reply = Reply {
+                    topic: None,
+                    correlation_id: None,
+                };
+                for q in quiet {
+                    let request = Subscribe {
+                        topic: q.topic.to_string(),
+                        ..Subscribe::default()
+                    };
+                    self.subscribe(ctx, &request, false, reply.correlation_id);
+                }
+            }
+            _ => {}
+        }
+        let payload = json!({"action": "background_mode", "status": "ok", "enabled": on});
+        ctx.send(envelope::frame(
+            &Head {
+                kind: "ack",
+                topic: None,
+                seq: 0,
+                correlation_id,
+            },
+            payload.to_string().as_bytes(),
+            b"{}",
+        ));
+    }
+
+    /// Answers a message refused by the rate limit, at most once per
+    /// [`REFUSAL_REPLY_INTERVAL`].
+    fn refuse(&mut self, ctx: &mut ConnCtx<'_>, now: Instant) {
+        self.refused_unreported += 1;
+        if self
+            .last_refusal_reply
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_REPLY_INTERVAL)
+        {
+            return;
+        }
+        self.last_refusal_reply = Some(now);
+        let limit = self.app.config.bondx.limit(self.class);
+        let topic = self.initial_topic();
+        let details = json!({
+            "topic": topic,
+            "limit": format!("{} per minute", limit.per_minute),
+            "burst": limit.burst,
+            "refused": std::mem::take(&mut self.refused_unreported),
+        });
+        ctx.send(envelope::error(
+            Code::RateLimitExceeded,
+            "Rate limit exceeded",
+            Some(&topic),
+            Some(&details),
+            None,
+        ));
+    }
+
+    /// The endpoint's first topic (the one the path names).
+    fn initial_topic(&self) -> String {
+        self.initial.first().cloned().unwrap_or_default()
+    }
+}
+
+/// A subscribe while in background mode: followed quietly, its state sent
+/// at the next wake-up.
+fn background_subscribe(
+    ctx: &mut ConnCtx<'_>,
+    quiet: &mut Vec<Quiet>,
+    request: &Subscribe,
+    ack: bool,
+    reply: Reply<'_>,
+    app: &App,
+) {
+    let name = request.topic.as_str();
+    if !quiet.iter().any(|q| &*q.topic == name) {
+        let limit = app.config.engine.max_subscriptions;
+        if quiet.len() >= limit {
+            let message = format!("subscription limit of {limit} topics per connection reached");
+            return BondxSession::error(ctx, Code::LimitReached, &message, reply);
+        }
+        if let Err(e) = shardcast_engine::validate_name(name) {
+            return BondxSession::error(ctx, Code::InvalidTopic, &e.to_string(), reply);
+        }
+        quiet.push(Quiet {
+            topic: name.into(),
+            sent: None,
+        });
+    }
+    if ack {
+        let payload = json!({"action": "subscribe", "status": "ok", "background": true});
+        ctx.send(envelope::frame(
+            &Head {
+                kind: "ack",
+                topic: Some(name),
+                seq: 0,
+                correlation_id: reply.correlation_id,
+            },
+            payload.to_string().as_bytes(),
+            b"{}",
+        ));
+    }
+}
+
+fn subscribe_error_code(e: &SubscribeError) -> Code {
+    match e {
+        SubscribeError::TooMany { .. }
+        | SubscribeError::Topic(
+            TopicError::Quota { .. }
+            | TopicError::TooManyTopics { .. }
+            | TopicError::TooManyUnclaimed { .. },
+        ) => Code::LimitReached,
+        SubscribeError::Topic(TopicError::InvalidName(_) | TopicError::Undeclared(_)) => {
+            Code::InvalidTopic
+        }
+    }
+}
+
+/// The `ack` of a subscribe: what was asked, echoed, and where the
+/// subscription starts.
+fn ack_frame(request: &Subscribe, sub: &Subscribed, reply: Reply<'_>) -> bytes::Bytes {
+    let mut payload = json!({"action": "subscribe", "status": "ok"});
+    if let Some(size) = request.batch_size {
+        payload["batch_size"] = size.into();
+    }
+    if let Some(compression) = request.compression {
+        payload["compression"] = compression.into();
+    }
+    if let Some(seq) = request.resume_from_seq {
+        payload["resume_from_seq"] = seq.into();
+    }
+    if let Some(subtopics) = &request.subtopics {
+        payload["subtopics"] = serde_json::from_str(subtopics).unwrap_or_default();
+    }
+    if !sub.new {
+        payload["already_subscribed"] = true.into();
+    }
+    envelope::frame(
+        &Head {
+            kind: "ack",
+            topic: Some(sub.topic.name()),
+            seq: sub.position.seq,
+            correlation_id: reply.correlation_id,
+        },
+        payload.to_string().as_bytes(),
+        &envelope::meta_with_epoch(sub.position.epoch, None),
+    )
+}
+
+impl Session for BondxSession {
+    fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
+        if let Some(at) = self.principal.deadline() {
+            ctx.close_at(Some((at, CloseReason::TokenExpired)));
+        }
+        let topics = std::mem::take(&mut self.initial);
+        for topic in &topics {
+            let request = Subscribe {
+                topic: topic.clone(),
+                ..Subscribe::default()
+            };
+            self.subscribe(ctx, &request, false, None);
+        }
+        self.initial = topics;
+        if self.background.is_some() {
+            // The first state goes out at once, then once per interval.
+            ctx.wake_at(Some(Instant::now()));
+        }
+    }
+
+    fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
+        let now = Instant::now();
+        let limit = self.app.config.bondx.limit(self.class);
+        let now_ns = now.duration_since(self.opened).as_nanos() as u64;
+        if !self.limiter.try_acquire(limit.rate, now_ns) {
+            return self.refuse(ctx, now);
+        }
+        let parsed = parse(text);
+        let correlation_id = parsed.correlation_id.as_deref();
+        match parsed.command {
+            Ok(Command::Subscribe(request)) => {
+                self.subscribe(ctx, &request, true, correlation_id)
+            }
+            Ok(Command::Unsubscribe { topic }) => self.unsubscribe(ctx, &topic, correlation_id),
+            Ok(Command::Ping) => ctx.send(envelope::frame(
+                &Head {
+                    kind: "pong",
+                    topic: None,
+                    seq: 0,
+                    correlation_id,
+                },
+                b"{}",
+                b"{}",
+            )),
+            Ok(Command::BackgroundMode { enabled }) => {
+                self.set_background(ctx, enabled, correlation_id)
+            }
+            Err(e) => {
+                debug!(client = %ctx.client_id(), error = %e.message, "bad bondx message");
+                let reply = Reply {
+                    topic: None,
+                    correlation_id,
+                };
+                Self::error(ctx, e.code, &e.message, reply);
+            }
+        }
+    }
+
+    fn on_wake(&mut self, ctx: &mut ConnCtx<'_>) {
+        let max_keys = self.max_keys();
+        let Some(quiet) = &mut self.background else {
+            return;
+        };
+        let meta = json!({"background": true});
+        for q in quiet.iter_mut() {
+            // A topic that expired meanwhile has no state to send.
+            let Some(topic) = ctx.engine().topics().get(&q.topic) else {
+                continue;
+            };
+            let (position, state) = topic.peek(Replay::State(max_keys));
+            if q.sent == Some(position) {
+                continue;
+            }
+            let state = state.unwrap_or_else(|e: ReplayError| {
+                debug!(error = %e, "state of a topic unavailable");
+                Replayed::default()
+            });
+            let frame = envelope::snapshot(&q.topic, position, &state.messages, Some(&meta), None);
+            if ctx.send_state(&topic, frame) {
+                q.sent = Some(position);
+            }
+        }
+        let interval = self.app.config.bondx.background_interval;
+        ctx.wake_at(Some(Instant::now() + interval));
+    }
+}
