@@ -65,7 +65,8 @@ pub use sansio::rate::{RateLimit, RateLimiter};
 pub use sansio::replay::{Position, Replay, ReplayError, Replayed};
 pub use sansio::{decode, frame, json, pacer};
 pub use shard::{
-    Attachment, Details, ConnCtx, ConnectionHandler, LocalShard, Session, SubscribeError, Subscribed,
+    Attachment, ConnCtx, ConnectionHandler, Details, LocalShard, Session, SubscribeError,
+    Subscribed,
 };
 pub use stats::{ClientInfo, EngineStats, ShardStats, TopicSummary};
 pub use topic::{Topic, TopicStats};

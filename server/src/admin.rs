@@ -170,8 +170,16 @@ pub async fn stats(app: &App) -> Value {
             })
         })
         .collect();
+    let by_protocol: serde_json::Map<String, Value> = app
+        .engine
+        .formats()
+        .iter()
+        .zip(stats.connections_by_format())
+        .map(|((_, format), n)| (format.name().to_owned(), n.into()))
+        .collect();
     json!({
         "activeConnections": stats.connections(),
+        "connectionsByProtocol": by_protocol,
         "messagesPublished": stats.published,
         "messagesSent": stats.counts.sent,
         "messagesReplayed": stats.counts.replayed,
@@ -212,6 +220,7 @@ pub async fn clients(app: &App) -> Value {
                 "remoteAddress": c.peer.to_string(),
                 "shard": c.shard,
                 "protocol": c.format,
+                "details": c.details.iter().map(|(k, v)| ((*k).to_owned(), Value::from(&**v))).collect::<serde_json::Map<_, _>>(),
                 "channels": c.channels.iter().map(|t| &**t).collect::<Vec<_>>(),
                 "connectedAt": iso(c.connected_at),
                 "lastHeartbeat": iso(now.checked_sub(c.idle).unwrap_or(now)),

@@ -80,6 +80,27 @@ pub struct ServeArgs {
     /// API keys as KEY:role+role (repeat, or comma-separate); replaces the file's keys.
     #[arg(long = "api-key", env = "SHARDCAST_API_KEYS", value_delimiter = ',')]
     pub api_keys: Vec<String>,
+    /// A second address serving only GET /metrics, without credentials (e.g. 127.0.0.1:8001).
+    #[arg(long, env = "SHARDCAST_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// The HS256 secret of BondX tokens (prefer the environment or --bondx-jwt-secret-file).
+    #[arg(long, env = "SHARDCAST_BONDX_JWT_SECRET", hide_env_values = true)]
+    pub bondx_jwt_secret: Option<String>,
+    /// File holding the HS256 secret of BondX tokens.
+    #[arg(long, env = "SHARDCAST_BONDX_JWT_SECRET_FILE")]
+    pub bondx_jwt_secret_file: Option<String>,
+    /// BondX deployments' name for --max-connections (which wins when both are set).
+    #[arg(long, env = "WS_MAX_CONNECTIONS", hide = true)]
+    pub ws_max_connections: Option<usize>,
+    /// BondX deployments' name for [bondx] heartbeat_interval_seconds.
+    #[arg(long, env = "WS_HEARTBEAT_INTERVAL", hide = true)]
+    pub ws_heartbeat_interval: Option<u64>,
+    /// BondX deployments' name for [bondx] connection_timeout_seconds.
+    #[arg(long, env = "WS_CONNECTION_TIMEOUT", hide = true)]
+    pub ws_connection_timeout: Option<u64>,
+    /// BondX deployments' name for --outbox-max-messages (which wins when both are set).
+    #[arg(long, env = "WS_MAX_QUEUE_SIZE", hide = true)]
+    pub ws_max_queue_size: Option<usize>,
     /// Log filter, e.g. info or shardcast_engine=debug.
     #[arg(long, env = "SHARDCAST_LOG", default_value = "info")]
     pub log: String,
@@ -103,7 +124,25 @@ impl ServeArgs {
                 slot.clone_from(value);
             }
         }
+        // BondX's WS_* names first, so that shardcast's own win over them.
+        set(&mut raw.max_connections, &self.ws_max_connections);
+        set(
+            &mut raw.bondx.heartbeat_interval_seconds,
+            &self.ws_heartbeat_interval,
+        );
+        set(
+            &mut raw.bondx.connection_timeout_seconds,
+            &self.ws_connection_timeout,
+        );
+        set(&mut raw.outbox.max_messages, &self.ws_max_queue_size);
+        if self.bondx_jwt_secret.is_some() || self.bondx_jwt_secret_file.is_some() {
+            raw.bondx.jwt_secret.clone_from(&self.bondx_jwt_secret);
+            raw.bondx
+                .jwt_secret_file
+                .clone_from(&self.bondx_jwt_secret_file);
+        }
         set(&mut raw.listen, &self.listen);
+        set(&mut raw.metrics_listen, &self.metrics_listen);
         set(&mut raw.shards, &self.shards);
         set(&mut raw.max_connections, &self.max_connections);
         set(
@@ -189,5 +228,34 @@ mod tests {
         assert!(config.engine.channels.allows("prices.X"));
         assert!(config.engine.channels.allows("orders"));
         assert!(!config.demo);
+    }
+
+    #[test]
+    fn bondx_environment_names_map_onto_settings_and_lose_to_ours() {
+        let mut raw = RawConfig::from_toml("max_connections = 10").unwrap();
+        let args = ServeArgs {
+            ws_max_connections: Some(1000),
+            ws_heartbeat_interval: Some(20),
+            ws_connection_timeout: Some(60),
+            ws_max_queue_size: Some(500),
+            ..ServeArgs::default()
+        };
+        args.apply(&mut raw).unwrap();
+        let config = raw.clone().validate().unwrap();
+        assert_eq!(config.engine.gate.max_connections, 1000);
+        assert_eq!(config.bondx.heartbeat_interval.as_secs(), 20);
+        assert_eq!(config.bondx.connection_timeout.as_secs(), 60);
+        assert_eq!(config.engine.outbox.max_messages, 500);
+        let ours = ServeArgs {
+            max_connections: Some(50),
+            outbox_max_messages: Some(64),
+            ws_max_connections: Some(1000),
+            ws_max_queue_size: Some(500),
+            ..ServeArgs::default()
+        };
+        ours.apply(&mut raw).unwrap();
+        let config = raw.validate().unwrap();
+        assert_eq!(config.engine.gate.max_connections, 50);
+        assert_eq!(config.engine.outbox.max_messages, 64);
     }
 }

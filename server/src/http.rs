@@ -67,12 +67,24 @@ pub(crate) type PermitSlot = Rc<RefCell<Option<PeerPermit>>>;
 #[derive(Clone, Debug)]
 pub struct HttpHandler {
     app: Arc<App>,
+    /// Serve only this path, without credentials (the metrics listener).
+    only: Option<&'static str>,
 }
 
 impl HttpHandler {
-    /// A handler for `app`.
+    /// A handler for `app`: every registered endpoint.
     pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+        Self { app, only: None }
+    }
+
+    /// A handler serving only `GET /metrics`, without credentials: for the
+    /// second listener of `--metrics-listen`, which an operator binds where
+    /// only scrapers reach it.
+    pub fn metrics_only(app: Arc<App>) -> Self {
+        Self {
+            app,
+            only: Some("/metrics"),
+        }
     }
 }
 
@@ -85,6 +97,7 @@ impl ConnectionHandler for HttpHandler {
         shard: LocalShard,
     ) -> Pin<Box<dyn Future<Output = ()>>> {
         let app = Arc::clone(&self.app);
+        let only = self.only;
         Box::pin(async move {
             let config = &app.config;
             let mut builder = http1::Builder::new();
@@ -99,7 +112,7 @@ impl ConnectionHandler for HttpHandler {
                     let app = Arc::clone(&app);
                     let shard = shard.clone();
                     let slot = Rc::clone(&slot);
-                    async move { Ok::<_, Infallible>(route(app, shard, peer, slot, req).await) }
+                    async move { Ok::<_, Infallible>(route(app, shard, peer, slot, req, only).await) }
                 })
             };
             // A client that stops reading its answers is cut off, too.
@@ -121,9 +134,14 @@ async fn route(
     peer: SocketAddr,
     slot: PermitSlot,
     req: Request<Incoming>,
+    only: Option<&'static str>,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
-    let Some((descriptor, params)) = app.routes.find(&path) else {
+    let found = match only {
+        Some(only) if path != only => None,
+        _ => app.routes.find(&path),
+    };
+    let Some((descriptor, params)) = found else {
         return error(StatusCode::NOT_FOUND, ApiCode::NotFound, "no such endpoint");
     };
     if req.method() == Method::OPTIONS {
@@ -160,7 +178,7 @@ async fn route(
         }
         Handler::Http(_, endpoint) => Arc::clone(endpoint),
     };
-    let (principal, cors) = if app.config.open_paths.contains(&path) {
+    let (principal, cors) = if only.is_some() || app.config.open_paths.contains(&path) {
         (None, Cors::None)
     } else {
         match authorize(&app, &req, &query, descriptor) {

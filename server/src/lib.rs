@@ -53,6 +53,7 @@ pub struct App {
 pub struct Server {
     app: Arc<App>,
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     demo: Option<demo::DemoFeed>,
 }
 
@@ -63,6 +64,13 @@ impl Server {
         let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match config.metrics_listen {
+            Some(at) => Some(
+                std::net::TcpListener::bind(at)
+                    .with_context(|| format!("cannot listen on {at} (metrics_listen)"))?,
+            ),
+            None => None,
+        };
         let mut registry = protocol::Registry::default();
         protocol::register_all(&mut registry, &config)?;
         for rule in registry.declared_channels() {
@@ -83,6 +91,15 @@ impl Server {
             metrics_cache: parking_lot::Mutex::new(None),
         });
         engine.serve(listener, Arc::new(http::HttpHandler::new(Arc::clone(&app))));
+        let metrics_addr = match metrics_listener {
+            Some(metrics) => {
+                let addr = metrics.local_addr()?;
+                let handler = http::HttpHandler::metrics_only(Arc::clone(&app));
+                engine.serve(metrics, Arc::new(handler));
+                Some(addr)
+            }
+            None => None,
+        };
         let demo = if app.config.demo {
             Some(demo::DemoFeed::start(engine.clone()).context("cannot start the demo feed")?)
         } else {
@@ -90,6 +107,7 @@ impl Server {
         };
         info!(
             %addr,
+            metrics = ?metrics_addr,
             shards = app.config.engine.shards.get(),
             pinned = app.config.engine.pin_threads,
             "shardcast listening"
@@ -100,12 +118,22 @@ impl Server {
                 "no API keys configured: using a development key with every role; configure [[api_keys]] before exposing this server"
             );
         }
-        Ok(Self { app, addr, demo })
+        Ok(Self {
+            app,
+            addr,
+            metrics_addr,
+            demo,
+        })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the metrics listener, if one was configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The engine.

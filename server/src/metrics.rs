@@ -102,6 +102,21 @@ pub async fn render(app: &App) -> String {
         );
     }
 
+    family(
+        &mut out,
+        "shardcast_protocol_connections",
+        "gauge",
+        "WebSocket connections open now, by the wire format they speak.",
+    );
+    let by_format = stats.connections_by_format();
+    for ((_, format), n) in app.engine.formats().iter().zip(by_format) {
+        let _ = writeln!(
+            out,
+            "shardcast_protocol_connections{{protocol=\"{}\"}} {n}",
+            format.name()
+        );
+    }
+
     per_channel(
         &mut out,
         "shardcast_messages_published_total",

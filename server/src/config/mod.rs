@@ -24,9 +24,9 @@ use shardcast_engine::EngineConfig;
 
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
-use crate::protocol::publish::PublishConfig;
-pub use crate::protocol::bondx::RawBondx;
 use crate::protocol::bondx::BondxConfig;
+pub use crate::protocol::bondx::RawBondx;
+use crate::protocol::publish::PublishConfig;
 pub use crate::protocol::telemetry::RawTelemetry;
 use crate::protocol::telemetry::TelemetryConfig;
 
@@ -46,6 +46,7 @@ pub const DEV_API_KEY: &str = "dev-api-key";
 #[allow(missing_docs)] // Each field is its key; docs/configuration.md describes them.
 pub struct RawConfig {
     pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub shards: Option<usize>,
     pub pin_threads: Option<bool>,
     pub demo: Option<bool>,
@@ -173,6 +174,8 @@ pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Config
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// A second address serving only `GET /metrics`, without credentials.
+    pub metrics_listen: Option<SocketAddr>,
     /// Engine settings (connection gate included).
     pub engine: EngineConfig,
     /// Keys, tokens and their principals.

@@ -39,6 +39,16 @@ impl RawConfig {
             )
         })?;
 
+        let metrics_listen = match self.metrics_listen.as_deref() {
+            None => None,
+            Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("{text:?} is not an address like 127.0.0.1:8001"),
+                )
+            })?),
+        };
+
         let shards = match self.shards.unwrap_or(0) {
             0 => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
             n if n > 256 => return Err(invalid("shards", "at most 256")),
@@ -183,15 +193,13 @@ impl RawConfig {
             channels,
         };
 
-        let open_paths = self
-            .open_paths
-            .unwrap_or_else(|| {
-                vec![
-                    "/health".into(),
-                    "/metrics".into(),
-                    "/api/v1/ws/health".into(),
-                ]
-            });
+        let open_paths = self.open_paths.unwrap_or_else(|| {
+            vec![
+                "/health".into(),
+                "/metrics".into(),
+                "/api/v1/ws/health".into(),
+            ]
+        });
         if let Some(path) = open_paths
             .iter()
             .find(|p| !OPENABLE_PATHS.contains(&p.as_str()))
@@ -207,6 +215,7 @@ impl RawConfig {
 
         Ok(ServerConfig {
             listen,
+            metrics_listen,
             engine,
             auth: Arc::new(Authenticator::new(keys, tokens, quota)),
             origins,

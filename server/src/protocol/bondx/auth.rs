@@ -90,15 +90,16 @@ pub fn verify(config: &BondxConfig, token: &str) -> Result<BondxUser, BondxAuthE
     validation.set_required_spec_claims(&["exp", "sub"]);
     let key = DecodingKey::from_secret(secret)
         .map_err(|e| BondxAuthError::Invalid(format!("secret: {e}")))?;
-    let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
-        .kind()
-    {
-        ErrorKind::ExpiredSignature => BondxAuthError::Expired,
-        ErrorKind::ImmatureSignature => BondxAuthError::NotYetValid,
-        ErrorKind::InvalidSignature => BondxAuthError::Invalid("signature does not verify".into()),
-        ErrorKind::InvalidAlgorithm => BondxAuthError::Invalid("only HS256 is accepted".into()),
-        _ => BondxAuthError::Invalid(e.to_string()),
-    })?;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => BondxAuthError::Expired,
+            ErrorKind::ImmatureSignature => BondxAuthError::NotYetValid,
+            ErrorKind::InvalidSignature => {
+                BondxAuthError::Invalid("signature does not verify".into())
+            }
+            ErrorKind::InvalidAlgorithm => BondxAuthError::Invalid("only HS256 is accepted".into()),
+            _ => BondxAuthError::Invalid(e.to_string()),
+        })?;
     let expires_at = UNIX_EPOCH
         .checked_add(Duration::from_secs(data.claims.exp))
         .and_then(|at| at.checked_add(config.leeway))

@@ -206,9 +206,7 @@ fn command(value: &BorrowedValue<'_>) -> Result<Command, CommandError> {
         "ping" => Ok(Command::Ping),
         "background_mode" => match value.get("enabled").map(|e| e.as_bool()) {
             Some(Some(enabled)) => Ok(Command::BackgroundMode { enabled }),
-            _ => Err(invalid(
-                "background_mode needs \"enabled\": true or false",
-            )),
+            _ => Err(invalid("background_mode needs \"enabled\": true or false")),
         },
         other => Err(invalid(format!(
             "unknown type {:?}: use subscribe, unsubscribe, ping or background_mode",
@@ -222,9 +220,7 @@ fn topic(value: &BorrowedValue<'_>) -> Result<String, CommandError> {
         Some(Some(topic)) if !topic.is_empty() && topic.len() <= MAX_NAME_LEN => {
             Ok(topic.to_owned())
         }
-        Some(Some(_)) => Err(invalid(format!(
-            "\"topic\" must be 1-{MAX_NAME_LEN} bytes"
-        ))),
+        Some(Some(_)) => Err(invalid(format!("\"topic\" must be 1-{MAX_NAME_LEN} bytes"))),
         _ => Err(invalid("\"topic\" must be a string")),
     }
 }
@@ -232,12 +228,13 @@ fn topic(value: &BorrowedValue<'_>) -> Result<String, CommandError> {
 fn subscribe(value: &BorrowedValue<'_>) -> Result<Subscribe, CommandError> {
     let topic = topic(value)?;
     let present = |name: &str| value.get(name).filter(|v| !v.is_null());
-    let resume_from_seq = match present("resume_from_seq") {
-        None => None,
-        Some(seq) => Some(seq.as_u64().ok_or_else(|| {
-            invalid("\"resume_from_seq\" must be a whole number of at least 0")
-        })?),
-    };
+    let resume_from_seq =
+        match present("resume_from_seq") {
+            None => None,
+            Some(seq) => Some(seq.as_u64().ok_or_else(|| {
+                invalid("\"resume_from_seq\" must be a whole number of at least 0")
+            })?),
+        };
     let resume_epoch = match present("resume_epoch") {
         None => None,
         Some(epoch) => Some(
@@ -357,10 +354,11 @@ mod tests {
             let text = format!(r#"{{"type":"subscribe","topic":"a","batch_size":{size}}}"#);
             assert!(error(&text).contains("batch_size"), "{size}");
         }
-        assert!(error(r#"{"type":"subscribe","topic":"a","compression":"yes"}"#)
-            .contains("compression"));
-        assert!(error(r#"{"type":"subscribe","topic":"a","subtopics":[1]}"#)
-            .contains("subtopics"));
+        assert!(
+            error(r#"{"type":"subscribe","topic":"a","compression":"yes"}"#)
+                .contains("compression")
+        );
+        assert!(error(r#"{"type":"subscribe","topic":"a","subtopics":[1]}"#).contains("subtopics"));
         assert!(error(r#"{"type":"background_mode"}"#).contains("enabled"));
         assert!(error(r#"{"type":"ping","correlation_id":{}}"#).contains("correlation_id"));
         let long = format!(

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::auth::Role;
 use crate::http::json as json_response;
-use crate::protocol::{Answer, Auth, Call, Descriptor, Handler, HttpEndpoint, PathTemplate};
 use crate::protocol::Registry;
+use crate::protocol::{Answer, Auth, Call, Descriptor, Handler, HttpEndpoint, PathTemplate};
 
 /// Most topics `/api/v1/ws/topics` lists (the busiest first).
 const MAX_LISTED: usize = 1000;
@@ -65,12 +65,8 @@ impl HttpEndpoint for Ops {
                     json_response(status, &body)
                 }
                 Ops::Topics => {
-                    let mut topics: Vec<_> = engine
-                        .topics()
-                        .all()
-                        .iter()
-                        .map(|t| t.stats())
-                        .collect();
+                    let mut topics: Vec<_> =
+                        engine.topics().all().iter().map(|t| t.stats()).collect();
                     topics.sort_by(|a, b| {
                         b.subscribers
                             .cmp(&a.subscribers)

@@ -128,10 +128,7 @@ impl BondxSession {
             correlation_id,
         };
         if !self.principal.may_subscribe(name) {
-            let message = format!(
-                "this user may not subscribe to {:?}",
-                truncate(name, 128)
-            );
+            let message = format!("this user may not subscribe to {:?}", truncate(name, 128));
             return Self::error(ctx, Code::Forbidden, &message, reply);
         }
         if let Some(quiet) = &mut self.background {
@@ -179,9 +176,7 @@ impl BondxSession {
                 let failure = envelope::resume_failure(asked, e);
                 match ctx.subscribe(name, Replay::State(self.max_keys()), None) {
                     Ok(sub) => self.send_snapshot(ctx, &sub, Some(&failure), reply),
-                    Err(e) => {
-                        Self::error(ctx, subscribe_error_code(&e), &e.to_string(), reply)
-                    }
+                    Err(e) => Self::error(ctx, subscribe_error_code(&e), &e.to_string(), reply),
                 }
             }
             (None, _) => self.send_snapshot(ctx, &sub, None, reply),
@@ -207,7 +202,8 @@ impl BondxSession {
         );
         if !ctx.send_state(&sub.topic, frame) {
             ctx.unsubscribe(sub.topic.name());
-            let message = "the topic's snapshot does not fit in the connection's outbox; the topic was left";
+            let message =
+                "the topic's snapshot does not fit in the connection's outbox; the topic was left";
             Self::error(ctx, Code::SlowConsumer, message, reply);
         }
     }
@@ -438,9 +434,7 @@ impl Session for BondxSession {
         let parsed = parse(text);
         let correlation_id = parsed.correlation_id.as_deref();
         match parsed.command {
-            Ok(Command::Subscribe(request)) => {
-                self.subscribe(ctx, &request, true, correlation_id)
-            }
+            Ok(Command::Subscribe(request)) => self.subscribe(ctx, &request, true, correlation_id),
             Ok(Command::Unsubscribe { topic }) => self.unsubscribe(ctx, &topic, correlation_id),
             Ok(Command::Ping) => ctx.send(envelope::frame(
                 &Head {
