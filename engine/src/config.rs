@@ -21,7 +21,8 @@ pub struct EngineConfig {
     pub pin_threads: bool,
     /// Per-connection outbox bounds and slow-consumer policy.
     pub outbox: OutboxLimits,
-    /// Per-connection event rate.
+    /// Per-connection event rate: the default of [`EngineConfig::delivery`]
+    /// (each protocol's connections may have their own).
     pub rate_limit: RateLimit,
     /// Each topic's history: messages in the ring, keys in the snapshot, bytes.
     pub history: HistoryLimits,
@@ -91,12 +92,14 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// Delivery in `format` with the engine's defaults: the outbox's
-    /// slow-consumer policy, and `heartbeat_timeout` of silence (any frame
-    /// breaks it). A protocol starts from this and changes what it needs.
+    /// slow-consumer policy, the engine's event rate limit, and
+    /// `heartbeat_timeout` of silence (any frame breaks it). A protocol
+    /// starts from this and changes what it needs.
     pub fn delivery(&self, format: FormatId) -> Delivery {
         Delivery {
             format,
             overflow: self.outbox.policy,
+            rate_limit: self.rate_limit,
             liveness: Liveness {
                 timeout: self.heartbeat_timeout,
                 alive_on: AliveOn::Anything,

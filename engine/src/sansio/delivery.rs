@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::sansio::format::FormatId;
 use crate::sansio::outbox::SlowConsumerPolicy;
+use crate::sansio::rate::RateLimit;
 
 /// How one connection is served.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -17,6 +18,10 @@ pub struct Delivery {
     pub format: FormatId,
     /// What happens to an event that does not fit its outbox.
     pub overflow: SlowConsumerPolicy,
+    /// Live events per second it may be sent (past it they are dropped and
+    /// counted as `rate_limited`); a protocol whose clients expect every
+    /// update sets it unlimited.
+    pub rate_limit: RateLimit,
     /// When its silence closes it.
     pub liveness: Liveness,
 }

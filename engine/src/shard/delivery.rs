@@ -92,7 +92,6 @@ impl ShardState {
             return;
         };
         let formats = self.shared().formats();
-        let limit = self.shared().config().rate_limit;
         let now_ns = self.now_ns();
         let meta = EventMeta::live(msg.topic, msg.accepted_at, msg.key_hash());
         let mut frames = self.live_frames.borrow_mut();
@@ -106,7 +105,10 @@ impl ShardState {
             let conn = &sub.conn;
             let frame = frames.get(msg, conn.delivery.format, formats);
             let mut state = conn.state.borrow_mut();
-            match state.mailbox.offer(frame, meta, limit, now_ns) {
+            match state
+                .mailbox
+                .offer(frame, meta, conn.delivery.rate_limit, now_ns)
+            {
                 Admission::Conflated => tally.count(msg.topic, |c| c.conflated += 1),
                 Admission::Queued => {
                     if !state.dirty {

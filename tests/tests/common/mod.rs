@@ -3,8 +3,11 @@
 //! HTTP/1.1 client over a plain socket.
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
+mod bondx;
 mod raw;
 
+#[allow(unused_imports)] // Each test binary uses its own subset, as above.
+pub use bondx::*;
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
 pub use raw::*;
 

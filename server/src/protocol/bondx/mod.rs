@@ -32,7 +32,7 @@ use hyper::HeaderMap;
 use shardcast_engine::frame::{FrameBuf, OpCode};
 use shardcast_engine::{
     AliveOn, CloseReason, Delivery, Details, FormatId, FrameKind, Liveness, Message, MessageKind,
-    Session, WireFormat,
+    RateLimit, Session, WireFormat,
 };
 use tracing::warn;
 
@@ -170,6 +170,10 @@ impl WebSocketEndpoint for Endpoint {
                 timeout: app.config.bondx.connection_timeout,
                 alive_on: AliveOn::Anything,
             },
+            // BondX clients expect every delta (or a snapshot saying what
+            // was lost); the telemetry protocol's per-client event rate is
+            // not theirs.
+            rate_limit: RateLimit::per_second(0),
             ..app.config.engine.delivery(self.format)
         }
     }
