@@ -151,14 +151,7 @@ roles = ["publish"]
     /// Sends `request` (a complete HTTP/1.1 request, head and body) on a new
     /// socket; returns the status, head and body of the answer.
     pub async fn raw_request(&self, request: &[u8]) -> (u16, String, String) {
-        let mut stream = TcpStream::connect(self.addr).await.unwrap();
-        stream.write_all(request).await.unwrap();
-        let mut response = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-            .await
-            .expect("response in time")
-            .unwrap();
-        parse_response(&response)
+        raw_request_to(self.addr, request).await
     }
 
     /// Connects to /ws/telemetry and consumes the welcome.
@@ -284,6 +277,19 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Sends `request` (a complete HTTP/1.1 request) to `addr` on a new socket;
+/// returns the status, head and body of the answer.
+pub async fn raw_request_to(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .unwrap();
+    parse_response(&response)
 }
 
 /// Status, head and body of a raw HTTP response.

@@ -238,8 +238,20 @@ impl BondxSession {
         ));
     }
 
-    /// Switches background mode (module docs).
+    /// Switches background mode (module docs): the ack, then (turning it
+    /// off) each topic's fresh snapshot.
     fn set_background(&mut self, ctx: &mut ConnCtx<'_>, on: bool, correlation_id: Option<&str>) {
+        let payload = json!({"action": "background_mode", "status": "ok", "enabled": on});
+        ctx.send(envelope::frame(
+            &Head {
+                kind: "ack",
+                topic: None,
+                seq: 0,
+                correlation_id,
+            },
+            payload.to_string().as_bytes(),
+            b"{}",
+        ));
         match (on, self.background.is_some()) {
             (true, false) => {
                 let topics = ctx.subscriptions();
@@ -272,17 +284,6 @@ impl BondxSession {
             }
             _ => {}
         }
-        let payload = json!({"action": "background_mode", "status": "ok", "enabled": on});
-        ctx.send(envelope::frame(
-            &Head {
-                kind: "ack",
-                topic: None,
-                seq: 0,
-                correlation_id,
-            },
-            payload.to_string().as_bytes(),
-            b"{}",
-        ));
     }
 
     /// Answers a message refused by the rate limit, at most once per
