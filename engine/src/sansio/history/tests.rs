@@ -346,3 +346,29 @@ fn requests_choose_ring_or_snapshot_and_say_which() {
     let recent = unkeyed.replay(Replay::Recent(5), EPOCH, 0).unwrap();
     assert_eq!(recent.kind, FrameKind::Replay);
 }
+
+#[test]
+fn a_topics_state_is_its_keys_latest_or_its_latest_message() {
+    let budget = roomy();
+    let mut keyed = History::new(limits(10, 10));
+    keyed.record(&msg(1, Some("a")), &budget);
+    keyed.record(&msg(2, Some("b")), &budget);
+    keyed.record(&msg(3, Some("a")), &budget);
+    keyed.record(&msg(4, None), &budget);
+    let state = keyed.replay(Replay::State(10), EPOCH, 4).unwrap();
+    assert_eq!(
+        (seqs(&state.messages), state.kind),
+        (vec![2, 3], FrameKind::Snapshot)
+    );
+    let mut plain = History::new(limits(10, 10));
+    let empty = plain.replay(Replay::State(10), EPOCH, 0).unwrap();
+    assert!(empty.messages.is_empty());
+    for seq in 1..=5 {
+        plain.record(&msg(seq, None), &budget);
+    }
+    let state = plain.replay(Replay::State(10), EPOCH, 5).unwrap();
+    assert_eq!(
+        (seqs(&state.messages), state.kind),
+        (vec![5], FrameKind::Snapshot)
+    );
+}
