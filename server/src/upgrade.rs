@@ -183,6 +183,8 @@ pub(crate) fn handle(
         return closing(resp);
     }
     let verdict = match credentials::extract(req.headers(), &query, true) {
+        // An endpoint with its own authentication says why in its own words.
+        Err(e) if descriptor.auth == Auth::Endpoint => endpoint.authenticate(app, Err(e), &params),
         Err(e) => Err(credential_refusal(&e)),
         Ok(credential) => {
             if credential.is_some() {
@@ -202,7 +204,7 @@ pub(crate) fn handle(
                     .auth
                     .authorize(credential.as_ref(), descriptor.role)
                     .map_err(|e| refusal(&e)),
-                Auth::Endpoint => endpoint.authenticate(app, credential.as_ref(), &params),
+                Auth::Endpoint => endpoint.authenticate(app, Ok(credential.as_ref()), &params),
             }
         }
     };

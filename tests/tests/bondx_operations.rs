@@ -109,13 +109,21 @@ async fn client_messages_past_the_class_limit_are_refused_not_acted_on() {
     let mut ws = bondx_by_query(&server, "/api/v1/ws/market/RL1", &user_token("r")).await;
     next_frame(&mut ws).await;
     for n in 0..3 {
-        send_json(&mut ws, json!({"type": "ping", "correlation_id": n})).await;
-        assert_eq!(next_frame(&mut ws).await["type"], "pong");
+        let request = json!({"type": "unsubscribe", "topic": "prices.none", "correlation_id": n});
+        send_json(&mut ws, request).await;
+        assert_eq!(next_frame(&mut ws).await["code"], "NOT_SUBSCRIBED");
     }
-    // Past the burst: not acted on (no subscription, no pong), one refusal.
+    // Pings have their own limit: a keep-alive is never refused.
+    send_json(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next_frame(&mut ws).await["type"], "pong");
+    // Past the burst: not acted on (no subscription, no reply), one refusal.
     send_json(&mut ws, json!({"type": "subscribe", "topic": "prices.RL2"})).await;
     for _ in 0..20 {
-        send_json(&mut ws, json!({"type": "ping"})).await;
+        send_json(
+            &mut ws,
+            json!({"type": "unsubscribe", "topic": "prices.none"}),
+        )
+        .await;
     }
     let refusal = next_frame(&mut ws).await;
     assert_envelope(&refusal, "error");
@@ -125,6 +133,30 @@ async fn client_messages_past_the_class_limit_are_refused_not_acted_on() {
     assert_eq!(refusal["details"]["limit"], "1 per minute");
     // 21 refused, one reply: no amplification.
     assert_silent(&mut ws, Duration::from_millis(400)).await;
+    // A ping flood is refused the same way (once the one-per-second reply
+    // limit lets the next refusal out).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..30 {
+        send_json(&mut ws, json!({"type": "ping"})).await;
+    }
+    let mut pongs = 0;
+    let mut refusals = 0;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(300), next_frame(&mut ws)).await {
+            Ok(frame) if frame["type"] == "pong" => pongs += 1,
+            Ok(frame) => {
+                assert_eq!(frame["code"], "RATE_LIMIT_EXCEEDED", "{frame}");
+                assert_eq!(frame["details"]["limit"], "5 pings per second");
+                refusals += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        pongs <= 6 && refusals == 1,
+        "{pongs} pongs, {refusals} refusals"
+    );
     server.publish("prices.RL2", json!(1), None).await;
     assert_silent(&mut ws, Duration::from_millis(300)).await;
     // Other classes have their own limits.
@@ -135,7 +167,7 @@ async fn client_messages_past_the_class_limit_are_refused_not_acted_on() {
 }
 
 #[tokio::test]
-async fn heartbeats_come_on_their_interval_and_silence_closes() {
+async fn heartbeats_keep_listening_clients_alive_and_silence_closes() {
     let server = bondx_server(
         "",
         "heartbeat_interval_seconds = 1\nconnection_timeout_seconds = 2",
@@ -147,8 +179,16 @@ async fn heartbeats_come_on_their_interval_and_silence_closes() {
     // The telemetry protocol keeps its own interval (15 s): none here.
     let mut telemetry = server.subscriber(&["prices.HB"]).await;
     assert_silent(&mut telemetry, Duration::from_millis(1200)).await;
-    // This client never sends anything: closed after the timeout.
-    assert_eq!(close_code(&mut ws).await.0, 4408);
+    // A client that only listens answers the server's pings (its library
+    // does, as browsers do): still open well past the timeout.
+    let listened = Instant::now();
+    while listened.elapsed() < Duration::from_secs(4) {
+        assert_eq!(next_frame(&mut ws).await["type"], "heartbeat");
+    }
+    // One that answers nothing at all is closed after the timeout.
+    let path = format!("/api/v1/ws/market/HB?token={}", user_token("h"));
+    let mut raw = raw_upgrade(&server, &path, "").await;
+    assert_eq!(raw_close(&mut raw).await.0, 4408);
 }
 
 #[tokio::test]
@@ -189,4 +229,25 @@ async fn metrics_are_also_served_on_their_own_port() {
     // Nothing else is served there.
     let (status, _, _) = raw_request_to(addr, &get("/api/v1/websocket/stats")).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_client_a_whole_outbox_behind_is_closed_not_left_with_a_hole() {
+    let server = bondx_server("[outbox]\nmax_messages = 16", "");
+    let path = format!("/api/v1/ws/market/SLOW?token={}", user_token("s"));
+    // A client that reads nothing until the end.
+    let mut raw = raw_upgrade(&server, &path, "").await;
+    let big = "x".repeat(50_000);
+    for _ in 0..12 {
+        let messages: Vec<Value> = (0..20)
+            .map(|_| json!({"channel": "prices.SLOW", "data": big}))
+            .collect();
+        let body = json!({ "messages": messages }).to_string();
+        let (status, _) = server
+            .http("POST", "/api/v1/publish", Some(PUB), Some(&body))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (code, reason) = raw_close(&mut raw).await;
+    assert_eq!((code, reason.as_str()), (4429, "SLOW_CONSUMER"));
 }

@@ -66,7 +66,11 @@ async fn market_stream_starts_with_a_snapshot_then_deltas_continue_its_seq() {
     assert_envelope(&delta, "delta");
     assert_eq!(delta["seq"], 4);
     assert_eq!(delta["payload"], json!({"bid": 99.4}));
-    assert_eq!(delta["meta"], json!({"key": "L2"}));
+    // The epoch on every delta: the snapshot's, until the topic restarts.
+    assert_eq!(
+        delta["meta"],
+        json!({"key": "L2", "epoch": snapshot["meta"]["epoch"]})
+    );
     let event = next_of_type(&mut telemetry, "event").await;
     assert_eq!(event["seq"], 4);
 }
@@ -170,6 +174,20 @@ async fn every_bad_credential_is_refused_before_any_data() {
     assert_refused(&mut ws, "another user (query)").await;
     let mut ws = bondx_by_header(&server, "/api/v1/ws/risk/alice", &bob, &[]).await;
     assert_refused(&mut ws, "another user (header)").await;
+    // Credentials that cannot be read: the same refusal, in BondX's words.
+    let good = user_token("u1");
+    let path = format!("/api/v1/ws/market/IN9?token={good}");
+    let bearer = format!("Bearer {good}");
+    let mut ws = server
+        .try_connect(&path, &[("Authorization", bearer.as_str())])
+        .await
+        .unwrap();
+    assert_refused(&mut ws, "token twice").await;
+    let mut ws = server
+        .try_connect("/api/v1/ws/market/IN9", &[("Authorization", "Basic dTpw")])
+        .await
+        .unwrap();
+    assert_refused(&mut ws, "another scheme").await;
     // An API key is not a BondX credential.
     let mut ws = server
         .try_connect("/api/v1/ws/market/IN9", &[("X-API-Key", ADMIN)])

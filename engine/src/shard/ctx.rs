@@ -168,11 +168,12 @@ impl ConnCtx<'_> {
     /// protocol's snapshot of the topic's state, built from a replay — under
     /// the event limits (not the small headroom of control frames), counted
     /// as replayed and never conflated away. `false` when the outbox has no
-    /// room for it (nothing is queued; the protocol should say so).
+    /// room for it (nothing is queued; the protocol should say so) or the
+    /// connection is closing (nothing may follow its close frame).
     pub fn send_state(&mut self, topic: &Topic, frame: Bytes) -> bool {
         let meta = EventMeta::replayed(topic.id(), Instant::now(), 0);
         let mut state = self.conn.state.borrow_mut();
-        state.mailbox.outbox.push_event(frame, meta) == Admission::Queued
+        state.closing.is_none() && state.mailbox.outbox.push_event(frame, meta) == Admission::Queued
     }
 
     /// Leaves `topic`; `false` if the connection was not subscribed.

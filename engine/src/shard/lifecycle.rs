@@ -31,6 +31,17 @@ use crate::gate::Refused;
 use crate::sansio::close::CloseReason;
 use crate::sansio::ids::ConnKey;
 
+/// A format's heartbeat on one tick.
+#[derive(Clone, Debug, PartialEq)]
+enum Beat {
+    /// Not this tick.
+    NotDue,
+    /// Due, not encoded yet (no connection of the format seen so far).
+    Due,
+    /// Its frame, encoded once for the shard (`None`: the format has none).
+    Encoded(Option<Bytes>),
+}
+
 impl ShardState {
     // ---- connections -------------------------------------------------------
 
@@ -125,21 +136,21 @@ impl ShardState {
         if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
             self.sweep_topics(now);
         }
-        // Once per interval of each format, one slot per format: `None` when
-        // not due, else its frame, encoded on first use.
+        // Once per interval of each format, one slot per format (none at all
+        // on the ticks where no format is due).
         let formats = self.shared.formats();
-        let mut heartbeats: Vec<Option<Option<Option<Bytes>>>> = Vec::new();
+        let mut heartbeats: Vec<Beat> = Vec::new();
         let mut next_heartbeat = self.next_heartbeat.borrow_mut();
         for ((id, format), next) in formats.iter().zip(next_heartbeat.iter_mut()) {
             if now >= *next {
                 if heartbeats.is_empty() {
-                    heartbeats.resize(formats.len(), None);
+                    heartbeats.resize(formats.len(), Beat::NotDue);
                 }
                 *next = now
                     + format
                         .heartbeat_interval()
                         .unwrap_or(config.heartbeat_interval);
-                heartbeats[id.index()] = Some(None);
+                heartbeats[id.index()] = Beat::Due;
             }
         }
         drop(next_heartbeat);
@@ -190,11 +201,11 @@ impl ShardState {
                 continue;
             }
             let format = conn.delivery.format;
-            let Some(slot) = &mut heartbeats[format.index()] else {
-                continue;
-            };
-            let frame = slot.get_or_insert_with(|| formats.get(format).heartbeat(wall));
-            if let Some(frame) = frame {
+            let slot = &mut heartbeats[format.index()];
+            if *slot == Beat::Due {
+                *slot = Beat::Encoded(formats.get(format).heartbeat(wall));
+            }
+            if let Beat::Encoded(Some(frame)) = slot {
                 conn.send_control(frame.clone());
                 self.flush(conn);
             }

@@ -36,6 +36,7 @@ use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response};
 use shardcast_engine::{Delivery, Details, FormatId, Formats, LocalShard, Session, WireFormat};
 
+use crate::auth::credentials::CredentialError;
 use crate::auth::{Credential, Principal, Role};
 use crate::config::ServerConfig;
 use crate::http::Body;
@@ -149,11 +150,12 @@ pub trait WebSocketEndpoint: Send + Sync + 'static {
     fn open(&self, opening: Opening) -> Box<dyn Session>;
 
     /// For [`Auth::Endpoint`]: the principal behind the request's one
-    /// credential (if any), for the path `params`, or the refusal.
+    /// credential (if any; or why the request's credentials could not be
+    /// read), for the path `params`, or the refusal.
     fn authenticate(
         &self,
         app: &App,
-        credential: Option<&Credential<'_>>,
+        credential: Result<Option<&Credential<'_>>, CredentialError>,
         params: &Params,
     ) -> Result<Arc<Principal>, Refusal> {
         let _ = (app, credential, params);

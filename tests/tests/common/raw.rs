@@ -10,9 +10,15 @@ use super::{TestServer, ADMIN, WAIT};
 /// Performs the upgrade to /ws/telemetry by hand (admin key), so a test can
 /// send frames a conforming client never would.
 pub async fn raw_websocket(server: &TestServer) -> TcpStream {
+    raw_upgrade(server, "/ws/telemetry", &format!("X-API-Key: {ADMIN}\r\n")).await
+}
+
+/// Performs the upgrade to `path` by hand with `headers` (each ending in
+/// CRLF): a client that never answers anything, pings included.
+pub async fn raw_upgrade(server: &TestServer, path: &str, headers: &str) -> TcpStream {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let request = format!(
-        "GET /ws/telemetry HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {ADMIN}\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();

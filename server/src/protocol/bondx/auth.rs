@@ -17,6 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::config::BondxConfig;
+use crate::auth::credentials::CredentialError;
 use crate::auth::token::MAX_TOKEN_LEN;
 use crate::auth::{Authenticator, Principal, Role, Roles, Scope};
 
@@ -40,6 +41,10 @@ pub enum BondxAuthError {
     /// No token.
     #[error("authentication required: send a token in ?token= or Authorization: Bearer")]
     Missing,
+    /// Credentials that cannot be read: a token in the query and a header
+    /// too, a repeated header, another `Authorization` scheme.
+    #[error("{0}")]
+    Credentials(CredentialError),
     /// An API key instead of a token.
     #[error("BondX endpoints take a JWT in ?token= or Authorization: Bearer, not an API key")]
     NotAToken,

@@ -68,7 +68,20 @@ pub fn frame(head: &Head<'_>, payload: &[u8], meta: &[u8]) -> Bytes {
     frame.finish(OpCode::Text)
 }
 
-/// The envelope of a delta or alert for `msg` (`meta.key` when keyed).
+/// Writes `epoch` as the 16 hexadecimal digits of its `Display`, quoted.
+fn write_epoch(out: &mut BytesMut, epoch: Epoch) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let value = epoch.as_u64();
+    out.put_u8(b'"');
+    for shift in (0..16).rev() {
+        out.put_u8(HEX[((value >> (shift * 4)) & 0xf) as usize]);
+    }
+    out.put_u8(b'"');
+}
+
+/// The envelope of a delta or alert for `msg`: `meta.epoch` always (so a
+/// client can tell a restarted topic's seqs from the ones it had),
+/// `meta.key` when keyed.
 pub fn delta(frame: &mut FrameBuf, msg: &Message, kind: &'static str) {
     let out = frame.payload();
     let head = Head {
@@ -79,16 +92,13 @@ pub fn delta(frame: &mut FrameBuf, msg: &Message, kind: &'static str) {
     };
     begin(out, &head, msg.timestamp);
     out.put_slice(&msg.data);
-    out.put_slice(b",\"meta\":");
-    match &msg.key {
-        Some(key) => {
-            out.put_slice(b"{\"key\":");
-            json::write_str(out, key);
-            out.put_u8(b'}');
-        }
-        None => out.put_slice(b"{}"),
+    out.put_slice(b",\"meta\":{\"epoch\":");
+    write_epoch(out, msg.epoch);
+    if let Some(key) = &msg.key {
+        out.put_slice(b",\"key\":");
+        json::write_str(out, key);
     }
-    out.put_slice(b",\"correlation_id\":null}");
+    out.put_slice(b"},\"correlation_id\":null}");
 }
 
 /// An `error` envelope, with the document's fields at the top level too.
@@ -174,6 +184,9 @@ pub fn snapshot(
     };
     begin(out, &head, SystemTime::now());
     let keyed = messages.iter().any(|m| m.key.is_some());
+    // Messages were published but none is held (history 0, or evicted for
+    // memory): the payload cannot say the state, and `meta` says so.
+    let unknown = messages.is_empty() && position.seq > 0;
     if keyed {
         out.put_u8(b'{');
         let mut first = true;
@@ -193,7 +206,11 @@ pub fn snapshot(
             None => out.put_slice(b"null"),
         }
     }
-    let meta = meta_with_epoch(position.epoch, extra);
+    let mut meta = meta_with_epoch(position.epoch, extra);
+    if unknown {
+        meta.pop();
+        meta.extend_from_slice(b",\"state\":\"unavailable\"}");
+    }
     finish(out, &meta, correlation_id);
     frame.finish(OpCode::Text)
 }
@@ -249,6 +266,10 @@ pub(crate) mod tests {
         assert_eq!(v["payload"]["code"], "RATE_LIMIT_EXCEEDED");
         assert_eq!(v["meta"], serde_json::json!({}));
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+        let mut out = BytesMut::new();
+        write_epoch(&mut out, Epoch::from_u64(0x00ab_cdef_0123_4567));
+        let shown = format!("\"{}\"", Epoch::from_u64(0x00ab_cdef_0123_4567));
+        assert_eq!(&out[..], shown.as_bytes());
         assert_eq!(v["timestamp"].as_str().unwrap().len(), 24);
     }
 }

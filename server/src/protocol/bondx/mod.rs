@@ -18,6 +18,7 @@
 //! docs/protocol.md, *BondX*, is the reference.
 
 mod auth;
+mod background;
 mod command;
 mod config;
 mod envelope;
@@ -32,13 +33,14 @@ use hyper::HeaderMap;
 use shardcast_engine::frame::{FrameBuf, OpCode};
 use shardcast_engine::{
     AliveOn, CloseReason, Delivery, Details, FormatId, FrameKind, Liveness, Message, MessageKind,
-    RateLimit, Session, WireFormat,
+    RateLimit, Session, SlowConsumerPolicy, WireFormat,
 };
 use tracing::warn;
 
 use super::{
     Auth, Descriptor, Handler, Opening, Params, PathTemplate, Refusal, Registry, WebSocketEndpoint,
 };
+use crate::auth::credentials::CredentialError;
 use crate::auth::{Credential, Principal, Role};
 use crate::config::ServerConfig;
 use crate::App;
@@ -57,6 +59,10 @@ pub const CHANNEL_RULES: [&str; 7] = [
     "risk.*.alerts",
     "mobile.*",
 ];
+
+/// The detail recording `x-background-mode` as the client connected (the
+/// mode changes later by message; the listing shows how it started).
+const BACKGROUND_AT_CONNECT: &str = "backgroundAtConnect";
 
 /// An endpoint class: its path, its topics, its limit on client messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +97,17 @@ impl Class {
             Class::Trading => "trading",
             Class::Risk => "risk",
             Class::Mobile => "mobile",
+        }
+    }
+
+    /// Where it is served.
+    pub fn path(self) -> &'static str {
+        match self {
+            Class::Market => "/api/v1/ws/market/{isin}",
+            Class::Auction => "/api/v1/ws/auction/{auction_id}",
+            Class::Trading => "/api/v1/ws/trading/{user_id}",
+            Class::Risk => "/api/v1/ws/risk/{user_id}",
+            Class::Mobile => "/api/v1/ws/mobile/{user_id}",
         }
     }
 
@@ -139,12 +156,9 @@ pub fn register(registry: &mut Registry, config: &ServerConfig) -> anyhow::Resul
     }))?;
     registry.channels(&CHANNEL_RULES);
     for class in Class::ALL {
-        let path: &'static str = Box::leak(
-            format!("/api/v1/ws/{}/{{{}}}", class.name(), class.param()).into_boxed_str(),
-        );
         registry.endpoint(Descriptor {
             protocol: "bondx",
-            path: PathTemplate::parse(path)?,
+            path: PathTemplate::parse(class.path())?,
             auth: Auth::Endpoint,
             role: Role::Subscribe,
             handler: Handler::WebSocket(Arc::new(Endpoint { class, format })),
@@ -170,10 +184,13 @@ impl WebSocketEndpoint for Endpoint {
                 timeout: app.config.bondx.connection_timeout,
                 alive_on: AliveOn::Anything,
             },
-            // BondX clients expect every delta (or a snapshot saying what
-            // was lost); the telemetry protocol's per-client event rate is
-            // not theirs.
+            // BondX clients expect every delta: the telemetry protocol's
+            // per-client event rate is not theirs, and a client that falls
+            // a whole outbox behind is closed (4429) rather than left with a
+            // silent hole; it reconnects with `resume_from_seq` and gets the
+            // deltas it missed, or a snapshot saying why not.
             rate_limit: RateLimit::per_second(0),
+            overflow: SlowConsumerPolicy::Disconnect,
             ..app.config.engine.delivery(self.format)
         }
     }
@@ -183,7 +200,7 @@ impl WebSocketEndpoint for Endpoint {
         let background = opening
             .details
             .iter()
-            .any(|(name, value)| *name == "backgroundMode" && &**value == "true");
+            .any(|(name, value)| *name == BACKGROUND_AT_CONNECT && &**value == "true");
         Box::new(BondxSession::new(
             opening.app,
             opening.principal,
@@ -196,15 +213,16 @@ impl WebSocketEndpoint for Endpoint {
     fn authenticate(
         &self,
         app: &App,
-        credential: Option<&Credential<'_>>,
+        credential: Result<Option<&Credential<'_>>, CredentialError>,
         params: &Params,
     ) -> Result<Arc<Principal>, Refusal> {
         let config = &app.config.bondx;
         let result = match credential {
             _ if config.secret.is_none() => Err(BondxAuthError::Disabled),
-            None => Err(BondxAuthError::Missing),
-            Some(Credential::ApiKey(_)) => Err(BondxAuthError::NotAToken),
-            Some(Credential::Token(token)) => auth::verify(config, token),
+            Err(e) => Err(BondxAuthError::Credentials(e)),
+            Ok(None) => Err(BondxAuthError::Missing),
+            Ok(Some(Credential::ApiKey(_))) => Err(BondxAuthError::NotAToken),
+            Ok(Some(Credential::Token(token))) => auth::verify(config, token),
         }
         .and_then(|user| {
             let id = params.get(self.class.param()).unwrap_or_default();
@@ -246,7 +264,10 @@ impl WebSocketEndpoint for Endpoint {
         }
         if let Some(background) = header("x-background-mode") {
             let on = background.eq_ignore_ascii_case("true") || background == "1";
-            details.push(("backgroundMode", if on { "true" } else { "false" }.into()));
+            details.push((
+                BACKGROUND_AT_CONNECT,
+                if on { "true" } else { "false" }.into(),
+            ));
         }
         details.into_boxed_slice()
     }
@@ -276,6 +297,10 @@ impl WireFormat for BondxFormat {
         frame.finish(OpCode::Text)
     }
 
+    /// Two frames in one buffer: a WebSocket ping — which browsers and
+    /// client libraries answer by themselves, so a client that only listens
+    /// stays alive, as with the platform's own server, which pings every 30 s
+    /// — then the `heartbeat` envelope.
     fn heartbeat(&self, now: SystemTime) -> Option<Bytes> {
         let head = envelope::Head {
             kind: "heartbeat",
@@ -288,7 +313,12 @@ impl WireFormat for BondxFormat {
         envelope::begin(out, &head, now);
         out.extend_from_slice(b"{}");
         envelope::finish(out, b"{}", None);
-        Some(frame.finish(OpCode::Text))
+        let envelope = frame.finish(OpCode::Text);
+        let ping = shardcast_engine::frame::encode(OpCode::Ping, b"");
+        let mut both = bytes::BytesMut::with_capacity(ping.len() + envelope.len());
+        both.extend_from_slice(&ping);
+        both.extend_from_slice(&envelope);
+        Some(both.freeze())
     }
 
     fn heartbeat_interval(&self) -> Option<Duration> {
@@ -328,14 +358,17 @@ mod tests {
             serde_json::json!({
                 "type": "delta", "topic": "prices.IN0001", "seq": 42,
                 "ts": "1970-01-01T00:00:00.000Z", "payload": {"bid": 99.5},
-                "meta": {"key": "L1"}, "correlation_id": null,
+                "meta": {"epoch": "0000000000000001", "key": "L1"}, "correlation_id": null,
             })
         );
         let frame = format.encode_event(&message(None, MessageKind::Alert), FrameKind::Live);
         let v = envelope::tests::parse(&frame);
         assert_eq!(v["type"], "alert");
-        assert_eq!(v["meta"], serde_json::json!({}));
-        let beat = envelope::tests::parse(&format.heartbeat(SystemTime::now()).unwrap());
+        assert_eq!(v["meta"], serde_json::json!({"epoch": "0000000000000001"}));
+        let both = format.heartbeat(SystemTime::now()).unwrap();
+        // A ping with no payload, then the envelope.
+        assert_eq!(&both[..2], &[0x89, 0x00]);
+        let beat = envelope::tests::parse(&both[2..]);
         assert_eq!(beat["type"], "heartbeat");
         assert_eq!(beat["topic"], serde_json::Value::Null);
     }
@@ -355,6 +388,10 @@ mod tests {
             for topic in class.topics("x1") {
                 assert!(rules.allows(&topic), "{topic}");
             }
+            let template = PathTemplate::parse(class.path()).unwrap();
+            let path = format!("/api/v1/ws/{}/x1", class.name());
+            let params = template.matches(&path).unwrap();
+            assert_eq!(params.get(class.param()), Some("x1"));
         }
     }
 }

@@ -16,24 +16,26 @@
 //! Background mode (a `background_mode` message, or `x-background-mode:
 //! true` at connect) leaves every topic's live stream and instead sends,
 //! at most once per `[bondx] background_interval_seconds`, a `snapshot` of
-//! each topic whose state changed (`meta.background: true`). Turning it off
+//! each topic whose state changed (`background.rs`). Turning it off
 //! subscribes again, each topic starting with a fresh snapshot.
 //!
-//! Client messages are limited per connection by the endpoint class's
-//! burst and per-minute rate; a message past it is not acted on and gets
-//! `RATE_LIMIT_EXCEEDED` — at most one such reply per second, so a flood
-//! of messages cannot turn into a flood of replies.
+//! Client messages are limited per connection: pings by [`PING_RATE`],
+//! everything else by the endpoint class's burst and per-minute rate. A
+//! message past its limit is not acted on and gets `RATE_LIMIT_EXCEEDED` —
+//! at most one such reply per second, so a flood of messages cannot turn
+//! into a flood of replies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shardcast_engine::{
-    CloseReason, ConnCtx, Epoch, Position, RateLimiter, Replay, ReplayError, Replayed, Session,
+    CloseReason, ConnCtx, Epoch, Position, RateLimit, RateLimiter, Replay, Replayed, Session,
     SubscribeError, Subscribed, TopicError,
 };
 use tracing::debug;
 
+use super::background::Background;
 use super::command::{parse, Code, Command, Subscribe};
 use super::envelope::{self, Head};
 use super::Class;
@@ -41,16 +43,12 @@ use crate::auth::Principal;
 use crate::input::truncate;
 use crate::App;
 
+/// Pings a connection may send per second (a one-second burst): far above
+/// any keep-alive, far below a flood.
+const PING_RATE: u32 = 5;
+
 /// At most one `RATE_LIMIT_EXCEEDED` reply per this interval.
 const REFUSAL_REPLY_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A topic followed in background mode: its name and the position of the
-/// state last sent (`None`: send the next one whatever it is).
-#[derive(Debug)]
-struct Quiet {
-    topic: Arc<str>,
-    sent: Option<Position>,
-}
 
 /// One BondX connection. Owned by its shard.
 #[derive(Debug)]
@@ -65,7 +63,10 @@ pub struct BondxSession {
     refused_unreported: u64,
     opened: Instant,
     /// `Some` in background mode: the topics followed, none of them live.
-    background: Option<Vec<Quiet>>,
+    background: Option<Background>,
+    /// Pings have a limit of their own ([`PING_RATE`]), so a client's
+    /// keep-alive never eats the class's budget for subscriptions.
+    pings: RateLimiter,
 }
 
 /// What a reply is about: its topic and the client message's id.
@@ -94,7 +95,8 @@ impl BondxSession {
             last_refusal_reply: None,
             refused_unreported: 0,
             opened: Instant::now(),
-            background: background.then(Vec::new),
+            background: background.then(Background::default),
+            pings: RateLimiter::default(),
         }
     }
 
@@ -131,8 +133,25 @@ impl BondxSession {
             let message = format!("this user may not subscribe to {:?}", truncate(name, 128));
             return Self::error(ctx, Code::Forbidden, &message, reply);
         }
-        if let Some(quiet) = &mut self.background {
-            return background_subscribe(ctx, quiet, request, ack, reply, &self.app);
+        if let Some(background) = &mut self.background {
+            let limit = self.app.config.engine.max_subscriptions;
+            if let Err((code, message)) = background.follow(name, limit) {
+                return Self::error(ctx, code, &message, reply);
+            }
+            if ack {
+                let payload = json!({"action": "subscribe", "status": "ok", "background": true});
+                ctx.send(envelope::frame(
+                    &Head {
+                        kind: "ack",
+                        topic: Some(name),
+                        seq: 0,
+                        correlation_id,
+                    },
+                    payload.to_string().as_bytes(),
+                    b"{}",
+                ));
+            }
+            return;
         }
         let replay = match request.resume_from_seq {
             Some(seq) => {
@@ -214,11 +233,7 @@ impl BondxSession {
             correlation_id,
         };
         let held = match &mut self.background {
-            Some(quiet) => {
-                let before = quiet.len();
-                quiet.retain(|q| &*q.topic != topic);
-                quiet.len() < before
-            }
+            Some(background) => background.leave(topic),
             None => ctx.unsubscribe(topic),
         };
         if !held {
@@ -252,43 +267,35 @@ impl BondxSession {
             payload.to_string().as_bytes(),
             b"{}",
         ));
-        match (on, self.background.is_some()) {
-            (true, false) => {
+        match (on, self.background.take()) {
+            (true, None) => {
                 let topics = ctx.subscriptions();
                 for topic in &topics {
                     ctx.unsubscribe(topic);
                 }
-                self.background = Some(
-                    topics
-                        .into_iter()
-                        .map(|topic| Quiet { topic, sent: None })
-                        .collect(),
-                );
+                self.background = Some(Background::following(topics));
                 let interval = self.app.config.bondx.background_interval;
                 ctx.wake_at(Some(Instant::now() + interval));
             }
-            (false, true) => {
-                let quiet = self.background.take().unwrap_or_default();
+            (false, Some(background)) => {
                 ctx.wake_at(None);
-                let reply = Reply {
-                    topic: None,
-                    correlation_id: None,
-                };
-                for q in quiet {
+                for topic in background.into_topics() {
                     let request = Subscribe {
-                        topic: q.topic.to_string(),
+                        topic: topic.to_string(),
                         ..Subscribe::default()
                     };
-                    self.subscribe(ctx, &request, false, reply.correlation_id);
+                    self.subscribe(ctx, &request, false, correlation_id);
                 }
             }
-            _ => {}
+            // Already in the mode asked for: nothing changes.
+            (true, Some(background)) => self.background = Some(background),
+            (false, None) => {}
         }
     }
 
     /// Answers a message refused by the rate limit, at most once per
     /// [`REFUSAL_REPLY_INTERVAL`].
-    fn refuse(&mut self, ctx: &mut ConnCtx<'_>, now: Instant) {
+    fn refuse(&mut self, ctx: &mut ConnCtx<'_>, now: Instant, limit: String) {
         self.refused_unreported += 1;
         if self
             .last_refusal_reply
@@ -297,12 +304,10 @@ impl BondxSession {
             return;
         }
         self.last_refusal_reply = Some(now);
-        let limit = self.app.config.bondx.limit(self.class);
         let topic = self.initial_topic();
         let details = json!({
             "topic": topic,
-            "limit": format!("{} per minute", limit.per_minute),
-            "burst": limit.burst,
+            "limit": limit,
             "refused": std::mem::take(&mut self.refused_unreported),
         });
         ctx.send(envelope::error(
@@ -317,46 +322,6 @@ impl BondxSession {
     /// The endpoint's first topic (the one the path names).
     fn initial_topic(&self) -> String {
         self.initial.first().cloned().unwrap_or_default()
-    }
-}
-
-/// A subscribe while in background mode: followed quietly, its state sent
-/// at the next wake-up.
-fn background_subscribe(
-    ctx: &mut ConnCtx<'_>,
-    quiet: &mut Vec<Quiet>,
-    request: &Subscribe,
-    ack: bool,
-    reply: Reply<'_>,
-    app: &App,
-) {
-    let name = request.topic.as_str();
-    if !quiet.iter().any(|q| &*q.topic == name) {
-        let limit = app.config.engine.max_subscriptions;
-        if quiet.len() >= limit {
-            let message = format!("subscription limit of {limit} topics per connection reached");
-            return BondxSession::error(ctx, Code::LimitReached, &message, reply);
-        }
-        if let Err(e) = shardcast_engine::validate_name(name) {
-            return BondxSession::error(ctx, Code::InvalidTopic, &e.to_string(), reply);
-        }
-        quiet.push(Quiet {
-            topic: name.into(),
-            sent: None,
-        });
-    }
-    if ack {
-        let payload = json!({"action": "subscribe", "status": "ok", "background": true});
-        ctx.send(envelope::frame(
-            &Head {
-                kind: "ack",
-                topic: Some(name),
-                seq: 0,
-                correlation_id: reply.correlation_id,
-            },
-            payload.to_string().as_bytes(),
-            b"{}",
-        ));
     }
 }
 
@@ -426,13 +391,26 @@ impl Session for BondxSession {
     }
 
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
-        let now = Instant::now();
-        let limit = self.app.config.bondx.limit(self.class);
-        let now_ns = now.duration_since(self.opened).as_nanos() as u64;
-        if !self.limiter.try_acquire(limit.rate, now_ns) {
-            return self.refuse(ctx, now);
-        }
+        // Parsing is bounded by max_frame_size (and reads by the shard's
+        // per-turn budget); the limits below decide what is acted on.
         let parsed = parse(text);
+        let now = Instant::now();
+        let now_ns = now.duration_since(self.opened).as_nanos() as u64;
+        let admitted = if parsed.command == Ok(Command::Ping) {
+            self.pings
+                .try_acquire(RateLimit::per_second(PING_RATE), now_ns)
+                .then_some(())
+                .ok_or_else(|| format!("{PING_RATE} pings per second"))
+        } else {
+            let limit = self.app.config.bondx.limit(self.class);
+            self.limiter
+                .try_acquire(limit.rate, now_ns)
+                .then_some(())
+                .ok_or_else(|| format!("{} per minute", limit.per_minute))
+        };
+        if let Err(limit) = admitted {
+            return self.refuse(ctx, now, limit);
+        }
         let correlation_id = parsed.correlation_id.as_deref();
         match parsed.command {
             Ok(Command::Subscribe(request)) => self.subscribe(ctx, &request, true, correlation_id),
@@ -463,29 +441,10 @@ impl Session for BondxSession {
 
     fn on_wake(&mut self, ctx: &mut ConnCtx<'_>) {
         let max_keys = self.max_keys();
-        let Some(quiet) = &mut self.background else {
-            return;
-        };
-        let meta = json!({"background": true});
-        for q in quiet.iter_mut() {
-            // A topic that expired meanwhile has no state to send.
-            let Some(topic) = ctx.engine().topics().get(&q.topic) else {
-                continue;
-            };
-            let (position, state) = topic.peek(Replay::State(max_keys));
-            if q.sent == Some(position) {
-                continue;
-            }
-            let state = state.unwrap_or_else(|e: ReplayError| {
-                debug!(error = %e, "state of a topic unavailable");
-                Replayed::default()
-            });
-            let frame = envelope::snapshot(&q.topic, position, &state.messages, Some(&meta), None);
-            if ctx.send_state(&topic, frame) {
-                q.sent = Some(position);
-            }
+        if let Some(background) = &mut self.background {
+            background.send_changed(ctx, max_keys);
+            let interval = self.app.config.bondx.background_interval;
+            ctx.wake_at(Some(Instant::now() + interval));
         }
-        let interval = self.app.config.bondx.background_interval;
-        ctx.wake_at(Some(Instant::now() + interval));
     }
 }
