@@ -7,9 +7,11 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardcast_engine::frame;
 use shardcast_engine::{Epoch, FrameKind, Message, Stamp, TopicId, WireFormat};
+use shardcast_server::protocol::bondx::BondxFormat;
 use shardcast_server::protocol::telemetry::TelemetryFormat;
 
 fn encode(c: &mut Criterion) {
+    let bondx = BondxFormat::new(std::time::Duration::from_secs(30));
     let mut group = c.benchmark_group("frame/encode_event");
     for size in [64usize, 256, 4096] {
         let data = Bytes::from(format!("{{\"p\":\"{}\"}}", "x".repeat(size - 8)));
@@ -25,6 +27,9 @@ fn encode(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(format!("{size}B"), |b| {
             b.iter(|| black_box(TelemetryFormat.encode_event(black_box(&msg), FrameKind::Live)))
+        });
+        group.bench_function(format!("bondx/{size}B"), |b| {
+            b.iter(|| black_box(bondx.encode_event(black_box(&msg), FrameKind::Live)))
         });
     }
     group.finish();

@@ -151,9 +151,7 @@ impl Class {
 /// Registers the BondX format, its five endpoints, its two HTTP endpoints
 /// and its topic families.
 pub fn register(registry: &mut Registry, config: &ServerConfig) -> anyhow::Result<()> {
-    let format = registry.format(Arc::new(BondxFormat {
-        heartbeat_interval: config.bondx.heartbeat_interval,
-    }))?;
+    let format = registry.format(Arc::new(BondxFormat::new(config.bondx.heartbeat_interval)))?;
     registry.channels(&CHANNEL_RULES);
     for class in Class::ALL {
         registry.endpoint(Descriptor {
@@ -280,6 +278,13 @@ pub struct BondxFormat {
     heartbeat_interval: Duration,
 }
 
+impl BondxFormat {
+    /// The format, with a heartbeat every `heartbeat_interval`.
+    pub fn new(heartbeat_interval: Duration) -> Self {
+        Self { heartbeat_interval }
+    }
+}
+
 impl WireFormat for BondxFormat {
     fn name(&self) -> &'static str {
         "bondx"
@@ -348,9 +353,7 @@ mod tests {
 
     #[test]
     fn deltas_and_alerts_carry_the_envelope() {
-        let format = BondxFormat {
-            heartbeat_interval: Duration::from_secs(30),
-        };
+        let format = BondxFormat::new(Duration::from_secs(30));
         let frame = format.encode_event(&message(Some("L1"), MessageKind::Event), FrameKind::Live);
         let v = envelope::tests::parse(&frame);
         assert_eq!(
