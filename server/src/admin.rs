@@ -177,7 +177,17 @@ pub async fn stats(app: &App) -> Value {
         .zip(stats.connections_by_format())
         .map(|((_, format), n)| (format.name().to_owned(), n.into()))
         .collect();
+    // The simulated market's on-demand feeds, with their subscribers.
+    let producers: Vec<Value> = app
+        .producers
+        .as_ref()
+        .map(|p| p.active())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(topic, refs)| json!({"topic": topic, "subscribers": refs}))
+        .collect();
     json!({
+        "producers": producers,
         "activeConnections": stats.connections(),
         "connectionsByProtocol": by_protocol,
         "messagesPublished": stats.published,

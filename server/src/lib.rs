@@ -42,6 +42,9 @@ pub struct App {
     pub routes: protocol::Routes,
     /// When the server started.
     pub started: Instant,
+    /// The on-demand feeds of the simulated market (bars and quotes of any
+    /// symbol while subscribed); `None` without the demo feed.
+    pub producers: Option<demo::Producers>,
     /// The last `/metrics` exposition and when it was rendered: scrapes
     /// within a second share it, so a busy scraper (the path is open by
     /// default) cannot make every shard walk its connections per request.
@@ -83,9 +86,15 @@ impl Server {
         let (formats, routes) = registry.finish();
         let engine = Engine::start(config.engine.clone(), formats, Arc::new(InProcess))
             .context("cannot start the shard threads")?;
+        let producers = if config.demo {
+            Some(demo::Producers::start(engine.clone()).context("cannot start the demo feed")?)
+        } else {
+            None
+        };
         let app = Arc::new(App {
             config,
             engine: engine.clone(),
+            producers,
             routes,
             started: Instant::now(),
             metrics_cache: parking_lot::Mutex::new(None),
@@ -151,6 +160,9 @@ impl Server {
     pub fn shutdown(mut self) {
         if let Some(mut demo) = self.demo.take() {
             demo.stop();
+        }
+        if let Some(producers) = &self.app.producers {
+            producers.stop();
         }
         self.app.engine.shutdown();
         self.app.engine.join();

@@ -39,6 +39,16 @@ pub enum CloseReason {
     Kicked(String),
     /// The server failed handling this connection's input (a bug, logged).
     InternalError,
+    /// A protocol's own close, with the code and reason text its clients
+    /// expect (FastWS closes with 1003 and a sentence naming the rule).
+    ByProtocol {
+        /// The close code.
+        code: u16,
+        /// A stable snake_case label for logs and metrics.
+        label: &'static str,
+        /// The close frame's reason text (at most 123 bytes are sent).
+        text: Cow<'static, str>,
+    },
 }
 
 impl CloseReason {
@@ -60,6 +70,7 @@ impl CloseReason {
             Self::TokenExpired => 4440,
             Self::Kicked(_) => 4000,
             Self::InternalError => 1011,
+            Self::ByProtocol { code, .. } => *code,
         }
     }
 
@@ -81,6 +92,7 @@ impl CloseReason {
             Self::TokenExpired => "token_expired",
             Self::Kicked(_) => "kicked",
             Self::InternalError => "internal_error",
+            Self::ByProtocol { label, .. } => label,
         }
     }
 
@@ -102,6 +114,7 @@ impl CloseReason {
             Self::TokenExpired => "TOKEN_EXPIRED".into(),
             Self::Kicked(reason) => reason.as_str().into(),
             Self::InternalError => "INTERNAL_ERROR".into(),
+            Self::ByProtocol { text, .. } => text.as_ref().into(),
         }
     }
 

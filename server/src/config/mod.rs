@@ -26,6 +26,8 @@ use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
 use crate::protocol::bondx::BondxConfig;
 pub use crate::protocol::bondx::RawBondx;
+use crate::protocol::fastws::FastwsConfig;
+pub use crate::protocol::fastws::RawFastws;
 use crate::protocol::publish::PublishConfig;
 pub use crate::protocol::telemetry::RawTelemetry;
 use crate::protocol::telemetry::TelemetryConfig;
@@ -72,6 +74,8 @@ pub struct RawConfig {
     pub jwt: Option<RawJwt>,
     #[serde(default)]
     pub bondx: RawBondx,
+    #[serde(default)]
+    pub fastws: RawFastws,
 }
 
 /// `[outbox]`.
@@ -192,6 +196,8 @@ pub struct ServerConfig {
     pub publish: PublishConfig,
     /// `[bondx]`.
     pub bondx: BondxConfig,
+    /// `[fastws]`.
+    pub fastws: FastwsConfig,
     /// Largest HTTP request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Time a client has to send a request's head, and again its body.

@@ -17,12 +17,14 @@ use crate::auth::Authenticator;
 use crate::protocol::publish::PublishConfig;
 
 /// Read-only endpoints that may be served without credentials.
-const OPENABLE_PATHS: [&str; 5] = [
+const OPENABLE_PATHS: [&str; 7] = [
     "/health",
     "/metrics",
     "/api/v1/websocket/stats",
     "/api/v1/ws/health",
     "/api/v1/ws/topics",
+    "/api/v1/ws/asyncapi.json",
+    "/api/v1/ws/asyncapi",
 ];
 
 /// hyper refuses read buffers below this.
@@ -59,6 +61,7 @@ impl RawConfig {
         let max_keys = self.topics.max_keys.unwrap_or(10_000);
         let telemetry = self.telemetry.validate(history, max_keys)?;
         let bondx = self.bondx.validate()?;
+        let fastws = self.fastws.validate()?;
 
         let max_messages = positive("outbox.max_messages", self.outbox.max_messages, 4096)?;
         let max_bytes = positive("outbox.max_bytes", self.outbox.max_bytes, 4 * 1024 * 1024)?;
@@ -198,6 +201,8 @@ impl RawConfig {
                 "/health".into(),
                 "/metrics".into(),
                 "/api/v1/ws/health".into(),
+                "/api/v1/ws/asyncapi.json".into(),
+                "/api/v1/ws/asyncapi".into(),
             ]
         });
         if let Some(path) = open_paths
@@ -227,6 +232,7 @@ impl RawConfig {
                 max_batch: positive("max_publish_batch", self.max_publish_batch, 1000)?,
             },
             bondx,
+            fastws,
             max_header_bytes,
             request_timeout: Duration::from_secs(request_timeout),
             demo: self.demo.unwrap_or(true),

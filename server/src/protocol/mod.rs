@@ -23,6 +23,7 @@
 
 pub mod bondx;
 pub mod common;
+pub mod fastws;
 pub mod path;
 pub mod publish;
 pub mod telemetry;
@@ -49,6 +50,7 @@ pub fn register_all(registry: &mut Registry, config: &ServerConfig) -> anyhow::R
     telemetry::register(registry, config)?;
     publish::register(registry, config)?;
     bondx::register(registry, config)?;
+    fastws::register(registry, config)?;
     crate::admin::register(registry)?;
     Ok(())
 }
@@ -327,7 +329,7 @@ mod tests {
         register_all(&mut registry, &config).unwrap();
         let (formats, _) = registry.finish();
         let names: Vec<&str> = formats.iter().map(|(_, f)| f.name()).collect();
-        assert_eq!(names, ["telemetry", "bondx"]);
+        assert_eq!(names, ["telemetry", "bondx", "fastws"]);
     }
 
     #[test]

@@ -8,6 +8,14 @@
 //! - `risk-alerts`: an alert every 7 seconds or so, unkeyed.
 //!
 //! Topic handles are resolved once; the thread takes no global lock per message.
+//!
+//! `ondemand.rs` adds feeds produced only while subscribed: bars and quotes
+//! of any symbol, started by a protocol's first subscriber of a topic
+//! ([`Producers`]).
+
+mod ondemand;
+
+pub use ondemand::{Feed, Producers};
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,10 +58,10 @@ const TRADERS: [(&str, &str, &str); 4] = [
 ];
 
 /// A small, fast, non-cryptographic generator (xorshift64*).
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn seeded() -> Self {
+    pub(crate) fn seeded() -> Self {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64);
@@ -68,7 +76,7 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
