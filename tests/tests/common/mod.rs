@@ -39,7 +39,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with two unpinned shards, no demo feed, three keys
+    /// Starts a server with two unpinned shards, no demo feed (unless `extra`
+    /// says `demo = true`), three keys
     /// (admin: every role; sub: subscribe; pub: publish), and `extra` TOML.
     pub fn start(extra: &str) -> Self {
         Self::start_with_keys(extra, "")
@@ -62,7 +63,6 @@ impl TestServer {
 listen = "127.0.0.1:0"
 shards = 2
 pin_threads = false
-demo = false
 channels = {channels}
 {extra}
 
@@ -81,10 +81,10 @@ roles = ["publish"]
 {keys}
 "#
         );
-        let config = RawConfig::from_toml(&toml)
-            .expect("test config parses")
-            .validate()
-            .expect("test config is valid");
+        let mut raw = RawConfig::from_toml(&toml).expect("test config parses");
+        // No simulated market unless `extra` asks for it with `demo = true`.
+        raw.demo.get_or_insert(false);
+        let config = raw.validate().expect("test config is valid");
         let server = Server::start(config).expect("server starts");
         let addr = server.local_addr();
         Self {
