@@ -266,6 +266,19 @@ roles = ["publish"]
             .clone()
     }
 
+    /// The first client in `/api/v1/websocket/clients` speaking `protocol`.
+    pub async fn client_by_protocol(&self, protocol: &str) -> Value {
+        let (status, list) = self
+            .http("GET", "/api/v1/websocket/clients", Some(ADMIN), None)
+            .await;
+        assert_eq!(status, 200, "{list}");
+        let clients = list["clients"].as_array().expect("a client list");
+        let entry = clients.iter().find(|c| c["protocol"] == protocol);
+        entry
+            .unwrap_or_else(|| panic!("no {protocol} client: {list}"))
+            .clone()
+    }
+
     pub async fn metrics(&self) -> String {
         let (status, _, body) = self.http_raw("GET", "/metrics", None, None).await;
         assert_eq!(status, 200);
