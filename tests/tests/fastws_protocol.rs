@@ -203,11 +203,9 @@ async fn silence_and_old_age_close_with_the_configured_values() {
             json!({"type": "bars.subscribe", "payload": payload}),
         )
         .await;
-        match tokio::time::timeout(Duration::from_millis(400), next_message(&mut busy)).await {
-            Ok(Message::Close(Some(frame))) => {
-                break (u16::from(frame.code), frame.reason.to_string())
-            }
-            Ok(_) | Err(_) => {}
+        let next = tokio::time::timeout(Duration::from_millis(400), next_message(&mut busy));
+        if let Ok(Message::Close(Some(frame))) = next.await {
+            break (u16::from(frame.code), frame.reason.to_string());
         }
         assert!(opened.elapsed() < Duration::from_secs(6), "never closed");
     };
