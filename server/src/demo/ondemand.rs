@@ -34,6 +34,15 @@ use super::Rng;
 /// How often the producer thread looks for due topics.
 const PASS: Duration = Duration::from_millis(50);
 
+/// Most topics produced at once: each costs the producer thread a little
+/// per pass, and clients choose how many they ask for.
+pub const MAX_PRODUCERS: usize = 1000;
+
+/// [`MAX_PRODUCERS`] topics are produced already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the simulated market produces at most {MAX_PRODUCERS} topics at once")]
+pub struct ProducersFull;
+
 /// How often fast quotes update; slow ones every fourth time.
 const QUOTE_TICK: Duration = Duration::from_millis(250);
 
@@ -114,12 +123,16 @@ impl Producers {
         })
     }
 
-    /// One more subscriber of `topic`, produced from `feed` (steps 1–2).
-    pub fn acquire(&self, topic: &str, feed: Feed) {
+    /// One more subscriber of `topic`, produced from `feed` (steps 1–2);
+    /// refused when a new topic would pass [`MAX_PRODUCERS`].
+    pub fn acquire(&self, topic: &str, feed: Feed) -> Result<(), ProducersFull> {
         let mut table = self.table.lock();
         if let Some(active) = table.active.get_mut(topic) {
             active.refs += 1;
-            return;
+            return Ok(());
+        }
+        if table.active.len() >= MAX_PRODUCERS {
+            return Err(ProducersFull);
         }
         let prices = match &feed {
             Feed::Bars { symbol, .. } => vec![base_price(symbol)],
@@ -140,6 +153,7 @@ impl Producers {
                 bar: None,
             },
         );
+        Ok(())
     }
 
     /// One subscriber of `topic` fewer (step 3).
@@ -373,6 +387,41 @@ mod tests {
         assert_eq!(bar_start("D", now), 1_796_515_200_000); // 2026-12-06T00:00Z
         assert_eq!(bar_start("W", now), 1_795_996_800_000); // Monday 2026-11-30
         assert_eq!(bar_start("M", now), 1_796_083_200_000); // 2026-12-01
+    }
+
+    #[test]
+    fn references_start_and_stop_a_topic_and_the_table_is_bounded() {
+        let engine = Engine::start(
+            shardcast_engine::EngineConfig {
+                pin_threads: false,
+                shards: std::num::NonZeroUsize::MIN,
+                ..Default::default()
+            },
+            shardcast_engine::Formats::default(),
+            Arc::new(shardcast_engine::InProcess),
+        )
+        .unwrap();
+        let producers = Producers::start(engine.clone()).unwrap();
+        let quotes = |n: usize| Feed::Quotes {
+            symbols: vec![format!("S{n}")],
+            fast: Vec::new(),
+        };
+        producers.acquire("q0", quotes(0)).unwrap();
+        producers.acquire("q0", quotes(0)).unwrap();
+        assert_eq!(producers.active(), [("q0".to_owned(), 2)]);
+        producers.release("q0");
+        producers.release("q0");
+        producers.release("q0"); // one too many: nothing to release
+        assert!(producers.active().is_empty());
+        for n in 0..MAX_PRODUCERS {
+            producers.acquire(&format!("q{n}"), quotes(n)).unwrap();
+        }
+        assert_eq!(producers.acquire("one-more", quotes(0)), Err(ProducersFull));
+        // A topic already produced still takes subscribers.
+        producers.acquire("q7", quotes(7)).unwrap();
+        producers.stop();
+        engine.shutdown();
+        engine.join();
     }
 
     #[test]

@@ -139,7 +139,10 @@ impl FastwsSession {
                     if let (Some(producers), Some(feed)) =
                         (&self.app.producers, Self::feed(request))
                     {
-                        producers.acquire(topic, feed);
+                        if let Err(full) = producers.acquire(topic, feed) {
+                            ctx.unsubscribe(topic);
+                            return Self::respond(ctx, request, false, full.to_string());
+                        }
                         self.produced.insert(topic.to_owned());
                     }
                 }
