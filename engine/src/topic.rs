@@ -220,6 +220,7 @@ impl Topic {
         // Clock reads and the allocation of the key stay outside the lock.
         let stamp = Stamp::now();
         let kind = publication.kind;
+        let transient = publication.transient;
         let mut msg = Message::new(
             self.id,
             Arc::clone(&self.name),
@@ -236,6 +237,7 @@ impl Topic {
                 key: msg.key,
                 data: msg.data,
                 kind,
+                transient,
             }));
         }
         state.seq += 1;
@@ -243,11 +245,13 @@ impl Topic {
         state.last_active = msg.accepted_at;
         let msg = Arc::new(msg);
         let topic = &mut *state;
-        match topic.history.record(&msg, &self.budget) {
-            // Held state is what the charge was waiting for: it ends now.
-            Retention::Kept => drop(topic.charge.take()),
-            Retention::NotApplicable => {}
-            Retention::Refused => topic.retention_refused += 1,
+        if !transient {
+            match topic.history.record(&msg, &self.budget) {
+                // Held state is what the charge was waiting for: it ends now.
+                Retention::Kept => drop(topic.charge.take()),
+                Retention::NotApplicable => {}
+                Retention::Refused => topic.retention_refused += 1,
+            }
         }
         Ok(Stamped {
             msg,

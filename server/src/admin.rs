@@ -184,7 +184,9 @@ pub async fn stats(app: &App) -> Value {
         .map(|p| p.active())
         .unwrap_or_default()
         .into_iter()
-        .map(|(topic, refs)| json!({"topic": topic, "subscribers": refs}))
+        .map(|(topic, refs, producing)| {
+            json!({"topic": topic, "subscribers": refs, "producing": producing})
+        })
         .collect();
     json!({
         "producers": producers,

@@ -24,19 +24,33 @@ async fn subscribe(ws: &mut Ws, kind: &str, payload: Value) -> String {
     response["payload"]["topic"].as_str().unwrap().to_owned()
 }
 
-/// The producers the stats list now: topic → subscribers.
+/// The producers the stats list now: topic → subscribers (running feeds
+/// only; see `stopped`).
 async fn producers(server: &TestServer) -> Vec<(String, u64)> {
     let stats = server.stats().await;
     stats["producers"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|p| p["producing"] == true)
         .map(|p| {
             (
                 p["topic"].as_str().unwrap().to_owned(),
                 p["subscribers"].as_u64().unwrap(),
             )
         })
+        .collect()
+}
+
+/// Topics whose feed stopped because another publisher feeds them.
+async fn stopped(server: &TestServer) -> Vec<String> {
+    let stats = server.stats().await;
+    stats["producers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["producing"] == false)
+        .map(|p| p["topic"].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -150,4 +164,61 @@ async fn a_topic_fed_from_outside_does_not_depend_on_subscribers() {
     subscribe(&mut again, "bars.subscribe", bars).await;
     server.publish(&topic, bar.clone(), None).await;
     assert_eq!(next_frame(&mut again).await["payload"], bar);
+}
+
+#[tokio::test]
+async fn simulated_topics_hold_nothing_and_expire_after_their_last_subscriber() {
+    let server = TestServer::start("demo = true\n[topics]\nidle_expiry_seconds = 1");
+    let baseline = server.stats().await["channelCount"].as_u64().unwrap();
+    let mut ws = fastws(&server).await;
+    for n in 0..5 {
+        let bars = json!({"symbol": format!("GONE{n}"), "params": {"resolution": "1"}});
+        let topic = subscribe(&mut ws, "bars.subscribe", bars.clone()).await;
+        // Its first bar arrives, and nothing of it is kept.
+        assert_eq!(next_frame(&mut ws).await["type"], "bars.update");
+        let stats = server.stats().await;
+        assert_eq!(channel(&stats, &topic)["historySize"], 0, "{stats}");
+        send_json(
+            &mut ws,
+            json!({"type": "bars.unsubscribe", "payload": bars}),
+        )
+        .await;
+        while next_frame(&mut ws).await["type"] != "bars.unsubscribe.response" {}
+    }
+    // Every simulated topic expires: the server is back to its own topics.
+    eventually_stats(&server, |s| s["channelCount"].as_u64() == Some(baseline)).await;
+}
+
+#[tokio::test]
+async fn a_topic_another_publisher_feeds_gets_no_simulated_messages() {
+    let server = TestServer::start("demo = true");
+    let real = json!({"time": 7, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1});
+    // Fed before anyone subscribes: no feed starts.
+    let fed = json!({"symbol": "REAL", "params": {"resolution": "1"}});
+    let topic = r#"bars:{"resolution":"1","symbol":"REAL"}"#;
+    server.publish(topic, real.clone(), None).await;
+    let mut ws = fastws(&server).await;
+    subscribe(&mut ws, "bars.subscribe", fed).await;
+    let deadline = Instant::now() + WAIT;
+    while stopped(&server).await != [topic] {
+        assert!(Instant::now() < deadline, "the feed never stopped");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_silent(&mut ws, Duration::from_millis(1500)).await;
+    server.publish(topic, real.clone(), None).await;
+    assert_eq!(next_frame(&mut ws).await["payload"], real);
+
+    // Fed while its feed runs: the feed stops.
+    let bars = json!({"symbol": "LATER", "params": {"resolution": "1"}});
+    let topic = subscribe(&mut ws, "bars.subscribe", bars).await;
+    assert_eq!(next_frame(&mut ws).await["type"], "bars.update");
+    server.publish(&topic, real.clone(), None).await;
+    let deadline = Instant::now() + WAIT;
+    while !stopped(&server).await.contains(&topic) {
+        assert!(Instant::now() < deadline, "the feed never stopped");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // After the outside message, nothing simulated.
+    while next_frame(&mut ws).await["payload"] != real {}
+    assert_silent(&mut ws, Duration::from_millis(1500)).await;
 }

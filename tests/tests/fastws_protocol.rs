@@ -253,3 +253,52 @@ async fn api_keys_can_be_required() {
         .unwrap();
     assert_eq!(close_code(&mut ws).await.0, 4403);
 }
+
+#[tokio::test]
+async fn anonymous_clients_cannot_take_over_each_others_ids() {
+    let server = TestServer::start("");
+    let mut first = server
+        .try_connect("/api/v1/ws?clientId=desk-1", &[])
+        .await
+        .unwrap();
+    let mut second = server
+        .try_connect("/api/v1/ws?clientId=desk-1", &[])
+        .await
+        .unwrap();
+    for ws in [&mut first, &mut second] {
+        let response = operation(ws, "orders.subscribe", json!({"accountId": "A"})).await;
+        assert_eq!(response["status"], "ok");
+    }
+}
+
+#[tokio::test]
+async fn with_keys_required_a_token_connection_ends_when_its_token_does() {
+    let secret = "a-fastws-test-secret-of-32-bytes-or-more";
+    let jwt = format!("[jwt]\nhs256_secret = \"{secret}\"\ndefault_channels = [\"orders:*\"]");
+    let server = TestServer::start_with_keys("[fastws]\nrequire_api_key = true", &jwt);
+    let exp = unix_now() + 2;
+    let token = signed(json!({"sub": "trader-9", "exp": exp}), secret);
+    let bearer = format!("Bearer {token}");
+    let mut ws = server
+        .try_connect("/api/v1/ws", &[("Authorization", bearer.as_str())])
+        .await
+        .unwrap();
+    let response = operation(&mut ws, "orders.subscribe", json!({"accountId": "A"})).await;
+    assert_eq!(response["status"], "ok");
+    // Outside the token's scope: an error response, not a subscription.
+    let response = operation(&mut ws, "equity.subscribe", json!({"accountId": "A"})).await;
+    assert_eq!(response["status"], "error");
+    // Keep it busy so only the token can end it.
+    let closed = loop {
+        send_json(
+            &mut ws,
+            json!({"type": "orders.subscribe", "payload": {"accountId": "A"}}),
+        )
+        .await;
+        let next = tokio::time::timeout(Duration::from_millis(300), next_message(&mut ws));
+        if let Ok(Message::Close(Some(frame))) = next.await {
+            break u16::from(frame.code);
+        }
+    };
+    assert_eq!(closed, 4440);
+}

@@ -60,7 +60,7 @@ async fn names_outside_the_rules_or_the_limit_are_refused_clearly() {
     let long = format!("bars:{}", "x".repeat(252));
     assert_eq!(long.len(), 257);
     let body = json!({"messages": [
-        {"channel": r#"orders:{"symbol":"AAPL"}"#, "data": 1},
+        {"channel": r#"trades:{"symbol":"AAPL"}"#, "data": 1},
         {"channel": long, "data": 1},
         {"channel": "bars:{\"a\": 1}", "data": 1},
         {"channel": "bars:", "data": 1},

@@ -83,6 +83,32 @@ fn subscribe_starts_after_the_last_published_message() {
 }
 
 #[test]
+fn a_topic_of_transient_messages_holds_nothing_and_expires() {
+    let registry = registry(&["p.*"], 10, 1);
+    let inboxes = [ShardInbox::new(16)];
+    let topic = registry.resolve("p.generated", None).unwrap();
+    let fanout = crate::broker::Fanout {
+        inboxes: &inboxes,
+        topics: &registry,
+    };
+    for _ in 0..3 {
+        fanout
+            .deliver(&topic, Publication::new(None, data()).transient())
+            .unwrap();
+    }
+    let stats = topic.stats();
+    assert_eq!(
+        (stats.published, stats.history, stats.history_bytes),
+        (3, 0, 0)
+    );
+    assert_eq!(
+        registry.expire_idle(Instant::now() + Duration::from_secs(61)),
+        1
+    );
+    assert!(topic.is_retired());
+}
+
+#[test]
 fn idle_topics_without_state_expire_and_their_slot_gets_a_new_generation() {
     let registry = registry(&["p.*"], 10, 1);
     let inboxes = [ShardInbox::new(16)];

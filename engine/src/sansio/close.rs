@@ -43,12 +43,34 @@ pub enum CloseReason {
     /// expect (FastWS closes with 1003 and a sentence naming the rule).
     ByProtocol {
         /// The close code.
-        code: u16,
+        code: ProtocolCloseCode,
         /// A stable snake_case label for logs and metrics.
         label: &'static str,
         /// The close frame's reason text (at most 123 bytes are sent).
         text: Cow<'static, str>,
     },
+}
+
+/// A close code a protocol may send: one RFC 6455 lets a server put in a
+/// close frame (1000–1003, 1007–1014, 3000–4999), checked when made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtocolCloseCode(u16);
+
+impl ProtocolCloseCode {
+    /// `code`, which must be one a server may send; a constant made with
+    /// another fails to compile.
+    pub const fn new(code: u16) -> Self {
+        assert!(
+            matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999),
+            "not a close code a server may send"
+        );
+        Self(code)
+    }
+
+    /// The code.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
 }
 
 impl CloseReason {
@@ -70,7 +92,7 @@ impl CloseReason {
             Self::TokenExpired => 4440,
             Self::Kicked(_) => 4000,
             Self::InternalError => 1011,
-            Self::ByProtocol { code, .. } => *code,
+            Self::ByProtocol { code, .. } => code.0,
         }
     }
 

@@ -92,6 +92,11 @@ pub struct Publication {
     pub data: Bytes,
     /// Event or alert.
     pub kind: MessageKind,
+    /// Delivered but never kept in the topic's history (no replay, no
+    /// snapshot): a topic that only ever gets transient messages holds
+    /// nothing, so it expires once nobody subscribes, and stays charged to
+    /// whoever created it. For generated data, such as the simulated feeds.
+    pub transient: bool,
 }
 
 impl Publication {
@@ -101,6 +106,15 @@ impl Publication {
             key,
             data,
             kind: MessageKind::Event,
+            transient: false,
+        }
+    }
+
+    /// The same publication, delivered but not kept.
+    pub fn transient(self) -> Self {
+        Self {
+            transient: true,
+            ..self
         }
     }
 

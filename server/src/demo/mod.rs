@@ -15,7 +15,7 @@
 
 mod ondemand;
 
-pub use ondemand::{Feed, Producers, ProducersFull, MAX_PRODUCERS};
+pub use ondemand::{Feed, FeedRefused, Producers, MAX_PER_PEER, MAX_PRODUCERS};
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -12,13 +12,23 @@
 //!    away; at zero the topic leaves the table and the thread stops
 //!    producing it.
 //!
-//! A topic fed by outside publishers is untouched by all this: producers
-//! only add messages while referenced. Bars update at a pace set by their
+//! Simulated messages are transient (delivered, never kept), so a topic
+//! only they fed expires once its last subscriber leaves, and stays charged
+//! to the quota of whoever created it. A topic fed by outside publishers
+//! never gets simulated messages mixed in: one that holds a kept message
+//! when its feed would start, or gets a message from anyone else while it
+//! runs (its sequence numbers are not the feed's own, one after the other),
+//! is left to them: its feed stops, for as long as it is subscribed.
+//!
+//! Feeds are bounded: [`MAX_PRODUCERS`] topics at once, and
+//! [`MAX_PER_PEER`] subscriptions holding feeds per client address. Bars
+//! update at a pace set by their
 //! resolution (a 1-minute bar every second, as a live bar does; daily and
 //! longer every 5 s); quotes four times a second for fast symbols and once
 //! a second for the others.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -38,10 +48,20 @@ const PASS: Duration = Duration::from_millis(50);
 /// per pass, and clients choose how many they ask for.
 pub const MAX_PRODUCERS: usize = 1000;
 
-/// [`MAX_PRODUCERS`] topics are produced already.
+/// Most subscriptions holding a feed per client address, so that one
+/// client cannot take every feed.
+pub const MAX_PER_PEER: usize = 64;
+
+/// Why a feed was not started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the simulated market produces at most {MAX_PRODUCERS} topics at once")]
-pub struct ProducersFull;
+pub enum FeedRefused {
+    /// [`MAX_PRODUCERS`] topics are produced already.
+    #[error("the simulated market produces at most {MAX_PRODUCERS} topics at once")]
+    Full,
+    /// The address holds [`MAX_PER_PEER`] subscriptions with feeds.
+    #[error("at most {MAX_PER_PEER} simulated subscriptions per client address")]
+    PeerLimit,
+}
 
 /// How often fast quotes update; slow ones every fourth time.
 const QUOTE_TICK: Duration = Duration::from_millis(250);
@@ -68,6 +88,10 @@ pub enum Feed {
 /// One produced topic.
 struct Active {
     refs: usize,
+    /// The seq of the feed's last message (`None`: none yet).
+    last_own_seq: Option<u64>,
+    /// Another publisher feeds the topic: the feed is stopped.
+    external: bool,
     feed: Feed,
     topic: Option<Arc<Topic>>,
     next_due: Instant,
@@ -90,6 +114,8 @@ struct Bar {
 #[derive(Default)]
 struct Table {
     active: HashMap<Arc<str>, Active>,
+    /// Subscriptions holding a feed, by client address.
+    by_peer: HashMap<IpAddr, usize>,
 }
 
 /// The on-demand producers. Shared by all shards; stops when dropped.
@@ -123,17 +149,24 @@ impl Producers {
         })
     }
 
-    /// One more subscriber of `topic`, produced from `feed` (steps 1–2);
-    /// refused when a new topic would pass [`MAX_PRODUCERS`].
-    pub fn acquire(&self, topic: &str, feed: Feed) -> Result<(), ProducersFull> {
+    /// One more subscriber of `topic` (from `peer`), produced from `feed`
+    /// (steps 1–2); refused past [`MAX_PER_PEER`] or, for a new topic,
+    /// [`MAX_PRODUCERS`].
+    pub fn acquire(&self, topic: &str, feed: Feed, peer: IpAddr) -> Result<(), FeedRefused> {
         let mut table = self.table.lock();
+        let held = table.by_peer.get(&peer).copied().unwrap_or(0);
+        if held >= MAX_PER_PEER {
+            return Err(FeedRefused::PeerLimit);
+        }
         if let Some(active) = table.active.get_mut(topic) {
             active.refs += 1;
+            *table.by_peer.entry(peer).or_default() += 1;
             return Ok(());
         }
         if table.active.len() >= MAX_PRODUCERS {
-            return Err(ProducersFull);
+            return Err(FeedRefused::Full);
         }
+        *table.by_peer.entry(peer).or_default() += 1;
         let prices = match &feed {
             Feed::Bars { symbol, .. } => vec![base_price(symbol)],
             Feed::Quotes { symbols, fast } => {
@@ -145,6 +178,8 @@ impl Producers {
             topic.into(),
             Active {
                 refs: 1,
+                last_own_seq: None,
+                external: false,
                 feed,
                 topic: None,
                 next_due: Instant::now(),
@@ -156,9 +191,19 @@ impl Producers {
         Ok(())
     }
 
-    /// One subscriber of `topic` fewer (step 3).
-    pub fn release(&self, topic: &str) {
+    /// One subscriber of `topic` (from `peer`) fewer (step 3).
+    pub fn release(&self, topic: &str, peer: IpAddr) {
         let mut table = self.table.lock();
+        if !table.active.contains_key(topic) {
+            debug_assert!(false, "release of {topic} without a reference");
+            return;
+        }
+        if let Some(held) = table.by_peer.get_mut(&peer) {
+            *held -= 1;
+            if *held == 0 {
+                table.by_peer.remove(&peer);
+            }
+        }
         let Some(active) = table.active.get_mut(topic) else {
             return;
         };
@@ -169,14 +214,15 @@ impl Producers {
         }
     }
 
-    /// The topics produced now, with their subscriber counts, by name.
-    pub fn active(&self) -> Vec<(String, usize)> {
-        let mut list: Vec<(String, usize)> = self
+    /// The topics with a feed now, by name: subscriber count, and whether
+    /// the feed runs (`false`: another publisher feeds the topic).
+    pub fn active(&self) -> Vec<(String, usize, bool)> {
+        let mut list: Vec<(String, usize, bool)> = self
             .table
             .lock()
             .active
             .iter()
-            .map(|(topic, a)| (topic.to_string(), a.refs))
+            .map(|(topic, a)| (topic.to_string(), a.refs, !a.external))
             .collect();
         list.sort();
         list
@@ -271,14 +317,15 @@ fn now_ms() -> u64 {
 
 fn run(engine: &Engine, table: &Mutex<Table>, stop: &AtomicBool) {
     let mut rng = Rng::seeded();
-    let mut out: Vec<(Arc<Topic>, Publication)> = Vec::new();
+    let mut out: Vec<(Arc<str>, Arc<Topic>, Publication)> = Vec::new();
+    let mut published: Vec<(Arc<str>, u64)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(PASS);
         let now = Instant::now();
         {
             let mut table = table.lock();
             for (name, active) in table.active.iter_mut() {
-                if now < active.next_due {
+                if active.external || now < active.next_due {
                     continue;
                 }
                 let topic = match &active.topic {
@@ -295,22 +342,54 @@ fn run(engine: &Engine, table: &Mutex<Table>, stop: &AtomicBool) {
                         }
                     },
                 };
-                produce(active, &topic, &mut rng, now, &mut out);
+                if fed_by_another(active, &topic) {
+                    info!(topic = %name, "topic fed by another publisher: its simulated feed stops");
+                    active.external = true;
+                    continue;
+                }
+                produce(active, name, &topic, &mut rng, now, &mut out);
             }
         }
-        for (topic, publication) in out.drain(..) {
-            let _ = engine.publish_message(&topic, publication);
+        for (name, topic, publication) in out.drain(..) {
+            if let Ok(seq) = engine.publish_message(&topic, publication) {
+                published.push((name, seq));
+            }
         }
+        // The feed's messages must be the topic's, one after the other.
+        let mut table = table.lock();
+        for (name, seq) in published.drain(..) {
+            if let Some(active) = table.active.get_mut(&name) {
+                if active.last_own_seq.is_some_and(|last| seq != last + 1) {
+                    active.external = true;
+                    info!(topic = %name, "topic fed by another publisher: its simulated feed stops");
+                }
+                active.last_own_seq = Some(seq);
+            }
+        }
+    }
+}
+
+/// Whether someone else publishes into `topic`: it holds a kept message
+/// before the feed's first (the feed's own are never kept), or its last seq
+/// is not the feed's last.
+fn fed_by_another(active: &Active, topic: &Topic) -> bool {
+    match active.last_own_seq {
+        None => {
+            let stats = topic.stats();
+            stats.history > 0 || stats.snapshot_keys > 0
+        }
+        Some(last) => topic.position().seq != last,
     }
 }
 
 /// Queues `active`'s next messages into `out` and sets its next due time.
 fn produce(
     active: &mut Active,
+    name: &Arc<str>,
     topic: &Arc<Topic>,
     rng: &mut Rng,
     now: Instant,
-    out: &mut Vec<(Arc<Topic>, Publication)>,
+    out: &mut Vec<(Arc<str>, Arc<Topic>, Publication)>,
 ) {
     let time = now_ms();
     let mut step = |price: &mut f64| {
@@ -343,7 +422,8 @@ fn produce(
                 r#"{{"time":{},"open":{:.2},"high":{:.2},"low":{:.2},"close":{:.2},"volume":{}}}"#,
                 bar.start_ms, bar.open, bar.high, bar.low, bar.close, bar.volume
             );
-            out.push((Arc::clone(topic), Publication::new(None, Bytes::from(json))));
+            let publication = Publication::new(None, Bytes::from(json)).transient();
+            out.push((Arc::clone(name), Arc::clone(topic), publication));
             active.next_due = now + bar_pace(resolution);
         }
         Feed::Quotes { symbols, fast } => {
@@ -365,7 +445,8 @@ fn produce(
                     last
                 );
                 let key = Some(symbol.as_str().into());
-                out.push((Arc::clone(topic), Publication::new(key, Bytes::from(json))));
+                let publication = Publication::new(key, Bytes::from(json)).transient();
+                out.push((Arc::clone(name), Arc::clone(topic), publication));
             }
             active.ticks += 1;
             active.next_due = now + QUOTE_TICK;
@@ -406,19 +487,38 @@ mod tests {
             symbols: vec![format!("S{n}")],
             fast: Vec::new(),
         };
-        producers.acquire("q0", quotes(0)).unwrap();
-        producers.acquire("q0", quotes(0)).unwrap();
-        assert_eq!(producers.active(), [("q0".to_owned(), 2)]);
-        producers.release("q0");
-        producers.release("q0");
-        producers.release("q0"); // one too many: nothing to release
+        let ip = |n: usize| IpAddr::from([10, 0, (n / 256) as u8, (n % 256) as u8]);
+        producers.acquire("q0", quotes(0), ip(0)).unwrap();
+        producers.acquire("q0", quotes(0), ip(1)).unwrap();
+        assert_eq!(producers.active(), [("q0".to_owned(), 2, true)]);
+        producers.release("q0", ip(0));
+        producers.release("q0", ip(1));
         assert!(producers.active().is_empty());
-        for n in 0..MAX_PRODUCERS {
-            producers.acquire(&format!("q{n}"), quotes(n)).unwrap();
+        // One address: MAX_PER_PEER subscriptions with feeds, then no more.
+        for n in 0..MAX_PER_PEER {
+            producers
+                .acquire(&format!("p{n}"), quotes(n), ip(0))
+                .unwrap();
         }
-        assert_eq!(producers.acquire("one-more", quotes(0)), Err(ProducersFull));
+        assert_eq!(
+            producers.acquire("p-more", quotes(0), ip(0)),
+            Err(FeedRefused::PeerLimit)
+        );
+        for n in 0..MAX_PER_PEER {
+            producers.release(&format!("p{n}"), ip(0));
+        }
+        // In all: MAX_PRODUCERS topics.
+        for n in 0..MAX_PRODUCERS {
+            producers
+                .acquire(&format!("q{n}"), quotes(n), ip(n))
+                .unwrap();
+        }
+        assert_eq!(
+            producers.acquire("one-more", quotes(0), ip(5000)),
+            Err(FeedRefused::Full)
+        );
         // A topic already produced still takes subscribers.
-        producers.acquire("q7", quotes(7)).unwrap();
+        producers.acquire("q7", quotes(7), ip(5000)).unwrap();
         producers.stop();
         engine.shutdown();
         engine.join();

@@ -30,7 +30,7 @@ use hyper::Method;
 use shardcast_engine::frame::{FrameBuf, OpCode};
 use shardcast_engine::{
     json, AliveOn, CloseReason, Delivery, FormatId, FrameKind, Liveness, Message, RateLimit,
-    Session, SlowConsumerPolicy, WireFormat,
+    Session, SlowConsumerPolicy, TopicQuota, WireFormat,
 };
 
 use super::{
@@ -62,15 +62,10 @@ pub const CHANNEL_RULES: [&str; 7] = [
 pub fn register(registry: &mut Registry, config: &ServerConfig) -> anyhow::Result<()> {
     let format = registry.format(Arc::new(FastwsFormat))?;
     registry.channels(&CHANNEL_RULES);
-    let anonymous_name: Arc<str> = "fastws:anonymous".into();
-    let anonymous = Arc::new(Principal {
-        quota: config.auth.token_quota(&anonymous_name),
-        name: anonymous_name,
-        roles: Roles::NONE.with(Role::Subscribe),
-        subscribe: Scope::parse(&CHANNEL_RULES)?,
-        publish: Scope::Only(Vec::new()),
-        expires_at: None,
-    });
+    let anonymous = Anonymous {
+        quota: config.auth.token_quota(&"fastws:anonymous".into()),
+        scope: Scope::parse(&CHANNEL_RULES)?,
+    };
     registry.endpoint(Descriptor {
         protocol: "fastws",
         path: PathTemplate::parse("/api/v1/ws")?,
@@ -86,19 +81,39 @@ pub fn register(registry: &mut Registry, config: &ServerConfig) -> anyhow::Resul
             protocol: "fastws",
             path: PathTemplate::parse(path)?,
             auth: Auth::Credentials,
-            role: Role::Admin,
+            role: Role::Subscribe,
             handler: Handler::Http(Method::GET, Arc::new(document)),
         })?;
     }
     Ok(())
 }
 
+/// Who connects when `[fastws] require_api_key` is off: anyone, for FastWS
+/// topics only, their topic creations charged to one quota. Each connection
+/// is its own principal, so that no anonymous client can take over another's
+/// client id.
+struct Anonymous {
+    quota: Arc<TopicQuota>,
+    scope: Scope,
+}
+
+impl Anonymous {
+    fn principal(&self) -> Arc<Principal> {
+        Arc::new(Principal {
+            name: format!("fastws:anonymous:{}", uuid::Uuid::new_v4()).into(),
+            roles: Roles::NONE.with(Role::Subscribe),
+            subscribe: self.scope.clone(),
+            publish: Scope::Only(Vec::new()),
+            expires_at: None,
+            quota: Arc::clone(&self.quota),
+        })
+    }
+}
+
 /// `/api/v1/ws`. Shared by all shards.
 struct Endpoint {
     format: FormatId,
-    /// Who connects when `[fastws] require_api_key` is off: anyone, for
-    /// FastWS topics only, their topic creations charged to one quota.
-    anonymous: Arc<Principal>,
+    anonymous: Anonymous,
 }
 
 impl WebSocketEndpoint for Endpoint {
@@ -131,7 +146,7 @@ impl WebSocketEndpoint for Endpoint {
         _params: &Params,
     ) -> Result<Arc<Principal>, Refusal> {
         if !app.config.fastws.require_api_key {
-            return Ok(Arc::clone(&self.anonymous));
+            return Ok(self.anonymous.principal());
         }
         let refusal = |code: CloseReason, reason: &'static str, why: String| Refusal {
             code: code.code(),

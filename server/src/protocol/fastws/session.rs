@@ -17,12 +17,13 @@
 //!   connection that ends any way at all gives them back).
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::Value;
-use shardcast_engine::{CloseReason, ConnCtx, Replay, Session, SubscribeError};
+use shardcast_engine::{CloseReason, ConnCtx, ProtocolCloseCode, Replay, Session, SubscribeError};
 use tracing::debug;
 
 use super::message::{parse, Operation, Request};
@@ -30,6 +31,9 @@ use crate::auth::Principal;
 use crate::demo::Feed;
 use crate::protocol::common::json_frame;
 use crate::App;
+
+/// The code of every FastWS close: 1003, the reason says why.
+const UNSUPPORTED_DATA: ProtocolCloseCode = ProtocolCloseCode::new(1003);
 
 #[derive(Serialize)]
 struct Response<'a> {
@@ -55,6 +59,8 @@ pub struct FastwsSession {
     last_operation: Instant,
     /// Topics this connection holds a producer reference for.
     produced: HashSet<String>,
+    /// The client's address, which its producer references are charged to.
+    peer: Option<IpAddr>,
 }
 
 impl FastwsSession {
@@ -65,12 +71,13 @@ impl FastwsSession {
             principal,
             last_operation: Instant::now(),
             produced: HashSet::new(),
+            peer: None,
         }
     }
 
     fn timed_out(&self) -> CloseReason {
         CloseReason::ByProtocol {
-            code: 1003,
+            code: UNSUPPORTED_DATA,
             label: "fastws_timeout",
             text: self.app.config.fastws.timeout_reason().into(),
         }
@@ -139,9 +146,9 @@ impl FastwsSession {
                     if let (Some(producers), Some(feed)) =
                         (&self.app.producers, Self::feed(request))
                     {
-                        if let Err(full) = producers.acquire(topic, feed) {
+                        if let Err(refused) = producers.acquire(topic, feed, ctx.peer().ip()) {
                             ctx.unsubscribe(topic);
-                            return Self::respond(ctx, request, false, full.to_string());
+                            return Self::respond(ctx, request, false, refused.to_string());
                         }
                         self.produced.insert(topic.to_owned());
                     }
@@ -165,7 +172,7 @@ impl FastwsSession {
         }
         if self.produced.remove(topic) {
             if let Some(producers) = &self.app.producers {
-                producers.release(topic);
+                producers.release(topic, ctx.peer().ip());
             }
         }
         Self::respond(ctx, request, true, format!("Unsubscribed from {topic}"));
@@ -174,12 +181,16 @@ impl FastwsSession {
 
 impl Session for FastwsSession {
     fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
+        self.peer = Some(ctx.peer().ip());
         let config = &self.app.config.fastws;
         let now = Instant::now();
-        ctx.close_at(Some((
-            now + config.max_connection_lifespan,
-            self.timed_out(),
-        )));
+        let lifespan = (now + config.max_connection_lifespan, self.timed_out());
+        // A token expiring before the lifespan ends the connection first.
+        let close = match self.principal.deadline() {
+            Some(at) if at < lifespan.0 => (at, CloseReason::TokenExpired),
+            _ => lifespan,
+        };
+        ctx.close_at(Some(close));
         ctx.wake_at(Some(now + config.heartbeat_interval));
     }
 
@@ -189,7 +200,7 @@ impl Session for FastwsSession {
             Err(violation) => {
                 debug!(client = %ctx.client_id(), reason = violation.reason(), detail = violation.detail(), "fastws message refused");
                 return ctx.close(CloseReason::ByProtocol {
-                    code: 1003,
+                    code: UNSUPPORTED_DATA,
                     label: "fastws_refused",
                     text: violation.reason().into(),
                 });
@@ -207,10 +218,16 @@ impl Session for FastwsSession {
 
     fn on_binary(&mut self, ctx: &mut ConnCtx<'_>, _data: &mut [u8]) {
         ctx.close(CloseReason::ByProtocol {
-            code: 1003,
+            code: UNSUPPORTED_DATA,
             label: "fastws_refused",
             text: "Unsupported Data".into(),
         });
+    }
+
+    fn on_close(&mut self, _reason: &CloseReason) {
+        // At once, not when the connection's close has finished flushing:
+        // a feed nobody reads any more stops now.
+        self.release_all();
     }
 
     fn on_wake(&mut self, ctx: &mut ConnCtx<'_>) {
@@ -223,14 +240,21 @@ impl Session for FastwsSession {
     }
 }
 
-/// Gives back the producer references when the connection ends, however it
-/// ends (a panicking callback included: the session is dropped with its task).
-impl Drop for FastwsSession {
-    fn drop(&mut self) {
-        if let Some(producers) = &self.app.producers {
+impl FastwsSession {
+    /// Gives back every producer reference this connection holds.
+    fn release_all(&mut self) {
+        if let (Some(producers), Some(peer)) = (&self.app.producers, self.peer) {
             for topic in self.produced.drain() {
-                producers.release(&topic);
+                producers.release(&topic, peer);
             }
         }
+    }
+}
+
+/// Gives back the producer references if the connection ended without
+/// `on_close` (a panicking callback: the session is dropped with its task).
+impl Drop for FastwsSession {
+    fn drop(&mut self) {
+        self.release_all();
     }
 }

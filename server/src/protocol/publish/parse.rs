@@ -286,6 +286,7 @@ impl PublishItem<'_> {
             key: self.key.as_deref().map(Into::into),
             data: Bytes::copy_from_slice(data),
             kind: self.kind.into(),
+            transient: false,
         })
     }
 }
