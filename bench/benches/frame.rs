@@ -8,6 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardcast_engine::frame;
 use shardcast_engine::{Epoch, FrameKind, Message, Stamp, TopicId, WireFormat};
 use shardcast_server::protocol::bondx::BondxFormat;
+use shardcast_server::protocol::fastws::FastwsFormat;
 use shardcast_server::protocol::telemetry::TelemetryFormat;
 
 fn encode(c: &mut Criterion) {
@@ -30,6 +31,9 @@ fn encode(c: &mut Criterion) {
         });
         group.bench_function(format!("bondx/{size}B"), |b| {
             b.iter(|| black_box(bondx.encode_event(black_box(&msg), FrameKind::Live)))
+        });
+        group.bench_function(format!("fastws/{size}B"), |b| {
+            b.iter(|| black_box(FastwsFormat.encode_event(black_box(&msg), FrameKind::Live)))
         });
     }
     group.finish();

@@ -141,6 +141,17 @@ async fn published_messages_arrive_as_updates_for_every_protocol() {
     assert_eq!(response["status"], "ok");
     let client = server.client_by_protocol("fastws").await;
     assert_eq!(client["protocol"], "fastws");
+    assert!(client["owner"]
+        .as_str()
+        .unwrap()
+        .starts_with("fastws:anonymous:"));
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("shardcast_protocol_connections{protocol=\"fastws\"} 2"),
+        "{metrics}"
+    );
+    let stats = server.stats().await;
+    assert_eq!(stats["connectionsByProtocol"]["fastws"], 2);
 }
 
 #[tokio::test]
