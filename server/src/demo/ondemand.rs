@@ -1,8 +1,11 @@
 //! On-demand simulated feeds: bars and quotes for any symbol, produced
 //! only while someone is subscribed.
 //!
-//! Shared by all shards (the table behind a mutex, taken when a subscription
-//! starts or ends and once per producer pass) and run by one plain thread.
+//! Shared by all shards and run by one plain thread. The table is behind a
+//! mutex taken when a subscription starts or ends, and twice per producer
+//! pass only to move the due generators out and back: making, formatting
+//! and publishing messages happen with no lock held, so a busy feed never
+//! makes a shard wait.
 //! Reference counting, in steps:
 //! 1. a protocol's first subscriber of a topic calls [`Producers::acquire`]
 //!    with the feed the topic names; the table records the topic with one
@@ -92,6 +95,13 @@ struct Active {
     last_own_seq: Option<u64>,
     /// Another publisher feeds the topic: the feed is stopped.
     external: bool,
+    /// `None` while the producer thread works on it, outside the lock.
+    generator: Option<Generator>,
+}
+
+/// What makes a topic's next messages. Moved out of the table for the
+/// work, so the table's lock is held only to take and put back.
+struct Generator {
     feed: Feed,
     topic: Option<Arc<Topic>>,
     next_due: Instant,
@@ -180,12 +190,14 @@ impl Producers {
                 refs: 1,
                 last_own_seq: None,
                 external: false,
-                feed,
-                topic: None,
-                next_due: Instant::now(),
-                ticks: 0,
-                prices,
-                bar: None,
+                generator: Some(Generator {
+                    feed,
+                    topic: None,
+                    next_due: Instant::now(),
+                    ticks: 0,
+                    prices,
+                    bar: None,
+                }),
             },
         );
         Ok(())
@@ -315,56 +327,92 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// One topic's work in a pass, done outside the table's lock.
+struct Work {
+    name: Arc<str>,
+    generator: Generator,
+    last_own_seq: Option<u64>,
+    external: bool,
+    published: Vec<u64>,
+}
+
 fn run(engine: &Engine, table: &Mutex<Table>, stop: &AtomicBool) {
     let mut rng = Rng::seeded();
-    let mut out: Vec<(Arc<str>, Arc<Topic>, Publication)> = Vec::new();
-    let mut published: Vec<(Arc<str>, u64)> = Vec::new();
+    let mut work: Vec<Work> = Vec::new();
+    let mut out: Vec<(usize, Arc<Topic>, Publication)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(PASS);
         let now = Instant::now();
+        // 1. Take the due generators out (under the lock: moves only).
         {
             let mut table = table.lock();
             for (name, active) in table.active.iter_mut() {
-                if active.external || now < active.next_due {
+                let due = active.generator.as_ref().is_some_and(|g| now >= g.next_due);
+                if active.external || !due {
                     continue;
                 }
-                let topic = match &active.topic {
-                    Some(topic) => Arc::clone(topic),
-                    None => match engine.topic(name) {
-                        Ok(topic) => {
-                            active.topic = Some(Arc::clone(&topic));
-                            topic
-                        }
-                        Err(e) => {
-                            debug!(topic = %name, error = %e, "on-demand topic unavailable");
-                            active.next_due = now + Duration::from_secs(1);
-                            continue;
-                        }
-                    },
-                };
-                if fed_by_another(active, &topic) {
-                    info!(topic = %name, "topic fed by another publisher: its simulated feed stops");
-                    active.external = true;
-                    continue;
+                if let Some(generator) = active.generator.take() {
+                    work.push(Work {
+                        name: Arc::clone(name),
+                        generator,
+                        last_own_seq: active.last_own_seq,
+                        external: false,
+                        published: Vec::new(),
+                    });
                 }
-                produce(active, name, &topic, &mut rng, now, &mut out);
             }
         }
-        for (name, topic, publication) in out.drain(..) {
+        // 2. Make and publish their messages, with no lock held.
+        for (index, item) in work.iter_mut().enumerate() {
+            let generator = &mut item.generator;
+            let topic = match &generator.topic {
+                Some(topic) => Arc::clone(topic),
+                None => match engine.topic(&item.name) {
+                    Ok(topic) => {
+                        generator.topic = Some(Arc::clone(&topic));
+                        topic
+                    }
+                    Err(e) => {
+                        debug!(topic = %item.name, error = %e, "on-demand topic unavailable");
+                        generator.next_due = now + Duration::from_secs(1);
+                        continue;
+                    }
+                },
+            };
+            if fed_by_another(item.last_own_seq, &topic) {
+                item.external = true;
+                continue;
+            }
+            produce(generator, index, &topic, &mut rng, now, &mut out);
+        }
+        for (index, topic, publication) in out.drain(..) {
             if let Ok(seq) = engine.publish_message(&topic, publication) {
-                published.push((name, seq));
+                work[index].published.push(seq);
             }
         }
-        // The feed's messages must be the topic's, one after the other.
+        // 3. Put them back (unless the topic's last subscriber left, or it
+        // came back as a new entry meanwhile), checking that the feed's
+        // messages were the topic's, one after the other.
         let mut table = table.lock();
-        for (name, seq) in published.drain(..) {
-            if let Some(active) = table.active.get_mut(&name) {
-                if active.last_own_seq.is_some_and(|last| seq != last + 1) {
-                    active.external = true;
-                    info!(topic = %name, "topic fed by another publisher: its simulated feed stops");
-                }
-                active.last_own_seq = Some(seq);
+        for item in work.drain(..) {
+            let Some(active) = table.active.get_mut(&item.name) else {
+                continue;
+            };
+            if active.generator.is_some() {
+                continue;
             }
+            let mut external = item.external;
+            let mut last = item.last_own_seq;
+            for seq in item.published {
+                external |= last.is_some_and(|last| seq != last + 1);
+                last = Some(seq);
+            }
+            if external && !active.external {
+                info!(topic = %item.name, "topic fed by another publisher: its simulated feed stops");
+            }
+            active.external |= external;
+            active.last_own_seq = last;
+            active.generator = Some(item.generator);
         }
     }
 }
@@ -372,8 +420,8 @@ fn run(engine: &Engine, table: &Mutex<Table>, stop: &AtomicBool) {
 /// Whether someone else publishes into `topic`: it holds a kept message
 /// before the feed's first (the feed's own are never kept), or its last seq
 /// is not the feed's last.
-fn fed_by_another(active: &Active, topic: &Topic) -> bool {
-    match active.last_own_seq {
+fn fed_by_another(last_own_seq: Option<u64>, topic: &Topic) -> bool {
+    match last_own_seq {
         None => {
             let stats = topic.stats();
             stats.history > 0 || stats.snapshot_keys > 0
@@ -382,14 +430,15 @@ fn fed_by_another(active: &Active, topic: &Topic) -> bool {
     }
 }
 
-/// Queues `active`'s next messages into `out` and sets its next due time.
+/// Queues the next messages of `active` (work item `index`) into `out` and
+/// sets its next due time.
 fn produce(
-    active: &mut Active,
-    name: &Arc<str>,
+    active: &mut Generator,
+    index: usize,
     topic: &Arc<Topic>,
     rng: &mut Rng,
     now: Instant,
-    out: &mut Vec<(Arc<str>, Arc<Topic>, Publication)>,
+    out: &mut Vec<(usize, Arc<Topic>, Publication)>,
 ) {
     let time = now_ms();
     let mut step = |price: &mut f64| {
@@ -423,7 +472,7 @@ fn produce(
                 bar.start_ms, bar.open, bar.high, bar.low, bar.close, bar.volume
             );
             let publication = Publication::new(None, Bytes::from(json)).transient();
-            out.push((Arc::clone(name), Arc::clone(topic), publication));
+            out.push((index, Arc::clone(topic), publication));
             active.next_due = now + bar_pace(resolution);
         }
         Feed::Quotes { symbols, fast } => {
@@ -446,7 +495,7 @@ fn produce(
                 );
                 let key = Some(symbol.as_str().into());
                 let publication = Publication::new(key, Bytes::from(json)).transient();
-                out.push((Arc::clone(name), Arc::clone(topic), publication));
+                out.push((index, Arc::clone(topic), publication));
             }
             active.ticks += 1;
             active.next_due = now + QUOTE_TICK;
