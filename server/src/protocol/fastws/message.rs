@@ -113,7 +113,7 @@ pub fn parse(text: &[u8]) -> Result<Request, Violation> {
     let payload = message.remove("payload");
     let parameters = name
         .parameters(payload.as_ref())
-        .map_err(Violation::InvalidPayload)?;
+        .map_err(|e| Violation::InvalidPayload(e.to_string()))?;
     Ok(Request {
         topic: name.topic(&parameters),
         route: name,

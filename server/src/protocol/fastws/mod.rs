@@ -42,7 +42,7 @@ use crate::config::ServerConfig;
 use crate::App;
 pub use config::{FastwsConfig, RawFastws};
 pub use message::{parse, Operation, Request, Violation};
-pub use route::{build_topic_params, route, FieldType, Route, RESOLUTIONS, ROUTES};
+pub use route::{build_topic_params, route, FieldType, PayloadError, Route, RESOLUTIONS, ROUTES};
 pub use session::FastwsSession;
 
 /// The topic families FastWS serves (every route's name and a `:`),

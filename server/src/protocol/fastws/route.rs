@@ -204,17 +204,43 @@ fn write_sorted(out: &mut String, value: &Value) {
     }
 }
 
+/// Why a payload does not fit its route's fields.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The payload is missing or not a JSON object.
+    #[error("payload must be an object")]
+    NotAnObject,
+    /// `params` is there but not an object.
+    #[error("params must be an object")]
+    ParamsNotAnObject,
+    /// A required field is absent.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// A field is not a string of 1 to [`MAX_FIELD_LEN`] bytes.
+    #[error("{0} must be a string of 1-{MAX_FIELD_LEN} bytes")]
+    NotAString(&'static str),
+    /// A field is not an array of such strings.
+    #[error("{0} must be an array of strings")]
+    NotAnArray(&'static str),
+    /// An array holds more than [`MAX_ARRAY_LEN`] strings.
+    #[error("{0} holds at most {MAX_ARRAY_LEN} symbols")]
+    TooMany(&'static str),
+    /// A resolution outside [`RESOLUTIONS`].
+    #[error("{0} must be one of 1, 5, 15, 30, 60, D, W, M")]
+    NotAResolution(&'static str),
+}
+
 impl Route {
     /// Checks `payload` against the fields and returns the subscription's
     /// parameters, `params` flattened and defaults filled; or what is wrong.
-    pub fn parameters(&self, payload: Option<&Value>) -> Result<Map<String, Value>, String> {
+    pub fn parameters(&self, payload: Option<&Value>) -> Result<Map<String, Value>, PayloadError> {
         let payload = payload
             .and_then(Value::as_object)
-            .ok_or("payload must be an object")?;
+            .ok_or(PayloadError::NotAnObject)?;
         let params = match payload.get("params") {
             None | Some(Value::Null) => None,
             Some(Value::Object(params)) => Some(params),
-            Some(_) => return Err("params must be an object".into()),
+            Some(_) => return Err(PayloadError::ParamsNotAnObject),
         };
         let mut out = Map::new();
         for field in self.fields {
@@ -226,7 +252,7 @@ impl Route {
             let value = match (found, field.default) {
                 (Some(value), _) => check(field, value)?,
                 (None, Some(default)) => Value::from(default),
-                (None, None) => return Err(format!("{} is required", field.name)),
+                (None, None) => return Err(PayloadError::Missing(field.name)),
             };
             out.insert(field.name.to_owned(), value);
         }
@@ -240,22 +266,18 @@ impl Route {
     }
 }
 
-fn check(field: &Field, value: &Value) -> Result<Value, String> {
+fn check(field: &Field, value: &Value) -> Result<Value, PayloadError> {
     let name = field.name;
     let string = |v: &Value| match v.as_str() {
         Some(s) if !s.is_empty() && s.len() <= MAX_FIELD_LEN => Ok(()),
-        _ => Err(format!(
-            "{name} must be a string of 1-{MAX_FIELD_LEN} bytes"
-        )),
+        _ => Err(PayloadError::NotAString(name)),
     };
     match field.ty {
         FieldType::String => string(value)?,
         FieldType::StringArray => {
-            let items = value
-                .as_array()
-                .ok_or_else(|| format!("{name} must be an array of strings"))?;
+            let items = value.as_array().ok_or(PayloadError::NotAnArray(name))?;
             if items.len() > MAX_ARRAY_LEN {
-                return Err(format!("{name} holds at most {MAX_ARRAY_LEN} symbols"));
+                return Err(PayloadError::TooMany(name));
             }
             for item in items {
                 string(item)?;
@@ -263,7 +285,7 @@ fn check(field: &Field, value: &Value) -> Result<Value, String> {
         }
         FieldType::Resolution => {
             if !value.as_str().is_some_and(|r| RESOLUTIONS.contains(&r)) {
-                return Err(format!("{name} must be one of {}", RESOLUTIONS.join(", ")));
+                return Err(PayloadError::NotAResolution(name));
             }
         }
     }
@@ -277,7 +299,10 @@ mod tests {
 
     fn topic(route: &str, payload: Value) -> Result<String, String> {
         let route = super::route(route).unwrap();
-        route.parameters(Some(&payload)).map(|p| route.topic(&p))
+        route
+            .parameters(Some(&payload))
+            .map(|p| route.topic(&p))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -376,7 +401,7 @@ mod tests {
             assert!(err.contains(want), "{route} {payload}: {err}");
         }
         let err = route("orders").unwrap().parameters(None).unwrap_err();
-        assert!(err.contains("payload"));
+        assert_eq!(err, PayloadError::NotAnObject);
         let many: Vec<String> = (0..65).map(|i| format!("S{i}")).collect();
         let err = topic("quotes", json!({"symbols": many, "fast_symbols": []})).unwrap_err();
         assert!(err.contains("at most 64"), "{err}");
