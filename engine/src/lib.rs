@@ -47,7 +47,8 @@ pub use sansio::close::{CloseReason, ProtocolCloseCode};
 pub use sansio::counts::Counts;
 pub use sansio::delivery::{AliveOn, Delivery, InboundKind, Liveness};
 pub use sansio::format::{
-    write_iso8601, FormatId, Formats, FrameKind, TooManyFormats, Variant, WireFormat, MAX_FORMATS,
+    civil_from_days, write_iso8601, FormatId, Formats, FrameKind, TooManyFormats, Variant,
+    WireFormat, MAX_FORMATS,
 };
 pub use sansio::history::{History, HistoryLimits, Retention};
 pub use sansio::ids::{ConnKey, Epoch, InvalidEpoch, TopicId};

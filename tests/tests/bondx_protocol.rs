@@ -10,24 +10,6 @@ use common::*;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Publishes through the ordinary publish API, with a `kind` if given.
-async fn publish(server: &TestServer, topic: &str, data: Value, key: Option<&str>) -> u64 {
-    let mut body = json!({"channel": topic, "data": data});
-    if let Some(key) = key {
-        body["key"] = key.into();
-    }
-    let (status, answer) = server
-        .http(
-            "POST",
-            "/api/v1/publish",
-            Some(PUB),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    answer["seq"].as_u64().unwrap()
-}
-
 /// Expects the refusal of a BondX upgrade: an `AUTH_REQUIRED` error
 /// envelope as the very first frame, then close 4401.
 async fn assert_refused(ws: &mut Ws, why: &str) {
@@ -42,9 +24,15 @@ async fn assert_refused(ws: &mut Ws, why: &str) {
 #[tokio::test]
 async fn market_stream_starts_with_a_snapshot_then_deltas_continue_its_seq() {
     let server = bondx_server("", "");
-    publish(&server, "prices.IN0001", json!({"bid": 99.1}), Some("L1")).await;
-    publish(&server, "prices.IN0001", json!({"bid": 99.2}), Some("L2")).await;
-    publish(&server, "prices.IN0001", json!({"bid": 99.3}), Some("L1")).await;
+    server
+        .publish("prices.IN0001", json!({"bid": 99.1}), Some("L1"))
+        .await;
+    server
+        .publish("prices.IN0001", json!({"bid": 99.2}), Some("L2"))
+        .await;
+    server
+        .publish("prices.IN0001", json!({"bid": 99.3}), Some("L1"))
+        .await;
     let token = user_token("alice");
     let mut ws = bondx_by_query(&server, "/api/v1/ws/market/IN0001", &token).await;
     let snapshot = next_frame(&mut ws).await;
@@ -60,7 +48,9 @@ async fn market_stream_starts_with_a_snapshot_then_deltas_continue_its_seq() {
 
     // One publish reaches BondX and telemetry subscribers with one seq.
     let mut telemetry = server.subscriber(&["prices.IN0001"]).await;
-    let seq = publish(&server, "prices.IN0001", json!({"bid": 99.4}), Some("L2")).await;
+    let seq = server
+        .publish("prices.IN0001", json!({"bid": 99.4}), Some("L2"))
+        .await;
     assert_eq!(seq, 4);
     let delta = next_frame(&mut ws).await;
     assert_envelope(&delta, "delta");
@@ -78,7 +68,9 @@ async fn market_stream_starts_with_a_snapshot_then_deltas_continue_its_seq() {
 #[tokio::test]
 async fn every_endpoint_class_subscribes_to_its_topics_with_a_header_token() {
     let server = bondx_server("", "");
-    publish(&server, "portfolio.u7", json!({"cash": 10}), None).await;
+    server
+        .publish("portfolio.u7", json!({"cash": 10}), None)
+        .await;
     let token = user_token("u7");
     for (path, topics) in [
         ("/api/v1/ws/auction/A-1", vec!["auctions.A-1"]),
@@ -129,14 +121,14 @@ async fn alerts_arrive_as_alerts() {
     let frame = json!({"action": "publish", "channel": "risk.r1", "data": 1, "kind": "alert"});
     send_json(&mut publisher, frame).await;
     assert_eq!(next_frame(&mut ws).await["type"], "alert");
-    publish(&server, "risk.r1", json!(2), None).await;
+    server.publish("risk.r1", json!(2), None).await;
     assert_eq!(next_frame(&mut ws).await["type"], "delta");
 }
 
 #[tokio::test]
 async fn every_bad_credential_is_refused_before_any_data() {
     let server = bondx_server("", "");
-    publish(&server, "prices.IN9", json!(1), None).await;
+    server.publish("prices.IN9", json!(1), None).await;
     let now = unix_now();
     let cases = [
         ("missing", None),
@@ -206,7 +198,9 @@ async fn without_a_secret_every_connection_is_refused() {
 #[tokio::test]
 async fn subscribing_by_message_reaches_public_and_own_topics_only() {
     let server = bondx_server("", "");
-    publish(&server, "auctions.A9", json!({"bids": 3}), None).await;
+    server
+        .publish("auctions.A9", json!({"bids": 3}), None)
+        .await;
     let mut ws = bondx_by_query(&server, "/api/v1/ws/market/M1", &user_token("carol")).await;
     next_frame(&mut ws).await;
     let request = json!({
@@ -248,8 +242,10 @@ async fn subscribing_by_message_reaches_public_and_own_topics_only() {
     assert_envelope(&pong, "pong");
     assert_eq!(pong["correlation_id"], "p-1");
     // And dave's topic got nothing from carol's attempt.
-    publish(&server, "trading.dave", json!(1), None).await;
-    publish(&server, "auctions.A9", json!({"bids": 4}), None).await;
+    server.publish("trading.dave", json!(1), None).await;
+    server
+        .publish("auctions.A9", json!({"bids": 4}), None)
+        .await;
     assert_eq!(next_frame(&mut ws).await["topic"], "auctions.A9");
 }
 
@@ -264,7 +260,7 @@ async fn unsubscribe_stops_deltas() {
     assert_envelope(&ack, "ack");
     assert_eq!(ack["payload"]["action"], "unsubscribe");
     assert_eq!(ack["correlation_id"], "x");
-    publish(&server, "prices.U1", json!(1), None).await;
+    server.publish("prices.U1", json!(1), None).await;
     assert_silent(&mut ws, Duration::from_millis(300)).await;
     send_json(
         &mut ws,
@@ -272,118 +268,6 @@ async fn unsubscribe_stops_deltas() {
     )
     .await;
     assert_eq!(next_frame(&mut ws).await["code"], "NOT_SUBSCRIBED");
-}
-
-#[tokio::test]
-async fn snapshot_and_deltas_miss_nothing_while_publishing_goes_on() {
-    let server = bondx_server("", "");
-    let publisher = {
-        let url = server.ws_url("/ws/publish");
-        tokio::spawn(async move {
-            let mut request =
-                tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-                    .unwrap();
-            request
-                .headers_mut()
-                .insert("X-API-Key", PUB.parse().unwrap());
-            let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-            for n in 1..=2000u64 {
-                let frame = json!({"action": "publish", "channel": "prices.RUN", "data": n});
-                send_json(&mut ws, frame).await;
-                if n % 50 == 0 {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-            ws
-        })
-    };
-    let token = user_token("watcher");
-    let mut clients = Vec::new();
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        clients.push(bondx_by_query(&server, "/api/v1/ws/market/RUN", &token).await);
-    }
-    let _publisher = publisher.await.unwrap();
-    for mut ws in clients {
-        let snapshot = next_frame(&mut ws).await;
-        assert_eq!(snapshot["type"], "snapshot");
-        let start = snapshot["seq"].as_u64().unwrap();
-        // Unkeyed: the snapshot is the latest data, which here is its seq.
-        if start > 0 {
-            assert_eq!(snapshot["payload"], start);
-        }
-        for expect in start + 1..=2000 {
-            let delta = next_frame(&mut ws).await;
-            assert_eq!(delta["type"], "delta");
-            assert_eq!(delta["seq"], expect, "no gap, no duplicate");
-            assert_eq!(delta["payload"], expect);
-        }
-    }
-}
-
-#[tokio::test]
-async fn resume_resends_what_was_missed_or_says_why_not() {
-    let server = bondx_server("[topics]\nhistory = 8", "");
-    for n in 1..=10 {
-        publish(&server, "prices.R1", json!(n), None).await;
-    }
-    let mut ws = bondx_by_query(&server, "/api/v1/ws/market/OTHER", &user_token("r")).await;
-    next_frame(&mut ws).await;
-    let request = json!({"type": "subscribe", "topic": "prices.R1", "resume_from_seq": 6});
-    send_json(&mut ws, request).await;
-    let ack = next_frame(&mut ws).await;
-    assert_eq!(ack["type"], "ack");
-    for seq in 7..=10 {
-        let delta = next_frame(&mut ws).await;
-        assert_eq!(
-            (delta["type"].as_str(), delta["seq"].as_u64()),
-            (Some("delta"), Some(seq))
-        );
-    }
-    publish(&server, "prices.R1", json!(11), None).await;
-    assert_eq!(next_frame(&mut ws).await["seq"], 11);
-
-    // Too old for the ring of 8: a fresh snapshot that says why.
-    let mut ws = bondx_by_query(&server, "/api/v1/ws/market/OTHER", &user_token("r")).await;
-    next_frame(&mut ws).await;
-    let request = json!({"type": "subscribe", "topic": "prices.R1", "resume_from_seq": 1});
-    send_json(&mut ws, request).await;
-    assert_eq!(next_frame(&mut ws).await["type"], "ack");
-    let snapshot = next_frame(&mut ws).await;
-    assert_envelope(&snapshot, "snapshot");
-    assert_eq!(snapshot["seq"], 11);
-    assert_eq!(snapshot["payload"], 11);
-    let meta = &snapshot["meta"];
-    assert_eq!(meta["resume"], "failed");
-    assert_eq!(meta["reason"], "history_exceeded");
-    assert_eq!(meta["requested_seq"], 1);
-    assert_eq!(meta["oldest_seq"], 4);
-    let epoch = meta["epoch"].as_str().unwrap().to_owned();
-
-    // Another epoch (a restarted server): also a snapshot, never a gap.
-    let mut ws = bondx_by_query(&server, "/api/v1/ws/market/OTHER", &user_token("r")).await;
-    next_frame(&mut ws).await;
-    let other = if epoch == "0000000000000001" {
-        "0000000000000002"
-    } else {
-        "0000000000000001"
-    };
-    let request = json!({"type": "subscribe", "topic": "prices.R1", "resume_from_seq": 10, "resume_epoch": other});
-    send_json(&mut ws, request).await;
-    assert_eq!(next_frame(&mut ws).await["type"], "ack");
-    let snapshot = next_frame(&mut ws).await;
-    assert_eq!(snapshot["meta"]["reason"], "epoch_changed");
-    // The right epoch resumes.
-    let request = json!({"type": "subscribe", "topic": "prices.R1", "resume_from_seq": 10, "resume_epoch": epoch});
-    let mut ws = bondx_by_query(&server, "/api/v1/ws/market/OTHER", &user_token("r")).await;
-    next_frame(&mut ws).await;
-    send_json(&mut ws, request).await;
-    assert_eq!(next_frame(&mut ws).await["type"], "ack");
-    let delta = next_frame(&mut ws).await;
-    assert_eq!(
-        (delta["type"].as_str(), delta["seq"].as_u64()),
-        (Some("delta"), Some(11))
-    );
 }
 
 #[tokio::test]

@@ -10,13 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-async fn fastws(server: &TestServer) -> Ws {
-    server
-        .try_connect("/api/v1/ws", &[])
-        .await
-        .expect("handshake")
-}
-
 async fn subscribe(ws: &mut Ws, kind: &str, payload: Value) -> String {
     send_json(ws, json!({"type": kind, "payload": payload})).await;
     let response = next_frame(ws).await;
@@ -73,7 +66,7 @@ async fn eventually_producers(server: &TestServer, want: Vec<(String, u64)>) {
 async fn the_first_subscriber_starts_a_feed_and_the_last_stops_it() {
     let server = TestServer::start("demo = true");
     let bars = json!({"symbol": "QQQX", "params": {"resolution": "1"}});
-    let mut first = fastws(&server).await;
+    let mut first = server.fastws().await;
     let topic = subscribe(&mut first, "bars.subscribe", bars.clone()).await;
     assert_eq!(producers(&server).await, [(topic.clone(), 1)]);
     // A bar of a symbol nobody configured, within a few seconds.
@@ -93,7 +86,7 @@ async fn the_first_subscriber_starts_a_feed_and_the_last_stops_it() {
         "a 1-minute bar starts on the minute"
     );
 
-    let mut second = fastws(&server).await;
+    let mut second = server.fastws().await;
     subscribe(&mut second, "bars.subscribe", bars.clone()).await;
     // Subscribing again on the same connection (the document's keep-alive) adds nothing.
     subscribe(&mut second, "bars.subscribe", bars.clone()).await;
@@ -120,7 +113,7 @@ async fn the_first_subscriber_starts_a_feed_and_the_last_stops_it() {
 #[tokio::test]
 async fn quotes_come_for_any_symbol_fast_ones_more_often() {
     let server = TestServer::start("demo = true");
-    let mut ws = fastws(&server).await;
+    let mut ws = server.fastws().await;
     let payload = json!({"symbols": ["SLOWQ"], "fast_symbols": ["FASTQ"]});
     subscribe(&mut ws, "quotes.subscribe", payload).await;
     let (mut fast, mut slow) = (0, 0);
@@ -142,7 +135,7 @@ async fn quotes_come_for_any_symbol_fast_ones_more_often() {
 async fn a_topic_fed_from_outside_does_not_depend_on_subscribers() {
     // No simulated market: no producer ever starts.
     let server = TestServer::start("");
-    let mut ws = fastws(&server).await;
+    let mut ws = server.fastws().await;
     let bars = json!({"symbol": "EXT", "params": {"resolution": "D"}});
     let topic = subscribe(&mut ws, "bars.subscribe", bars.clone()).await;
     assert!(producers(&server).await.is_empty());
@@ -160,7 +153,7 @@ async fn a_topic_fed_from_outside_does_not_depend_on_subscribers() {
     next_frame(&mut ws).await;
     // The publisher goes on regardless; a new subscriber picks it up.
     server.publish(&topic, bar.clone(), None).await;
-    let mut again = fastws(&server).await;
+    let mut again = server.fastws().await;
     subscribe(&mut again, "bars.subscribe", bars).await;
     server.publish(&topic, bar.clone(), None).await;
     assert_eq!(next_frame(&mut again).await["payload"], bar);
@@ -170,7 +163,7 @@ async fn a_topic_fed_from_outside_does_not_depend_on_subscribers() {
 async fn simulated_topics_hold_nothing_and_expire_after_their_last_subscriber() {
     let server = TestServer::start("demo = true\n[topics]\nidle_expiry_seconds = 1");
     let baseline = server.stats().await["channelCount"].as_u64().unwrap();
-    let mut ws = fastws(&server).await;
+    let mut ws = server.fastws().await;
     for n in 0..5 {
         let bars = json!({"symbol": format!("GONE{n}"), "params": {"resolution": "1"}});
         let topic = subscribe(&mut ws, "bars.subscribe", bars.clone()).await;
@@ -197,7 +190,7 @@ async fn a_topic_another_publisher_feeds_gets_no_simulated_messages() {
     let fed = json!({"symbol": "REAL", "params": {"resolution": "1"}});
     let topic = r#"bars:{"resolution":"1","symbol":"REAL"}"#;
     server.publish(topic, real.clone(), None).await;
-    let mut ws = fastws(&server).await;
+    let mut ws = server.fastws().await;
     subscribe(&mut ws, "bars.subscribe", fed).await;
     let deadline = Instant::now() + WAIT;
     while stopped(&server).await != [topic] {

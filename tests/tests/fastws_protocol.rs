@@ -11,13 +11,6 @@ use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-async fn fastws(server: &TestServer) -> Ws {
-    server
-        .try_connect("/api/v1/ws", &[])
-        .await
-        .expect("handshake")
-}
-
 /// Sends `<route>.<op>` with `payload` and returns the response.
 async fn operation(ws: &mut Ws, kind: &str, payload: Value) -> Value {
     send_json(ws, json!({"type": kind, "payload": payload})).await;
@@ -34,7 +27,7 @@ async fn update(ws: &mut Ws) -> Value {
 #[tokio::test]
 async fn every_route_answers_with_its_canonical_topic() {
     let server = TestServer::start("");
-    let mut ws = fastws(&server).await;
+    let mut ws = server.fastws().await;
     let cases = [
         (
             "bars.subscribe",
@@ -90,8 +83,8 @@ async fn every_route_answers_with_its_canonical_topic() {
 #[tokio::test]
 async fn published_messages_arrive_as_updates_for_every_protocol() {
     let server = TestServer::start("");
-    let mut first = fastws(&server).await;
-    let mut second = fastws(&server).await;
+    let mut first = server.fastws().await;
+    let mut second = server.fastws().await;
     let topic = r#"orders:{"accountId":"TEST-001"}"#;
     for ws in [&mut first, &mut second] {
         let response = operation(ws, "orders.subscribe", json!({"accountId": "TEST-001"})).await;
@@ -177,7 +170,7 @@ async fn each_message_the_protocol_cannot_act_on_closes_with_its_reason() {
         ),
     ];
     for (message, reason) in cases {
-        let mut ws = fastws(&server).await;
+        let mut ws = server.fastws().await;
         ws.send(message.clone()).await.unwrap();
         assert_eq!(
             close_code(&mut ws).await,
@@ -186,7 +179,7 @@ async fn each_message_the_protocol_cannot_act_on_closes_with_its_reason() {
         );
     }
     // Past max_frame_size: 1009.
-    let mut ws = fastws(&server).await;
+    let mut ws = server.fastws().await;
     ws.send(Message::text("x".repeat(70_000))).await.unwrap();
     assert_eq!(close_code(&mut ws).await.0, 1009);
 }
@@ -199,13 +192,13 @@ async fn silence_and_old_age_close_with_the_configured_values() {
     let reason =
         "Connection timed out. Heartbeat interval 1.0. Max connection lifespan 3.0".to_owned();
     // Silent: closed after the heartbeat interval.
-    let mut silent = fastws(&server).await;
+    let mut silent = server.fastws().await;
     let opened = Instant::now();
     assert_eq!(close_code(&mut silent).await, (1003, reason.clone()));
     assert!(opened.elapsed() >= Duration::from_millis(900));
     // Busy (an operation every 400 ms, as the document advises): closed at
     // its lifespan, not before.
-    let mut busy = fastws(&server).await;
+    let mut busy = server.fastws().await;
     let opened = Instant::now();
     let payload = json!({"symbol": "AAPL", "params": {"resolution": "1"}});
     let closed = loop {
@@ -231,7 +224,7 @@ async fn silence_and_old_age_close_with_the_configured_values() {
 #[tokio::test]
 async fn the_subscription_limit_is_an_error_response() {
     let server = TestServer::start("[topics]\nmax_subscriptions = 2");
-    let mut ws = fastws(&server).await;
+    let mut ws = server.fastws().await;
     for account in ["A", "B"] {
         let response = operation(&mut ws, "orders.subscribe", json!({"accountId": account})).await;
         assert_eq!(response["status"], "ok");
@@ -250,7 +243,7 @@ async fn the_subscription_limit_is_an_error_response() {
 #[tokio::test]
 async fn api_keys_can_be_required() {
     let server = TestServer::start("[fastws]\nrequire_api_key = true");
-    let mut ws = fastws(&server).await;
+    let mut ws = server.fastws().await;
     assert_eq!(close_code(&mut ws).await.0, 4401);
     let mut ws = server
         .try_connect("/api/v1/ws", &[("X-API-Key", SUB)])

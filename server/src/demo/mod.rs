@@ -13,6 +13,7 @@
 //! of any symbol, started by a protocol's first subscriber of a topic
 //! ([`Producers`]).
 
+mod generator;
 mod ondemand;
 
 pub use ondemand::{Feed, FeedRefused, Producers, MAX_PER_PEER, MAX_PRODUCERS};

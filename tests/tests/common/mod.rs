@@ -266,6 +266,13 @@ roles = ["publish"]
             .clone()
     }
 
+    /// Connects to the FastWS endpoint, `/api/v1/ws`, with no credential.
+    pub async fn fastws(&self) -> Ws {
+        self.try_connect("/api/v1/ws", &[])
+            .await
+            .expect("handshake")
+    }
+
     /// The first client in `/api/v1/websocket/clients` speaking `protocol`.
     pub async fn client_by_protocol(&self, protocol: &str) -> Value {
         let (status, list) = self
