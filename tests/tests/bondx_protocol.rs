@@ -250,6 +250,24 @@ async fn subscribing_by_message_reaches_public_and_own_topics_only() {
 }
 
 #[tokio::test]
+async fn subtopics_are_echoed_exactly_as_sent() {
+    let server = bondx_server("", "");
+    let mut ws = bondx_by_query(&server, "/api/v1/ws/market/E1", &user_token("e")).await;
+    next_frame(&mut ws).await;
+    // A key some JSON libraries give a meaning of their own: still just a key.
+    let sent = r#"{"type":"subscribe","topic":"prices.E2","subtopics":{"$serde_json::private::RawValue":true,"levels":"L1"}}"#;
+    ws.send(Message::text(sent)).await.unwrap();
+    let Message::Text(ack) = next_message(&mut ws).await else {
+        panic!("a text frame");
+    };
+    assert!(ack.contains(r#""type":"ack""#), "{ack}");
+    assert!(
+        ack.contains(r#""subtopics":{"$serde_json::private::RawValue":true,"levels":"L1"}"#),
+        "{ack}"
+    );
+}
+
+#[tokio::test]
 async fn unsubscribe_stops_deltas() {
     let server = bondx_server("", "");
     let mut ws = bondx_by_query(&server, "/api/v1/ws/market/U1", &user_token("u")).await;

@@ -352,11 +352,18 @@ fn ack_frame(request: &Subscribe, sub: &Subscribed, reply: Reply<'_>) -> bytes::
     if let Some(seq) = request.resume_from_seq {
         payload["resume_from_seq"] = seq.into();
     }
-    if let Some(subtopics) = &request.subtopics {
-        payload["subtopics"] = serde_json::from_str(subtopics).unwrap_or_default();
-    }
     if !sub.new {
         payload["already_subscribed"] = true.into();
+    }
+    let mut payload = payload.to_string();
+    if let Some(subtopics) = &request.subtopics {
+        // Echoed as the client sent it (compact JSON from the parser),
+        // spliced in: a round trip through `serde_json::Value` would give
+        // some keys a meaning of their own.
+        payload.pop();
+        payload.push_str(",\"subtopics\":");
+        payload.push_str(subtopics);
+        payload.push('}');
     }
     envelope::frame(
         &Head {
@@ -365,7 +372,7 @@ fn ack_frame(request: &Subscribe, sub: &Subscribed, reply: Reply<'_>) -> bytes::
             seq: sub.position.seq,
             correlation_id: reply.correlation_id,
         },
-        payload.to_string().as_bytes(),
+        payload.as_bytes(),
         &envelope::meta_with_epoch(sub.position.epoch, None),
     )
 }
