@@ -7,11 +7,17 @@
 //! followed topic whose position moved since the state last sent, one
 //! `snapshot` with `meta.background: true`: the latest value of every key
 //! (or the latest data), read under the topic's lock. A topic that expired
-//! meanwhile has nothing to send until it exists again.
+//! meanwhile has nothing to send until it exists again. Each state is
+//! encoded once per shard, whatever the number of connections following it
+//! there (`FrameCache`).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use shardcast_engine::{validate_name, ConnCtx, Position, Replay, Replayed};
+use bytes::Bytes;
+use shardcast_engine::{validate_name, ConnCtx, Position, Replay, Replayed, Topic};
 use tracing::debug;
 
 use super::command::Code;
@@ -73,39 +79,144 @@ impl Background {
     }
 
     /// Sends the state of every followed topic that changed (at most
-    /// `max_keys` keys each).
-    pub fn send_changed(&mut self, ctx: &mut ConnCtx<'_>, max_keys: usize) {
-        let meta = serde_json::json!({"background": true});
+    /// `max_keys` keys each). `interval` is the background interval: a
+    /// shard's cached frame unused for two of them is dropped.
+    pub fn send_changed(&mut self, ctx: &mut ConnCtx<'_>, max_keys: usize, interval: Duration) {
+        let now = Instant::now();
         for followed in &mut self.topics {
             let Some(topic) = ctx.engine().topics().get(&followed.topic) else {
                 continue;
             };
-            let (position, state) = topic.peek(Replay::State(max_keys));
-            if followed.sent == Some(position) {
+            let now_at = topic.position();
+            if followed.sent == Some(now_at) {
                 continue;
             }
-            // A state request always has an answer; an error would be a bug.
-            let state = state.unwrap_or_else(|e| {
-                debug!(error = %e, "state of a topic unavailable");
-                Replayed::default()
+            let (position, frame) = FRAMES.with(|frames| {
+                frames
+                    .borrow_mut()
+                    .frame(&followed.topic, now_at, now, || encode(&topic, max_keys))
             });
-            let frame = envelope::snapshot(
-                &followed.topic,
-                position,
-                &state.messages,
-                Some(&meta),
-                None,
-            );
             if ctx.send_state(&topic, frame) {
                 followed.sent = Some(position);
             }
         }
+        FRAMES.with(|frames| frames.borrow_mut().sweep(now, 2 * interval));
+    }
+}
+
+/// The background snapshot of `topic`'s state now, and its position.
+fn encode(topic: &Topic, max_keys: usize) -> (Position, Bytes) {
+    let (position, state) = topic.peek(Replay::State(max_keys));
+    // A state request always has an answer; an error would be a bug.
+    let state = state.unwrap_or_else(|e| {
+        debug!(error = %e, "state of a topic unavailable");
+        Replayed::default()
+    });
+    let meta = serde_json::json!({"background": true});
+    let frame = envelope::snapshot(topic.name(), position, &state.messages, Some(&meta), None);
+    (position, frame)
+}
+
+thread_local! {
+    /// This shard's latest background snapshot of each topic (a session
+    /// runs on its connection's shard thread, so this is per shard and
+    /// needs no lock): every connection of the shard following a topic
+    /// gets the same frame of the same state, encoded once.
+    static FRAMES: RefCell<FrameCache> = RefCell::default();
+}
+
+/// Background snapshots by topic, each with the position it shows. Owned
+/// by one shard thread.
+#[derive(Default)]
+struct FrameCache {
+    frames: HashMap<Arc<str>, Cached>,
+    swept: Option<Instant>,
+}
+
+struct Cached {
+    position: Position,
+    frame: Bytes,
+    used: Instant,
+}
+
+impl FrameCache {
+    /// The frame of `name` at `position`, made by `make` (which returns
+    /// the position it shows, perhaps newer) unless cached.
+    fn frame(
+        &mut self,
+        name: &Arc<str>,
+        position: Position,
+        now: Instant,
+        make: impl FnOnce() -> (Position, Bytes),
+    ) -> (Position, Bytes) {
+        if let Some(cached) = self.frames.get_mut(name) {
+            if cached.position == position {
+                cached.used = now;
+                return (position, cached.frame.clone());
+            }
+        }
+        let (position, frame) = make();
+        let cached = Cached {
+            position,
+            frame: frame.clone(),
+            used: now,
+        };
+        self.frames.insert(Arc::clone(name), cached);
+        (position, frame)
+    }
+
+    /// Drops frames unused for `keep`, sweeping at most once per `keep` (so
+    /// a frame goes within twice that).
+    fn sweep(&mut self, now: Instant, keep: Duration) {
+        if self
+            .swept
+            .is_some_and(|at| now.saturating_duration_since(at) < keep)
+        {
+            return;
+        }
+        self.swept = Some(now);
+        self.frames
+            .retain(|_, cached| now.saturating_duration_since(cached.used) < keep);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shardcast_engine::Epoch;
+
+    #[test]
+    fn a_state_is_encoded_once_per_shard_and_forgotten_when_unused() {
+        let mut cache = FrameCache::default();
+        let name: Arc<str> = "prices.X".into();
+        let at = |seq| Position {
+            epoch: Epoch::from_u64(1),
+            seq,
+        };
+        let start = Instant::now();
+        let mut made = 0;
+        let mut make = |seq: u64| {
+            made += 1;
+            (at(seq), Bytes::from(format!("state {seq}")))
+        };
+        for _ in 0..3 {
+            let (position, frame) = cache.frame(&name, at(5), start, || make(5));
+            assert_eq!((position, &frame[..]), (at(5), &b"state 5"[..]));
+        }
+        // A newer state is encoded again, once.
+        cache.frame(&name, at(6), start, || make(6));
+        cache.frame(&name, at(6), start, || make(6));
+        assert_eq!(made, 2);
+        // Sweeps run at most once per keep time; a frame unused for longer
+        // goes at the next one.
+        let keep = Duration::from_secs(60);
+        cache.sweep(start + Duration::from_secs(30), keep);
+        assert_eq!(cache.frames.len(), 1);
+        cache.sweep(start + Duration::from_secs(61), keep);
+        assert_eq!(cache.frames.len(), 1, "no sweep yet");
+        cache.sweep(start + Duration::from_secs(91), keep);
+        assert!(cache.frames.is_empty());
+    }
 
     #[test]
     fn topics_are_followed_once_within_the_limit() {

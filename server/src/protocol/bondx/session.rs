@@ -449,8 +449,8 @@ impl Session for BondxSession {
     fn on_wake(&mut self, ctx: &mut ConnCtx<'_>) {
         let max_keys = self.max_keys();
         if let Some(background) = &mut self.background {
-            background.send_changed(ctx, max_keys);
             let interval = self.app.config.bondx.background_interval;
+            background.send_changed(ctx, max_keys, interval);
             ctx.wake_at(Some(Instant::now() + interval));
         }
     }
