@@ -9,7 +9,7 @@
 //! nesting by [`MAX_COMMAND_DEPTH`], `subtopics` (echoed in the ack) by
 //! [`MAX_SUBTOPICS_BYTES`].
 
-use shardcast_engine::{json, Epoch, MAX_NAME_LEN};
+use shardcast_engine::{json, Epoch, SubscribeError, TopicError, MAX_NAME_LEN};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
@@ -97,6 +97,23 @@ impl Code {
             Code::LimitReached => "LIMIT_REACHED",
             Code::SlowConsumer => "SLOW_CONSUMER",
             Code::InternalError => "INTERNAL_ERROR",
+        }
+    }
+}
+
+impl From<&SubscribeError> for Code {
+    /// The code of a refused subscription.
+    fn from(e: &SubscribeError) -> Self {
+        match e {
+            SubscribeError::TooMany { .. }
+            | SubscribeError::Topic(
+                TopicError::Quota { .. }
+                | TopicError::TooManyTopics { .. }
+                | TopicError::TooManyUnclaimed { .. },
+            ) => Code::LimitReached,
+            SubscribeError::Topic(TopicError::InvalidName(_) | TopicError::Undeclared(_)) => {
+                Code::InvalidTopic
+            }
         }
     }
 }

@@ -15,9 +15,9 @@ use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use shardcast_engine::frame::{FrameBuf, OpCode};
-use shardcast_engine::{json, write_iso8601, Epoch, Message, Position, ReplayError};
+use shardcast_engine::{json, write_iso8601, Epoch, Message, Position, ReplayError, Subscribed};
 
-use super::command::Code;
+use super::command::{Code, Subscribe};
 
 /// The fields every envelope has, besides its payload and meta.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +77,61 @@ fn write_epoch(out: &mut BytesMut, epoch: Epoch) {
         out.put_u8(HEX[((value >> (shift * 4)) & 0xf) as usize]);
     }
     out.put_u8(b'"');
+}
+
+/// An `ack` about `topic` (or none) with `payload`, answering
+/// `correlation_id`.
+pub fn ack(
+    topic: Option<&str>,
+    correlation_id: Option<&str>,
+    payload: &serde_json::Value,
+) -> Bytes {
+    let head = Head {
+        kind: "ack",
+        topic,
+        seq: 0,
+        correlation_id,
+    };
+    frame(&head, payload.to_string().as_bytes(), b"{}")
+}
+
+/// The `ack` of a subscribe: what was asked, echoed, and where the
+/// subscription starts (`seq`, `meta.epoch`).
+pub fn subscribe_ack(request: &Subscribe, sub: &Subscribed, correlation_id: Option<&str>) -> Bytes {
+    let mut payload = serde_json::json!({"action": "subscribe", "status": "ok"});
+    if let Some(size) = request.batch_size {
+        payload["batch_size"] = size.into();
+    }
+    if let Some(compression) = request.compression {
+        payload["compression"] = compression.into();
+    }
+    if let Some(seq) = request.resume_from_seq {
+        payload["resume_from_seq"] = seq.into();
+    }
+    if !sub.new {
+        payload["already_subscribed"] = true.into();
+    }
+    let mut payload = payload.to_string();
+    if let Some(subtopics) = &request.subtopics {
+        // Echoed as the client sent it (compact JSON from the parser),
+        // spliced in: a round trip through `serde_json::Value` would give
+        // some keys a meaning of their own.
+        payload.pop();
+        payload.push_str(",\"subtopics\":");
+        payload.push_str(subtopics);
+        payload.push('}');
+    }
+    let head = Head {
+        kind: "ack",
+        topic: Some(sub.topic.name()),
+        seq: sub.position.seq,
+        correlation_id,
+    };
+    frame(
+        &head,
+        payload.as_bytes(),
+        &meta_with_epoch(sub.position.epoch, None),
+    )
 }
 
 /// The envelope of a delta or alert for `msg`: `meta.epoch` always (so a

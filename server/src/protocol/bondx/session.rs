@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use shardcast_engine::{
     CloseReason, ConnCtx, Epoch, Position, RateLimit, RateLimiter, Replay, Replayed, Session,
-    SubscribeError, Subscribed, TopicError,
+    Subscribed,
 };
 use tracing::debug;
 
@@ -140,16 +140,7 @@ impl BondxSession {
             }
             if ack {
                 let payload = json!({"action": "subscribe", "status": "ok", "background": true});
-                ctx.send(envelope::frame(
-                    &Head {
-                        kind: "ack",
-                        topic: Some(name),
-                        seq: 0,
-                        correlation_id,
-                    },
-                    payload.to_string().as_bytes(),
-                    b"{}",
-                ));
+                ctx.send(envelope::ack(Some(name), correlation_id, &payload));
             }
             return;
         }
@@ -169,10 +160,10 @@ impl BondxSession {
         };
         let sub = match ctx.subscribe(name, replay, Some(&self.principal.quota)) {
             Ok(sub) => sub,
-            Err(e) => return Self::error(ctx, subscribe_error_code(&e), &e.to_string(), reply),
+            Err(e) => return Self::error(ctx, Code::from(&e), &e.to_string(), reply),
         };
         if ack {
-            ctx.send(ack_frame(request, &sub, reply));
+            ctx.send(envelope::subscribe_ack(request, &sub, reply.correlation_id));
         }
         if !sub.new {
             // Already live: its deltas flow; nothing to replay.
@@ -195,7 +186,7 @@ impl BondxSession {
                 let failure = envelope::resume_failure(asked, e);
                 match ctx.subscribe(name, Replay::State(self.max_keys()), None) {
                     Ok(sub) => self.send_snapshot(ctx, &sub, Some(&failure), reply),
-                    Err(e) => Self::error(ctx, subscribe_error_code(&e), &e.to_string(), reply),
+                    Err(e) => Self::error(ctx, Code::from(&e), &e.to_string(), reply),
                 }
             }
             (None, _) => self.send_snapshot(ctx, &sub, None, reply),
@@ -241,32 +232,14 @@ impl BondxSession {
             return Self::error(ctx, Code::NotSubscribed, &message, reply);
         }
         let payload = json!({"action": "unsubscribe", "status": "ok"});
-        ctx.send(envelope::frame(
-            &Head {
-                kind: "ack",
-                topic: Some(topic),
-                seq: 0,
-                correlation_id,
-            },
-            payload.to_string().as_bytes(),
-            b"{}",
-        ));
+        ctx.send(envelope::ack(Some(topic), correlation_id, &payload));
     }
 
     /// Switches background mode (module docs): the ack, then (turning it
     /// off) each topic's fresh snapshot.
     fn set_background(&mut self, ctx: &mut ConnCtx<'_>, on: bool, correlation_id: Option<&str>) {
         let payload = json!({"action": "background_mode", "status": "ok", "enabled": on});
-        ctx.send(envelope::frame(
-            &Head {
-                kind: "ack",
-                topic: None,
-                seq: 0,
-                correlation_id,
-            },
-            payload.to_string().as_bytes(),
-            b"{}",
-        ));
+        ctx.send(envelope::ack(None, correlation_id, &payload));
         match (on, self.background.take()) {
             (true, None) => {
                 let topics = ctx.subscriptions();
@@ -323,58 +296,6 @@ impl BondxSession {
     fn initial_topic(&self) -> String {
         self.initial.first().cloned().unwrap_or_default()
     }
-}
-
-fn subscribe_error_code(e: &SubscribeError) -> Code {
-    match e {
-        SubscribeError::TooMany { .. }
-        | SubscribeError::Topic(
-            TopicError::Quota { .. }
-            | TopicError::TooManyTopics { .. }
-            | TopicError::TooManyUnclaimed { .. },
-        ) => Code::LimitReached,
-        SubscribeError::Topic(TopicError::InvalidName(_) | TopicError::Undeclared(_)) => {
-            Code::InvalidTopic
-        }
-    }
-}
-
-/// The `ack` of a subscribe: what was asked, echoed, and where the
-/// subscription starts.
-fn ack_frame(request: &Subscribe, sub: &Subscribed, reply: Reply<'_>) -> bytes::Bytes {
-    let mut payload = json!({"action": "subscribe", "status": "ok"});
-    if let Some(size) = request.batch_size {
-        payload["batch_size"] = size.into();
-    }
-    if let Some(compression) = request.compression {
-        payload["compression"] = compression.into();
-    }
-    if let Some(seq) = request.resume_from_seq {
-        payload["resume_from_seq"] = seq.into();
-    }
-    if !sub.new {
-        payload["already_subscribed"] = true.into();
-    }
-    let mut payload = payload.to_string();
-    if let Some(subtopics) = &request.subtopics {
-        // Echoed as the client sent it (compact JSON from the parser),
-        // spliced in: a round trip through `serde_json::Value` would give
-        // some keys a meaning of their own.
-        payload.pop();
-        payload.push_str(",\"subtopics\":");
-        payload.push_str(subtopics);
-        payload.push('}');
-    }
-    envelope::frame(
-        &Head {
-            kind: "ack",
-            topic: Some(sub.topic.name()),
-            seq: sub.position.seq,
-            correlation_id: reply.correlation_id,
-        },
-        payload.as_bytes(),
-        &envelope::meta_with_epoch(sub.position.epoch, None),
-    )
 }
 
 impl Session for BondxSession {
