@@ -53,7 +53,7 @@ pub use sansio::format::{
 pub use sansio::history::{History, HistoryLimits, Retention};
 pub use sansio::ids::{ConnKey, Epoch, InvalidEpoch, TopicId};
 pub use sansio::mailbox::Mailbox;
-pub use sansio::message::{Message, MessageKind, Publication, Stamp};
+pub use sansio::message::{Message, MessageFilter, MessageKind, Publication, Stamp};
 pub use sansio::outbox::{
     Admission, DropReason, EventMeta, OutFrame, Outbox, OutboxLimits, SlowConsumerPolicy,
     MAX_IOVECS,

@@ -79,6 +79,11 @@ pub struct ShardStats {
     pub connections: usize,
     /// Of those, how many speak each format, by format index.
     pub connections_by_format: Vec<usize>,
+    /// Event counts of its connections (open and closed) by format index.
+    pub counts_by_format: Vec<Counts>,
+    /// Messages it encoded by format index: one per message and format
+    /// across all shards, whatever the number of subscribers.
+    pub encodings_by_format: Vec<u64>,
     /// Connections it has accepted since start.
     pub connections_opened: u64,
     /// Totals over all its connections since start (never decrease).
@@ -180,6 +185,31 @@ impl EngineStats {
         for shard in &self.shards {
             total.resize(total.len().max(shard.connections_by_format.len()), 0);
             for (sum, n) in total.iter_mut().zip(&shard.connections_by_format) {
+                *sum += n;
+            }
+        }
+        total
+    }
+
+    /// Event counts over all shards per format, by format index.
+    pub fn counts_by_format(&self) -> Vec<Counts> {
+        let mut total: Vec<Counts> = Vec::new();
+        for shard in &self.shards {
+            let len = total.len().max(shard.counts_by_format.len());
+            total.resize(len, Counts::default());
+            for (sum, counts) in total.iter_mut().zip(&shard.counts_by_format) {
+                sum.add(counts);
+            }
+        }
+        total
+    }
+
+    /// Messages encoded over all shards per format, by format index.
+    pub fn encodings_by_format(&self) -> Vec<u64> {
+        let mut total = Vec::new();
+        for shard in &self.shards {
+            total.resize(total.len().max(shard.encodings_by_format.len()), 0);
+            for (sum, n) in total.iter_mut().zip(&shard.encodings_by_format) {
                 *sum += n;
             }
         }

@@ -14,6 +14,10 @@ pub struct Counts {
     /// Events replaced in an outbox by a newer one of the same topic and
     /// key before they were written (policy `conflate`; not drops).
     pub conflated: u64,
+    /// Events of a subscribed topic that the subscription's filter
+    /// ([`MessageFilter`](crate::MessageFilter)) left out: not addressed to
+    /// it, so not drops.
+    pub filtered: u64,
     /// Events not delivered, by [`DropReason`] index.
     pub dropped: [u64; DropReason::ALL.len()],
 }
@@ -40,6 +44,7 @@ impl Counts {
         self.sent += other.sent;
         self.replayed += other.replayed;
         self.conflated += other.conflated;
+        self.filtered += other.filtered;
         for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
             *a += b;
         }

@@ -62,6 +62,17 @@ fn key_hasher() -> &'static std::collections::hash_map::RandomState {
     HASHER.get_or_init(Default::default)
 }
 
+/// Which of a topic's messages one subscription receives: a protocol whose
+/// clients choose a subset (symbols of a channel) sets one on the
+/// subscription ([`ConnCtx::filter`](crate::ConnCtx::filter)). Asked once
+/// per message and subscriber on the subscriber's shard thread, so it must
+/// be cheap: work that depends on the message alone should be done once per
+/// message (a memo keyed by topic and seq), not once per subscriber.
+pub trait MessageFilter: std::fmt::Debug {
+    /// Whether the subscription receives `msg`.
+    fn admits(&self, msg: &Message) -> bool;
+}
+
 /// What a publisher says a message is. Protocols that distinguish the two
 /// (BondX's `alert` envelope) frame them differently; the others ignore it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -200,27 +211,45 @@ impl Message {
     /// format sends instead, see [`Formats::canonical`]), encoded on first use.
     #[inline]
     pub fn frame(&self, variant: Variant, formats: &Formats) -> Bytes {
+        self.frame_counted(variant, formats, &mut [])
+    }
+
+    /// [`Message::frame`], adding one to `encodings[format index]` (where
+    /// it has room) when this call is the one that encodes it.
+    #[inline]
+    pub fn frame_counted(
+        &self,
+        variant: Variant,
+        formats: &Formats,
+        encodings: &mut [u64],
+    ) -> Bytes {
         let variant = formats.canonical(variant);
+        let mut count = || {
+            if let Some(n) = encodings.get_mut(variant.format.index()) {
+                *n += 1;
+            }
+        };
         // The first variant asked for takes the inline slot; a concurrent
         // caller wanting another waits for it (`OnceLock` runs one
         // initializer), sees it is not theirs, and goes to the list.
-        let (first, frame) = self
-            .frames
-            .first
-            .get_or_init(|| (variant, self.encode(variant, formats)));
+        let (first, frame) = self.frames.first.get_or_init(|| {
+            count();
+            (variant, self.encode(variant, formats))
+        });
         if *first == variant {
             return frame.clone();
         }
-        self.other_frame(variant, formats)
+        self.other_frame(variant, formats, count)
     }
 
     /// A variant other than the first: found in, or encoded into, the list.
     #[cold]
-    fn other_frame(&self, variant: Variant, formats: &Formats) -> Bytes {
+    fn other_frame(&self, variant: Variant, formats: &Formats, count: impl FnOnce()) -> Bytes {
         let mut rest = self.frames.rest.lock();
         if let Some((_, frame)) = rest.iter().find(|(cached, _)| *cached == variant) {
             return frame.clone();
         }
+        count();
         let frame = self.encode(variant, formats);
         rest.push((variant, frame.clone()));
         frame

@@ -19,7 +19,7 @@ use super::ShardState;
 use crate::broker::PublishError;
 use crate::engine::Engine;
 use crate::sansio::close::CloseReason;
-use crate::sansio::message::Publication;
+use crate::sansio::message::{MessageFilter, Publication};
 use crate::sansio::outbox::{Admission, EventMeta};
 use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
@@ -153,9 +153,10 @@ impl ConnCtx<'_> {
         let formats = self.shard.shared().formats();
         let variant = self.conn.delivery.format.variant(replayed.kind);
         let mut state = self.conn.state.borrow_mut();
+        let mut frames = self.shard.live_frames.borrow_mut();
         for (queued, msg) in replayed.messages.iter().enumerate() {
             let meta = EventMeta::replayed(msg.topic, msg.accepted_at, msg.key_hash());
-            let frame = msg.frame(variant, formats);
+            let frame = msg.frame_counted(variant, formats, frames.encodings_mut());
             if state.mailbox.outbox.push_event(frame, meta) != Admission::Queued {
                 debug!(client = %self.conn.client_id, queued, of = replayed.messages.len(), "replay cut short by a full outbox");
                 return queued;
@@ -174,6 +175,19 @@ impl ConnCtx<'_> {
         let meta = EventMeta::replayed(topic.id(), Instant::now(), 0);
         let mut state = self.conn.state.borrow_mut();
         state.closing.is_none() && state.mailbox.outbox.push_event(frame, meta) == Admission::Queued
+    }
+
+    /// Sets which of `topic`'s messages this connection receives (`None`:
+    /// all of them) from the next message on; `false` if the connection is
+    /// not subscribed to it. Messages the filter leaves out are counted as
+    /// `filtered`, not as drops.
+    pub fn filter(&mut self, topic: &str, filter: Option<Rc<dyn MessageFilter>>) -> bool {
+        let state = self.conn.state.borrow();
+        let Some(held) = state.topics.iter().find(|h| &**h.topic.name() == topic) else {
+            return false;
+        };
+        self.shard.set_filter(self.conn, held, filter);
+        true
     }
 
     /// Leaves `topic`; `false` if the connection was not subscribed.

@@ -6,9 +6,10 @@
 //! 1. find the topic's local subscriber list; none means no work;
 //! 2. take the message's frame for each wire format used (encoded once per
 //!    message across all shards, then a refcount clone);
-//! 3. per subscriber: skip messages from before it subscribed, and offer the
-//!    frame to its [`crate::Mailbox`] (rate limit, outbox); a refusal is
-//!    counted once per view (connection and topic) with its reason;
+//! 3. per subscriber: skip messages from before it subscribed and messages
+//!    its filter leaves out (counted as `filtered`), and offer the frame to
+//!    its [`crate::Mailbox`] (rate limit, outbox); a refusal is counted once
+//!    per view (connection and topic) with its reason;
 //! 4. connections that got frames wait in FIFO order for the flush, which
 //!    writes each one when its oldest frame has waited the pacer's delay.
 //!
@@ -54,6 +55,8 @@ pub(super) enum Flush {
 pub(super) struct LiveFrames {
     slots: Vec<Option<Bytes>>,
     used: Vec<usize>,
+    /// Messages this shard encoded, by format index.
+    encodings: Vec<u64>,
 }
 
 impl LiveFrames {
@@ -62,6 +65,7 @@ impl LiveFrames {
         Self {
             slots: vec![None; formats],
             used: Vec::new(),
+            encodings: vec![0; formats],
         }
     }
 
@@ -69,10 +73,24 @@ impl LiveFrames {
     fn get(&mut self, msg: &Message, format: FormatId, formats: &Formats) -> &Bytes {
         let slot = &mut self.slots[format.index()];
         if slot.is_none() {
-            *slot = Some(msg.frame(format.variant(FrameKind::Live), formats));
+            *slot = Some(msg.frame_counted(
+                format.variant(FrameKind::Live),
+                formats,
+                &mut self.encodings,
+            ));
             self.used.push(format.index());
         }
         slot.as_ref().expect("filled above")
+    }
+
+    /// Messages this shard encoded, by format index.
+    pub(super) fn encodings(&self) -> &[u64] {
+        &self.encodings
+    }
+
+    /// The encoding counts, for frames encoded outside a dispatch (replays).
+    pub(super) fn encodings_mut(&mut self) -> &mut [u64] {
+        &mut self.encodings
     }
 
     /// Drops the frames of the message just dispatched.
@@ -103,6 +121,11 @@ impl ShardState {
                 continue;
             }
             let conn = &sub.conn;
+            if sub.filter.as_ref().is_some_and(|f| !f.admits(msg)) {
+                conn.state.borrow_mut().mailbox.counts.filtered += 1;
+                tally.count(msg.topic, |c| c.filtered += 1);
+                continue;
+            }
             let frame = frames.get(msg, conn.delivery.format, formats);
             let mut state = conn.state.borrow_mut();
             match state

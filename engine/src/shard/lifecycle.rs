@@ -99,6 +99,7 @@ impl ShardState {
         self.shared
             .release_client_id(&conn.owner, &conn.client_id, self.index, conn.key);
         let state = conn.state.borrow();
+        self.closed_by_format.borrow_mut()[conn.delivery.format.index()].add(&state.mailbox.counts);
         info!(
             client = %conn.client_id,
             peer = %conn.peer,

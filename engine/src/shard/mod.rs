@@ -60,8 +60,9 @@ use hdrhistogram::Histogram;
 
 use crate::broker::PublishError;
 use crate::engine::{Engine, EngineShared};
+use crate::sansio::counts::Counts;
 use crate::sansio::ids::TopicId;
-use crate::sansio::message::Publication;
+use crate::sansio::message::{MessageFilter, Publication};
 use crate::sansio::pacer::{self, FlushPacer};
 use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
@@ -84,6 +85,8 @@ struct Subscriber {
     conn: Rc<Conn>,
     /// Messages with this sequence number or lower predate the subscription.
     after_seq: u64,
+    /// Which messages it receives; all without one.
+    filter: Option<Rc<dyn MessageFilter>>,
 }
 
 /// Write-side figures of a shard.
@@ -118,6 +121,8 @@ struct ShardState {
     /// When each format's next heartbeat is due, by format index.
     next_heartbeat: RefCell<Vec<Instant>>,
     ticks: Cell<u32>,
+    /// Counts of connections that have closed, by format index.
+    closed_by_format: RefCell<Vec<Counts>>,
 }
 
 impl ShardState {
@@ -152,6 +157,7 @@ impl ShardState {
             now: Cell::new(now),
             next_heartbeat: RefCell::new(first_beats),
             ticks: Cell::new(0),
+            closed_by_format: RefCell::new(vec![Counts::default(); formats]),
         }
     }
 

@@ -20,8 +20,11 @@ impl ShardState {
         let writes = self.write_counters.borrow();
         let (mut queued_frames, mut max_queue_depth) = (0, 0);
         let mut connections_by_format = vec![0; self.shared.formats().len()];
+        let mut counts_by_format = self.closed_by_format.borrow().clone();
         for conn in self.conns.borrow().iter() {
-            connections_by_format[conn.delivery.format.index()] += 1;
+            let format = conn.delivery.format.index();
+            connections_by_format[format] += 1;
+            counts_by_format[format].add(&conn.state.borrow().mailbox.counts);
             let depth = conn.state.borrow().mailbox.outbox.len();
             queued_frames += depth;
             max_queue_depth = max_queue_depth.max(depth);
@@ -30,6 +33,8 @@ impl ShardState {
             index: self.index,
             connections: self.connection_count(),
             connections_by_format,
+            counts_by_format,
+            encodings_by_format: self.live_frames.borrow().encodings().to_vec(),
             connections_opened: writes.opened,
             counts,
             topics,

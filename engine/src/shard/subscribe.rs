@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::conn::{Conn, Held};
 use super::{ShardState, Subscriber};
+use crate::sansio::message::MessageFilter;
 use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
 use crate::sansio::replay::Replay;
@@ -37,9 +38,32 @@ impl ShardState {
         list.push(Subscriber {
             conn: Rc::clone(conn),
             after_seq: start.position.seq,
+            filter: None,
         });
         let slot = list.len() - 1;
         Ok((topic, start, slot))
+    }
+
+    /// Sets the filter of `conn`'s subscription `held` (`None`: every
+    /// message).
+    pub(super) fn set_filter(
+        &self,
+        conn: &Conn,
+        held: &Held,
+        filter: Option<Rc<dyn MessageFilter>>,
+    ) {
+        let mut subscribers = self.subscribers.borrow_mut();
+        let Some(list) = subscribers.get_mut(&held.topic.id()) else {
+            return;
+        };
+        if let Some(sub) = list
+            .get_mut(held.slot.get())
+            .filter(|s| s.conn.key == conn.key)
+        {
+            sub.filter = filter;
+        } else {
+            debug_assert!(false, "subscriber slot out of date");
+        }
     }
 
     /// Removes `conn`'s subscription `held` from this shard's list: a swap
