@@ -101,6 +101,21 @@ pub struct ServeArgs {
     /// BondX deployments' name for --outbox-max-messages (which wins when both are set).
     #[arg(long, env = "WS_MAX_QUEUE_SIZE", hide = true)]
     pub ws_max_queue_size: Option<usize>,
+    /// Simple-protocol deployments' name for [simple] enabled.
+    #[arg(long, env = "WEBSOCKET_ENABLED", hide = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub websocket_enabled: Option<bool>,
+    /// Simple-protocol deployments' name for [simple] ping_interval_seconds.
+    #[arg(long, env = "WEBSOCKET_PING_INTERVAL", hide = true)]
+    pub websocket_ping_interval: Option<u64>,
+    /// Simple-protocol deployments' name for [simple] price_update_interval_seconds.
+    #[arg(long, env = "WEBSOCKET_PRICE_UPDATE_INTERVAL", hide = true)]
+    pub websocket_price_update_interval: Option<u64>,
+    /// Simple-protocol deployments' name for [simple] portfolio_update_interval_seconds.
+    #[arg(long, env = "WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL", hide = true)]
+    pub websocket_portfolio_update_interval: Option<u64>,
+    /// Simple-protocol deployments' name for [simple] max_connections.
+    #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", hide = true)]
+    pub websocket_max_connections: Option<usize>,
     /// Log filter, e.g. info or shardcast_engine=debug.
     #[arg(long, env = "SHARDCAST_LOG", default_value = "info")]
     pub log: String,
@@ -135,6 +150,22 @@ impl ServeArgs {
             &self.ws_connection_timeout,
         );
         set(&mut raw.outbox.max_messages, &self.ws_max_queue_size);
+        // The simple protocol's WEBSOCKET_* names (its settings have no other).
+        let simple = &mut raw.simple;
+        set(&mut simple.enabled, &self.websocket_enabled);
+        set(
+            &mut simple.ping_interval_seconds,
+            &self.websocket_ping_interval,
+        );
+        set(
+            &mut simple.price_update_interval_seconds,
+            &self.websocket_price_update_interval,
+        );
+        set(
+            &mut simple.portfolio_update_interval_seconds,
+            &self.websocket_portfolio_update_interval,
+        );
+        set(&mut simple.max_connections, &self.websocket_max_connections);
         if self.bondx_jwt_secret.is_some() || self.bondx_jwt_secret_file.is_some() {
             raw.bondx.jwt_secret.clone_from(&self.bondx_jwt_secret);
             raw.bondx
@@ -257,5 +288,39 @@ mod tests {
         let config = raw.validate().unwrap();
         assert_eq!(config.engine.gate.max_connections, 50);
         assert_eq!(config.engine.outbox.max_messages, 64);
+    }
+
+    #[test]
+    fn simple_protocol_environment_names_win_over_the_file() {
+        let mut raw = RawConfig::from_toml(
+            "[simple]\nping_interval_seconds = 10\nprice_update_interval_seconds = 7",
+        )
+        .unwrap();
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let args = <Cli as clap::Parser>::try_parse_from([
+            "serve",
+            "--websocket-enabled",
+            "no",
+            "--websocket-ping-interval",
+            "15",
+            "--websocket-portfolio-update-interval",
+            "9",
+            "--websocket-max-connections",
+            "100",
+        ])
+        .unwrap()
+        .serve;
+        args.apply(&mut raw).unwrap();
+        let config = raw.validate().unwrap();
+        let simple = &config.simple;
+        assert!(!simple.enabled);
+        assert_eq!(simple.ping_interval.as_secs(), 15);
+        assert_eq!(simple.price_update_interval.as_secs(), 7, "from the file");
+        assert_eq!(simple.portfolio_update_interval.as_secs(), 9);
+        assert_eq!(simple.max_connections, 100);
     }
 }

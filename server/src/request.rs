@@ -63,7 +63,8 @@ impl Query {
             match name.as_ref() {
                 "apiKey" => once(&mut out.api_key, value, "apiKey")?,
                 "token" => once(&mut out.token, value, "token")?,
-                "clientId" => once(&mut out.client_id, value, "clientId")?,
+                // `client_id`: the simple protocol's name for it.
+                "clientId" | "client_id" => once(&mut out.client_id, value, "clientId")?,
                 "reason" => once(&mut out.reason, value, "reason")?,
                 "owner" => once(&mut out.owner, value, "owner")?,
                 "replay" => {

@@ -29,14 +29,22 @@ pub use crate::protocol::bondx::RawBondx;
 use crate::protocol::fastws::FastwsConfig;
 pub use crate::protocol::fastws::RawFastws;
 use crate::protocol::publish::PublishConfig;
+pub use crate::protocol::simple::RawSimple;
+use crate::protocol::simple::SimpleConfig;
 pub use crate::protocol::telemetry::RawTelemetry;
 use crate::protocol::telemetry::TelemetryConfig;
 
 pub use auth::{parse_key_spec, parse_roles};
 
 /// Channels that always exist.
-pub const DEFAULT_CHANNELS: [&str; 4] =
-    ["trader-status", "positions", "risk-alerts", "market-data"];
+pub const DEFAULT_CHANNELS: [&str; 6] = [
+    "trader-status",
+    "positions",
+    "risk-alerts",
+    "market-data",
+    "signals",
+    "trades",
+];
 
 /// The development key used when no key is configured and the server
 /// listens on loopback only.
@@ -76,6 +84,8 @@ pub struct RawConfig {
     pub bondx: RawBondx,
     #[serde(default)]
     pub fastws: RawFastws,
+    #[serde(default)]
+    pub simple: RawSimple,
 }
 
 /// `[outbox]`.
@@ -198,6 +208,8 @@ pub struct ServerConfig {
     pub bondx: BondxConfig,
     /// `[fastws]`.
     pub fastws: FastwsConfig,
+    /// `[simple]`.
+    pub simple: SimpleConfig,
     /// Largest HTTP request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Time a client has to send a request's head, and again its body.

@@ -17,7 +17,7 @@ use crate::auth::Authenticator;
 use crate::protocol::publish::PublishConfig;
 
 /// Read-only endpoints that may be served without credentials.
-const OPENABLE_PATHS: [&str; 7] = [
+const OPENABLE_PATHS: [&str; 8] = [
     "/health",
     "/metrics",
     "/api/v1/websocket/stats",
@@ -25,6 +25,7 @@ const OPENABLE_PATHS: [&str; 7] = [
     "/api/v1/ws/topics",
     "/api/v1/ws/asyncapi.json",
     "/api/v1/ws/asyncapi",
+    "/websocket/status",
 ];
 
 /// hyper refuses read buffers below this.
@@ -131,6 +132,7 @@ impl RawConfig {
         };
 
         let max_connections = positive("max_connections", self.max_connections, 100_000)?;
+        let simple = self.simple.validate(max_connections)?;
         let gate = GateLimits {
             max_connections,
             max_per_address: unlimited_if_zero(self.max_connections_per_ip.unwrap_or(4096)),
@@ -203,6 +205,7 @@ impl RawConfig {
                 "/api/v1/ws/health".into(),
                 "/api/v1/ws/asyncapi.json".into(),
                 "/api/v1/ws/asyncapi".into(),
+                "/websocket/status".into(),
             ]
         });
         if let Some(path) = open_paths
@@ -233,6 +236,7 @@ impl RawConfig {
             },
             bondx,
             fastws,
+            simple,
             max_header_bytes,
             request_timeout: Duration::from_secs(request_timeout),
             demo: self.demo.unwrap_or(true),

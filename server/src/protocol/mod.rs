@@ -26,6 +26,7 @@ pub mod common;
 pub mod fastws;
 pub mod path;
 pub mod publish;
+pub mod simple;
 pub mod telemetry;
 
 use std::fmt;
@@ -51,6 +52,7 @@ pub fn register_all(registry: &mut Registry, config: &ServerConfig) -> anyhow::R
     publish::register(registry, config)?;
     bondx::register(registry, config)?;
     fastws::register(registry, config)?;
+    simple::register(registry, config)?;
     crate::admin::register(registry)?;
     Ok(())
 }
@@ -329,7 +331,7 @@ mod tests {
         register_all(&mut registry, &config).unwrap();
         let (formats, _) = registry.finish();
         let names: Vec<&str> = formats.iter().map(|(_, f)| f.name()).collect();
-        assert_eq!(names, ["telemetry", "bondx", "fastws"]);
+        assert_eq!(names, ["telemetry", "bondx", "fastws", "simple"]);
     }
 
     #[test]
