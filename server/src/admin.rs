@@ -170,12 +170,32 @@ pub async fn stats(app: &App) -> Value {
             })
         })
         .collect();
+    let connections = stats.connections_by_format();
     let by_protocol: serde_json::Map<String, Value> = app
         .engine
         .formats()
         .iter()
-        .zip(stats.connections_by_format())
+        .zip(connections.iter().copied())
         .map(|((_, format), n)| (format.name().to_owned(), n.into()))
+        .collect();
+    let (counts, encodings) = (stats.counts_by_format(), stats.encodings_by_format());
+    let protocols: serde_json::Map<String, Value> = app
+        .engine
+        .formats()
+        .iter()
+        .enumerate()
+        .map(|(i, (_, format))| {
+            let c = counts.get(i).copied().unwrap_or_default();
+            let figures = json!({
+                "connections": connections.get(i).copied().unwrap_or(0),
+                "sent": c.sent,
+                "dropped": c.dropped_total(),
+                "conflated": c.conflated,
+                "filtered": c.filtered,
+                "encodings": encodings.get(i).copied().unwrap_or(0),
+            });
+            (format.name().to_owned(), figures)
+        })
         .collect();
     // The simulated market's on-demand feeds, with their subscribers.
     let producers: Vec<Value> = app
@@ -192,6 +212,7 @@ pub async fn stats(app: &App) -> Value {
         "producers": producers,
         "activeConnections": stats.connections(),
         "connectionsByProtocol": by_protocol,
+        "protocols": protocols,
         "messagesPublished": stats.published,
         "messagesSent": stats.counts.sent,
         "messagesReplayed": stats.counts.replayed,

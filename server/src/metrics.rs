@@ -116,6 +116,41 @@ pub async fn render(app: &App) -> String {
             format.name()
         );
     }
+    let counts = stats.counts_by_format();
+    let encodings = stats.encodings_by_format();
+    let per_protocol: [(&str, &str, &dyn Fn(usize) -> u64); 5] = [
+        (
+            "shardcast_protocol_messages_sent_total",
+            "Events written to client sockets, by the wire format of the client.",
+            &|i| counts.get(i).map_or(0, |c| c.sent),
+        ),
+        (
+            "shardcast_protocol_messages_dropped_total",
+            "Events not delivered (every reason), by the wire format of the client.",
+            &|i| counts.get(i).map_or(0, |c| c.dropped_total()),
+        ),
+        (
+            "shardcast_protocol_messages_conflated_total",
+            "Events replaced in an outbox by a newer one of the same key, by wire format.",
+            &|i| counts.get(i).map_or(0, |c| c.conflated),
+        ),
+        (
+            "shardcast_protocol_messages_filtered_total",
+            "Events a subscription's symbol filter left out, by wire format.",
+            &|i| counts.get(i).map_or(0, |c| c.filtered),
+        ),
+        (
+            "shardcast_protocol_encodings_total",
+            "Messages encoded into frames: one per message and wire format, whatever the subscriber count.",
+            &|i| encodings.get(i).copied().unwrap_or(0),
+        ),
+    ];
+    for (name, help, value) in per_protocol {
+        family(&mut out, name, "counter", help);
+        for (i, (_, format)) in app.engine.formats().iter().enumerate() {
+            let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {}", format.name(), value(i));
+        }
+    }
 
     per_channel(
         &mut out,

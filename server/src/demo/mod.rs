@@ -2,8 +2,12 @@
 //!
 //! One plain thread publishes through the engine like any publisher:
 //! - `market-data`: a random walk for 20 symbols, each updated about twice a
-//!   second, keyed by symbol (so replay gives the latest price of each);
-//! - `positions`: a position update every second, keyed by position id;
+//!   second, keyed by symbol (so replay gives the latest price of each),
+//!   with the day's change, open, high and low;
+//! - `positions`: a position update every second, keyed by position id
+//!   (each position holds one symbol);
+//! - `signals`: a trading signal every 2 seconds, keyed by symbol;
+//! - `trades`: a trade execution every 1.5 seconds, keyed by symbol;
 //! - `trader-status`: a trader's status every 3 seconds, keyed by trader id;
 //! - `risk-alerts`: an alert every 7 seconds or so, unkeyed.
 //!
@@ -129,6 +133,8 @@ struct Topics {
     positions: Arc<Topic>,
     traders: Arc<Topic>,
     risk: Arc<Topic>,
+    signals: Arc<Topic>,
+    trades: Arc<Topic>,
 }
 
 fn run(engine: &Engine, stop: &AtomicBool) {
@@ -138,12 +144,16 @@ fn run(engine: &Engine, stop: &AtomicBool) {
         resolve("positions"),
         resolve("trader-status"),
         resolve("risk-alerts"),
+        resolve("signals"),
+        resolve("trades"),
     ) {
-        (Ok(market), Ok(positions), Ok(traders), Ok(risk)) => Topics {
+        (Ok(market), Ok(positions), Ok(traders), Ok(risk), Ok(signals), Ok(trades)) => Topics {
             market,
             positions,
             traders,
             risk,
+            signals,
+            trades,
         },
         _ => {
             warn!("demo feed: default channels unavailable; feed off");
@@ -152,6 +162,7 @@ fn run(engine: &Engine, stop: &AtomicBool) {
     };
     let mut rng = Rng::seeded();
     let mut prices: Vec<f64> = SYMBOLS.iter().map(|s| s.2).collect();
+    let (mut highs, mut lows) = (prices.clone(), prices.clone());
     let started = Instant::now();
     let mut tick: u64 = 0;
     let mut alert_id: u64 = 0;
@@ -164,21 +175,28 @@ fn run(engine: &Engine, stop: &AtomicBool) {
             let step = (rng.unit() - 0.5) * 0.002;
             prices[i] *= 1.0 + step;
             let price = prices[i];
+            highs[i] = highs[i].max(price);
+            lows[i] = lows[i].min(price);
+            let open = SYMBOLS[i].2;
             let spread = price * 0.0002;
             buf.clear();
             let _ = write!(
                 buf,
-                r#"{{"symbol":"{symbol}","exchange":"{exchange}","price":{price:.4},"bid":{:.4},"ask":{:.4},"volume":{}}}"#,
+                r#"{{"symbol":"{symbol}","exchange":"{exchange}","price":{price:.4},"bid":{:.4},"ask":{:.4},"volume":{},"change":{:.4},"change_pct":{:.2},"open":{open:.4},"high":{:.4},"low":{:.4}}}"#,
                 price - spread / 2.0,
                 price + spread / 2.0,
-                100 + rng.below(10_000)
+                100 + rng.below(10_000),
+                price - open,
+                (price - open) / open * 100.0,
+                highs[i],
+                lows[i]
             );
             publish(engine, &topics.market, symbol, &buf);
         }
         if tick.is_multiple_of(20) {
             let p = rng.below(8);
             let (trader, _, _) = TRADERS[p % TRADERS.len()];
-            let s = rng.below(SYMBOLS.len());
+            let s = p;
             let qty = (rng.below(20) as i64 - 10) * 100;
             let entry = SYMBOLS[s].2;
             let mark = prices[s];
@@ -191,6 +209,33 @@ fn run(engine: &Engine, stop: &AtomicBool) {
                 mark * 0.97
             );
             publish(engine, &topics.positions, &format!("P-{p}"), &buf);
+        }
+        if tick % 40 == 10 {
+            let s = rng.below(SYMBOLS.len());
+            let side = ["BUY", "SELL"][rng.below(2)];
+            buf.clear();
+            let _ = write!(
+                buf,
+                r#"{{"signal_type":"{side}","symbol":"{}","price":{:.4},"quantity":{},"confidence":{:.2}}}"#,
+                SYMBOLS[s].0,
+                prices[s],
+                10 * (1 + rng.below(10)),
+                0.5 + rng.unit() / 2.0
+            );
+            publish(engine, &topics.signals, SYMBOLS[s].0, &buf);
+        }
+        if tick % 30 == 5 {
+            let s = rng.below(SYMBOLS.len());
+            let side = ["BUY", "SELL"][rng.below(2)];
+            buf.clear();
+            let _ = write!(
+                buf,
+                r#"{{"symbol":"{}","side":"{side}","quantity":{},"price":{:.4}}}"#,
+                SYMBOLS[s].0,
+                10 * (1 + rng.below(10)),
+                prices[s]
+            );
+            publish(engine, &topics.trades, SYMBOLS[s].0, &buf);
         }
         if tick.is_multiple_of(60) {
             let (trader, exchange, strategy) = TRADERS[rng.below(TRADERS.len())];
