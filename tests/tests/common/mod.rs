@@ -5,11 +5,14 @@
 
 mod bondx;
 mod raw;
+mod simple;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
 pub use bondx::*;
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
 pub use raw::*;
+#[allow(unused_imports)] // Each test binary uses its own subset, as above.
+pub use simple::*;
 
 use std::net::SocketAddr;
 use std::time::Duration;

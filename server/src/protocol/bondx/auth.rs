@@ -115,11 +115,21 @@ pub fn verify(config: &BondxConfig, token: &str) -> Result<BondxUser, BondxAuthE
     })
 }
 
-/// The principal of `user`: its scope and its topic-creation quota (shared
+/// The principal of `user`: its scope (BondX's families and `extra`, the
+/// configured `[bondx] extra_scope`) and its topic-creation quota (shared
 /// with every connection of the same name).
-pub fn principal(auth: &Authenticator, user: &BondxUser) -> Result<Principal, BondxAuthError> {
+pub fn principal(
+    auth: &Authenticator,
+    user: &BondxUser,
+    extra: &[String],
+) -> Result<Principal, BondxAuthError> {
+    let templates: Vec<&str> = USER_SCOPE
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .collect();
     let subscribe =
-        Scope::for_subject(&USER_SCOPE, &user.id).map_err(|_| BondxAuthError::Subject)?;
+        Scope::for_subject(&templates, &user.id).map_err(|_| BondxAuthError::Subject)?;
     let name: Arc<str> = format!("bondx:{}", user.id).into();
     Ok(Principal {
         quota: auth.token_quota(&name),

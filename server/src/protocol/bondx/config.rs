@@ -26,6 +26,7 @@ pub struct RawBondx {
     pub heartbeat_interval_seconds: Option<u64>,
     pub connection_timeout_seconds: Option<u64>,
     pub background_interval_seconds: Option<u64>,
+    pub extra_scope: Option<Vec<String>>,
     #[serde(default)]
     pub rate_limits: RawRateLimits,
 }
@@ -87,6 +88,10 @@ pub struct BondxConfig {
     pub background_interval: Duration,
     /// Limits on client messages, by endpoint class.
     pub rate_limits: [ClassLimit; 5],
+    /// Topics every BondX user may subscribe to beyond BondX's own
+    /// families (another protocol's topics), as scope templates (`{sub}`:
+    /// the token's user).
+    pub extra_scope: Vec<String>,
 }
 
 impl std::fmt::Debug for BondxConfig {
@@ -98,6 +103,7 @@ impl std::fmt::Debug for BondxConfig {
             .field("connection_timeout", &self.connection_timeout)
             .field("background_interval", &self.background_interval)
             .field("rate_limits", &self.rate_limits)
+            .field("extra_scope", &self.extra_scope)
             .finish()
     }
 }
@@ -152,6 +158,10 @@ impl RawBondx {
                 "must be at least bondx.heartbeat_interval_seconds",
             ));
         }
+        let extra_scope = self.extra_scope.clone().unwrap_or_default();
+        if let Err(e) = crate::auth::Scope::for_subject(&extra_scope, "user") {
+            return Err(invalid("bondx.extra_scope", e.to_string()));
+        }
         let background = self.background_interval_seconds.unwrap_or(30);
         if !(1..=3600).contains(&background) {
             return Err(invalid(
@@ -184,6 +194,7 @@ impl RawBondx {
             connection_timeout: Duration::from_secs(timeout),
             background_interval: Duration::from_secs(background),
             rate_limits,
+            extra_scope,
         })
     }
 }

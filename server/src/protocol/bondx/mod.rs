@@ -227,7 +227,7 @@ impl WebSocketEndpoint for Endpoint {
             if self.class.user_scoped() && user.id != id {
                 return Err(BondxAuthError::OtherUser);
             }
-            auth::principal(&app.config.auth, &user)
+            auth::principal(&app.config.auth, &user, &config.extra_scope)
         });
         let id = params.get(self.class.param());
         let topic = id.map(|id| self.class.topics(id).swap_remove(0));
