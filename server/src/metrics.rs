@@ -118,37 +118,39 @@ pub async fn render(app: &App) -> String {
     }
     let counts = stats.counts_by_format();
     let encodings = stats.encodings_by_format();
-    let per_protocol: [(&str, &str, &dyn Fn(usize) -> u64); 5] = [
+    let of = |f: fn(&shardcast_engine::Counts) -> u64| counts.iter().map(f).collect::<Vec<u64>>();
+    let per_protocol = [
         (
             "shardcast_protocol_messages_sent_total",
             "Events written to client sockets, by the wire format of the client.",
-            &|i| counts.get(i).map_or(0, |c| c.sent),
+            of(|c| c.sent),
         ),
         (
             "shardcast_protocol_messages_dropped_total",
             "Events not delivered (every reason), by the wire format of the client.",
-            &|i| counts.get(i).map_or(0, |c| c.dropped_total()),
+            of(|c| c.dropped_total()),
         ),
         (
             "shardcast_protocol_messages_conflated_total",
             "Events replaced in an outbox by a newer one of the same key, by wire format.",
-            &|i| counts.get(i).map_or(0, |c| c.conflated),
+            of(|c| c.conflated),
         ),
         (
             "shardcast_protocol_messages_filtered_total",
             "Events a subscription's symbol filter left out, by wire format.",
-            &|i| counts.get(i).map_or(0, |c| c.filtered),
+            of(|c| c.filtered),
         ),
         (
             "shardcast_protocol_encodings_total",
             "Messages encoded into frames: one per message and wire format, whatever the subscriber count.",
-            &|i| encodings.get(i).copied().unwrap_or(0),
+            encodings,
         ),
     ];
-    for (name, help, value) in per_protocol {
+    for (name, help, values) in per_protocol {
         family(&mut out, name, "counter", help);
         for (i, (_, format)) in app.engine.formats().iter().enumerate() {
-            let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {}", format.name(), value(i));
+            let value = values.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {value}", format.name());
         }
     }
 

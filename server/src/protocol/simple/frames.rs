@@ -39,11 +39,16 @@ pub fn symbol_of(msg: &Message) -> Option<Box<str>> {
         .or_else(|| msg.key.clone())
 }
 
+/// The symbol of one message, remembered by the message's identity.
+struct Memo {
+    message: (TopicId, Epoch, u64),
+    symbol: Option<Box<str>>,
+}
+
 thread_local! {
     /// The symbol of the message this shard dispatched last: every
     /// filtered subscriber of a message asks for the same one in a row.
-    static LAST_SYMBOL: RefCell<Option<(TopicId, Epoch, u64, Option<Box<str>>)>> =
-        const { RefCell::new(None) };
+    static LAST_SYMBOL: RefCell<Option<Memo>> = const { RefCell::new(None) };
 }
 
 /// Which symbols of a channel a subscription wants.
@@ -144,15 +149,16 @@ pub struct SymbolFilter(pub Symbols);
 
 impl MessageFilter for SymbolFilter {
     fn admits(&self, msg: &Message) -> bool {
+        let message = (msg.topic, msg.epoch, msg.seq);
         LAST_SYMBOL.with(|last| {
             let mut last = last.borrow_mut();
-            let fresh = last
-                .as_ref()
-                .is_some_and(|(t, e, s, _)| (*t, *e, *s) == (msg.topic, msg.epoch, msg.seq));
-            if !fresh {
-                *last = Some((msg.topic, msg.epoch, msg.seq, symbol_of(msg)));
+            if last.as_ref().is_none_or(|memo| memo.message != message) {
+                *last = Some(Memo {
+                    message,
+                    symbol: symbol_of(msg),
+                });
             }
-            let symbol = last.as_ref().and_then(|(_, _, _, s)| s.as_deref());
+            let symbol = last.as_ref().and_then(|memo| memo.symbol.as_deref());
             self.0.admits(symbol)
         })
     }
