@@ -1,0 +1,32 @@
+//! Simple-protocol client messages (`/ws`): any bytes get a verdict — a
+//! request within the symbol limit, or an error text for the client that
+//! is short and never echoes unbounded input — never a panic or a stack
+//! overflow. A parsed subscription's symbols then go through the symbol
+//! set's add and remove, which must keep to the limit.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shardcast_server::protocol::simple::{parse, Request, Symbols};
+
+const LIMIT: usize = 8;
+
+fuzz_target!(|data: &[u8]| {
+    match parse(data, LIMIT) {
+        Ok(Request::Ping) => {}
+        Ok(Request::Subscribe { symbols, .. } | Request::Unsubscribe { symbols, .. }) => {
+            if let Some(list) = &symbols {
+                assert!(!list.is_empty() && list.len() <= LIMIT);
+                assert!(list.iter().all(|s| !s.is_empty() && s.len() <= 128));
+            }
+            let mut set = Symbols::Only(Default::default());
+            if set.add(symbols.as_deref(), LIMIT).is_ok() {
+                assert!(symbols.iter().flatten().all(|s| set.admits(Some(s))));
+            }
+            let _ = set.remove(symbols.as_deref(), LIMIT);
+            if let Symbols::Only(s) | Symbols::AllBut(s) = &set {
+                assert!(s.len() <= LIMIT);
+            }
+        }
+        Err(invalid) => assert!(invalid.0.len() < 1000, "{}", invalid.0.len()),
+    }
+});
