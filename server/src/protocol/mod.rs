@@ -335,6 +335,21 @@ mod tests {
     }
 
     #[test]
+    fn a_simple_feed_no_rule_allows_stops_the_start() {
+        let mut raw = RawConfig::from_toml("[simple.feeds]\ntrades = \"nowhere\"").unwrap();
+        let mut registry = Registry::default();
+        let config = raw.clone().validate().unwrap();
+        let err = register_all(&mut registry, &config)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trades = \"nowhere\""), "{err}");
+        // A FastWS family, declared by that protocol, is a valid feed.
+        raw.simple.feeds.trades = Some(r#"executions:{"accountId":"A-1"}"#.into());
+        let config = raw.validate().unwrap();
+        register_all(&mut Registry::default(), &config).unwrap();
+    }
+
+    #[test]
     fn two_endpoints_cannot_serve_one_path() {
         let config = RawConfig::default().validate().unwrap();
         let mut registry = Registry::default();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use shardcast_engine::validate_name;
 
+use super::message::Channel;
 use crate::config::{invalid, ConfigError};
 
 /// `[simple]` as written.
@@ -48,6 +49,18 @@ pub struct Feeds {
     pub trades: String,
     /// `portfolio`: latest position per symbol, conflated.
     pub portfolio: String,
+}
+
+impl Feeds {
+    /// The topic feeding `channel`.
+    pub fn get(&self, channel: Channel) -> &str {
+        match channel {
+            Channel::PriceUpdates => &self.price_updates,
+            Channel::Signals => &self.signals,
+            Channel::Trades => &self.trades,
+            Channel::Portfolio => &self.portfolio,
+        }
+    }
 }
 
 /// The simple protocol's settings. Read-only.

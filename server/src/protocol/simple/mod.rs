@@ -62,6 +62,22 @@ pub fn register(registry: &mut Registry, config: &ServerConfig) -> anyhow::Resul
         &feeds.trades,
         &feeds.portfolio,
     ])?;
+    // A feed no channel rule allows could never carry data: say so at
+    // start-up (the protocols registered before this one have declared
+    // their families by now).
+    let mut rules = config.engine.channels.clone();
+    for rule in registry.declared_channels() {
+        rules.declare(rule)?;
+    }
+    for channel in Channel::ALL {
+        let feed = simple.feeds.get(channel);
+        if !rules.allows(feed) {
+            anyhow::bail!(
+                "[simple.feeds] {} = {feed:?} is not a declared channel: add it (or a rule matching it) to `channels`",
+                channel.name()
+            );
+        }
+    }
     let shared = Arc::new(Shared::new(simple.clone()));
     if simple.enabled {
         registry.endpoint(Descriptor {
@@ -113,13 +129,7 @@ impl Shared {
 
     /// The topic feeding `channel`.
     fn feed(&self, channel: Channel) -> &str {
-        let feeds = &self.config.feeds;
-        match channel {
-            Channel::PriceUpdates => &feeds.price_updates,
-            Channel::Signals => &feeds.signals,
-            Channel::Trades => &feeds.trades,
-            Channel::Portfolio => &feeds.portfolio,
-        }
+        self.config.feeds.get(channel)
     }
 
     /// The interval of `channel`: its own for conflated channels, the
