@@ -136,7 +136,7 @@ async fn symbols_narrow_a_channel_and_unsubscribe_takes_them_back() {
     )
     .await;
     let (ack, _) = next_type(&mut ws, "unsubscribed").await;
-    assert_eq!(ack["symbols"], json!(["MSFT"]), "what is left");
+    assert_eq!(ack["symbols"], json!(["AAPL"]), "the request, echoed");
     signal(&server, "AAPL", 2.0).await;
     signal(&server, "MSFT", 2.0).await;
     let frames = frames_within(&mut ws, Duration::from_millis(800)).await;
@@ -149,10 +149,14 @@ async fn symbols_narrow_a_channel_and_unsubscribe_takes_them_back() {
     .await;
     let (ack, _) = next_type(&mut ws, "unsubscribed").await;
     assert_eq!(ack["symbols"], Value::Null);
+    // A signal published before a trade would reach the client first.
+    send_json(&mut ws, json!({"type": "subscribe", "channel": "trades"})).await;
+    next_type(&mut ws, "subscribed").await;
     signal(&server, "MSFT", 3.0).await;
-    assert!(frames_within(&mut ws, Duration::from_millis(800))
-        .await
-        .is_empty());
+    let trade = json!({"symbol": "MSFT", "side": "BUY", "quantity": 1, "price": 3.0});
+    server.publish("trades", trade, Some("MSFT")).await;
+    let (_, before) = next_type(&mut ws, "trade_executed").await;
+    assert!(before.is_empty(), "nothing of the channel left: {before:?}");
     // Unsubscribing what is not followed is an error, and nothing breaks.
     send_json(
         &mut ws,
@@ -173,30 +177,30 @@ async fn prices_are_conflated_to_the_latest_per_symbol_each_interval() {
     let subscribe = json!({"type": "subscribe", "channel": "price_updates", "symbols": ["AAPL"]});
     send_json(&mut ws, subscribe).await;
     next_type(&mut ws, "subscribed").await;
-    for i in 0..50 {
-        let price = 150.0 + f64::from(i) / 100.0;
-        server
-            .publish(
+    // 50 updates of one symbol (and one of another) in one request.
+    let mut batch: Vec<(&str, Value, &str)> = (0..50)
+        .map(|i| {
+            let price = 150.0 + f64::from(i) / 100.0;
+            (
                 "market-data",
                 json!({"symbol": "AAPL", "price": price}),
-                Some("AAPL"),
+                "AAPL",
             )
-            .await;
-    }
-    server
-        .publish(
-            "market-data",
-            json!({"symbol": "MSFT", "price": 380.0}),
-            Some("MSFT"),
-        )
-        .await;
+        })
+        .collect();
+    batch.push((
+        "market-data",
+        json!({"symbol": "MSFT", "price": 380.0}),
+        "MSFT",
+    ));
+    publish_all(&server, &batch).await;
     let frames = frames_within(&mut ws, Duration::from_millis(2600)).await;
     let updates: Vec<&Value> = frames
         .iter()
         .filter(|f| f["type"] == "price_update")
         .collect();
-    // 50 updates in well under a second: one frame, or two if they
-    // straddled a boundary — never one per update.
+    // One frame, or two if the batch straddled a boundary — never one per
+    // update.
     assert!(
         (1..=2).contains(&updates.len()),
         "one frame per interval: {frames:?}"
@@ -308,4 +312,102 @@ async fn each_bad_input_gets_an_error_and_the_connection_stays_usable() {
     // Still auto-subscribed: bad input changed nothing.
     signal(&server, "AAPL", 1.0).await;
     next_type(&mut ws, "signal").await;
+}
+
+#[tokio::test]
+async fn symbols_added_to_a_conflated_channel_get_their_state_at_once() {
+    let server = TestServer::start("[simple]\nprice_update_interval_seconds = 30");
+    let prices = [("AAPL", 150.0), ("MSFT", 380.0)];
+    let batch: Vec<(&str, Value, &str)> = prices
+        .iter()
+        .map(|(s, p)| ("market-data", json!({"symbol": s, "price": p}), *s))
+        .collect();
+    publish_all(&server, &batch).await;
+    let mut ws = simple(&server, "").await;
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "price_updates", "symbols": ["AAPL"]}),
+    )
+    .await;
+    let (_, before) = next_type(&mut ws, "subscribed").await;
+    let (state, _) = next_type(&mut ws, "price_update").await;
+    assert_eq!(
+        state["symbols"],
+        json!({"AAPL": {"symbol": "AAPL", "price": 150.0}}),
+        "{before:?}"
+    );
+    // MSFT has not changed since, and the interval is long: its state comes
+    // now because the subscription grew.
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "price_updates", "symbols": ["MSFT"]}),
+    )
+    .await;
+    next_type(&mut ws, "subscribed").await;
+    let (state, _) = next_type(&mut ws, "price_update").await;
+    assert_eq!(state["symbols"]["MSFT"]["price"], 380.0, "{state}");
+}
+
+#[tokio::test]
+async fn the_first_subscribe_replaces_the_automatic_set_even_after_an_unsubscribe() {
+    let server = simple_server("", "");
+    let mut ws = simple_ready(&server, "").await;
+    send_json(&mut ws, json!({"type": "unsubscribe", "channel": "trades"})).await;
+    next_type(&mut ws, "unsubscribed").await;
+    // A bad subscribe changes nothing: still following signals.
+    send_json(&mut ws, json!({"type": "subscribe", "channel": "news"})).await;
+    next_type(&mut ws, "error").await;
+    signal(&server, "AAPL", 1.0).await;
+    next_type(&mut ws, "signal").await;
+    // The first good subscribe: prices of AAPL only, nothing else.
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "price_updates", "symbols": ["AAPL"]}),
+    )
+    .await;
+    next_type(&mut ws, "subscribed").await;
+    signal(&server, "AAPL", 2.0).await;
+    let batch = [
+        (
+            "market-data",
+            json!({"symbol": "MSFT", "price": 1.0}),
+            "MSFT",
+        ),
+        (
+            "market-data",
+            json!({"symbol": "AAPL", "price": 2.0}),
+            "AAPL",
+        ),
+    ];
+    publish_all(&server, &batch).await;
+    let (update, skipped) = next_type(&mut ws, "price_update").await;
+    assert_eq!(
+        update["symbols"],
+        json!({"AAPL": {"symbol": "AAPL", "price": 2.0}})
+    );
+    assert!(skipped.iter().all(|f| f["type"] != "signal"), "{skipped:?}");
+}
+
+#[tokio::test]
+async fn a_flood_of_messages_is_limited_with_one_error() {
+    let server = simple_server("", "messages_per_second = 5");
+    let mut ws = simple_ready(&server, "").await;
+    for _ in 0..30 {
+        send_json(&mut ws, json!({"type": "ping"})).await;
+    }
+    let frames = frames_within(&mut ws, Duration::from_millis(1500)).await;
+    let pongs = frames.iter().filter(|f| f["type"] == "pong").count();
+    let errors: Vec<&Value> = frames.iter().filter(|f| f["type"] == "error").collect();
+    assert!(
+        pongs <= 11,
+        "a burst of twice the rate, then the rate: {pongs}"
+    );
+    // One error per run of refused messages (a slow sender may see the
+    // bucket refill once or twice in between).
+    assert!((1..=3).contains(&errors.len()), "{frames:?}");
+    assert!(pongs + errors.len() < 30, "refused messages are not all answered");
+    assert!(
+        errors[0]["error"].as_str().unwrap().contains("Rate limit"),
+        "{frames:?}"
+    );
 }

@@ -21,10 +21,10 @@ async fn status(server: &TestServer) -> Value {
 async fn status_reports_settings_connections_and_stream_health() {
     let server = simple_server(
         "",
-        "ping_interval_seconds = 20\nmax_connections = 50\nstale_after_intervals = 1",
+        "ping_interval_seconds = 20\nmax_connections = 50\nstale_after_intervals = 2",
     );
-    let _a = simple(&server, "").await;
-    let _b = simple(&server, "").await;
+    let _a = simple_ready(&server, "").await;
+    let _b = simple_ready(&server, "").await;
     server
         .publish(
             "market-data",
@@ -54,8 +54,8 @@ async fn status_reports_settings_connections_and_stream_health() {
         (&json!(false), &Value::Null)
     );
 
-    // The feed stops: after one interval (and a margin) the stream is unhealthy.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // The feed stops: after two intervals (and a margin) the stream is unhealthy.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let body = status(&server).await;
     let prices = &body["stream_health"]["price_updates"];
     assert_eq!(prices["is_healthy"], false, "{body}");
@@ -78,7 +78,7 @@ async fn status_reports_settings_connections_and_stream_health() {
 #[tokio::test]
 async fn connections_beyond_the_limit_are_told_to_try_again_later() {
     let server = simple_server("", "max_connections = 1");
-    let mut first = simple(&server, "").await;
+    let mut first = simple_ready(&server, "").await;
     let mut second = simple(&server, "").await;
     let (code, reason) = close_code(&mut second).await;
     assert_eq!(code, 1013, "{reason}");
@@ -117,4 +117,70 @@ async fn api_keys_can_be_required() {
         .expect("handshake");
     send_json(&mut keyed, json!({"type": "ping"})).await;
     next_type(&mut keyed, "pong").await;
+}
+
+#[tokio::test]
+async fn silent_clients_are_pinged_and_stay_open_by_answering() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = simple_server("", "ping_interval_seconds = 1");
+    let mut ws = simple(&server, "").await;
+    // Silent for several ping intervals (the client library answers each
+    // ping with a pong by itself): pinged each time, never closed.
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(4500);
+    while let Ok(frame) = tokio::time::timeout_at(deadline, ws.next()).await {
+        match frame.expect("stream open").expect("frame read") {
+            Message::Ping(_) => pings += 1,
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+    assert!(pings >= 2, "{pings} pings in 4.5 s of silence");
+    send_json(&mut ws, json!({"type": "ping"})).await;
+    next_type(&mut ws, "pong").await;
+}
+
+#[tokio::test]
+async fn a_key_reads_only_the_channels_its_scope_allows() {
+    let keys = "[[api_keys]]\nkey = \"narrow-key-000\"\nroles = [\"subscribe\"]\nsubscribe = [\"signals\"]\n";
+    let server = TestServer::start_with_keys(
+        "[simple]\nrequire_api_key = true\nprice_update_interval_seconds = 1\n",
+        keys,
+    );
+    server
+        .publish(
+            "market-data",
+            json!({"symbol": "AAPL", "price": 1.0}),
+            Some("AAPL"),
+        )
+        .await;
+    let mut ws = server
+        .try_connect("/ws", &[("X-API-Key", "narrow-key-000")])
+        .await
+        .expect("handshake");
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "portfolio"}),
+    )
+    .await;
+    let (error, before) = next_type(&mut ws, "error").await;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not read portfolio"),
+        "{error}"
+    );
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "price_updates"}),
+    )
+    .await;
+    next_type(&mut ws, "error").await;
+    // Automatically followed: signals only, never the prices it may not read.
+    let frames = frames_within(&mut ws, Duration::from_millis(1500)).await;
+    let kinds: Vec<&Value> = before.iter().chain(&frames).map(|f| &f["type"]).collect();
+    assert!(kinds.iter().all(|k| *k != "price_update"), "{kinds:?}");
 }

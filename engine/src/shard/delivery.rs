@@ -116,6 +116,7 @@ impl ShardState {
         let mut tally = self.tally.borrow_mut();
         let mut dirty = self.dirty.borrow_mut();
         let now = self.now();
+        let mut filtered = 0;
         for sub in list {
             if msg.seq <= sub.after_seq {
                 continue;
@@ -123,7 +124,7 @@ impl ShardState {
             let conn = &sub.conn;
             if sub.filter.as_ref().is_some_and(|f| !f.admits(msg)) {
                 conn.state.borrow_mut().mailbox.counts.filtered += 1;
-                tally.count(msg.topic, |c| c.filtered += 1);
+                filtered += 1;
                 continue;
             }
             let frame = frames.get(msg, conn.delivery.format, formats);
@@ -146,6 +147,9 @@ impl ShardState {
                     conn.request_close(CloseReason::SlowConsumer);
                 }
             }
+        }
+        if filtered > 0 {
+            tally.count(msg.topic, |c| c.filtered += filtered);
         }
         frames.clear();
     }

@@ -60,7 +60,7 @@ impl ShardState {
             .get_mut(held.slot.get())
             .filter(|s| s.conn.key == conn.key)
         {
-            sub.filter = filter;
+            sub.filter = filter.map(Box::new);
         } else {
             debug_assert!(false, "subscriber slot out of date");
         }

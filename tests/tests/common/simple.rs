@@ -25,6 +25,28 @@ pub async fn simple(server: &TestServer, query: &str) -> Ws {
         .expect("handshake")
 }
 
+/// Connects to `/ws` with `query` and waits until its session runs (a
+/// ping answered: the connection is admitted and auto-subscribed).
+pub async fn simple_ready(server: &TestServer, query: &str) -> Ws {
+    let mut ws = simple(server, query).await;
+    super::send_json(&mut ws, serde_json::json!({"type": "ping"})).await;
+    next_type(&mut ws, "pong").await;
+    ws
+}
+
+/// Publishes `messages` (`(channel, data, key)`) in one HTTP batch.
+pub async fn publish_all(server: &TestServer, messages: &[(&str, Value, &str)]) {
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|(channel, data, key)| serde_json::json!({"channel": channel, "data": data, "key": key}))
+        .collect();
+    let body = serde_json::json!({ "messages": messages }).to_string();
+    let (status, answer) = server
+        .http("POST", "/api/v1/publish", Some(super::PUB), Some(&body))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
 /// Every text frame that arrives within `window`, as JSON.
 pub async fn frames_within(ws: &mut Ws, window: Duration) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + window;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use shardcast_engine::validate_name;
+use shardcast_engine::{validate_name, RateLimit};
 
 use super::message::Channel;
 use crate::config::{invalid, ConfigError};
@@ -23,6 +23,7 @@ pub struct RawSimple {
     pub max_connections: Option<usize>,
     pub max_symbols: Option<usize>,
     pub stale_after_intervals: Option<u32>,
+    pub messages_per_second: Option<u32>,
     #[serde(default)]
     pub feeds: RawFeeds,
 }
@@ -84,6 +85,10 @@ pub struct SimpleConfig {
     /// A stream whose feed has been silent for this many of its intervals
     /// is reported unhealthy (signals and trades: of the price interval).
     pub stale_after_intervals: u32,
+    /// Client messages a connection may send per second (twice that at once).
+    pub messages_per_second: u32,
+    /// That limit as a token bucket.
+    pub message_rate: RateLimit,
     /// The topic feeding each channel.
     pub feeds: Feeds,
 }
@@ -106,12 +111,16 @@ impl RawSimple {
             ));
         }
         let max_symbols = self.max_symbols.unwrap_or(1000);
-        if !(1..=100_000).contains(&max_symbols) {
-            return Err(invalid("simple.max_symbols", "from 1 to 100000"));
+        if !(1..=10_000).contains(&max_symbols) {
+            return Err(invalid("simple.max_symbols", "from 1 to 10000"));
         }
         let stale_after_intervals = self.stale_after_intervals.unwrap_or(3);
         if !(1..=1000).contains(&stale_after_intervals) {
             return Err(invalid("simple.stale_after_intervals", "from 1 to 1000"));
+        }
+        let messages_per_second = self.messages_per_second.unwrap_or(20);
+        if !(1..=10_000).contains(&messages_per_second) {
+            return Err(invalid("simple.messages_per_second", "from 1 to 10000"));
         }
         let feed = |field: &'static str, value: &Option<String>, default: &str| {
             let name = value.clone().unwrap_or_else(|| default.into());
@@ -148,6 +157,12 @@ impl RawSimple {
             max_connections,
             max_symbols,
             stale_after_intervals,
+            messages_per_second,
+            message_rate: RateLimit::new(
+                messages_per_second,
+                Duration::from_secs(1),
+                messages_per_second.saturating_mul(2),
+            ),
             feeds: Feeds {
                 price_updates: feed(
                     "simple.feeds.price_updates",

@@ -4,23 +4,30 @@
 //! Owned by one shard thread (a thread-local: a session runs on its
 //! connection's shard). Every interval is a numbered tick counted from one
 //! origin, so all the sessions of a shard wake in the same shard tick and
-//! ask for the same tick number. A frame depends on the channel, the tick,
-//! the position the subscriber was last sent (`since`) and its symbols;
-//! subscribers that agree on all four get one `Bytes`. Sessions record the
-//! position each tick examined even when it had nothing for them, so
-//! subscribers of a channel converge on one `since` after one interval.
-//! Entries of older ticks are dropped when a channel's tick advances.
+//! ask for the same tick number. The first to ask reads the feed topic's
+//! state for the tick, with each message's symbol (once per tick); a frame
+//! then depends on the position the subscriber was last sent (`since`) and
+//! its symbols, and subscribers that agree on both get one `Bytes`.
+//! Sessions record the position each tick examined even when it had nothing
+//! for them, so subscribers of a channel converge on one `since` after one
+//! interval. A tick keeps at most [`MAX_FRAMES_PER_TICK`] frames; past that
+//! (as many distinct subscriptions on one shard) frames are built per
+//! subscriber. A channel's entries go when its tick advances.
 
-use std::cell::RefCell;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use shardcast_engine::Position;
 
-use super::frames::Symbols;
+use super::frames::{Entry, Symbols};
 use super::message::Channel;
+
+/// Most distinct frames a shard keeps for one channel's tick: a bound on
+/// the memory distinct subscriptions can hold, far above what a shard's
+/// clients share in practice.
+pub const MAX_FRAMES_PER_TICK: usize = 4096;
 
 /// What one tick built for one subscription: the position it examined and
 /// its frame (`None`: nothing to send).
@@ -32,63 +39,81 @@ pub struct Built {
     pub frame: Option<Bytes>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
-    channel: Channel,
-    tick: u64,
-    since: Option<Position>,
-    symbols: u64,
+/// A feed's state as one tick read it: its position and its latest message
+/// per key, each with its symbol.
+pub type State = Rc<(Position, Vec<Entry>)>;
+
+/// A digest of a symbol set, computed when the set changes.
+pub fn digest(symbols: &Symbols) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    symbols.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// One channel's current tick.
+struct Tick {
+    number: u64,
+    state: Option<State>,
+    frames: HashMap<(Option<Position>, u64), Vec<(Symbols, Built)>>,
+    kept: usize,
 }
 
 /// Frames of the current tick of each channel. Owned by one shard thread.
 #[derive(Default)]
 pub struct Conflation {
-    ticks: HashMap<Channel, u64>,
-    frames: HashMap<Key, Vec<(Symbols, Built)>>,
-    /// Frames built since start (for tests and the debug log).
+    ticks: HashMap<Channel, Tick>,
+    /// Frames built since start.
     pub built: u64,
 }
 
 impl Conflation {
     /// The frame of `channel` at `tick` for a subscriber last sent `since`
-    /// and wanting `symbols`, made by `make` unless another subscriber of
-    /// this shard already asked for the same.
+    /// and wanting `symbols` (whose [`digest`] is `hash`): `make` builds it
+    /// from the tick's state (read by `read` once per tick) unless another
+    /// subscriber of this shard asked for the same.
     pub fn frame(
         &mut self,
-        channel: Channel,
-        tick: u64,
+        (channel, tick): (Channel, u64),
         since: Option<Position>,
-        symbols: &Symbols,
-        make: impl FnOnce() -> Built,
+        (symbols, hash): (&Symbols, u64),
+        read: impl FnOnce() -> State,
+        make: impl FnOnce(&State) -> Option<Bytes>,
     ) -> Built {
-        let current = self.ticks.entry(channel).or_insert(tick);
-        if *current != tick {
-            *current = tick;
-            self.frames
-                .retain(|key, _| key.channel != channel || key.tick == tick);
+        let current = self.ticks.entry(channel).or_insert_with(|| Tick {
+            number: tick,
+            state: None,
+            frames: HashMap::new(),
+            kept: 0,
+        });
+        if current.number != tick {
+            *current = Tick {
+                number: tick,
+                state: None,
+                frames: HashMap::new(),
+                kept: 0,
+            };
         }
-        let mut hasher = DefaultHasher::new();
-        symbols.hash(&mut hasher);
-        let key = Key {
-            channel,
-            tick,
-            since,
-            symbols: hasher.finish(),
-        };
-        let bucket = self.frames.entry(key).or_default();
+        let state = Rc::clone(current.state.get_or_insert_with(read));
+        let bucket = current.frames.entry((since, hash)).or_default();
         if let Some((_, built)) = bucket.iter().find(|(s, _)| s == symbols) {
             return built.clone();
         }
-        let built = make();
+        let built = Built {
+            position: state.0,
+            frame: make(&state),
+        };
         self.built += 1;
-        bucket.push((symbols.clone(), built.clone()));
+        if current.kept < MAX_FRAMES_PER_TICK {
+            current.kept += 1;
+            bucket.push((symbols.clone(), built.clone()));
+        }
         built
     }
 }
 
 thread_local! {
     /// This shard's conflated frames.
-    pub static CONFLATION: RefCell<Conflation> = RefCell::default();
+    pub static CONFLATION: std::cell::RefCell<Conflation> = std::cell::RefCell::default();
 }
 
 #[cfg(test)]
@@ -104,33 +129,44 @@ mod tests {
     }
 
     #[test]
-    fn one_frame_per_tick_since_and_symbol_set() {
+    fn one_state_per_tick_and_one_frame_per_since_and_symbol_set() {
         let mut cache = Conflation::default();
-        let aapl = Symbols::Only(["AAPL".to_string()].into());
-        let make = |seq| {
-            move || Built {
-                position: at(seq),
-                frame: Some(Bytes::from(format!("state {seq}"))),
-            }
+        let all = (&Symbols::All, digest(&Symbols::All));
+        let aapl_set = Symbols::Only(["AAPL".to_string()].into());
+        let aapl = (&aapl_set, digest(&aapl_set));
+        let reads = std::cell::Cell::new(0);
+        let read = |seq| {
+            reads.set(reads.get() + 1);
+            Rc::new((at(seq), Vec::new()))
         };
-        let p = Channel::PriceUpdates;
-        let first = cache.frame(p, 1, None, &Symbols::All, make(5));
-        // Same tick, since and set: shared, whatever make would say now.
-        assert_eq!(cache.frame(p, 1, None, &Symbols::All, make(6)), first);
-        assert_eq!(cache.built, 1);
-        // Another set, another since, another channel: built each.
-        cache.frame(p, 1, None, &aapl, make(5));
-        cache.frame(p, 1, Some(at(2)), &Symbols::All, make(5));
-        cache.frame(Channel::Portfolio, 1, None, &Symbols::All, make(5));
-        assert_eq!(cache.built, 4);
-        // The next tick builds again and forgets the last one's frames of
-        // that channel only.
-        let next = cache.frame(p, 2, None, &Symbols::All, make(7));
-        assert_eq!(next.position, at(7));
+        let make = |state: &State| Some(Bytes::from(format!("state {}", state.0.seq)));
+        let p = (Channel::PriceUpdates, 1);
+        let first = cache.frame(p, None, all, || read(5), make);
+        assert_eq!(first.position, at(5));
+        // Same tick, since and set: shared, and the state is not read again.
+        assert_eq!(cache.frame(p, None, all, || read(6), make), first);
+        // Another set or another since: built from the same state.
+        assert_eq!(cache.frame(p, None, aapl, || read(6), make).position, at(5));
+        cache.frame(p, Some(at(2)), all, || read(6), make);
+        assert_eq!((cache.built, reads.get()), (3, 1));
+        // Another channel, and the next tick, read their own state.
+        cache.frame((Channel::Portfolio, 1), None, all, || read(7), make);
+        let next = cache.frame((Channel::PriceUpdates, 2), None, all, || read(8), make);
+        assert_eq!((next.position, reads.get()), (at(8), 3));
+    }
+
+    #[test]
+    fn a_tick_keeps_a_bounded_number_of_frames() {
+        let mut cache = Conflation::default();
+        let p = (Channel::PriceUpdates, 1);
+        let state = || Rc::new((at(1), Vec::new()));
+        for i in 0..MAX_FRAMES_PER_TICK + 10 {
+            let set = Symbols::Only([i.to_string()].into());
+            cache.frame(p, None, (&set, digest(&set)), state, |_| None);
+        }
         assert_eq!(
-            cache.frames.len(),
-            2,
-            "tick 2 of prices, tick 1 of the portfolio"
+            cache.ticks[&Channel::PriceUpdates].kept,
+            MAX_FRAMES_PER_TICK
         );
     }
 }

@@ -210,6 +210,28 @@ fn timestamp(out: &mut BytesMut, at: SystemTime) {
     out.put_u8(b'"');
 }
 
+/// One message of a topic's latest state with its symbol, read once per
+/// state and shared by every frame built from it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// [`symbol_of`] the message.
+    pub symbol: Option<Box<str>>,
+    /// The message.
+    pub msg: Arc<Message>,
+}
+
+/// `state` (a topic's latest message per key, oldest first) with each
+/// message's symbol.
+pub fn annotate(state: Vec<Arc<Message>>) -> Vec<Entry> {
+    state
+        .into_iter()
+        .map(|msg| Entry {
+            symbol: symbol_of(&msg),
+            msg,
+        })
+        .collect()
+}
+
 /// Whether `msg` came after `since` (every message does after nothing, or
 /// after a position of another epoch).
 fn is_newer(msg: &Message, since: Option<Position>) -> bool {
@@ -217,21 +239,21 @@ fn is_newer(msg: &Message, since: Option<Position>) -> bool {
 }
 
 /// The `price_update` of every wanted symbol whose latest price in `state`
-/// (a topic's latest message per key, oldest first) came after `since`;
-/// `None` when there is none.
+/// ([`annotate`]d, oldest first) came after `since`; `None` when there is
+/// none.
 pub fn price_update(
-    state: &[Arc<Message>],
+    state: &[Entry],
     since: Option<Position>,
     symbols: &Symbols,
     now: SystemTime,
 ) -> Option<Bytes> {
-    let mut latest: BTreeMap<Box<str>, &Message> = BTreeMap::new();
-    for msg in state.iter().filter(|m| is_newer(m, since)) {
-        let Some(symbol) = symbol_of(msg) else {
+    let mut latest: BTreeMap<&str, &Message> = BTreeMap::new();
+    for entry in state.iter().filter(|e| is_newer(&e.msg, since)) {
+        let Some(symbol) = entry.symbol.as_deref() else {
             continue;
         };
-        if symbols.admits(Some(&symbol)) {
-            latest.insert(symbol, msg);
+        if symbols.admits(Some(symbol)) {
+            latest.insert(symbol, &entry.msg);
         }
     }
     if latest.is_empty() {
@@ -255,15 +277,15 @@ pub fn price_update(
     Some(frame.finish(OpCode::Text))
 }
 
-/// The `portfolio_update` of `state` (a topic's latest message per key):
+/// The `portfolio_update` of `state` ([`annotate`]d latest message per key):
 /// each wanted position by symbol, `total_pnl` (the sum of their
 /// `unrealized_pnl`, or `unrealizedPnl`) and `position_count`. A topic whose
 /// state is one unkeyed message with a `positions` object publishes whole
 /// portfolios: that object's entries are the positions.
-pub fn portfolio_update(state: &[Arc<Message>], symbols: &Symbols, now: SystemTime) -> Bytes {
+pub fn portfolio_update(state: &[Entry], symbols: &Symbols, now: SystemTime) -> Bytes {
     let mut positions: BTreeMap<String, Value> = BTreeMap::new();
     let whole = match state {
-        [only] if only.key.is_none() => serde_json::from_slice::<Value>(&only.data)
+        [only] if only.msg.key.is_none() => serde_json::from_slice::<Value>(&only.msg.data)
             .ok()
             .and_then(|mut v| v.get_mut("positions").map(Value::take))
             .and_then(|p| match p {
@@ -275,14 +297,14 @@ pub fn portfolio_update(state: &[Arc<Message>], symbols: &Symbols, now: SystemTi
     match whole {
         Some(map) => positions.extend(map.into_iter().filter(|(s, _)| symbols.admits(Some(s)))),
         None => {
-            for msg in state {
-                let Some(symbol) = symbol_of(msg) else {
+            for entry in state {
+                let Some(symbol) = entry.symbol.as_deref() else {
                     continue;
                 };
-                if !symbols.admits(Some(&symbol)) {
+                if !symbols.admits(Some(symbol)) {
                     continue;
                 }
-                if let Ok(value) = serde_json::from_slice::<Value>(&msg.data) {
+                if let Ok(value) = serde_json::from_slice::<Value>(&entry.msg.data) {
                     positions.insert(symbol.into(), value);
                 }
             }

@@ -65,7 +65,7 @@ fn symbol_sets_grow_shrink_and_invert() {
 }
 
 #[test]
-fn the_filter_asks_each_message_its_symbol_once_per_message() {
+fn the_filter_reads_each_message_symbol() {
     let filter = SymbolFilter(only(&["AAPL"]));
     let aapl = message(1, None, r#"{"symbol":"AAPL"}"#);
     let msft = message(2, Some("MSFT"), r#"{}"#);
@@ -104,11 +104,11 @@ fn live_events_merge_type_symbol_and_timestamp_into_the_data() {
 
 #[test]
 fn a_price_update_holds_the_latest_of_each_wanted_symbol_that_changed() {
-    let state = [
+    let state = annotate(vec![
         message(3, Some("AAPL"), r#"{"price":1.5}"#),
         message(7, Some("MSFT"), r#"{"price":2.5}"#),
         message(9, Some("TSLA"), r#"{"price":3.5}"#),
-    ];
+    ]);
     let now = UNIX_EPOCH;
     let since = Some(Position {
         epoch: Epoch::from_u64(1),
@@ -137,10 +137,10 @@ fn a_price_update_holds_the_latest_of_each_wanted_symbol_that_changed() {
 
 #[test]
 fn a_portfolio_update_has_the_documented_shape() {
-    let state = [
+    let state = annotate(vec![
         message(1, Some("P-1"), r#"{"symbol":"AAPL","unrealized_pnl":12.5}"#),
         message(2, Some("P-2"), r#"{"symbol":"MSFT","unrealizedPnl":-2.25}"#),
-    ];
+    ]);
     let value = payload(&portfolio_update(&state, &Symbols::All, UNIX_EPOCH));
     assert_eq!(value["type"], "portfolio_update");
     assert_eq!(value["channel"], "portfolio");
@@ -150,11 +150,11 @@ fn a_portfolio_update_has_the_documented_shape() {
     let narrowed = payload(&portfolio_update(&state, &only(&["MSFT"]), UNIX_EPOCH));
     assert_eq!(narrowed["data"]["position_count"], 1);
 
-    let whole = [message(
+    let whole = annotate(vec![message(
         4,
         None,
         r#"{"positions":{"AAPL":{"unrealized_pnl":1},"MSFT":{"unrealized_pnl":2}},"total_pnl":3}"#,
-    )];
+    )]);
     let value = payload(&portfolio_update(&whole, &only(&["AAPL"]), UNIX_EPOCH));
     assert_eq!(value["data"]["position_count"], 1);
     assert_eq!(value["data"]["total_pnl"], 1.0);

@@ -43,7 +43,9 @@ use crate::auth::{AuthError, Credential, Principal, Role, Roles, Scope};
 use crate::config::ServerConfig;
 use crate::App;
 pub use config::{Feeds, RawFeeds, RawSimple, SimpleConfig};
-pub use frames::{live_event, portfolio_update, price_update, symbol_of, Symbols};
+pub use frames::{
+    annotate, live_event, portfolio_update, price_update, symbol_of, Entry, SymbolFilter, Symbols,
+};
 pub use message::{parse, Channel, Invalid, Request};
 pub use session::SimpleSession;
 

@@ -14,12 +14,17 @@
 //!    subscriptions: at each of the channel's interval boundaries (counted
 //!    from one origin, so a shard's sessions wake together) the session
 //!    sends the frame `conflate.rs` built for its tick, position and symbols.
-//!    A channel just subscribed gets its current state at once.
+//!    A channel just subscribed (or whose symbols grew) gets its current
+//!    state at once, read afresh for it alone.
 //! 5. **Liveness**: a client silent for `ping_interval` is sent a WebSocket
 //!    ping (clients answer with a pong by themselves); the engine closes one
 //!    silent for three intervals.
+//! 6. **Limits**: at most `[simple] messages_per_second` client messages
+//!    (twice that in a burst); past it a message is not acted on, and the
+//!    first such message of a run gets an `error`.
 //!
-//! Every bad message gets an `error` frame and changes nothing.
+//! Every bad message gets an `error` frame and changes nothing: a request
+//! is checked whole (symbols, scope, the topic) before anything changes.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -29,11 +34,13 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use shardcast_engine::frame::{self, OpCode};
-use shardcast_engine::{CloseReason, ConnCtx, Position, ProtocolCloseCode, Replay, Session};
+use shardcast_engine::{
+    CloseReason, ConnCtx, Position, ProtocolCloseCode, RateLimiter, Replay, Session,
+};
 use tracing::debug;
 
-use super::conflate::{Built, CONFLATION};
-use super::frames::{portfolio_update, price_update, SymbolFilter, Symbols};
+use super::conflate::{digest, CONFLATION};
+use super::frames::{annotate, portfolio_update, price_update, Entry, SymbolFilter, Symbols};
 use super::message::{parse, Channel, Request};
 use super::Shared;
 use crate::auth::Principal;
@@ -47,6 +54,8 @@ const TRY_AGAIN_LATER: ProtocolCloseCode = ProtocolCloseCode::new(1013);
 #[derive(Debug)]
 struct Followed {
     symbols: Symbols,
+    /// [`digest`] of `symbols`.
+    hash: u64,
     /// Conflated channels: the position of the state last sent (or looked at).
     sent: Option<Position>,
     /// Conflated channels: the last tick served.
@@ -66,6 +75,10 @@ pub struct SimpleSession {
     last_ping: Instant,
     /// Holds one of the endpoint's connection slots.
     admitted: bool,
+    messages: RateLimiter,
+    /// Whether the last message was refused for the rate (one error per run).
+    limited: bool,
+    opened: Instant,
 }
 
 #[derive(Serialize)]
@@ -73,7 +86,7 @@ struct Ack<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     channel: &'static str,
-    symbols: Option<Vec<&'a str>>,
+    symbols: Option<&'a [String]>,
     timestamp: String,
 }
 
@@ -90,6 +103,9 @@ impl SimpleSession {
             last_heard: now,
             last_ping: now,
             admitted: false,
+            messages: RateLimiter::default(),
+            limited: false,
+            opened: now,
         }
     }
 
@@ -101,37 +117,49 @@ impl SimpleSession {
         })));
     }
 
-    fn ack(ctx: &mut ConnCtx<'_>, kind: &'static str, channel: Channel, symbols: Option<&Symbols>) {
+    /// `subscribed` / `unsubscribed`, echoing the request.
+    fn ack(
+        ctx: &mut ConnCtx<'_>,
+        kind: &'static str,
+        channel: Channel,
+        symbols: Option<&[String]>,
+    ) {
         ctx.send(json_frame(&Ack {
             kind,
             channel: channel.name(),
-            symbols: symbols.and_then(Symbols::listed),
+            symbols,
             timestamp: iso(SystemTime::now()),
         }));
     }
 
-    /// Follows `channel` for `symbols` (added to what it follows already).
+    /// Follows `channel` for `symbols`, added to what it follows already
+    /// (or instead of it: `replace`). Checks everything before changing
+    /// anything; `Ok(true)` when the channel's state should be sent now.
     fn follow(
         &mut self,
         ctx: &mut ConnCtx<'_>,
         channel: Channel,
         symbols: Option<&[String]>,
-    ) -> Result<(), String> {
-        let limit = self.shared.config.max_symbols;
-        // A channel not followed yet starts from no symbols at all.
-        let mut wanted = match self.channels.get(&channel) {
-            Some(followed) => followed.symbols.clone(),
-            None => Symbols::Only(Default::default()),
+        replace: bool,
+    ) -> Result<bool, String> {
+        let feed = self.shared.feed(channel);
+        if !self.principal.may_subscribe(feed) {
+            return Err(format!("these credentials may not read {}", channel.name()));
+        }
+        let held = if replace {
+            None
+        } else {
+            self.channels.get(&channel)
         };
+        // A channel not followed yet starts from no symbols at all.
+        let mut wanted =
+            held.map_or_else(|| Symbols::Only(Default::default()), |f| f.symbols.clone());
         wanted
-            .add(symbols, limit)
+            .add(symbols, self.shared.config.max_symbols)
             .map_err(|e| format!("Too many symbols: at most {} per channel", e.0))?;
+        let changed = held.is_none_or(|f| f.symbols != wanted);
         if channel.is_live() {
-            let feed = self.shared.feed(channel);
             if !self.channels.contains_key(&channel) {
-                if !self.principal.may_subscribe(feed) {
-                    return Err(format!("these credentials may not read {feed}"));
-                }
                 ctx.subscribe(feed, Replay::None, Some(&self.principal.quota))
                     .map_err(|e| format!("Cannot subscribe to {}: {e}", channel.name()))?;
             }
@@ -139,19 +167,21 @@ impl SimpleSession {
                 (wanted != Symbols::All).then(|| Rc::new(SymbolFilter(wanted.clone())) as Rc<_>);
             ctx.filter(feed, filter);
         }
-        let fresh = !self.channels.contains_key(&channel);
+        let hash = digest(&wanted);
         let followed = self.channels.entry(channel).or_insert(Followed {
             symbols: Symbols::All,
+            hash,
             sent: None,
             tick: None,
         });
         followed.symbols = wanted;
-        if fresh && !channel.is_live() {
-            // Its state now, then at each boundary.
-            let tick = self.shared.tick(channel, Instant::now());
-            self.send_conflated(ctx, channel, tick);
+        followed.hash = hash;
+        if changed && !channel.is_live() {
+            followed.sent = None;
+            followed.tick = None;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Stops following `symbols` of `channel` (`None`: all of it).
@@ -160,7 +190,7 @@ impl SimpleSession {
         ctx: &mut ConnCtx<'_>,
         channel: Channel,
         symbols: Option<&[String]>,
-    ) -> Result<Option<Symbols>, String> {
+    ) -> Result<(), String> {
         let Some(followed) = self.channels.get_mut(&channel) else {
             return Err(format!("Not subscribed to {}", channel.name()));
         };
@@ -174,59 +204,106 @@ impl SimpleSession {
             if channel.is_live() {
                 ctx.unsubscribe(feed);
             }
-            return Ok(None);
+            return Ok(());
         }
         if channel.is_live() {
             ctx.filter(feed, Some(Rc::new(SymbolFilter(left.clone()))));
         }
-        followed.symbols = left.clone();
-        Ok(Some(left))
+        followed.hash = digest(&left);
+        followed.symbols = left;
+        Ok(())
     }
 
-    /// Ends the automatic set: the first `subscribe` says what is wanted.
-    fn end_auto(&mut self, ctx: &mut ConnCtx<'_>) {
-        if std::mem::take(&mut self.auto) {
-            for channel in std::mem::take(&mut self.channels).into_keys() {
-                if channel.is_live() {
-                    ctx.unsubscribe(self.shared.feed(channel));
-                }
+    /// The first `subscribe`: `channel` alone replaces the automatic set,
+    /// once it is known to succeed.
+    fn replace_auto(
+        &mut self,
+        ctx: &mut ConnCtx<'_>,
+        channel: Channel,
+        symbols: Option<&[String]>,
+    ) -> Result<bool, String> {
+        let send = self.follow(ctx, channel, symbols, true)?;
+        self.auto = false;
+        let others: Vec<Channel> = self
+            .channels
+            .keys()
+            .copied()
+            .filter(|c| *c != channel)
+            .collect();
+        for other in others {
+            self.channels.remove(&other);
+            if other.is_live() {
+                ctx.unsubscribe(self.shared.feed(other));
             }
         }
+        Ok(send)
     }
 
-    /// Sends `channel`'s frame of `tick` if it has one for this client.
-    fn send_conflated(&mut self, ctx: &mut ConnCtx<'_>, channel: Channel, tick: u64) {
-        let Some(followed) = self.channels.get_mut(&channel) else {
+    /// The state of `channel`'s feed now, read for one connection.
+    fn read_state(
+        &self,
+        ctx: &ConnCtx<'_>,
+        channel: Channel,
+    ) -> Option<(Arc<shardcast_engine::Topic>, Position, Vec<Entry>)> {
+        let topic = ctx.engine().topics().get(self.shared.feed(channel))?;
+        let (position, state) = topic.peek(Replay::State(self.app.config.engine.history.max_keys));
+        let state = annotate(state.map(|r| r.messages).unwrap_or_default());
+        Some((topic, position, state))
+    }
+
+    /// Sends `channel`'s frame for this client: of `tick` (shared through
+    /// the shard's cache), or of the state now (`None`: just subscribed).
+    fn send_conflated(&mut self, ctx: &mut ConnCtx<'_>, channel: Channel, tick: Option<u64>) {
+        let Some(followed) = self.channels.get(&channel) else {
             return;
         };
-        if followed.tick == Some(tick) && followed.sent.is_some() {
+        if tick.is_some() && followed.tick == tick && followed.sent.is_some() {
             return;
         }
-        followed.tick = Some(tick);
+        let (since, symbols, hash) = (followed.sent, &followed.symbols, followed.hash);
+        let now = SystemTime::now();
+        let make = |state: &[Entry], position: Position| match channel {
+            Channel::PriceUpdates => price_update(state, since, symbols, now),
+            _ if since == Some(position) => None,
+            _ => Some(portfolio_update(state, symbols, now)),
+        };
         let Some(topic) = ctx.engine().topics().get(self.shared.feed(channel)) else {
             return;
         };
-        let max_keys = self.app.config.engine.history.max_keys;
-        let (since, symbols) = (followed.sent, &followed.symbols);
-        let built = CONFLATION.with(|cache| {
-            cache.borrow_mut().frame(channel, tick, since, symbols, || {
-                let (position, state) = topic.peek(Replay::State(max_keys));
-                let state = state.map(|r| r.messages).unwrap_or_default();
-                let now = SystemTime::now();
-                let frame = match channel {
-                    Channel::PriceUpdates => price_update(&state, since, symbols, now),
-                    _ if since == Some(position) => None,
-                    _ => Some(portfolio_update(&state, symbols, now)),
-                };
-                Built { position, frame }
-            })
-        });
-        let sent = match built.frame {
+        let (position, frame) = match tick {
+            Some(tick) => {
+                let built =
+                    CONFLATION.with(|cache| {
+                        cache.borrow_mut().frame(
+                            (channel, tick),
+                            since,
+                            (symbols, hash),
+                            || {
+                                let (_, position, state) = self
+                                    .read_state(ctx, channel)
+                                    .unwrap_or((Arc::clone(&topic), topic.position(), Vec::new()));
+                                Rc::new((position, state))
+                            },
+                            |state| make(&state.1, state.0),
+                        )
+                    });
+                (built.position, built.frame)
+            }
+            None => match self.read_state(ctx, channel) {
+                Some((_, position, state)) => (position, make(&state, position)),
+                None => return,
+            },
+        };
+        let sent = match frame {
             Some(frame) => ctx.send_state(&topic, frame),
             None => true,
         };
+        let Some(followed) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        followed.tick = tick.or(followed.tick);
         if sent {
-            followed.sent = Some(built.position);
+            followed.sent = Some(position);
         } else {
             // The outbox is full: the next tick sends what this one would
             // have, conflated with whatever came meanwhile.
@@ -246,6 +323,31 @@ impl SimpleSession {
             .fold(ping, Instant::min);
         ctx.wake_at(Some(next));
     }
+
+    /// Whether a client message at `now` is within the rate; the first one
+    /// past it gets an error.
+    fn admit_message(&mut self, ctx: &mut ConnCtx<'_>, now: Instant) -> bool {
+        let at = now.saturating_duration_since(self.opened).as_nanos() as u64;
+        if self
+            .messages
+            .try_acquire(self.shared.config.message_rate, at)
+        {
+            self.limited = false;
+            return true;
+        }
+        if !std::mem::replace(&mut self.limited, true) {
+            let limit = self.shared.config.messages_per_second;
+            Self::error(ctx, &format!("Rate limit exceeded: at most {limit} messages per second; this one was not acted on"));
+        }
+        false
+    }
+
+    /// Gives back the connection slot (once).
+    fn release(&mut self) {
+        if std::mem::take(&mut self.admitted) {
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Session for SimpleSession {
@@ -261,8 +363,12 @@ impl Session for SimpleSession {
         }
         self.admitted = true;
         for channel in Channel::ALL {
-            if let Err(e) = self.follow(ctx, channel, None) {
-                debug!(client = %ctx.client_id(), channel = channel.name(), error = %e, "automatic subscription refused");
+            match self.follow(ctx, channel, None, false) {
+                Ok(true) => self.send_conflated(ctx, channel, None),
+                Ok(false) => {}
+                Err(e) => {
+                    debug!(client = %ctx.client_id(), channel = channel.name(), error = %e, "automatic subscription refused");
+                }
             }
         }
         self.schedule(ctx, Instant::now());
@@ -271,6 +377,9 @@ impl Session for SimpleSession {
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
         let now = Instant::now();
         self.last_heard = now;
+        if !self.admit_message(ctx, now) {
+            return;
+        }
         let request = match parse(text, self.shared.config.max_symbols) {
             Ok(request) => request,
             Err(invalid) => {
@@ -281,19 +390,24 @@ impl Session for SimpleSession {
         match request {
             Request::Ping => ctx.send(json_frame(&serde_json::json!({"type": "pong"}))),
             Request::Subscribe { channel, symbols } => {
-                self.end_auto(ctx);
-                match self.follow(ctx, channel, symbols.as_deref()) {
-                    Ok(()) => {
-                        let now = self.channels.get(&channel).map(|f| &f.symbols);
-                        Self::ack(ctx, "subscribed", channel, now);
+                let result = if self.auto {
+                    self.replace_auto(ctx, channel, symbols.as_deref())
+                } else {
+                    self.follow(ctx, channel, symbols.as_deref(), false)
+                };
+                match result {
+                    Ok(send) => {
+                        Self::ack(ctx, "subscribed", channel, symbols.as_deref());
+                        if send {
+                            self.send_conflated(ctx, channel, None);
+                        }
                     }
                     Err(text) => Self::error(ctx, &text),
                 }
             }
             Request::Unsubscribe { channel, symbols } => {
-                self.auto = false;
                 match self.leave(ctx, channel, symbols.as_deref()) {
-                    Ok(left) => Self::ack(ctx, "unsubscribed", channel, left.as_ref()),
+                    Ok(()) => Self::ack(ctx, "unsubscribed", channel, symbols.as_deref()),
                     Err(text) => Self::error(ctx, &text),
                 }
             }
@@ -302,18 +416,21 @@ impl Session for SimpleSession {
     }
 
     fn on_binary(&mut self, ctx: &mut ConnCtx<'_>, _data: &mut [u8]) {
-        self.last_heard = Instant::now();
-        Self::error(
-            ctx,
-            "Invalid message format: binary messages are not accepted",
-        );
+        let now = Instant::now();
+        self.last_heard = now;
+        if self.admit_message(ctx, now) {
+            Self::error(
+                ctx,
+                "Invalid message format: binary messages are not accepted",
+            );
+        }
     }
 
     fn on_wake(&mut self, ctx: &mut ConnCtx<'_>) {
         let now = Instant::now();
         for channel in [Channel::PriceUpdates, Channel::Portfolio] {
             let tick = self.shared.tick(channel, now);
-            self.send_conflated(ctx, channel, tick);
+            self.send_conflated(ctx, channel, Some(tick));
         }
         let interval = self.shared.config.ping_interval;
         if now.saturating_duration_since(self.last_heard.max(self.last_ping)) >= interval {
@@ -322,12 +439,18 @@ impl Session for SimpleSession {
         }
         self.schedule(ctx, now);
     }
+
+    fn on_close(&mut self, _reason: &CloseReason) {
+        // At once, not when the close has finished flushing: the slot is
+        // free for a reconnecting client.
+        self.release();
+    }
 }
 
+/// Gives the slot back if the connection ended without `on_close` (a
+/// panicking callback: the session is dropped with its task).
 impl Drop for SimpleSession {
     fn drop(&mut self) {
-        if self.admitted {
-            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.release();
     }
 }

@@ -6,11 +6,12 @@
 //! kept message is at most `[simple] stale_after_intervals` of the
 //! stream's interval old (the price interval for signals and trades).
 //! `last_update` is that message's time (`null`: the topic holds none).
-//! `error_count` counts the reads that found the stream newly unhealthy
-//! (its feed went silent), `recovery_attempts` those that found it healthy
-//! again; `started_at` is when the server began serving the stream.
+//! `error_count` counts the reads that found a stream unhealthy after one
+//! had found it healthy (its feed went silent), `recovery_attempts` those
+//! that found it healthy again after that; a feed never published counts
+//! neither. `started_at` is when the server began serving the stream.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -25,11 +26,15 @@ use crate::http::Body;
 use crate::protocol::common::iso;
 use crate::protocol::{Answer, Call, HttpEndpoint};
 
+/// What the last status read found of a stream (0: no read yet).
+const HEALTHY: u8 = 1;
+const DOWN: u8 = 2;
+
 /// One stream's health counters. Shared by all shards.
 #[derive(Debug, Default)]
 struct StreamHealth {
-    /// Whether the last read found it unhealthy.
-    down: AtomicBool,
+    /// [`HEALTHY`] or [`DOWN`] as the last read found it; 0 before any.
+    last: AtomicU8,
     errors: AtomicU64,
     recoveries: AtomicU64,
 }
@@ -67,14 +72,15 @@ fn status(shared: &Shared, app: &crate::App, now: SystemTime) -> Value {
         let healthy =
             last_update.is_some_and(|at| now.duration_since(at).unwrap_or_default() <= stale_after);
         let health = &shared.health.0[index];
-        let was_down = health.down.swap(!healthy, Ordering::Relaxed);
-        match (was_down, healthy) {
-            (false, false) => {
+        let now_found = if healthy { HEALTHY } else { DOWN };
+        match (health.last.swap(now_found, Ordering::Relaxed), now_found) {
+            (HEALTHY, DOWN) => {
                 health.errors.fetch_add(1, Ordering::Relaxed);
             }
-            (true, true) => {
+            (DOWN, HEALTHY) => {
                 health.recoveries.fetch_add(1, Ordering::Relaxed);
             }
+            // The first read, or no change.
             _ => {}
         }
         streams.insert(
