@@ -405,7 +405,10 @@ async fn a_flood_of_messages_is_limited_with_one_error() {
     // One error per run of refused messages (a slow sender may see the
     // bucket refill once or twice in between).
     assert!((1..=3).contains(&errors.len()), "{frames:?}");
-    assert!(pongs + errors.len() < 30, "refused messages are not all answered");
+    assert!(
+        pongs + errors.len() < 30,
+        "refused messages are not all answered"
+    );
     assert!(
         errors[0]["error"].as_str().unwrap().contains("Rate limit"),
         "{frames:?}"

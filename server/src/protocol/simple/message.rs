@@ -8,8 +8,10 @@
 //! `error` frame; the connection stays usable. Fields the protocol does not
 //! know are ignored, as the reference server does.
 
+use std::time::Instant;
+
 use serde_json::Value;
-use shardcast_engine::MAX_KEY_LEN;
+use shardcast_engine::{RateLimit, RateLimiter, MAX_KEY_LEN};
 
 use crate::input::{check_depth, MAX_COMMAND_DEPTH};
 
@@ -83,6 +85,51 @@ pub struct Invalid(pub String);
 
 fn invalid(text: impl Into<String>) -> Invalid {
     Invalid(text.into())
+}
+
+/// One connection's budget of client messages. Owned by its session;
+/// sans-IO (the caller passes `now`).
+#[derive(Debug)]
+pub struct MessageRate {
+    limiter: RateLimiter,
+    /// Whether the last message was refused (one error per run of them).
+    limited: bool,
+    since: Instant,
+}
+
+/// What to do with a client message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Act on it.
+    Yes,
+    /// Not acted on; the first of a run: say so.
+    RefuseAndSay,
+    /// Not acted on, silently (the client was told).
+    Refuse,
+}
+
+impl MessageRate {
+    /// A budget starting at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            limiter: RateLimiter::default(),
+            limited: false,
+            since: now,
+        }
+    }
+
+    /// Whether a message at `now` is within `limit`.
+    pub fn admit(&mut self, limit: RateLimit, now: Instant) -> Admit {
+        let at = now.saturating_duration_since(self.since).as_nanos() as u64;
+        if self.limiter.try_acquire(limit, at) {
+            self.limited = false;
+            Admit::Yes
+        } else if std::mem::replace(&mut self.limited, true) {
+            Admit::Refuse
+        } else {
+            Admit::RefuseAndSay
+        }
+    }
 }
 
 /// Reads one client message; `max_symbols` bounds a symbol list.
@@ -236,6 +283,23 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert!(err(&deep).contains("nested deeper"));
+    }
+
+    #[test]
+    fn a_run_of_refused_messages_is_told_once() {
+        let start = Instant::now();
+        let limit = RateLimit::new(2, std::time::Duration::from_secs(1), 2);
+        let mut rate = MessageRate::new(start);
+        let verdicts: Vec<Admit> = (0..4).map(|_| rate.admit(limit, start)).collect();
+        assert_eq!(
+            verdicts,
+            [Admit::Yes, Admit::Yes, Admit::RefuseAndSay, Admit::Refuse]
+        );
+        // A second later the bucket has refilled; a new run is told again.
+        let later = start + std::time::Duration::from_secs(1);
+        assert_eq!(rate.admit(limit, later), Admit::Yes);
+        assert_eq!(rate.admit(limit, later), Admit::Yes);
+        assert_eq!(rate.admit(limit, later), Admit::RefuseAndSay);
     }
 
     #[test]

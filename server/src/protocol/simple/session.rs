@@ -34,14 +34,12 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use shardcast_engine::frame::{self, OpCode};
-use shardcast_engine::{
-    CloseReason, ConnCtx, Position, ProtocolCloseCode, RateLimiter, Replay, Session,
-};
+use shardcast_engine::{CloseReason, ConnCtx, Position, ProtocolCloseCode, Replay, Session};
 use tracing::debug;
 
 use super::conflate::{digest, CONFLATION};
 use super::frames::{annotate, portfolio_update, price_update, Entry, SymbolFilter, Symbols};
-use super::message::{parse, Channel, Request};
+use super::message::{parse, Admit, Channel, MessageRate, Request};
 use super::Shared;
 use crate::auth::Principal;
 use crate::protocol::common::{iso, json_frame};
@@ -75,10 +73,7 @@ pub struct SimpleSession {
     last_ping: Instant,
     /// Holds one of the endpoint's connection slots.
     admitted: bool,
-    messages: RateLimiter,
-    /// Whether the last message was refused for the rate (one error per run).
-    limited: bool,
-    opened: Instant,
+    rate: MessageRate,
 }
 
 #[derive(Serialize)]
@@ -103,9 +98,7 @@ impl SimpleSession {
             last_heard: now,
             last_ping: now,
             admitted: false,
-            messages: RateLimiter::default(),
-            limited: false,
-            opened: now,
+            rate: MessageRate::new(now),
         }
     }
 
@@ -327,19 +320,16 @@ impl SimpleSession {
     /// Whether a client message at `now` is within the rate; the first one
     /// past it gets an error.
     fn admit_message(&mut self, ctx: &mut ConnCtx<'_>, now: Instant) -> bool {
-        let at = now.saturating_duration_since(self.opened).as_nanos() as u64;
-        if self
-            .messages
-            .try_acquire(self.shared.config.message_rate, at)
-        {
-            self.limited = false;
-            return true;
+        let config = &self.shared.config;
+        match self.rate.admit(config.message_rate, now) {
+            Admit::Yes => true,
+            Admit::Refuse => false,
+            Admit::RefuseAndSay => {
+                let limit = config.messages_per_second;
+                Self::error(ctx, &format!("Rate limit exceeded: at most {limit} messages per second; this one was not acted on"));
+                false
+            }
         }
-        if !std::mem::replace(&mut self.limited, true) {
-            let limit = self.shared.config.messages_per_second;
-            Self::error(ctx, &format!("Rate limit exceeded: at most {limit} messages per second; this one was not acted on"));
-        }
-        false
     }
 
     /// Gives back the connection slot (once).
