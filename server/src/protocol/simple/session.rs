@@ -255,9 +255,13 @@ impl SimpleSession {
         }
         let (since, symbols, hash) = (followed.sent, &followed.symbols, followed.hash);
         let now = SystemTime::now();
+        // A tick's state may predate what a fresh subscribe just sent.
+        let seen = |position: Position| {
+            since.is_some_and(|s| s.epoch == position.epoch && s.seq >= position.seq)
+        };
         let make = |state: &[Entry], position: Position| match channel {
             Channel::PriceUpdates => price_update(state, since, symbols, now),
-            _ if since == Some(position) => None,
+            _ if seen(position) => None,
             _ => Some(portfolio_update(state, symbols, now)),
         };
         let Some(topic) = ctx.engine().topics().get(self.shared.feed(channel)) else {
@@ -295,9 +299,9 @@ impl SimpleSession {
             return;
         };
         followed.tick = tick.or(followed.tick);
-        if sent {
+        if sent && !seen(position) {
             followed.sent = Some(position);
-        } else {
+        } else if !sent {
             // The outbox is full: the next tick sends what this one would
             // have, conflated with whatever came meanwhile.
             debug!(client = %ctx.client_id(), channel = channel.name(), "conflated frame deferred: outbox full");
