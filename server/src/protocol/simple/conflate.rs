@@ -50,11 +50,15 @@ pub fn digest(symbols: &Symbols) -> u64 {
     hasher.finish()
 }
 
+/// Frames of one tick by the subscriber's `since` and symbol digest; a
+/// bucket holds the sets that share a digest.
+type Frames = HashMap<(Option<Position>, u64), Vec<(Symbols, Built)>>;
+
 /// One channel's current tick.
 struct Tick {
     number: u64,
     state: Option<State>,
-    frames: HashMap<(Option<Position>, u64), Vec<(Symbols, Built)>>,
+    frames: Frames,
     kept: usize,
 }
 
