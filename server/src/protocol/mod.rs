@@ -24,6 +24,7 @@
 pub mod bondx;
 pub mod common;
 pub mod fastws;
+pub mod open;
 pub mod path;
 pub mod publish;
 pub mod simple;

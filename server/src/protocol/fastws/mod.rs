@@ -29,15 +29,16 @@ use bytes::{BufMut, Bytes};
 use hyper::Method;
 use shardcast_engine::frame::{FrameBuf, OpCode};
 use shardcast_engine::{
-    json, AliveOn, CloseReason, Delivery, FormatId, FrameKind, Liveness, Message, RateLimit,
-    Session, SlowConsumerPolicy, TopicQuota, WireFormat,
+    json, AliveOn, Delivery, FormatId, FrameKind, Liveness, Message, RateLimit, Session,
+    SlowConsumerPolicy, WireFormat,
 };
 
+use super::open::OpenAccess;
 use super::{
     Auth, Descriptor, Handler, Opening, Params, PathTemplate, Refusal, Registry, WebSocketEndpoint,
 };
 use crate::auth::credentials::CredentialError;
-use crate::auth::{AuthError, Credential, Principal, Role, Roles, Scope};
+use crate::auth::{Credential, Principal, Role, Scope};
 use crate::config::ServerConfig;
 use crate::App;
 pub use config::{FastwsConfig, RawFastws};
@@ -62,16 +63,13 @@ pub const CHANNEL_RULES: [&str; 7] = [
 pub fn register(registry: &mut Registry, config: &ServerConfig) -> anyhow::Result<()> {
     let format = registry.format(Arc::new(FastwsFormat))?;
     registry.channels(&CHANNEL_RULES);
-    let anonymous = Anonymous {
-        quota: config.auth.token_quota(&"fastws:anonymous".into()),
-        scope: Scope::parse(&CHANNEL_RULES)?,
-    };
+    let access = OpenAccess::new("fastws", Scope::parse(&CHANNEL_RULES)?, &config.auth);
     registry.endpoint(Descriptor {
         protocol: "fastws",
         path: PathTemplate::parse("/api/v1/ws")?,
         auth: Auth::Endpoint,
         role: Role::Subscribe,
-        handler: Handler::WebSocket(Arc::new(Endpoint { format, anonymous })),
+        handler: Handler::WebSocket(Arc::new(Endpoint { format, access })),
     })?;
     for (path, document) in [
         ("/api/v1/ws/asyncapi.json", asyncapi::Document::Json),
@@ -88,32 +86,11 @@ pub fn register(registry: &mut Registry, config: &ServerConfig) -> anyhow::Resul
     Ok(())
 }
 
-/// Who connects when `[fastws] require_api_key` is off: anyone, for FastWS
-/// topics only, their topic creations charged to one quota. Each connection
-/// is its own principal, so that no anonymous client can take over another's
-/// client id.
-struct Anonymous {
-    quota: Arc<TopicQuota>,
-    scope: Scope,
-}
-
-impl Anonymous {
-    fn principal(&self) -> Arc<Principal> {
-        Arc::new(Principal {
-            name: format!("fastws:anonymous:{}", uuid::Uuid::new_v4()).into(),
-            roles: Roles::NONE.with(Role::Subscribe),
-            subscribe: self.scope.clone(),
-            publish: Scope::Only(Vec::new()),
-            expires_at: None,
-            quota: Arc::clone(&self.quota),
-        })
-    }
-}
-
 /// `/api/v1/ws`. Shared by all shards.
 struct Endpoint {
     format: FormatId,
-    anonymous: Anonymous,
+    /// Anyone, for FastWS topics only, unless `[fastws] require_api_key`.
+    access: OpenAccess,
 }
 
 impl WebSocketEndpoint for Endpoint {
@@ -145,36 +122,9 @@ impl WebSocketEndpoint for Endpoint {
         credential: Result<Option<&Credential<'_>>, CredentialError>,
         _params: &Params,
     ) -> Result<Arc<Principal>, Refusal> {
-        if !app.config.fastws.require_api_key {
-            return Ok(self.anonymous.principal());
-        }
-        let refusal = |code: CloseReason, reason: &'static str, why: String| Refusal {
-            code: code.code(),
-            reason,
-            why,
-            message: None,
-        };
-        let credential = credential.map_err(|e| {
-            refusal(
-                CloseReason::Unauthorized,
-                "INVALID_CREDENTIALS",
-                e.to_string(),
-            )
-        })?;
-        app.config
-            .auth
-            .authorize(credential, Role::Subscribe)
-            .map_err(|e| match e {
-                AuthError::Forbidden(_) => {
-                    refusal(CloseReason::Forbidden, "FORBIDDEN", e.to_string())
-                }
-                AuthError::Missing
-                | AuthError::UnknownKey
-                | AuthError::Token(_)
-                | AuthError::TokensDisabled => {
-                    refusal(CloseReason::Unauthorized, "VIOLATED_POLICY", e.to_string())
-                }
-            })
+        let require_key = app.config.fastws.require_api_key;
+        self.access
+            .authenticate(&app.config.auth, require_key, credential)
     }
 }
 

@@ -31,15 +31,15 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use hyper::Method;
 use shardcast_engine::{
-    AliveOn, CloseReason, Delivery, FormatId, FrameKind, Liveness, Message, RateLimit, Session,
-    WireFormat,
+    AliveOn, Delivery, FormatId, FrameKind, Liveness, Message, RateLimit, Session, WireFormat,
 };
 
+use super::open::OpenAccess;
 use super::{
     Auth, Descriptor, Handler, Opening, Params, PathTemplate, Refusal, Registry, WebSocketEndpoint,
 };
 use crate::auth::credentials::CredentialError;
-use crate::auth::{AuthError, Credential, Principal, Role, Roles, Scope};
+use crate::auth::{Credential, Principal, Role, Scope};
 use crate::config::ServerConfig;
 use crate::App;
 pub use config::{Feeds, RawFeeds, RawSimple, SimpleConfig};
@@ -90,8 +90,7 @@ pub fn register(registry: &mut Registry, config: &ServerConfig) -> anyhow::Resul
             handler: Handler::WebSocket(Arc::new(Endpoint {
                 format,
                 shared: Arc::clone(&shared),
-                scope,
-                quota_name: "simple:anonymous".into(),
+                access: OpenAccess::new("simple", scope, &config.auth),
             })),
         })?;
     }
@@ -163,9 +162,9 @@ impl Shared {
 struct Endpoint {
     format: FormatId,
     shared: Arc<Shared>,
-    /// What an anonymous client may read: the four feed topics.
-    scope: Scope,
-    quota_name: Arc<str>,
+    /// Anyone, for the four feed topics only, unless `[simple]
+    /// require_api_key`.
+    access: OpenAccess,
 }
 
 impl WebSocketEndpoint for Endpoint {
@@ -197,45 +196,9 @@ impl WebSocketEndpoint for Endpoint {
         credential: Result<Option<&Credential<'_>>, CredentialError>,
         _params: &Params,
     ) -> Result<Arc<Principal>, Refusal> {
-        if !self.shared.config.require_api_key {
-            // Each connection is its own principal: no anonymous client can
-            // take over another's client id.
-            return Ok(Arc::new(Principal {
-                name: format!("simple:anonymous:{}", uuid::Uuid::new_v4()).into(),
-                roles: Roles::NONE.with(Role::Subscribe),
-                subscribe: self.scope.clone(),
-                publish: Scope::Only(Vec::new()),
-                expires_at: None,
-                quota: app.config.auth.token_quota(&self.quota_name),
-            }));
-        }
-        let refusal = |code: CloseReason, reason: &'static str, why: String| Refusal {
-            code: code.code(),
-            reason,
-            why,
-            message: None,
-        };
-        let credential = credential.map_err(|e| {
-            refusal(
-                CloseReason::Unauthorized,
-                "INVALID_CREDENTIALS",
-                e.to_string(),
-            )
-        })?;
-        app.config
-            .auth
-            .authorize(credential, Role::Subscribe)
-            .map_err(|e| match e {
-                AuthError::Forbidden(_) => {
-                    refusal(CloseReason::Forbidden, "FORBIDDEN", e.to_string())
-                }
-                AuthError::Missing
-                | AuthError::UnknownKey
-                | AuthError::Token(_)
-                | AuthError::TokensDisabled => {
-                    refusal(CloseReason::Unauthorized, "UNAUTHORIZED", e.to_string())
-                }
-            })
+        let require_key = self.shared.config.require_api_key;
+        self.access
+            .authenticate(&app.config.auth, require_key, credential)
     }
 }
 
