@@ -181,36 +181,33 @@ impl EngineStats {
 
     /// WebSocket connections over all shards per format, by format index.
     pub fn connections_by_format(&self) -> Vec<usize> {
-        let mut total = Vec::new();
-        for shard in &self.shards {
-            total.resize(total.len().max(shard.connections_by_format.len()), 0);
-            for (sum, n) in total.iter_mut().zip(&shard.connections_by_format) {
-                *sum += n;
-            }
-        }
-        total
+        self.sum_by_format(|s| &s.connections_by_format, |sum, n| *sum += n)
     }
 
     /// Event counts over all shards per format, by format index.
     pub fn counts_by_format(&self) -> Vec<Counts> {
-        let mut total: Vec<Counts> = Vec::new();
-        for shard in &self.shards {
-            let len = total.len().max(shard.counts_by_format.len());
-            total.resize(len, Counts::default());
-            for (sum, counts) in total.iter_mut().zip(&shard.counts_by_format) {
-                sum.add(counts);
-            }
-        }
-        total
+        self.sum_by_format(|s| &s.counts_by_format, Counts::add)
     }
 
     /// Messages encoded over all shards per format, by format index.
     pub fn encodings_by_format(&self) -> Vec<u64> {
-        let mut total = Vec::new();
+        self.sum_by_format(|s| &s.encodings_by_format, |sum, n| *sum += n)
+    }
+
+    /// A per-format figure of every shard, summed format by format.
+    fn sum_by_format<T: Clone + Default>(
+        &self,
+        of: impl Fn(&ShardStats) -> &Vec<T>,
+        add: impl Fn(&mut T, &T),
+    ) -> Vec<T> {
+        let mut total: Vec<T> = Vec::new();
         for shard in &self.shards {
-            total.resize(total.len().max(shard.encodings_by_format.len()), 0);
-            for (sum, n) in total.iter_mut().zip(&shard.encodings_by_format) {
-                *sum += n;
+            let figures = of(shard);
+            if figures.len() > total.len() {
+                total.resize(figures.len(), T::default());
+            }
+            for (sum, figure) in total.iter_mut().zip(figures) {
+                add(sum, figure);
             }
         }
         total

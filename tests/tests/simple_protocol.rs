@@ -49,13 +49,7 @@ async fn ping_gets_pong_and_client_ids_are_kept_or_generated() {
 #[tokio::test]
 async fn a_new_client_gets_all_four_streams_until_its_first_subscribe() {
     let server = simple_server("", "");
-    server
-        .publish(
-            "market-data",
-            json!({"symbol": "AAPL", "price": 150.25}),
-            Some("AAPL"),
-        )
-        .await;
+    publish_price(&server, "AAPL", 150.25).await;
     server
         .publish(
             "positions",
@@ -80,13 +74,7 @@ async fn a_new_client_gets_all_four_streams_until_its_first_subscribe() {
         (&ack["channel"], &ack["symbols"]),
         (&json!("signals"), &Value::Null)
     );
-    server
-        .publish(
-            "market-data",
-            json!({"symbol": "AAPL", "price": 151.0}),
-            Some("AAPL"),
-        )
-        .await;
+    publish_price(&server, "AAPL", 151.0).await;
     server
         .publish(
             "trades",

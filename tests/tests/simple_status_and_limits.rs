@@ -25,13 +25,7 @@ async fn status_reports_settings_connections_and_stream_health() {
     );
     let _a = simple_ready(&server, "").await;
     let _b = simple_ready(&server, "").await;
-    server
-        .publish(
-            "market-data",
-            json!({"symbol": "AAPL", "price": 1.0}),
-            Some("AAPL"),
-        )
-        .await;
+    publish_price(&server, "AAPL", 1.0).await;
     let body = status(&server).await;
     assert_eq!(body["enabled"], true);
     assert_eq!(body["active_connections"], 2);
@@ -61,13 +55,7 @@ async fn status_reports_settings_connections_and_stream_health() {
     assert_eq!(prices["is_healthy"], false, "{body}");
     assert_eq!(prices["error_count"], 1);
     // It comes back: healthy again, one recovery counted.
-    server
-        .publish(
-            "market-data",
-            json!({"symbol": "AAPL", "price": 2.0}),
-            Some("AAPL"),
-        )
-        .await;
+    publish_price(&server, "AAPL", 2.0).await;
     let prices = status(&server).await["stream_health"]["price_updates"].clone();
     assert_eq!(
         (&prices["is_healthy"], &prices["recovery_attempts"]),
@@ -149,13 +137,7 @@ async fn a_key_reads_only_the_channels_its_scope_allows() {
         "[simple]\nrequire_api_key = true\nprice_update_interval_seconds = 1\n",
         keys,
     );
-    server
-        .publish(
-            "market-data",
-            json!({"symbol": "AAPL", "price": 1.0}),
-            Some("AAPL"),
-        )
-        .await;
+    publish_price(&server, "AAPL", 1.0).await;
     let mut ws = server
         .try_connect("/ws", &[("X-API-Key", "narrow-key-000")])
         .await

@@ -67,6 +67,16 @@ pub async fn frames_within(ws: &mut Ws, window: Duration) -> Vec<Value> {
 /// The next text frame whose `type` is `kind`, skipping others (returned
 /// as the second element, in order).
 pub async fn next_type(ws: &mut Ws, kind: &str) -> (Value, Vec<Value>) {
+    let (_, value, skipped) = next_matching(ws, kind).await;
+    (value, skipped)
+}
+
+/// The next text frame as raw text whose `type` is `kind`.
+pub async fn next_text_of_type(ws: &mut Ws, kind: &str) -> String {
+    next_matching(ws, kind).await.0
+}
+
+async fn next_matching(ws: &mut Ws, kind: &str) -> (String, Value, Vec<Value>) {
     let deadline = tokio::time::Instant::now() + WAIT * 2;
     let mut skipped = Vec::new();
     loop {
@@ -78,29 +88,17 @@ pub async fn next_type(ws: &mut Ws, kind: &str) -> (Value, Vec<Value>) {
         if let Message::Text(text) = message {
             let value: Value = serde_json::from_str(&text).expect("JSON frames");
             if value["type"] == kind {
-                return (value, skipped);
+                return (text.to_string(), value, skipped);
             }
             skipped.push(value);
         }
     }
 }
 
-/// The next text frame as raw text whose `type` is `kind`.
-pub async fn next_text_of_type(ws: &mut Ws, kind: &str) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT * 2;
-    loop {
-        let message = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {kind} in time"))
-            .expect("stream open")
-            .expect("frame read");
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).expect("JSON frames");
-            if value["type"] == kind {
-                return text.to_string();
-            }
-        }
-    }
+/// Publishes a price of `symbol` to `market-data`, keyed by the symbol.
+pub async fn publish_price(server: &TestServer, symbol: &str, price: f64) {
+    let data = serde_json::json!({"symbol": symbol, "price": price});
+    server.publish("market-data", data, Some(symbol)).await;
 }
 
 /// Whether `text` is an ISO-8601 UTC time such as `2024-12-19T12:00:00.000Z`.
