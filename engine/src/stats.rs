@@ -81,8 +81,8 @@ pub struct ShardStats {
     pub connections_by_format: Vec<usize>,
     /// Event counts of its connections (open and closed) by format index.
     pub counts_by_format: Vec<Counts>,
-    /// Messages it encoded by format index: one per message and format
-    /// across all shards, whatever the number of subscribers.
+    /// Messages it encoded by format index: one per message, format and
+    /// frame kind across all shards, whatever the number of subscribers.
     pub encodings_by_format: Vec<u64>,
     /// Connections it has accepted since start.
     pub connections_opened: u64,

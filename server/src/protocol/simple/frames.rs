@@ -133,14 +133,6 @@ impl Symbols {
             }
         }
     }
-
-    /// The listed symbols for an acknowledgement: `None` for all.
-    pub fn listed(&self) -> Option<Vec<&str>> {
-        match self {
-            Symbols::Only(set) => Some(set.iter().map(String::as_str).collect()),
-            Symbols::All | Symbols::AllBut(_) => None,
-        }
-    }
 }
 
 /// A live channel's [`Symbols`], applied by the engine per message.
