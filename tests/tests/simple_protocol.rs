@@ -402,3 +402,33 @@ async fn a_flood_of_messages_is_limited_with_one_error() {
         "{frames:?}"
     );
 }
+
+#[tokio::test]
+async fn clients_with_one_subscription_share_each_conflated_frame() {
+    let server = simple_server("", "");
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut ws = simple_ready(&server, "").await;
+        let subscribe = json!({"type": "subscribe", "channel": "price_updates", "symbols": ["AAPL"]});
+        send_json(&mut ws, subscribe).await;
+        next_type(&mut ws, "subscribed").await;
+        clients.push(ws);
+    }
+    let built = |status: &Value| status["conflated_frames_built"].as_u64().unwrap();
+    let (_, before) = server.http("GET", "/websocket/status", None, None).await;
+    // Three intervals with a change in each: every client gets a frame per
+    // interval, and each interval's frame is built once per shard (two).
+    for i in 0..3 {
+        publish_price(&server, "AAPL", 100.0 + f64::from(i)).await;
+        for ws in &mut clients {
+            let (update, _) = next_type(ws, "price_update").await;
+            assert_eq!(update["symbols"]["AAPL"]["price"], 100.0 + f64::from(i));
+        }
+    }
+    let (_, after) = server.http("GET", "/websocket/status", None, None).await;
+    let frames = built(&after) - built(&before);
+    assert!(
+        (3..=8).contains(&frames),
+        "{frames} frames built for 8 clients over 3 intervals on 2 shards"
+    );
+}

@@ -24,7 +24,7 @@ mod message;
 mod session;
 mod status;
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -115,6 +115,8 @@ pub struct Shared {
     origin: Instant,
     started_at: SystemTime,
     health: status::Health,
+    /// Conflated frames built at interval boundaries, over all shards.
+    frames_built: AtomicU64,
 }
 
 impl Shared {
@@ -125,6 +127,7 @@ impl Shared {
             origin: Instant::now(),
             started_at: SystemTime::now(),
             health: status::Health::default(),
+            frames_built: AtomicU64::new(0),
         }
     }
 

@@ -269,9 +269,11 @@ impl SimpleSession {
         };
         let (position, frame) = match tick {
             Some(tick) => {
-                let built =
-                    CONFLATION.with(|cache| {
-                        cache.borrow_mut().frame(
+                let built = CONFLATION.with(|cache| {
+                    let mut cache = cache.borrow_mut();
+                    let before = cache.built;
+                    let built =
+                        cache.frame(
                             (channel, tick),
                             since,
                             (symbols, hash),
@@ -282,8 +284,12 @@ impl SimpleSession {
                                 Rc::new((position, state))
                             },
                             |state| make(&state.1, state.0),
-                        )
-                    });
+                        );
+                    if cache.built > before {
+                        self.shared.frames_built.fetch_add(1, Ordering::Relaxed);
+                    }
+                    built
+                });
                 (built.position, built.frame)
             }
             None => match self.read_state(ctx, channel) {

@@ -10,6 +10,9 @@
 //! had found it healthy (its feed went silent), `recovery_attempts` those
 //! that found it healthy again after that; a feed never published counts
 //! neither. `started_at` is when the server began serving the stream.
+//! Beyond the reference document's fields, `conflated_frames_built` counts
+//! the conflated frames built at interval boundaries (once per shard,
+//! interval and distinct subscription, however many clients share each).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::SystemTime;
@@ -103,5 +106,6 @@ fn status(shared: &Shared, app: &crate::App, now: SystemTime) -> Value {
         "price_update_interval": config.price_update_interval.as_secs(),
         "portfolio_update_interval": config.portfolio_update_interval.as_secs(),
         "stream_health": streams,
+        "conflated_frames_built": shared.frames_built.load(Ordering::Relaxed),
     })
 }
