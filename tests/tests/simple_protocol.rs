@@ -409,7 +409,8 @@ async fn clients_with_one_subscription_share_each_conflated_frame() {
     let mut clients = Vec::new();
     for _ in 0..8 {
         let mut ws = simple_ready(&server, "").await;
-        let subscribe = json!({"type": "subscribe", "channel": "price_updates", "symbols": ["AAPL"]});
+        let subscribe =
+            json!({"type": "subscribe", "channel": "price_updates", "symbols": ["AAPL"]});
         send_json(&mut ws, subscribe).await;
         next_type(&mut ws, "subscribed").await;
         clients.push(ws);

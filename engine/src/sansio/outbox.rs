@@ -310,6 +310,11 @@ impl Outbox {
         self.queue.len()
     }
 
+    /// Control frames waiting (acks, errors, pongs, heartbeats).
+    pub fn control_frames(&self) -> usize {
+        self.queue.len() - self.events
+    }
+
     /// Bytes waiting.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes

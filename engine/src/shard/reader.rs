@@ -11,6 +11,14 @@
 //! Liveness follows the connection's [`Liveness`](crate::Liveness): with
 //! `AliveOn::Anything` every read resets its silence; otherwise only the
 //! complete inbound frames of the kinds it names.
+//!
+//! Replies are not traffic: a read that carries many commands (65
+//! subscribes in one write) makes as many replies, and the outbox admits
+//! only [`CONTROL_FLUSH_AT`] × 2 unwritten control frames before it calls
+//! the client a slow consumer. So once half of that is queued the replies
+//! are written at once, mid-read: a client that reads gets them all, one
+//! that does not fills its socket and is closed as it should be. How many
+//! commands a client may send is each protocol's own limit.
 
 use std::io;
 use std::ops::ControlFlow;
@@ -29,6 +37,11 @@ use crate::sansio::frame::{self, FrameError, OpCode};
 /// a client that sends without pause cannot keep the shard from its other
 /// connections and its deliveries.
 const READS_PER_TURN: usize = 16;
+
+/// Unwritten control frames after which the replies produced by a read are
+/// written before the next command is handled: half the outbox's control
+/// headroom (64 frames).
+const CONTROL_FLUSH_AT: usize = 32;
 
 /// Whether a connection's socket was drained or has more to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +101,18 @@ pub(super) fn feed(
             outcome = Err(reason);
             return ControlFlow::Break(());
         }
-        if conn.state.borrow().closing.is_some() {
+        let (closing, replies) = {
+            let state = conn.state.borrow();
+            (
+                state.closing.is_some(),
+                state.mailbox.outbox.control_frames(),
+            )
+        };
+        if closing {
             return ControlFlow::Break(());
+        }
+        if replies >= CONTROL_FLUSH_AT {
+            shard.flush(conn);
         }
         ControlFlow::Continue(())
     });
