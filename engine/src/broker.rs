@@ -26,6 +26,11 @@ pub enum PublishError {
     /// again (its name is no longer declared, or the channel limit is reached).
     #[error("the channel expired while being published to")]
     Retired,
+    /// The server is shutting down: publishing stopped before its
+    /// subscribers were closed, so nothing is accepted that would not be
+    /// delivered or counted.
+    #[error("the server is shutting down; publish to another server or retry once it is back")]
+    ShuttingDown,
     /// The broker could not take the message; the text says why.
     #[error("broker unavailable: {0}")]
     Unavailable(String),

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -56,6 +57,9 @@ pub(crate) struct EngineShared {
     gate: Arc<Gate>,
     clients: Mutex<HashMap<ClientName, ClientSlot>>,
     stop: watch::Sender<bool>,
+    /// Set once shutdown begins, before any shard is told: publishes are
+    /// refused from then on (read per publish, so not behind the watch's lock).
+    stopping: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -87,6 +91,14 @@ impl EngineShared {
         topic: &Arc<Topic>,
         publication: Publication,
     ) -> Result<u64, PublishError> {
+        // Acquire pairs with the Release store in `Engine::shutdown`: a
+        // publish that sees it set is refused; one that does not was
+        // accepted before the shards were told, and its message reaches
+        // their inboxes ahead of what they drain on shutdown, or after it
+        // (then offered to closed mailboxes and counted as `shutdown`).
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(PublishError::ShuttingDown);
+        }
         check_key(publication.key.as_deref())?;
         let local = Fanout {
             inboxes: &self.inboxes,
@@ -223,6 +235,7 @@ impl Engine {
             gate,
             clients: Mutex::default(),
             stop: watch::channel(false).0,
+            stopping: AtomicBool::new(false),
             threads: Mutex::default(),
         });
         for index in 0..shards {
@@ -376,6 +389,10 @@ impl Engine {
     /// Begins shutdown: stop accepting, close every connection with 1001
     /// after flushing what it has queued. Returns at once; see [`Engine::join`].
     pub fn shutdown(&self) {
+        // Publishing stops first (Release pairs with the Acquire load in
+        // `EngineShared::publish`), then every shard drains what was
+        // accepted and closes its connections.
+        self.shared.stopping.store(true, Ordering::Release);
         self.shared.stop.send_replace(true);
         for inbox in self.shared.inboxes.iter() {
             inbox.command(ShardCommand::Shutdown);

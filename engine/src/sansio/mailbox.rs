@@ -20,7 +20,7 @@ pub struct Mailbox {
     rate: RateLimiter,
     /// Events sent, replayed and dropped for this subscriber.
     pub counts: Counts,
-    closed: bool,
+    closed: Option<DropReason>,
 }
 
 impl Mailbox {
@@ -30,13 +30,20 @@ impl Mailbox {
             outbox: Outbox::new(limits),
             rate: RateLimiter::default(),
             counts: Counts::default(),
-            closed: false,
+            closed: None,
         }
     }
 
-    /// Refuses every later event (the connection is closing).
-    pub fn close(&mut self) {
-        self.closed = true;
+    /// Refuses every later event, counted under `reason` (the connection
+    /// is closing: [`DropReason::Closed`], or [`DropReason::Shutdown`] when
+    /// the server is stopping).
+    pub fn close(&mut self, reason: DropReason) {
+        self.closed.get_or_insert(reason);
+    }
+
+    /// Why events are refused now, if they are.
+    pub fn closed(&self) -> Option<DropReason> {
+        self.closed
     }
 
     /// Offers one published event at `now_ns` (shard clock). A refusal is
@@ -50,8 +57,8 @@ impl Mailbox {
         limit: RateLimit,
         now_ns: u64,
     ) -> Admission {
-        if self.closed {
-            return self.refused(DropReason::Closed);
+        if let Some(reason) = self.closed {
+            return self.refused(reason);
         }
         if !self.rate.try_acquire(limit, now_ns) {
             return self.refused(DropReason::RateLimited);
@@ -111,7 +118,7 @@ mod tests {
                 Admission::Dropped(DropReason::RateLimited),
             ]
         );
-        mailbox.close();
+        mailbox.close(DropReason::Closed);
         assert_eq!(
             mailbox.offer(&frame, meta(), RateLimit::per_second(0), 0),
             Admission::Dropped(DropReason::Closed)
@@ -120,5 +127,26 @@ mod tests {
         assert_eq!(mailbox.counts.dropped(DropReason::RateLimited), 2);
         assert_eq!(mailbox.counts.dropped(DropReason::Closed), 1);
         assert_eq!(mailbox.outbox.len(), 2);
+    }
+
+    #[test]
+    fn a_mailbox_closed_by_shutdown_counts_what_it_refuses_as_shutdown() {
+        let limits = OutboxLimits {
+            max_messages: 8,
+            max_bytes: 1 << 20,
+            policy: SlowConsumerPolicy::Drop,
+        };
+        let mut mailbox = Mailbox::new(limits);
+        mailbox.close(DropReason::Shutdown);
+        // The first reason given stays.
+        mailbox.close(DropReason::Closed);
+        assert_eq!(mailbox.closed(), Some(DropReason::Shutdown));
+        let frame = Bytes::from_static(b"x");
+        let unlimited = RateLimit::per_second(0);
+        assert_eq!(
+            mailbox.offer(&frame, meta(), unlimited, 0),
+            Admission::Dropped(DropReason::Shutdown)
+        );
+        assert_eq!(mailbox.counts.dropped(DropReason::Shutdown), 1);
     }
 }

@@ -83,15 +83,18 @@ pub enum DropReason {
     ShardOverflow,
     /// The connection closed with the event still queued.
     Closed,
+    /// The server shut down with the event accepted but not yet written.
+    Shutdown,
 }
 
 impl DropReason {
     /// Every reason, for metrics that list all of them.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         Self::OutboxFull,
         Self::RateLimited,
         Self::ShardOverflow,
         Self::Closed,
+        Self::Shutdown,
     ];
 
     /// A stable snake_case label for metrics.
@@ -101,6 +104,7 @@ impl DropReason {
             Self::RateLimited => "rate_limited",
             Self::ShardOverflow => "shard_overflow",
             Self::Closed => "closed",
+            Self::Shutdown => "shutdown",
         }
     }
 
@@ -313,6 +317,13 @@ impl Outbox {
     /// Control frames waiting (acks, errors, pongs, heartbeats).
     pub fn control_frames(&self) -> usize {
         self.queue.len() - self.events
+    }
+
+    /// Whether the control frames waiting fill half of their headroom, in
+    /// frames or in bytes: time to write them before queuing more.
+    pub fn control_half_full(&self) -> bool {
+        self.control_frames() >= CONTROL_HEADROOM / 2
+            || self.control_bytes >= CONTROL_HEADROOM_BYTES / 2
     }
 
     /// Bytes waiting.

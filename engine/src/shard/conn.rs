@@ -44,7 +44,7 @@ use crate::sansio::delivery::Delivery;
 use crate::sansio::frame;
 use crate::sansio::ids::ConnKey;
 use crate::sansio::mailbox::Mailbox;
-use crate::sansio::outbox::{Admission, OutboxLimits};
+use crate::sansio::outbox::{Admission, DropReason, OutboxLimits};
 use crate::topic::Topic;
 
 /// How long a closing connection may take to flush its close frame.
@@ -175,8 +175,15 @@ impl Conn {
     pub(super) fn request_close(&self, reason: CloseReason) {
         let mut state = self.state.borrow_mut();
         if state.closing.is_none() {
+            // What the connection will never send was lost to the shutdown
+            // when the server is stopping, to the close otherwise.
+            let lost = if reason == CloseReason::ServerShutdown {
+                DropReason::Shutdown
+            } else {
+                DropReason::Closed
+            };
             state.closing = Some(reason);
-            state.mailbox.close();
+            state.mailbox.close(lost);
             drop(state);
             self.attention.notify_one();
         }

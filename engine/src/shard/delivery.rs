@@ -288,18 +288,20 @@ impl ShardState {
         }
     }
 
-    /// Counts the events a closing connection will never send.
+    /// Counts the events a closing connection will never send, under the
+    /// reason its mailbox was closed for.
     pub(super) fn count_undelivered(&self, conn: &Conn) {
         let mut state = conn.state.borrow_mut();
         let mailbox = &mut state.mailbox;
+        let reason = mailbox.closed().unwrap_or(DropReason::Closed);
         let mut tally = self.tally.borrow_mut();
         for frame in mailbox.outbox.clear() {
             let Some(meta) = frame.event else { continue };
             if meta.is_replay() {
                 continue;
             }
-            mailbox.counts.drop_one(DropReason::Closed);
-            tally.count(meta.topic, |c| c.drop_one(DropReason::Closed));
+            mailbox.counts.drop_one(reason);
+            tally.count(meta.topic, |c| c.drop_one(reason));
         }
     }
 }

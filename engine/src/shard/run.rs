@@ -151,13 +151,22 @@ async fn tick_loop(state: Rc<ShardState>) {
     }
 }
 
-/// Shutdown, on this shard:
-/// 1. every connection is asked to close with 1001 (its task queues the close
-///    frame behind what it still has to send and flushes);
-/// 2. the shard keeps running its tasks until all connections are gone or the
+/// Shutdown, on this shard (publishing has already stopped, engine-wide):
+/// 1. every message accepted before is dispatched to its subscribers here,
+///    so that it is queued ahead of their close frames;
+/// 2. every connection is asked to close with 1001 (its task queues the close
+///    frame behind what it still has to send and flushes); a message that
+///    still arrives (a publish that raced the stop) is counted as dropped
+///    for `shutdown`;
+/// 3. the shard keeps running its tasks until all connections are gone or the
 ///    grace period ends, so queued frames reach clients that are reading;
-/// 3. the runtime stops; whatever is left is dropped with the sockets.
+/// 4. the runtime stops; whatever is left is counted as dropped for
+///    `shutdown` as each connection closes, or goes with the sockets.
 async fn shutdown(state: &Rc<ShardState>) {
+    state.refresh_clock();
+    while let Ok(msg) = state.inbox().deliveries_rx.try_recv() {
+        state.dispatch(&msg);
+    }
     state.close_all(CloseReason::ServerShutdown);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while state.connection_count() > 0 && Instant::now() < deadline {

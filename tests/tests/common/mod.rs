@@ -352,6 +352,23 @@ pub async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
+/// The next text frame as JSON (heartbeats included), or `None` once the
+/// server has closed the connection.
+pub async fn next_json_or_close(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Message::Text(text))) => {
+                return Some(serde_json::from_str(&text).expect("server frames are JSON"))
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
 /// The next frame of `type`, failing on any other non-heartbeat frame.
 pub async fn next_of_type(ws: &mut Ws, kind: &str) -> Value {
     let value = next_json(ws).await;

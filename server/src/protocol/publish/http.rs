@@ -55,6 +55,7 @@ impl HttpEndpoint for PublishOverHttp {
                             let status = match e.code {
                                 ApiCode::Forbidden => StatusCode::FORBIDDEN,
                                 ApiCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                                ApiCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                                 _ => StatusCode::UNPROCESSABLE_ENTITY,
                             };
                             let retry_after = e.retry_after;

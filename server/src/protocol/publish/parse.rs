@@ -159,9 +159,15 @@ pub fn publish_error(e: &PublishError) -> ApiError {
             ..
         }) => ApiCode::LimitReached,
         PublishError::InvalidKey => ApiCode::InvalidKey,
-        PublishError::Retired | PublishError::Unavailable(_) => ApiCode::Unavailable,
+        PublishError::Retired | PublishError::Unavailable(_) | PublishError::ShuttingDown => {
+            ApiCode::Unavailable
+        }
     };
     let mut error = ApiError::new(code, e.to_string());
+    if *e == PublishError::ShuttingDown {
+        // Long enough for a restart, or for a balancer to move the client.
+        error.retry_after = Some(std::time::Duration::from_secs(5));
+    }
     if let PublishError::Topic(TopicError::Quota {
         quota: QuotaError::Rate { retry_after, .. },
         ..
