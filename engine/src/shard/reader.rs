@@ -14,9 +14,9 @@
 //!
 //! Replies are not traffic: a read that carries many commands (65
 //! subscribes in one write) makes as many replies, and the outbox admits
-//! only [`CONTROL_FLUSH_AT`] × 2 unwritten control frames before it calls
-//! the client a slow consumer. So once half of that is queued the replies
-//! are written at once, mid-read: a client that reads gets them all, one
+//! only 64 unwritten control frames (1 MiB) before it calls the client a
+//! slow consumer. So once half of either is queued the replies are written
+//! at once, mid-read: a client that reads gets them all, one
 //! that does not fills its socket and is closed as it should be. How many
 //! commands a client may send is each protocol's own limit.
 
@@ -37,11 +37,6 @@ use crate::sansio::frame::{self, FrameError, OpCode};
 /// a client that sends without pause cannot keep the shard from its other
 /// connections and its deliveries.
 const READS_PER_TURN: usize = 16;
-
-/// Unwritten control frames after which the replies produced by a read are
-/// written before the next command is handled: half the outbox's control
-/// headroom (64 frames).
-const CONTROL_FLUSH_AT: usize = 32;
 
 /// Whether a connection's socket was drained or has more to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,18 +96,19 @@ pub(super) fn feed(
             outcome = Err(reason);
             return ControlFlow::Break(());
         }
-        let (closing, replies) = {
+        let replies_piling = {
             let state = conn.state.borrow();
-            (
-                state.closing.is_some(),
-                state.mailbox.outbox.control_frames(),
-            )
+            if state.closing.is_some() {
+                return ControlFlow::Break(());
+            }
+            state.mailbox.outbox.control_half_full()
         };
-        if closing {
-            return ControlFlow::Break(());
-        }
-        if replies >= CONTROL_FLUSH_AT {
+        if replies_piling {
             shard.flush(conn);
+            // A write that failed has begun the close.
+            if conn.state.borrow().closing.is_some() {
+                return ControlFlow::Break(());
+            }
         }
         ControlFlow::Continue(())
     });

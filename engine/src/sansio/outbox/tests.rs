@@ -84,6 +84,24 @@ fn control_frames_are_bounded_in_bytes_too() {
 }
 
 #[test]
+fn replies_are_due_for_writing_at_half_the_headroom_in_frames_or_bytes() {
+    let mut outbox = Outbox::new(limits(4, 1 << 20, SlowConsumerPolicy::Drop));
+    outbox.push_event(frame(1), meta());
+    for _ in 0..CONTROL_HEADROOM / 2 - 1 {
+        outbox.push_control(frame(1));
+    }
+    assert!(!outbox.control_half_full(), "events do not count");
+    outbox.push_control(frame(1));
+    assert!(outbox.control_half_full());
+
+    let mut outbox = Outbox::new(limits(4, 1 << 20, SlowConsumerPolicy::Drop));
+    outbox.push_control(Bytes::from(vec![0u8; CONTROL_HEADROOM_BYTES / 2 - 1]));
+    assert!(!outbox.control_half_full());
+    outbox.push_control(frame(1));
+    assert!(outbox.control_half_full(), "one large reply is enough");
+}
+
+#[test]
 fn partial_writes_resume_mid_frame_and_report_completed_frames() {
     let mut outbox = Outbox::new(limits(10, 1 << 20, SlowConsumerPolicy::Drop));
     outbox.push_event(Bytes::from_static(b"abcde"), meta());

@@ -62,6 +62,17 @@ struct Tick {
     kept: usize,
 }
 
+impl Tick {
+    fn new(number: u64) -> Self {
+        Self {
+            number,
+            state: None,
+            frames: HashMap::new(),
+            kept: 0,
+        }
+    }
+}
+
 /// Frames of the current tick of each channel. Owned by one shard thread.
 #[derive(Default)]
 pub struct Conflation {
@@ -83,24 +94,13 @@ impl Conflation {
         read: impl FnOnce() -> State,
         make: impl FnOnce(&State) -> Option<Bytes>,
     ) -> Built {
-        let current = self.ticks.entry(channel).or_insert_with(|| Tick {
-            number: tick,
-            state: None,
-            frames: HashMap::new(),
-            kept: 0,
-        });
-        if current.number != tick {
-            *current = Tick {
-                number: tick,
-                state: None,
-                frames: HashMap::new(),
-                kept: 0,
-            };
-        }
+        let current = Self::tick(&mut self.ticks, channel, tick);
         let state = Rc::clone(current.state.get_or_insert_with(read));
-        let bucket = current.frames.entry((since, hash)).or_default();
-        if let Some((_, built)) = bucket.iter().find(|(s, _)| s == symbols) {
-            return built.clone();
+        let key = (since, hash);
+        if let Some(bucket) = current.frames.get(&key) {
+            if let Some((_, built)) = bucket.iter().find(|(s, _)| s == symbols) {
+                return built.clone();
+            }
         }
         let built = Built {
             position: state.0,
@@ -109,9 +109,40 @@ impl Conflation {
         self.built += 1;
         if current.kept < MAX_FRAMES_PER_TICK {
             current.kept += 1;
+            let bucket = current.frames.entry(key).or_default();
             bucket.push((symbols.clone(), built.clone()));
         }
         built
+    }
+
+    /// The state of `channel`'s feed, now at `position`, for a client that
+    /// subscribed during `tick`: the tick's own when it is that recent,
+    /// otherwise read by `read` and kept as the tick's (it is newer), so a
+    /// burst of subscribers reads a feed once per change, not once each.
+    pub fn current_state(
+        &mut self,
+        (channel, tick): (Channel, u64),
+        position: Position,
+        read: impl FnOnce() -> State,
+    ) -> State {
+        let current = Self::tick(&mut self.ticks, channel, tick);
+        match &current.state {
+            Some(state) if state.0 == position => Rc::clone(state),
+            _ => {
+                let state = read();
+                current.state = Some(Rc::clone(&state));
+                state
+            }
+        }
+    }
+
+    /// `channel`'s entry for `tick`, emptied if it held an older tick.
+    fn tick(ticks: &mut HashMap<Channel, Tick>, channel: Channel, tick: u64) -> &mut Tick {
+        let current = ticks.entry(channel).or_insert_with(|| Tick::new(tick));
+        if current.number != tick {
+            *current = Tick::new(tick);
+        }
+        current
     }
 }
 

@@ -292,10 +292,22 @@ impl SimpleSession {
                 });
                 (built.position, built.frame)
             }
-            None => match self.read_state(ctx, channel) {
-                Some((_, position, state)) => (position, make(&state, position)),
-                None => return,
-            },
+            None => {
+                let now_tick = self.shared.tick(channel, Instant::now());
+                let state = CONFLATION.with(|cache| {
+                    cache
+                        .borrow_mut()
+                        .current_state((channel, now_tick), topic.position(), || {
+                            let (_, position, state) = self.read_state(ctx, channel).unwrap_or((
+                                Arc::clone(&topic),
+                                topic.position(),
+                                Vec::new(),
+                            ));
+                            Rc::new((position, state))
+                        })
+                });
+                (state.0, make(&state.1, state.0))
+            }
         };
         let sent = match frame {
             Some(frame) => ctx.send_state(&topic, frame),
@@ -304,7 +316,9 @@ impl SimpleSession {
         let Some(followed) = self.channels.get_mut(&channel) else {
             return;
         };
-        followed.tick = tick.or(followed.tick);
+        // A fresh send serves the current tick: the next frame comes at the
+        // channel's next boundary, not at whatever wakes the session first.
+        followed.tick = Some(tick.unwrap_or_else(|| self.shared.tick(channel, Instant::now())));
         if sent && !seen(position) {
             followed.sent = Some(position);
         } else if !sent {
