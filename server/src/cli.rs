@@ -68,7 +68,7 @@ pub struct ServeArgs {
     /// Most bytes queued per connection.
     #[arg(long, env = "SHARDCAST_OUTBOX_MAX_BYTES")]
     pub outbox_max_bytes: Option<usize>,
-    /// What a full outbox does: drop or disconnect.
+    /// What a full outbox does: conflate (default), drop_oldest, drop_newest or disconnect.
     #[arg(long, env = "SHARDCAST_SLOW_CONSUMER")]
     pub slow_consumer: Option<String>,
     /// Share of a core above which a shard coalesces writes; 1.0 = never.

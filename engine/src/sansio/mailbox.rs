@@ -9,6 +9,7 @@
 use bytes::Bytes;
 
 use crate::sansio::counts::Counts;
+use crate::sansio::ids::TopicId;
 use crate::sansio::outbox::{Admission, DropReason, EventMeta, Outbox, OutboxLimits};
 use crate::sansio::rate::{RateLimit, RateLimiter};
 
@@ -57,6 +58,21 @@ impl Mailbox {
         limit: RateLimit,
         now_ns: u64,
     ) -> Admission {
+        self.offer_counting(frame, meta, limit, now_ns, |_| {})
+    }
+
+    /// [`Mailbox::offer`], calling `evicted` with the topic of each queued
+    /// event dropped to make room for this one (each already counted here
+    /// as `outbox_full`; the caller counts it for its topic).
+    #[inline]
+    pub fn offer_counting(
+        &mut self,
+        frame: &Bytes,
+        meta: EventMeta,
+        limit: RateLimit,
+        now_ns: u64,
+        mut evicted: impl FnMut(TopicId),
+    ) -> Admission {
         if let Some(reason) = self.closed {
             return self.refused(reason);
         }
@@ -68,6 +84,13 @@ impl Mailbox {
             Admission::Conflated => {
                 self.counts.conflated += 1;
                 Admission::Conflated
+            }
+            Admission::Evicted => {
+                for topic in self.outbox.take_evicted() {
+                    self.counts.drop_one(DropReason::OutboxFull);
+                    evicted(topic);
+                }
+                Admission::Evicted
             }
             Admission::Dropped(reason) => self.refused(reason),
             Admission::Disconnect => {

@@ -40,21 +40,29 @@ pub const MAX_IOVECS: usize = 64;
 /// What a full outbox does with the next event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlowConsumerPolicy {
-    /// Drop the new event and count it; the connection stays open.
+    /// Drop the new event and count it; the connection stays open
+    /// (`drop_newest`).
     Drop,
+    /// Drop the oldest queued, not yet written live events to make room for
+    /// the new one, counting each: a client that falls behind ends with the
+    /// newest data (`drop_oldest`).
+    DropOldest,
     /// Close the connection with [`crate::CloseReason::SlowConsumer`].
     Disconnect,
     /// Replace a queued, not yet written event of the same topic and key by
-    /// the new one (counted as conflated, not as a drop); an event with no
-    /// such predecessor (or no key) is dropped as with `Drop`.
+    /// the new one (counted as conflated, not as a drop), so the client ends
+    /// with the latest value of every key; an event with no such
+    /// predecessor (or no key) makes room as with `DropOldest`.
     Conflate,
 }
 
 impl SlowConsumerPolicy {
-    /// Its name in configuration: `drop`, `disconnect`, `conflate`.
+    /// Its name in configuration: `drop_newest`, `drop_oldest`,
+    /// `disconnect`, `conflate`.
     pub fn name(self) -> &'static str {
         match self {
-            Self::Drop => "drop",
+            Self::Drop => "drop_newest",
+            Self::DropOldest => "drop_oldest",
             Self::Disconnect => "disconnect",
             Self::Conflate => "conflate",
         }
@@ -121,6 +129,10 @@ pub enum Admission {
     /// Took the place of a queued event of the same topic and key, which
     /// will never be written (policy `conflate`); the caller counts it.
     Conflated,
+    /// Queued after the oldest queued live events were dropped to make
+    /// room (policies `drop_oldest` and `conflate`); their topics wait in
+    /// [`Outbox::take_evicted`], for the caller to count.
+    Evicted,
     /// Refused; the caller counts the drop.
     Dropped(DropReason),
     /// Refused, and the connection must close as a slow consumer.
@@ -200,6 +212,8 @@ pub struct Outbox {
     control_bytes: usize,
     head_written: usize,
     limits: OutboxLimits,
+    /// Topics of the events dropped to make room, until the caller takes them.
+    evicted: Vec<TopicId>,
 }
 
 impl Outbox {
@@ -212,6 +226,7 @@ impl Outbox {
             control_bytes: 0,
             head_written: 0,
             limits,
+            evicted: Vec::new(),
         }
     }
 
@@ -237,14 +252,70 @@ impl Outbox {
         match self.limits.policy {
             SlowConsumerPolicy::Drop => Admission::Dropped(DropReason::OutboxFull),
             SlowConsumerPolicy::Disconnect => Admission::Disconnect,
+            SlowConsumerPolicy::DropOldest => self.evict_for(bytes, meta),
             SlowConsumerPolicy::Conflate => {
-                if self.conflate(bytes, meta) {
+                if self.conflate(bytes.clone(), meta) {
                     Admission::Conflated
                 } else {
-                    Admission::Dropped(DropReason::OutboxFull)
+                    self.evict_for(bytes, meta)
                 }
             }
         }
+    }
+
+    /// Drops the oldest queued live events (never one being written, never
+    /// a replayed one) until the new one fits, and queues it; refuses it,
+    /// changing nothing, when even that would not make room or it is itself
+    /// replayed (a replay never pushes live data out). A scan from the
+    /// front, on the overflow path only; usually the front frames go.
+    fn evict_for(&mut self, bytes: Bytes, meta: EventMeta) -> Admission {
+        let fits = |events: usize, queued: usize| {
+            events < self.limits.max_messages && queued + bytes.len() <= self.limits.max_bytes
+        };
+        let evictable = |i: usize, frame: &OutFrame, head_written: usize| {
+            frame.event.is_some_and(|e| !e.is_replay()) && !(i == 0 && head_written > 0)
+        };
+        if meta.is_replay() {
+            return Admission::Dropped(DropReason::OutboxFull);
+        }
+        let (mut events, mut queued, mut victims) = (self.events, self.queued_bytes, 0);
+        for (i, frame) in self.queue.iter().enumerate() {
+            if fits(events, queued) {
+                break;
+            }
+            if evictable(i, frame, self.head_written) {
+                events -= 1;
+                queued -= frame.bytes.len();
+                victims += 1;
+            }
+        }
+        if !fits(events, queued) {
+            return Admission::Dropped(DropReason::OutboxFull);
+        }
+        let mut i = 0;
+        while victims > 0 {
+            if evictable(i, &self.queue[i], self.head_written) {
+                let frame = self.queue.remove(i).expect("index within the queue");
+                self.events -= 1;
+                self.queued_bytes -= frame.bytes.len();
+                self.evicted.extend(frame.event.map(|e| e.topic));
+                victims -= 1;
+            } else {
+                i += 1;
+            }
+        }
+        self.events += 1;
+        self.queued_bytes += bytes.len();
+        self.queue.push_back(OutFrame {
+            bytes,
+            event: Some(meta),
+        });
+        Admission::Evicted
+    }
+
+    /// The topics of the events dropped to make room since the last call.
+    pub fn take_evicted(&mut self) -> std::vec::Drain<'_, TopicId> {
+        self.evicted.drain(..)
     }
 
     /// Replaces the newest queued event of the same topic and key by the

@@ -129,12 +129,16 @@ impl ShardState {
             }
             let frame = frames.get(msg, conn.delivery.format, formats);
             let mut state = conn.state.borrow_mut();
-            match state
-                .mailbox
-                .offer(frame, meta, conn.delivery.rate_limit, now_ns)
-            {
+            let admission = state.mailbox.offer_counting(
+                frame,
+                meta,
+                conn.delivery.rate_limit,
+                now_ns,
+                |topic| tally.count(topic, |c| c.drop_one(DropReason::OutboxFull)),
+            );
+            match admission {
                 Admission::Conflated => tally.count(msg.topic, |c| c.conflated += 1),
-                Admission::Queued => {
+                Admission::Queued | Admission::Evicted => {
                     if !state.dirty {
                         state.dirty = true;
                         dirty.push_back((now, Rc::clone(conn)));

@@ -66,14 +66,17 @@ impl RawConfig {
 
         let max_messages = positive("outbox.max_messages", self.outbox.max_messages, 4096)?;
         let max_bytes = positive("outbox.max_bytes", self.outbox.max_bytes, 4 * 1024 * 1024)?;
-        let policy = match self.outbox.slow_consumer.as_deref().unwrap_or("drop") {
-            "drop" => SlowConsumerPolicy::Drop,
+        // By default a client that falls behind ends with the newest data:
+        // the latest value of every key, and the newest unkeyed events.
+        let policy = match self.outbox.slow_consumer.as_deref().unwrap_or("conflate") {
+            "drop_newest" | "drop" => SlowConsumerPolicy::Drop,
+            "drop_oldest" => SlowConsumerPolicy::DropOldest,
             "disconnect" => SlowConsumerPolicy::Disconnect,
             "conflate" => SlowConsumerPolicy::Conflate,
             other => {
                 return Err(invalid(
                     "outbox.slow_consumer",
-                    format!("{other:?}: use \"drop\", \"conflate\" or \"disconnect\""),
+                    format!("{other:?}: use \"conflate\", \"drop_oldest\", \"drop_newest\" or \"disconnect\""),
                 ))
             }
         };

@@ -166,20 +166,49 @@ fn a_full_conflating_outbox_replaces_the_queued_event_of_the_same_topic_and_key(
         outbox.push_event(frame("a3"), keyed(1, 7)),
         Admission::Conflated
     );
-    // No predecessor, or no key: dropped.
+    // No predecessor, or no key: the oldest queued events make room.
     assert_eq!(
         outbox.push_event(frame("c1"), keyed(1, 9)),
-        Admission::Dropped(DropReason::OutboxFull)
+        Admission::Evicted
     );
     assert_eq!(
         outbox.push_event(frame("x"), keyed(1, 0)),
-        Admission::Dropped(DropReason::OutboxFull)
+        Admission::Evicted
     );
+    let evicted: Vec<TopicId> = outbox.take_evicted().collect();
+    assert_eq!(evicted, [TopicId::new(1, 0), TopicId::new(2, 0)]);
     let mut written = Vec::new();
     outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
-    // The newest value goes last: the topic's order holds.
-    assert_eq!(written, vec![frame("b1"), frame("a1'"), frame("a3")]);
+    // The newest data is what is left, in order.
+    assert_eq!(written, vec![frame("a3"), frame("c1"), frame("x")]);
     assert_eq!(outbox.queued_bytes(), 0);
+}
+
+#[test]
+fn dropping_the_oldest_keeps_the_newest_events_and_the_byte_limit() {
+    let mut outbox = Outbox::new(limits(3, 12, SlowConsumerPolicy::DropOldest));
+    let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
+    for text in ["e1", "e2", "e3"] {
+        assert_eq!(outbox.push_event(frame(text), meta()), Admission::Queued);
+    }
+    outbox.push_control(frame("ack"));
+    assert_eq!(outbox.push_event(frame("e4"), meta()), Admission::Evicted);
+    // Six bytes need two events to go (12-byte limit, 9 queued).
+    assert_eq!(
+        outbox.push_event(frame("e5-6-7"), meta()),
+        Admission::Evicted
+    );
+    assert_eq!(outbox.take_evicted().count(), 3);
+    // Larger than the limit allows, whatever goes: refused, nothing lost.
+    assert_eq!(
+        outbox.push_event(frame("far-too-large"), meta()),
+        Admission::Dropped(DropReason::OutboxFull)
+    );
+    assert_eq!(outbox.take_evicted().count(), 0);
+    let mut written = Vec::new();
+    outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
+    // Control frames are never dropped.
+    assert_eq!(written, vec![frame("ack"), frame("e4"), frame("e5-6-7")]);
 }
 
 #[test]
@@ -188,12 +217,8 @@ fn conflation_never_touches_a_frame_being_written_nor_breaks_the_byte_limit() {
     outbox.push_event(Bytes::from_static(b"aaaa"), keyed(1, 7));
     outbox.push_event(Bytes::from_static(b"bbbb"), keyed(1, 8));
     outbox.advance(1, |_| {});
-    // The front frame is partly written: it cannot be replaced.
-    assert_eq!(
-        outbox.push_event(Bytes::from_static(b"AAAA"), keyed(1, 7)),
-        Admission::Dropped(DropReason::OutboxFull)
-    );
-    // Replacing 4 bytes by 8 would exceed the 10-byte limit.
+    // Replacing 4 bytes by 8 would exceed the 10-byte limit, and so would
+    // dropping the only event not being written.
     assert_eq!(
         outbox.push_event(Bytes::from_static(b"BBBBBBBB"), keyed(1, 8)),
         Admission::Dropped(DropReason::OutboxFull)
@@ -203,6 +228,18 @@ fn conflation_never_touches_a_frame_being_written_nor_breaks_the_byte_limit() {
         Admission::Conflated
     );
     assert_eq!(outbox.queued_bytes(), 3 + 5);
+    // The front frame is partly written: neither replaced nor dropped; the
+    // event behind it makes room instead.
+    assert_eq!(
+        outbox.push_event(Bytes::from_static(b"AAAA"), keyed(1, 7)),
+        Admission::Evicted
+    );
+    let mut written = Vec::new();
+    outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
+    assert_eq!(
+        written,
+        vec![Bytes::from_static(b"aaaa"), Bytes::from_static(b"AAAA")]
+    );
 }
 
 #[test]
@@ -230,7 +267,19 @@ fn a_replayed_event_is_never_conflated_away() {
     outbox.push_event(Bytes::from_static(b"b"), keyed(1, 8));
     assert_eq!(
         outbox.push_event(Bytes::from_static(b"a"), keyed(1, 7)),
+        Admission::Evicted
+    );
+    let mut written = Vec::new();
+    outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
+    assert_eq!(
+        written,
+        vec![Bytes::from_static(b"r"), Bytes::from_static(b"a")]
+    );
+    // Nor does a replayed event push live ones out.
+    outbox.push_event(Bytes::from_static(b"1"), keyed(1, 1));
+    outbox.push_event(Bytes::from_static(b"2"), keyed(1, 2));
+    assert_eq!(
+        outbox.push_event(Bytes::from_static(b"r"), replayed),
         Admission::Dropped(DropReason::OutboxFull)
     );
-    assert_eq!(outbox.len(), 2);
 }
