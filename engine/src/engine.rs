@@ -14,9 +14,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -33,9 +33,15 @@ use crate::sansio::ids::ConnKey;
 use crate::sansio::message::Publication;
 use crate::sansio::pattern::TopicError;
 use crate::sansio::pattern::MAX_KEY_LEN;
+use crate::sansio::publishing::PublishGate;
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
 use crate::stats::{ClientInfo, EngineStats};
 use crate::topic::Topic;
+
+/// Longest shutdown waits for publishes in progress to finish routing: a
+/// publish takes microseconds in process; one stuck longer (a broker that
+/// does not answer) is given up on, with a warning.
+const PUBLISH_DRAIN: Duration = Duration::from_secs(2);
 
 /// Where a client id of a principal is connected.
 #[derive(Clone, Copy, Debug)]
@@ -57,9 +63,9 @@ pub(crate) struct EngineShared {
     gate: Arc<Gate>,
     clients: Mutex<HashMap<ClientName, ClientSlot>>,
     stop: watch::Sender<bool>,
-    /// Set once shutdown begins, before any shard is told: publishes are
-    /// refused from then on (read per publish, so not behind the watch's lock).
-    stopping: AtomicBool,
+    /// Closed once shutdown begins, before any shard is told; counts the
+    /// publishes in progress per shard so shutdown can wait for them.
+    publishing: PublishGate,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -86,19 +92,19 @@ impl EngineShared {
             .unwrap_or(0)
     }
 
+    /// Publishes from `slot` (the publishing shard's index; any other
+    /// thread passes `usize::MAX`).
     pub(crate) fn publish(
         &self,
         topic: &Arc<Topic>,
         publication: Publication,
+        slot: usize,
     ) -> Result<u64, PublishError> {
-        // Acquire pairs with the Release store in `Engine::shutdown`: a
-        // publish that sees it set is refused; one that does not was
-        // accepted before the shards were told, and its message reaches
-        // their inboxes ahead of what they drain on shutdown, or after it
-        // (then offered to closed mailboxes and counted as `shutdown`).
-        if self.stopping.load(Ordering::Acquire) {
+        // Refused once shutdown began; otherwise shutdown waits for this
+        // publish to have routed its message before any shard stops.
+        let Some(_in_flight) = self.publishing.enter(slot) else {
             return Err(PublishError::ShuttingDown);
-        }
+        };
         check_key(publication.key.as_deref())?;
         let local = Fanout {
             inboxes: &self.inboxes,
@@ -235,7 +241,7 @@ impl Engine {
             gate,
             clients: Mutex::default(),
             stop: watch::channel(false).0,
-            stopping: AtomicBool::new(false),
+            publishing: PublishGate::new(shards + 1),
             threads: Mutex::default(),
         });
         for index in 0..shards {
@@ -315,12 +321,15 @@ impl Engine {
         topic: &Arc<Topic>,
         publication: Publication,
     ) -> Result<u64, PublishError> {
-        self.shared.publish(topic, publication)
+        self.shared.publish(topic, publication, usize::MAX)
     }
 
     /// Delivers to this process's subscribers without going through the
     /// broker: the entry point for a broker's receiving side.
     pub fn fanout(&self, topic: &Topic, publication: Publication) -> Result<u64, PublishError> {
+        let Some(_in_flight) = self.shared.publishing.enter(usize::MAX) else {
+            return Err(PublishError::ShuttingDown);
+        };
         Fanout {
             inboxes: &self.shared.inboxes,
             topics: &self.shared.topics,
@@ -386,13 +395,26 @@ impl Engine {
         answers
     }
 
-    /// Begins shutdown: stop accepting, close every connection with 1001
-    /// after flushing what it has queued. Returns at once; see [`Engine::join`].
+    /// Begins shutdown: stop publishing (waiting, microseconds as a rule
+    /// and 2 s at most, for the publishes in progress), stop accepting, and
+    /// close every connection with 1001 after flushing what it has queued.
+    /// Returns without waiting for the shards; see [`Engine::join`].
     pub fn shutdown(&self) {
-        // Publishing stops first (Release pairs with the Acquire load in
-        // `EngineShared::publish`), then every shard drains what was
-        // accepted and closes its connections.
-        self.shared.stopping.store(true, Ordering::Release);
+        // 1. Publishing stops, and the publishes already in progress finish
+        //    routing (see `PublishGate`); 2. every shard drains what was
+        //    accepted, then closes its connections.
+        self.shared.publishing.close();
+        let waited = Instant::now();
+        while self.shared.publishing.in_flight() > 0 {
+            if waited.elapsed() > PUBLISH_DRAIN {
+                warn!(
+                    in_flight = self.shared.publishing.in_flight(),
+                    "publishes still in progress at shutdown; their messages may be neither delivered nor counted"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
         self.shared.stop.send_replace(true);
         for inbox in self.shared.inboxes.iter() {
             inbox.command(ShardCommand::Shutdown);
@@ -401,7 +423,7 @@ impl Engine {
 
     /// Whether [`Engine::shutdown`] has begun.
     pub fn is_shutting_down(&self) -> bool {
-        *self.shared.stop.borrow()
+        self.shared.publishing.is_closed()
     }
 
     /// Waits for every shard thread to finish. Call from outside the shards.

@@ -23,6 +23,7 @@ pub mod message;
 pub mod outbox;
 pub mod pacer;
 pub mod pattern;
+pub mod publishing;
 pub mod quota;
 pub mod rate;
 pub mod replay;

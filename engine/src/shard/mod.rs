@@ -236,6 +236,6 @@ impl ShardState {
         crate::engine::check_key(publication.key.as_deref())?;
         // A topic retired after this lookup is handled by the fan-out.
         let topic = self.topic(name, quota)?;
-        self.shared.publish(&topic, publication)
+        self.shared.publish(&topic, publication, self.index)
     }
 }

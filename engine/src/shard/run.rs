@@ -164,7 +164,11 @@ async fn tick_loop(state: Rc<ShardState>) {
 ///    `shutdown` as each connection closes, or goes with the sockets.
 async fn shutdown(state: &Rc<ShardState>) {
     state.refresh_clock();
-    while let Ok(msg) = state.inbox().deliveries_rx.try_recv() {
+    // What is queued now, and no more: publishing has stopped, and a
+    // broker's receiving side that kept feeding could otherwise hold the
+    // shard here.
+    let queued = state.inbox().deliveries_rx.len();
+    for msg in state.inbox().deliveries_rx.try_iter().take(queued) {
         state.dispatch(&msg);
     }
     state.close_all(CloseReason::ServerShutdown);
@@ -172,7 +176,8 @@ async fn shutdown(state: &Rc<ShardState>) {
     while state.connection_count() > 0 && Instant::now() < deadline {
         // Keep draining deliveries so close frames are not stuck behind them.
         state.refresh_clock();
-        while let Ok(msg) = state.inbox().deliveries_rx.try_recv() {
+        let queued = state.inbox().deliveries_rx.len();
+        for msg in state.inbox().deliveries_rx.try_iter().take(queued) {
             state.dispatch(&msg);
         }
         state.flush_dirty();
