@@ -9,8 +9,9 @@
 //! - `queued_bytes` is the sum of the lengths of the queued frames, minus the
 //!   part of the front frame already written (`head_written`).
 //! - Event frames are admitted only while both limits hold (past them the
-//!   connection's [`SlowConsumerPolicy`] decides: drop the newest, replace a
-//!   queued event of the same topic and key, or disconnect); control frames
+//!   connection's [`SlowConsumerPolicy`] decides: drop the newest, drop the
+//!   oldest queued events to make room, replace a queued event of the same
+//!   topic and key, or disconnect); control frames
 //!   (acks, errors, heartbeats, pongs, close) get a small fixed headroom so a
 //!   full outbox can still say why it is closing, and no more, so a client that
 //!   never reads cannot grow the queue without bound.
@@ -83,7 +84,9 @@ pub struct OutboxLimits {
 /// Why an event was not delivered. Every drop is counted under exactly one reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// The connection's outbox was full (policy `drop`).
+    /// The connection's outbox was full: the new event (policy
+    /// `drop_newest`), or a queued one dropped to make room for it
+    /// (`drop_oldest`, `conflate`).
     OutboxFull,
     /// The connection exceeded its per-second event rate.
     RateLimited,
@@ -249,6 +252,13 @@ impl Outbox {
 
     #[cold]
     fn refuse(&mut self, bytes: Bytes, meta: EventMeta) -> Admission {
+        // Larger than the whole outbox: nothing queued could make room.
+        if bytes.len() > self.limits.max_bytes {
+            return match self.limits.policy {
+                SlowConsumerPolicy::Disconnect => Admission::Disconnect,
+                _ => Admission::Dropped(DropReason::OutboxFull),
+            };
+        }
         match self.limits.policy {
             SlowConsumerPolicy::Drop => Admission::Dropped(DropReason::OutboxFull),
             SlowConsumerPolicy::Disconnect => Admission::Disconnect,
@@ -278,6 +288,8 @@ impl Outbox {
         if meta.is_replay() {
             return Admission::Dropped(DropReason::OutboxFull);
         }
+        // What an earlier caller did not take is not this event's.
+        self.evicted.clear();
         let (mut events, mut queued, mut victims) = (self.events, self.queued_bytes, 0);
         for (i, frame) in self.queue.iter().enumerate() {
             if fits(events, queued) {
@@ -313,7 +325,8 @@ impl Outbox {
         Admission::Evicted
     }
 
-    /// The topics of the events dropped to make room since the last call.
+    /// The topics of the events dropped to make room for the last event
+    /// admitted as [`Admission::Evicted`]: take them before the next push.
     pub fn take_evicted(&mut self) -> std::vec::Drain<'_, TopicId> {
         self.evicted.drain(..)
     }

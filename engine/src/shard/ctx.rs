@@ -95,8 +95,15 @@ impl ConnCtx<'_> {
     }
 
     /// Queues a control frame (reply, ack, error); it goes out in order
-    /// after the events already queued.
+    /// after the events already queued. When replies pile up (half the
+    /// outbox's headroom for them) they are written first, so a command that
+    /// makes many replies never trips the slow-consumer rule of a client
+    /// that reads.
     pub fn send(&mut self, frame: Bytes) {
+        let piling = self.conn.state.borrow().mailbox.outbox.control_half_full();
+        if piling {
+            self.shard.flush(self.conn);
+        }
         self.conn.send_control(frame);
     }
 
