@@ -183,6 +183,24 @@ pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Config
     }
 }
 
+/// `value` (or `default` when absent) if it lies in `range`; otherwise the
+/// error for `field`, naming the range and its `unit` (`" seconds"`, `""`).
+pub(crate) fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+    field: &'static str,
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, ConfigError> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        let (low, high) = (range.start(), range.end());
+        Err(invalid(field, format!("from {low} to {high}{unit}")))
+    }
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {

@@ -11,7 +11,7 @@ use shardcast_engine::{
 };
 
 use super::auth::Keys;
-use super::{invalid, ConfigError, RawConfig, ServerConfig, DEFAULT_CHANNELS};
+use super::{in_range, invalid, ConfigError, RawConfig, ServerConfig, DEFAULT_CHANNELS};
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
 use crate::protocol::publish::PublishConfig;
@@ -146,17 +146,20 @@ impl RawConfig {
             // Set at start-up from the open-file limit (files.rs).
             max_sockets: usize::MAX,
         };
-        let max_header_bytes = self.max_header_bytes.unwrap_or(16 * 1024);
-        if !(MIN_HEADER_BYTES..=1 << 20).contains(&max_header_bytes) {
-            return Err(invalid(
-                "max_header_bytes",
-                format!("from {MIN_HEADER_BYTES} to 1048576 bytes"),
-            ));
-        }
-        let request_timeout = self.request_timeout_seconds.unwrap_or(10);
-        if !(1..=300).contains(&request_timeout) {
-            return Err(invalid("request_timeout_seconds", "from 1 to 300 seconds"));
-        }
+        let max_header_bytes = in_range(
+            "max_header_bytes",
+            self.max_header_bytes,
+            16 * 1024,
+            MIN_HEADER_BYTES..=1 << 20,
+            " bytes",
+        )?;
+        let request_timeout = in_range(
+            "request_timeout_seconds",
+            self.request_timeout_seconds,
+            10,
+            1..=300,
+            " seconds",
+        )?;
 
         let Keys { keys, dev_key } = Keys::from_raw(self.api_keys, listen, quota)?;
         let tokens = self.jwt.map(super::auth::token_verifier).transpose()?;

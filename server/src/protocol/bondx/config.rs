@@ -9,7 +9,7 @@ use serde::Deserialize;
 use shardcast_engine::RateLimit;
 
 use super::Class;
-use crate::config::{invalid, ConfigError};
+use crate::config::{in_range, invalid, ConfigError};
 
 /// Shortest secret accepted: HS256 with fewer than 32 bytes of key is
 /// guessable offline from one captured token.
@@ -144,13 +144,13 @@ impl RawBondx {
         if leeway > 300 {
             return Err(invalid("bondx.jwt_leeway_seconds", "at most 300 seconds"));
         }
-        let heartbeat = self.heartbeat_interval_seconds.unwrap_or(30);
-        if !(1..=3600).contains(&heartbeat) {
-            return Err(invalid(
-                "bondx.heartbeat_interval_seconds",
-                "from 1 to 3600 seconds",
-            ));
-        }
+        let heartbeat = in_range(
+            "bondx.heartbeat_interval_seconds",
+            self.heartbeat_interval_seconds,
+            30,
+            1..=3600,
+            " seconds",
+        )?;
         let timeout = self.connection_timeout_seconds.unwrap_or(90);
         if timeout < heartbeat {
             return Err(invalid(
@@ -162,13 +162,13 @@ impl RawBondx {
         if let Err(e) = crate::auth::Scope::for_subject(&extra_scope, "user") {
             return Err(invalid("bondx.extra_scope", e.to_string()));
         }
-        let background = self.background_interval_seconds.unwrap_or(30);
-        if !(1..=3600).contains(&background) {
-            return Err(invalid(
-                "bondx.background_interval_seconds",
-                "from 1 to 3600 seconds",
-            ));
-        }
+        let background = in_range(
+            "bondx.background_interval_seconds",
+            self.background_interval_seconds,
+            30,
+            1..=3600,
+            " seconds",
+        )?;
         let raw = &self.rate_limits;
         let mut rate_limits = [ClassLimit::new(1, 1); 5];
         for (class, given, field) in [

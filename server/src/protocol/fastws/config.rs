@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{invalid, ConfigError};
+use crate::config::{in_range, ConfigError};
 
 /// `[fastws]` as written.
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -42,20 +42,20 @@ impl FastwsConfig {
 impl RawFastws {
     /// Checks every value.
     pub fn validate(&self) -> Result<FastwsConfig, ConfigError> {
-        let heartbeat = self.heartbeat_interval_seconds.unwrap_or(30.0);
-        if !(0.5..=86_400.0).contains(&heartbeat) {
-            return Err(invalid(
-                "fastws.heartbeat_interval_seconds",
-                "from 0.5 to 86400 seconds",
-            ));
-        }
-        let lifespan = self.max_connection_lifespan_seconds.unwrap_or(3600.0);
-        if !(1.0..=31_536_000.0).contains(&lifespan) {
-            return Err(invalid(
-                "fastws.max_connection_lifespan_seconds",
-                "from 1 to 31536000 seconds",
-            ));
-        }
+        let heartbeat = in_range(
+            "fastws.heartbeat_interval_seconds",
+            self.heartbeat_interval_seconds,
+            30.0,
+            0.5..=86_400.0,
+            " seconds",
+        )?;
+        let lifespan = in_range(
+            "fastws.max_connection_lifespan_seconds",
+            self.max_connection_lifespan_seconds,
+            3600.0,
+            1.0..=31_536_000.0,
+            " seconds",
+        )?;
         Ok(FastwsConfig {
             require_api_key: self.require_api_key.unwrap_or(false),
             heartbeat_interval: Duration::from_secs_f64(heartbeat),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use shardcast_engine::{validate_name, RateLimit};
 
 use super::message::Channel;
-use crate::config::{invalid, ConfigError};
+use crate::config::{in_range, invalid, ConfigError};
 
 /// `[simple]` as written.
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -97,11 +97,7 @@ impl RawSimple {
     /// Checks every value; `max_connections` defaults to the server's.
     pub fn validate(&self, server_max_connections: usize) -> Result<SimpleConfig, ConfigError> {
         let seconds = |field: &'static str, value: Option<u64>, default: u64| {
-            let value = value.unwrap_or(default);
-            if !(1..=86_400).contains(&value) {
-                return Err(invalid(field, "from 1 to 86400 seconds"));
-            }
-            Ok(Duration::from_secs(value))
+            in_range(field, value, default, 1..=86_400, " seconds").map(Duration::from_secs)
         };
         let max_connections = self.max_connections.unwrap_or(server_max_connections);
         if max_connections == 0 {
@@ -110,18 +106,21 @@ impl RawSimple {
                 "at least 1 (turn the endpoint off with enabled = false)",
             ));
         }
-        let max_symbols = self.max_symbols.unwrap_or(1000);
-        if !(1..=10_000).contains(&max_symbols) {
-            return Err(invalid("simple.max_symbols", "from 1 to 10000"));
-        }
-        let stale_after_intervals = self.stale_after_intervals.unwrap_or(3);
-        if !(1..=1000).contains(&stale_after_intervals) {
-            return Err(invalid("simple.stale_after_intervals", "from 1 to 1000"));
-        }
-        let messages_per_second = self.messages_per_second.unwrap_or(20);
-        if !(1..=10_000).contains(&messages_per_second) {
-            return Err(invalid("simple.messages_per_second", "from 1 to 10000"));
-        }
+        let max_symbols = in_range("simple.max_symbols", self.max_symbols, 1000, 1..=10_000, "")?;
+        let stale_after_intervals = in_range(
+            "simple.stale_after_intervals",
+            self.stale_after_intervals,
+            3,
+            1..=1000,
+            "",
+        )?;
+        let messages_per_second = in_range(
+            "simple.messages_per_second",
+            self.messages_per_second,
+            20,
+            1..=10_000,
+            "",
+        )?;
         let feed = |field: &'static str, value: &Option<String>, default: &str| {
             let name = value.clone().unwrap_or_else(|| default.into());
             validate_name(&name).map_err(|e| invalid(field, e.to_string()))?;
