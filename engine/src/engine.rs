@@ -211,6 +211,8 @@ impl Engine {
         formats: Formats,
         broker: Arc<dyn Broker>,
     ) -> io::Result<Self> {
+        // Before any message: queued events count publish times from it.
+        crate::sansio::outbox::clock_origin();
         let shards = config.shards.get();
         let inboxes = (0..shards)
             .map(|_| ShardInbox::new(config.shard_inbox_capacity))

@@ -178,15 +178,18 @@ impl TopicRegistry {
         };
         let generation = topics.generations[index as usize];
         let name: Arc<str> = name.into();
-        let topic = Arc::new(Topic::new(
-            TopicId::new(index, generation),
-            Arc::clone(&name),
-            self.config.shards,
-            History::new(self.config.history),
-            Arc::clone(&self.budget),
-            charge,
-            now,
-        ));
+        let topic = Arc::new(
+            Topic::new(
+                TopicId::new(index, generation),
+                Arc::clone(&name),
+                self.config.shards,
+                History::new(self.config.history),
+                Arc::clone(&self.budget),
+                charge,
+                now,
+            )
+            .with_class(self.config.rules.class_of(&name)),
+        );
         topics.by_name.insert(name, Arc::clone(&topic));
         topics.slots[index as usize] = Some(Arc::clone(&topic));
         Ok(topic)

@@ -34,6 +34,7 @@ use crate::sansio::budget::MemoryBudget;
 use crate::sansio::history::{History, Retention};
 use crate::sansio::ids::{Epoch, TopicId};
 use crate::sansio::message::{Message, Publication, Stamp};
+use crate::sansio::outbox::DeliveryClass;
 use crate::sansio::quota::TopicQuota;
 use crate::sansio::replay::{Position, Replay, ReplayError, Replayed};
 
@@ -66,6 +67,8 @@ pub struct Topic {
     id: TopicId,
     name: Arc<str>,
     epoch: Epoch,
+    /// How its messages are delivered, from the channel rules.
+    class: DeliveryClass,
     budget: Arc<MemoryBudget>,
     /// Set once, under the state lock, when the topic is retired; read
     /// without it by shards pruning their caches.
@@ -168,6 +171,7 @@ impl Topic {
             id,
             name,
             epoch: Epoch::fresh(),
+            class: DeliveryClass::default(),
             budget,
             retired: AtomicBool::new(false),
             state: Mutex::new(TopicState {
@@ -185,6 +189,12 @@ impl Topic {
         }
     }
 
+    /// The same topic, its messages delivered as `class`.
+    pub(crate) fn with_class(mut self, class: DeliveryClass) -> Self {
+        self.class = class;
+        self
+    }
+
     /// The topic's id.
     pub fn id(&self) -> TopicId {
         self.id
@@ -193,6 +203,11 @@ impl Topic {
     /// The topic's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// How its messages are delivered (priority, overflow policy).
+    pub fn class(&self) -> DeliveryClass {
+        self.class
     }
 
     /// The run of the topic's sequence: new each time a topic of this name is created.
@@ -231,6 +246,7 @@ impl Topic {
             stamp,
         );
         msg.kind = kind;
+        msg.class = self.class;
         let mut state = self.state.lock();
         if state.retired {
             return Err(Rejected(Publication {

@@ -27,6 +27,10 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// The outbox overflowed and the slow-consumer policy is `disconnect`.
     SlowConsumer,
+    /// A high-priority event could not be queued even after every normal
+    /// event queued for the client was dropped to make room: closed rather
+    /// than let the client miss it (4429, `PRIORITY_OVERFLOW`).
+    PriorityOverflow,
     /// Missing or invalid API key.
     Unauthorized,
     /// The API key lacks the role this endpoint needs.
@@ -85,7 +89,7 @@ impl CloseReason {
             Self::InvalidPayload => 1007,
             Self::MessageTooBig => 1009,
             Self::HeartbeatTimeout => 4408,
-            Self::SlowConsumer => 4429,
+            Self::SlowConsumer | Self::PriorityOverflow => 4429,
             Self::Unauthorized => 4401,
             Self::Forbidden => 4403,
             Self::Replaced => 4409,
@@ -108,6 +112,7 @@ impl CloseReason {
             Self::MessageTooBig => "message_too_big",
             Self::HeartbeatTimeout => "heartbeat_timeout",
             Self::SlowConsumer => "slow_consumer",
+            Self::PriorityOverflow => "priority_overflow",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::Replaced => "replaced",
@@ -130,6 +135,7 @@ impl CloseReason {
             Self::MessageTooBig => "MESSAGE_TOO_BIG".into(),
             Self::HeartbeatTimeout => "HEARTBEAT_TIMEOUT".into(),
             Self::SlowConsumer => "SLOW_CONSUMER".into(),
+            Self::PriorityOverflow => "PRIORITY_OVERFLOW".into(),
             Self::Unauthorized => "VIOLATED_POLICY".into(),
             Self::Forbidden => "FORBIDDEN".into(),
             Self::Replaced => "CLIENT_REPLACED".into(),

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::sansio::message::Message;
+use crate::sansio::outbox::{first_in_object, GapField};
 
 /// The most formats one engine can carry (a [`FormatId`] is 16 bits).
 pub const MAX_FORMATS: usize = 1 << 16;
@@ -61,6 +62,15 @@ pub trait WireFormat: Send + Sync + 'static {
     fn frame_kind(&self, kind: FrameKind) -> FrameKind {
         let _ = kind;
         FrameKind::Live
+    }
+
+    /// Where this format's event frames say how many events of their topic
+    /// the connection missed just before (`"skipped":N,`, written into the
+    /// frame after a gap, for that connection alone); `None`: the format
+    /// does not say (its clients see only the jump in sequence). By
+    /// default first in the payload's object.
+    fn gap_field(&self) -> Option<GapField> {
+        Some(first_in_object)
     }
 
     /// The frame sent to every connection of this format at each heartbeat

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::sansio::counts::Counts;
 use crate::sansio::ids::TopicId;
-use crate::sansio::outbox::{Admission, DropReason, EventMeta, Outbox, OutboxLimits};
+use crate::sansio::outbox::{Admission, DropReason, EventMeta, GapField, Outbox, OutboxLimits};
 use crate::sansio::rate::{RateLimit, RateLimiter};
 
 /// A subscriber's delivery state. Owned by one shard thread.
@@ -33,6 +33,13 @@ impl Mailbox {
             counts: Counts::default(),
             closed: None,
         }
+    }
+
+    /// The same mailbox, marking gaps in its frames with `at` (the
+    /// connection's format's [`crate::WireFormat::gap_field`]).
+    pub fn marking_gaps_with(mut self, at: Option<GapField>) -> Self {
+        self.outbox.mark_gaps_with(at);
+        self
     }
 
     /// Refuses every later event, counted under `reason` (the connection
@@ -76,7 +83,9 @@ impl Mailbox {
         if let Some(reason) = self.closed {
             return self.refused(reason);
         }
-        if !self.rate.try_acquire(limit, now_ns) {
+        // High-priority events are never refused for rate, nor use it up.
+        if !meta.is_high() && !self.rate.try_acquire(limit, now_ns) {
+            self.outbox.note_gap(meta.topic, 1);
             return self.refused(DropReason::RateLimited);
         }
         match self.outbox.push_event(frame.clone(), meta) {
@@ -93,9 +102,9 @@ impl Mailbox {
                 Admission::Evicted
             }
             Admission::Dropped(reason) => self.refused(reason),
-            Admission::Disconnect => {
+            admission @ (Admission::Disconnect | Admission::PriorityOverflow) => {
                 self.counts.drop_one(DropReason::OutboxFull);
-                Admission::Disconnect
+                admission
             }
         }
     }

@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 
 use crate::sansio::format::{Formats, Variant};
 use crate::sansio::ids::{Epoch, TopicId};
+use crate::sansio::outbox::DeliveryClass;
 
 /// One published message, stamped by its topic. Shared by all shards.
 #[derive(Debug)]
@@ -43,6 +44,8 @@ pub struct Message {
     pub accepted_at: Instant,
     /// What the publisher says the message is (an ordinary event or an alert).
     pub kind: MessageKind,
+    /// How its topic's messages are delivered (channel rules).
+    pub class: DeliveryClass,
     key_hash: u64,
     frames: FrameCache,
 }
@@ -169,8 +172,8 @@ impl Message {
         let key_hash = key.as_deref().map_or(0, |key| {
             let mut hasher = key_hasher().build_hasher();
             hasher.write(key.as_bytes());
-            // 63 bits (the outbox keeps a flag beside it); 0 means "no key".
-            (hasher.finish() >> 1).max(1)
+            // 59 bits (the outbox keeps flags beside it); 0 means "no key".
+            (hasher.finish() >> 5).max(1)
         });
         Self {
             topic,
@@ -182,14 +185,15 @@ impl Message {
             timestamp: stamp.wall,
             accepted_at: stamp.mono,
             kind: MessageKind::Event,
+            class: DeliveryClass::default(),
             key_hash,
             frames: FrameCache::default(),
         }
     }
 
-    /// A 63-bit digest of the key under a random per-process hash key; 0
+    /// A 59-bit digest of the key under a random per-process hash key; 0
     /// without a key. Equal keys have equal digests; different keys collide
-    /// with probability 2⁻⁶³, so queued events compare keys by digest.
+    /// with probability 2⁻⁵⁹, so queued events compare keys by digest.
     #[inline]
     pub fn key_hash(&self) -> u64 {
         self.key_hash

@@ -18,11 +18,12 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::sansio::ids::TopicId;
+pub use gaps::{first_in_object, GapField};
+pub use meta::{clock_origin, DeliveryClass, EventMeta, Priority};
 
 /// Control frames admitted past the event limits before the connection is
 /// declared a slow consumer.
@@ -140,6 +141,10 @@ pub enum Admission {
     Dropped(DropReason),
     /// Refused, and the connection must close as a slow consumer.
     Disconnect,
+    /// A high-priority event could not be queued even after every normal
+    /// event made room: the connection must close
+    /// ([`crate::CloseReason::PriorityOverflow`]) rather than miss it.
+    PriorityOverflow,
 }
 
 /// A queued frame. Event frames remember their topic and publish time so the
@@ -150,59 +155,6 @@ pub struct OutFrame {
     pub bytes: Bytes,
     /// `Some` for published events; `None` for control frames.
     pub event: Option<EventMeta>,
-}
-
-/// What the writer needs to account for a delivered event, and conflation
-/// to find its predecessor.
-///
-/// 32 bytes, so that a queued frame ([`OutFrame`]) is 64: one cache line.
-/// The key's digest (63 bits) and the replay flag share one word.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EventMeta {
-    /// The event's topic.
-    pub topic: TopicId,
-    /// When the publish was accepted.
-    pub accepted_at: Instant,
-    /// The key's digest in the low 63 bits (0: no key), [`REPLAY`] on top.
-    tag: u64,
-}
-
-/// The replay flag in [`EventMeta`]'s tag.
-const REPLAY: u64 = 1 << 63;
-
-impl EventMeta {
-    /// A live event of `topic`, accepted at `accepted_at`, with the
-    /// message's [`crate::Message::key_hash`] (0: no key).
-    #[inline]
-    pub fn live(topic: TopicId, accepted_at: Instant, key: u64) -> Self {
-        Self {
-            topic,
-            accepted_at,
-            tag: key & !REPLAY,
-        }
-    }
-
-    /// A replayed event: counted as replayed, not sent, never as a drop,
-    /// and never conflated away.
-    #[inline]
-    pub fn replayed(topic: TopicId, accepted_at: Instant, key: u64) -> Self {
-        Self {
-            tag: Self::live(topic, accepted_at, key).tag | REPLAY,
-            ..Self::live(topic, accepted_at, key)
-        }
-    }
-
-    /// Whether the event is replayed.
-    #[inline]
-    pub fn is_replay(self) -> bool {
-        self.tag & REPLAY != 0
-    }
-
-    /// The key's digest (0: no key).
-    #[inline]
-    pub fn key(self) -> u64 {
-        self.tag & !REPLAY
-    }
 }
 
 /// A connection's queue of frames. Owned by one shard thread.
@@ -217,6 +169,10 @@ pub struct Outbox {
     limits: OutboxLimits,
     /// Topics of the events dropped to make room, until the caller takes them.
     evicted: Vec<TopicId>,
+    /// Per topic, events missed that no queued event says yet (`gaps.rs`).
+    gaps: Vec<(TopicId, u32)>,
+    /// Where this connection's format says so in a frame.
+    gap_field: Option<GapField>,
 }
 
 impl Outbox {
@@ -230,16 +186,20 @@ impl Outbox {
             head_written: 0,
             limits,
             evicted: Vec::new(),
+            gaps: Vec::new(),
+            gap_field: None,
         }
     }
 
     /// Offers an event frame.
     #[inline]
     pub fn push_event(&mut self, bytes: Bytes, meta: EventMeta) -> Admission {
-        if self.events >= self.limits.max_messages
-            || self.queued_bytes + bytes.len() > self.limits.max_bytes
-        {
+        if !self.fits(bytes.len()) {
             return self.refuse(bytes, meta);
+        }
+        if !self.gaps.is_empty() || meta.is_high() {
+            self.enqueue(bytes, meta);
+            return Admission::Queued;
         }
         self.events += 1;
         self.queued_bytes += bytes.len();
@@ -248,6 +208,48 @@ impl Outbox {
             event: Some(meta),
         });
         Admission::Queued
+    }
+
+    /// Whether one more event of `len` bytes is within both limits.
+    #[inline]
+    fn fits(&self, len: usize) -> bool {
+        self.events < self.limits.max_messages && self.queued_bytes + len <= self.limits.max_bytes
+    }
+
+    /// Queues an event known to fit: marked with the gap before it, if
+    /// any, and ahead of every normal event not yet begun if it is high
+    /// priority (after the high ones already queued, so they keep their order).
+    #[cold]
+    pub(super) fn enqueue(&mut self, bytes: Bytes, meta: EventMeta) {
+        let missed = if meta.is_replay() {
+            0
+        } else {
+            self.take_gap(meta.topic)
+        };
+        let (bytes, meta) = if missed > 0 {
+            self.marked(bytes, meta, missed)
+        } else {
+            (bytes, meta)
+        };
+        self.events += 1;
+        self.queued_bytes += bytes.len();
+        let frame = OutFrame {
+            bytes,
+            event: Some(meta),
+        };
+        if !meta.is_high() {
+            self.queue.push_back(frame);
+            return;
+        }
+        let at = self
+            .queue
+            .iter()
+            .enumerate()
+            .position(|(i, f)| {
+                f.event.is_some_and(|e| !e.is_high()) && !(i == 0 && self.head_written > 0)
+            })
+            .unwrap_or(self.queue.len());
+        self.queue.insert(at, frame);
     }
 
     /// Offers a control frame (ack, error, heartbeat, pong, close). These are
@@ -358,6 +360,10 @@ impl Outbox {
     }
 }
 
+mod gaps;
+#[cfg(test)]
+mod lanes_tests;
+mod meta;
 mod overflow;
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,7 @@
 
 use std::collections::HashSet;
 
+use crate::sansio::outbox::DeliveryClass;
 use crate::sansio::quota::QuotaError;
 
 /// Longest topic name accepted, in bytes: room for the canonical topics of
@@ -98,11 +99,14 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// Which topic names exist: exact names plus [`Pattern`]s. Read-only after start-up.
+/// Which topic names exist (exact names plus [`Pattern`]s), and how each
+/// is delivered ([`DeliveryClass`]). Read-only after start-up.
 #[derive(Clone, Debug, Default)]
 pub struct ChannelRules {
     exact: HashSet<Box<str>>,
     patterns: Vec<Pattern>,
+    /// Delivery classes, in declaration order: the first match wins.
+    classes: Vec<(Pattern, DeliveryClass)>,
 }
 
 impl ChannelRules {
@@ -117,9 +121,28 @@ impl ChannelRules {
         Ok(())
     }
 
+    /// Declares `rule` (as [`ChannelRules::declare`]) and delivers the
+    /// topics it matches as `class`, unless a rule given a class earlier
+    /// matches them too.
+    pub fn declare_class(&mut self, rule: &str, class: DeliveryClass) -> Result<(), TopicError> {
+        self.declare(rule)?;
+        self.classes.push((Pattern::parse(rule)?, class));
+        Ok(())
+    }
+
     /// Whether `name` is declared, exactly or by a pattern.
     pub fn allows(&self, name: &str) -> bool {
         self.exact.contains(name) || self.patterns.iter().any(|p| p.matches(name))
+    }
+
+    /// How topic `name` is delivered: the class of the first rule given one
+    /// that matches it, else the default (normal priority, the
+    /// connection's own overflow policy). Asked once, when the topic is made.
+    pub fn class_of(&self, name: &str) -> DeliveryClass {
+        self.classes
+            .iter()
+            .find(|(pattern, _)| pattern.matches(name))
+            .map_or_else(DeliveryClass::default, |(_, class)| *class)
     }
 }
 

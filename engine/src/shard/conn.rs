@@ -44,7 +44,7 @@ use crate::sansio::delivery::Delivery;
 use crate::sansio::frame;
 use crate::sansio::ids::ConnKey;
 use crate::sansio::mailbox::Mailbox;
-use crate::sansio::outbox::{Admission, DropReason, OutboxLimits};
+use crate::sansio::outbox::{Admission, DropReason, GapField, OutboxLimits};
 use crate::topic::Topic;
 
 /// How long a closing connection may take to flush its close frame.
@@ -139,6 +139,7 @@ impl Conn {
         delivery: Delivery,
         permit: PeerPermit,
         limits: OutboxLimits,
+        gap_field: Option<GapField>,
         now: Instant,
     ) -> Self {
         Self {
@@ -156,7 +157,8 @@ impl Conn {
                 mailbox: Mailbox::new(OutboxLimits {
                     policy: delivery.overflow,
                     ..limits
-                }),
+                })
+                .marking_gaps_with(gap_field),
                 topics: Vec::new(),
                 last_seen: now,
                 dirty: false,
@@ -399,6 +401,7 @@ mod tests {
             crate::EngineConfig::default().delivery(crate::FormatId::first()),
             permit,
             limits,
+            None,
             Instant::now(),
         );
         conn.send_control(Bytes::from_static(b"before"));

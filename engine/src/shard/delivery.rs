@@ -111,7 +111,8 @@ impl ShardState {
         };
         let formats = self.shared().formats();
         let now_ns = self.now_ns();
-        let meta = EventMeta::live(msg.topic, msg.accepted_at, msg.key_hash());
+        let meta =
+            EventMeta::live(msg.topic, msg.accepted_at, msg.key_hash()).with_class(msg.class);
         let mut frames = self.live_frames.borrow_mut();
         let mut tally = self.tally.borrow_mut();
         let mut dirty = self.dirty.borrow_mut();
@@ -145,10 +146,14 @@ impl ShardState {
                     }
                 }
                 Admission::Dropped(reason) => tally.count(msg.topic, |c| c.drop_one(reason)),
-                Admission::Disconnect => {
+                Admission::Disconnect | Admission::PriorityOverflow => {
                     tally.count(msg.topic, |c| c.drop_one(DropReason::OutboxFull));
                     drop(state);
-                    conn.request_close(CloseReason::SlowConsumer);
+                    conn.request_close(if admission == Admission::Disconnect {
+                        CloseReason::SlowConsumer
+                    } else {
+                        CloseReason::PriorityOverflow
+                    });
                 }
             }
         }
@@ -264,7 +269,7 @@ impl ShardState {
                         } else {
                             counts.sent += 1;
                             tally.count(meta.topic, |c| c.sent += 1);
-                            let micros = now.duration_since(meta.accepted_at).as_micros() as u64;
+                            let micros = now.duration_since(meta.accepted_at()).as_micros() as u64;
                             latency.saturating_record(micros.max(1));
                         }
                     });

@@ -62,6 +62,7 @@ impl ShardState {
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let key = self.conns.borrow_mut().vacant_key();
+        let gap_field = self.shared.formats().get(delivery.format).gap_field();
         let mut conn = Conn::new(
             key,
             stream,
@@ -71,6 +72,7 @@ impl ShardState {
             delivery,
             permit,
             self.shared.config().outbox,
+            gap_field,
             self.now(),
         );
         conn.details = details;

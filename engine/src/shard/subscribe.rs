@@ -90,6 +90,12 @@ impl ShardState {
                 }
             }
             topic.unsubscribe(self.index);
+            // A later subscription starts with no gap of this one's.
+            conn.state
+                .borrow_mut()
+                .mailbox
+                .outbox
+                .forget_gaps(topic.id());
         }
         if list.is_empty() {
             subscribers.remove(&topic.id());

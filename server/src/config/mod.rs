@@ -12,6 +12,7 @@
 //! refused, and `fuzz/fuzz_targets/config.rs` feeds it arbitrary text.
 
 mod auth;
+mod channels;
 mod validate;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ pub use crate::protocol::telemetry::RawTelemetry;
 use crate::protocol::telemetry::TelemetryConfig;
 
 pub use auth::{parse_key_spec, parse_roles};
+pub use channels::{RawChannelRule, HIGH_PRIORITY_CHANNELS};
 
 /// Channels that always exist.
 pub const DEFAULT_CHANNELS: [&str; 6] = [
@@ -71,6 +73,7 @@ pub struct RawConfig {
     pub max_publish_batch: Option<usize>,
     pub open_paths: Option<Vec<String>>,
     pub channels: Option<Vec<String>>,
+    pub channel_rules: Option<Vec<RawChannelRule>>,
     pub allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     pub telemetry: RawTelemetry,

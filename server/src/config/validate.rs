@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardcast_engine::{
-    ChannelRules, EngineConfig, GateLimits, HistoryLimits, OutboxLimits, QuotaLimits, RateLimit,
-    SlowConsumerPolicy,
+    EngineConfig, GateLimits, HistoryLimits, OutboxLimits, QuotaLimits, RateLimit,
 };
 
 use super::auth::Keys;
-use super::{in_range, invalid, ConfigError, RawConfig, ServerConfig, DEFAULT_CHANNELS};
+use super::channels::{channel_rules, parse_policy};
+use super::{in_range, invalid, ConfigError, RawConfig, ServerConfig};
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
 use crate::protocol::publish::PublishConfig;
@@ -68,18 +68,10 @@ impl RawConfig {
         let max_bytes = positive("outbox.max_bytes", self.outbox.max_bytes, 4 * 1024 * 1024)?;
         // By default a client that falls behind ends with the newest data:
         // the latest value of every key, and the newest unkeyed events.
-        let policy = match self.outbox.slow_consumer.as_deref().unwrap_or("conflate") {
-            "drop_newest" | "drop" => SlowConsumerPolicy::Drop,
-            "drop_oldest" => SlowConsumerPolicy::DropOldest,
-            "disconnect" => SlowConsumerPolicy::Disconnect,
-            "conflate" => SlowConsumerPolicy::Conflate,
-            other => {
-                return Err(invalid(
-                    "outbox.slow_consumer",
-                    format!("{other:?}: use \"conflate\", \"drop_oldest\", \"drop_newest\" or \"disconnect\""),
-                ))
-            }
-        };
+        let policy = parse_policy(
+            "outbox.slow_consumer",
+            self.outbox.slow_consumer.as_deref().unwrap_or("conflate"),
+        )?;
 
         let coalesce_above_cpu = self
             .outbox
@@ -97,16 +89,10 @@ impl RawConfig {
             return Err(invalid("max_frame_size", "at least 125 bytes"));
         }
 
-        let mut channels = ChannelRules::default();
-        for rule in DEFAULT_CHANNELS
-            .iter()
-            .copied()
-            .chain(self.channels.iter().flatten().map(String::as_str))
-        {
-            channels
-                .declare(rule)
-                .map_err(|e| invalid("channels", e.to_string()))?;
-        }
+        let channels = channel_rules(
+            self.channels.as_deref().unwrap_or_default(),
+            self.channel_rules.as_deref().unwrap_or_default(),
+        )?;
 
         let history_bytes = positive("topics.history_bytes", self.topics.history_bytes, 8 << 20)?;
         let max_total_bytes = positive(

@@ -1,15 +1,21 @@
-//! What a full outbox does with a new event: the connection's
-//! [`SlowConsumerPolicy`]. The overflow path only (`#[cold]`); owned by the
-//! connection's shard like the outbox itself.
+//! What a full outbox does with a new event. The overflow path only
+//! (`#[cold]`); owned by the connection's shard like the outbox itself.
 //!
-//! - `drop_newest`: the new event is refused.
-//! - `drop_oldest`: the oldest queued live events go until it fits
-//!   ([`Outbox::take_evicted`] names their topics for the counts).
+//! A high-priority event is never conflated and never refused while normal
+//! events are queued: the oldest normal events go until it fits, and when
+//! none are left the connection must close ([`Admission::PriorityOverflow`]).
+//!
+//! A normal event meets its channel's policy, or the connection's:
+//! - `drop_newest`: it is refused;
+//! - `drop_oldest`: the oldest queued normal live events go until it fits
+//!   ([`Outbox::take_evicted`] names their topics for the counts);
 //! - `conflate`: it replaces the newest queued event of its topic and key,
-//!   or makes room as `drop_oldest` does.
+//!   or makes room as `drop_oldest` does;
 //! - `disconnect`: the connection must close.
 //!
-//! Never touched: control frames, the frame being written, replayed events.
+//! Never touched: control frames, the frame being written, replayed events,
+//! high-priority events. Every event that does not reach the client leaves
+//! a gap its topic's next event reports (`gaps.rs`).
 
 use bytes::Bytes;
 
@@ -19,42 +25,60 @@ use crate::sansio::ids::TopicId;
 impl Outbox {
     #[cold]
     pub(super) fn refuse(&mut self, bytes: Bytes, meta: EventMeta) -> Admission {
+        if meta.is_replay() {
+            // A replay never pushes live data out; the caller stops it.
+            return Admission::Dropped(DropReason::OutboxFull);
+        }
+        if meta.is_high() {
+            return self
+                .evict_for(bytes, meta)
+                .unwrap_or(Admission::PriorityOverflow);
+        }
+        let policy = meta.policy().unwrap_or(self.limits.policy);
         // Larger than the whole outbox: nothing queued could make room.
         if bytes.len() > self.limits.max_bytes {
-            return match self.limits.policy {
+            return match policy {
                 SlowConsumerPolicy::Disconnect => Admission::Disconnect,
-                _ => Admission::Dropped(DropReason::OutboxFull),
+                _ => self.dropped(meta),
             };
         }
-        match self.limits.policy {
-            SlowConsumerPolicy::Drop => Admission::Dropped(DropReason::OutboxFull),
+        match policy {
+            SlowConsumerPolicy::Drop => self.dropped(meta),
             SlowConsumerPolicy::Disconnect => Admission::Disconnect,
-            SlowConsumerPolicy::DropOldest => self.evict_for(bytes, meta),
-            SlowConsumerPolicy::Conflate => {
-                if self.conflate(bytes.clone(), meta) {
-                    Admission::Conflated
-                } else {
-                    self.evict_for(bytes, meta)
-                }
-            }
+            SlowConsumerPolicy::DropOldest => self
+                .evict_for(bytes, meta)
+                .unwrap_or_else(|| self.dropped(meta)),
+            SlowConsumerPolicy::Conflate => match self.conflate(bytes, meta) {
+                Ok(()) => Admission::Conflated,
+                Err(bytes) => self
+                    .evict_for(bytes, meta)
+                    .unwrap_or_else(|| self.dropped(meta)),
+            },
         }
     }
 
-    /// Drops the oldest queued live events (never one being written, never
-    /// a replayed one) until the new one fits, and queues it; refuses it,
-    /// changing nothing, when even that would not make room or it is itself
-    /// replayed (a replay never pushes live data out). A scan from the
-    /// front, on the overflow path only; usually the front frames go.
-    fn evict_for(&mut self, bytes: Bytes, meta: EventMeta) -> Admission {
+    /// The new event is refused: its topic's next event says so.
+    fn dropped(&mut self, meta: EventMeta) -> Admission {
+        self.note_gap(meta.topic, 1);
+        Admission::Dropped(DropReason::OutboxFull)
+    }
+
+    /// Whether the queued `frame` at `index` may be dropped to make room:
+    /// a normal live event not being written.
+    fn evictable(&self, index: usize, frame: &OutFrame) -> bool {
+        frame.event.is_some_and(|e| !e.is_replay() && !e.is_high())
+            && !(index == 0 && self.head_written > 0)
+    }
+
+    /// Drops the oldest evictable events until the new one fits, and queues
+    /// it; `None`, changing nothing, when even that would not make room. A
+    /// scan from the front, on the overflow path only; usually the front
+    /// frames go.
+    fn evict_for(&mut self, bytes: Bytes, meta: EventMeta) -> Option<Admission> {
+        let limits = self.limits;
         let fits = |events: usize, queued: usize| {
-            events < self.limits.max_messages && queued + bytes.len() <= self.limits.max_bytes
+            events < limits.max_messages && queued + bytes.len() <= limits.max_bytes
         };
-        let evictable = |i: usize, frame: &OutFrame, head_written: usize| {
-            frame.event.is_some_and(|e| !e.is_replay()) && !(i == 0 && head_written > 0)
-        };
-        if meta.is_replay() {
-            return Admission::Dropped(DropReason::OutboxFull);
-        }
         // What an earlier caller did not take is not this event's.
         self.evicted.clear();
         let (mut events, mut queued, mut victims) = (self.events, self.queued_bytes, 0);
@@ -62,34 +86,31 @@ impl Outbox {
             if fits(events, queued) {
                 break;
             }
-            if evictable(i, frame, self.head_written) {
+            if self.evictable(i, frame) {
                 events -= 1;
                 queued -= frame.bytes.len();
                 victims += 1;
             }
         }
         if !fits(events, queued) {
-            return Admission::Dropped(DropReason::OutboxFull);
+            return None;
         }
         let mut i = 0;
         while victims > 0 {
-            if evictable(i, &self.queue[i], self.head_written) {
+            if self.evictable(i, &self.queue[i]) {
                 let frame = self.queue.remove(i).expect("index within the queue");
+                let victim = frame.event.expect("evictable frames are events");
                 self.events -= 1;
                 self.queued_bytes -= frame.bytes.len();
-                self.evicted.extend(frame.event.map(|e| e.topic));
+                self.evicted.push(victim.topic);
+                self.carry_gap(i, victim);
                 victims -= 1;
             } else {
                 i += 1;
             }
         }
-        self.events += 1;
-        self.queued_bytes += bytes.len();
-        self.queue.push_back(OutFrame {
-            bytes,
-            event: Some(meta),
-        });
-        Admission::Evicted
+        self.enqueue(bytes, meta);
+        Some(Admission::Evicted)
     }
 
     /// The topics of the events dropped to make room for the last event
@@ -100,35 +121,33 @@ impl Outbox {
 
     /// Replaces the newest queued event of the same topic and key by the
     /// new one, which goes to the back of the queue: a topic's events stay in
-    /// sequence order and a key's values only get newer. `false` (nothing
-    /// changes) when there is no such event, when it is a replayed one (a
-    /// replay is delivered whole), when it has begun to be written, or when
-    /// the new frame would break the byte limit. A scan of the queue, on the
-    /// overflow path only.
-    fn conflate(&mut self, bytes: Bytes, meta: EventMeta) -> bool {
-        if meta.key() == 0 || meta.is_replay() {
-            return false;
+    /// sequence order and a key's values only get newer. Gives `bytes`
+    /// back, changing nothing, when there is no such event, when it is a
+    /// replayed one (a replay is delivered whole), when it has begun to be
+    /// written, or when the new frame would break the byte limit. A scan of
+    /// the queue, on the overflow path only.
+    fn conflate(&mut self, bytes: Bytes, meta: EventMeta) -> Result<(), Bytes> {
+        if meta.key() == 0 {
+            return Err(bytes);
         }
         let found = self.queue.iter().rposition(|f| {
             f.event
                 .is_some_and(|e| e.key() == meta.key() && e.topic == meta.topic)
         });
         let Some(index) = found else {
-            return false;
+            return Err(bytes);
         };
         let old = &self.queue[index];
-        // The front frame may be partly written: it can no longer change.
-        let writing = index == 0 && self.head_written > 0;
         let after = self.queued_bytes - old.bytes.len() + bytes.len();
-        if writing || old.event.is_some_and(EventMeta::is_replay) || after > self.limits.max_bytes {
-            return false;
+        if !self.evictable(index, old) || after > self.limits.max_bytes {
+            return Err(bytes);
         }
-        self.queue.remove(index);
-        self.queue.push_back(OutFrame {
-            bytes,
-            event: Some(meta),
-        });
-        self.queued_bytes = after;
-        true
+        let old = self.queue.remove(index).expect("index within the queue");
+        let replaced = old.event.expect("found as an event");
+        self.events -= 1;
+        self.queued_bytes -= old.bytes.len();
+        self.carry_gap(index, replaced);
+        self.enqueue(bytes, meta);
+        Ok(())
     }
 }

@@ -156,6 +156,18 @@ pub fn delta(frame: &mut FrameBuf, msg: &Message, kind: &'static str) {
     out.put_slice(b"},\"correlation_id\":null}");
 }
 
+/// Where a delta says how many of its topic's messages the connection
+/// missed just before it: first in its `meta` (`"meta":{"skipped":3,
+/// "epoch":…}`). The last `,"meta":{` of the envelope is its own — the
+/// payload comes before it, and only escaped strings after.
+pub fn gap_field(payload: &[u8]) -> Option<usize> {
+    const META: &[u8] = b",\"meta\":{";
+    payload
+        .windows(META.len())
+        .rposition(|w| w == META)
+        .map(|at| at + META.len())
+}
+
 /// An `error` envelope, with the document's fields at the top level too.
 pub fn error(
     code: Code,

@@ -32,8 +32,8 @@ use bytes::Bytes;
 use hyper::HeaderMap;
 use shardcast_engine::frame::{FrameBuf, OpCode};
 use shardcast_engine::{
-    AliveOn, CloseReason, Delivery, Details, FormatId, FrameKind, Liveness, Message, MessageKind,
-    RateLimit, Session, SlowConsumerPolicy, WireFormat,
+    AliveOn, CloseReason, Delivery, Details, FormatId, FrameKind, GapField, Liveness, Message,
+    MessageKind, RateLimit, Session, SlowConsumerPolicy, WireFormat,
 };
 use tracing::warn;
 
@@ -324,6 +324,10 @@ impl WireFormat for BondxFormat {
         both.extend_from_slice(&ping);
         both.extend_from_slice(&envelope);
         Some(both.freeze())
+    }
+
+    fn gap_field(&self) -> Option<GapField> {
+        Some(envelope::gap_field)
     }
 
     fn heartbeat_interval(&self) -> Option<Duration> {
