@@ -27,6 +27,7 @@ pub mod publishing;
 pub mod quota;
 pub mod rate;
 pub mod replay;
+pub mod throttle;
 
 #[cfg(all(test, not(shardcast_loom)))]
 mod tests {

@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -195,6 +196,27 @@ impl ConnCtx<'_> {
         };
         self.shard.set_filter(self.conn, held, filter);
         true
+    }
+
+    /// Limits this connection's subscription to `topic` to `per_second`
+    /// rounds of updates a second (`None`: no limit of its own): each
+    /// round carries the latest message of every key that changed since the
+    /// last, in sequence order, each telling the messages it follows
+    /// undelivered (`skipped`); replaced messages are counted as conflated.
+    /// The channel's own `max_rate` is a ceiling no client can raise.
+    /// Returns the rate in force (`Some(None)`: unlimited), or `None` if
+    /// the connection is not subscribed to `topic`.
+    pub fn limit_rate(
+        &mut self,
+        topic: &str,
+        per_second: Option<NonZeroU32>,
+    ) -> Option<Option<NonZeroU32>> {
+        let (topic, slot) = {
+            let state = self.conn.state.borrow();
+            let held = state.topics.iter().find(|h| &**h.topic.name() == topic)?;
+            (Arc::clone(&held.topic), held.slot.get())
+        };
+        Some(self.shard.set_rate(self.conn, &topic, slot, per_second))
     }
 
     /// Leaves `topic`; `false` if the connection was not subscribed.

@@ -15,6 +15,7 @@
 //!
 //! No lock, allocation or serialization happens per subscriber.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::sansio::outbox::{Admission, DropReason, EventMeta, MAX_IOVECS};
 use crate::sansio::pacer;
 use crate::shard::conn::Conn;
 use crate::shard::ShardState;
+use crate::stats::Tally;
 
 /// Connections written per flush slice before the shard goes back to its
 /// inbox and its connection tasks. A bound on how long one turn can keep the
@@ -46,6 +48,17 @@ pub(super) enum Flush {
     At(Instant),
     /// Connections are due now beyond this slice.
     Backlog,
+}
+
+impl Flush {
+    /// This, or waking at `at` if that comes first.
+    pub(super) fn or_at(self, at: Option<Instant>) -> Self {
+        match (self, at) {
+            (Flush::Idle, Some(at)) => Flush::At(at),
+            (Flush::At(flush), Some(at)) => Flush::At(flush.min(at)),
+            (flush, _) => flush,
+        }
+    }
 }
 
 /// The live frame of each format, for the message being dispatched: one
@@ -102,6 +115,47 @@ impl LiveFrames {
     }
 }
 
+/// Offers one event's `frame` to `conn`, counting a refusal for its topic,
+/// queuing the connection for the flush, or closing it as its admission
+/// says. The per-subscriber step of [`ShardState::dispatch`].
+#[inline]
+pub(super) fn offer(
+    conn: &Rc<Conn>,
+    frame: &Bytes,
+    meta: EventMeta,
+    now: Instant,
+    now_ns: u64,
+    tally: &mut Tally,
+    dirty: &mut VecDeque<(Instant, Rc<Conn>)>,
+) {
+    let mut state = conn.state.borrow_mut();
+    let admission =
+        state
+            .mailbox
+            .offer_counting(frame, meta, conn.delivery.rate_limit, now_ns, |topic| {
+                tally.count(topic, |c| c.drop_one(DropReason::OutboxFull))
+            });
+    match admission {
+        Admission::Conflated => tally.count(meta.topic, |c| c.conflated += 1),
+        Admission::Queued | Admission::Evicted => {
+            if !state.dirty {
+                state.dirty = true;
+                dirty.push_back((now, Rc::clone(conn)));
+            }
+        }
+        Admission::Dropped(reason) => tally.count(meta.topic, |c| c.drop_one(reason)),
+        Admission::Disconnect | Admission::PriorityOverflow => {
+            tally.count(meta.topic, |c| c.drop_one(DropReason::OutboxFull));
+            drop(state);
+            conn.request_close(if admission == Admission::Disconnect {
+                CloseReason::SlowConsumer
+            } else {
+                CloseReason::PriorityOverflow
+            });
+        }
+    }
+}
+
 impl ShardState {
     /// Offers `msg` to every local subscriber of its topic.
     pub(super) fn dispatch(&self, msg: &Arc<Message>) {
@@ -123,39 +177,20 @@ impl ShardState {
                 continue;
             }
             let conn = &sub.conn;
-            if sub.filter.as_ref().is_some_and(|f| !f.admits(msg)) {
-                conn.state.borrow_mut().mailbox.counts.filtered += 1;
-                filtered += 1;
-                continue;
-            }
-            let frame = frames.get(msg, conn.delivery.format, formats);
-            let mut state = conn.state.borrow_mut();
-            let admission = state.mailbox.offer_counting(
-                frame,
-                meta,
-                conn.delivery.rate_limit,
-                now_ns,
-                |topic| tally.count(topic, |c| c.drop_one(DropReason::OutboxFull)),
-            );
-            match admission {
-                Admission::Conflated => tally.count(msg.topic, |c| c.conflated += 1),
-                Admission::Queued | Admission::Evicted => {
-                    if !state.dirty {
-                        state.dirty = true;
-                        dirty.push_back((now, Rc::clone(conn)));
+            if let Some(extra) = &sub.extra {
+                if extra.filter.as_ref().is_some_and(|f| !f.admits(msg)) {
+                    conn.state.borrow_mut().mailbox.counts.filtered += 1;
+                    filtered += 1;
+                    continue;
+                }
+                if let Some(throttle) = &extra.throttle {
+                    if self.hold(throttle, conn, msg, now_ns, &mut tally) {
+                        continue;
                     }
                 }
-                Admission::Dropped(reason) => tally.count(msg.topic, |c| c.drop_one(reason)),
-                Admission::Disconnect | Admission::PriorityOverflow => {
-                    tally.count(msg.topic, |c| c.drop_one(DropReason::OutboxFull));
-                    drop(state);
-                    conn.request_close(if admission == Admission::Disconnect {
-                        CloseReason::SlowConsumer
-                    } else {
-                        CloseReason::PriorityOverflow
-                    });
-                }
             }
+            let frame = frames.get(msg, conn.delivery.format, formats);
+            offer(conn, frame, meta, now, now_ns, &mut tally, &mut dirty);
         }
         if filtered > 0 {
             tally.count(msg.topic, |c| c.filtered += filtered);

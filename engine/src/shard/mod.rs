@@ -42,6 +42,7 @@ mod report;
 mod run;
 mod slab;
 mod subscribe;
+mod throttled;
 
 pub use accept::ConnectionHandler;
 pub use conn::Session;
@@ -51,7 +52,7 @@ pub(crate) use inbox::{ShardCommand, ShardInbox};
 pub(crate) use run::run;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +67,7 @@ use crate::sansio::message::{MessageFilter, Publication};
 use crate::sansio::pacer::{self, FlushPacer};
 use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
+use crate::sansio::throttle::Throttle;
 use crate::stats::{new_latency_histogram, Tally};
 use crate::topic::Topic;
 use conn::Conn;
@@ -85,10 +87,29 @@ struct Subscriber {
     conn: Rc<Conn>,
     /// Messages with this sequence number or lower predate the subscription.
     after_seq: u64,
-    /// Which messages it receives; all without one. Boxed to a thin
-    /// pointer: every subscriber pays for the slot, few have a filter, and
-    /// the list is scanned per message (24 bytes a subscriber, not 32).
-    filter: Option<Box<Rc<dyn MessageFilter>>>,
+    /// What few subscriptions have: a filter, a maximum rate. Boxed to a
+    /// thin pointer: every subscriber pays for the slot, few use it, and the
+    /// list is scanned per message (24 bytes a subscriber, not 32).
+    extra: Option<Box<Extra>>,
+}
+
+/// Throttled subscriptions' next rounds: (due, order) → whose.
+type Rounds = BTreeMap<(u64, u64), (Rc<Conn>, TopicId)>;
+
+/// A subscription's filter and maximum rate, when it has either.
+#[derive(Default)]
+struct Extra {
+    /// Which messages it receives; all without one.
+    filter: Option<Rc<dyn MessageFilter>>,
+    /// At most so many rounds of updates a second (`throttled.rs`).
+    throttle: Option<RefCell<Throttle>>,
+}
+
+impl Extra {
+    /// `Some` if it holds anything.
+    fn boxed(self) -> Option<Box<Self>> {
+        (self.filter.is_some() || self.throttle.is_some()).then(|| Box::new(self))
+    }
 }
 
 // Scanned once per message per subscriber: keep it at three words.
@@ -115,6 +136,11 @@ struct ShardState {
     latency_us: RefCell<Histogram<u64>>,
     /// Connections with unflushed events, in the order they got their first one.
     dirty: RefCell<VecDeque<(Instant, Rc<Conn>)>>,
+    /// Throttled subscriptions' next rounds, by due time (shard clock, ns)
+    /// and order of scheduling.
+    rounds: RefCell<Rounds>,
+    /// Rounds scheduled so far: the second half of each `rounds` key.
+    rounds_scheduled: Cell<u64>,
     /// Each format's frame of the message being dispatched.
     live_frames: RefCell<LiveFrames>,
     pacer: RefCell<FlushPacer>,
@@ -154,6 +180,8 @@ impl ShardState {
             write_counters: RefCell::default(),
             latency_us: RefCell::new(new_latency_histogram()),
             dirty: RefCell::default(),
+            rounds: RefCell::default(),
+            rounds_scheduled: Cell::new(0),
             live_frames: RefCell::new(LiveFrames::new(formats)),
             pacer: RefCell::new(pacer),
             pace_window: Cell::new((now, pacer::thread_cpu_time())),

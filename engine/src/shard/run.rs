@@ -90,7 +90,8 @@ async fn dispatch_loop(state: &Rc<ShardState>) {
                 taken += 1;
             }
             let now = Instant::now();
-            next_flush = state.flush_due(now);
+            let next_round = state.release_rounds(now);
+            next_flush = state.flush_due(now).or_at(next_round);
             state.pace(now);
             if taken < DISPATCH_BATCH || next_flush == Flush::Backlog {
                 break;

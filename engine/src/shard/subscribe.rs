@@ -3,15 +3,17 @@
 //!
 //! Owned by one shard thread (an `impl` block of [`ShardState`](super::ShardState)).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use super::conn::{Conn, Held};
-use super::{ShardState, Subscriber};
+use super::{Extra, ShardState, Subscriber};
 use crate::sansio::message::MessageFilter;
 use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
 use crate::sansio::replay::Replay;
+use crate::sansio::throttle::Throttle;
 use crate::topic::{SubscribeStart, Topic};
 
 impl ShardState {
@@ -35,10 +37,18 @@ impl ShardState {
         };
         let mut subscribers = self.subscribers.borrow_mut();
         let list = subscribers.entry(topic.id()).or_default();
+        // A channel with a maximum rate throttles every subscription.
+        let extra = Extra {
+            filter: None,
+            throttle: topic
+                .class()
+                .max_rate
+                .map(|r| RefCell::new(Throttle::new(r))),
+        };
         list.push(Subscriber {
             conn: Rc::clone(conn),
             after_seq: start.position.seq,
-            filter: None,
+            extra: extra.boxed(),
         });
         let slot = list.len() - 1;
         Ok((topic, start, slot))
@@ -60,7 +70,8 @@ impl ShardState {
             .get_mut(held.slot.get())
             .filter(|s| s.conn.key == conn.key)
         {
-            sub.filter = filter.map(Box::new);
+            let extra = sub.extra.take().map(|e| *e).unwrap_or_default();
+            sub.extra = Extra { filter, ..extra }.boxed();
         } else {
             debug_assert!(false, "subscriber slot out of date");
         }
@@ -82,7 +93,8 @@ impl ShardState {
             list.iter().position(|s| s.conn.key == conn.key)
         };
         if let Some(pos) = pos {
-            list.swap_remove(pos);
+            let gone = list.swap_remove(pos);
+            self.discard_round(conn, topic.id(), gone);
             if let Some(moved) = list.get(pos) {
                 let state = moved.conn.state.borrow();
                 if let Some(h) = state.topics.iter().find(|h| h.topic.id() == topic.id()) {

@@ -7,16 +7,20 @@
 //! pattern = "prices.*"      # an exact name or a pattern, as in `channels`
 //! overflow = "conflate"     # conflate | drop_oldest | drop_newest | disconnect
 //! priority = "normal"       # normal | high
+//! max_rate = 10             # most updates a second of each key, per subscription
 //! ```
 //!
 //! The first rule matching a channel gives its class; rules from the file
 //! come before the built-in ones (`risk-alerts` and `positions` are high
 //! priority), so a file can change those too.
 
+use std::num::NonZeroU32;
+
 use serde::Deserialize;
 use shardcast_engine::{ChannelRules, DeliveryClass, Priority, SlowConsumerPolicy};
 
-use super::{invalid, ConfigError, DEFAULT_CHANNELS};
+use super::{in_range, invalid, ConfigError, DEFAULT_CHANNELS};
+use crate::protocol::common::MAX_RATE;
 
 /// Channels whose messages are high priority unless a rule says otherwise.
 pub const HIGH_PRIORITY_CHANNELS: [&str; 2] = ["risk-alerts", "positions"];
@@ -32,6 +36,7 @@ pub struct RawChannelRule {
     pub pattern: String,
     pub overflow: Option<String>,
     pub priority: Option<String>,
+    pub max_rate: Option<u32>,
 }
 
 /// A slow-consumer policy by its configuration name.
@@ -95,13 +100,26 @@ pub fn channel_rules(
                 .as_deref()
                 .map(|name| parse_policy("channel_rules.overflow", name))
                 .transpose()?,
+            max_rate: rule
+                .max_rate
+                .map(|rate| {
+                    in_range(
+                        "channel_rules.max_rate",
+                        Some(rate),
+                        1,
+                        1..=MAX_RATE,
+                        " updates a second",
+                    )
+                    .map(|r| NonZeroU32::new(r).expect("at least 1"))
+                })
+                .transpose()?,
         };
         out.declare_class(&rule.pattern, class)
             .map_err(|e| invalid("channel_rules.pattern", e.to_string()))?;
     }
     let high = DeliveryClass {
         priority: Priority::High,
-        overflow: None,
+        ..DeliveryClass::default()
     };
     for name in HIGH_PRIORITY_CHANNELS {
         out.declare_class(name, high)
@@ -119,6 +137,7 @@ mod tests {
             pattern: pattern.into(),
             overflow: overflow.map(Into::into),
             priority: priority.map(Into::into),
+            max_rate: None,
         }
     }
 
@@ -149,5 +168,10 @@ mod tests {
         assert!(error(rule("a", Some("sometimes"), None)).contains("channel_rules.overflow"));
         assert!(error(rule("a", None, Some("urgent"))).contains("channel_rules.priority"));
         assert!(error(rule("a b", None, None)).contains("channel_rules.pattern"));
+        let fast = RawChannelRule {
+            max_rate: Some(0),
+            ..rule("a", None, None)
+        };
+        assert!(error(fast).contains("channel_rules.max_rate"));
     }
 }

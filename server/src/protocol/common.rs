@@ -13,6 +13,11 @@ use shardcast_engine::write_iso8601;
 
 use crate::auth::RefreshError;
 
+/// The highest rate a client may ask a subscription to be limited to
+/// (telemetry `maxRate`, BondX `max_rate`), in updates a second; a
+/// channel's `max_rate` may lower it.
+pub const MAX_RATE: u32 = 10_000;
+
 /// A connection is answered at most one heartbeat per this interval.
 ///
 /// A client that answers every server heartbeat (as clients are told to)

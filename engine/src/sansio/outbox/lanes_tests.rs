@@ -18,12 +18,17 @@ fn outbox(max_messages: usize, policy: SlowConsumerPolicy) -> Outbox {
 }
 
 fn class(priority: Priority, overflow: Option<SlowConsumerPolicy>) -> DeliveryClass {
-    DeliveryClass { priority, overflow }
+    DeliveryClass {
+        priority,
+        overflow,
+        max_rate: None,
+    }
 }
 
 const HIGH: DeliveryClass = DeliveryClass {
     priority: Priority::High,
     overflow: None,
+    max_rate: None,
 };
 
 /// An event of `topic` whose frame is `{"n":<n>}` (key `key`, 0: none).

@@ -1,7 +1,7 @@
 //! What a queued event carries besides its bytes ([`EventMeta`]), and how a
 //! channel's events are treated in a full outbox ([`DeliveryClass`]).
 
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,10 @@ pub struct DeliveryClass {
     /// What a full outbox does with the channel's events; `None`: the
     /// connection's own policy (its protocol's, or the server default).
     pub overflow: Option<SlowConsumerPolicy>,
+    /// Most rounds of updates a second any subscription of the channel
+    /// gets (each round the latest message of every key that changed); a
+    /// client may ask for fewer, never more. `None`: no limit.
+    pub max_rate: Option<NonZeroU32>,
 }
 
 /// What the writer needs to account for a delivered event, conflation to

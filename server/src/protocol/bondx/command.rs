@@ -9,11 +9,14 @@
 //! nesting by [`MAX_COMMAND_DEPTH`], `subtopics` (echoed in the ack) by
 //! [`MAX_SUBTOPICS_BYTES`].
 
+use std::num::NonZeroU32;
+
 use shardcast_engine::{json, Epoch, SubscribeError, TopicError, MAX_NAME_LEN};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
 use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH};
+use crate::protocol::common::MAX_RATE;
 
 /// Longest `correlation_id` string echoed, in bytes.
 pub const MAX_CORRELATION_ID: usize = 128;
@@ -59,6 +62,8 @@ pub struct Subscribe {
     pub compression: Option<bool>,
     /// `subtopics`, as compact JSON, echoed in the ack.
     pub subtopics: Option<String>,
+    /// At most so many updates a second of each key (`max_rate`).
+    pub max_rate: Option<NonZeroU32>,
 }
 
 /// The error codes of the BondX protocol.
@@ -281,6 +286,19 @@ fn subscribe(value: &BorrowedValue<'_>) -> Result<Subscribe, CommandError> {
                 .ok_or_else(|| invalid("\"compression\" must be true or false"))?,
         ),
     };
+    let max_rate = match present("max_rate") {
+        None => None,
+        Some(rate) => Some(
+            rate.as_u64()
+                .filter(|r| *r <= u64::from(MAX_RATE))
+                .and_then(|r| NonZeroU32::new(r as u32))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "\"max_rate\" must be a whole number from 1 to {MAX_RATE}"
+                    ))
+                })?,
+        ),
+    };
     let subtopics = match present("subtopics") {
         None => None,
         Some(subtopics) if subtopics.is_object() => {
@@ -302,6 +320,7 @@ fn subscribe(value: &BorrowedValue<'_>) -> Result<Subscribe, CommandError> {
         batch_size,
         compression,
         subtopics,
+        max_rate,
     })
 }
 
@@ -389,6 +408,21 @@ mod tests {
         let p = parsed(r#"{"type":"subscribe","correlation_id":"c1"}"#);
         assert_eq!(p.correlation_id.as_deref(), Some("\"c1\""));
         assert!(p.command.is_err());
+    }
+
+    #[test]
+    fn max_rate_is_a_whole_number_within_bounds() {
+        for (rate, expected) in [("1", Some(1)), ("10000", Some(10_000))] {
+            let text = format!(r#"{{"type":"subscribe","topic":"a","max_rate":{rate}}}"#);
+            let Ok(Command::Subscribe(s)) = parsed(&text).command else {
+                panic!("{text}")
+            };
+            assert_eq!(s.max_rate.map(NonZeroU32::get), expected);
+        }
+        for rate in ["0", "10001", "-1", "2.5", "\"3\"", "true"] {
+            let text = format!(r#"{{"type":"subscribe","topic":"a","max_rate":{rate}}}"#);
+            assert!(error(&text).contains("max_rate"), "{rate}");
+        }
     }
 
     #[test]

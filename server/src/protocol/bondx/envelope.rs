@@ -11,6 +11,7 @@
 //! (`BondxFormat`); everything here is per connection (acks, errors,
 //! snapshots built for one subscriber).
 
+use std::num::NonZeroU32;
 use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -97,8 +98,16 @@ pub fn ack(
 
 /// The `ack` of a subscribe: what was asked, echoed, and where the
 /// subscription starts (`seq`, `meta.epoch`).
-pub fn subscribe_ack(request: &Subscribe, sub: &Subscribed, correlation_id: Option<&str>) -> Bytes {
+pub fn subscribe_ack(
+    request: &Subscribe,
+    sub: &Subscribed,
+    max_rate: Option<NonZeroU32>,
+    correlation_id: Option<&str>,
+) -> Bytes {
     let mut payload = serde_json::json!({"action": "subscribe", "status": "ok"});
+    if let Some(rate) = max_rate {
+        payload["max_rate"] = rate.get().into();
+    }
     if let Some(size) = request.batch_size {
         payload["batch_size"] = size.into();
     }

@@ -162,8 +162,18 @@ impl BondxSession {
             Ok(sub) => sub,
             Err(e) => return Self::error(ctx, Code::from(&e), &e.to_string(), reply),
         };
+        // The rate in force (the channel's ceiling wins), echoed in the ack.
+        let max_rate = match request.max_rate {
+            Some(asked) => ctx.limit_rate(name, Some(asked)).flatten(),
+            None => sub.topic.class().max_rate,
+        };
         if ack {
-            ctx.send(envelope::subscribe_ack(request, &sub, reply.correlation_id));
+            ctx.send(envelope::subscribe_ack(
+                request,
+                &sub,
+                max_rate,
+                reply.correlation_id,
+            ));
         }
         if !sub.new {
             // Already live: its deltas flow; nothing to replay.

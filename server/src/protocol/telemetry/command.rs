@@ -3,13 +3,14 @@
 //! Bounded: at most `max_channels` channels, and as many `resume` entries.
 
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 
 use shardcast_engine::{Epoch, Position, MAX_NAME_LEN};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
 use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH};
-use crate::protocol::common::ErrorCode;
+use crate::protocol::common::{ErrorCode, MAX_RATE};
 
 /// A parsed client command.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum Command {
         resume: Vec<(String, Position)>,
         /// Show each channel's position in the ack.
         positions: bool,
+        /// At most so many updates a second of each key (`maxRate`).
+        max_rate: Option<NonZeroU32>,
     },
     /// Leave channels.
     Unsubscribe {
@@ -122,6 +125,20 @@ pub fn parse_command(text: &mut [u8], max_channels: usize) -> Result<Command, Co
         "subscribe" => {
             let replay = flag("replay")?;
             let positions = flag("positions")?;
+            let max_rate = match value.get("maxRate") {
+                None => None,
+                Some(rate) => Some(
+                    rate.as_u64()
+                        .filter(|r| *r <= u64::from(MAX_RATE))
+                        .and_then(|r| NonZeroU32::new(r as u32))
+                        .ok_or_else(|| {
+                            command_error(
+                                ErrorCode::InvalidMessage,
+                                format!("\"maxRate\" must be a whole number from 1 to {MAX_RATE}"),
+                            )
+                        })?,
+                ),
+            };
             let channels = channels()?;
             let resume = match value.get("resume") {
                 None => Vec::new(),
@@ -132,6 +149,7 @@ pub fn parse_command(text: &mut [u8], max_channels: usize) -> Result<Command, Co
                 replay,
                 resume,
                 positions,
+                max_rate,
             })
         }
         "unsubscribe" => Ok(Command::Unsubscribe {
@@ -222,6 +240,22 @@ mod tests {
     }
 
     #[test]
+    fn max_rate_is_a_whole_number_within_bounds() {
+        let rate = |text: &str| match parse(text) {
+            Ok(Command::Subscribe { max_rate, .. }) => Ok(max_rate.map(NonZeroU32::get)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.code),
+        };
+        let with = |r: &str| format!(r#"{{"action":"subscribe","channels":["a"],"maxRate":{r}}}"#);
+        assert_eq!(rate(&with("1")), Ok(Some(1)));
+        assert_eq!(rate(&with("10000")), Ok(Some(10_000)));
+        assert_eq!(rate(r#"{"action":"subscribe","channels":["a"]}"#), Ok(None));
+        for bad in ["0", "10001", "-3", "1.5", "\"5\"", "null", "1e3"] {
+            assert_eq!(rate(&with(bad)), Err(ErrorCode::InvalidMessage), "{bad}");
+        }
+    }
+
+    #[test]
     fn parses_the_three_commands() {
         assert_eq!(
             parse(r#"{"action":"subscribe","channels":["a","b"],"replay":true}"#),
@@ -230,6 +264,7 @@ mod tests {
                 replay: true,
                 resume: Vec::new(),
                 positions: false,
+                max_rate: None,
             })
         );
         assert_eq!(

@@ -9,6 +9,7 @@
 //! widens the scope, ending subscriptions it no longer covers.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -75,6 +76,7 @@ struct SubscribeRequest<'a> {
     replay: bool,
     resume: &'a [(String, Position)],
     positions: bool,
+    max_rate: Option<NonZeroU32>,
 }
 
 /// One `/ws/telemetry` connection. Owned by its shard.
@@ -149,6 +151,9 @@ impl TelemetrySession {
             match ctx.subscribe(name, replay, Some(&self.principal.quota)) {
                 Ok(sub) => {
                     let topic = Arc::clone(sub.topic.name());
+                    if request.max_rate.is_some() {
+                        ctx.limit_rate(&topic, request.max_rate);
+                    }
                     // Named twice in this command: answered the first time.
                     // (Only a subscription already held can be a repeat, and
                     // the same topic is the same `Arc`: no string compares.)
@@ -302,6 +307,7 @@ impl Session for TelemetrySession {
                 replay: self.initial_replay,
                 resume: &[],
                 positions: false,
+                max_rate: None,
             };
             self.subscribe(ctx, &request);
         }
@@ -324,6 +330,7 @@ impl Session for TelemetrySession {
                 replay,
                 resume,
                 positions,
+                max_rate,
             }) => self.subscribe(
                 ctx,
                 &SubscribeRequest {
@@ -331,6 +338,7 @@ impl Session for TelemetrySession {
                     replay,
                     resume: &resume,
                     positions,
+                    max_rate,
                 },
             ),
             Ok(Command::Unsubscribe { channels }) => self.unsubscribe(ctx, &channels),

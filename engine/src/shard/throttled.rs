@@ -1,0 +1,196 @@
+//! Throttled subscriptions on one shard: holding what may not go yet,
+//! releasing each round when it is due, and counting what a subscription
+//! that ends was still holding.
+//!
+//! Owned by one shard thread (an `impl` block of [`ShardState`](super::ShardState)).
+//! A subscription is throttled when its channel has a `max_rate`, or its
+//! client asked for one ([`crate::ConnCtx::limit_rate`]); see
+//! [`crate::sansio::throttle`] for what a round holds. Rounds wait in the
+//! shard's `rounds` map by due time; the dispatch loop releases the due ones
+//! each turn and sleeps no later than the next.
+
+use std::cell::RefCell;
+use std::num::NonZeroU32;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::conn::Conn;
+use super::delivery::offer;
+use super::{Extra, ShardState, Subscriber};
+use crate::sansio::format::FrameKind;
+use crate::sansio::ids::TopicId;
+use crate::sansio::message::Message;
+use crate::sansio::outbox::{DropReason, EventMeta};
+use crate::sansio::throttle::{Throttle, Throttled};
+use crate::stats::Tally;
+use crate::topic::Topic;
+
+/// One round: messages in sequence order, each with the number of its
+/// topic's messages it follows undelivered.
+type Round = Vec<(Arc<Message>, u32)>;
+
+impl ShardState {
+    /// Offers `msg` to a throttled subscription of `conn`; `true` if it is
+    /// held for a later round (the caller does not deliver it now).
+    pub(super) fn hold(
+        &self,
+        throttle: &RefCell<Throttle>,
+        conn: &Rc<Conn>,
+        msg: &Arc<Message>,
+        now_ns: u64,
+        tally: &mut Tally,
+    ) -> bool {
+        let Throttled::Held {
+            replaced,
+            schedule_at,
+        } = throttle.borrow_mut().offer(msg, now_ns)
+        else {
+            return false;
+        };
+        if replaced {
+            conn.state.borrow_mut().mailbox.counts.conflated += 1;
+            tally.count(msg.topic, |c| c.conflated += 1);
+        }
+        if let Some(at) = schedule_at {
+            let order = self.rounds_scheduled.get();
+            self.rounds_scheduled.set(order + 1);
+            self.rounds
+                .borrow_mut()
+                .insert((at, order), (Rc::clone(conn), msg.topic));
+        }
+        true
+    }
+
+    /// Delivers every round due at `now`; says when the next one is due.
+    pub(super) fn release_rounds(&self, now: Instant) -> Option<Instant> {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        loop {
+            let (due, conn, topic) = {
+                let mut rounds = self.rounds.borrow_mut();
+                let (&(due, order), _) = rounds.first_key_value()?;
+                if due > now_ns {
+                    return Some(self.epoch + Duration::from_nanos(due));
+                }
+                let (conn, topic) = rounds.remove(&(due, order)).expect("the first entry");
+                (due, conn, topic)
+            };
+            let round = self.take_round(&conn, topic, due, now_ns);
+            self.deliver_round(&conn, round, now, now_ns);
+        }
+    }
+
+    /// The round of `conn`'s subscription to `topic` scheduled at `due`;
+    /// empty if the subscription ended, or was throttled anew, since.
+    fn take_round(&self, conn: &Conn, topic: TopicId, due: u64, now_ns: u64) -> Round {
+        let subscribers = self.subscribers.borrow();
+        let slot = {
+            let state = conn.state.borrow();
+            let held = state.topics.iter().find(|h| h.topic.id() == topic);
+            held.map(|h| h.slot.get())
+        };
+        let sub = slot
+            .and_then(|slot| subscribers.get(&topic)?.get(slot))
+            .filter(|s| s.conn.key == conn.key);
+        let Some(throttle) = sub.and_then(|s| s.extra.as_ref()?.throttle.as_ref()) else {
+            return Round::new();
+        };
+        let mut throttle = throttle.borrow_mut();
+        if throttle.due_at() != Some(due) {
+            return Round::new();
+        }
+        throttle.take_round(now_ns)
+    }
+
+    /// Offers a round's messages to `conn`, each telling the gap before it.
+    fn deliver_round(&self, conn: &Rc<Conn>, round: Round, now: Instant, now_ns: u64) {
+        if round.is_empty() {
+            return;
+        }
+        let formats = self.shared().formats();
+        let variant = conn.delivery.format.variant(FrameKind::Live);
+        let mut frames = self.live_frames.borrow_mut();
+        let mut tally = self.tally.borrow_mut();
+        let mut dirty = self.dirty.borrow_mut();
+        for (msg, skipped) in round {
+            let frame = msg.frame_counted(variant, formats, frames.encodings_mut());
+            if skipped > 0 {
+                let mut state = conn.state.borrow_mut();
+                state.mailbox.outbox.note_gap(msg.topic, skipped);
+            }
+            let meta =
+                EventMeta::live(msg.topic, msg.accepted_at, msg.key_hash()).with_class(msg.class);
+            offer(conn, &frame, meta, now, now_ns, &mut tally, &mut dirty);
+        }
+    }
+
+    /// Counts what subscription `gone` (of `conn` to `topic`, just removed)
+    /// was holding: dropped, as `closed` (`shutdown` when the server is
+    /// stopping).
+    pub(super) fn discard_round(&self, conn: &Conn, topic: TopicId, gone: Subscriber) {
+        let Some(throttle) = gone.extra.and_then(|e| e.throttle) else {
+            return;
+        };
+        let held = throttle.borrow().held();
+        if held == 0 {
+            return;
+        }
+        let mut state = conn.state.borrow_mut();
+        let reason = state.mailbox.closed().unwrap_or(DropReason::Closed);
+        for _ in 0..held {
+            state.mailbox.counts.drop_one(reason);
+        }
+        self.tally.borrow_mut().count(topic, |c| {
+            for _ in 0..held {
+                c.drop_one(reason);
+            }
+        });
+    }
+
+    /// Throttles `conn`'s subscription to `topic` (in `slot`) to `asked`
+    /// rounds a second, or not at all with `None`, within the channel's own
+    /// `max_rate`; returns the rate in force. Unthrottled, what it held goes
+    /// out now.
+    pub(super) fn set_rate(
+        &self,
+        conn: &Rc<Conn>,
+        topic: &Topic,
+        slot: usize,
+        asked: Option<NonZeroU32>,
+    ) -> Option<NonZeroU32> {
+        let rate = match (asked, topic.class().max_rate) {
+            (Some(asked), Some(ceiling)) => Some(asked.min(ceiling)),
+            (asked, ceiling) => asked.or(ceiling),
+        };
+        let now = self.now();
+        let now_ns = self.now_ns();
+        let round = {
+            let mut subscribers = self.subscribers.borrow_mut();
+            let Some(sub) = subscribers
+                .get_mut(&topic.id())
+                .and_then(|list| list.get_mut(slot))
+                .filter(|s| s.conn.key == conn.key)
+            else {
+                debug_assert!(false, "subscriber slot out of date");
+                return rate;
+            };
+            let extra = sub.extra.take().map(|e| *e).unwrap_or_default();
+            let (throttle, round) = match (extra.throttle, rate) {
+                (Some(throttle), Some(rate)) => {
+                    throttle.borrow_mut().set_rate(rate);
+                    (Some(throttle), Round::new())
+                }
+                (None, Some(rate)) => (Some(RefCell::new(Throttle::new(rate))), Round::new()),
+                (Some(throttle), None) => (None, throttle.borrow_mut().take_round(now_ns)),
+                (None, None) => (None, Round::new()),
+            };
+            sub.extra = Extra { throttle, ..extra }.boxed();
+            round
+        };
+        if !round.is_empty() {
+            self.deliver_round(conn, round, now, now_ns);
+            self.flush(conn);
+        }
+        rate
+    }
+}
