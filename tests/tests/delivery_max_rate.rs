@@ -145,3 +145,37 @@ async fn a_channel_max_rate_caps_every_subscription_in_every_protocol() {
         e["skipped"].as_u64().unwrap_or(0)
     });
 }
+
+#[tokio::test]
+async fn what_a_throttled_subscription_still_holds_when_it_ends_is_counted() {
+    let server = TestServer::start("");
+    let mut ws = server.telemetry("?clientId=leaving").await;
+    send_json(
+        &mut ws,
+        json!({"action": "subscribe", "channels": ["market-data"], "maxRate": 1}),
+    )
+    .await;
+    next_of_type(&mut ws, "ack").await;
+    // The first goes at once; the next four wait for the round a second
+    // later, each replacing the one before (one key).
+    for n in 0..5 {
+        server.publish("market-data", json!({"n": n}), Some("A")).await;
+    }
+    let first = next_of_type(&mut ws, "event").await;
+    assert_eq!(first["data"]["n"], 0);
+    send_json(
+        &mut ws,
+        json!({"action": "unsubscribe", "channels": ["market-data"]}),
+    )
+    .await;
+    next_of_type(&mut ws, "ack").await;
+    let entry = server.client("leaving").await;
+    assert_eq!(entry["sent"], 1, "{entry}");
+    assert_eq!(entry["conflated"], 3, "{entry}");
+    assert_eq!(entry["droppedByReason"]["closed"], 1, "{entry}");
+    let stats = server.stats().await;
+    let channel = channel(&stats, "market-data");
+    assert_eq!(channel["conflated"], 3, "{channel}");
+    // Nothing more arrives for it.
+    assert_silent(&mut ws, Duration::from_millis(1500)).await;
+}
