@@ -117,6 +117,8 @@ pub struct TopicStats {
     pub retention_refused: u64,
     /// Deliveries lost because a shard's inbox was full (one per subscriber there).
     pub overflow_dropped: u64,
+    /// How its messages are delivered (channel rules).
+    pub class: DeliveryClass,
 }
 
 /// What a new subscriber starts from.
@@ -374,6 +376,7 @@ impl Topic {
             history_bytes: state.history.bytes(),
             retention_refused: state.retention_refused,
             overflow_dropped: state.overflow_dropped,
+            class: self.class,
         }
     }
 }

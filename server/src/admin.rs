@@ -138,6 +138,9 @@ pub async fn stats(app: &App) -> Value {
         .map(|t| {
             json!({
                 "channel": &*t.topic.name,
+                "priority": t.topic.class.priority.name(),
+                "overflow": t.topic.class.overflow.map(|p| p.name()),
+                "maxRate": t.topic.class.max_rate.map(|r| r.get()),
                 "published": t.topic.published,
                 "subscribers": t.topic.subscribers,
                 "sent": t.counts.sent,

@@ -199,7 +199,10 @@ async fn an_alert_goes_ahead_of_queued_ticks_and_is_never_dropped_for_them() {
         "{entry}"
     );
     let stats = server.stats().await;
-    assert_eq!(channel(&stats, "risk-alerts")["dropped"], 0, "{stats}");
+    let alerts = channel(&stats, "risk-alerts");
+    assert_eq!(alerts["dropped"], 0, "{alerts}");
+    assert_eq!(alerts["priority"], "high", "{alerts}");
+    assert_eq!(channel(&stats, "big")["priority"], "normal");
 }
 
 #[tokio::test]
