@@ -159,7 +159,9 @@ async fn what_a_throttled_subscription_still_holds_when_it_ends_is_counted() {
     // The first goes at once; the next four wait for the round a second
     // later, each replacing the one before (one key).
     for n in 0..5 {
-        server.publish("market-data", json!({"n": n}), Some("A")).await;
+        server
+            .publish("market-data", json!({"n": n}), Some("A"))
+            .await;
     }
     let first = next_of_type(&mut ws, "event").await;
     assert_eq!(first["data"]["n"], 0);

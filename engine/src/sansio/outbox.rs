@@ -9,9 +9,12 @@
 //! - `queued_bytes` is the sum of the lengths of the queued frames, minus the
 //!   part of the front frame already written (`head_written`).
 //! - Event frames are admitted only while both limits hold (past them the
-//!   connection's [`SlowConsumerPolicy`] decides: drop the newest, drop the
-//!   oldest queued events to make room, replace a queued event of the same
-//!   topic and key, or disconnect); control frames
+//!   event's channel policy, or else the connection's [`SlowConsumerPolicy`],
+//!   decides: drop the newest, drop the oldest queued events to make room,
+//!   replace a queued event of the same topic and key, or disconnect —
+//!   `overflow.rs`); high-priority events go ahead of normal ones and only
+//!   normal ones make room for them; an event after events of its topic that
+//!   were not delivered says how many (`gaps.rs`); control frames
 //!   (acks, errors, heartbeats, pongs, close) get a small fixed headroom so a
 //!   full outbox can still say why it is closing, and no more, so a client that
 //!   never reads cannot grow the queue without bound.

@@ -10,6 +10,10 @@
 //! [`GapField`]: right after the payload's opening brace by default
 //! (`{"skipped":3,"type":"event",…}`); BondX puts it inside `meta`.
 //!
+//! A marked frame is longer by its field (at most 21 bytes); a frame
+//! already queued that is marked can take the outbox that far past its byte
+//! limit, once per marked frame.
+//!
 //! Owned by the connection's shard, like the outbox.
 
 use bytes::{BufMut, Bytes};
