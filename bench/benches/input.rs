@@ -1,6 +1,7 @@
-//! The bounds on client input: the nesting-depth scan every command and
-//! published `data` goes through before it is parsed, and the whole parse of
-//! a publish body with its checks (scope, depth, copy of the data).
+//! The bounds on client input: the nesting-depth scan every command goes
+//! through before it is parsed, its sibling over published `data` (depth and
+//! keys given twice), and the whole parse of a publish body with its checks
+//! (the `data` contract, scope, copy of the data).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardcast_engine::{QuotaLimits, TopicQuota};
 use shardcast_server::auth::{Principal, Role, Roles, Scope};
-use shardcast_server::input::{check_depth, MAX_DATA_DEPTH};
+use shardcast_server::input::{check_data, check_depth, MAX_DATA_DEPTH};
 use shardcast_server::protocol::publish::{parse_body, PublishBody};
 
 /// A quote-like JSON object of about `len` bytes.
@@ -39,6 +40,25 @@ fn input(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(data.len() as u64));
         group.bench_function(format!("{len}B"), |b| {
             b.iter(|| check_depth(black_box(data.as_bytes()), MAX_DATA_DEPTH))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("input/check_data");
+    for len in [1024, 64 * 1024] {
+        let data = market_data(len);
+        group.throughput(Throughput::Bytes(data.len() as u64));
+        group.bench_function(format!("{len}B"), |b| {
+            b.iter(|| check_data(black_box(data.as_bytes()), MAX_DATA_DEPTH))
+        });
+    }
+    // One flat object: 16 keys are compared pairwise, 17 and more hashed.
+    for keys in [16, 17, 1000] {
+        let fields: Vec<String> = (0..keys).map(|k| format!("\"field{k}\":{k}")).collect();
+        let data = format!("{{{}}}", fields.join(","));
+        group.throughput(Throughput::Bytes(data.len() as u64));
+        group.bench_function(format!("object_of_{keys}_keys"), |b| {
+            b.iter(|| check_data(black_box(data.as_bytes()), MAX_DATA_DEPTH))
         });
     }
     group.finish();

@@ -1,5 +1,5 @@
 //! `POST /api/v1/publish` bodies: parsed, then each message admitted as
-//! the server would (scope, data depth, copy of the data).
+//! the server would (the `data` contract, scope, copy of the data).
 #![no_main]
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use shardcast_engine::{QuotaLimits, TopicQuota};
 use shardcast_server::auth::{Principal, Role, Roles, Scope};
-use shardcast_server::input::{check_depth, MAX_DATA_DEPTH};
+use shardcast_server::input::{check_data, check_depth, MAX_DATA_DEPTH};
 use shardcast_server::protocol::publish::{parse_body, PublishBody};
 
 fuzz_target!(|data: &[u8]| {
@@ -30,11 +30,15 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
+    // Whatever parses is JSON.
+    assert!(serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok());
     for item in items {
         if let Ok(publication) = item.admit(&principal) {
             let bytes = &publication.data;
             assert_eq!(&bytes[..], item.data.get().as_bytes());
+            assert!(matches!(bytes.first(), Some(b'{' | b'[')));
             assert!(check_depth(bytes, MAX_DATA_DEPTH).is_ok());
+            assert!(check_data(bytes, MAX_DATA_DEPTH).is_ok());
             assert!(principal.may_publish(&item.channel));
         }
     }

@@ -59,7 +59,7 @@ async fn clients_lists_each_connection_and_delete_closes_it_with_the_reason() {
         .await;
     next_of_type(&mut desk, "ack").await;
     let mut other = server.subscriber(&["t1"]).await;
-    server.publish("t1", json!(1), None).await;
+    server.publish("t1", json!({"v": 1}), None).await;
     next_of_type(&mut desk, "event").await;
     next_of_type(&mut other, "event").await;
 
@@ -113,7 +113,7 @@ async fn clients_lists_each_connection_and_delete_closes_it_with_the_reason() {
     );
 
     // The other client is untouched.
-    server.publish("t1", json!(2), None).await;
+    server.publish("t1", json!({"v": 2}), None).await;
     assert_eq!(next_of_type(&mut other, "event").await["seq"], 2);
     eventually_stats(&server, |s| s["activeConnections"] == 1).await;
 }

@@ -75,10 +75,12 @@ async fn a_trader_token_reads_only_that_traders_channels() {
     assert_eq!(ack["channels"], json!(["positions.t-17"]));
     assert_eq!(next_of_type(&mut ws, "error").await["code"], "FORBIDDEN");
     server
-        .publish("positions.t-18", json!("not yours"), None)
+        .publish("positions.t-18", json!({"v": "not yours"}), None)
         .await;
-    server.publish("positions.t-17", json!("yours"), None).await;
-    assert_eq!(next_of_type(&mut ws, "event").await["data"], "yours");
+    server
+        .publish("positions.t-17", json!({"v": "yours"}), None)
+        .await;
+    assert_eq!(next_of_type(&mut ws, "event").await["data"]["v"], "yours");
 
     // The query form, for browsers; the clients list names the user.
     let mut browser = server
@@ -213,10 +215,10 @@ async fn a_connection_closes_when_its_token_expires_unless_refreshed() {
     assert_eq!((code, reason.as_str()), (4440, "TOKEN_EXPIRED"));
     // The refreshed connection outlives the first token.
     server
-        .publish("positions.t-9", json!("after expiry"), None)
+        .publish("positions.t-9", json!({"v": "after expiry"}), None)
         .await;
     assert_eq!(
-        next_of_type(&mut refreshed, "event").await["data"],
+        next_of_type(&mut refreshed, "event").await["data"]["v"],
         "after expiry"
     );
 }
@@ -251,11 +253,11 @@ async fn a_publisher_token_expires_on_the_publish_socket_too() {
     let mut subscriber = server.subscriber(&["market-data"]).await;
     send_json(
         &mut refreshed,
-        json!({"action": "publish", "channel": "market-data", "data": "still publishing"}),
+        json!({"action": "publish", "channel": "market-data", "data": {"v": "still publishing"}}),
     )
     .await;
     assert_eq!(
-        next_of_type(&mut subscriber, "event").await["data"],
+        next_of_type(&mut subscriber, "event").await["data"]["v"],
         "still publishing"
     );
 }
@@ -266,7 +268,7 @@ trait TokenPublish {
 
 impl TokenPublish for TestServer {
     async fn raw_publish_with_token(&self, token: &str) -> (u16, String) {
-        let body = r#"{"channel":"market-data","data":1}"#;
+        let body = r#"{"channel":"market-data","data":{"v":1}}"#;
         let request = format!(
             "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()

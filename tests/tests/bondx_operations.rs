@@ -69,7 +69,7 @@ async fn background_mode_sends_only_the_latest_state_once_per_interval() {
 #[tokio::test]
 async fn the_background_header_starts_in_background_and_devices_are_listed() {
     let server = bondx_server("", "background_interval_seconds = 1");
-    publish_keyed(&server, "mobile.m2", "K", json!(1)).await;
+    publish_keyed(&server, "mobile.m2", "K", json!({"v": 1})).await;
     let headers = [
         ("x-device-type", "mobile"),
         ("x-client-version", "1.0.0"),
@@ -81,8 +81,8 @@ async fn the_background_header_starts_in_background_and_devices_are_listed() {
     let state = next_frame(&mut ws).await;
     let first_at = Instant::now();
     assert_eq!(state["meta"]["background"], true);
-    assert_eq!(state["payload"], json!({"K": 1}));
-    publish_keyed(&server, "mobile.m2", "K", json!(2)).await;
+    assert_eq!(state["payload"], json!({"K": {"v": 1}}));
+    publish_keyed(&server, "mobile.m2", "K", json!({"v": 2})).await;
     let next = next_frame(&mut ws).await;
     assert_eq!(next["meta"]["background"], true, "{next}");
     // The next state waits for the interval (1 s) after the first.
@@ -158,7 +158,7 @@ async fn client_messages_past_the_class_limit_are_refused_not_acted_on() {
         pongs <= 6 && refusals == 1,
         "{pongs} pongs, {refusals} refusals"
     );
-    server.publish("prices.RL2", json!(1), None).await;
+    server.publish("prices.RL2", json!({"v": 1}), None).await;
     assert_silent(&mut ws, Duration::from_millis(300)).await;
     // Other classes have their own limits.
     let mut other = bondx_by_query(&server, "/api/v1/ws/auction/A1", &user_token("r")).await;
@@ -241,7 +241,7 @@ async fn a_client_a_whole_outbox_behind_is_closed_not_left_with_a_hole() {
     let big = "x".repeat(50_000);
     for _ in 0..12 {
         let messages: Vec<Value> = (0..20)
-            .map(|_| json!({"channel": "prices.SLOW", "data": big}))
+            .map(|_| json!({"channel": "prices.SLOW", "data": {"pad": big}}))
             .collect();
         let body = json!({ "messages": messages }).to_string();
         let (status, _) = server

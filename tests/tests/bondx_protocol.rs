@@ -118,17 +118,18 @@ async fn alerts_arrive_as_alerts() {
     assert_eq!(alert["payload"]["rule"], "MAX_DRAWDOWN");
     // Over the WebSocket publish API too.
     let mut publisher = server.connect("/ws/publish", Some(PUB)).await;
-    let frame = json!({"action": "publish", "channel": "risk.r1", "data": 1, "kind": "alert"});
+    let frame =
+        json!({"action": "publish", "channel": "risk.r1", "data": {"v": 1}, "kind": "alert"});
     send_json(&mut publisher, frame).await;
     assert_eq!(next_frame(&mut ws).await["type"], "alert");
-    server.publish("risk.r1", json!(2), None).await;
+    server.publish("risk.r1", json!({"v": 2}), None).await;
     assert_eq!(next_frame(&mut ws).await["type"], "delta");
 }
 
 #[tokio::test]
 async fn every_bad_credential_is_refused_before_any_data() {
     let server = bondx_server("", "");
-    server.publish("prices.IN9", json!(1), None).await;
+    server.publish("prices.IN9", json!({"v": 1}), None).await;
     let now = unix_now();
     let cases = [
         ("missing", None),
@@ -242,7 +243,7 @@ async fn subscribing_by_message_reaches_public_and_own_topics_only() {
     assert_envelope(&pong, "pong");
     assert_eq!(pong["correlation_id"], "p-1");
     // And dave's topic got nothing from carol's attempt.
-    server.publish("trading.dave", json!(1), None).await;
+    server.publish("trading.dave", json!({"v": 1}), None).await;
     server
         .publish("auctions.A9", json!({"bids": 4}), None)
         .await;
@@ -278,7 +279,7 @@ async fn unsubscribe_stops_deltas() {
     assert_envelope(&ack, "ack");
     assert_eq!(ack["payload"]["action"], "unsubscribe");
     assert_eq!(ack["correlation_id"], "x");
-    server.publish("prices.U1", json!(1), None).await;
+    server.publish("prices.U1", json!({"v": 1}), None).await;
     assert_silent(&mut ws, Duration::from_millis(300)).await;
     send_json(
         &mut ws,
@@ -308,7 +309,7 @@ async fn batch_size_is_bounded_and_deltas_stay_in_order() {
     for seq in 1..=50 {
         let delta = next_frame(&mut ws).await;
         assert_eq!(delta["seq"], seq);
-        assert_eq!(delta["payload"], seq - 1);
+        assert_eq!(delta["payload"], json!({"n": seq - 1}));
     }
 }
 

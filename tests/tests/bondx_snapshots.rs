@@ -23,7 +23,7 @@ async fn snapshot_and_deltas_miss_nothing_while_publishing_goes_on() {
                 .insert("X-API-Key", PUB.parse().unwrap());
             let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
             for n in 1..=2000u64 {
-                let frame = json!({"action": "publish", "channel": "prices.RUN", "data": n});
+                let frame = json!({"action": "publish", "channel": "prices.RUN", "data": {"n": n}});
                 send_json(&mut ws, frame).await;
                 if n % 50 == 0 {
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -43,15 +43,15 @@ async fn snapshot_and_deltas_miss_nothing_while_publishing_goes_on() {
         let snapshot = next_frame(&mut ws).await;
         assert_eq!(snapshot["type"], "snapshot");
         let start = snapshot["seq"].as_u64().unwrap();
-        // Unkeyed: the snapshot is the latest data, which here is its seq.
+        // Unkeyed: the snapshot is the latest data, which here holds its seq.
         if start > 0 {
-            assert_eq!(snapshot["payload"], start);
+            assert_eq!(snapshot["payload"], json!({"n": start}));
         }
         for expect in start + 1..=2000 {
             let delta = next_frame(&mut ws).await;
             assert_eq!(delta["type"], "delta");
             assert_eq!(delta["seq"], expect, "no gap, no duplicate");
-            assert_eq!(delta["payload"], expect);
+            assert_eq!(delta["payload"], json!({"n": expect}));
         }
     }
 }
@@ -60,7 +60,7 @@ async fn snapshot_and_deltas_miss_nothing_while_publishing_goes_on() {
 async fn resume_resends_what_was_missed_or_says_why_not() {
     let server = bondx_server("[topics]\nhistory = 8", "");
     for n in 1..=10 {
-        server.publish("prices.R1", json!(n), None).await;
+        server.publish("prices.R1", json!({"n": n}), None).await;
     }
     let mut ws = bondx_by_query(&server, "/api/v1/ws/market/OTHER", &user_token("r")).await;
     next_frame(&mut ws).await;
@@ -75,7 +75,7 @@ async fn resume_resends_what_was_missed_or_says_why_not() {
             (Some("delta"), Some(seq))
         );
     }
-    server.publish("prices.R1", json!(11), None).await;
+    server.publish("prices.R1", json!({"n": 11}), None).await;
     assert_eq!(next_frame(&mut ws).await["seq"], 11);
 
     // Too old for the ring of 8: a fresh snapshot that says why.
@@ -87,7 +87,7 @@ async fn resume_resends_what_was_missed_or_says_why_not() {
     let snapshot = next_frame(&mut ws).await;
     assert_envelope(&snapshot, "snapshot");
     assert_eq!(snapshot["seq"], 11);
-    assert_eq!(snapshot["payload"], 11);
+    assert_eq!(snapshot["payload"], json!({"n": 11}));
     let meta = &snapshot["meta"];
     assert_eq!(meta["resume"], "failed");
     assert_eq!(meta["reason"], "history_exceeded");

@@ -208,7 +208,7 @@ async fn a_trickled_body_times_out_with_408() {
         .expect("an answer, not an endless wait");
     assert_eq!(status, 408);
     // A publish that arrives in time still works.
-    let seq = server.publish("t1", json!(1), None).await;
+    let seq = server.publish("t1", json!({"v": 1}), None).await;
     assert_eq!(seq, 1);
 }
 

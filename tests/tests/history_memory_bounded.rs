@@ -27,7 +27,7 @@ async fn a_flood_of_padded_and_large_publishes_stays_within_the_history_budget()
     //    alive if a retained message kept the request around it.
     let padding = " ".repeat(256 * 1024);
     for i in 0..200 {
-        let body = format!(r#"{{"channel":"t2","key":"k{i}","data":{padding}1{padding}}}"#);
+        let body = format!(r#"{{"channel":"t2","key":"k{i}","data":{padding}{{}}{padding}}}"#);
         let (status, answer) = server
             .http("POST", "/api/v1/publish", Some(PUB), Some(&body))
             .await;
@@ -36,12 +36,12 @@ async fn a_flood_of_padded_and_large_publishes_stays_within_the_history_budget()
     let stats = server.stats().await;
     let t2 = channel(&stats, "t2");
     assert_eq!(t2["snapshotCount"], 200, "{t2}");
-    // 200 one-byte messages retained: a few hundred bytes each, all in.
+    // 200 two-byte messages retained: a few hundred bytes each, all in.
     assert!(t2["historyBytes"].as_u64().unwrap() < 200 * 1024, "{t2}");
 
     // 2. Real data, far more than the budget: 40 channels x 40 messages of
     //    48 KiB (75 MiB published) against 16 MiB of history.
-    let data = format!("\"{}\"", "x".repeat(48 * 1024));
+    let data = format!(r#"{{"p":"{}"}}"#, "x".repeat(48 * 1024));
     for c in 0..40 {
         let messages: Vec<Value> = (0..40)
             .map(|_| {

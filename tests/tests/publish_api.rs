@@ -18,7 +18,7 @@ async fn http_publish_answers_with_seq_and_batches_answer_per_message() {
         {"channel":"t1","data":{"n":2}},
         {"channel":"nope","data":{}},
         {"channel":"t2","data":[1,2],"key":"k"},
-        {"channel":"bad name","data":1}
+        {"channel":"bad name","data":{}}
     ]}"#;
     let (status, answer) = server
         .http("POST", "/api/v1/publish", Some(PUB), Some(body))
@@ -53,20 +53,20 @@ async fn http_publish_answers_with_seq_and_batches_answer_per_message() {
 async fn http_publish_refuses_bad_requests_with_clear_errors() {
     let server = TestServer::start("max_publish_body = 1024\nmax_publish_batch = 2");
     let cases: [(&str, u16, &str); 6] = [
-        (r#"{"channel":"nope","data":1}"#, 422, "UNKNOWN_CHANNEL"),
+        (r#"{"channel":"nope","data":{}}"#, 422, "UNKNOWN_CHANNEL"),
         (r#"{"channel":"t1"}"#, 400, "INVALID_MESSAGE"),
         (
-            r#"{"channel":"t1","data":1,"extra":true}"#,
+            r#"{"channel":"t1","data":{},"extra":true}"#,
             400,
             "INVALID_MESSAGE",
         ),
-        ("{not json", 400, "INVALID_MESSAGE"),
+        ("{not json", 400, "INVALID_JSON"),
         (
-            r#"{"messages":[{"channel":"t1","data":1},{"channel":"t1","data":2},{"channel":"t1","data":3}]}"#,
+            r#"{"messages":[{"channel":"t1","data":{}},{"channel":"t1","data":{}},{"channel":"t1","data":{}}]}"#,
             400,
             "LIMIT_REACHED",
         ),
-        (r#"{"channel":"t1","data":1,"key":""}"#, 422, "INVALID_KEY"),
+        (r#"{"channel":"t1","data":{},"key":""}"#, 422, "INVALID_KEY"),
     ];
     for (body, status, code) in cases {
         let (got, answer) = server
@@ -78,7 +78,10 @@ async fn http_publish_refuses_bad_requests_with_clear_errors() {
             "{body}: {answer}"
         );
     }
-    let big = format!(r#"{{"channel":"t1","data":"{}"}}"#, "x".repeat(2000));
+    let big = format!(
+        r#"{{"channel":"t1","data":{{"p":"{}"}}}}"#,
+        "x".repeat(2000)
+    );
     let (status, answer) = server
         .http("POST", "/api/v1/publish", Some(PUB), Some(&big))
         .await;
@@ -88,7 +91,7 @@ async fn http_publish_refuses_bad_requests_with_clear_errors() {
     );
 
     // Roles: no key → 401, subscribe-only key → 403.
-    let ok = r#"{"channel":"t1","data":1}"#;
+    let ok = r#"{"channel":"t1","data":{}}"#;
     assert_eq!(
         server
             .http("POST", "/api/v1/publish", None, Some(ok))
@@ -104,7 +107,7 @@ async fn http_publish_refuses_bad_requests_with_clear_errors() {
         403
     );
     // Nothing above was published.
-    assert_eq!(server.publish("t1", json!(1), None).await, 1);
+    assert_eq!(server.publish("t1", json!({"v": 1}), None).await, 1);
 }
 
 #[tokio::test]
@@ -130,16 +133,14 @@ async fn websocket_publish_is_silent_on_success_and_reports_errors() {
 
     send_text(
         &mut publisher,
-        r#"{"action":"publish","channel":"nope","data":1}"#,
+        r#"{"action":"publish","channel":"nope","data":{}}"#,
     )
     .await;
+    // The code an HTTP publish would get, in the frame's `code`.
     let error = next_of_type(&mut publisher, "error").await;
-    assert_eq!(error["code"], "PUBLISH_FAILED");
+    assert_eq!(error["code"], "UNKNOWN_CHANNEL", "{error}");
     assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("UNKNOWN_CHANNEL"),
+        error["message"].as_str().unwrap().contains("nope"),
         "{error}"
     );
     send_text(&mut publisher, r#"{"action":"publish","channel":"t1"}"#).await;
@@ -165,7 +166,7 @@ async fn websocket_publish_is_silent_on_success_and_reports_errors() {
     // The publisher still works after its errors.
     send_text(
         &mut publisher,
-        r#"{"action":"publish","channel":"t1","key":"K","data":true}"#,
+        r#"{"action":"publish","channel":"t1","key":"K","data":{"ok":true}}"#,
     )
     .await;
     let event = next_of_type(&mut sub, "event").await;

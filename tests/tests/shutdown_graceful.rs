@@ -37,7 +37,7 @@ impl Publisher {
     /// and `Retry-After: 5`, `Err(())` once the connection is gone.
     async fn publish(&mut self, n: u64) -> Result<Option<u64>, ()> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let body = format!(r#"{{"channel":"t1","data":{n}}}"#);
+        let body = format!(r#"{{"channel":"t1","data":{{"n":{n}}}}}"#);
         let request = format!(
             "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {PUB}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()

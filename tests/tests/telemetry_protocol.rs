@@ -237,8 +237,8 @@ async fn unsubscribe_stops_delivery() {
         next_of_type(&mut ws, "ack").await,
         json!({"type": "ack", "action": "unsubscribe", "channels": ["t1"]})
     );
-    server.publish("t1", json!("gone"), None).await;
-    server.publish("t2", json!("kept"), None).await;
+    server.publish("t1", json!({"v": "gone"}), None).await;
+    server.publish("t2", json!({"v": "kept"}), None).await;
     let event = next_of_type(&mut ws, "event").await;
     assert_eq!(event["channel"], "t2");
     assert_silent(&mut ws, Duration::from_millis(200)).await;
@@ -330,7 +330,7 @@ async fn a_second_connection_with_a_live_client_id_replaces_the_first() {
         close_code(&mut first).await,
         (4409, "CLIENT_REPLACED".into())
     );
-    server.publish("t1", json!(1), None).await;
+    server.publish("t1", json!({"v": 1}), None).await;
     assert_eq!(next_of_type(&mut second, "event").await["seq"], 1);
     let (_, clients) = server
         .http("GET", "/api/v1/websocket/clients", Some(ADMIN), None)
@@ -343,7 +343,7 @@ async fn rate_limit_drops_are_counted_in_stats_and_metrics() {
     let server = TestServer::start("[telemetry]\nrate_limit_per_second = 5");
     let mut ws = server.subscriber(&["t1"]).await;
     let batch: Vec<_> = (0..40)
-        .map(|n| json!({"channel": "t1", "data": n}))
+        .map(|n| json!({"channel": "t1", "data": {"n": n}}))
         .collect();
     let body = json!({"messages": batch}).to_string();
     let (status, _) = server
@@ -423,17 +423,21 @@ async fn leaving_in_any_order_leaves_exactly_the_others_subscribed() {
     let closed = clients.remove(3);
     drop(closed);
     eventually_stats(&server, |s| s["activeConnections"] == 5).await;
-    server.publish("t1", json!("t1 only"), None).await;
-    server.publish("t2", json!("t2"), None).await;
+    server.publish("t1", json!({"v": "t1 only"}), None).await;
+    server.publish("t2", json!({"v": "t2"}), None).await;
     // Now indices: 0,1,2 were 0,1,2; 3,4 were 4,5.
     for (i, ws) in clients.iter_mut().enumerate() {
         let still_on_t1 = matches!(i, 1 | 3);
         let first = next_of_type(ws, "event").await;
         if still_on_t1 {
-            assert_eq!(first["data"], "t1 only", "client {i}");
-            assert_eq!(next_of_type(ws, "event").await["data"], "t2", "client {i}");
+            assert_eq!(first["data"]["v"], "t1 only", "client {i}");
+            assert_eq!(
+                next_of_type(ws, "event").await["data"]["v"],
+                "t2",
+                "client {i}"
+            );
         } else {
-            assert_eq!(first["data"], "t2", "client {i}");
+            assert_eq!(first["data"]["v"], "t2", "client {i}");
         }
     }
     let stats = server.stats().await;

@@ -180,7 +180,7 @@ async fn a_channel_created_again_has_a_new_epoch_and_old_positions_fail() {
     let mut ws = server.telemetry("").await;
     let show = json!({"action": "subscribe", "channels": ["t1"], "positions": true});
     let (before, _) = position(&subscribe(&mut ws, show.clone()).await, "t1");
-    server.publish("t1", json!(1), None).await;
+    server.publish("t1", json!({"n": 1}), None).await;
     next_of_type(&mut ws, "event").await;
     send_json(
         &mut ws,
@@ -251,6 +251,6 @@ async fn a_resume_longer_than_the_outbox_ends_cleanly_and_continues_from_there()
     }
     assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
     // The last resume completed: the channel is held and live.
-    server.publish("t1", json!(21), None).await;
+    server.publish("t1", json!({"n": 21}), None).await;
     assert_eq!(next_of_type(&mut ws, "event").await["seq"], 21);
 }

@@ -38,8 +38,8 @@ async fn canonical_topic_names_are_published_over_http_and_received_over_telemet
 
     // The name is the whole identity: another parameter set is another channel.
     let other = r#"bars:{"resolution":"5","symbol":"AAPL"}"#;
-    assert_eq!(server.publish(other, json!(1), None).await, 1);
-    assert_eq!(server.publish(BARS, json!(2), None).await, 2);
+    assert_eq!(server.publish(other, json!({"v": 1}), None).await, 1);
+    assert_eq!(server.publish(BARS, json!({"v": 2}), None).await, 2);
     let event = next_of_type(&mut ws, "event").await;
     assert_eq!(
         (event["channel"].as_str(), event["seq"].as_u64()),
@@ -60,10 +60,10 @@ async fn names_outside_the_rules_or_the_limit_are_refused_clearly() {
     let long = format!("bars:{}", "x".repeat(252));
     assert_eq!(long.len(), 257);
     let body = json!({"messages": [
-        {"channel": r#"trades:{"symbol":"AAPL"}"#, "data": 1},
-        {"channel": long, "data": 1},
-        {"channel": "bars:{\"a\": 1}", "data": 1},
-        {"channel": "bars:", "data": 1},
+        {"channel": r#"trades:{"symbol":"AAPL"}"#, "data": {}},
+        {"channel": long, "data": {}},
+        {"channel": "bars:{\"a\": 1}", "data": {}},
+        {"channel": "bars:", "data": {}},
     ]})
     .to_string();
     let (status, answer) = server
@@ -99,6 +99,6 @@ async fn names_outside_the_rules_or_the_limit_are_refused_clearly() {
     );
     let error = next_of_type(&mut ws, "error").await;
     assert_eq!(error["code"], "UNKNOWN_CHANNEL", "{error}");
-    server.publish(BARS, json!(1), None).await;
+    server.publish(BARS, json!({"v": 1}), None).await;
     assert_eq!(next_of_type(&mut ws, "event").await["channel"], BARS);
 }

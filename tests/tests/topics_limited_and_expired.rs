@@ -56,11 +56,11 @@ async fn a_subscribe_key_cannot_exhaust_the_channels_and_what_it_made_expires() 
     assert_eq!(channel_count(&server).await, 20);
     // Everyone else can still make channels.
     let seq = server
-        .publish("prices.NEWSYM", json!(1), Some("NEWSYM"))
+        .publish("prices.NEWSYM", json!({"v": 1}), Some("NEWSYM"))
         .await;
     assert_eq!(seq, 1);
     // An unkeyed message (no ring: history = 0) leaves nothing retained.
-    server.publish("prices.r0x0", json!(2), None).await;
+    server.publish("prices.r0x0", json!({"v": 2}), None).await;
 
     // Once the attacker is gone, its channels expire, and their series go.
     let metrics = server.metrics().await;
@@ -123,7 +123,7 @@ async fn channel_creation_is_rate_limited_per_key_with_a_burst() {
     // The publisher's own quota is separate, and shows up as 429 over HTTP.
     for i in 0..3 {
         server
-            .publish(&format!("prices.p{i}"), json!(i), None)
+            .publish(&format!("prices.p{i}"), json!({"i": i}), None)
             .await;
     }
     let (status, head, body) = server
@@ -131,7 +131,7 @@ async fn channel_creation_is_rate_limited_per_key_with_a_burst() {
             "POST",
             "/api/v1/publish",
             Some(PUB),
-            Some(r#"{"channel":"prices.p9","data":1}"#),
+            Some(r#"{"channel":"prices.p9","data":{}}"#),
         )
         .await;
     assert_eq!(status, 429, "{body}");

@@ -81,8 +81,6 @@ pub enum ErrorCode {
     NotSubscribed,
     /// The connection or the server is at a limit.
     LimitReached,
-    /// A publish was refused.
-    PublishFailed,
     /// The connection's credentials do not allow this (a channel out of scope).
     Forbidden,
     /// A token sent with `refresh` was refused.
@@ -95,10 +93,10 @@ pub enum ErrorCode {
 }
 
 #[derive(Serialize)]
-struct ErrorMsg<'a> {
+struct ErrorMsg<'a, C> {
     #[serde(rename = "type")]
     kind: &'static str,
-    code: ErrorCode,
+    code: C,
     #[serde(skip_serializing_if = "Option::is_none")]
     channel: Option<&'a str>,
     message: &'a str,
@@ -111,6 +109,17 @@ pub fn error_frame(code: ErrorCode, message: &str) -> Bytes {
         code,
         channel: None,
         message,
+    })
+}
+
+/// An `error` frame carrying an API error's code and message (the
+/// `/ws/publish` errors, coded as the HTTP publish API codes them).
+pub fn api_error_frame(error: &ApiError) -> Bytes {
+    json_frame(&ErrorMsg {
+        kind: "error",
+        code: error.code,
+        channel: None,
+        message: &error.message,
     })
 }
 
@@ -167,8 +176,10 @@ pub fn refresh_error_code(e: &RefreshError) -> ErrorCode {
     }
 }
 
-/// The code of an HTTP error body (`{"error":{"code":…,"message":…}}`):
-/// what went wrong, for machines. Written in `SCREAMING_SNAKE_CASE`.
+/// The code of an HTTP error body (`{"error":{"code":…,"message":…}}`),
+/// and of the `error` frames of `/ws/publish`, so a publish is refused
+/// with the same code on every path: what went wrong, for machines.
+/// Written in `SCREAMING_SNAKE_CASE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ApiCode {
@@ -192,8 +203,14 @@ pub enum ApiCode {
     RequestTimeout,
     /// The body is over its size limit (413).
     TooLarge,
-    /// The body is not the shape the endpoint takes (400, or per message).
+    /// A publish that is not JSON: NaN, Infinity, text after the value,
+    /// an empty body (400).
+    InvalidJson,
+    /// The body is not the shape the endpoint takes, or published `data`
+    /// is not an object or array or repeats a key (400, or per message).
     InvalidMessage,
+    /// A `/ws/publish` `action` that names no command.
+    UnknownAction,
     /// Published `data` nests too deeply.
     TooDeep,
     /// The channel is not declared.
@@ -234,7 +251,9 @@ impl ApiCode {
             ApiCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiCode::RequestTimeout => "REQUEST_TIMEOUT",
             ApiCode::TooLarge => "TOO_LARGE",
+            ApiCode::InvalidJson => "INVALID_JSON",
             ApiCode::InvalidMessage => "INVALID_MESSAGE",
+            ApiCode::UnknownAction => "UNKNOWN_ACTION",
             ApiCode::TooDeep => "TOO_DEEP",
             ApiCode::UnknownChannel => "UNKNOWN_CHANNEL",
             ApiCode::InvalidChannel => "INVALID_CHANNEL",

@@ -236,10 +236,11 @@ roles = ["publish"]
         answer["seq"].as_u64().expect("seq in answer")
     }
 
-    /// Publishes `count` messages to `channel` in one HTTP batch; data is 0, 1, 2…
+    /// Publishes `count` messages to `channel` in one HTTP batch; data is
+    /// `{"n":0}`, `{"n":1}`, `{"n":2}`…
     pub async fn publish_batch(&self, channel: &str, count: u64) {
         let messages: Vec<Value> = (0..count)
-            .map(|n| serde_json::json!({"channel": channel, "data": n}))
+            .map(|n| serde_json::json!({"channel": channel, "data": {"n": n}}))
             .collect();
         let body = serde_json::json!({ "messages": messages }).to_string();
         let (status, answer) = self

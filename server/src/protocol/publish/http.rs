@@ -4,8 +4,13 @@
 //! Runs on the shard that serves the HTTP connection. A body must be JSON
 //! (415), fit `max_publish_body` (413) and arrive within
 //! `request_timeout_seconds` (408); a batch holds at most
-//! `max_publish_batch` messages (400). A single message refused answers
-//! 403 (scope), 429 (creation rate, with `Retry-After`) or 422.
+//! `max_publish_batch` messages (400). A body that is not JSON, or not the
+//! shape of a publish, answers 400 (`INVALID_JSON`, `INVALID_MESSAGE`), and
+//! so does a single message whose `data` breaks the contract, except for
+//! its depth (422 `TOO_DEEP`). A single message refused otherwise answers
+//! 403 (scope), 429 (creation rate, with `Retry-After`), 503 (shutting
+//! down, with `Retry-After`) or 422. A batch answers 200 with a result per
+//! message, unless the body as a whole is refused.
 
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::StatusCode;
@@ -53,6 +58,9 @@ impl HttpEndpoint for PublishOverHttp {
                         result @ PublishResult::Ok { .. } => json(StatusCode::OK, &result),
                         PublishResult::Err { error: e, .. } => {
                             let status = match e.code {
+                                ApiCode::InvalidJson | ApiCode::InvalidMessage => {
+                                    StatusCode::BAD_REQUEST
+                                }
                                 ApiCode::Forbidden => StatusCode::FORBIDDEN,
                                 ApiCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                                 ApiCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,5 +1,7 @@
 //! The publish API: `POST /api/v1/publish` (`http.rs`) and the
-//! `/ws/publish` WebSocket (`session.rs`), over one parser (`parse.rs`).
+//! `/ws/publish` WebSocket (`session.rs`), over one contract (`parse.rs`,
+//! reading requests with `members.rs`): the same message gets the same
+//! verdict, with the same error code, on every path.
 //!
 //! Every publish is checked against the principal's publish scope, and any
 //! topic it creates is charged to the principal's quota. Its limits are the
@@ -7,24 +9,25 @@
 //! ([`PublishConfig`]).
 
 mod http;
+mod members;
 mod parse;
 mod session;
 
 use std::sync::Arc;
 
 use hyper::Method;
-use shardcast_engine::{Delivery, FormatId, LocalShard, Session, MAX_NAME_LEN};
+use serde::Serialize;
+use shardcast_engine::{
+    Delivery, FormatId, LocalShard, PublishError, QuotaError, Session, TopicError, MAX_NAME_LEN,
+};
 
 use super::{Auth, Descriptor, Handler, Opening, PathTemplate, Registry, WebSocketEndpoint};
 use crate::auth::{Principal, Role};
 use crate::config::ServerConfig;
 use crate::input::truncate;
+use crate::protocol::common::{ApiCode, ApiError};
 use crate::App;
-pub use parse::{
-    parse_body, parse_frame, publish_error, PublishBody, PublishCommand, PublishItem, PublishResult,
-};
-
-use crate::protocol::common::ApiError;
+pub use parse::{parse_body, parse_frame, Kind, PublishBody, PublishCommand, PublishItem};
 pub use session::PublishSession;
 
 /// The publish API's limits. Read-only.
@@ -96,4 +99,61 @@ pub fn publish_item(
         },
         Err(e) => refused(publish_error(&e)),
     }
+}
+
+/// The answer for one published message.
+#[derive(Serialize, Debug)]
+#[serde(untagged)]
+pub enum PublishResult {
+    /// Accepted with its sequence number.
+    Ok {
+        /// The channel.
+        channel: String,
+        /// Its sequence number in the channel.
+        seq: u64,
+    },
+    /// Refused.
+    Err {
+        /// The channel as sent.
+        channel: String,
+        /// Why.
+        error: ApiError,
+    },
+}
+
+/// Maps a publish failure to its error code, the same over HTTP and
+/// `/ws/publish`.
+pub fn publish_error(e: &PublishError) -> ApiError {
+    let code = match e {
+        PublishError::Topic(TopicError::Undeclared(_)) => ApiCode::UnknownChannel,
+        PublishError::Topic(TopicError::InvalidName(_)) => ApiCode::InvalidChannel,
+        PublishError::Topic(
+            TopicError::TooManyTopics { .. } | TopicError::TooManyUnclaimed { .. },
+        ) => ApiCode::LimitReached,
+        PublishError::Topic(TopicError::Quota {
+            quota: QuotaError::Rate { .. },
+            ..
+        }) => ApiCode::RateLimited,
+        PublishError::Topic(TopicError::Quota {
+            quota: QuotaError::Live { .. },
+            ..
+        }) => ApiCode::LimitReached,
+        PublishError::InvalidKey => ApiCode::InvalidKey,
+        PublishError::Retired | PublishError::Unavailable(_) | PublishError::ShuttingDown => {
+            ApiCode::Unavailable
+        }
+    };
+    let mut error = ApiError::new(code, e.to_string());
+    if *e == PublishError::ShuttingDown {
+        // Long enough for a restart, or for a balancer to move the client.
+        error.retry_after = Some(std::time::Duration::from_secs(5));
+    }
+    if let PublishError::Topic(TopicError::Quota {
+        quota: QuotaError::Rate { retry_after, .. },
+        ..
+    }) = e
+    {
+        error.retry_after = Some(*retry_after);
+    }
+    error
 }

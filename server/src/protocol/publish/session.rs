@@ -1,6 +1,7 @@
 //! One `/ws/publish` connection's session: each text frame is a command —
 //! publish, heartbeat, refresh — answered only when it fails (or, for a
-//! heartbeat, with a heartbeat).
+//! heartbeat, with a heartbeat). A refused publish gets an `error` frame
+//! with the code an HTTP publish of the same message would get.
 //!
 //! Owned by the connection's shard.
 
@@ -8,10 +9,11 @@ use std::sync::Arc;
 
 use shardcast_engine::{CloseReason, ConnCtx, Session};
 
-use super::parse::{parse_frame, publish_error, PublishCommand};
+use super::parse::{parse_frame, PublishCommand};
+use super::publish_error;
 use crate::auth::Principal;
 use crate::protocol::common::{
-    error_frame, iso, json_frame, refresh_error_code, Ack, ErrorCode, HeartbeatReplies,
+    api_error_frame, error_frame, iso, json_frame, refresh_error_code, Ack, HeartbeatReplies,
 };
 use crate::App;
 
@@ -77,23 +79,20 @@ impl Session for PublishSession {
                 self.refresh(ctx, &token);
                 return;
             }
-            Err((code, message)) => {
-                ctx.send(error_frame(code, &message));
+            Err(e) => {
+                ctx.send(api_error_frame(&e));
                 return;
             }
         };
         let publication = match item.admit(&self.principal) {
             Ok(publication) => publication,
             Err(e) => {
-                let message = format!("{}: {}", e.code, e.message);
-                ctx.send(error_frame(ErrorCode::PublishFailed, &message));
+                ctx.send(api_error_frame(&e));
                 return;
             }
         };
         if let Err(e) = ctx.publish(&item.channel, publication, Some(&self.principal.quota)) {
-            let error = publish_error(&e);
-            let message = format!("{}: {}", error.code, error.message);
-            ctx.send(error_frame(ErrorCode::PublishFailed, &message));
+            ctx.send(api_error_frame(&publish_error(&e)));
         }
     }
 }
