@@ -6,6 +6,10 @@
 //! place, and the report includes the loadgen's own CPU use so a reader can
 //! tell when it, not the server, was the limit.
 
+mod args;
+mod burst;
+mod event;
+mod freshness;
 mod report;
 mod state;
 mod sweep;
@@ -18,118 +22,16 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde_json::json;
 
+pub use crate::args::{Args, Scenario, ViaArg};
+use crate::burst::{Plan, Schedule};
+use crate::freshness::Board;
 use crate::report::Targets;
 use crate::state::Shared;
 use crate::tasks::{Target, TopicPicker, Via};
 use crate::window::{build_report, Window};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Scenario {
-    /// Few topics, many subscribers each.
-    Fanout,
-    /// 50% market, 30% trading, 20% risk topics, in publish rate and subscriptions.
-    Mixed,
-    /// Clients drop and reconnect with replay; gaps are reported.
-    Reconnect,
-    /// A long run with a progress line every few seconds and memory drift.
-    Soak,
-    /// Connection scale: idle connections, memory per connection.
-    Connections,
-}
-
-#[derive(Parser, Debug)]
-#[command(name = "shardcast-loadgen", about = "Load generator for shardcast")]
-struct Args {
-    /// Server address.
-    #[arg(long, default_value = "ws://127.0.0.1:8000")]
-    url: String,
-    /// API key with subscribe, publish and admin roles.
-    #[arg(long, default_value = "dev-api-key", env = "SHARDCAST_API_KEY")]
-    api_key: String,
-    #[arg(long, value_enum, default_value = "fanout")]
-    scenario: Scenario,
-    /// Subscriber connections.
-    #[arg(long, default_value_t = 200)]
-    connections: usize,
-    /// Topics, named PREFIX0..PREFIX{T-1}.
-    #[arg(long, default_value_t = 10)]
-    topics: usize,
-    /// Subscriptions per connection, spread evenly over the topics.
-    #[arg(long, default_value_t = 1)]
-    subs: usize,
-    /// Topic name prefix; the server must declare it (e.g. --channel 'load.*').
-    #[arg(long, default_value = "load.")]
-    prefix: String,
-    /// Messages published per second, in total.
-    #[arg(long, default_value_t = 1000.0)]
-    rate: f64,
-    /// Publisher connections sharing the rate.
-    #[arg(long, default_value_t = 1)]
-    publishers: usize,
-    /// Publish over the WebSocket publish endpoint or HTTP.
-    #[arg(long, value_enum, default_value = "ws")]
-    via: ViaArg,
-    /// Payload (data) size in bytes.
-    #[arg(long, default_value_t = 64)]
-    payload: usize,
-    /// New connections per second.
-    #[arg(long, default_value_t = 2000.0)]
-    connect_rate: f64,
-    /// Seconds of traffic before measuring.
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Source addresses 127.0.0.1..=127.0.0.K; 0 = one per 25,000 connections.
-    #[arg(long, default_value_t = 0)]
-    source_ips: u8,
-    /// Seconds between a client's reconnects (scenario reconnect).
-    #[arg(long, default_value_t = 3.0)]
-    reconnect_every: f64,
-    /// The server's pid, for its CPU time and memory from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
-    /// Step the rate up by --sweep-factor until a target fails; report the highest that held.
-    #[arg(long)]
-    sweep: bool,
-    #[arg(long, default_value_t = 1.5)]
-    sweep_factor: f64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Target: P95 latency, ms.
-    #[arg(long, default_value_t = 100.0)]
-    p95_ms: f64,
-    /// Target: P99 latency, ms (unchecked if absent).
-    #[arg(long)]
-    p99_ms: Option<f64>,
-    /// Target: highest drop rate (0.01 = 1%).
-    #[arg(long, default_value_t = 0.01)]
-    max_drop_rate: f64,
-    /// Target: lowest connection success (0.95 = 95%).
-    #[arg(long, default_value_t = 0.95)]
-    min_connect_success: f64,
-    /// Target: most messages the server dropped for full queues.
-    #[arg(long, default_value_t = 1000)]
-    max_queue_overflow: u64,
-    /// Target: loadgen delivered + server dropped = published × subscribers, exactly.
-    #[arg(long)]
-    exact_accounting: bool,
-    /// Target: the server's latency histogram agrees with the loadgen's (server
-    /// at or below, p50 gap at most this many ms). Use on a fresh server.
-    #[arg(long)]
-    max_latency_gap_ms: Option<f64>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum ViaArg {
-    Ws,
-    Http,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -172,6 +74,25 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.rate
     };
     let shared = Rc::new(Shared::new(topics, rate));
+    let burst = (args.scenario == Scenario::Burst).then_some(Plan {
+        schedule: Schedule {
+            rate,
+            every: args.burst_every,
+            burst_for: args.burst_for,
+            factor: args.burst_factor,
+        },
+        topics,
+        keys: args.keys.max(1),
+        payload: args.payload,
+    });
+    if let Some(plan) = burst {
+        plan.schedule.check().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            args.via == ViaArg::Ws && !args.sweep,
+            "scenario burst publishes over WebSocket and does not sweep"
+        );
+        *shared.board.borrow_mut() = Some(Board::new(args.connections, plan.keys));
+    }
     let (groups, weights) = topic_groups(args.scenario, topics);
     let targets = Targets {
         p95_ms: args.p95_ms,
@@ -181,6 +102,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_queue_overflow: args.max_queue_overflow,
         exact_accounting: args.exact_accounting,
         max_latency_gap_ms: args.max_latency_gap_ms,
+        max_freshness_ms: args.max_freshness_ms,
     };
     let started = Instant::now();
     let rss_before = args.server_pid.and_then(report::rss_kib);
@@ -222,7 +144,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let server_before = report::server_figures(server, &args.api_key, &args.prefix).await;
 
     // 2. Publishers.
-    if rate > 0.0 {
+    if let Some(plan) = burst {
+        let (shared, target) = (Rc::clone(&shared), Rc::clone(&target));
+        tokio::task::spawn_local(burst::publisher(shared, target, plan));
+    } else if rate > 0.0 {
         let via = match args.via {
             ViaArg::Ws => Via::WebSocket,
             ViaArg::Http => Via::Http,
@@ -277,6 +202,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let closed = window.close(&shared, args.server_pid);
     // Queue depth while traffic still flows.
     let queues = report::server_figures(server, &args.api_key, &args.prefix).await;
+    // The last measured burst is settled when the next one begins.
+    if let Some(plan) = burst.filter(|_| !interrupted) {
+        settle_bursts(&shared, plan.schedule.every).await;
+    }
 
     // 5. Stop publishing, let in-flight messages land, then ask the server.
     shared.rate.set(0.0);
@@ -367,6 +296,16 @@ fn subscriptions(id: usize, subs: usize, groups: &[Vec<usize>], weights: &[usize
     let n = all.len();
     let subs = subs.min(n);
     (0..subs).map(|k| all[(id * subs + k) % n]).collect()
+}
+
+/// Waits until every measured burst is settled, fresh or stale: at the
+/// latest when the next burst begins (at most `every` seconds and a margin).
+async fn settle_bursts(shared: &Shared, every: f64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(every + 1.0);
+    let unsettled = || shared.board.borrow().as_ref().map_or(0, Board::unsettled);
+    while unsettled() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Waits until deliveries stop arriving for 300 ms (at most 5 s).

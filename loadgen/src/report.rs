@@ -35,6 +35,11 @@ pub struct ServerFigures {
     pub published: u64,
     pub sent: u64,
     pub dropped: u64,
+    /// Replaced in an outbox by a newer value of their key (not drops).
+    pub conflated: u64,
+    /// Left out by a subscription's filter (not drops; the stats list it
+    /// per channel only where the server exposes it, else 0).
+    pub filtered: u64,
     pub outbox_full: u64,
     pub rate_limited: u64,
     pub shard_overflow: u64,
@@ -53,6 +58,8 @@ impl ServerFigures {
             published: self.published - before.published,
             sent: self.sent - before.sent,
             dropped: self.dropped - before.dropped,
+            conflated: self.conflated - before.conflated,
+            filtered: self.filtered - before.filtered,
             outbox_full: self.outbox_full - before.outbox_full,
             rate_limited: self.rate_limited - before.rate_limited,
             shard_overflow: self.shard_overflow - before.shard_overflow,
@@ -87,6 +94,8 @@ pub async fn server_figures(
         figures.published += n(&channel["published"]);
         figures.sent += n(&channel["sent"]);
         figures.dropped += n(&channel["dropped"]);
+        figures.conflated += n(&channel["conflated"]);
+        figures.filtered += n(&channel["filtered"]);
         let reasons = &channel["droppedByReason"];
         figures.outbox_full += n(&reasons["outboxFull"]);
         figures.rate_limited += n(&reasons["rateLimited"]);
@@ -126,6 +135,8 @@ pub struct Targets {
     pub exact_accounting: bool,
     /// Largest allowed gap between the loadgen's and the server's p50 latency, ms.
     pub max_latency_gap_ms: Option<f64>,
+    /// Scenario burst: the slowest client's freshness after a burst, ms.
+    pub max_freshness_ms: Option<f64>,
 }
 
 /// One check against a target.
@@ -205,12 +216,44 @@ pub fn checks(report: &Value, targets: &Targets) -> Vec<Check> {
         out.push(Check {
             name: "accounting",
             value: if ok {
-                "delivered + dropped = published × subscribers".into()
+                "delivered + dropped + conflated = published × subscribers".into()
             } else {
                 "unbalanced".into()
             },
             target: "exact".into(),
             ok,
+        });
+    }
+    let wrong = f(&["skipped", "wrong"]);
+    out.push(Check {
+        name: "skipped exact",
+        value: format!("{wrong} wrong of {}", f(&["skipped", "checked"])),
+        target: "0 wrong".into(),
+        ok: wrong == 0.0,
+    });
+    if report["burst"].is_object() {
+        out.extend(burst_checks(&report["burst"], targets));
+    }
+    out
+}
+
+/// Scenario burst: every (client, burst) pair fresh before the next burst,
+/// within the target if one is given.
+fn burst_checks(burst: &Value, targets: &Targets) -> Vec<Check> {
+    let stale = f(&burst["never_fresh"]);
+    let mut out = vec![Check {
+        name: "fresh before next burst",
+        value: format!("{stale} stale of {} pairs", f(&burst["pairs"])),
+        target: "0 stale".into(),
+        ok: stale == 0.0 && f(&burst["pairs"]) > 0.0,
+    }];
+    if let Some(max) = targets.max_freshness_ms {
+        let worst = f(&burst["freshness_ms"]["max"]);
+        out.push(Check {
+            name: "freshness",
+            value: format!("max {worst:.3} ms"),
+            target: format!("<= {max} ms"),
+            ok: worst <= max,
         });
     }
     out
@@ -272,8 +315,8 @@ pub fn print(report: &Value, checks: &[Check]) {
     let s = &report["server"];
     if !s.is_null() {
         println!(
-            "server       sent {} dropped {} (outbox_full {}, rate_limited {}, shard_overflow {}, closed {}); its latency p50 {:.3} p99 {:.3} ms; queued at window end {} (deepest {})",
-            s["sent"], s["dropped"], s["outbox_full"], s["rate_limited"], s["shard_overflow"], s["closed"], f(&s["latency_p50_ms"]), f(&s["latency_p99_ms"]),
+            "server       sent {} conflated {} dropped {} (outbox_full {}, rate_limited {}, shard_overflow {}, closed {}); its latency p50 {:.3} p99 {:.3} ms; queued at window end {} (deepest {})",
+            s["sent"], s["conflated"], s["dropped"], s["outbox_full"], s["rate_limited"], s["shard_overflow"], s["closed"], f(&s["latency_p50_ms"]), f(&s["latency_p99_ms"]),
             s["queued_at_window_end"], s["max_queue_depth_at_window_end"]
         );
     }
@@ -303,10 +346,27 @@ pub fn print(report: &Value, checks: &[Check]) {
         f(&p["loadgen_cpu_percent"])
     );
     if report["accounting"]["checked"].as_bool() == Some(true) {
+        let a = &report["accounting"];
         println!(
-            "accounting   loadgen delivered {} + server dropped {} vs published × subscribers {}: {}",
-            report["accounting"]["delivered"], report["accounting"]["server_dropped"], report["accounting"]["expected"],
+            "accounting   loadgen delivered {} + server dropped {} + conflated {} + filtered {} vs published × subscribers {}: {}",
+            a["delivered"], a["server_dropped"], a["server_conflated"], a["server_filtered"], a["expected"],
             if report["accounting"]["balanced"].as_bool() == Some(true) { "exact" } else { "UNBALANCED" }
+        );
+    }
+    println!(
+        "skipped      {} events checked against their seq jump, {} wrong",
+        report["skipped"]["checked"], report["skipped"]["wrong"]
+    );
+    let b = &report["burst"];
+    if b.is_object() {
+        let fm = &b["freshness_ms"];
+        println!(
+            "bursts       {} measured ({}× for {} s every {} s, {} keys per topic): {} (client, burst) pairs, {} never fresh before the next burst",
+            b["bursts"], b["factor"], b["for_seconds"], b["every_seconds"], b["keys"], b["pairs"], b["never_fresh"]
+        );
+        println!(
+            "freshness    p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3} ms  (mean {:.3}; publish errors {})",
+            f(&fm["p50"]), f(&fm["p90"]), f(&fm["p99"]), f(&fm["max"]), f(&fm["mean"]), b["publish_errors"]
         );
     }
     for check in checks {

@@ -6,6 +6,8 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
+use crate::freshness::Board;
+
 /// Latency histogram: microseconds, 1 µs to 60 s, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds")
@@ -41,8 +43,16 @@ pub struct Shared {
     pub subscribers: RefCell<Vec<u64>>,
     /// Received per topic (all subscribers).
     pub received: RefCell<Vec<u64>>,
+    /// Events whose `skipped` was checked against the seq jump, and those
+    /// where the two disagreed.
+    pub skipped_checked: Cell<u64>,
+    pub skipped_wrong: Cell<u64>,
     /// Messages the publishers were behind schedule and skipped (open loop).
     pub publish_lag: Cell<u64>,
+    /// Error frames the server answered publishes with (scenario burst reads them).
+    pub publish_errors: Cell<u64>,
+    /// Scenario burst: who holds which value of every key.
+    pub board: RefCell<Option<Board>>,
     /// Total publish rate, messages per second (the sweep changes it).
     pub rate: Cell<f64>,
     pub stop: watch::Sender<bool>,
@@ -71,7 +81,11 @@ impl Shared {
             published: RefCell::new(vec![0; topics]),
             subscribers: RefCell::new(vec![0; topics]),
             received: RefCell::new(vec![0; topics]),
+            skipped_checked: Cell::new(0),
+            skipped_wrong: Cell::new(0),
             publish_lag: Cell::new(0),
+            publish_errors: Cell::new(0),
+            board: RefCell::new(None),
             rate: Cell::new(rate),
             stop: watch::channel(false).0,
         }

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::event::{event_body, on_event, Subscription};
 use crate::state::Shared;
-use crate::ws::{self, field_u64, parse_u64};
+use crate::ws::{self, parse_u64};
 
 /// How a run reaches the server.
 pub struct Target {
@@ -17,14 +18,6 @@ pub struct Target {
     pub prefix: String,
 }
 
-struct Subscription {
-    topic: usize,
-    /// `None` until the first event: a topic may have history from before
-    /// this run, so the first sequence number seen is the baseline.
-    last_seq: Option<u64>,
-}
-
-const EVENT: &[u8] = br#"{"type":"event","channel":""#;
 const HEARTBEAT: &[u8] = br#"{"type":"heartbeat""#;
 const ERROR: &[u8] = br#"{"type":"error""#;
 const ACK: &[u8] = br#"{"type":"ack""#;
@@ -43,13 +36,7 @@ pub async fn subscriber(
         .iter()
         .map(|t| format!("{}{t}", target.prefix))
         .collect();
-    let mut subs: Vec<Subscription> = topics
-        .iter()
-        .map(|&topic| Subscription {
-            topic,
-            last_seq: None,
-        })
-        .collect();
+    let mut subs: Vec<Subscription> = topics.iter().map(|&t| Subscription::new(t)).collect();
     let mut first = true;
     loop {
         Shared::bump(&shared.connect_attempts, 1);
@@ -75,6 +62,9 @@ pub async fn subscriber(
         first = false;
         let deadline = reconnect.map(|d| Instant::now() + jitter(d, id));
         let mut after_reconnect = vec![rejoined; subs.len()];
+        for sub in &mut subs {
+            sub.conn_seq = None;
+        }
         let mut last_heartbeat: Option<Instant> = None;
         loop {
             let ready = tokio::select! {
@@ -94,24 +84,26 @@ pub async fn subscriber(
             let mut reply_heartbeat = false;
             while let Some(frame) = conn.next_frame() {
                 match frame.opcode {
-                    0x1 if frame.payload.starts_with(EVENT) => on_event(
-                        &shared,
-                        &target,
-                        &mut subs,
-                        &mut after_reconnect,
-                        frame.payload,
-                    ),
-                    0x1 if frame.payload.starts_with(HEARTBEAT) => reply_heartbeat = true,
-                    0x1 if awaiting_ack && frame.payload.starts_with(ACK) => {
-                        awaiting_ack = false;
-                        Shared::bump(&shared.connected, 1);
-                        let mut per_topic = shared.subscribers.borrow_mut();
-                        for t in &topics {
-                            per_topic[*t] += 1;
+                    0x1 => {
+                        let payload = frame.payload;
+                        if let Some((skipped, rest)) = event_body(payload) {
+                            let gaps = &mut after_reconnect;
+                            on_event(&shared, &target, id, &mut subs, gaps, skipped, rest);
+                        } else if payload.starts_with(HEARTBEAT) {
+                            reply_heartbeat = true;
+                        } else if awaiting_ack && payload.starts_with(ACK) {
+                            awaiting_ack = false;
+                            Shared::bump(&shared.connected, 1);
+                            let mut per_topic = shared.subscribers.borrow_mut();
+                            for t in &topics {
+                                per_topic[*t] += 1;
+                            }
+                            if let Some(board) = shared.board.borrow_mut().as_mut() {
+                                board.join(id, &topics);
+                            }
+                        } else if payload.starts_with(ERROR) {
+                            Shared::bump(&shared.error_frames, 1);
                         }
-                    }
-                    0x1 if frame.payload.starts_with(ERROR) => {
-                        Shared::bump(&shared.error_frames, 1)
                     }
                     0x8 => {
                         if !shared.is_stopping() {
@@ -144,65 +136,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-fn on_event(
-    shared: &Shared,
-    target: &Target,
-    subs: &mut [Subscription],
-    after_reconnect: &mut [bool],
-    payload: &[u8],
-) {
-    let rest = &payload[EVENT.len()..];
-    let Some(topic) = rest
-        .strip_prefix(target.prefix.as_bytes())
-        .and_then(parse_u64)
-        .map(|t| t as usize)
-    else {
-        return;
-    };
-    let Some(seq) = field_u64(rest, b"\"seq\":") else {
-        return;
-    };
-    let Some(index) = subs.iter().position(|s| s.topic == topic) else {
-        return;
-    };
-    let sub = &mut subs[index];
-    let rejoined = std::mem::take(&mut after_reconnect[index]);
-    let last = *sub.last_seq.get_or_insert(seq - 1);
-    if seq <= last {
-        if rejoined {
-            Shared::bump(&shared.replay_overlap, 1);
-        } else if seq == last {
-            Shared::bump(&shared.duplicates, 1);
-        } else {
-            Shared::bump(&shared.reordered, 1);
-        }
-        // A replay continues until it catches up; keep the flag until then.
-        after_reconnect[index] = rejoined;
-        return;
-    }
-    if seq > last + 1 {
-        let missed = seq - last - 1;
-        if rejoined {
-            Shared::bump(&shared.reconnect_gaps, missed);
-        } else {
-            Shared::bump(&shared.gaps, missed);
-        }
-    }
-    sub.last_seq = Some(seq);
-    Shared::bump(&shared.delivered, 1);
-    shared.received.borrow_mut()[topic] += 1;
-    if let Some(t) = field_u64(rest, b"\"data\":{\"t\":") {
-        if t >= shared.measure_from_ns.get() {
-            let micros = (shared.now_ns().saturating_sub(t) / 1000).max(1);
-            shared.latency.borrow_mut().saturating_record(micros);
-            shared
-                .interval_latency
-                .borrow_mut()
-                .saturating_record(micros);
-        }
     }
 }
 
@@ -355,7 +288,7 @@ pub async fn publisher(
 }
 
 /// Appends the decimal digits of `n` without allocating.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -77,7 +77,10 @@ pub fn build_report(
             .saturating_sub(delivered)
             .saturating_sub(shared.gaps.get() + shared.reconnect_gaps.get())
     };
-    let dropped = expected.saturating_sub(delivered);
+    // Conflated messages were replaced by newer values of their key: not
+    // delivered, not dropped either.
+    let conflated = server.as_ref().map_or(0, |s| s.conflated + s.filtered);
+    let dropped = expected.saturating_sub(delivered).saturating_sub(conflated);
     let drop_rate = if expected == 0 {
         0.0
     } else {
@@ -85,7 +88,8 @@ pub fn build_report(
     };
     let server_json = server.as_ref().map(|s| {
         json!({
-            "sent": s.sent, "dropped": s.dropped, "outbox_full": s.outbox_full, "rate_limited": s.rate_limited,
+            "sent": s.sent, "dropped": s.dropped, "conflated": s.conflated, "filtered": s.filtered,
+            "outbox_full": s.outbox_full, "rate_limited": s.rate_limited,
             "shard_overflow": s.shard_overflow, "closed": s.closed, "queue_overflow": s.outbox_full + s.shard_overflow,
             "latency_p50_ms": s.latency_p50_ms, "latency_p99_ms": s.latency_p99_ms, "connections": s.connections,
         })
@@ -97,7 +101,9 @@ pub fn build_report(
             "delivered": delivered,
             "server_sent": s.sent,
             "server_dropped": s.dropped,
-            "balanced": delivered + s.dropped == expected && s.sent == delivered,
+            "server_conflated": s.conflated,
+            "server_filtered": s.filtered,
+            "balanced": delivered + s.dropped + s.conflated + s.filtered == expected && s.sent == delivered,
         }),
         _ => json!({"checked": false}),
     };
@@ -138,6 +144,8 @@ pub fn build_report(
         "reconnect": {
             "reconnects": shared.reconnects.get(), "replay_overlap": shared.replay_overlap.get(), "gaps": shared.reconnect_gaps.get(),
         },
+        "skipped": {"checked": shared.skipped_checked.get(), "wrong": shared.skipped_wrong.get()},
+        "burst": burst_json(args, shared),
         "latency_ms": report::latency_json(&window.latency),
         "server": server_json,
         "accounting": accounting,
@@ -150,6 +158,33 @@ pub fn build_report(
             "server_rss_per_connection_kib": per_conn(rss_end),
             "server_rss_per_connection_at_connect_kib": per_conn(rss_connected),
             "loadgen_cpu_percent": window.own_cpu.map(|c| c / window.seconds * 100.0),
+        },
+    })
+}
+
+/// Scenario burst: the freshness figures (`freshness.rs`); `null` otherwise.
+fn burst_json(args: &Args, shared: &Shared) -> Value {
+    let board = shared.board.borrow();
+    let Some(board) = board.as_ref() else {
+        return Value::Null;
+    };
+    let h = &board.fresh_us;
+    let q = |q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    // Pairs still behind when the run stopped waiting count as never fresh.
+    let never_fresh = board.stale + board.unsettled() as u64;
+    json!({
+        "every_seconds": args.burst_every, "for_seconds": args.burst_for, "factor": args.burst_factor,
+        "keys": args.keys, "bursts": board.bursts, "pairs": board.pairs() + board.unsettled() as u64,
+        "never_fresh": never_fresh, "publish_errors": shared.publish_errors.get(),
+        "freshness_ms": {
+            "p50": q(0.5), "p90": q(0.9), "p99": q(0.99),
+            "max": h.max() as f64 / 1000.0, "mean": h.mean() / 1000.0,
         },
     })
 }
