@@ -172,7 +172,9 @@ async fn an_alert_goes_ahead_of_queued_ticks_and_is_never_dropped_for_them() {
     next_of_type(&mut ws, "ack").await;
 
     // Ticks fill the socket and then the outbox (how much the kernel takes
-    // varies: more ticks until half the outbox waits); then an alert.
+    // varies: more ticks until half the outbox waits); then, on the same
+    // connection, more ticks and at once an alert, which finds the newest
+    // ticks queued.
     let mut ticks = 0;
     while ticks == 0 || server.client("desk").await["queueDepth"].as_u64() < Some(4) {
         assert!(ticks < 10 * BIG, "the outbox never filled");
@@ -180,7 +182,23 @@ async fn an_alert_goes_ahead_of_queued_ticks_and_is_never_dropped_for_them() {
         ticks += BIG;
         eventually_stats(&server, |s| channel(s, "big")["published"] == ticks).await;
     }
-    flood(&server, "risk-alerts", 0, 1, "alert").await;
+    let mut publisher = server.connect("/ws/publish", Some(PUB)).await;
+    let pad = "x".repeat(60 * 1024);
+    for n in ticks..ticks + 16 {
+        let tick = json!({"action": "publish", "channel": "big", "data": {"n": n, "pad": pad}});
+        publisher
+            .send(Message::text(tick.to_string()))
+            .await
+            .unwrap();
+    }
+    ticks += 16;
+    let alert =
+        json!({"action": "publish", "channel": "risk-alerts", "kind": "alert", "data": {"n": 0}});
+    publisher
+        .send(Message::text(alert.to_string()))
+        .await
+        .unwrap();
+    eventually_stats(&server, |s| channel(s, "risk-alerts")["published"] == 1).await;
     let frames = drain(&mut ws).await;
     let (events, alerts) = events_and_alerts(&frames);
     assert_eq!(alerts.len(), 1, "the alert arrives once");
@@ -255,15 +273,24 @@ async fn fastws_updates_after_a_gap_say_how_many_were_skipped() {
         json!({"type": "orders.subscribe", "payload": {"accountId": "GAP-1"}}),
     )
     .await;
-    assert_eq!(next_json(&mut ws).await["type"], "orders.subscribe.response");
+    assert_eq!(
+        next_json(&mut ws).await["type"],
+        "orders.subscribe.response"
+    );
     flood(&server, topic, 0, BIG, "event").await;
     eventually_stats(&server, |s| channel(s, topic)["published"] == BIG).await;
 
     // FastWS updates carry no seq: what the client counts, received plus
     // told skipped, is everything published, and the last one arrives.
     let frames = drain(&mut ws).await;
-    let updates: Vec<_> = frames.iter().filter(|f| f["type"] == "orders.update").collect();
-    let skipped: u64 = updates.iter().map(|u| u["skipped"].as_u64().unwrap_or(0)).sum();
+    let updates: Vec<_> = frames
+        .iter()
+        .filter(|f| f["type"] == "orders.update")
+        .collect();
+    let skipped: u64 = updates
+        .iter()
+        .map(|u| u["skipped"].as_u64().unwrap_or(0))
+        .sum();
     assert!(skipped > 0, "nothing was dropped");
     assert_eq!(updates.len() as u64 + skipped, BIG);
     assert_eq!(updates.last().unwrap()["payload"]["n"], BIG - 1);

@@ -90,9 +90,9 @@ impl Mailbox {
         }
         match self.outbox.push_event(frame.clone(), meta) {
             Admission::Queued => Admission::Queued,
-            Admission::Conflated => {
-                self.counts.conflated += 1;
-                Admission::Conflated
+            Admission::Conflated(replaced) => {
+                self.counts.conflated += u64::from(replaced);
+                Admission::Conflated(replaced)
             }
             Admission::Evicted => {
                 for topic in self.outbox.take_evicted() {

@@ -11,7 +11,7 @@
 //! - Event frames are admitted only while both limits hold (past them the
 //!   event's channel policy, or else the connection's [`SlowConsumerPolicy`],
 //!   decides: drop the newest, drop the oldest queued events to make room,
-//!   replace a queued event of the same topic and key, or disconnect —
+//!   replace the queued values of the same topic and key, or disconnect —
 //!   `overflow.rs`); high-priority events go ahead of normal ones and only
 //!   normal ones make room for them; an event after events of its topic that
 //!   were not delivered says how many (`gaps.rs`); control frames
@@ -133,9 +133,10 @@ impl DropReason {
 pub enum Admission {
     /// Queued for writing.
     Queued,
-    /// Took the place of a queued event of the same topic and key, which
-    /// will never be written (policy `conflate`); the caller counts it.
-    Conflated,
+    /// Took the place of this many queued values of the same topic and
+    /// key, which will never be written (policy `conflate`); the caller
+    /// counts them.
+    Conflated(u32),
     /// Queued after the oldest queued live events were dropped to make
     /// room (policies `drop_oldest` and `conflate`); their topics wait in
     /// [`Outbox::take_evicted`], for the caller to count.

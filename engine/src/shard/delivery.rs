@@ -136,7 +136,9 @@ pub(super) fn offer(
                 tally.count(topic, |c| c.drop_one(DropReason::OutboxFull))
             });
     match admission {
-        Admission::Conflated => tally.count(meta.topic, |c| c.conflated += 1),
+        Admission::Conflated(replaced) => {
+            tally.count(meta.topic, |c| c.conflated += u64::from(replaced))
+        }
         Admission::Queued | Admission::Evicted => {
             if !state.dirty {
                 state.dirty = true;

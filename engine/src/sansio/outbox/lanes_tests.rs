@@ -215,8 +215,28 @@ fn a_conflated_value_is_told_as_skipped() {
     let normal = DeliveryClass::default();
     push(&mut outbox, 1, 1, 7, normal);
     push(&mut outbox, 1, 2, 8, normal);
-    assert_eq!(push(&mut outbox, 1, 3, 7, normal), Admission::Conflated);
+    assert_eq!(push(&mut outbox, 1, 3, 7, normal), Admission::Conflated(1));
     assert_eq!(payloads(&outbox), [r#"{"skipped":1,"n":2}"#, r#"{"n":3}"#]);
+}
+
+#[test]
+fn every_value_a_conflation_replaces_is_told_where_it_was() {
+    let mut outbox = outbox(4, SlowConsumerPolicy::Conflate);
+    let normal = DeliveryClass::default();
+    push(&mut outbox, 1, 1, 7, normal);
+    push(&mut outbox, 1, 2, 8, normal);
+    push(&mut outbox, 1, 3, 7, normal);
+    push(&mut outbox, 1, 4, 8, normal);
+    assert_eq!(push(&mut outbox, 1, 5, 7, normal), Admission::Conflated(2));
+    // 1 and 3 are gone: 2 follows one missing, 4 follows one missing.
+    assert_eq!(
+        payloads(&outbox),
+        [
+            r#"{"skipped":1,"n":2}"#,
+            r#"{"skipped":1,"n":4}"#,
+            r#"{"n":5}"#
+        ]
+    );
 }
 
 #[test]

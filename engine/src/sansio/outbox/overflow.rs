@@ -9,8 +9,8 @@
 //! - `drop_newest`: it is refused;
 //! - `drop_oldest`: the oldest queued normal live events go until it fits
 //!   ([`Outbox::take_evicted`] names their topics for the counts);
-//! - `conflate`: it replaces the newest queued event of its topic and key,
-//!   or makes room as `drop_oldest` does;
+//! - `conflate`: it replaces every queued value of its topic and key, or
+//!   makes room as `drop_oldest` does;
 //! - `disconnect`: the connection must close.
 //!
 //! Never touched: control frames, the frame being written, replayed events,
@@ -49,7 +49,7 @@ impl Outbox {
                 .evict_for(bytes, meta)
                 .unwrap_or_else(|| self.dropped(meta)),
             SlowConsumerPolicy::Conflate => match self.conflate(bytes, meta) {
-                Ok(()) => Admission::Conflated,
+                Ok(replaced) => Admission::Conflated(replaced),
                 Err(bytes) => self
                     .evict_for(bytes, meta)
                     .unwrap_or_else(|| self.dropped(meta)),
@@ -119,35 +119,45 @@ impl Outbox {
         self.evicted.drain(..)
     }
 
-    /// Replaces the newest queued event of the same topic and key by the
-    /// new one, which goes to the back of the queue: a topic's events stay in
-    /// sequence order and a key's values only get newer. Gives `bytes`
-    /// back, changing nothing, when there is no such event, when it is a
-    /// replayed one (a replay is delivered whole), when it has begun to be
-    /// written, or when the new frame would break the byte limit. A scan of
-    /// the queue, on the overflow path only.
-    fn conflate(&mut self, bytes: Bytes, meta: EventMeta) -> Result<(), Bytes> {
+    /// Replaces every queued, not yet written value of the same topic and
+    /// key by the new one, which goes to the back of the queue: a topic's
+    /// events stay in sequence order, a key's values only get newer, and a
+    /// client behind holds at most one value per key once conflating (its
+    /// backlog is bounded by its keys, not by the outbox). Returns how many
+    /// it replaced; gives `bytes` back, changing nothing, when there is no
+    /// such value (none queued, or only one being written or replayed) or
+    /// the new frame would break the byte limit. A scan of the queue, on the
+    /// overflow path only.
+    fn conflate(&mut self, bytes: Bytes, meta: EventMeta) -> Result<u32, Bytes> {
         if meta.key() == 0 {
             return Err(bytes);
         }
-        let found = self.queue.iter().rposition(|f| {
-            f.event
+        let same = |frame: &OutFrame| {
+            frame
+                .event
                 .is_some_and(|e| e.key() == meta.key() && e.topic == meta.topic)
-        });
-        let Some(index) = found else {
-            return Err(bytes);
         };
-        let old = &self.queue[index];
-        let after = self.queued_bytes - old.bytes.len() + bytes.len();
-        if !self.evictable(index, old) || after > self.limits.max_bytes {
+        let (mut replaced, mut freed) = (0u32, 0usize);
+        for (i, frame) in self.queue.iter().enumerate() {
+            if same(frame) && self.evictable(i, frame) {
+                replaced += 1;
+                freed += frame.bytes.len();
+            }
+        }
+        if replaced == 0 || self.queued_bytes - freed + bytes.len() > self.limits.max_bytes {
             return Err(bytes);
         }
-        let old = self.queue.remove(index).expect("index within the queue");
-        let replaced = old.event.expect("found as an event");
-        self.events -= 1;
-        self.queued_bytes -= old.bytes.len();
-        self.carry_gap(index, replaced);
+        // From the back, so each removal leaves the indexes before it alone.
+        for i in (0..self.queue.len()).rev() {
+            if same(&self.queue[i]) && self.evictable(i, &self.queue[i]) {
+                let old = self.queue.remove(i).expect("index within the queue");
+                let value = old.event.expect("an event of the key");
+                self.events -= 1;
+                self.queued_bytes -= old.bytes.len();
+                self.carry_gap(i, value);
+            }
+        }
         self.enqueue(bytes, meta);
-        Ok(())
+        Ok(replaced)
     }
 }

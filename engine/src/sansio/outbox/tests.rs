@@ -162,11 +162,11 @@ fn a_full_conflating_outbox_replaces_the_queued_event_of_the_same_topic_and_key(
     // Full: the same key of topic 1 takes its predecessor's place.
     assert_eq!(
         outbox.push_event(frame("a2"), keyed(1, 7)),
-        Admission::Conflated
+        Admission::Conflated(1)
     );
     assert_eq!(
         outbox.push_event(frame("a3"), keyed(1, 7)),
-        Admission::Conflated
+        Admission::Conflated(1)
     );
     // No predecessor, or no key: the oldest queued events make room.
     assert_eq!(
@@ -230,7 +230,7 @@ fn conflation_never_touches_a_frame_being_written_nor_breaks_the_byte_limit() {
     );
     assert_eq!(
         outbox.push_event(Bytes::from_static(b"BBBBB"), keyed(1, 8)),
-        Admission::Conflated
+        Admission::Conflated(1)
     );
     assert_eq!(outbox.queued_bytes(), 3 + 5);
     // The front frame is partly written: neither replaced nor dropped; the
@@ -248,7 +248,7 @@ fn conflation_never_touches_a_frame_being_written_nor_breaks_the_byte_limit() {
 }
 
 #[test]
-fn conflation_replaces_the_newest_of_several_queued_events_of_a_key() {
+fn conflation_replaces_every_queued_value_of_the_key() {
     let mut outbox = Outbox::new(limits(3, 1 << 20, SlowConsumerPolicy::Conflate));
     let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
     outbox.push_event(frame("a1"), keyed(1, 7));
@@ -256,12 +256,12 @@ fn conflation_replaces_the_newest_of_several_queued_events_of_a_key() {
     outbox.push_event(frame("b1"), keyed(1, 8));
     assert_eq!(
         outbox.push_event(frame("a3"), keyed(1, 7)),
-        Admission::Conflated
+        Admission::Conflated(2)
     );
     let mut written = Vec::new();
     outbox.advance(outbox.queued_bytes(), |f| written.push(f.bytes.clone()));
-    // a1 still comes before a3: the key's values only get newer.
-    assert_eq!(written, vec![frame("a1"), frame("b1"), frame("a3")]);
+    // A client behind gets the key's latest value, not its history first.
+    assert_eq!(written, vec![frame("b1"), frame("a3")]);
 }
 
 #[test]
