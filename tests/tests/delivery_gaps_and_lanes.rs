@@ -295,3 +295,25 @@ async fn fastws_updates_after_a_gap_say_how_many_were_skipped() {
     assert_eq!(updates.len() as u64 + skipped, BIG);
     assert_eq!(updates.last().unwrap()["payload"]["n"], BIG - 1);
 }
+
+#[tokio::test]
+async fn simple_protocol_signals_after_a_gap_say_how_many_were_skipped() {
+    let server = simple_server(CONFIG, "");
+    let mut ws = simple_ready(&server, "?client_id=behind").await;
+    flood(&server, "signals", 0, BIG, "event").await;
+    eventually_stats(&server, |s| channel(s, "signals")["published"] == BIG).await;
+
+    let frames = drain(&mut ws).await;
+    let signals: Vec<_> = frames.iter().filter(|f| f["type"] == "signal").collect();
+    let skipped: u64 = signals
+        .iter()
+        .map(|s| s["skipped"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(skipped > 0, "nothing was dropped");
+    assert_eq!(signals.len() as u64 + skipped, BIG);
+    assert_eq!(
+        signals.last().unwrap()["n"],
+        BIG - 1,
+        "data merged, newest last"
+    );
+}
