@@ -55,8 +55,8 @@ pub use sansio::ids::{ConnKey, Epoch, InvalidEpoch, TopicId};
 pub use sansio::mailbox::Mailbox;
 pub use sansio::message::{Message, MessageFilter, MessageKind, Publication, Stamp};
 pub use sansio::outbox::{
-    first_in_object, Admission, DeliveryClass, DropReason, EventMeta, GapField, OutFrame, Outbox,
-    OutboxLimits, Priority, SlowConsumerPolicy, MAX_IOVECS,
+    first_in_object, Admission, ClassRule, DeliveryClass, DropReason, EventMeta, GapField,
+    OutFrame, Outbox, OutboxLimits, Priority, SlowConsumerPolicy, MAX_IOVECS,
 };
 pub use sansio::pattern::{
     validate_name, ChannelRules, Pattern, TopicError, MAX_KEY_LEN, MAX_NAME_LEN,

@@ -163,6 +163,60 @@ fn events_and_alerts(frames: &[Value]) -> (Vec<&Value>, Vec<usize>) {
     (events, alerts)
 }
 
+/// Publishes ticks of 60 KiB to `big` (numbered from `*ticks`) until the
+/// client `desk`, which is not reading, has half its outbox queued (how much
+/// the kernel takes first varies).
+async fn fill_outbox(server: &TestServer, ticks: &mut u64) {
+    let start = *ticks;
+    while *ticks == start || server.client("desk").await["queueDepth"].as_u64() < Some(4) {
+        assert!(*ticks < start + 10 * BIG, "the outbox never filled");
+        flood(server, "big", *ticks, BIG, "event").await;
+        *ticks += BIG;
+        let published = *ticks;
+        eventually_stats(server, |s| channel(s, "big")["published"] == published).await;
+    }
+}
+
+/// On one publisher connection, in this order: `before` ticks, alert
+/// number `alert`, `after` ticks (numbered on from `*ticks`).
+async fn alert_among_ticks(
+    server: &TestServer,
+    ticks: &mut u64,
+    before: u64,
+    alert: u64,
+    after: u64,
+) {
+    let mut publisher = server.connect("/ws/publish", Some(PUB)).await;
+    let pad = "x".repeat(60 * 1024);
+    let tick =
+        |n: u64| json!({"action": "publish", "channel": "big", "data": {"n": n, "pad": pad}});
+    for _ in 0..before {
+        publisher
+            .send(Message::text(tick(*ticks).to_string()))
+            .await
+            .unwrap();
+        *ticks += 1;
+    }
+    let frame = json!({"action": "publish", "channel": "risk-alerts", "kind": "alert", "data": {"n": alert}});
+    publisher
+        .send(Message::text(frame.to_string()))
+        .await
+        .unwrap();
+    for _ in 0..after {
+        publisher
+            .send(Message::text(tick(*ticks).to_string()))
+            .await
+            .unwrap();
+        *ticks += 1;
+    }
+    let (published, alerts) = (*ticks, alert + 1);
+    eventually_stats(server, |s| {
+        channel(s, "big")["published"] == published
+            && channel(s, "risk-alerts")["published"] == alerts
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_alert_goes_ahead_of_queued_ticks_and_is_never_dropped_for_them() {
     let server = TestServer::start(CONFIG);
@@ -171,59 +225,34 @@ async fn an_alert_goes_ahead_of_queued_ticks_and_is_never_dropped_for_them() {
         .await;
     next_of_type(&mut ws, "ack").await;
 
-    // Ticks fill the socket and then the outbox (how much the kernel takes
-    // varies: more ticks until half the outbox waits); then, on the same
-    // connection, more ticks and at once an alert, which finds the newest
-    // ticks queued.
+    // The outbox full of ticks, more ticks and at once an alert: it finds
+    // the newest ticks queued, and goes ahead of them.
     let mut ticks = 0;
-    while ticks == 0 || server.client("desk").await["queueDepth"].as_u64() < Some(4) {
-        assert!(ticks < 10 * BIG, "the outbox never filled");
-        flood(&server, "big", ticks, BIG, "event").await;
-        ticks += BIG;
-        eventually_stats(&server, |s| channel(s, "big")["published"] == ticks).await;
-    }
-    let mut publisher = server.connect("/ws/publish", Some(PUB)).await;
-    let pad = "x".repeat(60 * 1024);
-    for n in ticks..ticks + 16 {
-        let tick = json!({"action": "publish", "channel": "big", "data": {"n": n, "pad": pad}});
-        publisher
-            .send(Message::text(tick.to_string()))
-            .await
-            .unwrap();
-    }
-    ticks += 16;
-    let alert =
-        json!({"action": "publish", "channel": "risk-alerts", "kind": "alert", "data": {"n": 0}});
-    publisher
-        .send(Message::text(alert.to_string()))
-        .await
-        .unwrap();
-    eventually_stats(&server, |s| channel(s, "risk-alerts")["published"] == 1).await;
+    fill_outbox(&server, &mut ticks).await;
+    alert_among_ticks(&server, &mut ticks, 16, 0, 0).await;
     let frames = drain(&mut ws).await;
     let (events, alerts) = events_and_alerts(&frames);
     assert_eq!(alerts.len(), 1, "the alert arrives once");
-    // Ticks queued before the alert came arrive after it.
     let overtaken = events.len() - alerts[0] - 1;
     assert!(overtaken > 0, "the alert waited behind the ticks");
     assert_eq!(events.last().unwrap()["data"]["n"], ticks - 1);
 
-    // An alert, then a flood of ticks: they cannot push it out.
-    flood(&server, "risk-alerts", 1, 1, "alert").await;
-    eventually_stats(&server, |s| channel(s, "risk-alerts")["published"] == 2).await;
-    flood(&server, "big", ticks, BIG, "event").await;
-    ticks += BIG;
-    eventually_stats(&server, |s| channel(s, "big")["published"] == ticks).await;
+    // The outbox full again, an alert, then a flood of ticks that has to
+    // drop queued events to get in: never the alert.
+    fill_outbox(&server, &mut ticks).await;
+    let dropped_before = server.client("desk").await["droppedByReason"]["outboxFull"].clone();
+    alert_among_ticks(&server, &mut ticks, 0, 1, BIG).await;
+    let entry = server.client("desk").await;
+    assert_ne!(
+        entry["droppedByReason"]["outboxFull"], dropped_before,
+        "{entry}"
+    );
     let frames = drain(&mut ws).await;
     let (events, alerts) = events_and_alerts(&frames);
     assert_eq!(alerts.len(), 1, "the alert arrives once");
     assert_eq!(events[alerts[0]]["data"]["n"], 1);
     assert_eq!(events.last().unwrap()["data"]["n"], ticks - 1);
 
-    let entry = server.client("desk").await;
-    assert!(
-        entry["droppedByReason"]["outboxFull"].as_u64().unwrap() > 0,
-        "{entry}"
-    );
     let stats = server.stats().await;
     let alerts = channel(&stats, "risk-alerts");
     assert_eq!(alerts["dropped"], 0, "{alerts}");

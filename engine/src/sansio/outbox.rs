@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use crate::sansio::ids::TopicId;
 pub use gaps::{first_in_object, GapField};
-pub use meta::{clock_origin, DeliveryClass, EventMeta, Priority};
+pub use meta::{clock_origin, ClassRule, DeliveryClass, EventMeta, Priority};
 
 /// Control frames admitted past the event limits before the connection is
 /// declared a slow consumer.
@@ -221,8 +221,9 @@ impl Outbox {
     }
 
     /// Queues an event known to fit: marked with the gap before it, if
-    /// any, and ahead of every normal event not yet begun if it is high
-    /// priority (after the high ones already queued, so they keep their order).
+    /// any, and, if it is high priority, ahead of the normal events of other
+    /// topics queued after the last control frame, high event or event of
+    /// its own topic (so replies, alerts and a topic's own order all hold).
     #[cold]
     pub(super) fn enqueue(&mut self, bytes: Bytes, meta: EventMeta) {
         let missed = if meta.is_replay() {
@@ -245,14 +246,16 @@ impl Outbox {
             self.queue.push_back(frame);
             return;
         }
-        let at = self
+        // It overtakes only normal events of other topics: never a control
+        // frame (the ack that starts its subscription comes first), another
+        // high event, anything of its own topic (its replay or snapshot), or
+        // the frame being written.
+        let barrier = self
             .queue
             .iter()
-            .enumerate()
-            .position(|(i, f)| {
-                f.event.is_some_and(|e| !e.is_high()) && !(i == 0 && self.head_written > 0)
-            })
-            .unwrap_or(self.queue.len());
+            .rposition(|f| f.event.is_none_or(|e| e.is_high() || e.topic == meta.topic));
+        let written = usize::from(self.head_written > 0);
+        let at = barrier.map_or(0, |i| i + 1).max(written);
         self.queue.insert(at, frame);
     }
 

@@ -27,7 +27,7 @@
 
 use std::collections::HashSet;
 
-use crate::sansio::outbox::DeliveryClass;
+use crate::sansio::outbox::{ClassRule, DeliveryClass, Priority};
 use crate::sansio::quota::QuotaError;
 
 /// Longest topic name accepted, in bytes: room for the canonical topics of
@@ -105,8 +105,9 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
 pub struct ChannelRules {
     exact: HashSet<Box<str>>,
     patterns: Vec<Pattern>,
-    /// Delivery classes, in declaration order: the first match wins.
-    classes: Vec<(Pattern, DeliveryClass)>,
+    /// What rules say about delivery, in declaration order: for each
+    /// field, the first matching rule that sets it wins.
+    classes: Vec<(Pattern, ClassRule)>,
 }
 
 impl ChannelRules {
@@ -121,10 +122,10 @@ impl ChannelRules {
         Ok(())
     }
 
-    /// Declares `rule` (as [`ChannelRules::declare`]) and delivers the
-    /// topics it matches as `class`, unless a rule given a class earlier
-    /// matches them too.
-    pub fn declare_class(&mut self, rule: &str, class: DeliveryClass) -> Result<(), TopicError> {
+    /// Declares `rule` (as [`ChannelRules::declare`]) and says how the
+    /// topics it matches are delivered: each field of `class` it sets
+    /// applies unless a rule declared earlier set it for them.
+    pub fn declare_class(&mut self, rule: &str, class: ClassRule) -> Result<(), TopicError> {
         self.declare(rule)?;
         self.classes.push((Pattern::parse(rule)?, class));
         Ok(())
@@ -135,14 +136,23 @@ impl ChannelRules {
         self.exact.contains(name) || self.patterns.iter().any(|p| p.matches(name))
     }
 
-    /// How topic `name` is delivered: the class of the first rule given one
-    /// that matches it, else the default (normal priority, the
-    /// connection's own overflow policy). Asked once, when the topic is made.
+    /// How topic `name` is delivered: each field from the first matching
+    /// rule that sets it, else its default (normal priority, the
+    /// connection's own overflow policy, no maximum rate; none for a
+    /// high-priority topic). Asked once, when the topic is made.
     pub fn class_of(&self, name: &str) -> DeliveryClass {
-        self.classes
-            .iter()
-            .find(|(pattern, _)| pattern.matches(name))
-            .map_or_else(DeliveryClass::default, |(_, class)| *class)
+        let mut merged = ClassRule::default();
+        for (_, rule) in self.classes.iter().filter(|(p, _)| p.matches(name)) {
+            merged.priority = merged.priority.or(rule.priority);
+            merged.overflow = merged.overflow.or(rule.overflow);
+            merged.max_rate = merged.max_rate.or(rule.max_rate);
+        }
+        let priority = merged.priority.unwrap_or_default();
+        DeliveryClass {
+            priority,
+            overflow: merged.overflow,
+            max_rate: merged.max_rate.filter(|_| priority == Priority::Normal),
+        }
     }
 }
 

@@ -14,6 +14,10 @@ use std::sync::Arc;
 
 use crate::sansio::message::Message;
 
+/// Most messages (keys) one round holds: each message held costs a scan of
+/// the held ones, and held messages are memory the subscription keeps.
+pub const MAX_HELD: usize = 1024;
+
 /// What to do with a message offered to a [`Throttle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Throttled {
@@ -24,6 +28,10 @@ pub enum Throttled {
         /// It replaced a held message of the same key, which will never be
         /// delivered (count it as conflated).
         replaced: bool,
+        /// The round held [`MAX_HELD`] keys already: the oldest held
+        /// message made room and will never be delivered (count it as
+        /// dropped).
+        dropped: bool,
         /// The round is not scheduled yet: schedule it at this instant
         /// (shard clock, nanoseconds).
         schedule_at: Option<u64>,
@@ -84,6 +92,15 @@ impl Throttle {
             }
             None => false,
         };
+        let dropped = !replaced && self.held.len() >= MAX_HELD;
+        if dropped {
+            let (_, skipped) = self.held.remove(0);
+            let carried = skipped.saturating_add(1);
+            match self.held.first_mut() {
+                Some((_, next)) => *next = next.saturating_add(carried),
+                None => before = before.saturating_add(carried),
+            }
+        }
         self.held.push((Arc::clone(msg), before));
         let schedule_at = (!self.scheduled).then(|| {
             self.scheduled = true;
@@ -91,6 +108,7 @@ impl Throttle {
         });
         Throttled::Held {
             replaced,
+            dropped,
             schedule_at,
         }
     }
@@ -179,6 +197,25 @@ mod tests {
     }
 
     #[test]
+    fn a_round_holds_at_most_max_held_keys_dropping_the_oldest() {
+        let mut throttle = ten_a_second();
+        assert_eq!(throttle.offer(&msg(1, "first"), 0), Throttled::Now);
+        let mut dropped = 0;
+        for n in 0..MAX_HELD as u64 + 3 {
+            let key = format!("k{n}");
+            if let Throttled::Held { dropped: true, .. } = throttle.offer(&msg(n + 2, &key), MS) {
+                dropped += 1;
+            }
+        }
+        assert_eq!(dropped, 3);
+        assert_eq!(throttle.held(), MAX_HELD);
+        let round = throttle.take_round(100 * MS);
+        // The three oldest went; the first left says so.
+        assert_eq!((round[0].0.seq, round[0].1), (5, 3));
+        assert!(round[1..].iter().all(|(_, skipped)| *skipped == 0));
+    }
+
+    #[test]
     fn a_round_holds_the_latest_of_each_key_in_order_each_telling_its_gap() {
         let mut throttle = ten_a_second();
         assert_eq!(throttle.offer(&msg(1, "A"), 0), Throttled::Now);
@@ -190,6 +227,7 @@ mod tests {
             offers[0],
             Throttled::Held {
                 replaced: false,
+                dropped: false,
                 schedule_at: Some(100 * MS)
             }
         );
@@ -197,7 +235,8 @@ mod tests {
             offers[2],
             Throttled::Held {
                 replaced: true,
-                schedule_at: None
+                schedule_at: None,
+                ..
             }
         ));
         let round: Vec<_> = throttle
@@ -216,6 +255,7 @@ mod tests {
             throttle.offer(&msg(8, "A"), 150 * MS),
             Throttled::Held {
                 replaced: true,
+                dropped: false,
                 schedule_at: None
             }
         );

@@ -53,7 +53,7 @@ pub(crate) use run::run;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,8 +93,9 @@ struct Subscriber {
     extra: Option<Box<Extra>>,
 }
 
-/// Throttled subscriptions' next rounds: (due, order) → whose.
-type Rounds = BTreeMap<(u64, u64), (Rc<Conn>, TopicId)>;
+/// Throttled subscriptions' next rounds: (due, order) → whose. Weak: a
+/// scheduled round never keeps a closed connection alive.
+type Rounds = BTreeMap<(u64, u64), (Weak<Conn>, TopicId)>;
 
 /// A subscription's filter and maximum rate, when it has either.
 #[derive(Default)]

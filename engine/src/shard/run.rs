@@ -92,6 +92,10 @@ async fn dispatch_loop(state: &Rc<ShardState>) {
             let now = Instant::now();
             let next_round = state.release_rounds(now);
             next_flush = state.flush_due(now).or_at(next_round);
+            if next_round.is_some_and(|at| at <= now) {
+                // More rounds are due: let the connections run first.
+                next_flush = Flush::Backlog;
+            }
             state.pace(now);
             if taken < DISPATCH_BATCH || next_flush == Flush::Backlog {
                 break;

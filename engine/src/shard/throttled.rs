@@ -21,10 +21,15 @@ use super::{Extra, ShardState, Subscriber};
 use crate::sansio::format::FrameKind;
 use crate::sansio::ids::TopicId;
 use crate::sansio::message::Message;
-use crate::sansio::outbox::{DropReason, EventMeta};
+use crate::sansio::outbox::{DropReason, EventMeta, Priority};
 use crate::sansio::throttle::{Throttle, Throttled};
 use crate::stats::Tally;
 use crate::topic::Topic;
+
+/// Rounds released per turn of the dispatch loop: a bound on how long
+/// throttled subscriptions can keep the shard from its connections, as
+/// `FLUSH_SLICE` is for flushing.
+const ROUNDS_PER_TURN: usize = 1024;
 
 /// One round: messages in sequence order, each with the number of its
 /// topic's messages it follows undelivered.
@@ -43,6 +48,7 @@ impl ShardState {
     ) -> bool {
         let Throttled::Held {
             replaced,
+            dropped,
             schedule_at,
         } = throttle.borrow_mut().offer(msg, now_ns)
         else {
@@ -52,20 +58,27 @@ impl ShardState {
             conn.state.borrow_mut().mailbox.counts.conflated += 1;
             tally.count(msg.topic, |c| c.conflated += 1);
         }
+        if dropped {
+            let reason = DropReason::OutboxFull;
+            conn.state.borrow_mut().mailbox.counts.drop_one(reason);
+            tally.count(msg.topic, |c| c.drop_one(reason));
+        }
         if let Some(at) = schedule_at {
             let order = self.rounds_scheduled.get();
             self.rounds_scheduled.set(order + 1);
             self.rounds
                 .borrow_mut()
-                .insert((at, order), (Rc::clone(conn), msg.topic));
+                .insert((at, order), (Rc::downgrade(conn), msg.topic));
         }
         true
     }
 
-    /// Delivers every round due at `now`; says when the next one is due.
+    /// Delivers the rounds due at `now`, at most [`ROUNDS_PER_TURN`] of
+    /// them; says when the next one is due (`now` itself when more are due
+    /// already: the caller yields to the connections first).
     pub(super) fn release_rounds(&self, now: Instant) -> Option<Instant> {
         let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
-        loop {
+        for _ in 0..ROUNDS_PER_TURN {
             let (due, conn, topic) = {
                 let mut rounds = self.rounds.borrow_mut();
                 let (&(due, order), _) = rounds.first_key_value()?;
@@ -75,9 +88,14 @@ impl ShardState {
                 let (conn, topic) = rounds.remove(&(due, order)).expect("the first entry");
                 (due, conn, topic)
             };
+            // A connection gone since needs nothing (its close counted it).
+            let Some(conn) = conn.upgrade() else {
+                continue;
+            };
             let round = self.take_round(&conn, topic, due, now_ns);
             self.deliver_round(&conn, round, now, now_ns);
         }
+        (!self.rounds.borrow().is_empty()).then_some(now)
     }
 
     /// The round of `conn`'s subscription to `topic` scheduled at `due`;
@@ -158,7 +176,10 @@ impl ShardState {
         slot: usize,
         asked: Option<NonZeroU32>,
     ) -> Option<NonZeroU32> {
-        let rate = match (asked, topic.class().max_rate) {
+        let class = topic.class();
+        let rate = match (asked, class.max_rate) {
+            // A high-priority topic's messages are never held or conflated.
+            _ if class.priority == Priority::High => None,
             (Some(asked), Some(ceiling)) => Some(asked.min(ceiling)),
             (asked, ceiling) => asked.or(ceiling),
         };

@@ -10,14 +10,16 @@
 //! max_rate = 10             # most updates a second of each key, per subscription
 //! ```
 //!
-//! The first rule matching a channel gives its class; rules from the file
-//! come before the built-in ones (`risk-alerts` and `positions` are high
-//! priority), so a file can change those too.
+//! For each of `overflow`, `priority` and `max_rate`, the first rule
+//! matching a channel that sets it decides; rules from the file come before
+//! the built-in ones (`risk-alerts` and `positions` are high priority), so a
+//! file can change those too, and a rule that does not name a priority
+//! leaves them high.
 
 use std::num::NonZeroU32;
 
 use serde::Deserialize;
-use shardcast_engine::{ChannelRules, DeliveryClass, Priority, SlowConsumerPolicy};
+use shardcast_engine::{ChannelRules, ClassRule, Priority, SlowConsumerPolicy};
 
 use super::{in_range, invalid, ConfigError, DEFAULT_CHANNELS};
 use crate::protocol::common::MAX_RATE;
@@ -88,13 +90,8 @@ pub fn channel_rules(
             .map_err(|e| invalid("channels", e.to_string()))?;
     }
     for rule in rules {
-        let class = DeliveryClass {
-            priority: rule
-                .priority
-                .as_deref()
-                .map(parse_priority)
-                .transpose()?
-                .unwrap_or_default(),
+        let class = ClassRule {
+            priority: rule.priority.as_deref().map(parse_priority).transpose()?,
             overflow: rule
                 .overflow
                 .as_deref()
@@ -114,12 +111,23 @@ pub fn channel_rules(
                 })
                 .transpose()?,
         };
+        if class.priority == Some(Priority::High)
+            && (class.overflow.is_some() || class.max_rate.is_some())
+        {
+            return Err(invalid(
+                "channel_rules",
+                format!(
+                    "{:?}: a high-priority channel is never dropped, conflated or throttled for normal traffic; leave out overflow and max_rate",
+                    rule.pattern
+                ),
+            ));
+        }
         out.declare_class(&rule.pattern, class)
             .map_err(|e| invalid("channel_rules.pattern", e.to_string()))?;
     }
-    let high = DeliveryClass {
-        priority: Priority::High,
-        ..DeliveryClass::default()
+    let high = ClassRule {
+        priority: Some(Priority::High),
+        ..ClassRule::default()
     };
     for name in HIGH_PRIORITY_CHANNELS {
         out.declare_class(name, high)
@@ -142,24 +150,47 @@ mod tests {
     }
 
     #[test]
-    fn the_first_matching_rule_gives_the_class_and_file_rules_come_first() {
+    fn each_field_comes_from_the_first_rule_that_sets_it_file_rules_first() {
         let rules = channel_rules(
             &["quotes.*".into()],
             &[
                 rule("prices.*", Some("drop_oldest"), None),
-                rule("prices.**", Some("disconnect"), Some("high")),
+                rule("prices.**", Some("disconnect"), None),
+                rule("prices.**", None, Some("high")),
                 rule("positions", None, Some("normal")),
             ],
         )
         .unwrap();
         assert!(rules.allows("prices.A") && rules.allows("prices.A.b") && rules.allows("quotes.X"));
+        // Each field from the first rule that sets it.
         let class = rules.class_of("prices.A");
         assert_eq!(class.overflow, Some(SlowConsumerPolicy::DropOldest));
-        assert_eq!(class.priority, Priority::Normal);
-        assert_eq!(rules.class_of("prices.A.b").priority, Priority::High);
+        assert_eq!(class.priority, Priority::High);
+        let deeper = rules.class_of("prices.A.b");
+        assert_eq!(deeper.overflow, Some(SlowConsumerPolicy::Disconnect));
         assert_eq!(rules.class_of("risk-alerts").priority, Priority::High);
         assert_eq!(rules.class_of("positions").priority, Priority::Normal);
-        assert_eq!(rules.class_of("quotes.X"), DeliveryClass::default());
+        assert_eq!(rules.class_of("quotes.X"), Default::default());
+    }
+
+    #[test]
+    fn a_rule_naming_no_priority_leaves_the_built_in_high_channels_high() {
+        let rules = channel_rules(&[], &[rule("*", Some("drop_oldest"), None)]).unwrap();
+        let alerts = rules.class_of("risk-alerts");
+        assert_eq!(alerts.priority, Priority::High);
+        assert_eq!(alerts.overflow, Some(SlowConsumerPolicy::DropOldest));
+        assert_eq!(rules.class_of("market-data").priority, Priority::Normal);
+        // No maximum rate ever holds back a high-priority channel.
+        let capped = channel_rules(
+            &[],
+            &[RawChannelRule {
+                max_rate: Some(5),
+                ..rule("**", None, None)
+            }],
+        )
+        .unwrap();
+        assert_eq!(capped.class_of("positions").max_rate, None);
+        assert!(capped.class_of("trades").max_rate.is_some());
     }
 
     #[test]
@@ -173,5 +204,7 @@ mod tests {
             ..rule("a", None, None)
         };
         assert!(error(fast).contains("channel_rules.max_rate"));
+        let both = error(rule("a", Some("drop_oldest"), Some("high")));
+        assert!(both.contains("high-priority"), "{both}");
     }
 }

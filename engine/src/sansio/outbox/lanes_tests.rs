@@ -112,6 +112,45 @@ fn a_high_priority_event_never_cuts_into_a_frame_being_written() {
 }
 
 #[test]
+fn a_high_priority_event_never_overtakes_replies_or_its_own_topic() {
+    let mut outbox = outbox(16, SlowConsumerPolicy::Drop);
+    // Its topic's replay (a resume, a snapshot) comes first.
+    for n in 1..=3 {
+        let frame = encode(OpCode::Text, format!("{{\"n\":{n}}}").as_bytes());
+        let meta = EventMeta::replayed(TopicId::new(2, 0), Instant::now(), 0);
+        assert_eq!(outbox.push_event(frame, meta), Admission::Queued);
+    }
+    push(&mut outbox, 1, 10, 0, DeliveryClass::default());
+    push(&mut outbox, 2, 4, 0, HIGH);
+    assert_eq!(
+        payloads(&outbox),
+        [
+            r#"{"n":1}"#,
+            r#"{"n":2}"#,
+            r#"{"n":3}"#,
+            r#"{"n":4}"#,
+            r#"{"n":10}"#
+        ]
+    );
+    // So does a reply queued before it (the ack of its subscription).
+    let mut outbox = outbox_after_ack();
+    push(&mut outbox, 2, 100, 0, HIGH);
+    assert_eq!(
+        payloads(&outbox),
+        [r#"{"n":1}"#, r#"{"ack":1}"#, r#"{"n":100}"#, r#"{"n":2}"#]
+    );
+}
+
+/// A tick, an ack, a tick.
+fn outbox_after_ack() -> Outbox {
+    let mut outbox = outbox(16, SlowConsumerPolicy::Drop);
+    push(&mut outbox, 1, 1, 0, DeliveryClass::default());
+    outbox.push_control(encode(OpCode::Text, br#"{"ack":1}"#));
+    push(&mut outbox, 1, 2, 0, DeliveryClass::default());
+    outbox
+}
+
+#[test]
 fn a_full_outbox_drops_normal_events_for_a_high_one_and_closes_only_when_none_are_left() {
     let mut outbox = outbox(3, SlowConsumerPolicy::Drop);
     push(&mut outbox, 1, 1, 0, DeliveryClass::default());

@@ -43,7 +43,20 @@ pub struct DeliveryClass {
     pub overflow: Option<SlowConsumerPolicy>,
     /// Most rounds of updates a second any subscription of the channel
     /// gets (each round the latest message of every key that changed); a
-    /// client may ask for fewer, never more. `None`: no limit.
+    /// client may ask for fewer, never more. `None`: no limit. Never for a
+    /// high-priority channel, whose messages are never held or conflated.
+    pub max_rate: Option<NonZeroU32>,
+}
+
+/// What one channel rule says about delivery: each field it leaves unset is
+/// left to the next rule matching the channel (then to the defaults).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassRule {
+    /// The channel's priority.
+    pub priority: Option<Priority>,
+    /// Its overflow policy.
+    pub overflow: Option<SlowConsumerPolicy>,
+    /// Its maximum rate per subscription.
     pub max_rate: Option<NonZeroU32>,
 }
 

@@ -159,3 +159,16 @@ fn a_portfolio_update_has_the_documented_shape() {
     assert_eq!(value["data"]["position_count"], 1);
     assert_eq!(value["data"]["total_pnl"], 1.0);
 }
+
+#[test]
+fn a_gap_is_marked_first_unless_the_data_has_a_skipped_of_its_own() {
+    let format = crate::protocol::simple::SimpleFormat {
+        signals: "signals".into(),
+        trades: "trades".into(),
+    };
+    let at = shardcast_engine::WireFormat::gap_field(&format).expect("simple marks gaps");
+    let plain = live_event("signal", &message(1, None, r#"{"symbol":"AAPL"}"#));
+    assert_eq!(at(&plain[2..]), Some(1));
+    let own = live_event("signal", &message(1, None, r#"{"skipped":true}"#));
+    assert_eq!(at(&own[2..]), None, "a frame never holds a key twice");
+}

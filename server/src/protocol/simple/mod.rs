@@ -31,7 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use hyper::Method;
 use shardcast_engine::{
-    AliveOn, Delivery, FormatId, FrameKind, Liveness, Message, RateLimit, Session, WireFormat,
+    AliveOn, Delivery, FormatId, FrameKind, GapField, Liveness, Message, RateLimit, Session,
+    WireFormat,
 };
 
 use super::open::OpenAccess;
@@ -229,6 +230,18 @@ impl WireFormat for SimpleFormat {
             "update"
         };
         live_event(kind, msg)
+    }
+
+    /// First in the frame, as in the other protocols, except when the
+    /// published data (merged into the frame) has a `skipped` of its own:
+    /// a frame never holds a key twice, so the gap then shows in nothing
+    /// but the missing events.
+    fn gap_field(&self) -> Option<GapField> {
+        Some(|payload| {
+            const FIELD: &[u8] = b"\"skipped\":";
+            let merged = payload.windows(FIELD.len()).any(|w| w == FIELD);
+            (!merged && payload.first() == Some(&b'{')).then_some(1)
+        })
     }
 
     /// The session pings silent clients itself.
