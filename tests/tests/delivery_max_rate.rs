@@ -51,7 +51,9 @@ fn assert_paced(
     publishing: Duration,
     skipped: impl Fn(&Value) -> u64,
 ) {
-    let rounds = 2 + publishing.as_millis() as u64 * rate / 1000;
+    // The server may read the last publishes a little after they were
+    // sent: half a second of slack, far below the 100 updates unthrottled.
+    let rounds = 2 + (publishing.as_millis() as u64 + 500) * rate / 1000;
     assert!(
         (events.len() as u64) <= rounds,
         "{} events in {publishing:?} at {rate}/s",
