@@ -131,6 +131,20 @@ async fn a_channel_max_rate_caps_every_subscription_in_every_protocol() {
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["payload"]["max_rate"], 5, "{ack}");
     assert_eq!(next_json(&mut bondx).await["type"], "snapshot");
+    // Another topic, slower than the ceiling; subscribed again without
+    // max_rate, the ack tells the rate still in force.
+    for asked in [json!(2), Value::Null] {
+        let mut request = json!({"type": "subscribe", "topic": "prices.CAP2"});
+        if !asked.is_null() {
+            request["max_rate"] = asked;
+        }
+        send_json(&mut bondx, request).await;
+        let ack = next_json(&mut bondx).await;
+        assert_eq!(ack["payload"]["max_rate"], 2, "{ack}");
+        if ack["payload"]["already_subscribed"] != true {
+            assert_eq!(next_json(&mut bondx).await["type"], "snapshot");
+        }
+    }
     // A telemetry client that asks for nothing is capped too.
     let mut telemetry = server.subscriber(&["prices.CAP1"]).await;
 

@@ -62,6 +62,12 @@ impl Throttle {
         }
     }
 
+    /// Rounds a second it allows.
+    pub fn per_second(&self) -> NonZeroU32 {
+        let rate = 1_000_000_000 / self.interval_ns.max(1);
+        NonZeroU32::new(rate as u32).unwrap_or(NonZeroU32::MIN)
+    }
+
     /// Changes the rate; takes effect from the next round.
     pub fn set_rate(&mut self, per_second: NonZeroU32) {
         self.interval_ns = 1_000_000_000 / u64::from(per_second.get());

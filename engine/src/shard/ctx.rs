@@ -219,6 +219,15 @@ impl ConnCtx<'_> {
         Some(self.shard.set_rate(self.conn, &topic, slot, per_second))
     }
 
+    /// The rate this connection's subscription to `topic` is limited to
+    /// (see [`ConnCtx::limit_rate`]); `None` when it is not limited or not held.
+    pub fn rate_of(&self, topic: &str) -> Option<NonZeroU32> {
+        let state = self.conn.state.borrow();
+        let held = state.topics.iter().find(|h| &**h.topic.name() == topic)?;
+        self.shard
+            .rate_of(self.conn, held.topic.id(), held.slot.get())
+    }
+
     /// Leaves `topic`; `false` if the connection was not subscribed.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
         let mut state = self.conn.state.borrow_mut();

@@ -165,6 +165,19 @@ impl ShardState {
         });
     }
 
+    /// The rate `conn`'s subscription to `topic` (in `slot`) is throttled
+    /// to, if it is.
+    pub(super) fn rate_of(&self, conn: &Conn, topic: TopicId, slot: usize) -> Option<NonZeroU32> {
+        let subscribers = self.subscribers.borrow();
+        let sub = subscribers
+            .get(&topic)?
+            .get(slot)
+            .filter(|s| s.conn.key == conn.key)?;
+        let throttle = sub.extra.as_ref()?.throttle.as_ref()?;
+        let rate = throttle.borrow().per_second();
+        Some(rate)
+    }
+
     /// Throttles `conn`'s subscription to `topic` (in `slot`) to `asked`
     /// rounds a second, or not at all with `None`, within the channel's own
     /// `max_rate`; returns the rate in force. Unthrottled, what it held goes

@@ -165,7 +165,7 @@ impl BondxSession {
         // The rate in force (the channel's ceiling wins), echoed in the ack.
         let max_rate = match request.max_rate {
             Some(asked) => ctx.limit_rate(name, Some(asked)).flatten(),
-            None => sub.topic.class().max_rate,
+            None => ctx.rate_of(name),
         };
         if ack {
             ctx.send(envelope::subscribe_ack(
