@@ -36,17 +36,6 @@ async fn flood(server: &TestServer, channel: &str, from: u64, count: u64, kind: 
     publisher.close(None).await.unwrap();
 }
 
-/// Every frame the client is sent until it has been quiet for two seconds.
-async fn drain(ws: &mut Ws) -> Vec<Value> {
-    let mut frames = Vec::new();
-    while let Ok(Some(frame)) =
-        tokio::time::timeout(Duration::from_secs(2), next_json_or_close(ws)).await
-    {
-        frames.push(frame);
-    }
-    frames
-}
-
 /// Asserts each event's `skipped` (read by `skipped`) is exactly its jump
 /// in `seq` less one; returns the events missed in all.
 fn assert_gaps_told(events: &[&Value], skipped: impl Fn(&Value) -> u64) -> u64 {

@@ -31,17 +31,6 @@ async fn hundred_a_second(server: &TestServer, channel: &str) -> Duration {
     started.elapsed()
 }
 
-/// Every frame until two seconds of quiet.
-async fn drain(ws: &mut Ws) -> Vec<Value> {
-    let mut frames = Vec::new();
-    while let Ok(Some(frame)) =
-        tokio::time::timeout(Duration::from_secs(2), next_json_or_close(ws)).await
-    {
-        frames.push(frame);
-    }
-    frames
-}
-
 /// Asserts `events` (with `n` in data, or payload) respect `rate` over
 /// `publishing`: at most one round per interval while publishing went on,
 /// plus the first and the last; the last value delivered; each gap told.

@@ -18,6 +18,25 @@ use crate::auth::RefreshError;
 /// channel's `max_rate` may lower it.
 pub const MAX_RATE: u32 = 10_000;
 
+/// A client's maximum rate for a subscription, `field` of its command:
+/// absent, or a whole number from 1 to [`MAX_RATE`]; otherwise the message
+/// to send back.
+pub fn max_rate(
+    field: &str,
+    value: Option<&simd_json::BorrowedValue<'_>>,
+) -> Result<Option<std::num::NonZeroU32>, String> {
+    use simd_json::prelude::ValueAsScalar;
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    value
+        .as_u64()
+        .filter(|rate| *rate <= u64::from(MAX_RATE))
+        .and_then(|rate| std::num::NonZeroU32::new(rate as u32))
+        .map(Some)
+        .ok_or_else(|| format!("\"{field}\" must be a whole number from 1 to {MAX_RATE}"))
+}
+
 /// A connection is answered at most one heartbeat per this interval.
 ///
 /// A client that answers every server heartbeat (as clients are told to)

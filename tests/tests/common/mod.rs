@@ -370,6 +370,18 @@ pub async fn next_json_or_close(ws: &mut Ws) -> Option<Value> {
     }
 }
 
+/// Every text frame (heartbeats included) until two seconds pass with none,
+/// or the server closes.
+pub async fn drain(ws: &mut Ws) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) =
+        tokio::time::timeout(Duration::from_secs(2), next_json_or_close(ws)).await
+    {
+        frames.push(frame);
+    }
+    frames
+}
+
 /// The next frame of `type`, failing on any other non-heartbeat frame.
 pub async fn next_of_type(ws: &mut Ws, kind: &str) -> Value {
     let value = next_json(ws).await;

@@ -16,7 +16,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
 use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH};
-use crate::protocol::common::MAX_RATE;
+use crate::protocol::common::max_rate;
 
 /// Longest `correlation_id` string echoed, in bytes.
 pub const MAX_CORRELATION_ID: usize = 128;
@@ -286,19 +286,7 @@ fn subscribe(value: &BorrowedValue<'_>) -> Result<Subscribe, CommandError> {
                 .ok_or_else(|| invalid("\"compression\" must be true or false"))?,
         ),
     };
-    let max_rate = match present("max_rate") {
-        None => None,
-        Some(rate) => Some(
-            rate.as_u64()
-                .filter(|r| *r <= u64::from(MAX_RATE))
-                .and_then(|r| NonZeroU32::new(r as u32))
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "\"max_rate\" must be a whole number from 1 to {MAX_RATE}"
-                    ))
-                })?,
-        ),
-    };
+    let max_rate = max_rate("max_rate", present("max_rate")).map_err(invalid)?;
     let subtopics = match present("subtopics") {
         None => None,
         Some(subtopics) if subtopics.is_object() => {

@@ -10,7 +10,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
 use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH};
-use crate::protocol::common::{ErrorCode, MAX_RATE};
+use crate::protocol::common::{max_rate, ErrorCode};
 
 /// A parsed client command.
 #[derive(Debug, PartialEq, Eq)]
@@ -125,20 +125,8 @@ pub fn parse_command(text: &mut [u8], max_channels: usize) -> Result<Command, Co
         "subscribe" => {
             let replay = flag("replay")?;
             let positions = flag("positions")?;
-            let max_rate = match value.get("maxRate") {
-                None => None,
-                Some(rate) => Some(
-                    rate.as_u64()
-                        .filter(|r| *r <= u64::from(MAX_RATE))
-                        .and_then(|r| NonZeroU32::new(r as u32))
-                        .ok_or_else(|| {
-                            command_error(
-                                ErrorCode::InvalidMessage,
-                                format!("\"maxRate\" must be a whole number from 1 to {MAX_RATE}"),
-                            )
-                        })?,
-                ),
-            };
+            let max_rate = max_rate("maxRate", value.get("maxRate"))
+                .map_err(|message| command_error(ErrorCode::InvalidMessage, message))?;
             let channels = channels()?;
             let resume = match value.get("resume") {
                 None => Vec::new(),
