@@ -147,6 +147,25 @@ pub struct Check {
     pub ok: bool,
 }
 
+/// A run that published to subscribers but measured no delivery proves
+/// nothing: latency and drop figures of zero samples are not a pass.
+fn measured(report: &Value) -> Check {
+    let samples = report["latency_ms"]["samples"].as_u64().unwrap_or(0);
+    let publishing = report["config"]["rate"].as_f64().unwrap_or(0.0) > 0.0
+        && report["config"]["connections"].as_u64().unwrap_or(0) > 0;
+    let errors = report["delivery"]["error_frames"].as_u64().unwrap_or(0);
+    Check {
+        name: "events measured",
+        value: if errors > 0 {
+            format!("{samples} samples; the server sent {errors} error frames (are the channels declared, e.g. --channel 'load.*', and may the key publish?)")
+        } else {
+            format!("{samples} samples")
+        },
+        target: "> 0 when publishing".into(),
+        ok: samples > 0 || !publishing,
+    }
+}
+
 pub fn checks(report: &Value, targets: &Targets) -> Vec<Check> {
     let f = |path: &[&str]| {
         path.iter()
@@ -155,6 +174,7 @@ pub fn checks(report: &Value, targets: &Targets) -> Vec<Check> {
             .unwrap_or(f64::NAN)
     };
     let mut out = vec![
+        measured(report),
         Check {
             name: "connection success",
             value: format!("{:.2}%", f(&["connections", "success"]) * 100.0),
@@ -400,3 +420,7 @@ pub fn latency_json(h: &hdrhistogram::Histogram<u64>) -> Value {
         "mean": h.mean() / 1000.0,
     })
 }
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;
