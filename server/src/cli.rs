@@ -116,9 +116,23 @@ pub struct ServeArgs {
     /// Simple-protocol deployments' name for [simple] max_connections.
     #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", hide = true)]
     pub websocket_max_connections: Option<usize>,
-    /// Log filter, e.g. info or shardcast_engine=debug.
-    #[arg(long, env = "SHARDCAST_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter, e.g. info or shardcast_engine=debug [default: RUST_LOG,
+    /// else info].
+    #[arg(long, env = "SHARDCAST_LOG")]
+    pub log: Option<String>,
+    /// Log lines as `text` or `json` (one object per line), on stderr
+    /// [default: text on a terminal, json otherwise].
+    #[arg(long, env = "SHARDCAST_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line per event, coloured on a terminal.
+    Text,
+    /// For collectors: one JSON object per line.
+    Json,
 }
 
 impl ServeArgs {

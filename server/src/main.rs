@@ -1,9 +1,10 @@
 //! `shardcast`: run the server (default) or subscribe as a client (`sub`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use shardcast_server::cli::ServeArgs;
+use shardcast_server::cli::{LogFormat, ServeArgs};
 use shardcast_server::client::SubArgs;
 use shardcast_server::Server;
 use tracing::{error, info};
@@ -65,9 +66,37 @@ fn sub(args: SubArgs) -> ExitCode {
     }
 }
 
+/// Logs go to stderr (stdout stays the program's output), filtered by
+/// `--log` / `SHARDCAST_LOG`, else `RUST_LOG`, else `info`; as text on a
+/// terminal (coloured) and JSON lines otherwise, unless `--log-format` says.
+fn init_logging(args: &ServeArgs) -> Result<(), String> {
+    let directives = match &args.log {
+        Some(log) => log.clone(),
+        None => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    };
+    let filter = EnvFilter::try_new(&directives)
+        .map_err(|e| format!("invalid log filter {directives:?}: {e}"))?;
+    let terminal = std::io::stderr().is_terminal();
+    let format = args.log_format.unwrap_or(if terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(terminal).init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    Ok(())
+}
+
 fn serve(args: &ServeArgs) -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Err(e) = init_logging(args) {
+        eprintln!("shardcast: {e}");
+        return ExitCode::from(2);
+    }
     let config = match args.to_raw_config().and_then(|raw| raw.validate()) {
         Ok(config) => config,
         Err(e) => {
