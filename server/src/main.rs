@@ -3,7 +3,8 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use shardcast_server::cli::{LogFormat, ServeArgs};
 use shardcast_server::client::SubArgs;
 use shardcast_server::Server;
@@ -38,12 +39,33 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Server flags before a subcommand would be silently ignored.
+    if let (Some(command), Some(flag)) = (&cli.command, server_flag_given(&matches)) {
+        let name = match command {
+            Command::Serve(_) => "serve",
+            Command::Sub(_) => "sub",
+        };
+        eprintln!(
+            "shardcast: --{flag} is a server flag given before `{name}`: put server flags after `serve` (or use no subcommand), and leave them out of `sub`"
+        );
+        return ExitCode::from(2);
+    }
     match cli.command {
         Some(Command::Sub(args)) => sub(args),
         Some(Command::Serve(args)) => serve(&args),
         None => serve(&cli.serve),
     }
+}
+
+/// The first server flag written on the command line before a subcommand
+/// (one set by its environment variable is not a mistake).
+fn server_flag_given(matches: &clap::ArgMatches) -> Option<String> {
+    ServeArgs::augment_args(clap::Command::new("serve"))
+        .get_arguments()
+        .map(|arg| arg.get_id().as_str().to_owned())
+        .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
 }
 
 fn sub(args: SubArgs) -> ExitCode {
