@@ -39,21 +39,13 @@ pub struct TooDeep {
 /// follows judges validity.
 pub fn check_depth(json: &[u8], limit: usize) -> Result<(), TooDeep> {
     let mut depth = 0usize;
-    let mut bytes = json.iter();
-    while let Some(&b) = bytes.next() {
-        match b {
-            b'"' => {
-                // Skip the string: up to the next quote not escaped.
-                while let Some(&c) = bytes.next() {
-                    match c {
-                        b'\\' => {
-                            bytes.next();
-                        }
-                        b'"' => break,
-                        _ => {}
-                    }
-                }
-            }
+    let mut at = 0;
+    while at < json.len() {
+        match json[at] {
+            b'"' => match string_end(json, at + 1) {
+                Some((end, _)) => at = end,
+                None => break, // Unterminated: the parser judges.
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -63,8 +55,28 @@ pub fn check_depth(json: &[u8], limit: usize) -> Result<(), TooDeep> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     Ok(())
+}
+
+/// The index of the quote that closes the JSON string whose body starts at
+/// `start`, and whether the body holds an escape; `None` when nothing
+/// closes it. A backslash always escapes the byte after it.
+fn string_end(json: &[u8], start: usize) -> Option<(usize, bool)> {
+    let mut at = start;
+    let mut escaped = false;
+    while at < json.len() {
+        match json[at] {
+            b'\\' => {
+                escaped = true;
+                at += 2;
+            }
+            b'"' => return Some((at, escaped)),
+            _ => at += 1,
+        }
+    }
+    None
 }
 
 /// Published data that breaks a rule of [`check_data`].
@@ -143,18 +155,9 @@ pub fn check_data(json: &[u8], limit: usize) -> Result<(), DataError> {
         match json[at] {
             b'"' => {
                 let start = at + 1;
-                let mut end = start;
-                let mut escaped = false;
-                while end < json.len() && json[end] != b'"' {
-                    if json[end] == b'\\' {
-                        escaped = true;
-                        end += 1;
-                    }
-                    end += 1;
-                }
-                if end >= json.len() {
+                let Some((end, escaped)) = string_end(json, start) else {
                     break; // Unterminated: the parser judges.
-                }
+                };
                 at = end + 1;
                 let Some(level) = levels.last_mut().filter(|level| level.object) else {
                     continue;

@@ -54,10 +54,10 @@ pub enum SlowConsumerPolicy {
     DropOldest,
     /// Close the connection with [`crate::CloseReason::SlowConsumer`].
     Disconnect,
-    /// Replace a queued, not yet written event of the same topic and key by
-    /// the new one (counted as conflated, not as a drop), so the client ends
-    /// with the latest value of every key; an event with no such
-    /// predecessor (or no key) makes room as with `DropOldest`.
+    /// Replace every queued, not yet written value of the same topic and
+    /// key by the new one (counted as conflated, not as drops), so the
+    /// client ends with the latest value of every key; an event with no
+    /// such value (or no key) makes room as with `DropOldest`.
     Conflate,
 }
 

@@ -113,6 +113,17 @@ impl Extra {
     }
 }
 
+impl Subscriber {
+    /// Changes its filter or throttle with `f`; the box goes when neither
+    /// is left.
+    fn update_extra<R>(&mut self, f: impl FnOnce(&mut Extra) -> R) -> R {
+        let mut extra = self.extra.take().map(|e| *e).unwrap_or_default();
+        let out = f(&mut extra);
+        self.extra = extra.boxed();
+        out
+    }
+}
+
 // Scanned once per message per subscriber: keep it at three words.
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Subscriber>() == 24);

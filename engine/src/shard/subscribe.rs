@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::conn::{Conn, Held};
 use super::{Extra, ShardState, Subscriber};
+use crate::sansio::ids::TopicId;
 use crate::sansio::message::MessageFilter;
 use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
@@ -54,6 +55,23 @@ impl ShardState {
         Ok((topic, start, slot))
     }
 
+    /// `conn`'s entry in this shard's list of `topic` at `slot`, given to
+    /// `f`; `None` when the slot holds another connection's entry.
+    pub(super) fn with_subscriber<R>(
+        &self,
+        conn: &Conn,
+        topic: TopicId,
+        slot: usize,
+        f: impl FnOnce(&mut Subscriber) -> R,
+    ) -> Option<R> {
+        let mut subscribers = self.subscribers.borrow_mut();
+        let sub = subscribers
+            .get_mut(&topic)?
+            .get_mut(slot)
+            .filter(|s| s.conn.key == conn.key)?;
+        Some(f(sub))
+    }
+
     /// Sets the filter of `conn`'s subscription `held` (`None`: every
     /// message).
     pub(super) fn set_filter(
@@ -62,19 +80,10 @@ impl ShardState {
         held: &Held,
         filter: Option<Rc<dyn MessageFilter>>,
     ) {
-        let mut subscribers = self.subscribers.borrow_mut();
-        let Some(list) = subscribers.get_mut(&held.topic.id()) else {
-            return;
-        };
-        if let Some(sub) = list
-            .get_mut(held.slot.get())
-            .filter(|s| s.conn.key == conn.key)
-        {
-            let extra = sub.extra.take().map(|e| *e).unwrap_or_default();
-            sub.extra = Extra { filter, ..extra }.boxed();
-        } else {
-            debug_assert!(false, "subscriber slot out of date");
-        }
+        let set = self.with_subscriber(conn, held.topic.id(), held.slot.get(), |sub| {
+            sub.update_extra(|extra| extra.filter = filter)
+        });
+        debug_assert!(set.is_some(), "subscriber slot out of date");
     }
 
     /// Removes `conn`'s subscription `held` from this shard's list: a swap

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::Conn;
 use super::delivery::offer;
-use super::{Extra, ShardState, Subscriber};
+use super::{ShardState, Subscriber};
 use crate::sansio::format::FrameKind;
 use crate::sansio::ids::TopicId;
 use crate::sansio::message::Message;
@@ -101,23 +101,19 @@ impl ShardState {
     /// The round of `conn`'s subscription to `topic` scheduled at `due`;
     /// empty if the subscription ended, or was throttled anew, since.
     fn take_round(&self, conn: &Conn, topic: TopicId, due: u64, now_ns: u64) -> Round {
-        let subscribers = self.subscribers.borrow();
         let slot = {
             let state = conn.state.borrow();
             let held = state.topics.iter().find(|h| h.topic.id() == topic);
             held.map(|h| h.slot.get())
         };
-        let sub = slot
-            .and_then(|slot| subscribers.get(&topic)?.get(slot))
-            .filter(|s| s.conn.key == conn.key);
-        let Some(throttle) = sub.and_then(|s| s.extra.as_ref()?.throttle.as_ref()) else {
-            return Round::new();
-        };
-        let mut throttle = throttle.borrow_mut();
-        if throttle.due_at() != Some(due) {
-            return Round::new();
-        }
-        throttle.take_round(now_ns)
+        slot.and_then(|slot| {
+            self.with_subscriber(conn, topic, slot, |sub| {
+                let mut throttle = sub.extra.as_ref()?.throttle.as_ref()?.borrow_mut();
+                (throttle.due_at() == Some(due)).then(|| throttle.take_round(now_ns))
+            })
+        })
+        .flatten()
+        .unwrap_or_default()
     }
 
     /// Offers a round's messages to `conn`, each telling the gap before it.
@@ -168,14 +164,12 @@ impl ShardState {
     /// The rate `conn`'s subscription to `topic` (in `slot`) is throttled
     /// to, if it is.
     pub(super) fn rate_of(&self, conn: &Conn, topic: TopicId, slot: usize) -> Option<NonZeroU32> {
-        let subscribers = self.subscribers.borrow();
-        let sub = subscribers
-            .get(&topic)?
-            .get(slot)
-            .filter(|s| s.conn.key == conn.key)?;
-        let throttle = sub.extra.as_ref()?.throttle.as_ref()?;
-        let rate = throttle.borrow().per_second();
-        Some(rate)
+        self.with_subscriber(conn, topic, slot, |sub| {
+            let throttle = sub.extra.as_ref()?.throttle.as_ref()?;
+            let rate = throttle.borrow().per_second();
+            Some(rate)
+        })
+        .flatten()
     }
 
     /// Throttles `conn`'s subscription to `topic` (in `slot`) to `asked`
@@ -198,29 +192,23 @@ impl ShardState {
         };
         let now = self.now();
         let now_ns = self.now_ns();
-        let round = {
-            let mut subscribers = self.subscribers.borrow_mut();
-            let Some(sub) = subscribers
-                .get_mut(&topic.id())
-                .and_then(|list| list.get_mut(slot))
-                .filter(|s| s.conn.key == conn.key)
-            else {
-                debug_assert!(false, "subscriber slot out of date");
-                return rate;
-            };
-            let extra = sub.extra.take().map(|e| *e).unwrap_or_default();
-            let (throttle, round) = match (extra.throttle, rate) {
+        let round = self.with_subscriber(conn, topic.id(), slot, |sub| {
+            sub.update_extra(|extra| match (extra.throttle.take(), rate) {
                 (Some(throttle), Some(rate)) => {
                     throttle.borrow_mut().set_rate(rate);
-                    (Some(throttle), Round::new())
+                    extra.throttle = Some(throttle);
+                    Round::new()
                 }
-                (None, Some(rate)) => (Some(RefCell::new(Throttle::new(rate))), Round::new()),
-                (Some(throttle), None) => (None, throttle.borrow_mut().take_round(now_ns)),
-                (None, None) => (None, Round::new()),
-            };
-            sub.extra = Extra { throttle, ..extra }.boxed();
-            round
-        };
+                (None, Some(rate)) => {
+                    extra.throttle = Some(RefCell::new(Throttle::new(rate)));
+                    Round::new()
+                }
+                (Some(throttle), None) => throttle.borrow_mut().take_round(now_ns),
+                (None, None) => Round::new(),
+            })
+        });
+        debug_assert!(round.is_some(), "subscriber slot out of date");
+        let round = round.unwrap_or_default();
         if !round.is_empty() {
             self.deliver_round(conn, round, now, now_ns);
             self.flush(conn);

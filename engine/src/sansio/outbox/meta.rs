@@ -106,6 +106,16 @@ const POLICIES: [SlowConsumerPolicy; 4] = [
     SlowConsumerPolicy::Conflate,
 ];
 
+// A policy is stored as its discriminant + 1 and read back by index.
+const _: () = {
+    let mut i = 0;
+    while i < POLICIES.len() {
+        assert!(POLICIES[i] as usize == i);
+        i += 1;
+    }
+    assert!(POLICIES.len() < 1 << 3);
+};
+
 impl EventMeta {
     /// A live event of `topic`, accepted at `accepted_at`, with the
     /// message's [`crate::Message::key_hash`] (0: no key), of a normal
@@ -143,8 +153,7 @@ impl EventMeta {
             tag |= HIGH;
         }
         if let Some(policy) = class.overflow {
-            let index = POLICIES.iter().position(|p| *p == policy).unwrap_or(0) as u64;
-            tag |= (index + 1) << POLICY_SHIFT;
+            tag |= (policy as u64 + 1) << POLICY_SHIFT;
         }
         Self { tag, ..self }
     }
