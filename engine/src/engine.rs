@@ -423,6 +423,18 @@ impl Engine {
         }
     }
 
+    /// One step of a paced drain (lame duck) before [`Engine::shutdown`]:
+    /// every shard closes one in `steps_left` (rounded up) of its open
+    /// connections with [`CloseReason::Draining`] (1001), which tells the
+    /// client to reconnect elsewhere. Publishing and delivery go on for the
+    /// connections left. Call once a step with `steps_left` counting down
+    /// to 1; the step with 1 closes every connection left.
+    pub fn shed(&self, steps_left: u32) {
+        for inbox in self.shared.inboxes.iter() {
+            inbox.command(ShardCommand::Shed { steps_left });
+        }
+    }
+
     /// Whether [`Engine::shutdown`] has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.publishing.is_closed()

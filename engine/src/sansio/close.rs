@@ -15,6 +15,9 @@ pub enum CloseReason {
     ConnectionLost,
     /// The server is shutting down.
     ServerShutdown,
+    /// The server is draining before it stops (lame duck): the client
+    /// should reconnect, to another server (1001, `SERVER_DRAINING`).
+    Draining,
     /// The client broke RFC 6455 framing.
     ProtocolError(&'static str),
     /// A binary frame arrived where the protocol takes text.
@@ -83,7 +86,7 @@ impl CloseReason {
         match self {
             Self::ClientClosed => 1000,
             Self::ConnectionLost => 1006,
-            Self::ServerShutdown => 1001,
+            Self::ServerShutdown | Self::Draining => 1001,
             Self::ProtocolError(_) => 1002,
             Self::UnsupportedData => 1003,
             Self::InvalidPayload => 1007,
@@ -106,6 +109,7 @@ impl CloseReason {
             Self::ClientClosed => "client_closed",
             Self::ConnectionLost => "connection_lost",
             Self::ServerShutdown => "server_shutdown",
+            Self::Draining => "draining",
             Self::ProtocolError(_) => "protocol_error",
             Self::UnsupportedData => "unsupported_data",
             Self::InvalidPayload => "invalid_payload",
@@ -129,6 +133,7 @@ impl CloseReason {
             Self::ClientClosed => "".into(),
             Self::ConnectionLost => "".into(),
             Self::ServerShutdown => "SERVER_SHUTDOWN".into(),
+            Self::Draining => "SERVER_DRAINING".into(),
             Self::ProtocolError(what) => (*what).into(),
             Self::UnsupportedData => "BINARY_NOT_SUPPORTED".into(),
             Self::InvalidPayload => "INVALID_UTF8".into(),

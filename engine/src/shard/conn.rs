@@ -173,6 +173,11 @@ impl Conn {
         }
     }
 
+    /// Whether the connection has been asked to close.
+    pub(super) fn is_closing(&self) -> bool {
+        self.state.borrow().closing.is_some()
+    }
+
     /// Asks the connection's task to close; the first reason wins.
     pub(super) fn request_close(&self, reason: CloseReason) {
         let mut state = self.state.borrow_mut();

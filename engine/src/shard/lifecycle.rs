@@ -126,6 +126,18 @@ impl ShardState {
         }
     }
 
+    /// One step of a paced drain: closes one in `steps_left` (rounded up)
+    /// of the connections not already closing, so that the last step
+    /// closes the rest.
+    pub(super) fn shed(&self, steps_left: u32) {
+        let conns = self.conns.borrow();
+        let open: Vec<_> = conns.iter().filter(|c| !c.is_closing()).collect();
+        let count = open.len().div_ceil(steps_left.max(1) as usize);
+        for conn in open.into_iter().take(count) {
+            conn.request_close(CloseReason::Draining);
+        }
+    }
+
     // ---- periodic work -------------------------------------------------------
 
     /// Closes connections silent past their liveness timeout and, when due,
