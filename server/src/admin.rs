@@ -1,5 +1,6 @@
 //! Admin endpoints: `/api/v1/websocket/stats`, `/api/v1/websocket/clients`,
-//! `DELETE /api/v1/websocket/clients/{clientId}`, `/metrics`, `/health`.
+//! `DELETE /api/v1/websocket/clients/{clientId}`, `/metrics`, `/health`,
+//! `/ready`.
 //!
 //! Registered in the route table like a protocol's endpoints (all need the
 //! admin role unless listed in `open_paths`). Figures come from the shards
@@ -35,6 +36,7 @@ pub fn register(registry: &mut Registry) -> anyhow::Result<()> {
         ),
         ("/metrics", Method::GET, Admin::Metrics),
         ("/health", Method::GET, Admin::Health),
+        ("/ready", Method::GET, Admin::Ready),
     ];
     for (path, method, admin) in endpoints {
         registry.endpoint(Descriptor {
@@ -56,6 +58,7 @@ enum Admin {
     Disconnect,
     Metrics,
     Health,
+    Ready,
 }
 
 impl HttpEndpoint for Admin {
@@ -81,16 +84,34 @@ impl HttpEndpoint for Admin {
                     );
                     resp
                 }
-                Admin::Health => json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "status": "ok",
-                        "connections": app.engine.connections(),
-                        "uptimeSeconds": app.started.elapsed().as_secs(),
-                    }),
-                ),
+                Admin::Health => {
+                    let (status, word) = serving(app);
+                    json_response(
+                        status,
+                        &json!({
+                            "status": word,
+                            "connections": app.engine.connections(),
+                            "uptimeSeconds": app.started.elapsed().as_secs(),
+                        }),
+                    )
+                }
+                Admin::Ready => {
+                    let (status, word) = serving(app);
+                    let word = if status == StatusCode::OK { "ready" } else { word };
+                    json_response(status, &json!({ "status": word }))
+                }
             }
         })
+    }
+}
+
+/// 200 `ok` while serving; 503 `draining` once a shutdown has begun, so
+/// that a load balancer sends new clients elsewhere.
+fn serving(app: &App) -> (StatusCode, &'static str) {
+    if app.is_draining() || app.engine.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ok")
     }
 }
 

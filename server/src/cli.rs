@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// Simple-protocol deployments' name for [simple] max_connections.
     #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", hide = true)]
     pub websocket_max_connections: Option<usize>,
+    /// Seconds a shutdown spends closing connections in batches (lame duck)
+    /// before it stops; 0 = close them all at once [default: 10].
+    #[arg(long, env = "SHARDCAST_DRAIN_SECONDS")]
+    pub drain_seconds: Option<u64>,
     /// Log filter, e.g. info or shardcast_engine=debug [default: RUST_LOG,
     /// else info].
     #[arg(long, env = "SHARDCAST_LOG")]
@@ -222,6 +226,7 @@ impl ServeArgs {
         set(&mut raw.outbox.max_bytes, &self.outbox_max_bytes);
         set(&mut raw.outbox.slow_consumer, &self.slow_consumer);
         set(&mut raw.outbox.coalesce_above_cpu, &self.coalesce_above_cpu);
+        set(&mut raw.shutdown.drain_seconds, &self.drain_seconds);
         if self.no_pin {
             raw.pin_threads = Some(false);
         }

@@ -22,8 +22,9 @@ pub mod stall;
 pub mod upgrade;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use shardcast_engine::{Engine, InProcess};
@@ -49,7 +50,20 @@ pub struct App {
     /// within a second share it, so a busy scraper (the path is open by
     /// default) cannot make every shard walk its connections per request.
     pub metrics_cache: parking_lot::Mutex<Option<(Instant, bytes::Bytes)>>,
+    /// Set when a shutdown begins draining: `/health` and `/ready` answer
+    /// 503 and WebSocket upgrades are refused from then on.
+    pub draining: AtomicBool,
 }
+
+impl App {
+    /// Whether the server is draining before it stops.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// How often [`Server::drain`] closes a batch of connections.
+pub const DRAIN_STEP: Duration = Duration::from_millis(100);
 
 /// A running server.
 #[derive(Debug)]
@@ -98,6 +112,7 @@ impl Server {
             routes,
             started: Instant::now(),
             metrics_cache: parking_lot::Mutex::new(None),
+            draining: AtomicBool::new(false),
         });
         engine.serve(listener, Arc::new(http::HttpHandler::new(Arc::clone(&app))));
         let metrics_addr = match metrics_listener {
@@ -153,6 +168,48 @@ impl Server {
     /// The shared application state.
     pub fn app(&self) -> &Arc<App> {
         &self.app
+    }
+
+    /// Lame duck, the first part of a graceful shutdown: from now on
+    /// `/health` and `/ready` answer 503 `draining` and WebSocket upgrades
+    /// are refused (503, `Retry-After`); the WebSocket connections open are
+    /// closed with 1001 `SERVER_DRAINING` in paced batches spread over
+    /// `over` (one batch every [`DRAIN_STEP`]), so that their clients
+    /// reconnect elsewhere a few at a time rather than all at once.
+    /// Publishing and delivery go on for the connections not yet closed.
+    /// Returns when every connection is gone or `over` has passed; then
+    /// call [`Server::shutdown`]. A future: drop it to cut the drain short.
+    pub async fn drain(&self, over: Duration) {
+        self.app.draining.store(true, Ordering::Relaxed);
+        let open = self.app.engine.connections();
+        info!(
+            connections = open,
+            drain_seconds = over.as_secs_f64(),
+            "draining: /health and /ready answer 503, new WebSocket connections are refused, open ones are closed with 1001 in batches"
+        );
+        let steps = u32::try_from(over.as_millis() / DRAIN_STEP.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval(DRAIN_STEP);
+        for steps_left in (1..=steps).rev() {
+            ticks.tick().await;
+            if self.app.engine.connections() == 0 {
+                break;
+            }
+            self.app.engine.shed(steps_left);
+        }
+        // The last batch's close handshakes.
+        let linger = Instant::now() + DRAIN_STEP * 10;
+        while self.app.engine.connections() > 0 && Instant::now() < linger {
+            ticks.tick().await;
+        }
+        info!(
+            closed = open.saturating_sub(self.app.engine.connections()),
+            left = self.app.engine.connections(),
+            seconds = started.elapsed().as_secs_f64(),
+            "drained"
+        );
     }
 
     /// Stops accepting, closes every client with 1001 after flushing, and

@@ -133,7 +133,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = wait_for_signal() {
+    if let Err(e) = wait_and_drain(&server) {
         error!("cannot wait for signals: {e}");
     }
     info!("shutting down: closing connections with 1001");
@@ -142,16 +142,29 @@ fn serve(args: &ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
+/// Blocks until SIGINT or SIGTERM, then drains (lame duck) for
+/// `shutdown.drain_seconds`; a second signal cuts the drain short.
+fn wait_and_drain(server: &Server) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
+        let over = server.app().config.drain;
+        if over.is_zero() {
+            return Ok(());
+        }
+        tokio::select! {
+            () = server.drain(over) => {}
+            _ = int.recv() => info!("second signal: drain cut short"),
+            _ = term.recv() => info!("second signal: drain cut short"),
+        }
+        Ok(())
     })
 }

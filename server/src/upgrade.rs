@@ -9,7 +9,8 @@
 //! 2. a browser page from an origin that may not use credentials → 403;
 //! 3. a bad `clientId` → 400 (ids are per principal: another principal's
 //!    client with the same id is not affected);
-//! 4. no WebSocket slot left → 503 with `Retry-After` (the slot is reserved
+//! 4. the server draining before it stops → 503 `SERVER_DRAINING` with
+//!    `Retry-After`; no WebSocket slot left → 503 with `Retry-After` (the slot is reserved
 //!    here, so a burst of upgrades can never overshoot `max_connections`);
 //! 5. otherwise the handshake completes — even when the credentials are
 //!    wrong, so that a browser, which cannot read a refused handshake,
@@ -227,6 +228,18 @@ pub(crate) fn handle(
             "this connection has already been upgraded",
         ));
     };
+    if app.is_draining() {
+        *slot.borrow_mut() = Some(permit);
+        debug!(%peer, "websocket refused: draining");
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiCode::ServerDraining,
+            "the server is shutting down; connect to another",
+        );
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return closing(resp);
+    }
     if verdict.is_ok() {
         if let Err(full) = permit.establish() {
             *slot.borrow_mut() = Some(permit);

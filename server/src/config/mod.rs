@@ -89,6 +89,16 @@ pub struct RawConfig {
     pub fastws: RawFastws,
     #[serde(default)]
     pub simple: RawSimple,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub struct RawShutdown {
+    pub drain_seconds: Option<u64>,
 }
 
 /// `[outbox]`.
@@ -237,6 +247,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Run the simulated market feed.
     pub demo: bool,
+    /// How long a shutdown spends closing WebSocket connections in paced
+    /// batches (lame duck) before it stops; see [`crate::Server::drain`].
+    pub drain: Duration,
 }
 
 impl RawConfig {

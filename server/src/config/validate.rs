@@ -17,8 +17,9 @@ use crate::auth::Authenticator;
 use crate::protocol::publish::PublishConfig;
 
 /// Read-only endpoints that may be served without credentials.
-const OPENABLE_PATHS: [&str; 8] = [
+const OPENABLE_PATHS: [&str; 9] = [
     "/health",
+    "/ready",
     "/metrics",
     "/api/v1/websocket/stats",
     "/api/v1/ws/health",
@@ -27,6 +28,12 @@ const OPENABLE_PATHS: [&str; 8] = [
     "/api/v1/ws/asyncapi",
     "/websocket/status",
 ];
+
+/// `shutdown.drain_seconds` by default: long enough for a load balancer
+/// polling `/ready` every few seconds to move new clients elsewhere.
+const DRAIN_SECONDS: u64 = 10;
+/// An orchestrator's kill timeout is usually shorter than this.
+const MAX_DRAIN_SECONDS: u64 = 3600;
 
 /// hyper refuses read buffers below this.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -190,9 +197,17 @@ impl RawConfig {
             channels,
         };
 
+        let drain_seconds = self.shutdown.drain_seconds.unwrap_or(DRAIN_SECONDS);
+        if drain_seconds > MAX_DRAIN_SECONDS {
+            return Err(invalid(
+                "shutdown.drain_seconds",
+                format!("must be at most {MAX_DRAIN_SECONDS}"),
+            ));
+        }
         let open_paths = self.open_paths.unwrap_or_else(|| {
             vec![
                 "/health".into(),
+                "/ready".into(),
                 "/metrics".into(),
                 "/api/v1/ws/health".into(),
                 "/api/v1/ws/asyncapi.json".into(),
@@ -232,6 +247,7 @@ impl RawConfig {
             max_header_bytes,
             request_timeout: Duration::from_secs(request_timeout),
             demo: self.demo.unwrap_or(true),
+            drain: Duration::from_secs(drain_seconds),
         })
     }
 }

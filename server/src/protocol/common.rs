@@ -254,6 +254,9 @@ pub enum ApiCode {
     InvalidClientId,
     /// No connection slot left (503, with `Retry-After`).
     ServerFull,
+    /// The server is draining before it stops (503, with `Retry-After`):
+    /// connect to another.
+    ServerDraining,
 }
 
 impl ApiCode {
@@ -285,6 +288,7 @@ impl ApiCode {
             ApiCode::BadHandshake => "BAD_HANDSHAKE",
             ApiCode::InvalidClientId => "INVALID_CLIENT_ID",
             ApiCode::ServerFull => "SERVER_FULL",
+            ApiCode::ServerDraining => "SERVER_DRAINING",
         }
     }
 }
