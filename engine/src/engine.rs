@@ -16,11 +16,10 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::warn;
 
 use crate::broker::{Broker, Fanout, PublishError};
@@ -35,13 +34,10 @@ use crate::sansio::pattern::TopicError;
 use crate::sansio::pattern::MAX_KEY_LEN;
 use crate::sansio::publishing::PublishGate;
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
-use crate::stats::{ClientInfo, EngineStats};
 use crate::topic::Topic;
 
-/// Longest shutdown waits for publishes in progress to finish routing: a
-/// publish takes microseconds in process; one stuck longer (a broker that
-/// does not answer) is given up on, with a warning.
-const PUBLISH_DRAIN: Duration = Duration::from_secs(2);
+mod lifecycle;
+mod report;
 
 /// Where a client id of a principal is connected.
 #[derive(Clone, Copy, Debug)]
@@ -360,93 +356,5 @@ impl Engine {
                 .close_remote(slot.shard, slot.key, reason.clone());
         }
         slots.len()
-    }
-
-    /// Figures from every shard, merged.
-    pub async fn stats(&self) -> EngineStats {
-        let shards = self.ask_every_shard(ShardCommand::Stats).await;
-        let topics = self.shared.topics.all().iter().map(|t| t.stats()).collect();
-        EngineStats::merge(shards, topics, self.shared.topics.retired())
-    }
-
-    /// Every connected client, from every shard.
-    pub async fn clients(&self) -> Vec<ClientInfo> {
-        let lists = self.ask_every_shard(ShardCommand::Clients).await;
-        lists.into_iter().flatten().collect()
-    }
-
-    /// Sends every shard the command `ask` builds and gathers the replies of
-    /// those still running, in shard order. All shards work on it at once.
-    async fn ask_every_shard<T>(&self, ask: fn(oneshot::Sender<T>) -> ShardCommand) -> Vec<T> {
-        let replies: Vec<_> = self
-            .shared
-            .inboxes
-            .iter()
-            .map(|inbox| {
-                let (tx, rx) = oneshot::channel();
-                inbox.command(ask(tx));
-                rx
-            })
-            .collect();
-        let mut answers = Vec::with_capacity(replies.len());
-        for reply in replies {
-            if let Ok(answer) = reply.await {
-                answers.push(answer);
-            }
-        }
-        answers
-    }
-
-    /// Begins shutdown: stop publishing (waiting, microseconds as a rule
-    /// and 2 s at most, for the publishes in progress), stop accepting, and
-    /// close every connection with 1001 after flushing what it has queued.
-    /// Returns without waiting for the shards; see [`Engine::join`].
-    pub fn shutdown(&self) {
-        // 1. Publishing stops, and the publishes already in progress finish
-        //    routing (see `PublishGate`); 2. every shard drains what was
-        //    accepted, then closes its connections.
-        self.shared.publishing.close();
-        let waited = Instant::now();
-        while self.shared.publishing.in_flight() > 0 {
-            if waited.elapsed() > PUBLISH_DRAIN {
-                warn!(
-                    in_flight = self.shared.publishing.in_flight(),
-                    "publishes still in progress at shutdown; their messages may be neither delivered nor counted"
-                );
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        self.shared.stop.send_replace(true);
-        for inbox in self.shared.inboxes.iter() {
-            inbox.command(ShardCommand::Shutdown);
-        }
-    }
-
-    /// One step of a paced drain (lame duck) before [`Engine::shutdown`]:
-    /// every shard closes one in `steps_left` (rounded up) of its open
-    /// connections with [`CloseReason::Draining`] (1001), which tells the
-    /// client to reconnect elsewhere. Publishing and delivery go on for the
-    /// connections left. Call once a step with `steps_left` counting down
-    /// to 1; the step with 1 closes every connection left.
-    pub fn shed(&self, steps_left: u32) {
-        for inbox in self.shared.inboxes.iter() {
-            inbox.command(ShardCommand::Shed { steps_left });
-        }
-    }
-
-    /// Whether [`Engine::shutdown`] has begun.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shared.publishing.is_closed()
-    }
-
-    /// Waits for every shard thread to finish. Call from outside the shards.
-    pub fn join(&self) {
-        let threads = std::mem::take(&mut *self.shared.threads.lock());
-        for thread in threads {
-            if thread.join().is_err() {
-                warn!("a shard thread panicked");
-            }
-        }
     }
 }

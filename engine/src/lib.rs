@@ -69,5 +69,5 @@ pub use shard::{
     Attachment, ConnCtx, ConnectionHandler, Details, LocalShard, Session, SubscribeError,
     Subscribed,
 };
-pub use stats::{ClientInfo, EngineStats, ShardStats, TopicSummary};
+pub use stats::{ClientInfo, EngineStats, ShardStats, TopicSummary, SLOWEST};
 pub use topic::{Topic, TopicStats};

@@ -214,6 +214,10 @@ impl EngineStats {
     }
 }
 
+/// How many clients [`Engine::slowest_clients`](crate::Engine::slowest_clients)
+/// lists (per shard, then in all).
+pub const SLOWEST: usize = 10;
+
 /// One connected client, as the admin API lists it.
 #[derive(Clone, Debug)]
 pub struct ClientInfo {

@@ -97,7 +97,11 @@ impl HttpEndpoint for Admin {
                 }
                 Admin::Ready => {
                     let (status, word) = serving(app);
-                    let word = if status == StatusCode::OK { "ready" } else { word };
+                    let word = if status == StatusCode::OK {
+                        "ready"
+                    } else {
+                        word
+                    };
                     json_response(status, &json!({ "status": word }))
                 }
             }

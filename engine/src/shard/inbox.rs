@@ -40,6 +40,8 @@ pub(crate) enum ShardCommand {
     Stats(oneshot::Sender<ShardStats>),
     /// Report connected clients.
     Clients(oneshot::Sender<Vec<ClientInfo>>),
+    /// Report the clients furthest behind.
+    Slowest(oneshot::Sender<Vec<ClientInfo>>),
     /// Close one in `steps_left` of the shard's connections (rounded up)
     /// with [`CloseReason::Draining`]: one step of a paced drain.
     Shed { steps_left: u32 },

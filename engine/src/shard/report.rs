@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::rc::Rc;
+
+use super::conn::Conn;
 use super::ShardState;
-use crate::sansio::format::FormatId;
 use crate::sansio::ids::TopicId;
-use crate::stats::{ClientInfo, ShardStats};
+use crate::stats::{ClientInfo, ShardStats, SLOWEST};
 
 impl ShardState {
     // ---- reporting -----------------------------------------------------------
@@ -49,31 +51,58 @@ impl ShardState {
 
     pub(super) fn clients(&self) -> Vec<ClientInfo> {
         let now = Instant::now();
-        let format_name = |id: FormatId| self.shared.formats().get(id).name();
         self.conns
             .borrow()
             .iter()
-            .map(|conn| {
-                let state = conn.state.borrow();
-                ClientInfo {
-                    client_id: Arc::clone(&conn.client_id),
-                    owner: Arc::clone(&conn.owner),
-                    peer: conn.peer,
-                    shard: self.index,
-                    format: format_name(conn.delivery.format),
-                    details: conn.details.clone(),
-                    channels: state
-                        .topics
-                        .iter()
-                        .map(|h| Arc::clone(h.topic.name()))
-                        .collect(),
-                    connected_at: conn.connected_at,
-                    idle: now.saturating_duration_since(state.last_seen),
-                    queue_depth: state.mailbox.outbox.len(),
-                    queued_bytes: state.mailbox.outbox.queued_bytes(),
-                    counts: state.mailbox.counts,
-                }
-            })
+            .map(|conn| self.client(conn, now))
             .collect()
+    }
+
+    /// The [`SLOWEST`] clients of the shard that are furthest behind: the
+    /// deepest outboxes, then the most events not delivered. Only those are
+    /// described, so asking costs one pass over the connections and no
+    /// allocation per connection.
+    pub(super) fn slowest(&self) -> Vec<ClientInfo> {
+        let conns = self.conns.borrow();
+        let mut top: Vec<((usize, u64), &Rc<Conn>)> = Vec::with_capacity(SLOWEST + 1);
+        for conn in conns.iter() {
+            let rank = {
+                let state = conn.state.borrow();
+                let dropped = state.mailbox.counts.dropped_total() + state.mailbox.counts.conflated;
+                (state.mailbox.outbox.len(), dropped)
+            };
+            if rank == (0, 0) || top.len() == SLOWEST && rank <= top[SLOWEST - 1].0 {
+                continue;
+            }
+            let at = top.partition_point(|(r, _)| *r >= rank);
+            top.insert(at, (rank, conn));
+            top.truncate(SLOWEST);
+        }
+        let now = Instant::now();
+        top.into_iter()
+            .map(|(_, conn)| self.client(conn, now))
+            .collect()
+    }
+
+    fn client(&self, conn: &Conn, now: Instant) -> ClientInfo {
+        let state = conn.state.borrow();
+        ClientInfo {
+            client_id: Arc::clone(&conn.client_id),
+            owner: Arc::clone(&conn.owner),
+            peer: conn.peer,
+            shard: self.index,
+            format: self.shared.formats().get(conn.delivery.format).name(),
+            details: conn.details.clone(),
+            channels: state
+                .topics
+                .iter()
+                .map(|h| Arc::clone(h.topic.name()))
+                .collect(),
+            connected_at: conn.connected_at,
+            idle: now.saturating_duration_since(state.last_seen),
+            queue_depth: state.mailbox.outbox.len(),
+            queued_bytes: state.mailbox.outbox.queued_bytes(),
+            counts: state.mailbox.counts,
+        }
     }
 }

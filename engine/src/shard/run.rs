@@ -143,6 +143,9 @@ fn run_command(state: &Rc<ShardState>, cmd: ShardCommand) -> bool {
         ShardCommand::Clients(reply) => {
             let _ = reply.send(state.clients());
         }
+        ShardCommand::Slowest(reply) => {
+            let _ = reply.send(state.slowest());
+        }
         ShardCommand::Shutdown => return false,
     }
     true
