@@ -178,7 +178,8 @@ async fn route(
         }
         Handler::Http(_, endpoint) => Arc::clone(endpoint),
     };
-    let (principal, cors) = if only.is_some() || app.config.open_paths.contains(&path) {
+    let public = descriptor.auth == Auth::Public;
+    let (principal, cors) = if only.is_some() || public || app.config.open_paths.contains(&path) {
         (None, Cors::None)
     } else {
         match authorize(&app, &req, &query, descriptor) {
@@ -213,7 +214,7 @@ fn authorize(
     // Plain HTTP endpoints all take the server's credentials
     // (`Auth::Endpoint` is a WebSocket endpoint's own check).
     match descriptor.auth {
-        Auth::Credentials | Auth::Endpoint => {}
+        Auth::Credentials | Auth::Endpoint | Auth::Public => {}
     }
     let credential =
         credentials::extract(req.headers(), query, false).map_err(|e| credential_error(&e))?;

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod files;
 pub mod http;
@@ -53,6 +54,8 @@ pub struct App {
     /// Set when a shutdown begins draining: `/health` and `/ready` answer
     /// 503 and WebSocket upgrades are refused from then on.
     pub draining: AtomicBool,
+    /// What the live dashboards share: tickets and the latest sample.
+    pub dashboard: dashboard::Dashboard,
 }
 
 impl App {
@@ -113,6 +116,7 @@ impl Server {
             started: Instant::now(),
             metrics_cache: parking_lot::Mutex::new(None),
             draining: AtomicBool::new(false),
+            dashboard: dashboard::Dashboard::default(),
         });
         engine.serve(listener, Arc::new(http::HttpHandler::new(Arc::clone(&app))));
         let metrics_addr = match metrics_listener {

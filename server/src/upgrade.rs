@@ -200,7 +200,8 @@ pub(crate) fn handle(
                 }
             }
             match descriptor.auth {
-                Auth::Credentials => app
+                // Registration refuses public WebSocket endpoints.
+                Auth::Credentials | Auth::Public => app
                     .config
                     .auth
                     .authorize(credential.as_ref(), descriptor.role)

@@ -55,6 +55,7 @@ pub fn register_all(registry: &mut Registry, config: &ServerConfig) -> anyhow::R
     fastws::register(registry, config)?;
     simple::register(registry, config)?;
     crate::admin::register(registry)?;
+    crate::dashboard::register(registry)?;
     Ok(())
 }
 
@@ -69,6 +70,9 @@ pub enum Auth {
     /// ([`WebSocketEndpoint::authenticate`]), for protocols with their own
     /// tokens; the role is not consulted.
     Endpoint,
+    /// Anyone, without credentials (a plain HTTP endpoint serving nothing
+    /// private: the dashboard's page). Not for WebSocket endpoints.
+    Public,
 }
 
 /// A refused WebSocket: the handshake completes (a browser cannot read a
@@ -237,7 +241,17 @@ impl Registry {
     }
 
     /// Registers an endpoint; no two may serve the same path.
+    ///
+    /// # Panics
+    /// If a WebSocket endpoint is [`Auth::Public`]: a programming error,
+    /// caught by the registration test.
     pub fn endpoint(&mut self, descriptor: Descriptor) -> Result<(), Overlap> {
+        assert!(
+            !(descriptor.auth == Auth::Public
+                && matches!(descriptor.handler, Handler::WebSocket(_))),
+            "{} registers a public WebSocket endpoint",
+            descriptor.protocol
+        );
         if let Some(first) = self
             .routes
             .iter()

@@ -49,6 +49,13 @@ impl PathTemplate {
     /// Parses `text`.
     pub fn parse(text: &'static str) -> Result<Self, InvalidTemplate> {
         let path = text.strip_prefix('/').ok_or(InvalidTemplate(text))?;
+        if path.is_empty() {
+            // The root: no segment.
+            return Ok(Self {
+                text,
+                segments: Box::new([]),
+            });
+        }
         let name_ok = |name: &str| {
             !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         };
@@ -85,6 +92,9 @@ impl PathTemplate {
 
     /// The parameters of `path`, if it matches.
     pub fn matches(&self, path: &str) -> Option<Params> {
+        if self.segments.is_empty() {
+            return (path == "/").then(Params::default);
+        }
         // What is left of the path: `None` once its last segment is used.
         let mut rest = Some(path.strip_prefix('/')?);
         let mut params = Params::default();
@@ -146,6 +156,17 @@ impl PathTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_matches_only_itself() {
+        let root = PathTemplate::parse("/").unwrap();
+        assert!(root.matches("/").is_some());
+        assert!(root.matches("/x").is_none());
+        assert!(root.matches("").is_none());
+        let other = PathTemplate::parse("/health").unwrap();
+        assert!(!root.overlaps(&other) && !other.overlaps(&root));
+        assert!(PathTemplate::parse("//").is_err());
+    }
 
     #[test]
     fn templates_match_literal_paths_and_decode_parameters() {
