@@ -24,7 +24,7 @@ impl Engine {
 
     /// The clients furthest behind, at most [`SLOWEST`](crate::SLOWEST):
     /// the deepest outboxes first, then the most events not delivered
-    /// (dropped or conflated); clients with neither are left out. Each
+    /// (dropped; conflated ones do not count); clients with neither are left out. Each
     /// shard describes only its own few, so a dashboard can ask every
     /// second without copying the whole client list.
     pub async fn slowest_clients(&self) -> Vec<ClientInfo> {
@@ -34,7 +34,7 @@ impl Engine {
             .into_iter()
             .flatten()
             .collect();
-        let rank = |c: &ClientInfo| (c.queue_depth, c.counts.dropped_total() + c.counts.conflated);
+        let rank = |c: &ClientInfo| (c.queue_depth, c.counts.dropped_total());
         all.sort_by_key(|c| std::cmp::Reverse(rank(c)));
         all.truncate(crate::SLOWEST);
         all

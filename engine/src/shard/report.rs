@@ -59,7 +59,8 @@ impl ShardState {
     }
 
     /// The [`SLOWEST`] clients of the shard that are furthest behind: the
-    /// deepest outboxes, then the most events not delivered. Only those are
+    /// deepest outboxes, then the most events dropped (conflation, which a
+    /// rate-limited subscription does by design, does not count). Only those are
     /// described, so asking costs one pass over the connections and no
     /// allocation per connection.
     pub(super) fn slowest(&self) -> Vec<ClientInfo> {
@@ -68,7 +69,7 @@ impl ShardState {
         for conn in conns.iter() {
             let rank = {
                 let state = conn.state.borrow();
-                let dropped = state.mailbox.counts.dropped_total() + state.mailbox.counts.conflated;
+                let dropped = state.mailbox.counts.dropped_total();
                 (state.mailbox.outbox.len(), dropped)
             };
             if rank == (0, 0) || top.len() == SLOWEST && rank <= top[SLOWEST - 1].0 {
