@@ -316,8 +316,8 @@ function barChart(canvas, bars) {
     ctx.fillStyle = "#4fb3ff";
     ctx.fillRect(i * w + 2, bottom - h, w - 4, h);
     ctx.fillStyle = "#7d8a98";
-    const label = b.le === null ? ">1s" : "≤" + (b.le >= 1000 ? b.le / 1000 + "s" : b.le + "ms");
-    ctx.fillText(label, i * w + 2, height - 3);
+    const label = b.le === null ? ">1s" : b.le >= 1000 ? b.le / 1000 + "s" : b.le < 1 ? b.le * 1000 + "µs" : b.le + "ms";
+    if (w >= 34 || i % 2 === 0) ctx.fillText(label, i * w + 2, height - 3);
   });
 }
 

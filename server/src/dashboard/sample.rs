@@ -108,7 +108,7 @@ impl Sampler {
             let mark = ChannelMark {
                 published: t.topic.published,
                 sent: t.counts.sent,
-                dropped: t.counts.dropped_total() + t.counts.conflated,
+                dropped: t.counts.dropped_total(),
             };
             let before = self.channels.get(&t.topic.id).copied().unwrap_or(mark);
             let publish_rate = rate(mark.published, before.published);
