@@ -9,6 +9,8 @@
 use serde::Deserialize;
 use shardcast_engine::MAX_NAME_LEN;
 
+use crate::input::truncate;
+
 /// A dashboard's command.
 #[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
@@ -19,14 +21,19 @@ pub enum Command {
         channel: String,
     },
     /// Stop showing events.
-    Untail,
+    Untail {},
     /// Keeps the connection alive; answers nothing.
-    Heartbeat,
+    Heartbeat {},
 }
 
-/// Parses one command, or says what is wrong with it.
+/// Longest error text: the parser's message may quote the input.
+pub const MAX_ERROR_LEN: usize = 200;
+
+/// Parses one command, or says what is wrong with it (in at most
+/// [`MAX_ERROR_LEN`] bytes).
 pub fn parse_command(text: &[u8]) -> Result<Command, String> {
-    let command: Command = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    let command: Command = serde_json::from_slice(text)
+        .map_err(|e| truncate(&e.to_string(), MAX_ERROR_LEN).to_owned())?;
     if let Command::Tail { channel } = &command {
         if channel.is_empty() || channel.len() > MAX_NAME_LEN {
             return Err(format!("channel must be 1-{MAX_NAME_LEN} bytes"));
@@ -49,7 +56,7 @@ mod tests {
         );
         assert_eq!(
             parse_command(br#"{"action":"untail"}"#),
-            Ok(Command::Untail)
+            Ok(Command::Untail {})
         );
         assert!(parse_command(br#"{"action":"tail","channel":""}"#).is_err());
         assert!(parse_command(br#"{"action":"tail"}"#).is_err());
@@ -63,5 +70,8 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse_command(deep.as_bytes()).is_err());
         assert!(parse_command(b"\xff\xfe").is_err());
+        let echoed = format!(r#"{{"action":"{}"}}"#, "z".repeat(10_000));
+        let error = parse_command(echoed.as_bytes()).unwrap_err();
+        assert!(error.len() <= MAX_ERROR_LEN, "{}", error.len());
     }
 }

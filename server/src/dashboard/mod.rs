@@ -39,7 +39,7 @@ use crate::protocol::{
     Registry, WebSocketEndpoint,
 };
 use crate::App;
-pub use command::{parse_command, Command};
+pub use command::{parse_command, Command, MAX_ERROR_LEN};
 pub use sample::Sampler;
 
 /// How long a ticket opens the stream.

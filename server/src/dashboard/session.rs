@@ -115,11 +115,11 @@ impl Session for DashboardSession {
         }
         match parse_command(text) {
             Ok(Command::Tail { channel }) => self.tail(ctx, &channel),
-            Ok(Command::Untail) => {
+            Ok(Command::Untail {}) => {
                 self.untail(ctx);
                 ctx.send(json_frame(&json!({"type": "tail", "channel": null})));
             }
-            Ok(Command::Heartbeat) => {}
+            Ok(Command::Heartbeat {}) => {}
             Err(e) => ctx.send(error_frame(ErrorCode::InvalidMessage, &e)),
         }
     }
