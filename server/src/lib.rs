@@ -177,8 +177,8 @@ impl Server {
     /// Lame duck, the first part of a graceful shutdown: from now on
     /// `/health` and `/ready` answer 503 `draining` and WebSocket upgrades
     /// are refused (503, `Retry-After`); the WebSocket connections open are
-    /// closed with 1001 `SERVER_DRAINING` in paced batches spread over
-    /// `over` (one batch every [`DRAIN_STEP`]), so that their clients
+    /// closed with 1001 `SERVER_DRAINING` in paced batches spread evenly
+    /// over `over` (one batch every [`DRAIN_STEP`]), so that their clients
     /// reconnect elsewhere a few at a time rather than all at once.
     /// Publishing and delivery go on for the connections not yet closed.
     /// Returns when every connection is gone or `over` has passed; then
@@ -196,12 +196,12 @@ impl Server {
             .max(1);
         let started = Instant::now();
         let mut ticks = tokio::time::interval(DRAIN_STEP);
-        for steps_left in (1..=steps).rev() {
+        for step in 1..=steps {
             ticks.tick().await;
             if self.app.engine.connections() == 0 {
                 break;
             }
-            self.app.engine.shed(steps_left);
+            self.app.engine.shed(step, steps);
         }
         // The last batch's close handshakes.
         let linger = Instant::now() + DRAIN_STEP * 10;

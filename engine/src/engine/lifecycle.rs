@@ -39,15 +39,16 @@ impl Engine {
         }
     }
 
-    /// One step of a paced drain (lame duck) before [`Engine::shutdown`]:
-    /// every shard closes one in `steps_left` (rounded up) of its open
-    /// connections with [`CloseReason::Draining`] (1001), which tells the
-    /// client to reconnect elsewhere. Publishing and delivery go on for the
-    /// connections left. Call once a step with `steps_left` counting down
-    /// to 1; the step with 1 closes every connection left.
-    pub fn shed(&self, steps_left: u32) {
+    /// Step `step` (1 to `steps`) of a paced drain (lame duck) before
+    /// [`Engine::shutdown`]: every shard closes its share of the connections
+    /// open when the drain began, evenly over the steps (see
+    /// [`to_close`](crate::sansio::drain::to_close)), with
+    /// [`CloseReason::Draining`](crate::CloseReason::Draining) (1001), which
+    /// tells the client to reconnect elsewhere; step `steps` closes every
+    /// connection left. Publishing and delivery go on for the others.
+    pub fn shed(&self, step: u32, steps: u32) {
         for inbox in self.shared.inboxes.iter() {
-            inbox.command(ShardCommand::Shed { steps_left });
+            inbox.command(ShardCommand::Shed { step, steps });
         }
     }
 

@@ -13,6 +13,7 @@ pub mod close;
 pub mod counts;
 pub mod decode;
 pub mod delivery;
+pub mod drain;
 pub mod format;
 pub mod frame;
 pub mod history;

@@ -42,9 +42,9 @@ pub(crate) enum ShardCommand {
     Clients(oneshot::Sender<Vec<ClientInfo>>),
     /// Report the clients furthest behind.
     Slowest(oneshot::Sender<Vec<ClientInfo>>),
-    /// Close one in `steps_left` of the shard's connections (rounded up)
-    /// with [`CloseReason::Draining`]: one step of a paced drain.
-    Shed { steps_left: u32 },
+    /// Step `step` of `steps` of a paced drain: close this step's share of
+    /// the shard's connections with [`CloseReason::Draining`].
+    Shed { step: u32, steps: u32 },
     /// Close every connection and stop.
     Shutdown,
 }

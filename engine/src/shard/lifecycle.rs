@@ -29,6 +29,7 @@ use super::handle::Attachment;
 use super::{ShardState, SWEEP_EVERY_TICKS};
 use crate::gate::Refused;
 use crate::sansio::close::CloseReason;
+use crate::sansio::drain;
 use crate::sansio::ids::ConnKey;
 
 /// A format's heartbeat on one tick.
@@ -126,13 +127,14 @@ impl ShardState {
         }
     }
 
-    /// One step of a paced drain: closes one in `steps_left` (rounded up)
-    /// of the connections not already closing, so that the last step
-    /// closes the rest.
-    pub(super) fn shed(&self, steps_left: u32) {
+    /// Step `step` of `steps` of a paced drain: closes this step's share
+    /// of the connections not already closing (see [`drain::to_close`]), so
+    /// that they go evenly over the drain and the last step closes the rest.
+    pub(super) fn shed(&self, step: u32, steps: u32) {
         let conns = self.conns.borrow();
         let open: Vec<_> = conns.iter().filter(|c| !c.is_closing()).collect();
-        let count = open.len().div_ceil(steps_left.max(1) as usize);
+        let start = *self.drain_start.get_or_init(|| open.len());
+        let count = drain::to_close(start, open.len(), step, steps);
         for conn in open.into_iter().take(count) {
             conn.request_close(CloseReason::Draining);
         }

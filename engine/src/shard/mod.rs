@@ -167,6 +167,8 @@ struct ShardState {
     ticks: Cell<u32>,
     /// Counts of connections that have closed, by format index.
     closed_by_format: RefCell<Vec<Counts>>,
+    /// Connections open when a paced drain began (set at its first step).
+    drain_start: std::cell::OnceCell<usize>,
 }
 
 impl ShardState {
@@ -204,6 +206,7 @@ impl ShardState {
             next_heartbeat: RefCell::new(first_beats),
             ticks: Cell::new(0),
             closed_by_format: RefCell::new(vec![Counts::default(); formats]),
+            drain_start: std::cell::OnceCell::new(),
         }
     }
 

@@ -136,7 +136,7 @@ fn run_command(state: &Rc<ShardState>, cmd: ShardCommand) -> bool {
             }
         },
         ShardCommand::Close { conn, reason } => state.request_close(conn, reason),
-        ShardCommand::Shed { steps_left } => state.shed(steps_left),
+        ShardCommand::Shed { step, steps } => state.shed(step, steps),
         ShardCommand::Stats(reply) => {
             let _ = reply.send(state.stats());
         }

@@ -1,0 +1,127 @@
+//! SIGTERM on the real binary: the server drains (lame duck) — clients are
+//! told 1001 `SERVER_DRAINING` — then exits 0; a second signal cuts the
+//! drain short.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A server on a free port with a drain of `drain_seconds`.
+async fn start(drain_seconds: u64) -> (Child, u16, tokio::io::Lines<BufReader<ChildStderr>>) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args([
+            "--no-demo",
+            "--no-pin",
+            "--shards",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--drain-seconds", &drain_seconds.to_string()])
+        .env_remove("RUST_LOG")
+        .env_remove("SHARDCAST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+    wait_for_log(&mut logs, "shardcast listening").await;
+    (child, port, logs)
+}
+
+async fn wait_for_log(logs: &mut tokio::io::Lines<BufReader<ChildStderr>>, text: &str) -> String {
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = logs.next_line().await.unwrap() {
+            if line.contains(text) {
+                return line;
+            }
+        }
+        panic!("the server exited before logging {text:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no log line with {text:?}"))
+}
+
+async fn client(port: u16) -> Ws {
+    let url = format!("ws://127.0.0.1:{port}/ws/telemetry?apiKey=dev-api-key&channels=market-data");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("handshake");
+    let welcome = ws.next().await.unwrap().unwrap();
+    assert!(welcome.to_string().contains("welcome"), "{welcome}");
+    ws
+}
+
+async fn close_of(ws: &mut Ws) -> (u16, String) {
+    tokio::time::timeout(WAIT, async {
+        while let Some(frame) = ws.next().await {
+            if let Ok(Message::Close(Some(close))) = frame {
+                return (u16::from(close.code), close.reason.to_string());
+            }
+        }
+        panic!("no close frame");
+    })
+    .await
+    .expect("closed in time")
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_drains_clients_then_exits_zero() {
+    let (mut child, port, mut logs) = start(1).await;
+    let mut ws = client(port).await;
+    signal(&child, "TERM");
+    assert_eq!(close_of(&mut ws).await, (1001, "SERVER_DRAINING".into()));
+    wait_for_log(&mut logs, "drained").await;
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_second_signal_cuts_the_drain_short() {
+    let (mut child, port, mut logs) = start(600).await;
+    // Several clients: the first step of a ten-minute drain closes none.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(client(port).await);
+    }
+    signal(&child, "TERM");
+    wait_for_log(&mut logs, "draining").await;
+    signal(&child, "INT");
+    wait_for_log(&mut logs, "drain cut short").await;
+    for ws in &mut clients {
+        assert_eq!(close_of(ws).await, (1001, "SERVER_SHUTDOWN".into()));
+    }
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
