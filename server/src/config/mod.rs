@@ -13,6 +13,8 @@
 
 mod auth;
 mod channels;
+pub mod duration;
+mod show;
 mod validate;
 
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use shardcast_engine::EngineConfig;
+use shardcast_engine::{EngineConfig, QuotaLimits};
 
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
@@ -37,6 +39,7 @@ use crate::protocol::telemetry::TelemetryConfig;
 
 pub use auth::{parse_key_spec, parse_roles};
 pub use channels::{RawChannelRule, HIGH_PRIORITY_CHANNELS};
+pub use show::{effective_settings, lookup, HIDDEN};
 
 /// Channels that always exist.
 pub const DEFAULT_CHANNELS: [&str; 6] = [
@@ -67,6 +70,7 @@ pub struct RawConfig {
     pub max_http_connections: Option<usize>,
     pub max_http_connections_per_ip: Option<usize>,
     pub max_header_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub request_timeout_seconds: Option<u64>,
     pub max_frame_size: Option<usize>,
     pub max_publish_body: Option<usize>,
@@ -114,6 +118,7 @@ pub struct RawTopics {
     pub max_topics: Option<usize>,
     pub max_subscriptions: Option<usize>,
     pub shard_inbox: Option<usize>,
+    #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub idle_expiry_seconds: Option<u64>,
     pub creation_rate: Option<f64>,
     pub creation_burst: Option<u32>,
@@ -145,6 +150,7 @@ pub struct RawJwt {
     pub es256_public_keys: Option<Vec<String>>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub leeway_seconds: Option<u64>,
     pub default_channels: Option<Vec<String>>,
 }
@@ -215,6 +221,8 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// Keys, tokens and their principals.
     pub auth: Arc<Authenticator>,
+    /// Topic-creation limits of a key that sets none, and of each token user.
+    pub quota: QuotaLimits,
     /// Which web pages may present credentials.
     pub origins: OriginPolicy,
     /// The development key in use, if no key was configured.
