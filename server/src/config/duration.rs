@@ -47,7 +47,7 @@ pub fn to_whole_seconds(duration: Duration) -> Result<u64, String> {
         Ok(duration.as_secs())
     } else {
         Err(format!(
-            "{} is not a whole number of seconds, which this setting counts in",
+            "{} is not a whole number of seconds, and this setting takes whole seconds",
             humantime::format_duration(duration)
         ))
     }
@@ -116,7 +116,12 @@ mod tests {
         assert_eq!(parse("1h"), secs(3600));
         assert_eq!(parse("1m30s"), secs(90));
         assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
-        for bad in ["", "15x", "-1", "fast", "1.5", &"9".repeat(100)] {
+        let huge = [
+            "99999999999999999999",
+            "9999999999999999999h",
+            &"9".repeat(100),
+        ];
+        for bad in ["", "15x", "-1", "fast", "1.5"].iter().chain(&huge) {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

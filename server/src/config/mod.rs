@@ -1,7 +1,9 @@
 //! Configuration in two stages: [`RawConfig`] mirrors the TOML file, the
 //! environment and the flags; [`RawConfig::validate`] (in `validate.rs`,
 //! with the key and token sections in `auth.rs`) turns it into a typed
-//! [`ServerConfig`] or fails naming the field.
+//! [`ServerConfig`] or fails naming the field. Durations, as seconds or
+//! with units, are read by `duration.rs`; `show.rs` writes the settings in
+//! force back out as TOML (`check-config`, `--help`).
 //!
 //! Precedence, lowest to highest: built-in defaults, the TOML file
 //! (`--config`), environment variables (`SHARDCAST_*`), command-line flags.

@@ -57,43 +57,40 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
     if let Some(rules) = &raw.channel_rules {
         let rules = rules.iter().map(|rule| {
             let mut out = table([("pattern", rule.pattern.as_str().into())]);
-            optional(
+            set_given(
                 &mut out,
-                "overflow",
-                rule.overflow.as_deref().map(Value::from),
+                [
+                    ("overflow", rule.overflow.as_deref().map(Value::from)),
+                    ("priority", rule.priority.as_deref().map(Value::from)),
+                    ("max_rate", rule.max_rate.map(int)),
+                ],
             );
-            optional(
-                &mut out,
-                "priority",
-                rule.priority.as_deref().map(Value::from),
-            );
-            optional(&mut out, "max_rate", rule.max_rate.map(int));
             Value::Table(out)
         });
         top.insert("channel_rules".into(), Value::Array(rules.collect()));
     }
     if let Some(keys) = raw.api_keys.as_ref().filter(|keys| !keys.is_empty()) {
         let keys = keys.iter().map(|key| {
-            let name = key
-                .name
-                .clone()
-                .unwrap_or_else(|| default_key_name(&key.key));
+            let name = key.name.clone();
             let mut out = table([
                 ("key", HIDDEN.into()),
-                ("name", name.into()),
+                (
+                    "name",
+                    name.unwrap_or_else(|| default_key_name(&key.key)).into(),
+                ),
                 ("roles", strings(&key.roles)),
             ]);
-            optional(&mut out, "subscribe", key.subscribe.as_deref().map(strings));
-            optional(&mut out, "publish", key.publish.as_deref().map(strings));
-            optional(
+            set_given(
                 &mut out,
-                "topic_creation_rate",
-                key.topic_creation_rate.map(Value::from),
-            );
-            optional(
-                &mut out,
-                "topic_creation_burst",
-                key.topic_creation_burst.map(int),
+                [
+                    ("subscribe", key.subscribe.as_deref().map(strings)),
+                    ("publish", key.publish.as_deref().map(strings)),
+                    (
+                        "topic_creation_rate",
+                        key.topic_creation_rate.map(Value::from),
+                    ),
+                    ("topic_creation_burst", key.topic_creation_burst.map(int)),
+                ],
             );
             Value::Table(out)
         });
@@ -101,37 +98,33 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
     }
     if let Some(jwt) = &raw.jwt {
         let mut out = Table::new();
-        optional(
+        set_given(
             &mut out,
-            "hs256_secret",
-            jwt.hs256_secret.as_ref().map(|_| HIDDEN.into()),
-        );
-        optional(
-            &mut out,
-            "hs256_secret_file",
-            jwt.hs256_secret_file.as_deref().map(Value::from),
-        );
-        optional(
-            &mut out,
-            "rs256_public_keys",
-            jwt.rs256_public_keys.as_deref().map(strings),
-        );
-        optional(
-            &mut out,
-            "es256_public_keys",
-            jwt.es256_public_keys.as_deref().map(strings),
-        );
-        optional(&mut out, "issuer", jwt.issuer.as_deref().map(Value::from));
-        optional(
-            &mut out,
-            "audience",
-            jwt.audience.as_deref().map(Value::from),
-        );
-        optional(&mut out, "leeway_seconds", jwt.leeway_seconds.map(int));
-        optional(
-            &mut out,
-            "default_channels",
-            jwt.default_channels.as_deref().map(strings),
+            [
+                (
+                    "hs256_secret",
+                    jwt.hs256_secret.as_ref().map(|_| HIDDEN.into()),
+                ),
+                (
+                    "hs256_secret_file",
+                    jwt.hs256_secret_file.as_deref().map(Value::from),
+                ),
+                (
+                    "rs256_public_keys",
+                    jwt.rs256_public_keys.as_deref().map(strings),
+                ),
+                (
+                    "es256_public_keys",
+                    jwt.es256_public_keys.as_deref().map(strings),
+                ),
+                ("issuer", jwt.issuer.as_deref().map(Value::from)),
+                ("audience", jwt.audience.as_deref().map(Value::from)),
+                ("leeway_seconds", jwt.leeway_seconds.map(int)),
+                (
+                    "default_channels",
+                    jwt.default_channels.as_deref().map(strings),
+                ),
+            ],
         );
         top.insert("jwt".into(), Value::Table(out));
     }
@@ -210,15 +203,18 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
         ("extra_scope", strings(&bondx.extra_scope)),
         ("rate_limits", Value::Table(table(limits))),
     ]);
-    optional(
+    set_given(
         &mut section,
-        "jwt_secret",
-        raw.bondx.jwt_secret.as_ref().map(|_| HIDDEN.into()),
-    );
-    optional(
-        &mut section,
-        "jwt_secret_file",
-        raw.bondx.jwt_secret_file.as_deref().map(Value::from),
+        [
+            (
+                "jwt_secret",
+                raw.bondx.jwt_secret.as_ref().map(|_| HIDDEN.into()),
+            ),
+            (
+                "jwt_secret_file",
+                raw.bondx.jwt_secret_file.as_deref().map(Value::from),
+            ),
+        ],
     );
     top.insert("bondx".into(), Value::Table(section));
 
@@ -292,9 +288,12 @@ fn table<const N: usize>(pairs: [(&str, Value); N]) -> Table {
         .collect()
 }
 
-fn optional(table: &mut Table, key: &str, value: Option<Value>) {
-    if let Some(value) = value {
-        table.insert(key.to_owned(), value);
+/// Inserts the values given; a key whose value is `None` is left out.
+fn set_given<const N: usize>(table: &mut Table, pairs: [(&str, Option<Value>); N]) {
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            table.insert(key.to_owned(), value);
+        }
     }
 }
 
