@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             Command::Sub(_) => "sub",
         };
         eprintln!(
-            "shardcast: --{flag} is a server flag given before `{name}`: put server flags after `serve` (or use no subcommand), and leave them out of `sub`"
+            "shardcast: --{flag} is a server flag given before `{name}`: put server flags after `serve` or `check-config` (or use no subcommand), and leave them out of `sub`"
         );
         return ExitCode::from(2);
     }
