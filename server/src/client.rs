@@ -1,6 +1,20 @@
 //! `shardcast sub`: a minimal telemetry client that prints events, so the
 //! README's tour needs no other tool. It answers each server heartbeat with
 //! `{"action":"heartbeat"}`, as the protocol asks of clients.
+//!
+//! Frames go to stdout as JSON lines, except `error` frames: those go to
+//! stderr as `server error CODE: message`. A channel the server refuses
+//! gets a warning; when it refuses every one, `sub` reads the errors that
+//! say why and exits with status 1 rather than wait for nothing:
+//!
+//! 1. The first `ack` lists the channels taken; the errors for the others
+//!    follow it at once (the server queues them together).
+//! 2. With none taken, `sub` sends a heartbeat: the server answers commands
+//!    in order, so its reply comes after those errors.
+//! 3. At that heartbeat (or the server's own tick), every error has been
+//!    printed, and `sub` exits.
+
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
@@ -10,7 +24,11 @@ use http_body_util::Empty;
 use hyper::header::{CONNECTION, HOST, UPGRADE};
 use hyper::Request;
 use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
 use tokio::net::TcpStream;
+
+/// How often `sub` answers the server's heartbeats at most.
+const HEARTBEAT_REPLY: Duration = Duration::from_secs(5);
 
 /// Flags of `shardcast sub`.
 #[derive(Args, Debug, Clone)]
@@ -65,20 +83,48 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
         .context("websocket handshake failed")?;
     let mut ws = FragmentCollector::new(ws);
     let mut events = 0u64;
-    let mut last_heartbeat: Option<std::time::Instant> = None;
+    let mut last_heartbeat: Option<Instant> = None;
+    // Until the server's first `ack` says which of the channels it took.
+    let mut awaiting_ack = true;
+    // None was taken: reading the errors that say why, up to a heartbeat.
+    let mut refused_all = false;
     loop {
         let frame = ws.read_frame().await?;
         match frame.opcode {
             OpCode::Text => {
                 let text = String::from_utf8_lossy(&frame.payload).into_owned();
+                if text.starts_with("{\"type\":\"error\"") {
+                    report_error(&text);
+                    continue;
+                }
+                let heartbeat_tick = text.starts_with("{\"type\":\"heartbeat\"");
+                if heartbeat_tick && refused_all {
+                    bail!("the server refused every channel asked for");
+                }
                 println!("{text}");
-                // Answer the server's ticks, not its answers to ours.
-                let due = last_heartbeat
-                    .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(5));
-                if text.starts_with("{\"type\":\"heartbeat\"") && due {
-                    last_heartbeat = Some(std::time::Instant::now());
-                    let reply = Frame::text(Payload::Borrowed(b"{\"action\":\"heartbeat\"}"));
-                    ws.write_frame(reply).await?;
+                if heartbeat_tick {
+                    // Answer the server's ticks, not its answers to ours.
+                    let due = last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_REPLY);
+                    if due {
+                        last_heartbeat = Some(Instant::now());
+                        ws.write_frame(heartbeat()).await?;
+                    }
+                } else if text.starts_with("{\"type\":\"ack\"") && awaiting_ack {
+                    awaiting_ack = false;
+                    let held = serde_json::from_str::<Ack>(&text)
+                        .map(|ack| ack.channels)
+                        .unwrap_or_default();
+                    if held.is_empty() {
+                        // The server sends the reasons right after the ack,
+                        // so its answer to a heartbeat sent now follows them.
+                        refused_all = true;
+                        last_heartbeat = Some(Instant::now());
+                        ws.write_frame(heartbeat()).await?;
+                    } else {
+                        for name in args.channels.iter().filter(|c| !held.contains(c)) {
+                            eprintln!("shardcast: warning: not subscribed to {name:?}");
+                        }
+                    }
                 } else if text.starts_with("{\"type\":\"event\"") {
                     events += 1;
                     if args.count.is_some_and(|n| events >= n) {
@@ -100,4 +146,29 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
             _ => {}
         }
     }
+}
+
+/// The channels of an `ack`.
+#[derive(Deserialize)]
+struct Ack {
+    channels: Vec<String>,
+}
+
+/// An `error` frame.
+#[derive(Deserialize)]
+struct ServerError {
+    code: String,
+    message: String,
+}
+
+/// Prints an `error` frame on stderr as its code and message.
+fn report_error(text: &str) {
+    match serde_json::from_str::<ServerError>(text) {
+        Ok(error) => eprintln!("shardcast: server error {}: {}", error.code, error.message),
+        Err(_) => eprintln!("shardcast: server error: {text}"),
+    }
+}
+
+fn heartbeat() -> Frame<'static> {
+    Frame::text(Payload::Borrowed(b"{\"action\":\"heartbeat\"}"))
 }

@@ -1,12 +1,15 @@
-//! `shardcast`: run the server (default) or subscribe as a client (`sub`).
+//! `shardcast`: run the server (default), check a configuration
+//! (`check-config`), or subscribe as a client (`sub`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use shardcast_server::cli::{LogFormat, ServeArgs};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use shardcast_server::cli::{document_defaults, CheckArgs, LogFormat, ServeArgs};
 use shardcast_server::client::SubArgs;
+use shardcast_server::config::{effective_settings, HIDDEN};
 use shardcast_server::Server;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -21,6 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "shardcast",
     version,
+    propagate_version = true,
     about = "WebSocket broadcast server for real-time trading data"
 )]
 struct Cli {
@@ -30,31 +34,51 @@ struct Cli {
     serve: ServeArgs,
 }
 
+// Each subcommand's `--version` prints `shardcast <version>`, as the top's does.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (the default).
+    #[command(display_name = "shardcast")]
     Serve(Box<ServeArgs>),
+    /// Check a configuration (file, environment and flags, as `serve`
+    /// would read them) and print the settings in force.
+    #[command(display_name = "shardcast")]
+    CheckConfig(Box<CheckArgs>),
     /// Connect to a server and print the events of some channels.
+    #[command(display_name = "shardcast")]
     Sub(SubArgs),
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let mut command = document_defaults(Cli::command())
+        .mut_subcommand("serve", document_defaults)
+        .mut_subcommand("check-config", document_defaults);
+    let matches = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .unwrap_or_else(|e| exit_naming_variable(&command, e));
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Server flags before a subcommand would be silently ignored.
     if let (Some(command), Some(flag)) = (&cli.command, server_flag_given(&matches)) {
         let name = match command {
             Command::Serve(_) => "serve",
+            Command::CheckConfig(_) => "check-config",
             Command::Sub(_) => "sub",
         };
         eprintln!(
-            "shardcast: --{flag} is a server flag given before `{name}`: put server flags after `serve` (or use no subcommand), and leave them out of `sub`"
+            "shardcast: --{flag} is a server flag given before `{name}`: put server flags after `serve` or `check-config` (or use no subcommand), and leave them out of `sub`"
         );
         return ExitCode::from(2);
     }
     match cli.command {
         Some(Command::Sub(args)) => sub(args),
         Some(Command::Serve(args)) => serve(&args),
+        Some(Command::CheckConfig(args)) => {
+            let variables = command
+                .find_subcommand("check-config")
+                .zip(matches.subcommand_matches("check-config"))
+                .map(|(command, matches)| from_environment(command, matches));
+            check_config(*args, &variables.unwrap_or_default())
+        }
         None => serve(&cli.serve),
     }
 }
@@ -66,6 +90,105 @@ fn server_flag_given(matches: &clap::ArgMatches) -> Option<String> {
         .get_arguments()
         .map(|arg| arg.get_id().as_str().to_owned())
         .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+}
+
+/// Exits as clap would, but when the invalid value came from a flag's
+/// environment variable, names the variable: the operator looks for a flag
+/// nobody wrote otherwise.
+fn exit_naming_variable(command: &clap::Command, error: clap::Error) -> ! {
+    if matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        if let (Some(ContextValue::String(flag)), Some(ContextValue::String(value))) = (
+            error.get(ContextKind::InvalidArg),
+            error.get(ContextKind::InvalidValue),
+        ) {
+            let long = flag.split(' ').next().unwrap_or_default();
+            let variable = all_arguments(command)
+                .find(|arg| arg.get_long().is_some_and(|l| long == format!("--{l}")))
+                .and_then(|arg| arg.get_env())
+                .filter(|name| std::env::var_os(name).is_some_and(|v| v == value.as_str()));
+            if let Some(name) = variable {
+                let message = error.render().to_string().replacen(
+                    &format!("for '{flag}'"),
+                    &format!(
+                        "for {} (the environment variable of '{flag}')",
+                        name.to_string_lossy()
+                    ),
+                    1,
+                );
+                eprint!("{message}");
+                std::process::exit(2);
+            }
+        }
+    }
+    error.exit()
+}
+
+/// The arguments of `command` and of its subcommands.
+fn all_arguments(command: &clap::Command) -> impl Iterator<Item = &clap::Arg> {
+    command.get_arguments().chain(
+        command
+            .get_subcommands()
+            .flat_map(|sub| sub.get_arguments()),
+    )
+}
+
+/// The environment variables that set flags of `command`, parsed as `matches`.
+fn from_environment(command: &clap::Command, matches: &ArgMatches) -> Vec<String> {
+    command
+        .get_arguments()
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::EnvVariable))
+        .filter_map(|arg| Some(arg.get_env()?.to_string_lossy().into_owned()))
+        .collect()
+}
+
+/// Validates the configuration `serve` would run with and prints its
+/// settings as TOML on stdout; exit 2 with the error naming the file and
+/// key when it is invalid.
+fn check_config(args: CheckArgs, variables: &[String]) -> ExitCode {
+    let args = args.into_serve();
+    if !variables.is_empty() {
+        eprintln!("shardcast: from the environment: {}", variables.join(", "));
+    }
+    let raw = match args.to_raw_config() {
+        Ok(raw) => raw,
+        Err(e) => {
+            eprintln!("shardcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match raw.clone().validate() {
+        Ok(config) => config,
+        Err(e) => {
+            match &args.config {
+                Some(path) => eprintln!("shardcast: {}: {e}", path.display()),
+                None => eprintln!("shardcast: {e}"),
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let text = match toml::to_string(&effective_settings(&raw, &config)) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("shardcast: cannot print the settings: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let source = match &args.config {
+        Some(path) => format!("{} with", path.display()),
+        None => "the defaults with".to_owned(),
+    };
+    println!("# Valid: the settings in force, from {source} the environment and flags.");
+    println!("# Secrets show as {HIDDEN}.");
+    print!("{text}");
+    if config.dev_key.is_some() {
+        eprintln!(
+            "shardcast: no [[api_keys]]: the server would run in development mode with one key holding every role"
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn sub(args: SubArgs) -> ExitCode {

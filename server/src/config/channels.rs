@@ -57,6 +57,16 @@ pub fn parse_policy(field: &'static str, name: &str) -> Result<SlowConsumerPolic
     }
 }
 
+/// The configuration name of a slow-consumer policy (its inverse).
+pub fn policy_name(policy: SlowConsumerPolicy) -> &'static str {
+    match policy {
+        SlowConsumerPolicy::Drop => "drop_newest",
+        SlowConsumerPolicy::DropOldest => "drop_oldest",
+        SlowConsumerPolicy::Disconnect => "disconnect",
+        SlowConsumerPolicy::Conflate => "conflate",
+    }
+}
+
 fn parse_priority(name: &str) -> Result<Priority, ConfigError> {
     match name {
         "normal" => Ok(Priority::Normal),
@@ -191,6 +201,18 @@ mod tests {
         .unwrap();
         assert_eq!(capped.class_of("positions").max_rate, None);
         assert!(capped.class_of("trades").max_rate.is_some());
+    }
+
+    #[test]
+    fn every_policy_name_parses_back() {
+        for policy in [
+            SlowConsumerPolicy::Drop,
+            SlowConsumerPolicy::DropOldest,
+            SlowConsumerPolicy::Disconnect,
+            SlowConsumerPolicy::Conflate,
+        ] {
+            assert_eq!(parse_policy("x", policy_name(policy)).unwrap(), policy);
+        }
     }
 
     #[test]

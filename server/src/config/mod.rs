@@ -1,7 +1,9 @@
 //! Configuration in two stages: [`RawConfig`] mirrors the TOML file, the
 //! environment and the flags; [`RawConfig::validate`] (in `validate.rs`,
 //! with the key and token sections in `auth.rs`) turns it into a typed
-//! [`ServerConfig`] or fails naming the field.
+//! [`ServerConfig`] or fails naming the field. Durations, as seconds or
+//! with units, are read by `duration.rs`; `show.rs` writes the settings in
+//! force back out as TOML (`check-config`, `--help`).
 //!
 //! Precedence, lowest to highest: built-in defaults, the TOML file
 //! (`--config`), environment variables (`SHARDCAST_*`), command-line flags.
@@ -13,6 +15,8 @@
 
 mod auth;
 mod channels;
+pub mod duration;
+mod show;
 mod validate;
 
 use std::net::SocketAddr;
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use shardcast_engine::EngineConfig;
+use shardcast_engine::{EngineConfig, QuotaLimits};
 
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
@@ -37,6 +41,7 @@ use crate::protocol::telemetry::TelemetryConfig;
 
 pub use auth::{parse_key_spec, parse_roles};
 pub use channels::{RawChannelRule, HIGH_PRIORITY_CHANNELS};
+pub use show::{effective_settings, lookup, HIDDEN};
 
 /// Channels that always exist.
 pub const DEFAULT_CHANNELS: [&str; 6] = [
@@ -67,6 +72,7 @@ pub struct RawConfig {
     pub max_http_connections: Option<usize>,
     pub max_http_connections_per_ip: Option<usize>,
     pub max_header_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub request_timeout_seconds: Option<u64>,
     pub max_frame_size: Option<usize>,
     pub max_publish_body: Option<usize>,
@@ -124,6 +130,7 @@ pub struct RawTopics {
     pub max_topics: Option<usize>,
     pub max_subscriptions: Option<usize>,
     pub shard_inbox: Option<usize>,
+    #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub idle_expiry_seconds: Option<u64>,
     pub creation_rate: Option<f64>,
     pub creation_burst: Option<u32>,
@@ -155,6 +162,7 @@ pub struct RawJwt {
     pub es256_public_keys: Option<Vec<String>>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub leeway_seconds: Option<u64>,
     pub default_channels: Option<Vec<String>>,
 }
@@ -225,6 +233,8 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// Keys, tokens and their principals.
     pub auth: Arc<Authenticator>,
+    /// Topic-creation limits of a key that sets none, and of each token user.
+    pub quota: QuotaLimits,
     /// Which web pages may present credentials.
     pub origins: OriginPolicy,
     /// The development key in use, if no key was configured.

@@ -233,6 +233,7 @@ impl RawConfig {
             metrics_listen,
             engine,
             auth: Arc::new(Authenticator::new(keys, tokens, quota)),
+            quota,
             origins,
             dev_key,
             open_paths,

@@ -22,9 +22,13 @@ const MIN_SECRET_LEN: usize = 32;
 pub struct RawBondx {
     pub jwt_secret: Option<String>,
     pub jwt_secret_file: Option<String>,
+    #[serde(default, deserialize_with = "crate::config::duration::whole_seconds")]
     pub jwt_leeway_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "crate::config::duration::whole_seconds")]
     pub heartbeat_interval_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "crate::config::duration::whole_seconds")]
     pub connection_timeout_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "crate::config::duration::whole_seconds")]
     pub background_interval_seconds: Option<u64>,
     pub extra_scope: Option<Vec<String>>,
     #[serde(default)]

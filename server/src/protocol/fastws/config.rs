@@ -12,7 +12,15 @@ use crate::config::{in_range, ConfigError};
 #[allow(missing_docs)] // Each field is its key; docs/configuration.md describes them.
 pub struct RawFastws {
     pub require_api_key: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "crate::config::duration::fractional_seconds"
+    )]
     pub heartbeat_interval_seconds: Option<f64>,
+    #[serde(
+        default,
+        deserialize_with = "crate::config::duration::fractional_seconds"
+    )]
     pub max_connection_lifespan_seconds: Option<f64>,
 }
 

@@ -17,8 +17,11 @@ use crate::config::{in_range, invalid, ConfigError};
 pub struct RawSimple {
     pub enabled: Option<bool>,
     pub require_api_key: Option<bool>,
+    #[serde(default, deserialize_with = "crate::config::duration::whole_seconds")]
     pub ping_interval_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "crate::config::duration::whole_seconds")]
     pub price_update_interval_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "crate::config::duration::whole_seconds")]
     pub portfolio_update_interval_seconds: Option<u64>,
     pub max_connections: Option<usize>,
     pub max_symbols: Option<usize>,

@@ -15,7 +15,9 @@ use crate::config::{invalid, ConfigError};
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 #[allow(missing_docs)] // Each field is its key; docs/configuration.md describes them.
 pub struct RawTelemetry {
+    #[serde(default, deserialize_with = "crate::config::duration::whole_seconds")]
     pub heartbeat_interval_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "crate::config::duration::whole_seconds")]
     pub heartbeat_timeout_seconds: Option<u64>,
     pub rate_limit_per_second: Option<u32>,
     pub replay_limit: Option<usize>,
@@ -33,7 +35,9 @@ pub struct TelemetryConfig {
     pub rate_limit_per_second: u32,
     /// Most messages replayed per channel.
     pub replay_limit: usize,
-    /// Client commands per second per connection (one-second burst).
+    /// Client commands per second per connection.
+    pub commands_per_second: u32,
+    /// That limit as a token bucket (one-second burst).
     pub commands: RateLimit,
 }
 
@@ -78,6 +82,7 @@ impl RawTelemetry {
             heartbeat_timeout: Duration::from_secs(heartbeat_timeout),
             rate_limit_per_second: self.rate_limit_per_second.unwrap_or(120),
             replay_limit,
+            commands_per_second,
             commands: RateLimit::per_second(commands_per_second),
         })
     }

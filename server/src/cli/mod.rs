@@ -1,11 +1,22 @@
-//! Command-line flags of `shardcast serve` and how they (and their
-//! environment variables) override the TOML file.
+//! Command-line flags of `shardcast serve` and `shardcast check-config`,
+//! how they (and their environment variables) override the TOML file, and
+//! the defaults `--help` shows for them.
+//!
+//! Switches read from the environment accept `1/0`, `true/false`,
+//! `yes/no`, `on/off` (any case); anything else is refused. Durations take
+//! seconds or a duration with units (`config::duration`).
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::Args;
 
+use crate::config::duration::parse_whole_seconds;
 use crate::config::{parse_key_spec, ConfigError, RawConfig};
+
+mod help;
+
+pub use help::document_defaults;
 
 /// Flags of the server. Each also reads the environment variable named in its help.
 #[derive(Args, Debug, Default, Clone)]
@@ -13,17 +24,17 @@ pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "SHARDCAST_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8000].
+    /// Address to listen on.
     #[arg(long, env = "SHARDCAST_LISTEN")]
     pub listen: Option<String>,
     /// Shard threads; 0 = one per available core.
     #[arg(long, env = "SHARDCAST_SHARDS")]
     pub shards: Option<usize>,
     /// Do not pin shard threads to cores.
-    #[arg(long, env = "SHARDCAST_NO_PIN")]
+    #[arg(long, env = "SHARDCAST_NO_PIN", value_parser = BoolishValueParser::new())]
     pub no_pin: bool,
     /// Do not run the simulated market feed.
-    #[arg(long, env = "SHARDCAST_NO_DEMO")]
+    #[arg(long, env = "SHARDCAST_NO_DEMO", value_parser = BoolishValueParser::new())]
     pub no_demo: bool,
     /// WebSocket connections beyond which upgrades get HTTP 503.
     #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS")]
@@ -50,11 +61,11 @@ pub struct ServeArgs {
     /// Largest client message, in bytes.
     #[arg(long, env = "SHARDCAST_MAX_FRAME_SIZE")]
     pub max_frame_size: Option<usize>,
-    /// Seconds between server heartbeats.
-    #[arg(long, env = "SHARDCAST_HEARTBEAT_INTERVAL")]
+    /// Interval between server heartbeats, in seconds or as a duration (15s, 1m).
+    #[arg(long, env = "SHARDCAST_HEARTBEAT_INTERVAL", value_parser = parse_whole_seconds)]
     pub heartbeat_interval: Option<u64>,
-    /// Seconds of client silence before disconnecting.
-    #[arg(long, env = "SHARDCAST_HEARTBEAT_TIMEOUT")]
+    /// Client silence before disconnecting, in seconds or as a duration (45s, 2m).
+    #[arg(long, env = "SHARDCAST_HEARTBEAT_TIMEOUT", value_parser = parse_whole_seconds)]
     pub heartbeat_timeout: Option<u64>,
     /// Events per second per connection; 0 = unlimited.
     #[arg(long, env = "SHARDCAST_RATE_LIMIT")]
@@ -68,7 +79,7 @@ pub struct ServeArgs {
     /// Most bytes queued per connection.
     #[arg(long, env = "SHARDCAST_OUTBOX_MAX_BYTES")]
     pub outbox_max_bytes: Option<usize>,
-    /// What a full outbox does: conflate (default), drop_oldest, drop_newest or disconnect.
+    /// What a full outbox does: conflate, drop_oldest, drop_newest or disconnect.
     #[arg(long, env = "SHARDCAST_SLOW_CONSUMER")]
     pub slow_consumer: Option<String>,
     /// Share of a core above which a shard coalesces writes; 1.0 = never.
@@ -93,25 +104,25 @@ pub struct ServeArgs {
     #[arg(long, env = "WS_MAX_CONNECTIONS", hide = true)]
     pub ws_max_connections: Option<usize>,
     /// BondX deployments' name for [bondx] heartbeat_interval_seconds.
-    #[arg(long, env = "WS_HEARTBEAT_INTERVAL", hide = true)]
+    #[arg(long, env = "WS_HEARTBEAT_INTERVAL", hide = true, value_parser = parse_whole_seconds)]
     pub ws_heartbeat_interval: Option<u64>,
     /// BondX deployments' name for [bondx] connection_timeout_seconds.
-    #[arg(long, env = "WS_CONNECTION_TIMEOUT", hide = true)]
+    #[arg(long, env = "WS_CONNECTION_TIMEOUT", hide = true, value_parser = parse_whole_seconds)]
     pub ws_connection_timeout: Option<u64>,
     /// BondX deployments' name for --outbox-max-messages (which wins when both are set).
     #[arg(long, env = "WS_MAX_QUEUE_SIZE", hide = true)]
     pub ws_max_queue_size: Option<usize>,
     /// Simple-protocol deployments' name for [simple] enabled.
-    #[arg(long, env = "WEBSOCKET_ENABLED", hide = true, value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "WEBSOCKET_ENABLED", hide = true, value_parser = BoolishValueParser::new())]
     pub websocket_enabled: Option<bool>,
     /// Simple-protocol deployments' name for [simple] ping_interval_seconds.
-    #[arg(long, env = "WEBSOCKET_PING_INTERVAL", hide = true)]
+    #[arg(long, env = "WEBSOCKET_PING_INTERVAL", hide = true, value_parser = parse_whole_seconds)]
     pub websocket_ping_interval: Option<u64>,
     /// Simple-protocol deployments' name for [simple] price_update_interval_seconds.
-    #[arg(long, env = "WEBSOCKET_PRICE_UPDATE_INTERVAL", hide = true)]
+    #[arg(long, env = "WEBSOCKET_PRICE_UPDATE_INTERVAL", hide = true, value_parser = parse_whole_seconds)]
     pub websocket_price_update_interval: Option<u64>,
     /// Simple-protocol deployments' name for [simple] portfolio_update_interval_seconds.
-    #[arg(long, env = "WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL", hide = true)]
+    #[arg(long, env = "WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL", hide = true, value_parser = parse_whole_seconds)]
     pub websocket_portfolio_update_interval: Option<u64>,
     /// Simple-protocol deployments' name for [simple] max_connections.
     #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", hide = true)]
@@ -137,6 +148,29 @@ pub enum LogFormat {
     Text,
     /// For collectors: one JSON object per line.
     Json,
+}
+
+/// Flags of `shardcast check-config`: the server's, so that it checks what
+/// `serve` would run with, given the same file, environment and flags.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// The TOML file to check [default: --config or SHARDCAST_CONFIG, else
+    /// none: the defaults with the environment and flags].
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)] // The server's flags.
+    pub serve: ServeArgs,
+}
+
+impl CheckArgs {
+    /// The server flags with `FILE`, when given, as the configuration file.
+    pub fn into_serve(self) -> ServeArgs {
+        ServeArgs {
+            config: self.file.or(self.serve.config),
+            ..self.serve
+        }
+    }
 }
 
 impl ServeArgs {
