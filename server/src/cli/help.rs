@@ -16,7 +16,7 @@ enum Shown {
 
 /// The default of every visible server flag but the logging ones (whose
 /// help says it), by argument id.
-const DEFAULTS: [(&str, Shown); 25] = [
+const DEFAULTS: [(&str, Shown); 26] = [
     ("config", Shown::Words("none")),
     ("listen", Shown::Key("listen")),
     ("shards", Shown::Words("0")),
@@ -60,6 +60,7 @@ const DEFAULTS: [(&str, Shown); 25] = [
     ("metrics_listen", Shown::Key("metrics_listen")),
     ("bondx_jwt_secret", Shown::Key("bondx.jwt_secret")),
     ("bondx_jwt_secret_file", Shown::Key("bondx.jwt_secret_file")),
+    ("drain_seconds", Shown::Key("shutdown.drain_seconds")),
 ];
 
 /// `command` (which holds the server flags) with each flag's default

@@ -127,9 +127,10 @@ pub struct ServeArgs {
     /// Simple-protocol deployments' name for [simple] max_connections.
     #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", hide = true)]
     pub websocket_max_connections: Option<usize>,
-    /// Seconds a shutdown spends closing connections in batches (lame duck)
-    /// before it stops; 0 = close them all at once [default: 10].
-    #[arg(long, env = "SHARDCAST_DRAIN_SECONDS")]
+    /// How long a shutdown spends closing connections in batches (lame
+    /// duck) before it stops, in seconds or as a duration (30s, 2m); 0 =
+    /// close them all at once.
+    #[arg(long, env = "SHARDCAST_DRAIN_SECONDS", value_parser = parse_whole_seconds)]
     pub drain_seconds: Option<u64>,
     /// Log filter, e.g. info or shardcast_engine=debug [default: RUST_LOG,
     /// else info].

@@ -104,6 +104,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub struct RawShutdown {
+    #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub drain_seconds: Option<u64>,
 }
 

@@ -264,6 +264,10 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
             ),
         ])),
     );
+    top.insert(
+        "shutdown".into(),
+        Value::Table(table([("drain_seconds", seconds(config.drain))])),
+    );
     top
 }
 
@@ -375,7 +379,8 @@ mod tests {
             _ => format!("[{section}]\nunknown_key = 1"),
         };
         let err = RawConfig::from_toml(&text).unwrap_err();
-        let list = err.split("expected one of").nth(1).expect("a list of keys");
+        // "expected one of `a`, `b`", or "expected `a`" for a single key.
+        let list = err.split("expected").nth(1).expect("a list of keys");
         list.split('`')
             .skip(1)
             .step_by(2)
@@ -405,6 +410,7 @@ mod tests {
             "fastws",
             "simple",
             "simple.feeds",
+            "shutdown",
         ] {
             let listed = match section {
                 "" => &defaults,
@@ -414,7 +420,7 @@ mod tests {
                 },
             };
             let keys = accepted_keys(section);
-            assert!(keys.len() > 1, "`{section}`: {keys:?}");
+            assert!(!keys.is_empty(), "`{section}`: {keys:?}");
             for key in keys {
                 assert!(
                     listed.contains_key(&key) || unset.contains(&key.as_str()),

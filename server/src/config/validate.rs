@@ -372,6 +372,11 @@ mod tests {
             ),
             ("[jwt]\nissuer = \"x\"", "jwt"),
             ("open_paths = [\"/api/v1/publish\"]", "open_paths"),
+            ("[shutdown]\ndrain_seconds = 3601", "shutdown.drain_seconds"),
+            (
+                "[shutdown]\ndrain_seconds = \"2h\"",
+                "shutdown.drain_seconds",
+            ),
             ("[jwt]\nhs256_secret = \"short\"", "jwt.hs256_secret"),
             (
                 "[jwt]\nrs256_public_keys = [\"/nonexistent/key.pem\"]",
