@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use serde_json::json;
 
 fn missing_prerequisite(browser_dir: &Path) -> Option<String> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -46,19 +45,9 @@ async fn the_dashboard_works_in_a_real_browser() {
         return;
     }
     let server = TestServer::start("demo = true\n[telemetry]\nrate_limit_per_second = 0");
-    // A client that subscribes and never reads: it falls behind, so the
-    // dashboard lists it among the slowest, with a disconnect button.
-    let mut stuck = server
-        .connect("/ws/telemetry?clientId=stuck-1&channels=big", Some(ADMIN))
-        .await;
-    let _welcome = next_json(&mut stuck).await;
-    let _ack = next_json(&mut stuck).await;
-    let payload = "x".repeat(60_000);
-    for _ in 0..400 {
-        server
-            .publish("big", json!({ "p": payload }), Some(PUB))
-            .await;
-    }
+    // A client that never reads falls behind: the dashboard lists it among
+    // the slowest, with a disconnect button.
+    let stuck = stuck_client(&server, "stuck-1").await;
 
     let artifacts = root.join("../target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();

@@ -166,18 +166,7 @@ async fn the_tail_shows_recent_then_live_events_of_one_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stopped_reading_is_listed_among_the_slowest() {
     let server = TestServer::start("[telemetry]\nrate_limit_per_second = 0");
-    // Subscribes, then never reads: the socket buffers fill, then its outbox.
-    let mut stuck = server
-        .connect("/ws/telemetry?clientId=stuck-1&channels=big", Some(ADMIN))
-        .await;
-    let _welcome = next_json(&mut stuck).await;
-    let _ack = next_json(&mut stuck).await;
-    let payload = "x".repeat(60_000);
-    for _ in 0..400 {
-        server
-            .publish("big", json!({ "p": payload }), Some(PUB))
-            .await;
-    }
+    let stuck = stuck_client(&server, "stuck-1").await;
     let mut ws = open_stream(&server).await;
     let frame = stats_until(&mut ws, |s| {
         s["slowest"]

@@ -28,12 +28,12 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 use parking_lot::Mutex;
 use serde_json::json;
-use shardcast_engine::{AliveOn, Delivery, FormatId, Liveness, Session};
+use shardcast_engine::{Delivery, FormatId, Session};
 
 use crate::auth::credentials::{Credential, CredentialError};
 use crate::auth::{Principal, Role};
 use crate::http::json as json_response;
-use crate::protocol::telemetry::TelemetryFormat;
+use crate::protocol::telemetry::{self, TelemetryFormat};
 use crate::protocol::{
     Answer, Auth, Call, Descriptor, Handler, HttpEndpoint, Opening, Params, PathTemplate, Refusal,
     Registry, WebSocketEndpoint,
@@ -204,13 +204,7 @@ struct StreamEndpoint {
 
 impl WebSocketEndpoint for StreamEndpoint {
     fn delivery(&self, app: &App) -> Delivery {
-        Delivery {
-            liveness: Liveness {
-                timeout: app.config.telemetry.heartbeat_timeout,
-                alive_on: AliveOn::Anything,
-            },
-            ..app.config.engine.delivery(self.format)
-        }
+        telemetry::delivery(app, self.format)
     }
 
     fn open(&self, opening: Opening) -> Box<dyn Session> {

@@ -53,15 +53,21 @@ struct Endpoint {
     format: FormatId,
 }
 
+/// How connections in the telemetry format are served: the engine's
+/// outbox settings, alive on any frame within the heartbeat timeout.
+pub fn delivery(app: &App, format: FormatId) -> Delivery {
+    Delivery {
+        liveness: Liveness {
+            timeout: app.config.telemetry.heartbeat_timeout,
+            alive_on: AliveOn::Anything,
+        },
+        ..app.config.engine.delivery(format)
+    }
+}
+
 impl WebSocketEndpoint for Endpoint {
     fn delivery(&self, app: &App) -> Delivery {
-        Delivery {
-            liveness: Liveness {
-                timeout: app.config.telemetry.heartbeat_timeout,
-                alive_on: AliveOn::Anything,
-            },
-            ..app.config.engine.delivery(self.format)
-        }
+        delivery(app, self.format)
     }
 
     fn open(&self, opening: Opening) -> Box<dyn Session> {
