@@ -6,13 +6,10 @@
 mod bondx;
 mod raw;
 mod simple;
+mod slow;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use bondx::*;
-#[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use raw::*;
-#[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use simple::*;
+pub use self::{bondx::*, raw::*, simple::*, slow::*};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -445,24 +442,4 @@ pub fn channel<'a>(stats: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|c| c["channel"] == name)
         .unwrap_or_else(|| panic!("channel {name} in stats: {stats}"))
-}
-
-/// A telemetry client `id` subscribed to `big` that never reads, after
-/// 24 MB were published there: its socket buffers are full, and its outbox.
-pub async fn stuck_client(server: &TestServer, id: &str) -> Ws {
-    let mut stuck = server
-        .connect(
-            &format!("/ws/telemetry?clientId={id}&channels=big"),
-            Some(ADMIN),
-        )
-        .await;
-    let _welcome = next_json(&mut stuck).await;
-    let _ack = next_json(&mut stuck).await;
-    let payload = "x".repeat(60_000);
-    for _ in 0..400 {
-        server
-            .publish("big", serde_json::json!({ "p": payload }), Some(PUB))
-            .await;
-    }
-    stuck
 }
