@@ -49,7 +49,7 @@ use tracing::debug;
 
 use crate::auth::credentials::{self, CredentialError};
 use crate::auth::origin::Cors;
-use crate::auth::{AuthError, Principal};
+use crate::auth::{AuthError, Credential, Principal};
 use crate::protocol::common::{ApiCode, ApiError};
 use crate::protocol::{Auth, Call, Descriptor, Handler};
 use crate::request::Query;
@@ -211,12 +211,20 @@ fn authorize(
     descriptor: &Descriptor,
 ) -> Result<(Arc<Principal>, Cors), Response<Body>> {
     // Plain HTTP endpoints all take the server's credentials
-    // (`Auth::Endpoint` is a WebSocket endpoint's own check).
-    match descriptor.auth {
-        Auth::Credentials | Auth::Endpoint => {}
-    }
+    // (`Auth::Endpoint` is a WebSocket endpoint's own check); a scraper's
+    // may take an API key as a bearer token.
     let credential =
         credentials::extract(req.headers(), query, false).map_err(|e| credential_error(&e))?;
+    let credential = match (descriptor.auth, credential) {
+        (Auth::CredentialsOrBearerKey, Some(Credential::Token(key)))
+            if app.config.auth.knows_key(key) =>
+        {
+            Some(Credential::ApiKey(key))
+        }
+        (Auth::Credentials | Auth::CredentialsOrBearerKey | Auth::Endpoint, credential) => {
+            credential
+        }
+    };
     // Without a credential there is nothing for a foreign page to misuse:
     // the request is refused below in any case.
     let cors = match credential {

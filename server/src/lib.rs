@@ -42,6 +42,11 @@ pub struct App {
     pub routes: protocol::Routes,
     /// When the server started.
     pub started: Instant,
+    /// When the server started, on the wall clock (read once, so that
+    /// `process_start_time_seconds` stays put when the clock is adjusted).
+    pub started_at: std::time::SystemTime,
+    /// WebSocket upgrade requests and refusals, for `/metrics`.
+    pub upgrades: metrics::Upgrades,
     /// The on-demand feeds of the simulated market (bars and quotes of any
     /// symbol while subscribed); `None` without the demo feed.
     pub producers: Option<demo::Producers>,
@@ -97,6 +102,8 @@ impl Server {
             producers,
             routes,
             started: Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            upgrades: metrics::Upgrades::default(),
             metrics_cache: parking_lot::Mutex::new(None),
         });
         engine.serve(listener, Arc::new(http::HttpHandler::new(Arc::clone(&app))));

@@ -1,17 +1,31 @@
 //! `GET /metrics` in the Prometheus text format.
 //!
 //! Rendered on demand from one stats snapshot: shard counters are copied by
-//! each shard, and the latency histogram is the per-shard HDR histograms
-//! merged, then read at fixed bucket bounds.
+//! each shard (which also walks its connections for the gauges: outbox
+//! depths, subscriptions), and the latency histogram is the per-shard HDR
+//! histograms merged, then read at fixed bucket bounds.
 //!
-//! The `_total` families carry one unlabeled series (the total) plus one
-//! series per channel; aggregate per-channel series with `{channel!=""}`.
+//! Every family sums to what it says: a family is either unlabelled (one
+//! total) or fully labelled, never both, so `sum()` over any family counts
+//! nothing twice. Totals that are also wanted per channel or per shard come
+//! in two families (`shardcast_messages_sent_total`, and
+//! `shardcast_channel_messages_sent_total{channel}`); the per-channel ones
+//! are capped in size (see `channels.rs`).
 
-use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+mod channels;
+mod config;
+mod text;
+mod upgrades;
+
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
-use shardcast_engine::{DropReason, TopicSummary, REFUSAL_LABELS};
+use shardcast_engine::{DropReason, EngineStats, OUTBOX_DEPTH_BOUNDS, REFUSAL_LABELS};
+
+pub use channels::OTHER;
+pub use config::{MetricsConfig, RawMetrics, DEFAULT_MAX_CHANNEL_LABELS};
+use text::{Exposition, Kind};
+pub use upgrades::{UpgradeRefusal, Upgrades};
 
 use crate::App;
 
@@ -42,320 +56,304 @@ const BUCKETS_US: [u64; 18] = [
     1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
 ];
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A counter family: the unlabeled total, then one series per channel.
-fn per_channel(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    total: u64,
-    topics: &[TopicSummary],
-    value: impl Fn(&TopicSummary) -> u64,
-) {
-    family(out, name, "counter", help);
-    let _ = writeln!(out, "{name} {total}");
-    for t in topics {
-        let channel = LabelValue(&t.topic.name);
-        let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {}", value(t));
-    }
-}
-
-/// A label value as the text format writes it: `\`, `"` and line feeds
-/// escaped (channel names may hold quotes and backslashes).
-struct LabelValue<'a>(&'a str);
-
-impl std::fmt::Display for LabelValue<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '"' => f.write_str("\\\"")?,
-                '\n' => f.write_str("\\n")?,
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The whole exposition.
 pub async fn render(app: &App) -> String {
     let stats = app.engine.stats().await;
-    let mut out = String::with_capacity(4096);
+    let mut out = Exposition::with_capacity(8192);
+    connections(&mut out, app, &stats);
+    clients(&mut out, app, &stats);
+    protocols(&mut out, app, &stats);
+    channels::render(&mut out, &stats, app.config.metrics.max_channel_labels);
+    deliveries(&mut out, &stats);
+    latency(&mut out, &stats);
+    retention(&mut out, app, &stats);
+    process(&mut out, app);
+    out.finish()
+}
 
-    family(
-        &mut out,
+/// Sockets and WebSocket connections: open now, attempted, refused, closed.
+fn connections(out: &mut Exposition, app: &App, stats: &EngineStats) {
+    out.single(
         "shardcast_active_connections",
-        "gauge",
+        Kind::Gauge,
         "WebSocket connections open now.",
+        stats.connections(),
     );
-    let _ = writeln!(out, "shardcast_active_connections {}", stats.connections());
+    let name = "shardcast_shard_connections";
+    out.family(
+        name,
+        Kind::Gauge,
+        "WebSocket connections open now, by shard.",
+    );
     for shard in &stats.shards {
-        let _ = writeln!(
-            out,
-            "shardcast_active_connections{{shard=\"{}\"}} {}",
-            shard.index, shard.connections
+        out.sample(
+            name,
+            &[("shard", &shard.index.to_string())],
+            shard.connections,
         );
     }
-
-    family(
-        &mut out,
-        "shardcast_protocol_connections",
-        "gauge",
-        "WebSocket connections open now, by the wire format they speak.",
+    let gate = app.engine.gate().stats();
+    out.single(
+        "shardcast_http_connections",
+        Kind::Gauge,
+        "Connections in their HTTP stage (requests and handshakes) now.",
+        gate.http,
     );
-    let by_format = stats.connections_by_format();
-    for ((_, format), n) in app.engine.formats().iter().zip(by_format) {
-        let _ = writeln!(
-            out,
-            "shardcast_protocol_connections{{protocol=\"{}\"}} {n}",
-            format.name()
+    out.single(
+        "shardcast_tcp_accepts_total",
+        Kind::Counter,
+        "TCP connections accepted (WebSocket or plain HTTP), the ones refused at once included.",
+        gate.accepted,
+    );
+    let name = "shardcast_connections_refused_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Connections refused by a limit, by which limit.",
+    );
+    for (label, count) in REFUSAL_LABELS.iter().zip(gate.refused) {
+        out.sample(name, &[("reason", label)], count);
+    }
+    out.single(
+        "shardcast_websocket_upgrade_requests_total",
+        Kind::Counter,
+        "Requests to a WebSocket endpoint (upgrade attempts), the refused ones included.",
+        app.upgrades.requests(),
+    );
+    let name = "shardcast_websocket_upgrades_refused_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Upgrade requests that did not become a connection, by reason.",
+    );
+    for (why, count) in app.upgrades.refused() {
+        out.sample(name, &[("reason", why.label())], count);
+    }
+    let name = "shardcast_disconnects_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "WebSocket connections closed, by reason and close code.",
+    );
+    for d in stats.disconnects().sorted() {
+        out.sample(
+            name,
+            &[("reason", d.reason), ("code", &d.code.to_string())],
+            d.count,
         );
     }
+}
+
+/// What clients hold and send: subscriptions, messages, errors, outboxes.
+fn clients(out: &mut Exposition, app: &App, stats: &EngineStats) {
+    let per_protocol: [(&str, Kind, &str, Vec<u64>); 3] = [
+        (
+            "shardcast_subscriptions",
+            Kind::Gauge,
+            "Subscriptions held now, by the wire format of the client.",
+            stats
+                .subscriptions_by_format()
+                .into_iter()
+                .map(|n| n as u64)
+                .collect(),
+        ),
+        (
+            "shardcast_client_commands_total",
+            Kind::Counter,
+            "Messages received from clients (commands, heartbeats), by wire format.",
+            stats.client_messages_by_format(),
+        ),
+        (
+            "shardcast_client_errors_total",
+            Kind::Counter,
+            "Client messages answered with an error, by wire format.",
+            stats.client_errors_by_format(),
+        ),
+    ];
+    for (name, kind, help, values) in per_protocol {
+        by_protocol(out, app, name, kind, help, &values);
+    }
+    let depths = stats.outbox_depth();
+    let name = "shardcast_outbox_depth";
+    out.family(
+        name,
+        Kind::Histogram,
+        "Frames waiting in each connection's outbox now: connections by depth.",
+    );
+    let bucket = format!("{name}_bucket");
+    for (bound, count) in OUTBOX_DEPTH_BOUNDS.iter().zip(depths.cumulative()) {
+        out.sample(&bucket, &[("le", &bound.to_string())], count);
+    }
+    out.sample(&bucket, &[("le", "+Inf")], depths.count());
+    out.sample(&format!("{name}_sum"), &[], depths.sum);
+    out.sample(&format!("{name}_count"), &[], depths.count());
+}
+
+/// A family of one series per wire format, `values` by format index.
+fn by_protocol(
+    out: &mut Exposition,
+    app: &App,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    values: &[u64],
+) {
+    out.family(name, kind, help);
+    for (i, (_, format)) in app.engine.formats().iter().enumerate() {
+        let value = values.get(i).copied().unwrap_or(0);
+        out.sample(name, &[("protocol", format.name())], value);
+    }
+}
+
+/// Connections and their events by the wire format they speak.
+fn protocols(out: &mut Exposition, app: &App, stats: &EngineStats) {
+    let connections: Vec<u64> = stats
+        .connections_by_format()
+        .into_iter()
+        .map(|n| n as u64)
+        .collect();
     let counts = stats.counts_by_format();
-    let encodings = stats.encodings_by_format();
     let of = |f: fn(&shardcast_engine::Counts) -> u64| counts.iter().map(f).collect::<Vec<u64>>();
-    let per_protocol = [
+    let families = [
+        (
+            "shardcast_protocol_connections",
+            Kind::Gauge,
+            "WebSocket connections open now, by the wire format they speak.",
+            connections,
+        ),
         (
             "shardcast_protocol_messages_sent_total",
+            Kind::Counter,
             "Events written to client sockets, by the wire format of the client.",
             of(|c| c.sent),
         ),
         (
             "shardcast_protocol_messages_dropped_total",
+            Kind::Counter,
             "Events not delivered (every reason), by the wire format of the client.",
             of(|c| c.dropped_total()),
         ),
         (
             "shardcast_protocol_messages_conflated_total",
+            Kind::Counter,
             "Events replaced in an outbox by a newer one of the same key, by wire format.",
             of(|c| c.conflated),
         ),
         (
             "shardcast_protocol_messages_filtered_total",
+            Kind::Counter,
             "Events a subscription's symbol filter left out, by wire format.",
             of(|c| c.filtered),
         ),
         (
             "shardcast_protocol_encodings_total",
+            Kind::Counter,
             "Messages encoded into frames: one per message and wire format, whatever the subscriber count.",
-            encodings,
+            stats.encodings_by_format(),
         ),
     ];
-    for (name, help, values) in per_protocol {
-        family(&mut out, name, "counter", help);
-        for (i, (_, format)) in app.engine.formats().iter().enumerate() {
-            let value = values.get(i).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {value}", format.name());
-        }
+    for (name, kind, help, values) in families {
+        by_protocol(out, app, name, kind, help, &values);
     }
+}
 
-    per_channel(
-        &mut out,
-        "shardcast_messages_published_total",
-        "Messages accepted by publish.",
-        stats.published,
-        &stats.topics,
-        |t| t.topic.published,
-    );
-    per_channel(
-        &mut out,
-        "shardcast_messages_sent_total",
-        "Events written to client sockets (replays excluded).",
-        stats.counts.sent,
-        &stats.topics,
-        |t| t.counts.sent,
-    );
-
-    family(
-        &mut out,
+/// Replays, drops by reason, and what the shards wrote.
+fn deliveries(out: &mut Exposition, stats: &EngineStats) {
+    out.single(
         "shardcast_messages_replayed_total",
-        "counter",
+        Kind::Counter,
         "Replayed events written to client sockets.",
+        stats.counts.replayed,
     );
-    let _ = writeln!(
-        out,
-        "shardcast_messages_replayed_total {}",
-        stats.counts.replayed
-    );
-
-    per_channel(
-        &mut out,
-        "shardcast_messages_conflated_total",
-        "Events replaced in a full outbox by a newer one of the same channel and key (slow_consumer = conflate), by channel.",
-        stats.counts.conflated,
-        &stats.topics,
-        |t| t.counts.conflated,
-    );
-
-    per_channel(
-        &mut out,
-        "shardcast_messages_dropped_total",
-        "Events not delivered to a subscriber, by channel.",
-        stats.counts.dropped_total(),
-        &stats.topics,
-        |t| t.counts.dropped_total(),
-    );
-
-    family(
-        &mut out,
-        "shardcast_messages_dropped_by_reason_total",
-        "counter",
-        "Events not delivered, by reason.",
-    );
+    let name = "shardcast_messages_dropped_by_reason_total";
+    out.family(name, Kind::Counter, "Events not delivered, by reason.");
     for reason in DropReason::ALL {
-        let _ = writeln!(
-            out,
-            "shardcast_messages_dropped_by_reason_total{{reason=\"{}\"}} {}",
-            reason.label(),
-            stats.counts.dropped(reason)
+        out.sample(
+            name,
+            &[("reason", reason.label())],
+            stats.counts.dropped(reason),
         );
     }
-
-    family(
-        &mut out,
+    out.single(
         "shardcast_socket_writes_total",
-        "counter",
+        Kind::Counter,
         "writev calls made by the shards.",
+        stats.shards.iter().map(|s| s.writes).sum::<u64>(),
     );
-    let _ = writeln!(
-        out,
-        "shardcast_socket_writes_total {}",
-        stats.shards.iter().map(|s| s.writes).sum::<u64>()
-    );
-    family(
-        &mut out,
+    out.single(
         "shardcast_socket_written_bytes_total",
-        "counter",
+        Kind::Counter,
         "Bytes written to client sockets.",
+        stats.shards.iter().map(|s| s.bytes_written).sum::<u64>(),
     );
-    let _ = writeln!(
-        out,
-        "shardcast_socket_written_bytes_total {}",
-        stats.shards.iter().map(|s| s.bytes_written).sum::<u64>()
-    );
-
-    family(
-        &mut out,
-        "shardcast_flush_delay_seconds",
-        "gauge",
+    let name = "shardcast_flush_delay_seconds";
+    out.family(
+        name,
+        Kind::Gauge,
         "Coalescing delay of each shard's writes (0 unless it runs hot).",
     );
     for shard in &stats.shards {
-        let _ = writeln!(
-            out,
-            "shardcast_flush_delay_seconds{{shard=\"{}\"}} {}",
-            shard.index,
-            shard.flush_delay.as_secs_f64()
+        out.sample(
+            name,
+            &[("shard", &shard.index.to_string())],
+            shard.flush_delay.as_secs_f64(),
         );
     }
+}
 
-    family(
-        &mut out,
-        "shardcast_delivery_latency_seconds",
-        "histogram",
+/// `shardcast_delivery_latency_seconds`.
+fn latency(out: &mut Exposition, stats: &EngineStats) {
+    let name = "shardcast_delivery_latency_seconds";
+    out.family(
+        name,
+        Kind::Histogram,
         "Time from publish accepted to the event's frame written to the socket.",
     );
     let h = &stats.latency_us;
+    let bucket = format!("{name}_bucket");
     for bound in BUCKETS_US {
         let count = if h.is_empty() {
             0
         } else {
             h.count_between(0, bound)
         };
-        let _ = writeln!(
-            out,
-            "shardcast_delivery_latency_seconds_bucket{{le=\"{}\"}} {count}",
-            bound as f64 / 1e6
-        );
+        let le = (bound as f64 / 1e6).to_string();
+        out.sample(&bucket, &[("le", &le)], count);
     }
-    let _ = writeln!(
-        out,
-        "shardcast_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {}",
-        h.len()
-    );
-    let _ = writeln!(
-        out,
-        "shardcast_delivery_latency_seconds_sum {}",
-        h.mean() * h.len() as f64 / 1e6
-    );
-    let _ = writeln!(out, "shardcast_delivery_latency_seconds_count {}", h.len());
+    out.sample(&bucket, &[("le", "+Inf")], h.len());
+    out.sample(&format!("{name}_sum"), &[], h.mean() * h.len() as f64 / 1e6);
+    out.sample(&format!("{name}_count"), &[], h.len());
+}
 
-    let gate = app.engine.gate().stats();
-    family(
-        &mut out,
-        "shardcast_http_connections",
-        "gauge",
-        "Connections in their HTTP stage (requests and handshakes) now.",
-    );
-    let _ = writeln!(out, "shardcast_http_connections {}", gate.http);
-    family(
-        &mut out,
-        "shardcast_connections_refused_total",
-        "counter",
-        "Connections refused by a limit, by which limit.",
-    );
-    for (label, count) in REFUSAL_LABELS.iter().zip(gate.refused) {
-        let _ = writeln!(
-            out,
-            "shardcast_connections_refused_total{{reason=\"{label}\"}} {count}"
-        );
-    }
-
-    let topics = app.engine.topics();
-    family(
-        &mut out,
+/// Channels and what they retain for replay.
+fn retention(out: &mut Exposition, app: &App, stats: &EngineStats) {
+    out.single(
         "shardcast_channels",
-        "gauge",
+        Kind::Gauge,
         "Channels alive now.",
+        stats.topics.len(),
     );
-    let _ = writeln!(out, "shardcast_channels {}", stats.topics.len());
-    family(
-        &mut out,
+    out.single(
         "shardcast_channels_expired_total",
-        "counter",
+        Kind::Counter,
         "Channels retired after sitting idle with no subscriber and no retained state.",
+        stats.retired.topics,
     );
-    let _ = writeln!(
-        out,
-        "shardcast_channels_expired_total {}",
-        stats.retired.topics
-    );
-    family(
-        &mut out,
+    out.single(
         "shardcast_history_bytes",
-        "gauge",
+        Kind::Gauge,
         "Bytes retained by channel histories and snapshots, all channels.",
-    );
-    let _ = writeln!(
-        out,
-        "shardcast_history_bytes {}",
         stats
             .topics
             .iter()
             .map(|t| t.topic.history_bytes)
-            .sum::<usize>()
+            .sum::<usize>(),
     );
-    family(
-        &mut out,
+    out.single(
         "shardcast_history_limit_bytes",
-        "gauge",
+        Kind::Gauge,
         "topics.max_total_bytes.",
-    );
-    let _ = writeln!(
-        out,
-        "shardcast_history_limit_bytes {}",
-        topics.budget().limit()
-    );
-    family(
-        &mut out,
-        "shardcast_history_refused_total",
-        "counter",
-        "Messages delivered but not retained for replay: over the channel's or the server's byte limit.",
+        app.engine.topics().budget().limit(),
     );
     let refused: u64 = stats
         .topics
@@ -363,31 +361,37 @@ pub async fn render(app: &App) -> String {
         .map(|t| t.topic.retention_refused)
         .sum::<u64>()
         + stats.retired.retention_refused;
-    let _ = writeln!(out, "shardcast_history_refused_total {refused}");
-
-    family(
-        &mut out,
-        "shardcast_uptime_seconds",
-        "gauge",
-        "Seconds since the server started.",
+    out.single(
+        "shardcast_history_refused_total",
+        Kind::Counter,
+        "Messages delivered but not retained for replay: over the channel's or the server's byte limit.",
+        refused,
     );
-    let _ = writeln!(
-        out,
-        "shardcast_uptime_seconds {}",
-        app.started.elapsed().as_secs()
-    );
-    out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_values_escape_quotes_backslashes_and_line_feeds() {
-        let shown = LabelValue(r#"bars:{"s":"A\B"}"#).to_string();
-        assert_eq!(shown, r#"bars:{\"s\":\"A\\B\"}"#);
-        assert_eq!(LabelValue("a\nb").to_string(), "a\\nb");
-        assert_eq!(LabelValue("é").to_string(), "é");
-    }
+/// The process: when it started, how long ago, which build.
+fn process(out: &mut Exposition, app: &App) {
+    out.single(
+        "shardcast_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since the server started.",
+        app.started.elapsed().as_secs(),
+    );
+    let since_epoch = app
+        .started_at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    out.single(
+        "process_start_time_seconds",
+        Kind::Gauge,
+        "Start time of the process since unix epoch in seconds.",
+        since_epoch.as_secs(),
+    );
+    let name = "shardcast_build_info";
+    out.family(
+        name,
+        Kind::Gauge,
+        "Always 1; the version of the running server is its label.",
+    );
+    out.sample(name, &[("version", env!("CARGO_PKG_VERSION"))], 1);
 }

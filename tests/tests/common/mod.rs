@@ -4,11 +4,14 @@
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
 mod bondx;
+mod exposition;
 mod raw;
 mod simple;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
 pub use bondx::*;
+#[allow(unused_imports)] // Each test binary uses its own subset, as above.
+pub use exposition::*;
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
 pub use raw::*;
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
