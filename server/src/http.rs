@@ -13,9 +13,11 @@
 //!    method) and its query parses strictly (400: repeated parameters, too
 //!    many channels);
 //! 3. unless the path is open, its one credential is found (400 when
-//!    ambiguous or unreadable; for upgrades, see `upgrade.rs`), a browser's
-//!    `Origin` is checked (403), and the credential must hold the
-//!    endpoint's role (401, 403);
+//!    ambiguous or unreadable; for upgrades, see `upgrade.rs`; a bearer
+//!    token that is an API key counts as the key where the endpoint takes
+//!    one, as `/metrics` does for scrapers), a browser's `Origin` is
+//!    checked (403), and the credential must hold the endpoint's role
+//!    (401, 403);
 //! 4. the endpoint runs. One that takes a body reads it with
 //!    [`read_json_body`]: JSON (415), within its size limit (413), within
 //!    `request_timeout_seconds` (408).
