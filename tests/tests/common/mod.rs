@@ -9,13 +9,7 @@ mod raw;
 mod simple;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use bondx::*;
-#[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use exposition::*;
-#[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use raw::*;
-#[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use simple::*;
+pub use {bondx::*, exposition::*, raw::*, simple::*};
 
 use std::net::SocketAddr;
 use std::time::Duration;
