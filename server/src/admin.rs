@@ -25,35 +25,22 @@ use crate::{metrics, App};
 
 /// Registers the admin endpoints.
 pub fn register(registry: &mut Registry) -> anyhow::Result<()> {
-    // A scraper sends its credential as a bearer token.
-    let scraper = Auth::CredentialsOrBearerKey;
     let endpoints = [
-        (
-            "/api/v1/websocket/stats",
-            Method::GET,
-            Admin::Stats,
-            Auth::Credentials,
-        ),
-        (
-            "/api/v1/websocket/clients",
-            Method::GET,
-            Admin::Clients,
-            Auth::Credentials,
-        ),
+        ("/api/v1/websocket/stats", Method::GET, Admin::Stats),
+        ("/api/v1/websocket/clients", Method::GET, Admin::Clients),
         (
             "/api/v1/websocket/clients/{*clientId}",
             Method::DELETE,
             Admin::Disconnect,
-            Auth::Credentials,
         ),
-        ("/metrics", Method::GET, Admin::Metrics, scraper),
-        ("/health", Method::GET, Admin::Health, Auth::Credentials),
+        ("/metrics", Method::GET, Admin::Metrics),
+        ("/health", Method::GET, Admin::Health),
     ];
-    for (path, method, admin, auth) in endpoints {
+    for (path, method, admin) in endpoints {
         registry.endpoint(Descriptor {
             protocol: "admin",
             path: PathTemplate::parse(path)?,
-            auth,
+            auth: admin.auth(),
             role: Role::Admin,
             handler: Handler::Http(method, Arc::new(admin)),
         })?;
@@ -69,6 +56,17 @@ enum Admin {
     Disconnect,
     Metrics,
     Health,
+}
+
+impl Admin {
+    /// How its callers authenticate: a scraper sends its key as a bearer
+    /// token (Prometheus's `authorization` setting).
+    fn auth(self) -> Auth {
+        match self {
+            Admin::Metrics => Auth::CredentialsOrBearerKey,
+            Admin::Stats | Admin::Clients | Admin::Disconnect | Admin::Health => Auth::Credentials,
+        }
+    }
 }
 
 impl HttpEndpoint for Admin {
