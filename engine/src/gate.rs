@@ -111,6 +111,8 @@ pub struct GateStats {
     pub http: usize,
     /// Sockets refused since start, by [`REFUSAL_LABELS`].
     pub refused: [u64; 5],
+    /// Sockets accepted since start, the refused ones included.
+    pub accepted: u64,
 }
 
 /// Connection admission for one engine. Shared by all shards.
@@ -126,6 +128,7 @@ struct GateState {
     http: usize,
     websockets: usize,
     refused: [u64; 5],
+    accepted: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -161,6 +164,7 @@ impl Gate {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<PeerPermit, Refused> {
         let address = bucket(ip);
         let mut state = self.state.lock();
+        state.accepted += 1;
         let count = state.by_address.get(&address).copied().unwrap_or_default();
         let refused = if state.http + state.websockets >= self.limits.max_sockets {
             Some(Refused::Sockets {
@@ -208,13 +212,16 @@ impl Gate {
             websockets: state.websockets,
             http: state.http,
             refused: state.refused,
+            accepted: state.accepted,
         }
     }
 
     /// Counts a socket closed at once because the process had no file
     /// descriptor to spare.
     pub(crate) fn note_out_of_files(&self) {
-        self.state.lock().refused[4] += 1;
+        let mut state = self.state.lock();
+        state.accepted += 1;
+        state.refused[4] += 1;
     }
 
     /// Sockets in their HTTP stage now.
@@ -324,6 +331,11 @@ mod tests {
         permits.retain(|p| !p.is_websocket());
         assert_eq!(gate.websockets(), 0);
         assert_eq!(gate.stats().refused, [0, 0, 0, 4, 0]);
+        assert_eq!(
+            gate.stats().accepted,
+            5,
+            "refused upgrades were accepted sockets"
+        );
         assert!(permits[0].establish().is_ok());
         drop(permits);
         assert_eq!((gate.websockets(), gate.http()), (0, 0));
@@ -365,6 +377,11 @@ mod tests {
         drop(a);
         gate.admit(ip("10.0.0.4")).unwrap();
         assert_eq!(gate.stats().refused[4], 1);
+        assert_eq!(
+            gate.stats().accepted,
+            5,
+            "refused sockets count as accepted"
+        );
     }
 
     #[test]

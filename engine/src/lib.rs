@@ -43,6 +43,7 @@ pub use engine::Engine;
 pub use gate::{Gate, GateLimits, GateStats, PeerPermit, Refused, REFUSAL_LABELS};
 pub use registry::{RetiredTotals, TopicRegistry};
 pub use sansio::budget::MemoryBudget;
+pub use sansio::census::{DepthHistogram, Disconnect, Disconnects, OUTBOX_DEPTH_BOUNDS};
 pub use sansio::close::{CloseReason, ProtocolCloseCode};
 pub use sansio::counts::Counts;
 pub use sansio::delivery::{AliveOn, Delivery, InboundKind, Liveness};

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 
 use crate::registry::RetiredTotals;
+use crate::sansio::census::{DepthHistogram, Disconnects};
 use crate::sansio::counts::Counts;
 use crate::sansio::ids::TopicId;
 use crate::sansio::outbox::DropReason;
@@ -102,6 +103,17 @@ pub struct ShardStats {
     pub max_queue_depth: usize,
     /// Delivery latency (publish accepted → frame written), in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Connections it has closed since start, by reason and code.
+    pub disconnects: Disconnects,
+    /// Subscriptions its connections hold now, by format index.
+    pub subscriptions_by_format: Vec<usize>,
+    /// Client messages (commands, heartbeats) its sessions handled since
+    /// start, by format index.
+    pub client_messages_by_format: Vec<u64>,
+    /// Of those, the ones answered with at least one error, by format index.
+    pub client_errors_by_format: Vec<u64>,
+    /// Its connections' outbox depths now.
+    pub outbox_depth: DepthHistogram,
 }
 
 /// The whole engine at one moment.
@@ -192,6 +204,40 @@ impl EngineStats {
     /// Messages encoded over all shards per format, by format index.
     pub fn encodings_by_format(&self) -> Vec<u64> {
         self.sum_by_format(|s| &s.encodings_by_format, |sum, n| *sum += n)
+    }
+
+    /// Subscriptions held now over all shards per format, by format index.
+    pub fn subscriptions_by_format(&self) -> Vec<usize> {
+        self.sum_by_format(|s| &s.subscriptions_by_format, |sum, n| *sum += n)
+    }
+
+    /// Client messages handled over all shards per format, by format index.
+    pub fn client_messages_by_format(&self) -> Vec<u64> {
+        self.sum_by_format(|s| &s.client_messages_by_format, |sum, n| *sum += n)
+    }
+
+    /// Client messages answered with an error over all shards per format,
+    /// by format index.
+    pub fn client_errors_by_format(&self) -> Vec<u64> {
+        self.sum_by_format(|s| &s.client_errors_by_format, |sum, n| *sum += n)
+    }
+
+    /// Connections closed over all shards, by reason and code.
+    pub fn disconnects(&self) -> Disconnects {
+        let mut all = Disconnects::default();
+        for shard in &self.shards {
+            all.add(&shard.disconnects);
+        }
+        all
+    }
+
+    /// Outbox depths over all shards.
+    pub fn outbox_depth(&self) -> DepthHistogram {
+        let mut all = DepthHistogram::default();
+        for shard in &self.shards {
+            all.add(&shard.outbox_depth);
+        }
+        all
     }
 
     /// A per-format figure of every shard, summed format by format.

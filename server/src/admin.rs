@@ -42,7 +42,7 @@ pub fn register(registry: &mut Registry) -> anyhow::Result<()> {
         registry.endpoint(Descriptor {
             protocol: "admin",
             path: PathTemplate::parse(path)?,
-            auth: Auth::Credentials,
+            auth: admin.auth(),
             role: Role::Admin,
             handler: Handler::Http(method, Arc::new(admin)),
         })?;
@@ -59,6 +59,19 @@ enum Admin {
     Metrics,
     Health,
     Ready,
+}
+
+impl Admin {
+    /// How its callers authenticate: a scraper sends its key as a bearer
+    /// token (Prometheus's `authorization` setting).
+    fn auth(self) -> Auth {
+        match self {
+            Admin::Metrics => Auth::CredentialsOrBearerKey,
+            Admin::Stats | Admin::Clients | Admin::Disconnect | Admin::Health | Admin::Ready => {
+                Auth::Credentials
+            }
+        }
+    }
 }
 
 impl HttpEndpoint for Admin {

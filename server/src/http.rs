@@ -13,9 +13,11 @@
 //!    method) and its query parses strictly (400: repeated parameters, too
 //!    many channels);
 //! 3. unless the path is open, its one credential is found (400 when
-//!    ambiguous or unreadable; for upgrades, see `upgrade.rs`), a browser's
-//!    `Origin` is checked (403), and the credential must hold the
-//!    endpoint's role (401, 403);
+//!    ambiguous or unreadable; for upgrades, see `upgrade.rs`; a bearer
+//!    token that is an API key counts as the key where the endpoint takes
+//!    one, as `/metrics` does for scrapers), a browser's `Origin` is
+//!    checked (403), and the credential must hold the endpoint's role
+//!    (401, 403);
 //! 4. the endpoint runs. One that takes a body reads it with
 //!    [`read_json_body`]: JSON (415), within its size limit (413), within
 //!    `request_timeout_seconds` (408).
@@ -49,7 +51,7 @@ use tracing::debug;
 
 use crate::auth::credentials::{self, CredentialError};
 use crate::auth::origin::Cors;
-use crate::auth::{AuthError, Principal};
+use crate::auth::{AuthError, Credential, Principal};
 use crate::protocol::common::{ApiCode, ApiError};
 use crate::protocol::{Auth, Call, Descriptor, Handler};
 use crate::request::Query;
@@ -212,12 +214,21 @@ fn authorize(
     descriptor: &Descriptor,
 ) -> Result<(Arc<Principal>, Cors), Response<Body>> {
     // Plain HTTP endpoints all take the server's credentials
-    // (`Auth::Endpoint` is a WebSocket endpoint's own check).
-    match descriptor.auth {
-        Auth::Credentials | Auth::Endpoint | Auth::Public => {}
-    }
+    // (`Auth::Endpoint` is a WebSocket endpoint's own check); a scraper's
+    // may take an API key as a bearer token.
     let credential =
         credentials::extract(req.headers(), query, false).map_err(|e| credential_error(&e))?;
+    let credential = match (descriptor.auth, credential) {
+        (Auth::CredentialsOrBearerKey, Some(Credential::Token(key)))
+            if app.config.auth.knows_key(key) =>
+        {
+            Some(Credential::ApiKey(key))
+        }
+        (
+            Auth::Credentials | Auth::CredentialsOrBearerKey | Auth::Endpoint | Auth::Public,
+            credential,
+        ) => credential,
+    };
     // Without a credential there is nothing for a foreign page to misuse:
     // the request is refused below in any case.
     let cors = match credential {

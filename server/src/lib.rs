@@ -44,6 +44,11 @@ pub struct App {
     pub routes: protocol::Routes,
     /// When the server started.
     pub started: Instant,
+    /// When the server started, on the wall clock (read once, so that
+    /// `process_start_time_seconds` stays put when the clock is adjusted).
+    pub started_at: std::time::SystemTime,
+    /// WebSocket upgrade requests and refusals, for `/metrics`.
+    pub upgrades: metrics::Upgrades,
     /// The on-demand feeds of the simulated market (bars and quotes of any
     /// symbol while subscribed); `None` without the demo feed.
     pub producers: Option<demo::Producers>,
@@ -114,6 +119,8 @@ impl Server {
             producers,
             routes,
             started: Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            upgrades: metrics::Upgrades::default(),
             metrics_cache: parking_lot::Mutex::new(None),
             draining: AtomicBool::new(false),
             dashboard: dashboard::Dashboard::default(),

@@ -37,6 +37,7 @@ use crate::auth::token::TokenError;
 use crate::auth::AuthError;
 use crate::http::{error, Body, PermitSlot};
 use crate::input::sanitize;
+use crate::metrics::UpgradeRefusal;
 use crate::protocol::common::ApiCode;
 use crate::protocol::{Auth, Descriptor, Opening, Params, Refusal, WebSocketEndpoint};
 use crate::request::{valid_client_id, Query};
@@ -180,8 +181,18 @@ pub(crate) fn handle(
         query,
         peer,
     } = upgrade;
+    app.upgrades.request();
+    let refused = |why: UpgradeRefusal, resp: Response<Body>| {
+        app.upgrades.refuse(why);
+        closing(resp)
+    };
     if let Err(resp) = check_handshake(&req) {
-        return closing(resp);
+        let why = if resp.status() == StatusCode::UPGRADE_REQUIRED {
+            UpgradeRefusal::UpgradeRequired
+        } else {
+            UpgradeRefusal::BadHandshake
+        };
+        return refused(why, resp);
     }
     let verdict = match credentials::extract(req.headers(), &query, true) {
         // An endpoint with its own authentication says why in its own words.
@@ -196,12 +207,12 @@ pub(crate) fn handle(
                         ApiCode::OriginNotAllowed,
                         &e.to_string(),
                     );
-                    return closing(resp);
+                    return refused(UpgradeRefusal::Origin, resp);
                 }
             }
             match descriptor.auth {
                 // Registration refuses public WebSocket endpoints.
-                Auth::Credentials | Auth::Public => app
+                Auth::Credentials | Auth::CredentialsOrBearerKey | Auth::Public => app
                     .config
                     .auth
                     .authorize(credential.as_ref(), descriptor.role)
@@ -214,20 +225,22 @@ pub(crate) fn handle(
     let client_id: Arc<str> = match query.client_id.as_deref() {
         Some(id) if valid_client_id(id) => id.into(),
         Some(_) => {
-            return closing(error(
+            let resp = error(
                 StatusCode::BAD_REQUEST,
                 ApiCode::InvalidClientId,
                 "clientId must be 1-128 characters from A-Z a-z 0-9 - _ . : @",
-            ))
+            );
+            return refused(UpgradeRefusal::BadClientId, resp);
         }
         None => uuid::Uuid::new_v4().to_string().into(),
     };
     let Some(mut permit) = slot.borrow_mut().take() else {
-        return closing(error(
+        let resp = error(
             StatusCode::BAD_REQUEST,
             ApiCode::BadHandshake,
             "this connection has already been upgraded",
-        ));
+        );
+        return refused(UpgradeRefusal::BadHandshake, resp);
     };
     if app.is_draining() {
         *slot.borrow_mut() = Some(permit);
@@ -252,7 +265,7 @@ pub(crate) fn handle(
             );
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-            return closing(resp);
+            return refused(UpgradeRefusal::Full, resp);
         }
     }
     let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut req) {
@@ -260,13 +273,19 @@ pub(crate) fn handle(
         Err(e) => {
             // Checked above, so not expected; the socket stays counted.
             *slot.borrow_mut() = Some(permit);
-            return closing(error(
+            let resp = error(
                 StatusCode::BAD_REQUEST,
                 ApiCode::BadHandshake,
                 &e.to_string(),
-            ));
+            );
+            return refused(UpgradeRefusal::BadHandshake, resp);
         }
     };
+    // Refused by its credentials: told after the handshake (step 5).
+    if let Err(refusal) = &verdict {
+        app.upgrades
+            .refuse(UpgradeRefusal::of_close_code(refusal.code));
+    }
     let app = Arc::clone(app);
     let shard = shard.clone();
     let endpoint = Arc::clone(endpoint);

@@ -71,7 +71,7 @@ async fn a_slow_client_gets_newer_values_per_key_and_every_event_is_counted() {
     let stats = server.stats().await;
     assert_eq!(channel(&stats, "big")["conflated"], conflated);
     assert!(server.metrics().await.contains(&format!(
-        "shardcast_messages_conflated_total{{channel=\"big\"}} {conflated}"
+        "shardcast_channel_messages_conflated_total{{channel=\"big\"}} {conflated}"
     )));
 }
 

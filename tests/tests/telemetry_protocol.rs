@@ -371,7 +371,7 @@ async fn rate_limit_drops_are_counted_in_stats_and_metrics() {
         metrics.contains("shardcast_messages_dropped_total 35\n"),
         "{metrics}"
     );
-    assert!(metrics.contains("shardcast_messages_dropped_total{channel=\"t1\"} 35\n"));
+    assert!(metrics.contains("shardcast_channel_messages_dropped_total{channel=\"t1\"} 35\n"));
     assert!(metrics
         .contains("shardcast_messages_dropped_by_reason_total{reason=\"rate_limited\"} 35\n"));
 }

@@ -9,6 +9,7 @@
 //! `crate::` path in this folder's code must continue with `sansio`.
 
 pub mod budget;
+pub mod census;
 pub mod close;
 pub mod counts;
 pub mod decode;

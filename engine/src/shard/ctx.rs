@@ -108,6 +108,15 @@ impl ConnCtx<'_> {
         self.conn.send_control(frame);
     }
 
+    /// Queues an error reply, as [`ConnCtx::send`] does, and counts the
+    /// client message being handled as answered with an error (once, however
+    /// many error replies it gets; an error sent outside the handling of a
+    /// client message, as on open, counts nothing).
+    pub fn send_error(&mut self, frame: Bytes) {
+        self.shard.answered_error.set(true);
+        self.send(frame);
+    }
+
     /// Subscribes to `topic`, answering `replay` in the same step under the
     /// topic's lock: the replay ends exactly where live delivery begins (see
     /// [`ConnCtx::send_replay`]). Subscribing again to a topic already held

@@ -103,6 +103,7 @@ impl ShardState {
             .release_client_id(&conn.owner, &conn.client_id, self.index, conn.key);
         let state = conn.state.borrow();
         self.closed_by_format.borrow_mut()[conn.delivery.format.index()].add(&state.mailbox.counts);
+        self.disconnects.borrow_mut().count(reason);
         info!(
             client = %conn.client_id,
             peer = %conn.peer,

@@ -61,6 +61,7 @@ use hdrhistogram::Histogram;
 
 use crate::broker::PublishError;
 use crate::engine::{Engine, EngineShared};
+use crate::sansio::census::Disconnects;
 use crate::sansio::counts::Counts;
 use crate::sansio::ids::TopicId;
 use crate::sansio::message::{MessageFilter, Publication};
@@ -169,6 +170,20 @@ struct ShardState {
     closed_by_format: RefCell<Vec<Counts>>,
     /// Connections open when a paced drain began (set at its first step).
     drain_start: std::cell::OnceCell<usize>,
+    /// Connections closed, by reason and code.
+    disconnects: RefCell<Disconnects>,
+    /// Client messages handled and those answered with an error, by format index.
+    client_messages: RefCell<Vec<ClientMessages>>,
+    /// The client message being handled got an error reply
+    /// ([`ConnCtx::send_error`]); cleared before each message.
+    answered_error: Cell<bool>,
+}
+
+/// One format's client messages on one shard.
+#[derive(Clone, Copy, Debug, Default)]
+struct ClientMessages {
+    received: u64,
+    answered_error: u64,
 }
 
 impl ShardState {
@@ -207,6 +222,9 @@ impl ShardState {
             ticks: Cell::new(0),
             closed_by_format: RefCell::new(vec![Counts::default(); formats]),
             drain_start: std::cell::OnceCell::new(),
+            disconnects: RefCell::default(),
+            client_messages: RefCell::new(vec![ClientMessages::default(); formats]),
+            answered_error: Cell::new(false),
         }
     }
 

@@ -149,13 +149,31 @@ fn handle(
             conn.send_control(frame::encode_close(code, ""));
             Err(CloseReason::ClientClosed)
         }
-        Inbound::Text(mut payload) => guarded(conn, || {
-            session.on_text(&mut ConnCtx { shard, conn }, &mut payload);
+        Inbound::Text(mut payload) => counted(shard, conn, || {
+            guarded(conn, || {
+                session.on_text(&mut ConnCtx { shard, conn }, &mut payload);
+            })
         })
         .map_err(|()| CloseReason::InternalError),
-        Inbound::Binary(mut payload) => guarded(conn, || {
-            session.on_binary(&mut ConnCtx { shard, conn }, &mut payload);
+        Inbound::Binary(mut payload) => counted(shard, conn, || {
+            guarded(conn, || {
+                session.on_binary(&mut ConnCtx { shard, conn }, &mut payload);
+            })
         })
         .map_err(|()| CloseReason::InternalError),
     }
+}
+
+/// Runs the session's handling of one client message, counting the message
+/// under the connection's format, and once more if any reply to it was an
+/// error ([`ConnCtx::send_error`]): so errors never outnumber messages, and
+/// their ratio is the share of messages refused.
+fn counted<R>(shard: &ShardState, conn: &Conn, handle: impl FnOnce() -> R) -> R {
+    shard.answered_error.set(false);
+    let out = handle();
+    let mut counts = shard.client_messages.borrow_mut();
+    let format = &mut counts[conn.delivery.format.index()];
+    format.received += 1;
+    format.answered_error += u64::from(shard.answered_error.take());
+    out
 }

@@ -2,13 +2,13 @@
 //!
 //! Owned by one shard thread (an `impl` block of [`ShardState`](super::ShardState)).
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::rc::Rc;
-
 use super::conn::Conn;
 use super::ShardState;
+use crate::sansio::census::DepthHistogram;
 use crate::sansio::ids::TopicId;
 use crate::stats::{ClientInfo, ShardStats, SLOWEST};
 
@@ -21,16 +21,23 @@ impl ShardState {
         let counts = tally.totals();
         let writes = self.write_counters.borrow();
         let (mut queued_frames, mut max_queue_depth) = (0, 0);
-        let mut connections_by_format = vec![0; self.shared.formats().len()];
+        let formats = self.shared.formats().len();
+        let mut connections_by_format = vec![0; formats];
+        let mut subscriptions_by_format = vec![0; formats];
         let mut counts_by_format = self.closed_by_format.borrow().clone();
+        let mut outbox_depth = DepthHistogram::default();
         for conn in self.conns.borrow().iter() {
             let format = conn.delivery.format.index();
+            let state = conn.state.borrow();
             connections_by_format[format] += 1;
-            counts_by_format[format].add(&conn.state.borrow().mailbox.counts);
-            let depth = conn.state.borrow().mailbox.outbox.len();
+            subscriptions_by_format[format] += state.topics.len();
+            counts_by_format[format].add(&state.mailbox.counts);
+            let depth = state.mailbox.outbox.len();
+            outbox_depth.record(depth);
             queued_frames += depth;
             max_queue_depth = max_queue_depth.max(depth);
         }
+        let client_messages = self.client_messages.borrow();
         ShardStats {
             index: self.index,
             connections: self.connection_count(),
@@ -46,6 +53,11 @@ impl ShardState {
             queued_frames,
             max_queue_depth,
             latency_us: self.latency_us.borrow().clone(),
+            disconnects: self.disconnects.borrow().clone(),
+            subscriptions_by_format,
+            client_messages_by_format: client_messages.iter().map(|c| c.received).collect(),
+            client_errors_by_format: client_messages.iter().map(|c| c.answered_error).collect(),
+            outbox_depth,
         }
     }
 

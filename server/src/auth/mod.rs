@@ -262,6 +262,11 @@ impl Authenticator {
         }
     }
 
+    /// Whether `key` is a configured API key.
+    pub fn knows_key(&self, key: &str) -> bool {
+        self.keys.contains_key(key)
+    }
+
     /// The principal behind `credential`.
     pub fn authenticate(&self, credential: &Credential<'_>) -> Result<Arc<Principal>, AuthError> {
         match credential {

@@ -29,6 +29,8 @@ use shardcast_engine::{EngineConfig, QuotaLimits};
 
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
+use crate::metrics::MetricsConfig;
+pub use crate::metrics::RawMetrics;
 use crate::protocol::bondx::BondxConfig;
 pub use crate::protocol::bondx::RawBondx;
 use crate::protocol::fastws::FastwsConfig;
@@ -97,6 +99,8 @@ pub struct RawConfig {
     pub simple: RawSimple,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// `[shutdown]`.
@@ -252,6 +256,8 @@ pub struct ServerConfig {
     pub fastws: FastwsConfig,
     /// `[simple]`.
     pub simple: SimpleConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
     /// Largest HTTP request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Time a client has to send a request's head, and again its body.

@@ -245,6 +245,7 @@ impl RawConfig {
             bondx,
             fastws,
             simple,
+            metrics: self.metrics.validate()?,
             max_header_bytes,
             request_timeout: Duration::from_secs(request_timeout),
             demo: self.demo.unwrap_or(true),

@@ -66,6 +66,11 @@ pub enum Auth {
     /// or (for WebSocket upgrades) the query — checked against the role by
     /// the [`Authenticator`](crate::auth::Authenticator).
     Credentials,
+    /// As `Credentials`, and an API key may also come as
+    /// `Authorization: Bearer <key>`: what a Prometheus scraper sends with
+    /// its `authorization` setting. Plain HTTP endpoints only (an upgrade
+    /// treats it as `Credentials`).
+    CredentialsOrBearerKey,
     /// The endpoint checks the credential itself
     /// ([`WebSocketEndpoint::authenticate`]), for protocols with their own
     /// tokens; the role is not consulted.

@@ -4,12 +4,13 @@
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
 mod bondx;
+mod exposition;
 mod raw;
 mod simple;
 mod slow;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use self::{bondx::*, raw::*, simple::*, slow::*};
+pub use self::{bondx::*, exposition::*, raw::*, simple::*, slow::*};
 
 use std::net::SocketAddr;
 use std::time::Duration;

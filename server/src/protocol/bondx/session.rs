@@ -101,7 +101,7 @@ impl BondxSession {
     }
 
     fn error(ctx: &mut ConnCtx<'_>, code: Code, message: &str, reply: Reply<'_>) {
-        ctx.send(envelope::error(
+        ctx.send_error(envelope::error(
             code,
             message,
             reply.topic,
@@ -293,7 +293,7 @@ impl BondxSession {
             "limit": limit,
             "refused": std::mem::take(&mut self.refused_unreported),
         });
-        ctx.send(envelope::error(
+        ctx.send_error(envelope::error(
             Code::RateLimitExceeded,
             "Rate limit exceeded",
             Some(&topic),

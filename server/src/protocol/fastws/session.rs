@@ -84,7 +84,7 @@ impl FastwsSession {
     }
 
     fn respond(ctx: &mut ConnCtx<'_>, request: &Request, ok: bool, message: String) {
-        ctx.send(json_frame(&Response {
+        let frame = json_frame(&Response {
             kind: format!(
                 "{}.{}.response",
                 request.route.name,
@@ -96,7 +96,12 @@ impl FastwsSession {
                 message,
                 topic: &request.topic,
             },
-        }));
+        });
+        if ok {
+            ctx.send(frame);
+        } else {
+            ctx.send_error(frame);
+        }
     }
 
     /// The simulated feed of `request`'s topic, for routes that have one.

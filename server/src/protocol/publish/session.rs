@@ -53,7 +53,7 @@ impl PublishSession {
                 }));
                 self.principal = principal;
             }
-            Err(e) => ctx.send(error_frame(refresh_error_code(&e), &e.to_string())),
+            Err(e) => ctx.send_error(error_frame(refresh_error_code(&e), &e.to_string())),
         }
     }
 }
@@ -80,19 +80,19 @@ impl Session for PublishSession {
                 return;
             }
             Err(e) => {
-                ctx.send(api_error_frame(&e));
+                ctx.send_error(api_error_frame(&e));
                 return;
             }
         };
         let publication = match item.admit(&self.principal) {
             Ok(publication) => publication,
             Err(e) => {
-                ctx.send(api_error_frame(&e));
+                ctx.send_error(api_error_frame(&e));
                 return;
             }
         };
         if let Err(e) = ctx.publish(&item.channel, publication, Some(&self.principal.quota)) {
-            ctx.send(api_error_frame(&publish_error(&e)));
+            ctx.send_error(api_error_frame(&publish_error(&e)));
         }
     }
 }

@@ -48,14 +48,14 @@ struct Welcome<'a> {
 fn report(ctx: &mut ConnCtx<'_>, code: ErrorCode, what: &str, names: &[(&str, String)]) {
     match names {
         [] => {}
-        [(_, message)] => ctx.send(error_frame(code, message)),
+        [(_, message)] => ctx.send_error(error_frame(code, message)),
         [(_, first), ..] => {
             let list: Vec<&str> = names
                 .iter()
                 .map(|(n, _)| truncate(n, MAX_NAME_LEN))
                 .collect();
             let message = format!("{what}: {}; {first}", list.join(", "));
-            ctx.send(error_frame(code, &message));
+            ctx.send_error(error_frame(code, &message));
         }
     }
 }
@@ -207,7 +207,7 @@ impl TelemetrySession {
         report(ctx, ErrorCode::LimitReached, "limit reached for", &limited);
         for (channel, why) in &failed {
             let message = format!("cannot resume {:?}: {why}", truncate(channel, MAX_NAME_LEN));
-            ctx.send(channel_error_frame(
+            ctx.send_error(channel_error_frame(
                 ErrorCode::ResumeFailed,
                 channel,
                 &message,
@@ -224,7 +224,7 @@ impl TelemetrySession {
                     "resume of {:?} cut short after seq {through}: the connection's outbox is full, so the channel was left; subscribe again with resume from seq {through}",
                     truncate(channel, MAX_NAME_LEN)
                 );
-                ctx.send(channel_error_frame(
+                ctx.send_error(channel_error_frame(
                     ErrorCode::ResumeFailed,
                     channel,
                     &message,
@@ -246,7 +246,7 @@ impl TelemetrySession {
         ctx.send(ack("unsubscribe", &left));
         if !not_held.is_empty() {
             let message = format!("not subscribed to: {}", not_held.join(", "));
-            ctx.send(error_frame(ErrorCode::NotSubscribed, &message));
+            ctx.send_error(error_frame(ErrorCode::NotSubscribed, &message));
         }
     }
 
@@ -256,7 +256,7 @@ impl TelemetrySession {
         let principal = match self.app.config.auth.refresh(&self.principal, token) {
             Ok(principal) => principal,
             Err(e) => {
-                ctx.send(error_frame(refresh_error_code(&e), &e.to_string()));
+                ctx.send_error(error_frame(refresh_error_code(&e), &e.to_string()));
                 return;
             }
         };
@@ -317,7 +317,7 @@ impl Session for TelemetrySession {
         let limit = self.app.config.telemetry.commands;
         let now_ns = self.opened.elapsed().as_nanos() as u64;
         if !self.commands.try_acquire(limit, now_ns) {
-            ctx.send(error_frame(
+            ctx.send_error(error_frame(
                 ErrorCode::RateLimited,
                 "too many commands: see telemetry.commands_per_second; this one was ignored",
             ));
@@ -350,7 +350,7 @@ impl Session for TelemetrySession {
             Ok(Command::Refresh { token }) => self.refresh(ctx, &token),
             Err(e) => {
                 debug!(client = %ctx.client_id(), code = ?e.code, "bad client command");
-                ctx.send(error_frame(e.code, &e.message));
+                ctx.send_error(error_frame(e.code, &e.message));
             }
         }
     }

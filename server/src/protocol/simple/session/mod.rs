@@ -105,7 +105,7 @@ impl SimpleSession {
     }
 
     fn error(ctx: &mut ConnCtx<'_>, text: &str) {
-        ctx.send(json_frame(&serde_json::json!({
+        ctx.send_error(json_frame(&serde_json::json!({
             "type": "error",
             "error": text,
             "timestamp": iso(SystemTime::now()),
