@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::event::{event_body, on_event, Subscription};
+use crate::refusal::Side;
 use crate::state::Shared;
 use crate::ws::{self, parse_u64};
 
@@ -52,6 +53,7 @@ pub async fn subscriber(
                 return;
             }
         };
+        let _open = shared.opened();
         // A first connection counts once its subscription is acknowledged:
         // only then does the server owe it every message published.
         let mut awaiting_ack = first;
@@ -94,15 +96,29 @@ pub async fn subscriber(
                         } else if awaiting_ack && payload.starts_with(ACK) {
                             awaiting_ack = false;
                             Shared::bump(&shared.connected, 1);
+                            // Only what the server holds is owed to this client.
+                            let accepted = shared.refusals.borrow_mut().on_ack(&names, payload);
+                            let held: Vec<usize> = topics
+                                .iter()
+                                .zip(accepted)
+                                .filter_map(|(&t, ok)| ok.then_some(t))
+                                .collect();
                             let mut per_topic = shared.subscribers.borrow_mut();
-                            for t in &topics {
-                                per_topic[*t] += 1;
+                            for &t in &held {
+                                per_topic[t] += 1;
                             }
                             if let Some(board) = shared.board.borrow_mut().as_mut() {
-                                board.join(id, &topics);
+                                board.join(id, &held);
                             }
                         } else if payload.starts_with(ERROR) {
                             Shared::bump(&shared.error_frames, 1);
+                            let refusal = shared
+                                .refusals
+                                .borrow_mut()
+                                .on_error(Side::Subscribe, payload);
+                            if let Some(line) = refusal {
+                                eprintln!("{line}");
+                            }
                         }
                     }
                     0x8 => {
@@ -192,15 +208,10 @@ pub async fn publisher(
 ) {
     let pad = "x".repeat(payload.saturating_sub(28).max(1));
     let mut sink = match via {
-        Via::WebSocket => {
-            match ws::connect(target.server, None, "/ws/publish", &target.api_key).await {
-                Ok(conn) => Sink::Ws(conn),
-                Err(e) => {
-                    eprintln!("publisher cannot connect: {e}");
-                    return;
-                }
-            }
-        }
+        Via::WebSocket => match publish_connection(&shared, &target).await {
+            Some(conn) => Sink::Ws(conn),
+            None => return,
+        },
         Via::Http => match TcpStream::connect(target.server).await {
             Ok(stream) => Sink::Http(stream, Vec::with_capacity(4096)),
             Err(e) => {
@@ -219,6 +230,13 @@ pub async fn publisher(
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
+            ready = replies(&mut sink) => {
+                if !ready || !read_publish_replies(&shared, &mut sink) {
+                    eprintln!("publisher lost its connection");
+                    return;
+                }
+                continue;
+            }
             () = shared.stopped() => return,
         }
         let now_rate = shared.rate.get() * share;
@@ -278,7 +296,9 @@ pub async fn publisher(
         sent_since += count;
         let ok = match &mut sink {
             Sink::Ws(conn) => conn.stream.write_all(&out).await.is_ok(),
-            Sink::Http(stream, buf) => http_roundtrips(stream, buf, &out, count).await.is_ok(),
+            Sink::Http(stream, buf) => http_roundtrips(&shared, stream, buf, &out, count)
+                .await
+                .is_ok(),
         };
         if !ok {
             eprintln!("publisher lost its connection");
@@ -307,8 +327,65 @@ enum Sink {
     Http(TcpStream, Vec<u8>),
 }
 
-/// Writes `count` pipelined requests and reads `count` responses.
+/// Connects a publisher to `/ws/publish`; a refused upgrade is a publish
+/// refusal, told once and reported.
+pub async fn publish_connection(shared: &Shared, target: &Target) -> Option<ws::Conn> {
+    match ws::connect(target.server, None, "/ws/publish", &target.api_key).await {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            let message = format!("publisher cannot connect: {e}");
+            let told = shared
+                .refusals
+                .borrow_mut()
+                .record(Side::Publish, "HANDSHAKE", &message);
+            eprintln!("{}", told.unwrap_or(message));
+            None
+        }
+    }
+}
+
+/// Counts a publish the server refused (an `error` frame or an HTTP error
+/// body), telling the first of each code on stderr.
+pub fn publish_refused(shared: &Shared, payload: &[u8]) {
+    Shared::bump(&shared.publish_errors, 1);
+    if let Some(line) = shared
+        .refusals
+        .borrow_mut()
+        .on_error(Side::Publish, payload)
+    {
+        eprintln!("{line}");
+    }
+}
+
+/// Resolves when a WebSocket publisher has frames to read (`false`: the
+/// connection ended); never for HTTP, whose answers are read with each batch.
+async fn replies(sink: &mut Sink) -> bool {
+    match sink {
+        Sink::Ws(conn) => matches!(conn.ready().await, Ok(true)),
+        Sink::Http(..) => std::future::pending().await,
+    }
+}
+
+/// Reads what the server sent a WebSocket publisher: refusals are counted,
+/// heartbeats need no answer (the publisher is never idle). `false` on a close.
+fn read_publish_replies(shared: &Shared, sink: &mut Sink) -> bool {
+    let Sink::Ws(conn) = sink else {
+        return true;
+    };
+    while let Some(frame) = conn.next_frame() {
+        match frame.opcode {
+            0x1 if frame.payload.starts_with(ERROR) => publish_refused(shared, frame.payload),
+            0x8 => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Writes `count` pipelined requests and reads `count` responses; error
+/// answers are publish refusals.
 async fn http_roundtrips(
+    shared: &Shared,
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     out: &[u8],
@@ -325,6 +402,9 @@ async fn http_roundtrips(
                 .unwrap_or(0) as usize;
             if buf.len() < end + 4 + len {
                 break;
+            }
+            if !buf.starts_with(b"HTTP/1.1 2") {
+                publish_refused(shared, &buf[end + 4..end + 4 + len]);
             }
             buf.drain(..end + 4 + len);
             done += 1;
