@@ -92,62 +92,69 @@ fn plots(html: &mut String, series: &Value) {
         html.push_str("<p class=\"none\">Nothing measured.</p>\n");
         return;
     }
-    let line = |name, color, values| Line {
-        name,
-        color,
-        values,
-    };
-    let charts = [
+    const NO_SAMPLES: &str = "no latency samples (nothing was delivered)";
+    const NO_PID: &str = "not measured (pass --server-pid with the server's pid)";
+    // Title, unit, what to say when there is no value, and the lines:
+    // (series column, legend, colour, scale).
+    type Spec<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str, &'a str, f64)],
+    );
+    let charts: [Spec<'_>; 6] = [
         (
             "latency, publish to receipt",
             "ms",
-            vec![
-                line("p50", "#1f77b4", column("p50_ms", 1.0)),
-                line("p99", "#ff7f0e", column("p99_ms", 1.0)),
-                line("p99.9", "#d62728", column("p999_ms", 1.0)),
+            NO_SAMPLES,
+            &[
+                ("p50_ms", "p50", "#1f77b4", 1.0),
+                ("p99_ms", "p99", "#ff7f0e", 1.0),
+                ("p999_ms", "p99.9", "#d62728", 1.0),
             ],
         ),
         (
             "deliveries",
             "per second",
-            vec![line(
-                "delivered",
-                "#2ca02c",
-                column("deliveries_per_second", 1.0),
-            )],
+            "",
+            &[("deliveries_per_second", "delivered", "#2ca02c", 1.0)],
         ),
         (
             "drops: messages missing from clients' sequences",
             "per second",
-            vec![line("drops", "#d62728", column("gaps_per_second", 1.0))],
+            "",
+            &[("gaps_per_second", "drops", "#d62728", 1.0)],
         ),
         (
             "subscriber connections open",
             "connections",
-            vec![line("open", "#9467bd", column("connections", 1.0))],
+            "",
+            &[("connections", "open", "#9467bd", 1.0)],
         ),
         (
             "server CPU",
             "% of a core",
-            vec![line("cpu", "#8c564b", column("server_cpu_percent", 1.0))],
+            NO_PID,
+            &[("server_cpu_percent", "cpu", "#8c564b", 1.0)],
         ),
         (
             "server resident memory",
             "MiB",
-            vec![line(
-                "rss",
-                "#17becf",
-                column("server_rss_kib", 1.0 / 1024.0),
-            )],
+            NO_PID,
+            &[("server_rss_kib", "rss", "#17becf", 1.0 / 1024.0)],
         ),
     ];
-    for (title, unit, lines) in charts {
+    for (title, unit, missing, specs) in charts {
+        let lines: Vec<Line<'_>> = specs
+            .iter()
+            .map(|&(col, name, color, scale)| Line {
+                name,
+                color,
+                values: column(col, scale),
+            })
+            .collect();
         if lines.iter().all(|l| l.values.iter().all(Option::is_none)) {
-            let _ = writeln!(
-                html,
-                "<p class=\"none\">{}: not measured (pass --server-pid with the server's pid).</p>",
-                esc(title)
-            );
+            let _ = writeln!(html, "<p class=\"none\">{}: {missing}.</p>", esc(title));
             continue;
         }
         html.push_str(&chart(title, unit, &xs, &lines));

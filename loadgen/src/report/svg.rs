@@ -28,13 +28,14 @@ const MAX_MARKED: usize = 120;
 /// A chart of `lines` over `xs` (seconds), the y axis in `unit`.
 pub fn chart(title: &str, unit: &str, xs: &[f64], lines: &[Line<'_>]) -> String {
     let finite = |v: &Option<f64>| v.filter(|v| v.is_finite());
-    let y_max = nice_ceiling(
+    let (y_max, divisions) = nice_ceiling(
         lines
             .iter()
             .flat_map(|l| l.values.iter().filter_map(finite))
             .fold(0.0, f64::max),
     );
-    let x_max = nice_ceiling(xs.iter().copied().fold(0.0, f64::max));
+    // Whole seconds: the window's length, not a round number past it.
+    let x_max = xs.iter().copied().fold(1.0, f64::max).ceil();
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let px = |x: f64| LEFT + x / x_max * plot_w;
@@ -52,8 +53,8 @@ pub fn chart(title: &str, unit: &str, xs: &[f64], lines: &[Line<'_>]) -> String 
         esc(title),
         esc(unit)
     );
-    for i in 0..=4 {
-        let y = y_max * f64::from(i) / 4.0;
+    for i in 0..=divisions {
+        let y = y_max * f64::from(i) / f64::from(divisions);
         let _ = write!(
             svg,
             r#"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" class="grid"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"#,
@@ -113,17 +114,18 @@ pub fn chart(title: &str, unit: &str, xs: &[f64], lines: &[Line<'_>]) -> String 
     svg
 }
 
-/// The smallest of 1, 2, 2.5, 5 × 10ⁿ at or above `max` (1 for nothing).
-fn nice_ceiling(max: f64) -> f64 {
+/// The smallest of 1, 2, 2.5, 5 × 10ⁿ at or above `max` (1 for nothing),
+/// and how many grid steps divide it into round numbers.
+fn nice_ceiling(max: f64) -> (f64, u32) {
     if !(max.is_finite() && max > 0.0) {
-        return 1.0;
+        return (1.0, 5);
     }
     let scale = 10f64.powf(max.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
+    [(1.0, 5), (2.0, 4), (2.5, 5), (5.0, 5), (10.0, 5)]
         .into_iter()
-        .map(|m| m * scale)
-        .find(|&v| v >= max)
-        .unwrap_or(10.0 * scale)
+        .map(|(m, steps)| (m * scale, steps))
+        .find(|&(v, _)| v >= max)
+        .unwrap_or((10.0 * scale, 5))
 }
 
 /// A tick label: short, without trailing zeros.
@@ -144,12 +146,12 @@ mod tests {
 
     #[test]
     fn axes_end_at_round_numbers() {
-        assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(f64::NAN), 1.0);
-        assert_eq!(nice_ceiling(0.37), 0.5);
-        assert_eq!(nice_ceiling(1.2), 2.0);
-        assert_eq!(nice_ceiling(21.0), 25.0);
-        assert_eq!(nice_ceiling(100.0), 100.0);
+        assert_eq!(nice_ceiling(0.0), (1.0, 5));
+        assert_eq!(nice_ceiling(f64::NAN), (1.0, 5));
+        assert_eq!(nice_ceiling(0.37), (0.5, 5));
+        assert_eq!(nice_ceiling(1.2), (2.0, 4));
+        assert_eq!(nice_ceiling(21.0), (25.0, 5));
+        assert_eq!(nice_ceiling(100.0), (100.0, 5));
         assert_eq!(
             (number(12_500.0), number(0.25), number(3.0e6)),
             ("12.5k".into(), "0.25".into(), "3M".into())
