@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
+use crate::publish::{publish_connection, publish_refused};
+use crate::refusal::ERROR_FRAME;
 use crate::state::Shared;
-use crate::tasks::{publish_connection, publish_refused, push_u64, Target, TopicPicker};
+use crate::tasks::{push_u64, Target, TopicPicker};
 use crate::ws;
 
 /// When messages are due.
@@ -79,8 +81,6 @@ pub struct Plan {
     /// Approximate size of each message's `data`, bytes.
     pub payload: usize,
 }
-
-const ERROR: &[u8] = br#"{"type":"error""#;
 
 /// Keyed values and the frames that carry them.
 struct Keyed {
@@ -195,7 +195,7 @@ pub async fn publisher(shared: Rc<Shared>, target: Rc<Target>, plan: Plan) {
                     return;
                 }
                 while let Some(frame) = conn.next_frame() {
-                    if frame.opcode == 0x1 && frame.payload.starts_with(ERROR) {
+                    if frame.opcode == 0x1 && frame.payload.starts_with(ERROR_FRAME) {
                         publish_refused(&shared, frame.payload);
                     }
                 }

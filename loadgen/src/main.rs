@@ -11,6 +11,7 @@ mod burst;
 mod event;
 mod freshness;
 mod progress;
+mod publish;
 mod refusal;
 mod report;
 mod series;
@@ -31,9 +32,10 @@ use clap::Parser;
 pub use crate::args::{Args, Scenario, ViaArg};
 use crate::burst::{Plan, Schedule};
 use crate::freshness::Board;
+use crate::publish::Via;
 use crate::report::Targets;
 use crate::state::{Phase, Shared};
-use crate::tasks::{Target, TopicPicker, Via};
+use crate::tasks::{Target, TopicPicker};
 use crate::window::{build_report, Window};
 
 fn main() -> ExitCode {
@@ -177,7 +179,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let publishers = args.publishers.max(1);
         for p in 0..publishers {
             let picker = TopicPicker::new(groups.clone(), &weights, p);
-            tokio::task::spawn_local(tasks::publisher(
+            tokio::task::spawn_local(publish::publisher(
                 Rc::clone(&shared),
                 Rc::clone(&target),
                 via,

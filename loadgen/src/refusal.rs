@@ -23,6 +23,9 @@ use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{json, Value};
 
+/// How every `error` frame begins (the server writes `type` first).
+pub const ERROR_FRAME: &[u8] = br#"{"type":"error""#;
+
 /// Refused channel names listed in the report.
 const MAX_NAMES: usize = 32;
 /// Distinct (side, code) pairs kept.
