@@ -133,6 +133,18 @@ pub struct Args {
     pub max_latency_gap_ms: Option<f64>,
 }
 
+impl Args {
+    /// Messages per second the run publishes: `--rate`, except that the
+    /// connections scenario publishes nothing unless a rate is given.
+    pub fn publish_rate(&self) -> f64 {
+        if self.scenario == Scenario::Connections && self.rate == 1000.0 {
+            0.0
+        } else {
+            self.rate
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ViaArg {
     Ws,

@@ -73,11 +73,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         prefix: args.prefix.clone(),
     });
     let topics = args.topics.max(1);
-    let rate = if args.scenario == Scenario::Connections && args.rate == 1000.0 {
-        0.0
-    } else {
-        args.rate
-    };
+    let rate = args.publish_rate();
     if let Some(dir) = &args.report {
         anyhow::ensure!(
             !args.sweep,

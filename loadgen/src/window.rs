@@ -155,7 +155,7 @@ pub fn build_report(
         "elapsed_seconds": started.elapsed().as_secs_f64(),
         "config": {
             "url": args.url, "prefix": args.prefix,
-            "connections": args.connections, "topics": args.topics, "subs": args.subs, "rate": args.rate,
+            "connections": args.connections, "topics": args.topics, "subs": args.subs, "rate": args.publish_rate(),
             "publishers": args.publishers, "payload": args.payload, "via": format!("{:?}", args.via).to_lowercase(),
             "connect_rate": args.connect_rate, "warmup_seconds": args.warmup, "duration_seconds": args.duration,
             "server_pid": args.server_pid,

@@ -43,12 +43,12 @@ roles = ["subscribe", "publish", "admin"]
     Server::start(config).expect("server starts")
 }
 
-/// Runs the loadgen against `server` with a small, short load and `extra` flags.
+/// Runs the loadgen against `server`: few connections, a short run, and `extra` flags.
 fn loadgen(server: &Server, extra: &[&str]) -> Output {
     let url = format!("ws://{}", server.local_addr());
     Command::new(env!("CARGO_BIN_EXE_shardcast-loadgen"))
         .args(["--url", &url, "--api-key", KEY])
-        .args(["--connections", "20", "--topics", "4", "--rate", "200"])
+        .args(["--connections", "20", "--topics", "4"])
         .args([
             "--warmup",
             "0.5",
@@ -69,7 +69,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn json_goes_alone_to_stdout_and_progress_to_stderr() {
     let server = server(&["load.*"]);
-    let out = loadgen(&server, &["--json"]);
+    let out = loadgen(&server, &["--rate", "200", "--json"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
@@ -89,10 +89,26 @@ fn json_goes_alone_to_stdout_and_progress_to_stderr() {
 }
 
 #[test]
+fn the_connections_scenario_passes_without_publishing() {
+    // Idle connections: nothing is published, so no sample is owed.
+    let server = server(&["load.*"]);
+    let out = loadgen(&server, &["--scenario", "connections"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("PASS  events measured"), "{stdout}");
+    server.shutdown();
+}
+
+#[test]
 fn channels_the_server_refuses_are_named_with_a_fix_and_fail_the_run() {
     // The server's own channels only: nothing under load.* exists.
     let server = server(&[]);
-    let out = loadgen(&server, &[]);
+    let out = loadgen(&server, &["--rate", "200"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     for needed in ["load.0", "load.3", "UNKNOWN_CHANNEL", "--channel 'load.*'"] {
@@ -119,7 +135,8 @@ fn channels_the_server_refuses_are_named_with_a_fix_and_fail_the_run() {
 fn the_report_dir_holds_a_page_the_json_and_an_hlog_of_every_sample() {
     let server = server(&["load.*"]);
     let dir = scratch_dir("report");
-    let out = loadgen(&server, &["--json", "--report", dir.to_str().unwrap()]);
+    let report = dir.to_str().unwrap();
+    let out = loadgen(&server, &["--rate", "200", "--json", "--report", report]);
     server.shutdown();
     let stdout = text(&out.stdout);
     let printed: Value = serde_json::from_str(&stdout).expect("stdout is JSON");
