@@ -6,8 +6,8 @@
 //! ```
 //!
 //! - deliveries/s: over the interval since the previous line;
-//! - p99: of the measured window so far (to its last whole second); during
-//!   the connect phase and warm-up it says so instead;
+//! - p99: of the measured window so far; during the connect phase and
+//!   warm-up it says so instead;
 //! - drops: messages missing from the clients' sequences, and the server's
 //!   dropped count for the loadgen's channels from its stats endpoint (one
 //!   request per line; `?` when the stats cannot be read), both since the
@@ -97,7 +97,9 @@ pub async fn run(
             (None, Some(after)) => Some(after.dropped),
             _ => None,
         };
-        let latency = shared.latency.borrow();
+        // The window so far: its whole seconds and the current one.
+        let mut latency = shared.latency.borrow().clone();
+        let _ = latency.add(&*shared.second_latency.borrow());
         let progress = Progress {
             elapsed: started.elapsed(),
             phase: shared.phase.get(),
@@ -110,7 +112,6 @@ pub async fn run(
             refused: shared.refusals.borrow().subscriptions(),
             server_rss_kib: server_pid.and_then(report::rss_kib),
         };
-        drop(latency);
         eprintln!("{}", progress.line());
     }
 }

@@ -52,8 +52,8 @@ impl Window {
         }
     }
 
-    /// Measures for `length`, a point every second, unless `ctrl_c` comes
-    /// first; returns whether it did.
+    /// Measures for `length`, taking a point every second; `true` when
+    /// `ctrl_c` cut it short.
     pub async fn measure<F: Future<Output = std::io::Result<()>>>(
         &mut self,
         shared: &Shared,
@@ -61,6 +61,9 @@ impl Window {
         ctrl_c: &mut Pin<&mut F>,
     ) -> bool {
         let mut second = tokio::time::interval(Duration::from_secs(1));
+        // A late tick starts the next second late, rather than adding
+        // near-empty points to catch up.
+        second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         second.tick().await;
         while self.at.elapsed() < length {
             tokio::select! {
