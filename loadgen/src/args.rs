@@ -10,7 +10,8 @@ pub enum Scenario {
     Mixed,
     /// Clients drop and reconnect with replay; gaps are reported.
     Reconnect,
-    /// A long run with a progress line every few seconds and memory drift.
+    /// A long run: watch the progress line's server memory (with
+    /// --server-pid) and the per-second plots of --report for drift.
     Soak,
     /// Connection scale: idle connections, memory per connection.
     Connections,
@@ -77,9 +78,20 @@ pub struct Args {
     pub sweep: bool,
     #[arg(long, default_value_t = 1.5)]
     pub sweep_factor: f64,
-    /// Print the report as JSON.
+    /// Print the report as JSON (progress lines go to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Also write the report to this directory: index.html (plots, targets,
+    /// parameters; readable offline), report.json (as --json) and
+    /// latency.hlog (an HDR histogram interval log, one histogram per second).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<std::path::PathBuf>,
+    /// Seconds between progress lines on stderr; 0 = none.
+    #[arg(long, default_value_t = 5.0)]
+    pub progress_every: f64,
+    /// No progress lines (as --progress-every 0).
+    #[arg(long)]
+    pub quiet: bool,
     /// Target: P95 latency, ms.
     #[arg(long, default_value_t = 100.0)]
     pub p95_ms: f64,
@@ -119,6 +131,18 @@ pub struct Args {
     /// at or below, p50 gap at most this many ms). Use on a fresh server.
     #[arg(long)]
     pub max_latency_gap_ms: Option<f64>,
+}
+
+impl Args {
+    /// Messages per second the run publishes: `--rate`, except that the
+    /// connections scenario publishes nothing unless a rate is given.
+    pub fn publish_rate(&self) -> f64 {
+        if self.scenario == Scenario::Connections && self.rate == 1000.0 {
+            0.0
+        } else {
+            self.rate
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -17,7 +17,8 @@
 //!    burst started (which settles the previous one: clients still behind
 //!    are stale); then publish what is due now.
 //! 4. Publishes refused by the server come back as error frames; they are
-//!    read and counted, since a refused value would make its key look stale.
+//!    read and counted (refusal.rs), since a refused value would make its
+//!    key look stale.
 //!
 //! Owned by the loadgen's single thread.
 
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
+use crate::publish::{publish_connection, publish_refused};
+use crate::refusal::ERROR_FRAME;
 use crate::state::Shared;
 use crate::tasks::{push_u64, Target, TopicPicker};
 use crate::ws;
@@ -78,8 +81,6 @@ pub struct Plan {
     /// Approximate size of each message's `data`, bytes.
     pub payload: usize,
 }
-
-const ERROR: &[u8] = br#"{"type":"error""#;
 
 /// Keyed values and the frames that carry them.
 struct Keyed {
@@ -156,12 +157,8 @@ impl Keyed {
 
 /// The burst publisher (see the module doc).
 pub async fn publisher(shared: Rc<Shared>, target: Rc<Target>, plan: Plan) {
-    let mut conn = match ws::connect(target.server, None, "/ws/publish", &target.api_key).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            eprintln!("publisher cannot connect: {e}");
-            return;
-        }
+    let Some(mut conn) = publish_connection(&shared, &target).await else {
+        return;
     };
     let schedule = plan.schedule;
     let keys = plan.keys.max(1);
@@ -198,11 +195,8 @@ pub async fn publisher(shared: Rc<Shared>, target: Rc<Target>, plan: Plan) {
                     return;
                 }
                 while let Some(frame) = conn.next_frame() {
-                    if frame.opcode == 0x1 && frame.payload.starts_with(ERROR) {
-                        if shared.publish_errors.get() == 0 {
-                            eprintln!("publish refused: {}", String::from_utf8_lossy(frame.payload));
-                        }
-                        Shared::bump(&shared.publish_errors, 1);
+                    if frame.opcode == 0x1 && frame.payload.starts_with(ERROR_FRAME) {
+                        publish_refused(&shared, frame.payload);
                     }
                 }
                 continue;

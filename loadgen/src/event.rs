@@ -110,11 +110,8 @@ pub fn on_event(
     if let Some(t) = field_u64(rest, b"\"data\":{\"t\":") {
         if t >= shared.measure_from_ns.get() {
             let micros = (shared.now_ns().saturating_sub(t) / 1000).max(1);
-            shared.latency.borrow_mut().saturating_record(micros);
-            shared
-                .interval_latency
-                .borrow_mut()
-                .saturating_record(micros);
+            // The window folds each second into its own histogram (series.rs).
+            shared.second_latency.borrow_mut().saturating_record(micros);
         }
     }
     if let Some(board) = shared.board.borrow_mut().as_mut() {

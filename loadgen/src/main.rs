@@ -10,7 +10,11 @@ mod args;
 mod burst;
 mod event;
 mod freshness;
+mod progress;
+mod publish;
+mod refusal;
 mod report;
+mod series;
 mod state;
 mod sweep;
 mod tasks;
@@ -22,15 +26,16 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Parser;
-use serde_json::json;
 
 pub use crate::args::{Args, Scenario, ViaArg};
 use crate::burst::{Plan, Schedule};
 use crate::freshness::Board;
+use crate::publish::Via;
 use crate::report::Targets;
-use crate::state::Shared;
-use crate::tasks::{Target, TopicPicker, Via};
+use crate::state::{Phase, Shared};
+use crate::tasks::{Target, TopicPicker};
 use crate::window::{build_report, Window};
 
 fn main() -> ExitCode {
@@ -68,12 +73,17 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         prefix: args.prefix.clone(),
     });
     let topics = args.topics.max(1);
-    let rate = if args.scenario == Scenario::Connections && args.rate == 1000.0 {
-        0.0
-    } else {
-        args.rate
-    };
-    let shared = Rc::new(Shared::new(topics, rate));
+    let rate = args.publish_rate();
+    if let Some(dir) = &args.report {
+        anyhow::ensure!(
+            !args.sweep,
+            "--report describes one measured window; --sweep measures one per round (use --json)"
+        );
+        // Fail now rather than after the run.
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the report directory {}", dir.display()))?;
+    }
+    let shared = Rc::new(Shared::new(topics, rate, &args.prefix));
     let burst = (args.scenario == Scenario::Burst).then_some(Plan {
         schedule: Schedule {
             rate,
@@ -106,6 +116,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let rss_before = args.server_pid.and_then(report::rss_kib);
+    if !args.quiet && args.progress_every > 0.0 {
+        tokio::task::spawn_local(progress::run(
+            Rc::clone(&shared),
+            Rc::clone(&target),
+            Duration::from_secs_f64(args.progress_every.max(0.1)),
+            args.connections,
+            args.server_pid,
+        ));
+    }
 
     // 1. Connect the subscribers at the connect rate.
     let sources = match args.source_ips {
@@ -137,6 +156,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let connect_seconds = connect_started.elapsed().as_secs_f64();
+    shared.phase.set(Phase::WarmingUp);
     // Give the last subscribe acks a moment to land before publishing.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_connected = args.server_pid.and_then(report::rss_kib);
@@ -155,7 +175,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let publishers = args.publishers.max(1);
         for p in 0..publishers {
             let picker = TopicPicker::new(groups.clone(), &weights, p);
-            tokio::task::spawn_local(tasks::publisher(
+            tokio::task::spawn_local(publish::publisher(
                 Rc::clone(&shared),
                 Rc::clone(&target),
                 via,
@@ -185,21 +205,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         () = tokio::time::sleep(Duration::from_secs_f64(args.warmup)) => {}
         _ = &mut ctrl_c => interrupted = true,
     }
-    let window = Window::open(&shared, args.server_pid);
-    let measure_for = Duration::from_secs_f64(args.duration);
-    let mut progress = tokio::time::interval(Duration::from_secs(5));
-    progress.tick().await;
-    let window_start = Instant::now();
-    while !interrupted && window_start.elapsed() < measure_for {
-        tokio::select! {
-            () = tokio::time::sleep(measure_for.saturating_sub(window_start.elapsed())) => {}
-            _ = progress.tick(), if args.scenario == Scenario::Soak => {
-                soak_line(&shared, window_start, args.server_pid);
-            }
-            _ = &mut ctrl_c => interrupted = true,
-        }
+    let mut window = Window::open(&shared, args.server_pid, args.report.is_some());
+    if !interrupted {
+        let length = Duration::from_secs_f64(args.duration);
+        interrupted = window.measure(&shared, length, &mut ctrl_c).await;
     }
-    let closed = window.close(&shared, args.server_pid);
+    let mut closed = window.close(&shared, args.server_pid);
+    let hlog = closed.series.hlog.take();
     // Queue depth while traffic still flows.
     let queues = report::server_figures(server, &args.api_key, &args.prefix).await;
     // The last measured burst is settled when the next one begins.
@@ -238,15 +250,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         server["max_queue_depth_at_window_end"] = q.max_queue_depth.into();
     }
     let checks = report::checks(&report, &targets);
+    let json = serde_json::to_string_pretty(&report::with_checks(&report, &checks))?;
     if args.json {
-        let mut out = report.clone();
-        out["checks"] = checks
-            .iter()
-            .map(|c| json!({"name": c.name, "value": c.value, "target": c.target, "ok": c.ok}))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{json}");
     } else {
         report::print(&report, &checks);
+    }
+    if let Some(dir) = &args.report {
+        report::write_dir(dir, &report, &checks, &json, hlog.as_deref())
+            .with_context(|| format!("cannot write the report to {}", dir.display()))?;
+        eprintln!("report written to {}", dir.join("index.html").display());
     }
     let ok = checks.iter().all(|c| c.ok);
     Ok(if interrupted {
@@ -320,28 +333,4 @@ async fn drain(shared: &Shared) {
         }
         last = now;
     }
-}
-
-fn soak_line(shared: &Shared, since: Instant, server_pid: Option<u32>) {
-    let mut h = shared.interval_latency.borrow_mut();
-    let q = |q: f64| {
-        if h.is_empty() {
-            0.0
-        } else {
-            h.value_at_quantile(q) as f64 / 1000.0
-        }
-    };
-    let rss = server_pid
-        .and_then(report::rss_kib)
-        .map_or_else(|| "-".into(), |k| format!("{k} KiB"));
-    println!(
-        "[{:>6.0}s] delivered {:>10}  gaps {:>6}  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  server rss {rss}",
-        since.elapsed().as_secs_f64(),
-        shared.delivered.get(),
-        shared.gaps.get(),
-        q(0.5),
-        q(0.99),
-        h.max() as f64 / 1000.0
-    );
-    h.reset();
 }

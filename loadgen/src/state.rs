@@ -7,10 +7,44 @@ use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
 use crate::freshness::Board;
+use crate::refusal::Refusals;
 
 /// Latency histogram: microseconds, 1 µs to 60 s, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds")
+}
+
+/// The `q` quantile of a latency histogram (µs) in ms; 0 when empty.
+pub fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Where a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Opening the subscriber connections.
+    Connecting,
+    /// Publishing, not yet measuring (also between sweep rounds).
+    WarmingUp,
+    /// Inside the measured window.
+    Measuring,
+    /// The window is closed: draining and asking the server.
+    Finishing,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::WarmingUp => "warmup",
+            Phase::Measuring => "measuring",
+            Phase::Finishing => "finishing",
+        }
+    }
 }
 
 /// Shared by all tasks of one run. Owned by the loadgen's single thread.
@@ -19,9 +53,13 @@ pub struct Shared {
     pub epoch: Instant,
     /// Record latency of messages published at or after this (ns since epoch); `u64::MAX` = not measuring.
     pub measure_from_ns: Cell<u64>,
+    /// Latency of the measured window so far, up to its last whole second:
+    /// the window folds `second_latency` into it every second (window.rs).
     pub latency: RefCell<Histogram<u64>>,
-    /// Reset by each progress line (soak) or sweep round.
-    pub interval_latency: RefCell<Histogram<u64>>,
+    /// Latency of the measured window's current second; each event records here.
+    pub second_latency: RefCell<Histogram<u64>>,
+    /// Where the run is, for the progress line.
+    pub phase: Cell<Phase>,
     pub delivered: Cell<u64>,
     pub duplicates: Cell<u64>,
     pub reordered: Cell<u64>,
@@ -35,6 +73,8 @@ pub struct Shared {
     pub connected: Cell<u64>,
     pub connect_failures: Cell<u64>,
     pub first_failure: RefCell<Option<String>>,
+    /// Subscriber connections open now (upgraded, not yet closed).
+    pub open: Cell<u64>,
     pub unexpected_closes: Cell<u64>,
     pub error_frames: Cell<u64>,
     /// Published per topic.
@@ -49,8 +89,10 @@ pub struct Shared {
     pub skipped_wrong: Cell<u64>,
     /// Messages the publishers were behind schedule and skipped (open loop).
     pub publish_lag: Cell<u64>,
-    /// Error frames the server answered publishes with (scenario burst reads them).
+    /// Error frames the server answered publishes with.
     pub publish_errors: Cell<u64>,
+    /// What the server refused, and why.
+    pub refusals: RefCell<Refusals>,
     /// Scenario burst: who holds which value of every key.
     pub board: RefCell<Option<Board>>,
     /// Total publish rate, messages per second (the sweep changes it).
@@ -59,12 +101,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(topics: usize, rate: f64) -> Self {
+    pub fn new(topics: usize, rate: f64, prefix: &str) -> Self {
         Self {
             epoch: Instant::now(),
             measure_from_ns: Cell::new(u64::MAX),
             latency: RefCell::new(new_histogram()),
-            interval_latency: RefCell::new(new_histogram()),
+            second_latency: RefCell::new(new_histogram()),
+            phase: Cell::new(Phase::Connecting),
             delivered: Cell::new(0),
             duplicates: Cell::new(0),
             reordered: Cell::new(0),
@@ -76,6 +119,7 @@ impl Shared {
             connected: Cell::new(0),
             connect_failures: Cell::new(0),
             first_failure: RefCell::new(None),
+            open: Cell::new(0),
             unexpected_closes: Cell::new(0),
             error_frames: Cell::new(0),
             published: RefCell::new(vec![0; topics]),
@@ -85,6 +129,7 @@ impl Shared {
             skipped_wrong: Cell::new(0),
             publish_lag: Cell::new(0),
             publish_errors: Cell::new(0),
+            refusals: RefCell::new(Refusals::new(prefix)),
             board: RefCell::new(None),
             rate: Cell::new(rate),
             stop: watch::channel(false).0,
@@ -102,6 +147,12 @@ impl Shared {
     pub fn fail(&self, why: String) {
         Self::bump(&self.connect_failures, 1);
         self.first_failure.borrow_mut().get_or_insert(why);
+    }
+
+    /// Counts an open subscriber connection until the guard is dropped.
+    pub fn opened(&self) -> OpenGuard<'_> {
+        Self::bump(&self.open, 1);
+        OpenGuard(&self.open)
     }
 
     /// Resolves when the run is stopping.
@@ -123,5 +174,14 @@ impl Shared {
             .zip(subscribers.iter())
             .map(|(p, s)| p * s)
             .sum()
+    }
+}
+
+/// One open subscriber connection, counted in `Shared::open` while it lives.
+pub struct OpenGuard<'a>(&'a Cell<u64>);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }

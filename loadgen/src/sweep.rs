@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::report::{self, Targets};
-use crate::state::Shared;
+use crate::state::{Phase, Shared};
 use crate::tasks::Target;
 use crate::window::Window;
 use crate::Args;
@@ -26,17 +26,16 @@ pub async fn sweep(
     let mut rounds = Vec::new();
     loop {
         shared.rate.set(rate);
+        shared.phase.set(Phase::WarmingUp);
         tokio::time::sleep(Duration::from_secs_f64(args.warmup.max(1.0))).await;
         let before = report::server_figures(target.server, &args.api_key, &args.prefix)
             .await
             .unwrap_or_default();
         let expected_before = shared.expected();
         let delivered_before = shared.delivered.get();
-        let window = Window::open(shared, args.server_pid);
-        let stop = tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs_f64(args.duration)) => false,
-            _ = ctrl_c.as_mut() => true,
-        };
+        let mut window = Window::open(shared, args.server_pid, false);
+        let length = Duration::from_secs_f64(args.duration);
+        let stop = window.measure(shared, length, ctrl_c).await;
         let closed = window.close(shared, args.server_pid);
         let after = report::server_figures(target.server, &args.api_key, &args.prefix)
             .await

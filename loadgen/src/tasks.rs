@@ -1,15 +1,16 @@
-//! Subscriber and publisher tasks.
+//! Subscriber tasks, and what publishers share with them: the target and
+//! the topic picker (publishers are `publish.rs` and `burst.rs`).
+//!
+//! Owned by the loadgen's single thread, like every task.
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::event::{event_body, on_event, Subscription};
+use crate::refusal::{Side, ERROR_FRAME};
 use crate::state::Shared;
-use crate::ws::{self, parse_u64};
+use crate::ws;
 
 /// How a run reaches the server.
 pub struct Target {
@@ -19,7 +20,6 @@ pub struct Target {
 }
 
 const HEARTBEAT: &[u8] = br#"{"type":"heartbeat""#;
-const ERROR: &[u8] = br#"{"type":"error""#;
 const ACK: &[u8] = br#"{"type":"ack""#;
 
 /// One subscriber: connect, subscribe, read until stopped. With `reconnect`,
@@ -52,6 +52,7 @@ pub async fn subscriber(
                 return;
             }
         };
+        let _open = shared.opened();
         // A first connection counts once its subscription is acknowledged:
         // only then does the server owe it every message published.
         let mut awaiting_ack = first;
@@ -94,15 +95,29 @@ pub async fn subscriber(
                         } else if awaiting_ack && payload.starts_with(ACK) {
                             awaiting_ack = false;
                             Shared::bump(&shared.connected, 1);
+                            // Only what the server holds is owed to this client.
+                            let accepted = shared.refusals.borrow_mut().on_ack(&names, payload);
+                            let held: Vec<usize> = topics
+                                .iter()
+                                .zip(accepted)
+                                .filter_map(|(&t, ok)| ok.then_some(t))
+                                .collect();
                             let mut per_topic = shared.subscribers.borrow_mut();
-                            for t in &topics {
-                                per_topic[*t] += 1;
+                            for &t in &held {
+                                per_topic[t] += 1;
                             }
                             if let Some(board) = shared.board.borrow_mut().as_mut() {
-                                board.join(id, &topics);
+                                board.join(id, &held);
                             }
-                        } else if payload.starts_with(ERROR) {
+                        } else if payload.starts_with(ERROR_FRAME) {
                             Shared::bump(&shared.error_frames, 1);
+                            let refusal = shared
+                                .refusals
+                                .borrow_mut()
+                                .on_error(Side::Subscribe, payload);
+                            if let Some(line) = refusal {
+                                eprintln!("{line}");
+                            }
                         }
                     }
                     0x8 => {
@@ -174,119 +189,6 @@ impl TopicPicker {
     }
 }
 
-/// How a publisher sends.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Via {
-    WebSocket,
-    Http,
-}
-
-/// One open-loop publisher sending `share` of the total rate, paced by the clock.
-pub async fn publisher(
-    shared: Rc<Shared>,
-    target: Rc<Target>,
-    via: Via,
-    share: f64,
-    payload: usize,
-    mut picker: TopicPicker,
-) {
-    let pad = "x".repeat(payload.saturating_sub(28).max(1));
-    let mut sink = match via {
-        Via::WebSocket => {
-            match ws::connect(target.server, None, "/ws/publish", &target.api_key).await {
-                Ok(conn) => Sink::Ws(conn),
-                Err(e) => {
-                    eprintln!("publisher cannot connect: {e}");
-                    return;
-                }
-            }
-        }
-        Via::Http => match TcpStream::connect(target.server).await {
-            Ok(stream) => Sink::Http(stream, Vec::with_capacity(4096)),
-            Err(e) => {
-                eprintln!("publisher cannot connect: {e}");
-                return;
-            }
-        },
-    };
-    let mut ticks = tokio::time::interval(Duration::from_millis(1));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut rate = shared.rate.get() * share;
-    let mut since = Instant::now();
-    let mut sent_since = 0u64;
-    let mut out = Vec::with_capacity(64 * 1024);
-    let mut text = Vec::with_capacity(payload + 96);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = shared.stopped() => return,
-        }
-        let now_rate = shared.rate.get() * share;
-        if now_rate != rate {
-            rate = now_rate;
-            since = Instant::now();
-            sent_since = 0;
-        }
-        let due = (rate * since.elapsed().as_secs_f64()) as u64;
-        let mut count = due.saturating_sub(sent_since);
-        // Never queue more than 50 ms of traffic at once: past that we are
-        // behind, and the skipped messages are reported, not sent late.
-        let cap = ((rate * 0.05) as u64).max(1);
-        if count > cap {
-            Shared::bump(&shared.publish_lag, count - cap);
-            sent_since += count - cap;
-            count = cap;
-        }
-        if count == 0 {
-            continue;
-        }
-        out.clear();
-        {
-            let mut published = shared.published.borrow_mut();
-            for _ in 0..count {
-                let topic = picker.pick();
-                text.clear();
-                let t = shared.now_ns();
-                text.extend_from_slice(b"{\"action\":\"publish\",\"channel\":\"");
-                text.extend_from_slice(target.prefix.as_bytes());
-                push_u64(&mut text, topic as u64);
-                text.extend_from_slice(b"\",\"data\":{\"t\":");
-                push_u64(&mut text, t);
-                text.extend_from_slice(b",\"p\":\"");
-                text.extend_from_slice(pad.as_bytes());
-                text.extend_from_slice(b"\"}}");
-                match &mut sink {
-                    Sink::Ws(_) => ws::encode_text(&mut out, &text),
-                    Sink::Http(..) => {
-                        // {"channel":…,"data":…}: drop the action field.
-                        let body = &text[20..];
-                        let body = [b"{", body].concat();
-                        out.extend_from_slice(
-                        format!(
-                            "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                            target.api_key,
-                            body.len()
-                        )
-                        .as_bytes(),
-                    );
-                        out.extend_from_slice(&body);
-                    }
-                }
-                published[topic] += 1;
-            }
-        }
-        sent_since += count;
-        let ok = match &mut sink {
-            Sink::Ws(conn) => conn.stream.write_all(&out).await.is_ok(),
-            Sink::Http(stream, buf) => http_roundtrips(stream, buf, &out, count).await.is_ok(),
-        };
-        if !ok {
-            eprintln!("publisher lost its connection");
-            return;
-        }
-    }
-}
-
 /// Appends the decimal digits of `n` without allocating.
 pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -300,40 +202,6 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[at..]);
-}
-
-enum Sink {
-    Ws(ws::Conn),
-    Http(TcpStream, Vec<u8>),
-}
-
-/// Writes `count` pipelined requests and reads `count` responses.
-async fn http_roundtrips(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    out: &[u8],
-    count: u64,
-) -> std::io::Result<()> {
-    stream.write_all(out).await?;
-    let mut done = 0;
-    while done < count {
-        // Parse complete responses from the front of the buffer.
-        while let Some(end) = ws::find(buf, b"\r\n\r\n") {
-            let head = &buf[..end];
-            let len = ws::find(head, b"content-length: ")
-                .and_then(|at| parse_u64(&head[at + 16..]))
-                .unwrap_or(0) as usize;
-            if buf.len() < end + 4 + len {
-                break;
-            }
-            buf.drain(..end + 4 + len);
-            done += 1;
-        }
-        if done < count && stream.read_buf(buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,20 +1,28 @@
 //! The measured window and the report built from it.
+//!
+//! The window owns the per-second [`Recorder`] (series.rs): it is ticked
+//! once a second while measuring ([`Window::measure`]) and closed with the
+//! window, so the window's latency histogram is complete only once closed.
 
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::report::{self, ServerFigures};
-use crate::state::Shared;
+use crate::series::{Recorder, Series};
+use crate::state::{quantile_ms, Phase, Shared};
 use crate::{Args, Scenario};
 
-/// Counters at the start of the measured window.
+/// Counters at the start of the measured window. Owned by the loadgen's single thread.
 pub struct Window {
     at: Instant,
     delivered: u64,
     published: u64,
     server_cpu: Option<f64>,
     own_cpu: Option<f64>,
+    recorder: Recorder,
 }
 
 pub struct ClosedWindow {
@@ -24,24 +32,53 @@ pub struct ClosedWindow {
     pub server_cpu: Option<f64>,
     pub own_cpu: Option<f64>,
     pub latency: hdrhistogram::Histogram<u64>,
+    pub series: Series,
 }
 
 impl Window {
-    pub fn open(shared: &Shared, server_pid: Option<u32>) -> Self {
+    /// Opens the window; `hlog`: keep an HDR interval log of its latency.
+    pub fn open(shared: &Shared, server_pid: Option<u32>, hlog: bool) -> Self {
         shared.latency.borrow_mut().reset();
-        shared.interval_latency.borrow_mut().reset();
+        shared.second_latency.borrow_mut().reset();
         shared.measure_from_ns.set(shared.now_ns());
+        shared.phase.set(Phase::Measuring);
         Self {
             at: Instant::now(),
             delivered: shared.delivered.get(),
             published: shared.published.borrow().iter().sum(),
             server_cpu: server_pid.and_then(report::cpu_seconds),
             own_cpu: report::cpu_seconds(std::process::id()),
+            recorder: Recorder::open(shared, server_pid, hlog),
         }
+    }
+
+    /// Measures for `length`, taking a point every second; `true` when
+    /// `ctrl_c` cut it short.
+    pub async fn measure<F: Future<Output = std::io::Result<()>>>(
+        &mut self,
+        shared: &Shared,
+        length: Duration,
+        ctrl_c: &mut Pin<&mut F>,
+    ) -> bool {
+        let mut second = tokio::time::interval(Duration::from_secs(1));
+        // A late tick starts the next second late, rather than adding
+        // near-empty points to catch up.
+        second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        second.tick().await;
+        while self.at.elapsed() < length {
+            tokio::select! {
+                () = tokio::time::sleep(length.saturating_sub(self.at.elapsed())) => {}
+                _ = second.tick() => self.recorder.tick(shared),
+                _ = ctrl_c.as_mut() => return true,
+            }
+        }
+        false
     }
 
     pub fn close(self, shared: &Shared, server_pid: Option<u32>) -> ClosedWindow {
         shared.measure_from_ns.set(u64::MAX);
+        shared.phase.set(Phase::Finishing);
+        let series = self.recorder.close(shared);
         let delta = |start: Option<f64>, end: Option<f64>| Some(end? - start?);
         ClosedWindow {
             seconds: self.at.elapsed().as_secs_f64(),
@@ -50,6 +87,7 @@ impl Window {
             server_cpu: delta(self.server_cpu, server_pid.and_then(report::cpu_seconds)),
             own_cpu: delta(self.own_cpu, report::cpu_seconds(std::process::id())),
             latency: shared.latency.borrow().clone(),
+            series,
         }
     }
 }
@@ -119,8 +157,11 @@ pub fn build_report(
         "measured_seconds": (window.seconds * 10.0).round() / 10.0,
         "elapsed_seconds": started.elapsed().as_secs_f64(),
         "config": {
-            "connections": args.connections, "topics": args.topics, "subs": args.subs, "rate": args.rate,
+            "url": args.url, "prefix": args.prefix,
+            "connections": args.connections, "topics": args.topics, "subs": args.subs, "rate": args.publish_rate(),
             "publishers": args.publishers, "payload": args.payload, "via": format!("{:?}", args.via).to_lowercase(),
+            "connect_rate": args.connect_rate, "warmup_seconds": args.warmup, "duration_seconds": args.duration,
+            "server_pid": args.server_pid,
         },
         "connections": {
             "attempted": attempted, "connected": connected, "failed": shared.connect_failures.get(),
@@ -146,7 +187,9 @@ pub fn build_report(
         },
         "skipped": {"checked": shared.skipped_checked.get(), "wrong": shared.skipped_wrong.get()},
         "burst": burst_json(args, shared),
+        "refused": shared.refusals.borrow().to_json(),
         "latency_ms": report::latency_json(&window.latency),
+        "series": window.series.to_json(),
         "server": server_json,
         "accounting": accounting,
         "process": {
@@ -169,13 +212,7 @@ fn burst_json(args: &Args, shared: &Shared) -> Value {
         return Value::Null;
     };
     let h = &board.fresh_us;
-    let q = |q: f64| {
-        if h.is_empty() {
-            0.0
-        } else {
-            h.value_at_quantile(q) as f64 / 1000.0
-        }
-    };
+    let q = |q: f64| quantile_ms(h, q);
     // Pairs still behind when the run stopped waiting count as never fresh.
     let never_fresh = board.stale + board.unsettled() as u64;
     json!({
