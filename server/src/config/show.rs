@@ -268,6 +268,13 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
         "shutdown".into(),
         Value::Table(table([("drain_seconds", seconds(config.drain))])),
     );
+    top.insert(
+        "metrics".into(),
+        Value::Table(table([(
+            "max_channel_labels",
+            int(config.metrics.max_channel_labels),
+        )])),
+    );
     top
 }
 
@@ -411,6 +418,7 @@ mod tests {
             "simple",
             "simple.feeds",
             "shutdown",
+            "metrics",
         ] {
             let listed = match section {
                 "" => &defaults,
