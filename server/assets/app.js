@@ -98,7 +98,6 @@ async function connect() {
   state.ws = ws;
   ws.onopen = () => {
     setStatus("live", "live");
-    state.heartbeat = setInterval(() => send({ action: "heartbeat" }), 15000);
     if (state.tail) send({ action: "tail", channel: state.tail });
   };
   ws.onmessage = (ev) => onFrame(JSON.parse(ev.data));
@@ -121,6 +120,10 @@ function send(command) {
 function onFrame(frame) {
   switch (frame.type) {
     case "hello":
+      // A third of the server's timeout, so a late beat or two is harmless.
+      clearInterval(state.heartbeat);
+      const every = Math.max(1000, (frame.heartbeatTimeoutSeconds * 1000) / 3);
+      state.heartbeat = setInterval(() => send({ action: "heartbeat" }), every);
       $("version").textContent = "v" + frame.version + " · " + frame.shards + " shard" + (frame.shards === 1 ? "" : "s");
       break;
     case "stats":

@@ -72,6 +72,9 @@ impl App {
 
 /// How often [`Server::drain`] closes a batch of connections.
 pub const DRAIN_STEP: Duration = Duration::from_millis(100);
+/// How long [`Server::drain`] waits, after its last step, for the close
+/// handshakes of the last batch.
+pub const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 /// A running server.
 #[derive(Debug)]
@@ -188,8 +191,8 @@ impl Server {
     /// over `over` (one batch every [`DRAIN_STEP`]), so that their clients
     /// reconnect elsewhere a few at a time rather than all at once.
     /// Publishing and delivery go on for the connections not yet closed.
-    /// Returns when every connection is gone or `over` has passed; then
-    /// call [`Server::shutdown`]. A future: drop it to cut the drain short.
+    /// Returns when every connection is gone, or [`DRAIN_LINGER`] after
+    /// `over` has passed; then call [`Server::shutdown`]. A future: drop it to cut the drain short.
     pub async fn drain(&self, over: Duration) {
         self.app.draining.store(true, Ordering::Relaxed);
         let open = self.app.engine.connections();
@@ -202,16 +205,19 @@ impl Server {
             .unwrap_or(u32::MAX)
             .max(1);
         let started = Instant::now();
-        let mut ticks = tokio::time::interval(DRAIN_STEP);
+        // Step k at k steps in, the last at `over`: a balancer polling
+        // `/ready` sees the 503 before the first clients are sent away.
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + DRAIN_STEP, DRAIN_STEP);
         for step in 1..=steps {
-            ticks.tick().await;
             if self.app.engine.connections() == 0 {
                 break;
             }
+            ticks.tick().await;
             self.app.engine.shed(step, steps);
         }
         // The last batch's close handshakes.
-        let linger = Instant::now() + DRAIN_STEP * 10;
+        let linger = Instant::now() + DRAIN_LINGER;
         while self.app.engine.connections() > 0 && Instant::now() < linger {
             ticks.tick().await;
         }

@@ -6,11 +6,12 @@
 //! 1. not an upgrade → 426; not HTTP/1.1, or a malformed
 //!    `Sec-WebSocket-Key` → 400; a `Sec-WebSocket-Version` other than 13 →
 //!    426 naming 13;
+//!    The server draining before it stops → 503 `SERVER_DRAINING` with
+//!    `Retry-After`, before anything else is looked at;
 //! 2. a browser page from an origin that may not use credentials → 403;
 //! 3. a bad `clientId` → 400 (ids are per principal: another principal's
 //!    client with the same id is not affected);
-//! 4. the server draining before it stops → 503 `SERVER_DRAINING` with
-//!    `Retry-After`; no WebSocket slot left → 503 with `Retry-After` (the slot is reserved
+//! 4. no WebSocket slot left → 503 with `Retry-After` (the slot is reserved
 //!    here, so a burst of upgrades can never overshoot `max_connections`);
 //! 5. otherwise the handshake completes — even when the credentials are
 //!    wrong, so that a browser, which cannot read a refused handshake,
@@ -194,6 +195,19 @@ pub(crate) fn handle(
         };
         return refused(why, resp);
     }
+    // Before the credentials are looked at: a ticket or token is not used up
+    // for a connection that cannot be kept.
+    if app.is_draining() {
+        debug!(%peer, "websocket refused: draining");
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiCode::ServerDraining,
+            "the server is shutting down; connect to another",
+        );
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return refused(UpgradeRefusal::Draining, resp);
+    }
     let verdict = match credentials::extract(req.headers(), &query, true) {
         // An endpoint with its own authentication says why in its own words.
         Err(e) if descriptor.auth == Auth::Endpoint => endpoint.authenticate(app, Err(e), &params),
@@ -242,18 +256,6 @@ pub(crate) fn handle(
         );
         return refused(UpgradeRefusal::BadHandshake, resp);
     };
-    if app.is_draining() {
-        *slot.borrow_mut() = Some(permit);
-        debug!(%peer, "websocket refused: draining");
-        let mut resp = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ApiCode::ServerDraining,
-            "the server is shutting down; connect to another",
-        );
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        return closing(resp);
-    }
     if verdict.is_ok() {
         if let Err(full) = permit.establish() {
             *slot.borrow_mut() = Some(permit);

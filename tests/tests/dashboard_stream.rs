@@ -70,6 +70,21 @@ async fn tickets_are_for_admins_once_and_the_stream_needs_one() {
             .0,
         401
     );
+    // A page of another origin may not get one, nor use an admin key on the
+    // stream.
+    let foreign = format!(
+        "POST /api/v1/dashboard/ticket HTTP/1.1\r\nHost: {}\r\nOrigin: https://evil.example\r\nX-API-Key: {ADMIN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    assert_eq!(server.raw_request(foreign.as_bytes()).await.0, 403);
+    let with_key = format!("/api/v1/dashboard/ws?apiKey={ADMIN}");
+    assert_eq!(
+        server
+            .try_connect(&with_key, &[("Origin", "https://evil.example")])
+            .await
+            .err(),
+        Some(403)
+    );
     // No ticket, or a made-up one: the stream closes with 4401.
     for query in ["", "?token=0123456789abcdef0123456789abcdef"] {
         let mut ws = server
@@ -161,6 +176,24 @@ async fn the_tail_shows_recent_then_live_events_of_one_channel() {
     send_json(&mut ws, json!({"action": "publish"})).await;
     let bad = next_of_type_skipping_stats(&mut ws, "error").await;
     assert_eq!(bad["code"], "INVALID_MESSAGE", "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tailing_a_channel_takes_the_right_to_subscribe_to_it() {
+    let keys = "[[api_keys]]\nkey = \"ops-key-0000\"\nroles = [\"admin\"]";
+    let server = TestServer::start_with_keys("", keys);
+    server.publish("t1", json!({"n": 1}), Some(PUB)).await;
+    let (status, body) = ticket(&server, "ops-key-0000").await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!(
+        "/api/v1/dashboard/ws?token={}",
+        body["ticket"].as_str().unwrap()
+    );
+    let mut ws = server.connect(&path, None).await;
+    assert_eq!(next_json(&mut ws).await["type"], "hello");
+    send_json(&mut ws, json!({"action": "tail", "channel": "t1"})).await;
+    let refused = next_of_type_skipping_stats(&mut ws, "error").await;
+    assert_eq!(refused["code"], "FORBIDDEN", "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -368,6 +368,11 @@ async fn metrics_take_the_admin_key_as_a_bearer_token_when_not_open() {
     assert_eq!(status(get(Some(&format!("Bearer {ADMIN}")))).await, 200);
     assert_eq!(status(get(Some("Bearer not-the-key"))).await, 401);
     assert_eq!(status(get(Some(&format!("Bearer {SUB}")))).await, 403);
+    // Only /metrics takes a key as a bearer token; elsewhere it is a JWT.
+    let clients = format!(
+        "GET /api/v1/websocket/clients HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {ADMIN}\r\n\r\n"
+    );
+    assert_eq!(status(clients).await, 401);
     let (status, _, body) = server.http_raw("GET", "/metrics", Some(ADMIN), None).await;
     assert_eq!(status, 200);
     Exposition::parse(&body);

@@ -60,7 +60,7 @@ async fn draining_refuses_newcomers_and_closes_clients_in_batches() {
         readers.push(tokio::spawn(read_until_close(ws, Arc::clone(&closed))));
     }
 
-    let drain = server.server().drain(Duration::from_secs(2));
+    let drain = server.server().drain(Duration::from_secs(4));
     let operator = async {
         // The drain has begun once /ready says so.
         loop {
@@ -90,9 +90,11 @@ async fn draining_refuses_newcomers_and_closes_clients_in_batches() {
         still_open
     };
     let ((), still_open) = tokio::join!(drain, operator);
+    // Spread over 4 s, one client of each shard's ten every 400 ms: after
+    // the first goes, most are still there.
     assert!(
         still_open > CLIENTS / 2,
-        "one batch closed {} of {CLIENTS} clients at once",
+        "{} of {CLIENTS} clients were closed at once",
         CLIENTS - still_open
     );
 
@@ -111,4 +113,20 @@ async fn draining_refuses_newcomers_and_closes_clients_in_batches() {
         "{got_it} clients got the message published while {still_open} were open"
     );
     assert_eq!(server.server().engine().connections(), 0);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("shardcast_websocket_upgrades_refused_total{reason=\"draining\"} 1"),
+        "the refused newcomer is counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_with_no_client_ends_at_once_and_still_says_draining() {
+    let server = TestServer::start("");
+    // A drain of an hour: it must not wait for anything.
+    tokio::time::timeout(WAIT, server.server().drain(Duration::from_secs(3600)))
+        .await
+        .expect("nothing to drain");
+    let (status, body) = server.http("GET", "/ready", None, None).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("draining")));
 }

@@ -106,7 +106,7 @@ pub struct RawConfig {
 /// `[shutdown]`.
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
-#[allow(missing_docs)]
+#[allow(missing_docs)] // Its keys are documented in docs/configuration.md.
 pub struct RawShutdown {
     #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub drain_seconds: Option<u64>,

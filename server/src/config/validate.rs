@@ -30,8 +30,9 @@ const OPENABLE_PATHS: [&str; 9] = [
 ];
 
 /// `shutdown.drain_seconds` by default: long enough for a load balancer
-/// polling `/ready` every few seconds to move new clients elsewhere.
-const DRAIN_SECONDS: u64 = 10;
+/// polling `/ready` every second or two to move new clients elsewhere, and
+/// with the rest of the shutdown within Docker's 10 s before a kill.
+const DRAIN_SECONDS: u64 = 5;
 /// An orchestrator's kill timeout is usually shorter than this.
 const MAX_DRAIN_SECONDS: u64 = 3600;
 

@@ -4,12 +4,12 @@
 //! Bounded: the frame is at most `max_frame_size` (the engine closes the
 //! connection beyond it), the channel name at most
 //! [`MAX_NAME_LEN`](shardcast_engine::MAX_NAME_LEN) bytes, and JSON nesting
-//! is refused past the parser's depth limit (serde_json's, 128).
+//! is refused past [`MAX_COMMAND_DEPTH`] before it is parsed.
 
 use serde::Deserialize;
 use shardcast_engine::MAX_NAME_LEN;
 
-use crate::input::truncate;
+use crate::input::{check_depth, truncate, MAX_COMMAND_DEPTH};
 
 /// A dashboard's command.
 #[derive(Debug, PartialEq, Eq, Deserialize)]
@@ -32,6 +32,7 @@ pub const MAX_ERROR_LEN: usize = 200;
 /// Parses one command, or says what is wrong with it (in at most
 /// [`MAX_ERROR_LEN`] bytes).
 pub fn parse_command(text: &[u8]) -> Result<Command, String> {
+    check_depth(text, MAX_COMMAND_DEPTH).map_err(|e| e.to_string())?;
     let command: Command = serde_json::from_slice(text)
         .map_err(|e| truncate(&e.to_string(), MAX_ERROR_LEN).to_owned())?;
     if let Command::Tail { channel } = &command {

@@ -41,6 +41,7 @@ use crate::protocol::{
 use crate::App;
 pub use command::{parse_command, Command, MAX_ERROR_LEN};
 pub use sample::Sampler;
+use sample::SAMPLE_EVERY;
 
 /// How long a ticket opens the stream.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -91,9 +92,39 @@ pub fn register(registry: &mut Registry) -> anyhow::Result<()> {
 #[derive(Debug, Default)]
 pub struct Dashboard {
     tickets: Mutex<HashMap<String, (Arc<Principal>, Instant)>>,
+    /// The latest `stats` frame: what sessions read, every shard tick.
+    latest: Mutex<Latest>,
+    /// The state between samples: taken only by the sampling task, so
+    /// building a frame never holds up a session.
     sampler: Mutex<Sampler>,
-    /// A sample is being taken (at most one at a time, engine-wide).
+    /// A sample is being taken (at most one at a time, engine-wide). Only a
+    /// claim: the mutexes order the data, so `Relaxed` is enough.
     sampling: AtomicBool,
+}
+
+/// The latest `stats` frame, its number (one more per sample) and when it
+/// was taken.
+#[derive(Debug, Default)]
+struct Latest {
+    number: u64,
+    frame: Option<Bytes>,
+    at: Option<Instant>,
+}
+
+impl Latest {
+    fn due(&self) -> bool {
+        self.at.is_none_or(|at| at.elapsed() >= SAMPLE_EVERY)
+    }
+}
+
+/// Frees the sampling claim however the sampling task ends (a panic in it
+/// must not freeze every dashboard).
+struct Claim(Arc<App>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.dashboard.sampling.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Dashboard {
@@ -124,19 +155,28 @@ impl Dashboard {
     }
 
     /// The latest stats frame and its number, sampling first (in a task on
-    /// the calling shard) when it is a second old and no sample is under way.
+    /// the calling shard) when it is due and no sample is under way.
     fn latest(&self, app: &Arc<App>) -> Option<(u64, Bytes)> {
         let (due, latest) = {
-            let sampler = self.sampler.lock();
-            (sampler.due(), sampler.latest())
+            let latest = self.latest.lock();
+            let frame = latest.frame.clone().map(|f| (latest.number, f));
+            (latest.due(), frame)
         };
-        if due && !self.sampling.swap(true, Ordering::AcqRel) {
-            let app = Arc::clone(app);
+        if due && !self.sampling.swap(true, Ordering::Relaxed) {
+            let claim = Claim(Arc::clone(app));
             tokio::task::spawn_local(async move {
+                let app = &claim.0;
+                // Another sample may have landed since `due` was read.
+                if !app.dashboard.latest.lock().due() {
+                    return;
+                }
                 let stats = app.engine.stats().await;
                 let slowest = app.engine.slowest_clients().await;
-                app.dashboard.sampler.lock().record(&app, &stats, &slowest);
-                app.dashboard.sampling.store(false, Ordering::Release);
+                let frame = app.dashboard.sampler.lock().record(app, &stats, &slowest);
+                let mut latest = app.dashboard.latest.lock();
+                latest.number += 1;
+                latest.frame = Some(frame);
+                latest.at = Some(Instant::now());
             });
         }
         latest
@@ -208,7 +248,10 @@ impl WebSocketEndpoint for StreamEndpoint {
     }
 
     fn open(&self, opening: Opening) -> Box<dyn Session> {
-        Box::new(session::DashboardSession::new(opening.app))
+        Box::new(session::DashboardSession::new(
+            opening.app,
+            opening.principal,
+        ))
     }
 
     fn authenticate(

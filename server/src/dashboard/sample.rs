@@ -19,7 +19,10 @@ use crate::App;
 
 /// A new sample is due this long after the last. Sessions look every shard
 /// tick (250 ms), so frames arrive about once a second.
-const SAMPLE_EVERY: Duration = Duration::from_millis(750);
+pub(super) const SAMPLE_EVERY: Duration = Duration::from_millis(750);
+/// A sample this long after the last starts afresh: rates and the latency
+/// window would otherwise cover the time no dashboard was open.
+const STALE_AFTER: Duration = Duration::from_secs(3);
 /// How often a copy of the latency histogram is kept for the window.
 const MARK_EVERY: Duration = Duration::from_secs(5);
 /// The latency window.
@@ -48,11 +51,9 @@ struct Totals {
     dropped: Vec<u64>,
 }
 
-/// The state between samples. Behind the dashboard's mutex.
+/// The state between samples. Behind the dashboard's sampler mutex.
 #[derive(Debug, Default)]
 pub struct Sampler {
-    number: u64,
-    frame: Option<Bytes>,
     at: Option<Instant>,
     totals: Totals,
     channels: HashMap<TopicId, ChannelMark>,
@@ -60,19 +61,15 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Whether a new sample is due.
-    pub fn due(&self) -> bool {
-        self.at.is_none_or(|at| at.elapsed() >= SAMPLE_EVERY)
-    }
-
-    /// The latest frame and its number (numbers grow by one per sample).
-    pub fn latest(&self) -> Option<(u64, Bytes)> {
-        self.frame.clone().map(|frame| (self.number, frame))
-    }
-
-    /// Takes a sample of `stats` and `slowest` as the next frame.
-    pub fn record(&mut self, app: &App, stats: &EngineStats, slowest: &[ClientInfo]) {
+    /// The `stats` frame of `stats` and `slowest`.
+    pub fn record(&mut self, app: &App, stats: &EngineStats, slowest: &[ClientInfo]) -> Bytes {
         let now = Instant::now();
+        if self
+            .at
+            .is_some_and(|at| now.duration_since(at) >= STALE_AFTER)
+        {
+            *self = Self::default();
+        }
         let seconds = self
             .at
             .map_or(0.0, |at| now.duration_since(at).as_secs_f64());
@@ -102,18 +99,36 @@ impl Sampler {
             "dropped": drop_rates,
         });
 
-        let mut channels: Vec<(f64, Value)> = Vec::with_capacity(stats.topics.len());
+        // Ranked on numbers; only the busiest few become JSON.
+        let mut ranked: Vec<(f64, u64, usize)> = Vec::with_capacity(stats.topics.len());
         let mut marks = HashMap::with_capacity(stats.topics.len());
-        for t in &stats.topics {
+        for (i, t) in stats.topics.iter().enumerate() {
             let mark = ChannelMark {
                 published: t.topic.published,
                 sent: t.counts.sent,
                 dropped: t.counts.dropped_total(),
             };
             let before = self.channels.get(&t.topic.id).copied().unwrap_or(mark);
-            let publish_rate = rate(mark.published, before.published);
-            channels.push((
-                publish_rate + t.topic.subscribers as f64 * 1e-9,
+            ranked.push((
+                rate(mark.published, before.published),
+                t.topic.subscribers,
+                i,
+            ));
+            marks.insert(t.topic.id, mark);
+        }
+        let busiest =
+            |a: &(f64, u64, usize), b: &(f64, u64, usize)| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1));
+        if ranked.len() > TOP_CHANNELS {
+            ranked.select_nth_unstable_by(TOP_CHANNELS, busiest);
+            ranked.truncate(TOP_CHANNELS);
+        }
+        ranked.sort_unstable_by(busiest);
+        let channels: Vec<Value> = ranked
+            .iter()
+            .map(|&(publish_rate, _, i)| {
+                let t = &stats.topics[i];
+                let mark = marks[&t.topic.id];
+                let before = self.channels.get(&t.topic.id).copied().unwrap_or(mark);
                 json!({
                     "name": &*t.topic.name,
                     "subscribers": t.topic.subscribers,
@@ -125,12 +140,9 @@ impl Sampler {
                     "historySize": t.topic.history,
                     "historyBytes": t.topic.history_bytes,
                     "priority": t.topic.class.priority.name(),
-                }),
-            ));
-            marks.insert(t.topic.id, mark);
-        }
-        channels.sort_by(|a, b| b.0.total_cmp(&a.0));
-        channels.truncate(TOP_CHANNELS);
+                })
+            })
+            .collect();
 
         let formats = app.engine.formats();
         let by_protocol: serde_json::Map<String, Value> = formats
@@ -158,12 +170,10 @@ impl Sampler {
             },
             "latency": self.latency(now, &stats.latency_us),
             "channelCount": stats.topics.len(),
-            "channels": channels.into_iter().map(|(_, c)| c).collect::<Vec<_>>(),
+            "channels": channels,
             "slowest": slowest.iter().map(client).collect::<Vec<_>>(),
         });
 
-        self.number += 1;
-        self.frame = Some(json_frame(&frame));
         self.at = Some(now);
         self.totals = Totals {
             published: stats.published,
@@ -171,6 +181,7 @@ impl Sampler {
             dropped,
         };
         self.channels = marks;
+        json_frame(&frame)
     }
 
     /// Delivery latency over about the last minute: quantiles in

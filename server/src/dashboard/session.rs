@@ -4,16 +4,18 @@
 //! Frames (JSON text): `hello` once; `stats` about once a second (see
 //! `sample.rs`); `tail` when a tail starts (`channel`) or stops (`null`);
 //! tail events as the telemetry protocol frames them (`type: event`);
-//! `error` for a command refused.
+//! `error` for a command refused. A session opened with a token closes
+//! with 4440 when the token expires, like every other.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shardcast_engine::{ConnCtx, RateLimit, RateLimiter, Replay, Session};
+use shardcast_engine::{CloseReason, ConnCtx, RateLimit, RateLimiter, Replay, Session};
 
 use super::{parse_command, Command, TAIL_RATE};
+use crate::auth::Principal;
 use crate::protocol::common::{error_frame, json_frame, ErrorCode};
 use crate::App;
 
@@ -27,6 +29,7 @@ const COMMANDS_PER_SECOND: u32 = 20;
 /// A dashboard's session. Owned by its shard thread.
 pub struct DashboardSession {
     app: Arc<App>,
+    principal: Arc<Principal>,
     /// The number of the last `stats` frame sent.
     sent: u64,
     tail: Option<Arc<str>>,
@@ -35,10 +38,11 @@ pub struct DashboardSession {
 }
 
 impl DashboardSession {
-    /// A session of `app`.
-    pub fn new(app: Arc<App>) -> Self {
+    /// A session of `app` for `principal`.
+    pub fn new(app: Arc<App>, principal: Arc<Principal>) -> Self {
         Self {
             app,
+            principal,
             sent: 0,
             tail: None,
             commands: RateLimiter::default(),
@@ -64,6 +68,14 @@ impl DashboardSession {
     }
 
     fn tail(&mut self, ctx: &mut ConnCtx<'_>, channel: &str) {
+        // Reading a channel's events takes the right to subscribe to it.
+        if !self.principal.may_subscribe(channel) {
+            ctx.send(error_frame(
+                ErrorCode::Forbidden,
+                "this credential may not subscribe to that channel",
+            ));
+            return;
+        }
         // Only a channel that exists: a dashboard creates nothing.
         if self.app.engine.topics().get(channel).is_none() {
             ctx.send(error_frame(
@@ -97,7 +109,11 @@ impl Session for DashboardSession {
             "shards": self.app.config.engine.shards.get(),
             "protocols": formats.iter().map(|(_, f)| f.name()).collect::<Vec<_>>(),
             "tailRate": TAIL_RATE,
+            "heartbeatTimeoutSeconds": self.app.config.telemetry.heartbeat_timeout.as_secs(),
         })));
+        if let Some(at) = self.principal.deadline() {
+            ctx.close_at(Some((at, CloseReason::TokenExpired)));
+        }
         self.send_stats(ctx);
     }
 

@@ -26,11 +26,13 @@ pub enum UpgradeRefusal {
     Forbidden,
     /// An expired token (close 4440).
     TokenExpired,
+    /// The server is draining before it stops (503).
+    Draining,
 }
 
 impl UpgradeRefusal {
     /// Every reason, in label order.
-    pub const ALL: [UpgradeRefusal; 8] = [
+    pub const ALL: [UpgradeRefusal; 9] = [
         Self::UpgradeRequired,
         Self::BadHandshake,
         Self::BadClientId,
@@ -39,6 +41,7 @@ impl UpgradeRefusal {
         Self::Unauthorized,
         Self::Forbidden,
         Self::TokenExpired,
+        Self::Draining,
     ];
 
     /// A stable snake_case label for metrics.
@@ -52,6 +55,7 @@ impl UpgradeRefusal {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::TokenExpired => "token_expired",
+            Self::Draining => "draining",
         }
     }
 
@@ -65,6 +69,7 @@ impl UpgradeRefusal {
             Self::Unauthorized => 5,
             Self::Forbidden => 6,
             Self::TokenExpired => 7,
+            Self::Draining => 8,
         }
     }
 
