@@ -153,14 +153,7 @@ async fn a_slow_consumer_disconnect_is_counted_with_its_close_code() {
          [outbox]\nmax_messages = 32\nslow_consumer = \"disconnect\"\n",
     );
     let slow = server.telemetry("?channels=big").await; // never read
-    let mut publisher = server.connect("/ws/publish", Some(PUB)).await;
-    let pad = "x".repeat(60 * 1024);
-    // About 24 MB: more than any loopback socket buffers hold.
-    for n in 0..400 {
-        let frame =
-            format!(r#"{{"action":"publish","channel":"big","data":{{"n":{n},"pad":"{pad}"}}}}"#);
-        publisher.send(Message::text(frame)).await.unwrap();
-    }
+    let publisher = flood_big(&server).await;
     let metrics = eventually_metrics(&server, |m| {
         m.value(
             "shardcast_disconnects_total",
@@ -193,13 +186,7 @@ async fn outbox_depths_show_every_connection_and_the_one_behind() {
          [outbox]\nmax_messages = 32\nslow_consumer = \"drop_newest\"\n",
     );
     let _slow = server.telemetry("?channels=big").await; // never read
-    let mut publisher = server.connect("/ws/publish", Some(PUB)).await;
-    let pad = "x".repeat(60 * 1024);
-    for n in 0..400 {
-        let frame =
-            format!(r#"{{"action":"publish","channel":"big","data":{{"n":{n},"pad":"{pad}"}}}}"#);
-        publisher.send(Message::text(frame)).await.unwrap();
-    }
+    let _publisher = flood_big(&server).await;
     // Two connections: the publisher's outbox is empty, the reader's full.
     let metrics = eventually_metrics(&server, |m| {
         m.value("shardcast_outbox_depth_sum", &[]).unwrap_or(0.0) >= 30.0

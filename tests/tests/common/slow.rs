@@ -1,9 +1,26 @@
 //! Clients that fall behind.
 
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
 use super::{next_json, TestServer, Ws, ADMIN, PUB};
 
+/// Publishes 400 messages of 60 KiB into `big` over `/ws/publish`: about
+/// 24 MB, more than any loopback socket buffers hold, so a subscriber that
+/// does not read ends with a full outbox. Returns the publisher.
+pub async fn flood_big(server: &TestServer) -> Ws {
+    let mut publisher = server.connect("/ws/publish", Some(PUB)).await;
+    let pad = "x".repeat(60 * 1024);
+    for n in 0..400 {
+        let frame =
+            format!(r#"{{"action":"publish","channel":"big","data":{{"n":{n},"pad":"{pad}"}}}}"#);
+        publisher.send(Message::text(frame)).await.unwrap();
+    }
+    publisher
+}
+
 /// A telemetry client `id` subscribed to `big` that never reads, after
-/// 24 MB were published there: its socket buffers are full, and its outbox.
+/// [`flood_big`]: its socket buffers are full, and its outbox.
 pub async fn stuck_client(server: &TestServer, id: &str) -> Ws {
     let mut stuck = server
         .connect(
@@ -13,11 +30,6 @@ pub async fn stuck_client(server: &TestServer, id: &str) -> Ws {
         .await;
     let _welcome = next_json(&mut stuck).await;
     let _ack = next_json(&mut stuck).await;
-    let payload = "x".repeat(60_000);
-    for _ in 0..400 {
-        server
-            .publish("big", serde_json::json!({ "p": payload }), Some(PUB))
-            .await;
-    }
+    let _publisher = flood_big(server).await;
     stuck
 }
