@@ -14,6 +14,7 @@
 # OUT        where the JSON goes (default target/compare/<date>)
 # LOAD       the load's shape (default: 2000 connections, 100 topics,
 #            5 subscriptions each, 64-byte payloads, 2 s warm-up, 10 s measured)
+# SERVER_FLAGS  more flags for shardcast (e.g. --coalesce-above-cpu 1.0)
 #
 # Needs: cargo build --release -p shardcast-server -p shardcast-loadgen, and
 # npm ci --prefix bench/peers/uws --ignore-scripts (Node.js 18 or newer).
@@ -49,10 +50,11 @@ run() {
   local server=$1 rate=$2 n=$3 port pid
   if [ "$server" = ours ]; then
     port=$ours_port
+    # shellcheck disable=SC2086
     taskset -c 0 target/release/shardcast --listen "127.0.0.1:${port}" --no-demo --shards 1 \
       --rate-limit 0 --channel 'load.*' --log warn --drain-seconds 0 \
       --max-connections-per-ip 0 --max-http-connections 65536 --max-http-connections-per-ip 0 \
-      2>>"$out/ours.log" &
+      ${SERVER_FLAGS:-} 2>>"$out/ours.log" &
   else
     port=$uws_port
     taskset -c 0 node bench/peers/uws/server.mjs "$port" 2>>"$out/uws.log" &
