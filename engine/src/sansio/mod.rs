@@ -8,6 +8,7 @@
 //! `layering_is_kept` below checks the rule on the sources themselves: every
 //! `crate::` path in this folder's code must continue with `sansio`.
 
+pub mod beat;
 pub mod budget;
 pub mod census;
 pub mod close;

@@ -29,15 +29,13 @@ use super::handle::Attachment;
 use super::{ShardState, SWEEP_EVERY_TICKS};
 use crate::gate::Refused;
 use crate::sansio::close::CloseReason;
-use crate::sansio::drain;
 use crate::sansio::ids::ConnKey;
+use crate::sansio::{beat, drain};
 
 /// A format's heartbeat on one tick.
 #[derive(Clone, Debug, PartialEq)]
 enum Beat {
-    /// Not this tick.
-    NotDue,
-    /// Due, not encoded yet (no connection of the format seen so far).
+    /// Not encoded yet (no connection of the format due so far this tick).
     Due,
     /// Its frame, encoded once for the shard (`None`: the format has none).
     Encoded(Option<Bytes>),
@@ -143,36 +141,23 @@ impl ShardState {
 
     // ---- periodic work -------------------------------------------------------
 
-    /// Closes connections silent past their liveness timeout and, when due,
-    /// sends each format's heartbeat (encoded once per shard) to every connection.
+    /// Closes connections silent past their liveness timeout and sends each
+    /// format's heartbeat (encoded once per tick) to the connections due one.
     pub(super) fn tick(&self) {
         self.refresh_clock();
         let now = self.now();
-        let config = self.shared.config();
         let ticks = self.ticks.get().wrapping_add(1);
         self.ticks.set(ticks);
         if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
             self.sweep_topics(now);
         }
-        // Once per interval of each format, one slot per format (none at all
-        // on the ticks where no format is due).
+        // Each connection's heartbeat comes once per interval of its format,
+        // on the tick its slot falls on (`beat::due`): a tick writes one in
+        // `phases` of the connections, never all at once. Each format's frame
+        // is encoded at most once per tick.
         let formats = self.shared.formats();
-        let mut heartbeats: Vec<Beat> = Vec::new();
-        let mut next_heartbeat = self.next_heartbeat.borrow_mut();
-        for ((id, format), next) in formats.iter().zip(next_heartbeat.iter_mut()) {
-            if now >= *next {
-                if heartbeats.is_empty() {
-                    heartbeats.resize(formats.len(), Beat::NotDue);
-                }
-                *next = now
-                    + format
-                        .heartbeat_interval()
-                        .unwrap_or(config.heartbeat_interval);
-                heartbeats[id.index()] = Beat::Due;
-            }
-        }
-        drop(next_heartbeat);
-        let heartbeat_due = !heartbeats.is_empty();
+        let phases = self.heartbeat_phases.as_slice();
+        let mut heartbeats: Vec<Beat> = vec![Beat::Due; formats.len()];
         let wall = SystemTime::now();
         // Nothing below adds or removes connections (closing happens in each
         // connection's own task), so the slab can stay borrowed.
@@ -215,10 +200,10 @@ impl ShardState {
             if wake {
                 conn.attention.notify_one();
             }
-            if !heartbeat_due {
+            let format = conn.delivery.format;
+            if !beat::due(conn.key.index, ticks, phases[format.index()]) {
                 continue;
             }
-            let format = conn.delivery.format;
             let slot = &mut heartbeats[format.index()];
             if *slot == Beat::Due {
                 *slot = Beat::Encoded(formats.get(format).heartbeat(wall));

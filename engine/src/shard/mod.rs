@@ -61,6 +61,7 @@ use hdrhistogram::Histogram;
 
 use crate::broker::PublishError;
 use crate::engine::{Engine, EngineShared};
+use crate::sansio::beat;
 use crate::sansio::census::Disconnects;
 use crate::sansio::counts::Counts;
 use crate::sansio::ids::TopicId;
@@ -163,8 +164,8 @@ struct ShardState {
     topic_cache: RefCell<HashMap<Box<str>, Arc<Topic>>>,
     epoch: Instant,
     now: Cell<Instant>,
-    /// When each format's next heartbeat is due, by format index.
-    next_heartbeat: RefCell<Vec<Instant>>,
+    /// Ticks per heartbeat interval, by format index (see `sansio::beat`).
+    heartbeat_phases: Vec<u32>,
     ticks: Cell<u32>,
     /// Counts of connections that have closed, by format index.
     closed_by_format: RefCell<Vec<Counts>>,
@@ -191,11 +192,10 @@ impl ShardState {
         let now = Instant::now();
         let engine = Engine::from_shared(Arc::clone(&shared));
         let heartbeat = shared.config().heartbeat_interval;
-        // Each format starts on its own interval.
-        let first_beats: Vec<Instant> = shared
+        let heartbeat_phases: Vec<u32> = shared
             .formats()
             .iter()
-            .map(|(_, f)| now + f.heartbeat_interval().unwrap_or(heartbeat))
+            .map(|(_, f)| beat::phases(f.heartbeat_interval().unwrap_or(heartbeat), run::TICK))
             .collect();
         let pacer = FlushPacer::new(shared.config().coalesce_above_cpu);
         let formats = shared.formats().len();
@@ -218,7 +218,7 @@ impl ShardState {
             topic_cache: RefCell::default(),
             epoch: now,
             now: Cell::new(now),
-            next_heartbeat: RefCell::new(first_beats),
+            heartbeat_phases,
             ticks: Cell::new(0),
             closed_by_format: RefCell::new(vec![Counts::default(); formats]),
             drain_start: std::cell::OnceCell::new(),

@@ -43,7 +43,7 @@ use crate::sansio::close::CloseReason;
 const DISPATCH_BATCH: usize = 1024;
 
 /// How often a shard checks heartbeat timeouts and sends heartbeats.
-const TICK: Duration = Duration::from_millis(250);
+pub(super) const TICK: Duration = Duration::from_millis(250);
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
