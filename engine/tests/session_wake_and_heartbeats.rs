@@ -112,6 +112,9 @@ async fn wake_ups_come_once_each_and_heartbeats_keep_their_formats_interval() {
     // 10 s, and a connection's beat falls on one tick of each interval.
     assert!(!fast.iter().any(|t| t == "slow"), "{fast:?}");
     assert!(!slow.iter().any(|t| t == "fast"), "{slow:?}");
-    assert!(slow.iter().filter(|t| *t == "slow").count() <= 1, "{slow:?}");
+    assert!(
+        slow.iter().filter(|t| *t == "slow").count() <= 1,
+        "{slow:?}"
+    );
     common::stop(engine).await;
 }
