@@ -176,6 +176,11 @@ async fn the_tail_shows_recent_then_live_events_of_one_channel() {
     send_json(&mut ws, json!({"action": "publish"})).await;
     let bad = next_of_type_skipping_stats(&mut ws, "error").await;
     assert_eq!(bad["code"], "INVALID_MESSAGE", "{bad}");
+    // Four commands, two refused: counted like every protocol's.
+    let metrics = Exposition::parse(&server.metrics().await);
+    let of = |name| metrics.get(name, &[("protocol", "telemetry")]);
+    assert_eq!(of("shardcast_client_commands_total"), 4.0);
+    assert_eq!(of("shardcast_client_errors_total"), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

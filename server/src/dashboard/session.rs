@@ -70,7 +70,7 @@ impl DashboardSession {
     fn tail(&mut self, ctx: &mut ConnCtx<'_>, channel: &str) {
         // Reading a channel's events takes the right to subscribe to it.
         if !self.principal.may_subscribe(channel) {
-            ctx.send(error_frame(
+            ctx.send_error(error_frame(
                 ErrorCode::Forbidden,
                 "this credential may not subscribe to that channel",
             ));
@@ -78,7 +78,7 @@ impl DashboardSession {
         }
         // Only a channel that exists: a dashboard creates nothing.
         if self.app.engine.topics().get(channel).is_none() {
-            ctx.send(error_frame(
+            ctx.send_error(error_frame(
                 ErrorCode::UnknownChannel,
                 "no such channel now; choose one from the list",
             ));
@@ -95,7 +95,7 @@ impl DashboardSession {
                     ctx.send_replay(replayed);
                 }
             }
-            Err(e) => ctx.send(error_frame(ErrorCode::LimitReached, &e.to_string())),
+            Err(e) => ctx.send_error(error_frame(ErrorCode::LimitReached, &e.to_string())),
         }
     }
 }
@@ -123,7 +123,7 @@ impl Session for DashboardSession {
             .commands
             .try_acquire(RateLimit::per_second(COMMANDS_PER_SECOND), now_ns)
         {
-            ctx.send(error_frame(
+            ctx.send_error(error_frame(
                 ErrorCode::RateLimited,
                 "too many commands; this one was ignored",
             ));
@@ -136,7 +136,7 @@ impl Session for DashboardSession {
                 ctx.send(json_frame(&json!({"type": "tail", "channel": null})));
             }
             Ok(Command::Heartbeat {}) => {}
-            Err(e) => ctx.send(error_frame(ErrorCode::InvalidMessage, &e)),
+            Err(e) => ctx.send_error(error_frame(ErrorCode::InvalidMessage, &e)),
         }
     }
 
