@@ -68,7 +68,7 @@ pub use sansio::replay::{Position, Replay, ReplayError, Replayed};
 pub use sansio::{decode, frame, json, pacer};
 pub use shard::{
     Attachment, ConnCtx, ConnectionHandler, Details, LocalShard, Session, SubscribeError,
-    Subscribed,
+    Subscribed, Transport, TLS_BUFFER_LIMIT,
 };
 pub use stats::{ClientInfo, EngineStats, ShardStats, TopicSummary, SLOWEST};
 pub use topic::{Topic, TopicStats};

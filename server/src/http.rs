@@ -56,6 +56,7 @@ use crate::protocol::common::{ApiCode, ApiError};
 use crate::protocol::{Auth, Call, Descriptor, Handler};
 use crate::request::Query;
 use crate::stall::StallLimited;
+use crate::tls::Tls;
 use crate::upgrade;
 use crate::App;
 
@@ -69,14 +70,21 @@ pub(crate) type PermitSlot = Rc<RefCell<Option<PeerPermit>>>;
 #[derive(Clone, Debug)]
 pub struct HttpHandler {
     app: Arc<App>,
-    /// Serve only this path, without credentials (the metrics listener).
-    only: Option<&'static str>,
+    /// Serve only these paths, without credentials (the metrics listener,
+    /// the plain listener of a TLS server).
+    only: Option<&'static [&'static str]>,
+    /// Serve HTTPS: the handshake comes first.
+    tls: Option<Arc<Tls>>,
 }
 
 impl HttpHandler {
-    /// A handler for `app`: every registered endpoint.
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app, only: None }
+    /// A handler for `app`: every registered endpoint, over TLS if `tls`.
+    pub fn new(app: Arc<App>, tls: Option<Arc<Tls>>) -> Self {
+        Self {
+            app,
+            only: None,
+            tls,
+        }
     }
 
     /// A handler serving only `GET /metrics`, without credentials: for the
@@ -85,7 +93,18 @@ impl HttpHandler {
     pub fn metrics_only(app: Arc<App>) -> Self {
         Self {
             app,
-            only: Some("/metrics"),
+            only: Some(&["/metrics"]),
+            tls: None,
+        }
+    }
+
+    /// A handler serving only `/health` and `/ready`, plain: for the second
+    /// listener of a TLS server (`--listen-plain`), for a load balancer.
+    pub fn health_only(app: Arc<App>) -> Self {
+        Self {
+            app,
+            only: Some(&["/health", "/ready"]),
+            tls: None,
         }
     }
 }
@@ -100,34 +119,64 @@ impl ConnectionHandler for HttpHandler {
     ) -> Pin<Box<dyn Future<Output = ()>>> {
         let app = Arc::clone(&self.app);
         let only = self.only;
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let config = &app.config;
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(config.request_timeout)
-                .max_buf_size(config.max_header_bytes);
-            let slot: PermitSlot = Rc::new(RefCell::new(Some(permit)));
-            let service = {
-                let app = Arc::clone(&app);
-                service_fn(move |req| {
-                    let app = Arc::clone(&app);
-                    let shard = shard.clone();
-                    let slot = Rc::clone(&slot);
-                    async move { Ok::<_, Infallible>(route(app, shard, peer, slot, req, only).await) }
-                })
+            let timeout = app.config.request_timeout;
+            let served = match tls {
+                None => {
+                    let io = StallLimited::new(stream, timeout);
+                    serve_http(app, io, peer, permit, shard, only).await
+                }
+                Some(tls) => {
+                    // The permit is held through the handshake.
+                    let Some(stream) = tls.accept(stream, shard.index()).await else {
+                        return;
+                    };
+                    let io = StallLimited::new(stream, timeout);
+                    serve_http(app, io, peer, permit, shard, only).await
+                }
             };
-            // A client that stops reading its answers is cut off, too.
-            let io = StallLimited::new(stream, config.request_timeout);
-            let served = builder
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades()
-                .await;
             if let Err(e) = served {
                 debug!(%peer, error = %e, "http connection ended with an error");
             }
         })
     }
+}
+
+/// Serves HTTP/1.1 (and upgrades) on `io`, plain or TLS.
+async fn serve_http<IO>(
+    app: Arc<App>,
+    io: IO,
+    peer: SocketAddr,
+    permit: PeerPermit,
+    shard: LocalShard,
+    only: Option<&'static [&'static str]>,
+) -> hyper::Result<()>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &app.config;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.request_timeout)
+        .max_buf_size(config.max_header_bytes);
+    let slot: PermitSlot = Rc::new(RefCell::new(Some(permit)));
+    let service = {
+        let app = Arc::clone(&app);
+        service_fn(move |req| {
+            let app = Arc::clone(&app);
+            let shard = shard.clone();
+            let slot = Rc::clone(&slot);
+            async move { Ok::<_, Infallible>(route(app, shard, peer, slot, req, only).await) }
+        })
+    };
+    // A client that stops reading its answers is cut off, too (`io` is
+    // `StallLimited`).
+    builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+        .await
 }
 
 async fn route(
@@ -136,11 +185,11 @@ async fn route(
     peer: SocketAddr,
     slot: PermitSlot,
     req: Request<Incoming>,
-    only: Option<&'static str>,
+    only: Option<&'static [&'static str]>,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let found = match only {
-        Some(only) if path != only => None,
+        Some(only) if !only.contains(&path.as_str()) => None,
         _ => app.routes.find(&path),
     };
     let Some((descriptor, params)) = found else {

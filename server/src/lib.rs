@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod request;
 pub mod stall;
+pub mod tls;
 pub mod upgrade;
 
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// What the live dashboards share: tickets and the latest sample.
     pub dashboard: dashboard::Dashboard,
+    /// The certificate in force, when serving TLS.
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 impl App {
@@ -82,6 +85,7 @@ pub struct Server {
     app: Arc<App>,
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    plain_addr: Option<SocketAddr>,
     demo: Option<demo::DemoFeed>,
 }
 
@@ -97,6 +101,20 @@ impl Server {
                 std::net::TcpListener::bind(at)
                     .with_context(|| format!("cannot listen on {at} (metrics_listen)"))?,
             ),
+            None => None,
+        };
+        let plain_listener = match config.listen_plain {
+            Some(at) => Some(
+                std::net::TcpListener::bind(at)
+                    .with_context(|| format!("cannot listen on {at} (listen_plain)"))?,
+            ),
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(settings) => Some(Arc::new(
+                tls::Tls::load(settings.clone(), config.engine.shards.get())
+                    .context("cannot load the TLS certificate")?,
+            )),
             None => None,
         };
         let mut registry = protocol::Registry::default();
@@ -127,8 +145,23 @@ impl Server {
             metrics_cache: parking_lot::Mutex::new(None),
             draining: AtomicBool::new(false),
             dashboard: dashboard::Dashboard::default(),
+            tls: tls.clone(),
         });
-        engine.serve(listener, Arc::new(http::HttpHandler::new(Arc::clone(&app))));
+        engine.serve(
+            listener,
+            Arc::new(http::HttpHandler::new(Arc::clone(&app), tls.clone())),
+        );
+        let plain_addr = match plain_listener {
+            Some(plain) => {
+                let addr = plain.local_addr()?;
+                engine.serve(
+                    plain,
+                    Arc::new(http::HttpHandler::health_only(Arc::clone(&app))),
+                );
+                Some(addr)
+            }
+            None => None,
+        };
         let metrics_addr = match metrics_listener {
             Some(metrics) => {
                 let addr = metrics.local_addr()?;
@@ -145,6 +178,8 @@ impl Server {
         };
         info!(
             %addr,
+            tls = tls.is_some(),
+            plain = ?plain_addr,
             metrics = ?metrics_addr,
             shards = app.config.engine.shards.get(),
             pinned = app.config.engine.pin_threads,
@@ -160,6 +195,7 @@ impl Server {
             app,
             addr,
             metrics_addr,
+            plain_addr,
             demo,
         })
     }
@@ -172,6 +208,21 @@ impl Server {
     /// The address of the metrics listener, if one was configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The address of the plain health-check listener of a TLS server.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
+    }
+
+    /// Reads the TLS certificate and key again (on SIGHUP): new handshakes
+    /// use them when they are valid; on error the old ones stay (logged).
+    /// Nothing to do for a plain server.
+    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
+        match &self.app.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     /// The engine.

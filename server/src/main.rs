@@ -266,7 +266,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
 }
 
 /// Blocks until SIGINT or SIGTERM, then drains (lame duck) for
-/// `shutdown.drain_seconds`; a second signal cuts the drain short.
+/// `shutdown.drain_seconds`; a second signal cuts the drain short. SIGHUP
+/// meanwhile reloads the TLS certificate (new handshakes use it; open
+/// connections keep theirs).
 fn wait_and_drain(server: &Server) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -275,9 +277,17 @@ fn wait_and_drain(server: &Server) -> std::io::Result<()> {
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading the TLS certificate");
+                    // Logged either way by the reload itself.
+                    let _ = server.reload_tls();
+                }
+            }
         }
         let over = server.app().config.drain;
         if over.is_zero() {

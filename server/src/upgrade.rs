@@ -28,9 +28,9 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use shardcast_engine::{frame, Attachment, CloseReason, LocalShard};
-use tokio::io::AsyncWriteExt;
+use shardcast_engine::{frame, Attachment, CloseReason, LocalShard, Transport};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use crate::auth::credentials::{self, CredentialError};
@@ -300,20 +300,15 @@ pub(crate) fn handle(
                 return;
             }
         };
-        let Ok(parts) = ws
-            .into_inner()
-            .into_inner()
-            .downcast::<TokioIo<StallLimited<TcpStream>>>()
-        else {
-            warn!(%peer, "upgraded connection is not a TCP stream");
+        let Some((transport, read_buf)) = recover(ws.into_inner().into_inner()) else {
+            warn!(%peer, "upgraded connection is neither TCP nor TLS over TCP");
             return;
         };
-        let stream = parts.io.into_inner().into_inner();
         let principal = match verdict {
             Ok(principal) => principal,
             Err(refusal) => {
                 info!(%peer, protocol, code = refusal.code, reason = refusal.reason, why = %sanitize(&refusal.why, 200), "websocket refused");
-                refuse(stream, &refusal).await;
+                refuse(transport, &refusal).await;
                 // The permit (still in its HTTP stage) goes with the socket.
                 drop(permit);
                 return;
@@ -330,8 +325,8 @@ pub(crate) fn handle(
         });
         debug!(%peer, protocol, "websocket opened");
         let attached = shard.attach(Attachment {
-            stream,
-            read_buf: parts.read_buf,
+            transport,
+            read_buf,
             client_id,
             owner,
             delivery,
@@ -346,26 +341,55 @@ pub(crate) fn handle(
     response.map(|_| Body::default())
 }
 
-/// Sends a close frame on a connection that is never attached, then closes it.
-async fn refuse(mut stream: TcpStream, refusal: &Refusal) {
-    let frame = frame::encode_close(refusal.code, refusal.reason);
-    let closing = async {
-        if let Some(message) = &refusal.message {
-            stream.write_all(message).await?;
+/// The socket hyper upgraded, as the engine's transport, with the bytes
+/// hyper read past the request. A TLS session keeps what it decrypted and
+/// has not handed out; the transport reads that first.
+fn recover(upgraded: hyper::upgrade::Upgraded) -> Option<(Transport, bytes::Bytes)> {
+    let plain = match upgraded.downcast::<TokioIo<StallLimited<TcpStream>>>() {
+        Ok(parts) => {
+            let stream = parts.io.into_inner().into_inner();
+            return Some((Transport::plain(stream), parts.read_buf));
         }
-        stream.write_all(&frame).await?;
-        stream.shutdown().await?;
-        // Wait for the client's EOF so the close frame is not lost to a reset.
-        let mut sink = [0u8; 256];
+        Err(upgraded) => upgraded,
+    };
+    let parts = plain
+        .downcast::<TokioIo<StallLimited<TlsStream<TcpStream>>>>()
+        .ok()?;
+    let (stream, session) = parts.io.into_inner().into_inner().into_inner();
+    Some((Transport::tls(stream, session), parts.read_buf))
+}
+
+/// Sends a close frame on a connection that is never attached, then closes it.
+async fn refuse(mut transport: Transport, refusal: &Refusal) {
+    let mut frame = bytes::BytesMut::new();
+    if let Some(message) = &refusal.message {
+        frame.extend_from_slice(message);
+    }
+    frame.extend_from_slice(&frame::encode_close(refusal.code, refusal.reason));
+    let closing = async {
+        let mut unsent = &frame[..];
         loop {
-            stream.readable().await?;
-            match stream.try_read(&mut sink) {
-                Ok(0) => return Ok::<_, std::io::Error>(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            // A TLS session's records first, then more of the frame.
+            let wrote = transport.push().and_then(|()| match unsent {
+                [] => Ok(None),
+                _ => transport
+                    .write_vectored(&[std::io::IoSlice::new(unsent)])
+                    .map(Some),
+            });
+            match wrote {
+                Ok(None) => break,
+                Ok(Some(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(Some(n)) => unsent = &unsent[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    transport.writable().await?;
+                }
                 Err(e) => return Err(e),
             }
         }
+        transport.shutdown().await?;
+        // Wait for the client's EOF so the close frame is not lost to a reset.
+        transport.drain_until_eof().await;
+        Ok::<_, std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
 }

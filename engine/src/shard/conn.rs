@@ -24,18 +24,16 @@
 //!    WebSocket slot count free again.
 
 use std::cell::{Cell, RefCell};
-use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::ctx::ConnCtx;
+use super::transport::Transport;
 use super::{reader, ShardState};
 use crate::gate::PeerPermit;
 use crate::sansio::close::CloseReason;
@@ -112,7 +110,7 @@ pub(super) struct ConnState {
 /// A WebSocket connection. Owned by one shard thread.
 pub(super) struct Conn {
     pub(super) key: ConnKey,
-    pub(super) stream: TcpStream,
+    pub(super) transport: Transport,
     pub(super) peer: SocketAddr,
     pub(super) client_id: Arc<str>,
     /// The principal the connection authenticated as (owner of `client_id`).
@@ -132,7 +130,7 @@ impl Conn {
     #[allow(clippy::too_many_arguments)] // One constructor, called from attach and a test.
     pub(super) fn new(
         key: ConnKey,
-        stream: TcpStream,
+        transport: Transport,
         peer: SocketAddr,
         client_id: Arc<str>,
         owner: Arc<str>,
@@ -144,7 +142,7 @@ impl Conn {
     ) -> Self {
         Self {
             key,
-            stream,
+            transport,
             peer,
             client_id,
             owner,
@@ -260,14 +258,14 @@ pub(super) async fn run(
                     shard.flush(&conn);
                 }
             }
-            ready = conn.stream.writable(), if blocked => {
+            ready = conn.transport.writable(), if blocked => {
                 if ready.is_err() {
                     break CloseReason::ConnectionLost;
                 }
                 conn.state.borrow_mut().write_blocked = false;
                 shard.flush(&conn);
             }
-            ready = conn.stream.readable() => {
+            ready = conn.transport.readable() => {
                 let result = ready.map_err(|_| CloseReason::ConnectionLost)
                     .and_then(|()| reader::read_ready(&shard, &conn, &mut *session));
                 let more = match result {
@@ -341,7 +339,7 @@ async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
             tokio::select! {
                 biased;
                 () = &mut deadline => break,
-                ready = conn.stream.writable() => if ready.is_err() { break },
+                ready = conn.transport.writable() => if ready.is_err() { break },
             }
         }
     }
@@ -354,24 +352,9 @@ async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
     let Ok(conn) = Rc::try_unwrap(conn) else {
         return;
     };
-    let mut stream = conn.stream;
-    if reason.sends_close_frame() && stream.shutdown().await.is_ok() {
-        let _ = tokio::time::timeout(CLOSE_LINGER, drain_until_eof(&stream)).await;
-    }
-}
-
-async fn drain_until_eof(stream: &TcpStream) {
-    let mut sink = [0u8; 512];
-    loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
-        match stream.try_read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
+    let mut transport = conn.transport;
+    if reason.sends_close_frame() && transport.shutdown().await.is_ok() {
+        let _ = tokio::time::timeout(CLOSE_LINGER, transport.drain_until_eof()).await;
     }
 }
 
@@ -379,6 +362,7 @@ async fn drain_until_eof(stream: &TcpStream) {
 mod tests {
     use super::*;
     use crate::sansio::outbox::SlowConsumerPolicy;
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn nothing_is_queued_after_a_close_is_requested() {
@@ -399,7 +383,7 @@ mod tests {
         let permit = gate.admit(peer.ip()).unwrap();
         let conn = Conn::new(
             key,
-            stream,
+            Transport::plain(stream),
             peer,
             "c".into(),
             "owner".into(),

@@ -270,17 +270,23 @@ impl ShardState {
 
     /// Writes as much of `conn`'s outbox as the socket takes now, many frames
     /// per `writev`. On `WouldBlock` the connection's task waits for
-    /// writability and calls this again.
+    /// writability and calls this again. A TLS connection takes the frames
+    /// into its session, sealed into records, and each turn of the loop
+    /// first writes the records the last one made (see `transport.rs`).
     pub(super) fn flush(&self, conn: &Conn) {
         let mut state = conn.state.borrow_mut();
         if state.write_blocked || state.broken {
             return;
         }
-        while !state.mailbox.outbox.is_empty() {
-            let result = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = state.mailbox.outbox.io_slices(&mut slices);
-                conn.stream.try_write_vectored(&slices[..n])
+        loop {
+            let result = match conn.transport.push() {
+                Ok(()) if state.mailbox.outbox.is_empty() => break,
+                Ok(()) => {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                    let n = state.mailbox.outbox.io_slices(&mut slices);
+                    conn.transport.write_vectored(&slices[..n])
+                }
+                Err(e) => Err(e),
             };
             match result {
                 Ok(0) => {

@@ -23,8 +23,8 @@ use crate::PublishError;
 /// An upgraded connection, ready to be attached to the shard it was
 /// accepted on.
 pub struct Attachment {
-    /// The socket, past the HTTP upgrade.
-    pub stream: tokio::net::TcpStream,
+    /// The socket (plain or TLS), past the HTTP upgrade.
+    pub transport: super::transport::Transport,
     /// Bytes the HTTP layer read past the upgrade request.
     pub read_buf: Bytes,
     /// The client's id; a live connection of the same owner with this id is

@@ -47,7 +47,7 @@ impl ShardState {
     /// Registers a new WebSocket connection and starts its task.
     pub(super) fn attach(self: &Rc<Self>, attachment: Attachment) -> Result<ConnKey, Refused> {
         let Attachment {
-            stream,
+            transport,
             read_buf,
             client_id,
             owner,
@@ -57,14 +57,14 @@ impl ShardState {
             details,
         } = attachment;
         permit.establish()?;
-        let peer = stream
+        let peer = transport
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let key = self.conns.borrow_mut().vacant_key();
         let gap_field = self.shared.formats().get(delivery.format).gap_field();
         let mut conn = Conn::new(
             key,
-            stream,
+            transport,
             peer,
             Arc::clone(&client_id),
             Arc::clone(&owner),

@@ -43,6 +43,7 @@ mod run;
 mod slab;
 mod subscribe;
 mod throttled;
+mod transport;
 
 pub use accept::ConnectionHandler;
 pub use conn::Session;
@@ -50,6 +51,7 @@ pub use ctx::{ConnCtx, SubscribeError, Subscribed};
 pub use handle::{Attachment, Details, LocalShard};
 pub(crate) use inbox::{ShardCommand, ShardInbox};
 pub(crate) use run::run;
+pub use transport::{Transport, TLS_BUFFER_LIMIT};
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};

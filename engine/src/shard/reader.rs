@@ -60,7 +60,7 @@ pub(super) fn read_ready(
         }
         let scratch = shard.scratch();
         let mut scratch = scratch.borrow_mut();
-        match conn.stream.try_read(&mut scratch[..]) {
+        match conn.transport.try_read(&mut scratch[..]) {
             Ok(0) => return Err(CloseReason::ConnectionLost),
             Ok(n) => {
                 let now = Instant::now();
@@ -69,7 +69,7 @@ pub(super) fn read_ready(
                     conn.state.borrow_mut().last_seen = now;
                 }
                 feed(shard, conn, session, &mut scratch[..n])?;
-                if n < scratch.len() {
+                if conn.transport.drained_by(n, scratch.len()) {
                     return Ok(Drained::Yes);
                 }
             }

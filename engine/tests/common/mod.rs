@@ -61,7 +61,7 @@ impl ConnectionHandler for Handler {
                 return;
             }
             let _ = shard.attach(Attachment {
-                stream,
+                transport: shardcast_engine::Transport::plain(stream),
                 read_buf: Bytes::new(),
                 client_id: client_id.into(),
                 owner: "test".into(),

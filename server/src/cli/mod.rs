@@ -127,6 +127,16 @@ pub struct ServeArgs {
     /// Simple-protocol deployments' name for [simple] max_connections.
     #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", hide = true)]
     pub websocket_max_connections: Option<usize>,
+    /// PEM certificate chain: serve HTTPS and wss:// (with --tls-key).
+    #[arg(long, env = "SHARDCAST_TLS_CERT")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SHARDCAST_TLS_KEY")]
+    pub tls_key: Option<String>,
+    /// With TLS, a second plain address serving only /health and /ready
+    /// (e.g. 127.0.0.1:8080), for a load balancer's checks.
+    #[arg(long, env = "SHARDCAST_LISTEN_PLAIN")]
+    pub listen_plain: Option<String>,
     /// How long a shutdown spends closing connections in batches (lame
     /// duck) before it stops, in seconds or as a duration (30s, 2m); 0 =
     /// close them all at once.
@@ -227,6 +237,9 @@ impl ServeArgs {
         }
         set(&mut raw.listen, &self.listen);
         set(&mut raw.metrics_listen, &self.metrics_listen);
+        set(&mut raw.listen_plain, &self.listen_plain);
+        set(&mut raw.tls.cert, &self.tls_cert);
+        set(&mut raw.tls.key, &self.tls_key);
         set(&mut raw.shards, &self.shards);
         set(&mut raw.max_connections, &self.max_connections);
         set(

@@ -17,6 +17,7 @@ mod auth;
 mod channels;
 pub mod duration;
 mod show;
+mod tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ use crate::protocol::telemetry::TelemetryConfig;
 pub use auth::{parse_key_spec, parse_roles};
 pub use channels::{RawChannelRule, HIGH_PRIORITY_CHANNELS};
 pub use show::{effective_settings, lookup, HIDDEN};
+pub use tls::RawTls;
 
 /// Channels that always exist.
 pub const DEFAULT_CHANNELS: [&str; 6] = [
@@ -66,6 +68,7 @@ pub const DEV_API_KEY: &str = "dev-api-key";
 pub struct RawConfig {
     pub listen: Option<String>,
     pub metrics_listen: Option<String>,
+    pub listen_plain: Option<String>,
     pub shards: Option<usize>,
     pub pin_threads: Option<bool>,
     pub demo: Option<bool>,
@@ -101,6 +104,8 @@ pub struct RawConfig {
     pub shutdown: RawShutdown,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub tls: RawTls,
 }
 
 /// `[shutdown]`.
@@ -234,6 +239,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// A second address serving only `GET /metrics`, without credentials.
     pub metrics_listen: Option<SocketAddr>,
+    /// With TLS: a second, plain address serving only `/health` and
+    /// `/ready`, for a load balancer's checks.
+    pub listen_plain: Option<SocketAddr>,
+    /// `[tls]`: serve HTTPS and `wss://` on `listen`.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Engine settings (connection gate included).
     pub engine: EngineConfig,
     /// Keys, tokens and their principals.

@@ -60,6 +60,8 @@ impl RawConfig {
             })?),
         };
 
+        let (tls, listen_plain) = self.tls.validate(self.listen_plain.as_deref())?;
+
         let shards = match self.shards.unwrap_or(0) {
             0 => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
             n if n > 256 => return Err(invalid("shards", "at most 256")),
@@ -232,6 +234,8 @@ impl RawConfig {
         Ok(ServerConfig {
             listen,
             metrics_listen,
+            listen_plain,
+            tls,
             engine,
             auth: Arc::new(Authenticator::new(keys, tokens, quota)),
             quota,

@@ -15,6 +15,7 @@
 mod channels;
 mod config;
 mod text;
+mod tls;
 mod upgrades;
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -68,6 +69,9 @@ pub async fn render(app: &App) -> String {
     latency(&mut out, &stats);
     retention(&mut out, app, &stats);
     process(&mut out, app);
+    if let Some(tls) = &app.tls {
+        tls::render(&mut out, tls);
+    }
     out.finish()
 }
 

@@ -5,14 +5,17 @@
 
 mod bondx;
 mod exposition;
+mod four;
 mod raw;
 mod simple;
 mod slow;
+mod tls;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use self::{bondx::*, exposition::*, raw::*, simple::*, slow::*};
+pub use self::{bondx::*, exposition::*, four::*, raw::*, simple::*, slow::*, tls::*};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -37,6 +40,9 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct TestServer {
     server: Option<Server>,
     pub addr: SocketAddr,
+    /// Set for a server started with a `[tls]` section: its clients speak
+    /// `wss://` and HTTPS, trusting this.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl TestServer {
@@ -91,7 +97,22 @@ roles = ["publish"]
         Self {
             server: Some(server),
             addr,
+            tls: None,
         }
+    }
+
+    /// As [`TestServer::start_with_keys`], serving TLS with `cert`.
+    pub fn start_tls(extra: &str, keys: &str, cert: &TestCert) -> Self {
+        let mut server = Self::start_with_keys(
+            &format!(
+                "{extra}
+{}",
+                cert.section()
+            ),
+            keys,
+        );
+        server.tls = Some(cert.client());
+        server
     }
 
     pub fn server(&self) -> &Server {
@@ -106,7 +127,8 @@ roles = ["publish"]
     }
 
     pub fn ws_url(&self, path_and_query: &str) -> String {
-        format!("ws://{}{}", self.addr, path_and_query)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.addr, path_and_query)
     }
 
     /// Connects with `key` in the X-API-Key header (none when `None`).
@@ -117,7 +139,7 @@ roles = ["publish"]
                 .headers_mut()
                 .insert("X-API-Key", key.parse().unwrap());
         }
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        let (ws, _) = tokio::time::timeout(WAIT, self.connect_request(request))
             .await
             .expect("connect in time")
             .expect("websocket handshake");
@@ -139,7 +161,7 @@ roles = ["publish"]
                 value.parse().unwrap(),
             );
         }
-        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        match tokio::time::timeout(WAIT, self.connect_request(request))
             .await
             .expect("handshake in time")
         {
@@ -149,10 +171,38 @@ roles = ["publish"]
         }
     }
 
+    /// The WebSocket handshake of `request`, over TLS when the server has it.
+    async fn connect_request(
+        &self,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<
+        (
+            Ws,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await
+    }
+
     /// Sends `request` (a complete HTTP/1.1 request, head and body) on a new
-    /// socket; returns the status, head and body of the answer.
+    /// socket (TLS when the server has it); returns the status, head and
+    /// body of the answer.
     pub async fn raw_request(&self, request: &[u8]) -> (u16, String, String) {
-        raw_request_to(self.addr, request).await
+        match &self.tls {
+            None => raw_request_to(self.addr, request).await,
+            Some(client) => {
+                let mut stream = tls_connect(self.addr, Arc::clone(client)).await.unwrap();
+                stream.write_all(request).await.unwrap();
+                let mut response = Vec::new();
+                tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+                    .await
+                    .expect("answer in time")
+                    .expect("answer read");
+                parse_response(&response)
+            }
+        }
     }
 
     /// Connects to /ws/telemetry and consumes the welcome.
