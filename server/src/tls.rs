@@ -238,6 +238,10 @@ fn build(cert: &Path, key: &Path, now: SystemTime) -> Result<Arc<RustlsConfig>, 
     #[allow(deprecated)]
     // ring over aws-lc-rs: no C toolchain beyond cc; no post-quantum key exchange.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    provider
+        .key_provider
+        .load_private_key(private.clone_key())
+        .map_err(|e| pem_error(&key_name, format!("not a usable private key: {e}")))?;
     let mut config = RustlsConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| pem_error(&cert_name, e.to_string()))?

@@ -167,3 +167,35 @@ async fn a_handshake_that_never_completes_is_closed() {
         2.0
     );
 }
+
+#[tokio::test]
+async fn bytes_sent_with_the_upgrade_request_are_not_lost_in_the_session() {
+    // The upgrade request and a first command in one TLS record: the
+    // session has decrypted the command before the connection is attached,
+    // and the connection must read it from there, not wait on the socket.
+    let cert = TestCert::new();
+    let server = TestServer::start_tls("", "", &cert);
+    let mut tls = tls_connect(server.addr, cert.client()).await.unwrap();
+    let mut bytes = format!(
+        "GET /ws/telemetry HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {ADMIN}\r\n\r\n"
+    )
+    .into_bytes();
+    let subscribe = json!({"action": "subscribe", "channels": ["t1"]}).to_string();
+    bytes.extend(client_frame(0x81, subscribe.as_bytes()));
+    tls.write_all(&bytes).await.unwrap();
+
+    let mut seen = Vec::new();
+    let acked = tokio::time::timeout(WAIT, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = tls.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+            if String::from_utf8_lossy(&seen).contains(r#""type":"ack""#) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "no ack: {}", String::from_utf8_lossy(&seen));
+}
