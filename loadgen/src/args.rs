@@ -29,6 +29,13 @@ pub struct Args {
     /// API key with subscribe, publish and admin roles.
     #[arg(long, default_value = "dev-api-key", env = "SHARDCAST_API_KEY")]
     pub api_key: String,
+    /// Connect with TLS (wss://, https://); implied by a wss:// --url. The
+    /// certificate is checked against --tls-ca, or not at all without it.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM file of the roots to check the server's certificate against.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_ca: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value = "fanout")]
     pub scenario: Scenario,
     /// Subscriber connections.

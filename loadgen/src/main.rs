@@ -10,6 +10,7 @@ mod args;
 mod burst;
 mod event;
 mod freshness;
+mod net;
 mod progress;
 mod publish;
 mod refusal;
@@ -61,7 +62,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let host = args.url.strip_prefix("ws://").unwrap_or(&args.url);
+    let (tls, host) = match args.url.strip_prefix("wss://") {
+        Some(rest) => (true, rest),
+        None => (
+            args.tls,
+            args.url.strip_prefix("ws://").unwrap_or(&args.url),
+        ),
+    };
+    if tls {
+        net::use_tls(args.tls_ca.as_deref()).context("--tls")?;
+    }
     let host = host.split('/').next().unwrap_or(host);
     let server: SocketAddr = tokio::net::lookup_host(host)
         .await?

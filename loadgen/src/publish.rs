@@ -6,8 +6,8 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::net::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::refusal::{Side, ERROR_FRAME};
 use crate::state::Shared;
@@ -36,7 +36,7 @@ pub async fn publisher(
             Some(conn) => Sink::Ws(conn),
             None => return,
         },
-        Via::Http => match TcpStream::connect(target.server).await {
+        Via::Http => match crate::net::connect(target.server, None).await {
             Ok(stream) => Sink::Http(stream, Vec::with_capacity(4096)),
             Err(e) => {
                 eprintln!("publisher cannot connect: {e}");
@@ -133,7 +133,7 @@ pub async fn publisher(
 
 enum Sink {
     Ws(ws::Conn),
-    Http(TcpStream, Vec<u8>),
+    Http(Stream, Vec<u8>),
 }
 
 /// Connects a publisher to `/ws/publish`; a refused upgrade is a publish
@@ -195,7 +195,7 @@ fn read_publish_replies(shared: &Shared, sink: &mut Sink) -> bool {
 /// answers are publish refusals.
 async fn http_roundtrips(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     out: &[u8],
     count: u64,

@@ -5,7 +5,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+
+use crate::net::Stream;
 
 /// Connects from `source` (port chosen by the kernel) and upgrades `path`.
 pub async fn connect(
@@ -14,12 +15,7 @@ pub async fn connect(
     path: &str,
     api_key: &str,
 ) -> io::Result<Conn> {
-    let socket = TcpSocket::new_v4()?;
-    if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
-    let mut stream = socket.connect(server).await?;
-    stream.set_nodelay(true)?;
+    let mut stream = crate::net::connect(server, source).await?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hhcmRjYXN0LWxvYWRnbg==\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {api_key}\r\n\r\n"
     );
@@ -50,7 +46,7 @@ pub async fn connect(
 
 /// One client connection with its read buffer.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     buf: Vec<u8>,
     start: usize,
 }

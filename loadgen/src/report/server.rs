@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Clock ticks per second of /proc/*/stat times (USER_HZ; 100 on Linux).
 const USER_HZ: f64 = 100.0;
@@ -107,7 +106,7 @@ pub async fn server_figures(
 
 async fn get_json(server: SocketAddr, api_key: &str, path: &str) -> Option<Value> {
     let fetch = async {
-        let mut stream = TcpStream::connect(server).await.ok()?;
+        let mut stream = crate::net::connect(server, None).await.ok()?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nX-API-Key: {api_key}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = Vec::new();
