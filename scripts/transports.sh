@@ -33,7 +33,7 @@ mkdir -p "$out"
 # A throwaway ECDSA P-256 certificate for 127.0.0.1.
 if [ ! -f "$out/cert.pem" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
     -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
 fi
 
@@ -117,6 +117,7 @@ def figures(path):
         "p99_ms": r["latency_ms"]["p99"],
         "cpu_us_per_delivery": r["process"].get("server_cpu_us_per_delivery"),
         "bytes_per_delivery": r["wire"]["bytes_per_delivery"],
+        "kib_per_connection": r["process"].get("server_rss_per_connection_at_connect_kib"),
         "drop_rate": r["delivery"].get("drop_rate"),
     }
 raw = {}
@@ -128,8 +129,10 @@ def median(v, rate, key):
     values = [f[key] for f in raw[f"{v}-{rate}"] if f[key] is not None]
     return statistics.median(values) if values else None
 keys = [("deliveries_per_s", "deliveries/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-        ("cpu_us_per_delivery", "CPU µs/delivery"), ("bytes_per_delivery", "bytes/delivery")]
-print(f"\nmedians of {runs_n} runs; (ratio to plain)\n".replace("{runs_n}", str(len(raw[f'{variants[0]}-{rates[0]}']))))
+        ("cpu_us_per_delivery", "CPU µs/delivery"), ("bytes_per_delivery", "bytes/delivery"),
+        ("kib_per_connection", "KiB/connection")]
+count = len(raw[f"{variants[0]}-{rates[0]}"])
+print(f"\nmedians of {count} runs each; (ratio to plain)\n")
 print("| publishes/s | variant | " + " | ".join(label for _, label in keys) + " | drop rate |")
 print("|---:|---|" + "---:|" * (len(keys) + 1))
 for rate in rates:

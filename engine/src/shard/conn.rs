@@ -331,7 +331,7 @@ async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
             shard.flush(&conn);
             let done = {
                 let state = conn.state.borrow();
-                state.mailbox.outbox.is_empty() || state.broken
+                (state.mailbox.outbox.is_empty() && !conn.transport.has_pending()) || state.broken
             };
             if done {
                 break;

@@ -151,6 +151,13 @@ impl Transport {
         }
     }
 
+    /// Whether the TLS session holds records the socket has not taken.
+    pub fn has_pending(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| tls.session.borrow().wants_write())
+    }
+
     /// Writes the TLS records the session holds. `Ok(())` once none is
     /// left (always, on TCP); `WouldBlock` while the socket is full.
     pub fn push(&self) -> io::Result<()> {

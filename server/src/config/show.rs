@@ -54,6 +54,7 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
     if let Some(address) = config.metrics_listen {
         top.insert("metrics_listen".into(), address.to_string().into());
     }
+    super::tls::show(config, &mut top);
     if let Some(rules) = &raw.channel_rules {
         let rules = rules.iter().map(|rule| {
             let mut out = table([("pattern", rule.pattern.as_str().into())]);
@@ -400,6 +401,8 @@ mod tests {
         // Listed only when set: they have no default value.
         let unset = [
             "metrics_listen",
+            "listen_plain",
+            "tls",
             "channel_rules",
             "api_keys",
             "jwt",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{duration, in_range, invalid, ConfigError};
+use super::{duration, in_range, invalid, ConfigError, ServerConfig};
 use crate::tls::{Tls, TlsSettings};
 
 /// Handshake time allowed by default: a client on a slow mobile link
@@ -79,7 +79,7 @@ impl RawTls {
                 let field = match e {
                     crate::tls::TlsError::Read { ref path, .. }
                     | crate::tls::TlsError::Pem { ref path, .. }
-                        if PathBuf::from(path) == settings.key =>
+                        if std::path::Path::new(path) == settings.key =>
                     {
                         "tls.key"
                     }
@@ -104,5 +104,22 @@ impl RawTls {
             })?),
         };
         Ok((settings, listen_plain))
+    }
+}
+
+/// `listen_plain` and `[tls]` as `check-config` lists them: only when set.
+pub(super) fn show(config: &ServerConfig, top: &mut toml::Table) {
+    if let Some(address) = config.listen_plain {
+        top.insert("listen_plain".into(), address.to_string().into());
+    }
+    if let Some(tls) = &config.tls {
+        let mut section = toml::Table::new();
+        section.insert("cert".into(), tls.cert.display().to_string().into());
+        section.insert("key".into(), tls.key.display().to_string().into());
+        let timeout = i64::try_from(tls.handshake_timeout.as_secs()).unwrap_or(i64::MAX);
+        section.insert("handshake_timeout_seconds".into(), timeout.into());
+        let per_shard = i64::try_from(tls.handshakes_per_shard).unwrap_or(i64::MAX);
+        section.insert("handshakes_per_shard".into(), per_shard.into());
+        top.insert("tls".into(), section.into());
     }
 }
