@@ -16,7 +16,7 @@ enum Shown {
 
 /// The default of every visible server flag but the logging ones (whose
 /// help says it), by argument id.
-const DEFAULTS: [(&str, Shown); 26] = [
+const DEFAULTS: [(&str, Shown); 28] = [
     ("config", Shown::Words("none")),
     ("listen", Shown::Key("listen")),
     ("shards", Shown::Words("0")),
@@ -61,6 +61,8 @@ const DEFAULTS: [(&str, Shown); 26] = [
     ("bondx_jwt_secret", Shown::Key("bondx.jwt_secret")),
     ("bondx_jwt_secret_file", Shown::Key("bondx.jwt_secret_file")),
     ("drain_seconds", Shown::Key("shutdown.drain_seconds")),
+    ("no_compression", Shown::Not("compression.enabled")),
+    ("compression_min_size", Shown::Key("compression.min_size")),
 ];
 
 /// `command` (which holds the server flags) with each flag's default

@@ -15,6 +15,7 @@
 
 mod auth;
 mod channels;
+mod compression;
 pub mod duration;
 mod show;
 mod validate;
@@ -43,6 +44,7 @@ use crate::protocol::telemetry::TelemetryConfig;
 
 pub use auth::{parse_key_spec, parse_roles};
 pub use channels::{RawChannelRule, HIGH_PRIORITY_CHANNELS};
+pub use compression::{CompressionConfig, RawCompression};
 pub use show::{effective_settings, lookup, HIDDEN};
 
 /// Channels that always exist.
@@ -99,6 +101,8 @@ pub struct RawConfig {
     pub simple: RawSimple,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub compression: RawCompression,
     #[serde(default)]
     pub metrics: RawMetrics,
 }
@@ -267,6 +271,8 @@ pub struct ServerConfig {
     /// How long a shutdown spends closing WebSocket connections in paced
     /// batches (lame duck) before it stops; see [`crate::Server::drain`].
     pub drain: Duration,
+    /// `[compression]`: permessage-deflate.
+    pub compression: CompressionConfig,
 }
 
 impl RawConfig {
