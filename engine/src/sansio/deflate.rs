@@ -16,7 +16,7 @@
 //! is stripped from what is sent (§7.2.1) and appended to what is received
 //! before inflating (§7.2.2).
 //!
-//! The compressor (miniz_oxide's, about 300 KiB of tables) is reused, not
+//! The compressor (miniz_oxide's, a few hundred KiB of tables) is reused, not
 //! rebuilt per message: it lives in the [`Compressor`] of whoever encodes —
 //! one per shard thread — and is reset before each message.
 
