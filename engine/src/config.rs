@@ -49,6 +49,9 @@ pub struct EngineConfig {
     pub coalesce_above_cpu: f64,
     /// Which topic names exist.
     pub channels: ChannelRules,
+    /// Payload bytes from which events are compressed for connections that
+    /// negotiated permessage-deflate; smaller ones go plain.
+    pub deflate_min_size: usize,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +89,7 @@ impl Default for EngineConfig {
             shard_inbox_capacity: 65_536,
             coalesce_above_cpu: crate::sansio::pacer::HIGH,
             channels: ChannelRules::default(),
+            deflate_min_size: 256,
         }
     }
 }
@@ -104,6 +108,7 @@ impl EngineConfig {
                 timeout: self.heartbeat_timeout,
                 alive_on: AliveOn::Anything,
             },
+            deflate: false,
         }
     }
 }

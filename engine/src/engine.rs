@@ -204,9 +204,10 @@ impl Engine {
     /// Starts the shard threads. Connections arrive once [`Engine::serve`] is called.
     pub fn start(
         config: EngineConfig,
-        formats: Formats,
+        mut formats: Formats,
         broker: Arc<dyn Broker>,
     ) -> io::Result<Self> {
+        formats.set_deflate_min_size(config.deflate_min_size);
         // Before any message: queued events count publish times from it.
         crate::sansio::outbox::clock_origin();
         let shards = config.shards.get();

@@ -8,7 +8,8 @@
 //!   by key or from a [`Position`] ([`Topic`]).
 //! - **Encode once**: a message becomes one complete WebSocket frame per
 //!   wire format and [`FrameKind`] ([`WireFormat`], [`Variant`]); every
-//!   subscriber gets a clone of the same `Bytes`.
+//!   subscriber gets a clone of the same `Bytes`; connections that
+//!   negotiated permessage-deflate share one compressed frame per variant.
 //! - **Backpressure**: a bounded [`Outbox`] per connection, drained with
 //!   vectored writes; a full outbox drops, conflates by key or disconnects,
 //!   as the connection's [`Delivery`] says, and counts what it did.
@@ -46,7 +47,9 @@ pub use sansio::budget::MemoryBudget;
 pub use sansio::census::{DepthHistogram, Disconnect, Disconnects, OUTBOX_DEPTH_BOUNDS};
 pub use sansio::close::{CloseReason, ProtocolCloseCode};
 pub use sansio::counts::Counts;
+pub use sansio::deflate::{DeflateCounts, InflateError};
 pub use sansio::delivery::{AliveOn, Delivery, InboundKind, Liveness};
+pub use sansio::encoder::Encoder;
 pub use sansio::format::{
     civil_from_days, write_iso8601, FormatId, Formats, FrameKind, TooManyFormats, Variant,
     WireFormat, MAX_FORMATS,
@@ -65,7 +68,7 @@ pub use sansio::pattern::{
 pub use sansio::quota::{QuotaError, QuotaLimits, TopicQuota};
 pub use sansio::rate::{RateLimit, RateLimiter};
 pub use sansio::replay::{Position, Replay, ReplayError, Replayed};
-pub use sansio::{decode, frame, json, pacer};
+pub use sansio::{decode, deflate, frame, json, pacer};
 pub use shard::{
     Attachment, ConnCtx, ConnectionHandler, Details, LocalShard, Session, SubscribeError,
     Subscribed, Transport, TLS_BUFFER_LIMIT,

@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use crate::registry::RetiredTotals;
 use crate::sansio::census::{DepthHistogram, Disconnects};
 use crate::sansio::counts::Counts;
+use crate::sansio::deflate::DeflateCounts;
 use crate::sansio::ids::TopicId;
 use crate::sansio::outbox::DropReason;
 use crate::topic::TopicStats;
@@ -85,6 +86,13 @@ pub struct ShardStats {
     /// Messages it encoded by format index: one per message, format and
     /// frame kind across all shards, whatever the number of subscribers.
     pub encodings_by_format: Vec<u64>,
+    /// Compressions it performed for permessage-deflate by format index:
+    /// one per message, format and frame kind across all shards, whatever
+    /// the number of compressed subscribers; with bytes before and after.
+    pub deflate_by_format: Vec<DeflateCounts>,
+    /// Of its connections, how many negotiated permessage-deflate, by
+    /// format index.
+    pub deflated_connections_by_format: Vec<usize>,
     /// Connections it has accepted since start.
     pub connections_opened: u64,
     /// Totals over all its connections since start (never decrease).
@@ -204,6 +212,17 @@ impl EngineStats {
     /// Messages encoded over all shards per format, by format index.
     pub fn encodings_by_format(&self) -> Vec<u64> {
         self.sum_by_format(|s| &s.encodings_by_format, |sum, n| *sum += n)
+    }
+
+    /// Compressions over all shards per format, by format index.
+    pub fn deflate_by_format(&self) -> Vec<DeflateCounts> {
+        self.sum_by_format(|s| &s.deflate_by_format, DeflateCounts::add)
+    }
+
+    /// Connections using permessage-deflate over all shards per format, by
+    /// format index.
+    pub fn deflated_connections_by_format(&self) -> Vec<usize> {
+        self.sum_by_format(|s| &s.deflated_connections_by_format, |sum, n| *sum += n)
     }
 
     /// Subscriptions held now over all shards per format, by format index.

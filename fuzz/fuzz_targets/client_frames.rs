@@ -1,7 +1,9 @@
 //! Client bytes, cut into reads at points the input chooses, through the
 //! decoder every connection uses: frame parsing, unmasking, reassembly,
-//! UTF-8 and close-frame checks. Nothing may panic, no message may exceed
-//! the limit, text must be UTF-8, and what is held between reads is bounded.
+//! UTF-8 and close-frame checks; with permessage-deflate negotiated when the
+//! input says so (then compressed messages are inflated within the limit).
+//! Nothing may panic, no message may exceed the limit (however well it
+//! compresses), text must be UTF-8, and what is held between reads is bounded.
 #![no_main]
 
 use std::ops::ControlFlow;
@@ -20,8 +22,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&cut, mut rest)) = rest.split_first() else {
         return;
     };
-    let cut = usize::from(cut) + 1;
-    let mut decoder = Decoder::default();
+    let mut decoder = Decoder::new(cut & 0x80 != 0);
+    let cut = usize::from(cut & 0x7F) + 1;
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(cut.min(rest.len()));
         rest = tail;

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
-use shardcast_engine::{CloseReason, Counts, DropReason};
+use shardcast_engine::{CloseReason, Counts, DeflateCounts, DropReason};
 
 use crate::auth::Role;
 use crate::http::json as json_response;
@@ -220,6 +220,10 @@ pub async fn stats(app: &App) -> Value {
         .map(|((_, format), n)| (format.name().to_owned(), n.into()))
         .collect();
     let (counts, encodings) = (stats.counts_by_format(), stats.encodings_by_format());
+    let (deflate, deflated) = (
+        stats.deflate_by_format(),
+        stats.deflated_connections_by_format(),
+    );
     let protocols: serde_json::Map<String, Value> = app
         .engine
         .formats()
@@ -234,6 +238,10 @@ pub async fn stats(app: &App) -> Value {
                 "conflated": c.conflated,
                 "filtered": c.filtered,
                 "encodings": encodings.get(i).copied().unwrap_or(0),
+                "deflate": deflate_figures(
+                    deflated.get(i).copied().unwrap_or(0),
+                    deflate.get(i).copied().unwrap_or_default(),
+                ),
             });
             (format.name().to_owned(), figures)
         })
@@ -343,4 +351,14 @@ pub fn disconnect(
             json!({ "error": { "code": ApiCode::UnknownClient, "message": format!("no connected client {:?}", truncate(client_id, 128)) } }),
         )
     }
+}
+
+/// A protocol's permessage-deflate figures in the stats.
+fn deflate_figures(connections: usize, counts: DeflateCounts) -> Value {
+    json!({
+        "connections": connections,
+        "compressions": counts.messages,
+        "bytesIn": counts.bytes_in,
+        "bytesOut": counts.bytes_out,
+    })
 }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod extensions;
 pub mod files;
 pub mod http;
 pub mod input;

@@ -17,7 +17,10 @@
 //!    wrong, so that a browser, which cannot read a refused handshake,
 //!    learns why from the close code: 4401 (missing, unknown, ambiguous or
 //!    invalid credentials), 4403 (no role), 4440 (token expired);
-//! 6. the raw `TcpStream` is recovered from hyper and attached to this
+//! 6. a permessage-deflate offer is accepted when `[compression] enabled`
+//!    and the server can honour it (`extensions.rs`), answered in the
+//!    `101`, and recorded in the connection's [`Delivery`](shardcast_engine::Delivery);
+//! 7. the raw `TcpStream` is recovered from hyper and attached to this
 //!    shard with its session; hyper holds nothing of it from then on.
 
 use std::net::SocketAddr;
@@ -25,10 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER, SEC_WEBSOCKET_EXTENSIONS};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use shardcast_engine::{frame, Attachment, CloseReason, LocalShard, Transport};
+use shardcast_engine::{frame, Attachment, CloseReason, Delivery, LocalShard, Transport};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
@@ -36,6 +39,7 @@ use tracing::{debug, info, warn};
 use crate::auth::credentials::{self, CredentialError};
 use crate::auth::token::TokenError;
 use crate::auth::AuthError;
+use crate::extensions;
 use crate::http::{error, Body, PermitSlot};
 use crate::input::sanitize;
 use crate::metrics::UpgradeRefusal;
@@ -270,7 +274,13 @@ pub(crate) fn handle(
             return refused(UpgradeRefusal::Full, resp);
         }
     }
-    let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut req) {
+    let deflate = (verdict.is_ok() && app.config.compression.enabled)
+        .then(|| {
+            let offers = req.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
+            extensions::negotiate(offers.iter().map(HeaderValue::as_bytes))
+        })
+        .flatten();
+    let (mut response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
             // Checked above, so not expected; the socket stays counted.
@@ -287,6 +297,12 @@ pub(crate) fn handle(
     if let Err(refusal) = &verdict {
         app.upgrades
             .refuse(UpgradeRefusal::of_close_code(refusal.code));
+    }
+    if let Some(deflate) = deflate {
+        response.headers_mut().insert(
+            SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(deflate.response()),
+        );
     }
     let app = Arc::clone(app);
     let shard = shard.clone();
@@ -314,7 +330,10 @@ pub(crate) fn handle(
                 return;
             }
         };
-        let delivery = endpoint.delivery(&app);
+        let delivery = Delivery {
+            deflate: deflate.is_some(),
+            ..endpoint.delivery(&app)
+        };
         let owner = Arc::clone(&principal.name);
         let session = endpoint.open(Opening {
             app,

@@ -10,12 +10,23 @@
 //! - the bytes of an incomplete frame (`partial`);
 //! - the fragments of an unfinished message (`fragments`).
 //!
+//! With permessage-deflate negotiated ([`Decoder::new`]), a data message
+//! whose first frame has RSV1 set is compressed: its frames are reassembled
+//! (compressed bytes, within the limit), then inflated within the limit, so
+//! a message that inflates past it is refused (1009) after at most one
+//! step of output past it, never inflated whole. RSV1 anywhere else — a
+//! continuation, a control frame, a connection without the extension — is
+//! a protocol error (1002). Nothing of the inflater outlives its message
+//! (no context takeover: see `deflate.rs`).
+//!
 //! Every violation is an error that maps to one close code (1002, 1007 or
 //! 1009); nothing a client sends can make this module panic or allocate
-//! more than the limit (fuzzed by `fuzz/fuzz_targets/client_frames.rs`).
+//! more than the limit (fuzzed by `fuzz/fuzz_targets/client_frames.rs` and
+//! `fuzz/fuzz_targets/client_deflate.rs`).
 
 use std::ops::{ControlFlow, Deref, DerefMut};
 
+use crate::sansio::deflate::{self, InflateError};
 use crate::sansio::frame::{self, FrameError, OpCode};
 
 /// A complete message or control frame from the client.
@@ -68,11 +79,22 @@ impl DerefMut for Payload<'_> {
 pub struct Decoder {
     /// Bytes of an incomplete frame, kept between reads.
     partial: Vec<u8>,
-    /// The opcode and bytes so far of a fragmented message.
-    fragments: Option<(OpCode, Vec<u8>)>,
+    /// The opcode, compression and bytes so far of a fragmented message.
+    fragments: Option<(OpCode, bool, Vec<u8>)>,
+    /// Whether permessage-deflate was negotiated.
+    deflate: bool,
 }
 
 impl Decoder {
+    /// A decoder for a connection that negotiated permessage-deflate
+    /// (`deflate`) or not ([`Decoder::default`]).
+    pub fn new(deflate: bool) -> Self {
+        Self {
+            deflate,
+            ..Self::default()
+        }
+    }
+
     /// Decodes `input` (bytes just read; the buffer is the caller's and is
     /// unmasked in place) after whatever an earlier call left incomplete,
     /// handing each complete message or control frame to `on_inbound` in
@@ -108,7 +130,7 @@ impl Decoder {
 
     /// Bytes held between reads (incomplete frame plus unfinished message).
     pub fn buffered(&self) -> usize {
-        self.partial.len() + self.fragments.as_ref().map_or(0, |(_, data)| data.len())
+        self.partial.len() + self.fragments.as_ref().map_or(0, |(_, _, data)| data.len())
     }
 
     /// Handles the complete frames at the start of `buf`; returns the bytes used.
@@ -132,8 +154,15 @@ impl Decoder {
             let end = used + parsed.payload_end;
             used += parsed.consumed();
             let payload = &mut buf[start..end];
-            let Some(inbound) = self.assemble(parsed.fin, parsed.opcode, payload, max_message)?
-            else {
+            if parsed.rsv1
+                && !(self.deflate && matches!(parsed.opcode, OpCode::Text | OpCode::Binary))
+            {
+                return Err(FrameError::Protocol(
+                    "RSV1 set outside a compressed message's first frame",
+                ));
+            }
+            let first = (parsed.fin, parsed.rsv1, parsed.opcode);
+            let Some(inbound) = self.assemble(first, payload, max_message)? else {
                 continue;
             };
             if on_inbound(inbound).is_break() {
@@ -144,10 +173,10 @@ impl Decoder {
     }
 
     /// One frame in; the complete message or control frame it finishes, if any.
+    /// `frame` is its FIN bit, RSV1 bit (already checked) and opcode.
     fn assemble<'a>(
         &mut self,
-        fin: bool,
-        opcode: OpCode,
+        (fin, compressed, opcode): (bool, bool, OpCode),
         payload: &'a mut [u8],
         max_message: usize,
     ) -> Result<Option<Inbound<'a>>, FrameError> {
@@ -160,13 +189,17 @@ impl Decoder {
                     return Err(FrameError::Protocol("new message inside a fragmented one"));
                 }
                 if !fin {
-                    self.fragments = Some((opcode, payload.to_vec()));
+                    self.fragments = Some((opcode, compressed, payload.to_vec()));
                     return Ok(None);
+                }
+                if compressed {
+                    let data = inflate(payload, max_message)?;
+                    return complete(opcode, Payload::Reassembled(data)).map(Some);
                 }
                 complete(opcode, Payload::InPlace(payload)).map(Some)
             }
             OpCode::Continuation => {
-                let Some((_, data)) = self.fragments.as_mut() else {
+                let Some((_, _, data)) = self.fragments.as_mut() else {
                     return Err(FrameError::Protocol("continuation without a message"));
                 };
                 if data.len() + payload.len() > max_message {
@@ -179,13 +212,27 @@ impl Decoder {
                 if !fin {
                     return Ok(None);
                 }
-                let Some((opcode, data)) = self.fragments.take() else {
+                let Some((opcode, compressed, mut data)) = self.fragments.take() else {
                     unreachable!("checked above");
                 };
+                if compressed {
+                    data = inflate(&data, max_message)?;
+                }
                 complete(opcode, Payload::Reassembled(data)).map(Some)
             }
         }
     }
+}
+
+/// A compressed message inflated within `max_message` bytes.
+fn inflate(compressed: &[u8], max_message: usize) -> Result<Vec<u8>, FrameError> {
+    deflate::inflate(compressed, max_message).map_err(|e| match e {
+        InflateError::TooBig { limit } => FrameError::TooBig {
+            len: limit as u64 + 1,
+            limit,
+        },
+        InflateError::Corrupt => FrameError::Protocol("invalid deflate data"),
+    })
 }
 
 fn complete(opcode: OpCode, payload: Payload<'_>) -> Result<Inbound<'_>, FrameError> {
@@ -199,145 +246,4 @@ fn complete(opcode: OpCode, payload: Payload<'_>) -> Result<Inbound<'_>, FrameEr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [7, 1, 9, 3];
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
-    }
-
-    /// What the decoder yields, as owned values.
-    #[derive(Debug, PartialEq, Eq)]
-    enum Seen {
-        Text(String),
-        Binary(Vec<u8>),
-        Ping(Vec<u8>),
-        Pong,
-        Close(Option<(u16, String)>),
-    }
-
-    fn feed_all(chunks: &[&[u8]], max: usize) -> Result<Vec<Seen>, FrameError> {
-        let mut decoder = Decoder::default();
-        let mut seen = Vec::new();
-        for chunk in chunks {
-            let mut chunk = chunk.to_vec();
-            let _ = decoder.feed(&mut chunk, max, |inbound| {
-                seen.push(match inbound {
-                    Inbound::Text(p) => Seen::Text(String::from_utf8(p.to_vec()).unwrap()),
-                    Inbound::Binary(p) => Seen::Binary(p.to_vec()),
-                    Inbound::Ping(p) => Seen::Ping(p.to_vec()),
-                    Inbound::Pong => Seen::Pong,
-                    Inbound::Close(c) => Seen::Close(c.map(|(code, r)| (code, r.to_owned()))),
-                });
-                ControlFlow::Continue(())
-            })?;
-        }
-        Ok(seen)
-    }
-
-    #[test]
-    fn fragments_reassemble_around_interleaved_control_frames() {
-        let wire = [
-            client_frame(false, 1, b"hel"),
-            client_frame(true, 9, b"p"),
-            client_frame(false, 0, b"lo "),
-            client_frame(true, 0, "wörld".as_bytes()),
-        ]
-        .concat();
-        // Byte by byte and whole: the same messages.
-        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
-        for chunks in [bytes, vec![&wire[..]]] {
-            assert_eq!(
-                feed_all(&chunks, 1024).unwrap(),
-                vec![Seen::Ping(b"p".to_vec()), Seen::Text("hello wörld".into())]
-            );
-        }
-    }
-
-    #[test]
-    fn violations_map_to_the_right_error() {
-        let text = |b: &[u8]| client_frame(true, 1, b);
-        assert_eq!(
-            feed_all(&[&text(&[0xC3])], 64),
-            Err(FrameError::InvalidUtf8)
-        );
-        let split_utf8 = [
-            client_frame(false, 1, &[0xC3]),
-            client_frame(true, 0, &[0xA9]),
-        ]
-        .concat();
-        assert_eq!(
-            feed_all(&[&split_utf8], 64).unwrap(),
-            vec![Seen::Text("é".into())]
-        );
-        let reassembled_too_big = [
-            client_frame(false, 2, &[0; 40]),
-            client_frame(true, 0, &[0; 40]),
-        ]
-        .concat();
-        assert!(matches!(
-            feed_all(&[&reassembled_too_big], 64),
-            Err(FrameError::TooBig { .. })
-        ));
-        let orphan = client_frame(true, 0, b"x");
-        assert!(matches!(
-            feed_all(&[&orphan], 64),
-            Err(FrameError::Protocol(_))
-        ));
-        let nested = [client_frame(false, 1, b"a"), client_frame(true, 1, b"b")].concat();
-        assert!(matches!(
-            feed_all(&[&nested], 64),
-            Err(FrameError::Protocol(_))
-        ));
-        let one_byte_close = client_frame(true, 8, &[3]);
-        assert!(matches!(
-            feed_all(&[&one_byte_close], 64),
-            Err(FrameError::Protocol(_))
-        ));
-        assert_eq!(
-            feed_all(&[&client_frame(true, 8, &[0x03, 0xE9, b'o', b'k'])], 64).unwrap(),
-            vec![Seen::Close(Some((1001, "ok".into())))]
-        );
-        assert_eq!(
-            feed_all(&[&client_frame(true, 10, b"")], 64).unwrap(),
-            vec![Seen::Pong]
-        );
-        assert_eq!(
-            feed_all(&[&client_frame(true, 2, b"\x00\x01")], 64).unwrap(),
-            vec![Seen::Binary(vec![0, 1])]
-        );
-    }
-
-    #[test]
-    fn nothing_is_held_once_a_frame_completes_and_nothing_is_read_after_a_break() {
-        let mut decoder = Decoder::default();
-        let wire = [client_frame(true, 1, b"one"), client_frame(true, 1, b"two")].concat();
-        let mut first = wire[..4].to_vec();
-        let flow = decoder.feed(&mut first, 64, |_| ControlFlow::Continue(()));
-        assert_eq!(flow, Ok(ControlFlow::Continue(())));
-        assert_eq!(decoder.buffered(), 4);
-        let mut rest = wire[4..].to_vec();
-        let mut texts = 0;
-        let flow = decoder
-            .feed(&mut rest, 64, |_| {
-                texts += 1;
-                ControlFlow::Break(())
-            })
-            .unwrap();
-        assert!(flow.is_break());
-        assert_eq!(texts, 1);
-        assert_eq!(decoder.buffered(), 0);
-        assert_eq!(decoder.partial.capacity(), 0);
-    }
-}
+mod tests;

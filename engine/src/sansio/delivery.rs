@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::sansio::format::FormatId;
+use crate::sansio::format::{FormatId, FrameKind, Variant};
 use crate::sansio::outbox::SlowConsumerPolicy;
 use crate::sansio::rate::RateLimit;
 
@@ -24,6 +24,19 @@ pub struct Delivery {
     pub rate_limit: RateLimit,
     /// When its silence closes it.
     pub liveness: Liveness,
+    /// Whether it negotiated permessage-deflate (RFC 7692, with no context
+    /// takeover either way): its events go compressed from the size the
+    /// formats say ([`crate::Formats::deflate_min_size`]), and its client
+    /// may compress what it sends (RSV1 on a message's first frame).
+    pub deflate: bool,
+}
+
+impl Delivery {
+    /// The variant this connection receives for `kind`.
+    #[inline]
+    pub fn variant(&self, kind: FrameKind) -> Variant {
+        self.format.variant(kind).deflated_if(self.deflate)
+    }
 }
 
 /// When a silent connection is closed, and what breaks the silence.

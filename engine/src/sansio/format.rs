@@ -34,13 +34,30 @@ pub enum FrameKind {
     Snapshot,
 }
 
-/// One way of framing a message: a format and a kind. Cached per message.
+/// One way of framing a message: a format, a kind, and whether it is
+/// compressed (permessage-deflate). Cached per message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Variant {
     /// The wire format.
     pub format: FormatId,
     /// Live, replayed or snapshot.
     pub kind: FrameKind,
+    /// For connections that negotiated permessage-deflate: the plain frame
+    /// compressed (RSV1 set) once for all of them, or the plain frame
+    /// itself when its payload is below [`Formats::deflate_min_size`] or
+    /// does not shrink.
+    pub deflated: bool,
+}
+
+impl Variant {
+    /// This variant, compressed when `deflate` (see [`Variant::deflated`]).
+    #[inline]
+    pub fn deflated_if(self, deflate: bool) -> Self {
+        Self {
+            deflated: deflate,
+            ..self
+        }
+    }
 }
 
 /// How messages of one protocol look on the wire. Shared by all shards.
@@ -102,14 +119,21 @@ impl FormatId {
 
     /// Its variant for `kind`.
     pub fn variant(self, kind: FrameKind) -> Variant {
-        Variant { format: self, kind }
+        Variant {
+            format: self,
+            kind,
+            deflated: false,
+        }
     }
 }
 
-/// The engine's registered formats. Shared by all shards; read-only.
+/// The engine's registered formats, and the size from which their frames
+/// are compressed for connections that negotiated permessage-deflate.
+/// Shared by all shards; read-only once the engine starts.
 #[derive(Clone, Default)]
 pub struct Formats {
     list: Vec<Arc<dyn WireFormat>>,
+    deflate_min_size: usize,
 }
 
 impl fmt::Debug for Formats {
@@ -135,6 +159,19 @@ impl Formats {
         Ok(FormatId((self.list.len() - 1) as u16))
     }
 
+    /// Compresses frames whose payload has at least `bytes` bytes (set by
+    /// the engine from its config when it starts).
+    pub fn set_deflate_min_size(&mut self, bytes: usize) {
+        self.deflate_min_size = bytes;
+    }
+
+    /// Payload bytes from which a deflated variant is compressed; smaller
+    /// payloads go plain, as RFC 7692 allows.
+    #[inline]
+    pub fn deflate_min_size(&self) -> usize {
+        self.deflate_min_size
+    }
+
     /// The format with `id`.
     #[inline]
     pub fn get(&self, id: FormatId) -> &dyn WireFormat {
@@ -147,9 +184,10 @@ impl Formats {
     pub fn canonical(&self, variant: Variant) -> Variant {
         match variant.kind {
             FrameKind::Live => variant,
-            kind => variant
-                .format
-                .variant(self.get(variant.format).frame_kind(kind)),
+            kind => Variant {
+                kind: self.get(variant.format).frame_kind(kind),
+                ..variant
+            },
         }
     }
 

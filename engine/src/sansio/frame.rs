@@ -93,18 +93,51 @@ impl FrameBuf {
     /// Writes the header for a final (FIN) frame of `opcode` and returns the
     /// frame as shared bytes.
     pub fn finish(mut self, opcode: OpCode) -> Bytes {
-        let len = self.buf.len() - MAX_HEADER_LEN;
-        let mut header = [0u8; MAX_HEADER_LEN];
-        let header_len = write_header(&mut header, opcode, len);
-        let start = MAX_HEADER_LEN - header_len;
-        self.buf[start..MAX_HEADER_LEN].copy_from_slice(&header[..header_len]);
+        let start = put_header(&mut self.buf, 0x80 | opcode.bits());
         self.buf.freeze().slice(start..)
     }
 }
 
-/// Writes a server frame header (FIN set, unmasked) into `out`; returns its length.
-fn write_header(out: &mut [u8; MAX_HEADER_LEN], opcode: OpCode, len: usize) -> usize {
-    out[0] = 0x80 | opcode.bits();
+/// The RSV1 bit of a frame's first byte: "compressed" under permessage-deflate.
+pub const RSV1: u8 = 0x40;
+
+/// Writes a server frame header whose first byte is `first` (FIN, RSV bits,
+/// opcode) at the end of the [`MAX_HEADER_LEN`] bytes reserved at the start
+/// of `buf`, for the payload after them; returns where the frame starts.
+pub(crate) fn put_header(buf: &mut [u8], first: u8) -> usize {
+    let len = buf.len() - MAX_HEADER_LEN;
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let header_len = write_header(&mut header, first, len);
+    let start = MAX_HEADER_LEN - header_len;
+    buf[start..MAX_HEADER_LEN].copy_from_slice(&header[..header_len]);
+    start
+}
+
+/// A server frame's first byte (FIN, RSV bits, opcode) and its payload;
+/// `None` when `frame` is not exactly one complete unmasked frame.
+pub fn split_server_frame(frame: &[u8]) -> Option<(u8, &[u8])> {
+    let (&[first, second], rest) = frame.split_first_chunk::<2>()?;
+    if second & 0x80 != 0 {
+        return None;
+    }
+    let (len, payload) = match second {
+        126 => {
+            let (len, rest) = rest.split_first_chunk::<2>()?;
+            (u16::from_be_bytes(*len) as usize, rest)
+        }
+        127 => {
+            let (len, rest) = rest.split_first_chunk::<8>()?;
+            (usize::try_from(u64::from_be_bytes(*len)).ok()?, rest)
+        }
+        n => (n as usize, rest),
+    };
+    (payload.len() == len).then_some((first, payload))
+}
+
+/// Writes a server frame header (unmasked) with first byte `first` into
+/// `out`; returns its length.
+fn write_header(out: &mut [u8; MAX_HEADER_LEN], first: u8, len: usize) -> usize {
+    out[0] = first;
     if len < 126 {
         out[1] = len as u8;
         2
@@ -142,7 +175,8 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
 /// Why a client frame was refused. Each maps to a close code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// RSV bits set (no extension was negotiated), an unknown opcode, a
+    /// RSV bits set (no extension was negotiated, or RSV1 where
+    /// permessage-deflate does not allow it), an unknown opcode, a
     /// fragmented or oversized control frame, or an unmasked client frame.
     #[error("protocol error: {0}")]
     Protocol(&'static str),
@@ -164,6 +198,10 @@ pub enum FrameError {
 pub struct ParsedFrame {
     /// FIN bit: last fragment of a message.
     pub fin: bool,
+    /// RSV1 bit: a compressed message under permessage-deflate. Whether it
+    /// may be set is the decoder's question (it depends on negotiation and
+    /// on the frame's place in its message).
+    pub rsv1: bool,
     /// The frame's opcode.
     pub opcode: OpCode,
     /// Payload bytes, already unmasked, at `payload_start..payload_end` of the input.
@@ -194,7 +232,8 @@ pub fn parse_client_frame(
     }
     let b0 = buf[0];
     let b1 = buf[1];
-    if b0 & 0x70 != 0 {
+    // RSV2 and RSV3 belong to no extension this server speaks.
+    if b0 & 0x30 != 0 {
         return Err(FrameError::Protocol("reserved bits set"));
     }
     let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(FrameError::Protocol("unknown opcode"))?;
@@ -254,6 +293,7 @@ pub fn parse_client_frame(
     unmask(&mut buf[pos..end], mask);
     Ok(Some(ParsedFrame {
         fin,
+        rsv1: b0 & RSV1 != 0,
         opcode,
         payload_start: pos,
         payload_end: end,

@@ -11,6 +11,10 @@
 //! subscribers), set once through its `OnceLock`, plus a list for the others,
 //! behind a mutex taken only to encode a variant or to find one that is not
 //! the first. Its size does not depend on how many formats are registered.
+//!
+//! A compressed variant (permessage-deflate, [`Variant::deflated`]) is one
+//! more entry, built from the plain frame of the same format and kind: one
+//! compression per message however many subscribers negotiated it.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock};
@@ -19,6 +23,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use crate::sansio::encoder::Encoder;
 use crate::sansio::format::{Formats, Variant};
 use crate::sansio::ids::{Epoch, TopicId};
 use crate::sansio::outbox::DeliveryClass;
@@ -215,46 +220,62 @@ impl Message {
     /// format sends instead, see [`Formats::canonical`]), encoded on first use.
     #[inline]
     pub fn frame(&self, variant: Variant, formats: &Formats) -> Bytes {
-        self.frame_counted(variant, formats, &mut [])
+        self.frame_counted(variant, formats, &mut Encoder::default())
     }
 
-    /// [`Message::frame`], adding one to `encodings[format index]` (where
-    /// it has room) when this call is the one that encodes it.
+    /// [`Message::frame`], counting in `encoder` (and compressing with its
+    /// compressor) when this call is the one that encodes or compresses.
     #[inline]
     pub fn frame_counted(
         &self,
         variant: Variant,
         formats: &Formats,
-        encodings: &mut [u64],
+        encoder: &mut Encoder,
     ) -> Bytes {
         let variant = formats.canonical(variant);
-        let mut count = || {
-            if let Some(n) = encodings.get_mut(variant.format.index()) {
-                *n += 1;
-            }
-        };
+        if variant.deflated {
+            return self.deflated_frame(variant, formats, encoder);
+        }
         // The first variant asked for takes the inline slot; a concurrent
         // caller wanting another waits for it (`OnceLock` runs one
         // initializer), sees it is not theirs, and goes to the list.
         let (first, frame) = self.frames.first.get_or_init(|| {
-            count();
+            encoder.count_encoding(variant.format);
             (variant, self.encode(variant, formats))
         });
         if *first == variant {
             return frame.clone();
         }
-        self.other_frame(variant, formats, count)
+        self.other_frame(variant, || {
+            encoder.count_encoding(variant.format);
+            self.encode(variant, formats)
+        })
     }
 
-    /// A variant other than the first: found in, or encoded into, the list.
+    /// A compressed variant: built from the plain frame, which is encoded
+    /// first (never inside the cache's lock), and cached like any variant
+    /// unless the plain payload is below the threshold (then it is the
+    /// plain frame, and costs neither a lock nor a slot).
+    fn deflated_frame(&self, variant: Variant, formats: &Formats, encoder: &mut Encoder) -> Bytes {
+        let plain = self.frame_counted(variant.deflated_if(false), formats, encoder);
+        let min_size = formats.deflate_min_size();
+        if plain.len() < min_size {
+            return plain;
+        }
+        self.other_frame(variant, || {
+            encoder.compress(variant.format, &plain, min_size)
+        })
+    }
+
+    /// A variant other than the first: found in, or built by `build` into,
+    /// the list.
     #[cold]
-    fn other_frame(&self, variant: Variant, formats: &Formats, count: impl FnOnce()) -> Bytes {
+    fn other_frame(&self, variant: Variant, build: impl FnOnce() -> Bytes) -> Bytes {
         let mut rest = self.frames.rest.lock();
         if let Some((_, frame)) = rest.iter().find(|(cached, _)| *cached == variant) {
             return frame.clone();
         }
-        count();
-        let frame = self.encode(variant, formats);
+        let frame = build();
         rest.push((variant, frame.clone()));
         frame
     }

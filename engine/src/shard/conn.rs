@@ -166,7 +166,7 @@ impl Conn {
                 deadline: None,
                 wake_at: None,
                 woken: false,
-                decoder: Decoder::default(),
+                decoder: Decoder::new(delivery.deflate),
             }),
         }
     }
@@ -315,7 +315,7 @@ async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
     if reason.sends_close_frame() {
         {
             let mut state = conn.state.borrow_mut();
-            state.decoder = Decoder::default();
+            state.decoder = Decoder::new(conn.delivery.deflate);
             // The reply to a client's close frame is already queued.
             if reason != CloseReason::ClientClosed {
                 state

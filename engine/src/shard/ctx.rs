@@ -168,12 +168,12 @@ impl ConnCtx<'_> {
     /// the protocol should tell its client (the rest is not sent).
     pub fn send_replay(&mut self, replayed: &Replayed) -> usize {
         let formats = self.shard.shared().formats();
-        let variant = self.conn.delivery.format.variant(replayed.kind);
+        let variant = self.conn.delivery.variant(replayed.kind);
         let mut state = self.conn.state.borrow_mut();
         let mut frames = self.shard.live_frames.borrow_mut();
         for (queued, msg) in replayed.messages.iter().enumerate() {
             let meta = EventMeta::replayed(msg.topic, msg.accepted_at, msg.key_hash());
-            let frame = msg.frame_counted(variant, formats, frames.encodings_mut());
+            let frame = msg.frame_counted(variant, formats, frames.encoder_mut());
             if state.mailbox.outbox.push_event(frame, meta) != Admission::Queued {
                 debug!(client = %self.conn.client_id, queued, of = replayed.messages.len(), "replay cut short by a full outbox");
                 return queued;

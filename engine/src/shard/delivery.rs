@@ -4,8 +4,9 @@
 //!
 //! Delivery of one message (see [`ShardState::dispatch`]):
 //! 1. find the topic's local subscriber list; none means no work;
-//! 2. take the message's frame for each wire format used (encoded once per
-//!    message across all shards, then a refcount clone);
+//! 2. take the message's frame for each wire format used, plain or
+//!    compressed as each subscriber negotiated (encoded, and compressed,
+//!    once per message across all shards, then a refcount clone);
 //! 3. per subscriber: skip messages from before it subscribed and messages
 //!    its filter leaves out (counted as `filtered`), and offer the frame to
 //!    its [`crate::Mailbox`] (rate limit, outbox); a refusal is counted once
@@ -25,7 +26,8 @@ use bytes::Bytes;
 use tracing::{debug, info};
 
 use crate::sansio::close::CloseReason;
-use crate::sansio::format::{FormatId, Formats, FrameKind};
+use crate::sansio::encoder::Encoder;
+use crate::sansio::format::{Formats, FrameKind, Variant};
 use crate::sansio::message::Message;
 use crate::sansio::outbox::{Admission, DropReason, EventMeta, MAX_IOVECS};
 use crate::sansio::pacer;
@@ -61,49 +63,47 @@ impl Flush {
     }
 }
 
-/// The live frame of each format, for the message being dispatched: one
-/// slot per registered format, filled on first use and emptied after the
-/// message, so each subscriber's frame is an index, never a lock or a
-/// lookup in the message's cache. Owned by one shard thread.
+/// The live frame of each format, plain and compressed, for the message
+/// being dispatched: one slot per registered format and compression,
+/// filled on first use and emptied after the message, so each subscriber's
+/// frame is an index, never a lock or a lookup in the message's cache.
+/// Owned by one shard thread.
 pub(super) struct LiveFrames {
     slots: Vec<Option<Bytes>>,
     used: Vec<usize>,
-    /// Messages this shard encoded, by format index.
-    encodings: Vec<u64>,
+    /// What this shard encoded and compressed, by format index.
+    encoder: Encoder,
 }
 
 impl LiveFrames {
     /// Room for `formats` formats.
     pub(super) fn new(formats: usize) -> Self {
         Self {
-            slots: vec![None; formats],
+            slots: vec![None; 2 * formats],
             used: Vec::new(),
-            encodings: vec![0; formats],
+            encoder: Encoder::new(formats),
         }
     }
 
     #[inline]
-    fn get(&mut self, msg: &Message, format: FormatId, formats: &Formats) -> &Bytes {
-        let slot = &mut self.slots[format.index()];
+    fn get(&mut self, msg: &Message, variant: Variant, formats: &Formats) -> &Bytes {
+        let index = 2 * variant.format.index() + usize::from(variant.deflated);
+        let slot = &mut self.slots[index];
         if slot.is_none() {
-            *slot = Some(msg.frame_counted(
-                format.variant(FrameKind::Live),
-                formats,
-                &mut self.encodings,
-            ));
-            self.used.push(format.index());
+            *slot = Some(msg.frame_counted(variant, formats, &mut self.encoder));
+            self.used.push(index);
         }
         slot.as_ref().expect("filled above")
     }
 
-    /// Messages this shard encoded, by format index.
-    pub(super) fn encodings(&self) -> &[u64] {
-        &self.encodings
+    /// What this shard encoded and compressed.
+    pub(super) fn encoder(&self) -> &Encoder {
+        &self.encoder
     }
 
-    /// The encoding counts, for frames encoded outside a dispatch (replays).
-    pub(super) fn encodings_mut(&mut self) -> &mut [u64] {
-        &mut self.encodings
+    /// The encoder, for frames encoded outside a dispatch (replays).
+    pub(super) fn encoder_mut(&mut self) -> &mut Encoder {
+        &mut self.encoder
     }
 
     /// Drops the frames of the message just dispatched.
@@ -191,7 +191,7 @@ impl ShardState {
                     }
                 }
             }
-            let frame = frames.get(msg, conn.delivery.format, formats);
+            let frame = frames.get(msg, conn.delivery.variant(FrameKind::Live), formats);
             offer(conn, frame, meta, now, now_ns, &mut tally, &mut dirty);
         }
         if filtered > 0 {
@@ -383,7 +383,7 @@ mod tests {
     #[test]
     fn each_format_gets_its_own_frame_of_the_current_message_only() {
         let mut formats = Formats::default();
-        let ids: Vec<FormatId> = ["a", "b", "c", "d", "e", "f"]
+        let ids: Vec<crate::FormatId> = ["a", "b", "c", "d", "e", "f"]
             .into_iter()
             .map(|name| formats.register(Arc::new(Named(name))).unwrap())
             .collect();
@@ -404,7 +404,8 @@ mod tests {
             let msg = message(seq);
             for &id in ids.iter().rev().chain(&ids) {
                 let want = format!("{}:{seq}", formats.get(id).name());
-                assert_eq!(&frames.get(&msg, id, &formats)[..], want.as_bytes());
+                let live = id.variant(FrameKind::Live);
+                assert_eq!(&frames.get(&msg, live, &formats)[..], want.as_bytes());
             }
             frames.clear();
             assert!(frames.slots.iter().all(Option::is_none));

@@ -24,12 +24,14 @@ impl ShardState {
         let formats = self.shared.formats().len();
         let mut connections_by_format = vec![0; formats];
         let mut subscriptions_by_format = vec![0; formats];
+        let mut deflated_connections_by_format = vec![0; formats];
         let mut counts_by_format = self.closed_by_format.borrow().clone();
         let mut outbox_depth = DepthHistogram::default();
         for conn in self.conns.borrow().iter() {
             let format = conn.delivery.format.index();
             let state = conn.state.borrow();
             connections_by_format[format] += 1;
+            deflated_connections_by_format[format] += usize::from(conn.delivery.deflate);
             subscriptions_by_format[format] += state.topics.len();
             counts_by_format[format].add(&state.mailbox.counts);
             let depth = state.mailbox.outbox.len();
@@ -38,12 +40,15 @@ impl ShardState {
             max_queue_depth = max_queue_depth.max(depth);
         }
         let client_messages = self.client_messages.borrow();
+        let frames = self.live_frames.borrow();
         ShardStats {
             index: self.index,
             connections: self.connection_count(),
             connections_by_format,
             counts_by_format,
-            encodings_by_format: self.live_frames.borrow().encodings().to_vec(),
+            encodings_by_format: frames.encoder().encodings().to_vec(),
+            deflate_by_format: frames.encoder().deflate().to_vec(),
+            deflated_connections_by_format,
             connections_opened: writes.opened,
             counts,
             topics,

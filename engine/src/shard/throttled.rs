@@ -122,12 +122,12 @@ impl ShardState {
             return;
         }
         let formats = self.shared().formats();
-        let variant = conn.delivery.format.variant(FrameKind::Live);
+        let variant = conn.delivery.variant(FrameKind::Live);
         let mut frames = self.live_frames.borrow_mut();
         let mut tally = self.tally.borrow_mut();
         let mut dirty = self.dirty.borrow_mut();
         for (msg, skipped) in round {
-            let frame = msg.frame_counted(variant, formats, frames.encodings_mut());
+            let frame = msg.frame_counted(variant, formats, frames.encoder_mut());
             if skipped > 0 {
                 let mut state = conn.state.borrow_mut();
                 state.mailbox.outbox.note_gap(msg.topic, skipped);

@@ -16,7 +16,7 @@ enum Shown {
 
 /// The default of every visible server flag but the logging ones (whose
 /// help says it), by argument id.
-const DEFAULTS: [(&str, Shown); 29] = [
+const DEFAULTS: [(&str, Shown); 31] = [
     ("config", Shown::Words("none")),
     ("listen", Shown::Key("listen")),
     ("shards", Shown::Words("0")),
@@ -64,6 +64,8 @@ const DEFAULTS: [(&str, Shown); 29] = [
     ("tls_cert", Shown::Words("none: plain HTTP and ws://")),
     ("tls_key", Shown::Words("none")),
     ("listen_plain", Shown::Words("none")),
+    ("no_compression", Shown::Not("compression.enabled")),
+    ("compression_min_size", Shown::Key("compression.min_size")),
 ];
 
 /// `command` (which holds the server flags) with each flag's default

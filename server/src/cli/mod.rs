@@ -142,6 +142,13 @@ pub struct ServeArgs {
     /// close them all at once.
     #[arg(long, env = "SHARDCAST_DRAIN_SECONDS", value_parser = parse_whole_seconds)]
     pub drain_seconds: Option<u64>,
+    /// Do not accept permessage-deflate offers: every connection plain.
+    #[arg(long, env = "SHARDCAST_NO_COMPRESSION", value_parser = BoolishValueParser::new())]
+    pub no_compression: bool,
+    /// Payload bytes from which events are sent compressed to clients that
+    /// negotiated permessage-deflate; smaller ones go plain.
+    #[arg(long, env = "SHARDCAST_COMPRESSION_MIN_SIZE")]
+    pub compression_min_size: Option<usize>,
     /// Log filter, e.g. info or shardcast_engine=debug [default: RUST_LOG,
     /// else info].
     #[arg(long, env = "SHARDCAST_LOG")]
@@ -275,6 +282,10 @@ impl ServeArgs {
         set(&mut raw.outbox.slow_consumer, &self.slow_consumer);
         set(&mut raw.outbox.coalesce_above_cpu, &self.coalesce_above_cpu);
         set(&mut raw.shutdown.drain_seconds, &self.drain_seconds);
+        set(&mut raw.compression.min_size, &self.compression_min_size);
+        if self.no_compression {
+            raw.compression.enabled = Some(false);
+        }
         if self.no_pin {
             raw.pin_threads = Some(false);
         }

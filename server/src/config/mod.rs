@@ -15,6 +15,7 @@
 
 mod auth;
 mod channels;
+mod compression;
 pub mod duration;
 mod show;
 mod tls;
@@ -44,6 +45,7 @@ use crate::protocol::telemetry::TelemetryConfig;
 
 pub use auth::{parse_key_spec, parse_roles};
 pub use channels::{RawChannelRule, HIGH_PRIORITY_CHANNELS};
+pub use compression::{CompressionConfig, RawCompression};
 pub use show::{effective_settings, lookup, HIDDEN};
 pub use tls::RawTls;
 
@@ -102,6 +104,8 @@ pub struct RawConfig {
     pub simple: RawSimple,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub compression: RawCompression,
     #[serde(default)]
     pub metrics: RawMetrics,
     #[serde(default)]
@@ -277,6 +281,8 @@ pub struct ServerConfig {
     /// How long a shutdown spends closing WebSocket connections in paced
     /// batches (lame duck) before it stops; see [`crate::Server::drain`].
     pub drain: Duration,
+    /// `[compression]`: permessage-deflate.
+    pub compression: CompressionConfig,
 }
 
 impl RawConfig {

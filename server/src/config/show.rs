@@ -269,6 +269,7 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
         "shutdown".into(),
         Value::Table(table([("drain_seconds", seconds(config.drain))])),
     );
+    top.insert("compression".into(), config.compression.shown());
     top.insert(
         "metrics".into(),
         Value::Table(table([(

@@ -167,6 +167,7 @@ impl RawConfig {
         )
         .map_err(|m| invalid("allowed_origins", m))?;
 
+        let compression = self.compression.validate()?;
         let engine = EngineConfig {
             shards,
             pin_threads: self.pin_threads.unwrap_or(true),
@@ -198,6 +199,7 @@ impl RawConfig {
             shard_inbox_capacity: positive("topics.shard_inbox", self.topics.shard_inbox, 65_536)?,
             coalesce_above_cpu,
             channels,
+            deflate_min_size: compression.min_size,
         };
 
         let drain_seconds = self.shutdown.drain_seconds.unwrap_or(DRAIN_SECONDS);
@@ -255,6 +257,7 @@ impl RawConfig {
             request_timeout: Duration::from_secs(request_timeout),
             demo: self.demo.unwrap_or(true),
             drain: Duration::from_secs(drain_seconds),
+            compression,
         })
     }
 }

@@ -13,6 +13,7 @@
 //! are capped in size (see `channels.rs`).
 
 mod channels;
+mod compression;
 mod config;
 mod text;
 mod tls;
@@ -64,6 +65,7 @@ pub async fn render(app: &App) -> String {
     connections(&mut out, app, &stats);
     clients(&mut out, app, &stats);
     protocols(&mut out, app, &stats);
+    compression::families(&mut out, app, &stats);
     channels::render(&mut out, &stats, app.config.metrics.max_channel_labels);
     deliveries(&mut out, &stats);
     latency(&mut out, &stats);

@@ -16,6 +16,15 @@ pub async fn raw_websocket(server: &TestServer) -> TcpStream {
 /// Performs the upgrade to `path` by hand with `headers` (each ending in
 /// CRLF): a client that never answers anything, pings included.
 pub async fn raw_upgrade(server: &TestServer, path: &str, headers: &str) -> TcpStream {
+    raw_upgrade_head(server, path, headers).await.0
+}
+
+/// [`raw_upgrade`], with the response head as text.
+pub async fn raw_upgrade_head(
+    server: &TestServer,
+    path: &str,
+    headers: &str,
+) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
@@ -28,7 +37,7 @@ pub async fn raw_upgrade(server: &TestServer, path: &str, headers: &str) -> TcpS
         head.push(byte[0]);
     }
     assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
+    (stream, String::from_utf8(head).unwrap())
 }
 
 /// Reads server frames until a close frame; returns its code and reason.

@@ -80,7 +80,7 @@ fn refuses_unmasked_reserved_and_oversized_frames() {
         Err(FrameError::Protocol(_))
     ));
     let mut rsv = client_frame(true, 1, b"x", [0; 4]);
-    rsv[0] |= 0x40;
+    rsv[0] |= 0x20;
     assert!(matches!(
         parse_client_frame(&mut rsv, 1024),
         Err(FrameError::Protocol(_))

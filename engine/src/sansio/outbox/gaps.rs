@@ -10,6 +10,11 @@
 //! [`GapField`]: right after the payload's opening brace by default
 //! (`{"skipped":3,"type":"event",…}`); BondX puts it inside `meta`.
 //!
+//! A frame compressed with permessage-deflate cannot be rewritten: it is
+//! inflated (each is compressed on its own, see `deflate.rs`), marked, and
+//! the marked frame goes plain (RSV1 clear), which RFC 7692 allows for any
+//! message. Only frames after a gap pay for it.
+//!
 //! A marked frame is longer by its field (at most 21 bytes); a frame
 //! already queued that is marked can take the outbox that far past its byte
 //! limit, once per marked frame.
@@ -19,7 +24,8 @@
 use bytes::{BufMut, Bytes};
 
 use super::{EventMeta, OutFrame, Outbox};
-use crate::sansio::frame::{FrameBuf, OpCode};
+use crate::sansio::deflate;
+use crate::sansio::frame::{split_server_frame, FrameBuf, OpCode};
 use crate::sansio::ids::TopicId;
 
 /// Where a format writes `"skipped":N,` in an event's payload: the byte
@@ -62,22 +68,8 @@ fn field(skipped: u32) -> ([u8; FIELD_MAX], usize) {
 /// (0: no field yet). `None`, changing nothing, when `frame` is not such a
 /// frame or has no place for the field.
 pub(crate) fn mark(frame: &[u8], at: GapField, was: u32, skipped: u32) -> Option<Bytes> {
-    let (&[first, second], rest) = frame.split_first_chunk::<2>()?;
-    if first != 0x80 | 0x1 || second & 0x80 != 0 {
-        return None;
-    }
-    let (len, payload) = match second {
-        126 => {
-            let (len, rest) = rest.split_first_chunk::<2>()?;
-            (u16::from_be_bytes(*len) as usize, rest)
-        }
-        127 => {
-            let (len, rest) = rest.split_first_chunk::<8>()?;
-            (usize::try_from(u64::from_be_bytes(*len)).ok()?, rest)
-        }
-        n => (n as usize, rest),
-    };
-    if payload.len() != len {
+    let (first, payload) = split_server_frame(frame)?;
+    if first != 0x80 | 0x1 {
         return None;
     }
     let offset = at(payload)?;
@@ -131,10 +123,14 @@ impl Outbox {
     #[cold]
     pub(super) fn marked(&self, bytes: Bytes, meta: EventMeta, more: u32) -> (Bytes, EventMeta) {
         let skipped = meta.skipped.saturating_add(more);
-        let bytes = self
-            .gap_field
-            .and_then(|at| mark(&bytes, at, meta.skipped, skipped))
-            .unwrap_or(bytes);
+        let bytes = match self.gap_field {
+            Some(at) => {
+                // A compressed frame is marked on its plain payload, sent plain.
+                let plain = deflate::plain_frame(&bytes);
+                mark(plain.as_ref().unwrap_or(&bytes), at, meta.skipped, skipped).unwrap_or(bytes)
+            }
+            None => bytes,
+        };
         let mut meta = meta;
         meta.skipped = skipped;
         (bytes, meta)

@@ -308,3 +308,29 @@ fn marking_rewrites_long_frames_and_replaces_an_earlier_mark() {
     // A mark that is not where it should be: left alone.
     assert!(gaps::mark(&frame, first_in_object, 3, 4).is_none());
 }
+
+#[test]
+fn a_compressed_frame_after_a_gap_goes_plain_and_marked() {
+    let mut outbox = outbox(1, SlowConsumerPolicy::DropOldest);
+    let long = format!("{{\"n\":9,\"pad\":\"{}\"}}", "ab".repeat(200));
+    let plain = encode(OpCode::Text, long.as_bytes());
+    let compressed = crate::sansio::deflate::Compressor::default()
+        .compress_frame(&plain, 0)
+        .unwrap();
+    assert_eq!(compressed[0], 0xC1);
+    let meta = |n| EventMeta::live(TopicId::new(1, 0), Instant::now(), n);
+    assert_eq!(
+        outbox.push_event(compressed.clone(), meta(0)),
+        Admission::Queued
+    );
+    // The first is dropped to make room; the second says so, plain.
+    outbox.push_event(compressed, meta(0));
+    let frame = &outbox.queue[0].bytes;
+    let (first, payload) = crate::sansio::frame::split_server_frame(frame).unwrap();
+    assert_eq!(first, 0x81);
+    assert_eq!(
+        payload,
+        format!("{{\"skipped\":1,{}", &long[1..]).as_bytes()
+    );
+    assert_eq!(outbox.queued_bytes(), frame.len());
+}
