@@ -5,7 +5,7 @@ tests/tests/compression_deflate.rs.
     python3 clients.py SPEC_JSON
 
 SPEC_JSON is a list of clients: {"url", "headers", "send": [text, ...],
-"ready": substring, "until": substring}. Each connects, sends its texts and
+"ready": substring, "until": substring, "ca": PEM file to trust (wss://)}. Each connects, sends its texts and
 reads until a message containing `ready`. Then one line goes to stdout:
 {"extensions": [the Sec-WebSocket-Extensions answer of each]}. After a line
 on stdin, each client reads until a message containing `until` and prints
@@ -14,6 +14,7 @@ on stdin, each client reads until a message containing `until` and prints
 
 import asyncio
 import json
+import ssl
 import sys
 
 import websockets
@@ -22,8 +23,9 @@ WAIT = 10
 
 
 async def open_client(spec):
+    tls = ssl.create_default_context(cafile=spec["ca"]) if spec.get("ca") else None
     ws = await websockets.connect(
-        spec["url"], additional_headers=spec.get("headers", {}), max_size=None
+        spec["url"], additional_headers=spec.get("headers", {}), max_size=None, ssl=tls
     )
     for text in spec.get("send", []):
         await ws.send(text)

@@ -4,7 +4,8 @@
 //! BondX, FastWS, simple) negotiate it, subscribe to one FastWS topic, and
 //! decode the same published event; each protocol compresses it once
 //! (stats and metrics), and a tokio-tungstenite client on the same topic,
-//! which does not offer the extension, gets it plain and unaffected.
+//! which does not offer the extension, gets it plain and unaffected. The
+//! same again over `wss://`: compressed frames inside TLS records.
 //!
 //! Needs `python3` with `websockets` (`pip install websockets`); without it
 //! the test says so in one line and passes, except under CI (`CI` set),
@@ -36,7 +37,7 @@ fn missing_prerequisite() -> Option<String> {
 }
 
 /// The clients' specs: two per protocol, each subscribing to [`TOPIC`].
-fn specs(server: &TestServer, until: &str) -> Vec<(&'static str, Value)> {
+fn specs(server: &TestServer, until: &str, ca: Option<&str>) -> Vec<(&'static str, Value)> {
     let subscribe = json!({"action": "subscribe", "channels": [TOPIC]}).to_string();
     let bondx = json!({"type": "subscribe", "topic": TOPIC}).to_string();
     let payload = json!({"accountId": "A-1", "symbol": "AAPL"});
@@ -49,6 +50,7 @@ fn specs(server: &TestServer, until: &str) -> Vec<(&'static str, Value)> {
             "send": [send],
             "ready": ready,
             "until": until,
+            "ca": ca,
         });
         (protocol, spec)
     };
@@ -88,20 +90,47 @@ fn specs(server: &TestServer, until: &str) -> Vec<(&'static str, Value)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_protocol_negotiates_deflate_and_compresses_once() {
-    if let Some(missing) = missing_prerequisite() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the deflate test: {missing}"
-        );
-        eprintln!("SKIPPED every_protocol_negotiates_deflate_and_compresses_once: {missing}");
-        return;
-    }
-    let server = TestServer::start(&format!(
+/// Whether the test can run; `false` (said in one line) when Python or
+/// its package is missing, except under CI, where that fails the test.
+fn can_run(test: &str) -> bool {
+    let Some(missing) = missing_prerequisite() else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the deflate test: {missing}"
+    );
+    eprintln!("SKIPPED {test}: {missing}");
+    false
+}
+
+fn config() -> String {
+    format!(
         "[simple.feeds]\ntrades = '{TOPIC}'\n{}",
         bondx_section("extra_scope = [\"executions:*\"]")
-    ));
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_negotiates_deflate_and_compresses_once() {
+    if can_run("every_protocol_negotiates_deflate_and_compresses_once") {
+        negotiates_and_compresses_once(&TestServer::start(&config()), None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deflate_works_the_same_over_wss() {
+    if can_run("deflate_works_the_same_over_wss") {
+        let cert = TestCert::new();
+        let server = TestServer::start_tls(&config(), "", &cert);
+        negotiates_and_compresses_once(&server, cert.cert.to_str()).await;
+    }
+}
+
+/// Two Python clients per protocol on `server` (trusting `ca` over TLS)
+/// negotiate deflate and decode one published event, compressed once per
+/// protocol; a client without the extension gets it plain.
+async fn negotiates_and_compresses_once(server: &TestServer, ca: Option<&str>) {
     let mut plain = server.subscriber(&[TOPIC]).await;
     // Long enough to compress (above the 256-byte threshold), and varied.
     let note: String = (0..40)
@@ -110,7 +139,7 @@ async fn every_protocol_negotiates_deflate_and_compresses_once() {
     let marker = "deflate-marker-7";
     let data =
         json!({"symbol": "AAPL", "side": "BUY", "quantity": 10, "note": note, "tag": marker});
-    let specs = specs(&server, marker);
+    let specs = specs(server, marker, ca);
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deflate/clients.py");
     let list = Value::Array(specs.iter().map(|(_, s)| s.clone()).collect());
@@ -170,7 +199,7 @@ async fn every_protocol_negotiates_deflate_and_compresses_once() {
     let event = next_of_type(&mut plain, "event").await;
     assert_eq!(event["data"], data);
 
-    let stats = eventually_stats(&server, |s| {
+    let stats = eventually_stats(server, |s| {
         s["protocols"]["simple"]["sent"] == before["simple"]["sent"].as_u64().unwrap() + 2
     })
     .await;
