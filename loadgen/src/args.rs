@@ -33,6 +33,10 @@ pub struct Args {
     /// certificate is checked against --tls-ca, or not at all without it.
     #[arg(long)]
     pub tls: bool,
+    /// Offer permessage-deflate on every connection (fail if the server
+    /// declines) and inflate what comes compressed.
+    #[arg(long)]
+    pub deflate: bool,
     /// PEM file of the roots to check the server's certificate against.
     #[arg(long, value_name = "FILE", requires = "tls")]
     pub tls_ca: Option<std::path::PathBuf>,

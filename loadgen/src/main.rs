@@ -72,6 +72,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if tls {
         net::use_tls(args.tls_ca.as_deref()).context("--tls")?;
     }
+    if args.deflate {
+        ws::use_deflate();
+    }
     let host = host.split('/').next().unwrap_or(host);
     let server: SocketAddr = tokio::net::lookup_host(host)
         .await?

@@ -32,8 +32,9 @@ pub fn use_tls(ca: Option<&std::path::Path>) -> anyhow::Result<()> {
         Some(path) => {
             use rustls::pki_types::pem::PemObject;
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path)? {
-                roots.add(cert?)?;
+            let named = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", path.display());
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| named(&e))? {
+                roots.add(cert.map_err(|e| named(&e))?)?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }

@@ -30,7 +30,7 @@ pub async fn publisher(
     payload: usize,
     mut picker: TopicPicker,
 ) {
-    let pad = "x".repeat(payload.saturating_sub(28).max(1));
+    let pad = market_text(payload.saturating_sub(28).max(1));
     let mut sink = match via {
         Via::WebSocket => match publish_connection(&shared, &target).await {
             Some(conn) => Sink::Ws(conn),
@@ -223,4 +223,29 @@ async fn http_roundtrips(
         }
     }
     Ok(())
+}
+
+/// `len` bytes of quote-like text ("AAPL 187.42 1200;MSFT …") with varied
+/// digits: it compresses about as well as real market data does, where a run
+/// of one letter would flatter permessage-deflate.
+pub fn market_text(len: usize) -> String {
+    const SYMBOLS: [&str; 8] = [
+        "AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "JPM",
+    ];
+    let mut out = String::with_capacity(len + 32);
+    let mut state: u32 = 0x9E37_79B9;
+    let mut i = 0;
+    while out.len() < len {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let price = 100 + (state >> 8) % 400;
+        let cents = (state >> 4) % 100;
+        let size = 100 * (1 + (state >> 20) % 50);
+        out.push_str(&format!(
+            "{} {price}.{cents:02} {size};",
+            SYMBOLS[i % SYMBOLS.len()]
+        ));
+        i += 1;
+    }
+    out.truncate(len);
+    out
 }

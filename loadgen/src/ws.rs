@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,14 +17,20 @@ pub async fn connect(
     api_key: &str,
 ) -> io::Result<Conn> {
     let mut stream = crate::net::connect(server, source).await?;
+    let offer = if DEFLATE.load(Ordering::Relaxed) {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_no_context_takeover\r\n"
+    } else {
+        ""
+    };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hhcmRjYXN0LWxvYWRnbg==\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {api_key}\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hhcmRjYXN0LWxvYWRnbg==\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {api_key}\r\n{offer}\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut conn = Conn {
         stream,
         buf: Vec::with_capacity(8 * 1024),
         start: 0,
+        inflate: None,
     };
     // Read the response head; anything after it is already WebSocket data.
     loop {
@@ -31,6 +38,18 @@ pub async fn connect(
             if !conn.buf.starts_with(b"HTTP/1.1 101") {
                 let line = String::from_utf8_lossy(&conn.buf[..end.min(64)]).into_owned();
                 return Err(io::Error::other(format!("upgrade refused: {line}")));
+            }
+            if !offer.is_empty() {
+                let head = String::from_utf8_lossy(&conn.buf[..end]).to_ascii_lowercase();
+                if !head.contains("sec-websocket-extensions: permessage-deflate") {
+                    return Err(io::Error::other(
+                        "--deflate: the server did not accept permessage-deflate",
+                    ));
+                }
+                conn.inflate = Some(Box::new(Inflate {
+                    state: flate2::Decompress::new(false),
+                    out: Vec::with_capacity(4096),
+                }));
             }
             conn.start = end + 4;
             return Ok(conn);
@@ -44,11 +63,27 @@ pub async fn connect(
     }
 }
 
+/// Offer permessage-deflate on every connection (`--deflate`).
+static DEFLATE: AtomicBool = AtomicBool::new(false);
+
+/// From now on every connection offers permessage-deflate and fails if the
+/// server does not take it.
+pub fn use_deflate() {
+    DEFLATE.store(true, Ordering::Relaxed);
+}
+
 /// One client connection with its read buffer.
 pub struct Conn {
     pub stream: Stream,
     buf: Vec<u8>,
     start: usize,
+    /// With permessage-deflate: the inflater and its output, reused.
+    inflate: Option<Box<Inflate>>,
+}
+
+struct Inflate {
+    state: flate2::Decompress,
+    out: Vec<u8>,
 }
 
 /// A server frame as parsed: opcode and payload.
@@ -83,17 +118,23 @@ impl Conn {
         Ok(true)
     }
 
-    /// The next buffered frame, if complete.
+    /// The next buffered frame, if complete; a compressed one (RSV1)
+    /// inflated. One the loadgen cannot inflate comes out empty.
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         let data = &self.buf[self.start..];
         let (header, len) = frame_len(data)?;
         let opcode = data[0] & 0x0F;
+        let compressed = data[0] & 0x40 != 0;
         self.start += header + len;
         let end = self.start;
-        Some(Frame {
-            opcode,
-            payload: &self.buf[end - len..end],
-        })
+        let payload = &self.buf[end - len..end];
+        match (&mut self.inflate, compressed) {
+            (Some(inflate), true) => Some(Frame {
+                opcode,
+                payload: inflate.message(payload),
+            }),
+            _ => Some(Frame { opcode, payload }),
+        }
     }
 
     /// Sends one masked text frame.
@@ -101,6 +142,44 @@ impl Conn {
         let mut out = Vec::with_capacity(text.len() + 14);
         encode_text(&mut out, text);
         self.stream.write_all(&out).await
+    }
+}
+
+impl Inflate {
+    /// One message (no context takeover: each starts afresh), with the
+    /// `00 00 ff ff` the sender removed put back (RFC 7692 section 7.2.2).
+    fn message(&mut self, compressed: &[u8]) -> &[u8] {
+        self.state.reset(false);
+        self.out.clear();
+        for mut input in [compressed, &[0, 0, 0xff, 0xff][..]] {
+            loop {
+                if self.out.capacity() - self.out.len() < 4096 {
+                    self.out.reserve(4096);
+                }
+                let spare = self.out.capacity() - self.out.len();
+                let (read, written) = (self.state.total_in(), self.state.total_out());
+                let sync = flate2::FlushDecompress::Sync;
+                if self
+                    .state
+                    .decompress_vec(input, &mut self.out, sync)
+                    .is_err()
+                {
+                    self.out.clear();
+                    return &self.out;
+                }
+                let used = (self.state.total_in() - read) as usize;
+                let produced = (self.state.total_out() - written) as usize;
+                input = &input[used..];
+                if input.is_empty() && produced < spare {
+                    break;
+                }
+                if used == 0 && produced == 0 {
+                    self.out.clear();
+                    return &self.out;
+                }
+            }
+        }
+        &self.out
     }
 }
 
@@ -188,6 +267,33 @@ mod tests {
         assert_eq!(field_u64(event, b"\"seq\":"), Some(1234));
         assert_eq!(field_u64(event, b"\"data\":{\"t\":"), Some(987654321));
         assert_eq!(find(event, b"nope"), None);
+    }
+
+    #[test]
+    fn compressed_messages_inflate_one_by_one() {
+        let mut inflate = Inflate {
+            state: flate2::Decompress::new(false),
+            out: Vec::new(),
+        };
+        for text in [crate::publish::market_text(20_000), "short".to_owned()] {
+            let mut deflate = flate2::Compress::new(flate2::Compression::default(), false);
+            let mut compressed = Vec::with_capacity(text.len() + 64);
+            deflate
+                .compress_vec(
+                    text.as_bytes(),
+                    &mut compressed,
+                    flate2::FlushCompress::Sync,
+                )
+                .unwrap();
+            assert!(compressed.ends_with(&[0, 0, 0xff, 0xff]));
+            compressed.truncate(compressed.len() - 4);
+            assert!(compressed.len() < text.len() / 2 || text.len() < 100);
+            assert_eq!(inflate.message(&compressed), text.as_bytes());
+        }
+        assert!(
+            inflate.message(&[0xff; 8]).is_empty(),
+            "garbage inflates to nothing"
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! `--tls`: the loadgen drives a TLS server (a certificate made for the
-//! test, checked with `--tls-ca`) and every check of a short fan-out run
-//! passes, exact accounting included; without the right root it refuses
-//! to run.
+//! `--tls` and `--deflate`: the loadgen drives a TLS server (a certificate
+//! made for the test, checked with `--tls-ca`), with and without
+//! permessage-deflate, and every check of a short fan-out run passes, exact
+//! accounting included; without the right root it refuses to run.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 use shardcast_server::{RawConfig, Server};
@@ -16,8 +17,12 @@ struct Cert(PathBuf);
 
 impl Cert {
     fn new() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("shardcast-loadgen-tls-{}", std::process::id()));
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "shardcast-loadgen-tls-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
         std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
@@ -70,6 +75,28 @@ roles = ["subscribe", "publish", "admin"]
 fn a_fan_out_run_over_tls_passes_every_check() {
     let cert = Cert::new();
     let server = tls_server(&cert);
+    fan_out_passes(&server, &cert, &[]);
+    server.shutdown();
+}
+
+#[test]
+fn a_fan_out_run_with_deflate_over_tls_passes_every_check() {
+    let cert = Cert::new();
+    let server = tls_server(&cert);
+    // 512-byte payloads: above the server's 256-byte threshold.
+    fan_out_passes(&server, &cert, &["--deflate", "--payload", "512"]);
+    let stats = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(server.engine().stats());
+    let compressed: u64 = stats.deflate_by_format().iter().map(|c| c.messages).sum();
+    assert!(compressed > 0, "the run's events went compressed");
+    server.shutdown();
+}
+
+/// A short fan-out run over TLS with `extra` flags: every check passes.
+fn fan_out_passes(server: &Server, cert: &Cert, extra: &[&str]) {
     let url = format!("wss://{}", server.local_addr());
     let out = Command::new(env!("CARGO_BIN_EXE_shardcast-loadgen"))
         .args([
@@ -81,6 +108,7 @@ fn a_fan_out_run_over_tls_passes_every_check() {
             "--tls-ca",
             &cert.file("cert.pem"),
         ])
+        .args(extra)
         .args(["--connections", "20", "--topics", "4", "--rate", "200"])
         .args(["--warmup", "0.5", "--duration", "2.5", "--json"])
         .output()
@@ -99,7 +127,6 @@ fn a_fan_out_run_over_tls_passes_every_check() {
         assert_eq!(check["ok"], true, "{check}\n{stderr}");
     }
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    server.shutdown();
 }
 
 #[test]
