@@ -8,7 +8,9 @@
 #
 #   scripts/transports.sh [loadgen flags...]
 #
-# VARIANTS   which to run (default "plain tls"; "deflate" when built with it)
+# VARIANTS   which to run, of plain, tls, deflate and tls-deflate (default
+#            "plain tls deflate"; deflate needs payloads of 256 bytes or more
+#            to compress anything, e.g. LOAD with --payload 512)
 # RATES      publishes/s (default "1000 5000"; 100 subscribers per publish
 #            with the default load: 100k and 500k deliveries/s)
 # RUNS       runs per variant and rate (default 2)
@@ -18,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-variants="${VARIANTS:-plain tls}"
+variants="${VARIANTS:-plain tls deflate}"
 rates="${RATES:-1000 5000}"
 runs="${RUNS:-2}"
 out="${OUT:-target/transports/$(date -u +%Y%m%dT%H%M%SZ)}"
@@ -53,6 +55,8 @@ run() {
     tls) server_flags="--tls-cert $out/cert.pem --tls-key $out/key.pem"
          load_flags="--tls --tls-ca $out/cert.pem"; scheme=wss ;;
     deflate) load_flags="--deflate" ;;
+    tls-deflate) server_flags="--tls-cert $out/cert.pem --tls-key $out/key.pem"
+         load_flags="--tls --tls-ca $out/cert.pem --deflate"; scheme=wss ;;
   esac
   # shellcheck disable=SC2086
   taskset -c 0 target/release/shardcast --listen "127.0.0.1:${port}" --no-demo --shards 1 \
