@@ -37,8 +37,9 @@ pub struct Args {
     /// declines) and inflate what comes compressed.
     #[arg(long)]
     pub deflate: bool,
-    /// PEM file of the roots to check the server's certificate against.
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    /// PEM file of the roots to check the server's certificate against
+    /// (implies --tls).
+    #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value = "fanout")]
     pub scenario: Scenario,

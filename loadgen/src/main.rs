@@ -65,7 +65,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (tls, host) = match args.url.strip_prefix("wss://") {
         Some(rest) => (true, rest),
         None => (
-            args.tls,
+            args.tls || args.tls_ca.is_some(),
             args.url.strip_prefix("ws://").unwrap_or(&args.url),
         ),
     };

@@ -283,9 +283,13 @@ fn wait_and_drain(server: &Server) -> std::io::Result<()> {
                 _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => {
-                    info!("SIGHUP: reloading the TLS certificate");
-                    // Logged either way by the reload itself.
-                    let _ = server.reload_tls();
+                    if server.app().tls.is_some() {
+                        info!("SIGHUP: reloading the TLS certificate");
+                        // Logged either way by the reload itself.
+                        let _ = server.reload_tls();
+                    } else {
+                        info!("SIGHUP: nothing to reload (no TLS certificate configured)");
+                    }
                 }
             }
         }

@@ -8,30 +8,37 @@
 //! certificate it had; connections already open keep their sessions.
 //!
 //! A handshake runs on the shard that accepted the connection, as one of its
-//! tasks, bounded three ways so that a flood of handshakes cannot stall the
-//! shard's deliveries or hold its memory:
-//! 1. at most [`TlsSettings::handshakes_per_shard`] run at once on a shard;
-//!    the others wait their turn (the crypto of one handshake is one task
-//!    poll of ~0.1 ms with an ECDSA key, ~1 ms with RSA-2048, so a shard
-//!    spends at most that many polls on handshakes between two deliveries);
-//! 2. waiting and handshaking together must finish within
-//!    [`TlsSettings::handshake_timeout`], or the socket is closed;
-//! 3. the connection gate has already counted the socket (per address and
-//!    in total) before the handshake begins.
+//! tasks, in steps bounded so that a flood of handshakes can neither stall
+//! the shard's deliveries nor lock honest clients out:
+//! 1. the connection gate has already counted the socket (per address and
+//!    in total) before the handshake begins;
+//! 2. the ClientHello is read (a plain HTTP request is answered 400 and
+//!    closed); this is network time, and a client that stalls here holds
+//!    nothing but its socket;
+//! 3. the shard's budget gives the handshake a turn: at most
+//!    [`TlsSettings::handshakes_per_second`] a second per shard, so the
+//!    cryptography (one task poll each: key exchange and signature) takes
+//!    a bounded share of the shard's time, whatever the flood; the others
+//!    wait, costing nothing;
+//! 4. the server's flight is sent and the client's last flight read;
+//! 5. all of it must finish within [`TlsSettings::handshake_timeout`], or
+//!    the socket is closed.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::Acceptor;
 use rustls::ServerConfig as RustlsConfig;
+use shardcast_engine::{RateLimit, RateLimiter};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
 use tracing::{info, warn};
 
 /// Where the certificate and key are, and how handshakes are bounded.
@@ -43,8 +50,8 @@ pub struct TlsSettings {
     pub key: PathBuf,
     /// Time a client has to complete the handshake, waiting included.
     pub handshake_timeout: Duration,
-    /// Handshakes in progress at once on one shard.
-    pub handshakes_per_shard: usize,
+    /// Handshakes a shard starts per second (its cryptography), at most.
+    pub handshakes_per_second: u32,
 }
 
 /// Why the certificate or key cannot be used. Each names its file.
@@ -92,8 +99,8 @@ pub enum TlsError {
 pub struct Tls {
     settings: TlsSettings,
     current: RwLock<Arc<RustlsConfig>>,
-    /// One semaphore per shard, indexed by the shard's number.
-    handshakes: Box<[Semaphore]>,
+    /// One handshake budget per shard, indexed by the shard's number.
+    budgets: Box<[Budget]>,
     counts: HandshakeCounts,
 }
 
@@ -116,13 +123,11 @@ impl Tls {
     /// Loads the certificate and key for a server of `shards` shards.
     pub fn load(settings: TlsSettings, shards: usize) -> Result<Self, TlsError> {
         let config = build(&settings.cert, &settings.key, SystemTime::now())?;
-        let handshakes = (0..shards.max(1))
-            .map(|_| Semaphore::new(settings.handshakes_per_shard.max(1)))
-            .collect();
+        let budgets = (0..shards.max(1)).map(|_| Budget::default()).collect();
         Ok(Self {
             settings,
             current: RwLock::new(config),
-            handshakes,
+            budgets,
             counts: HandshakeCounts::default(),
         })
     }
@@ -163,7 +168,7 @@ impl Tls {
         mut stream: TcpStream,
         shard: usize,
     ) -> Option<TlsStream<TcpStream>> {
-        let semaphore = &self.handshakes[shard % self.handshakes.len()];
+        let budget = &self.budgets[shard % self.budgets.len()];
         let peer = stream.peer_addr().ok();
         let handshake = async {
             if plain_http(&mut stream).await {
@@ -171,16 +176,18 @@ impl Tls {
                 tracing::debug!(?peer, "plain HTTP on the TLS port; answered 400");
                 return None;
             }
-            let _turn = semaphore.acquire().await.ok()?;
+            let failed = |e: std::io::Error| {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?peer, error = %e, "TLS handshake failed");
+            };
+            // 1. The ClientHello: network time, no work of ours.
+            let hello = LazyConfigAcceptor::new(Acceptor::default(), stream);
+            let start = hello.await.map_err(failed).ok()?;
+            // 2. A turn in the shard's budget, then the cryptography (the
+            //    first poll of the rest) and the client's last flight.
+            budget.turn(self.settings.handshakes_per_second).await;
             let config = Arc::clone(&self.current.read());
-            tokio_rustls::TlsAcceptor::from(config)
-                .accept(stream)
-                .await
-                .map_err(|e| {
-                    self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(?peer, error = %e, "TLS handshake failed");
-                })
-                .ok()
+            start.into_stream(config).await.map_err(failed).ok()
         };
         match tokio::time::timeout(self.settings.handshake_timeout, handshake).await {
             Ok(Some(tls)) => {
@@ -196,6 +203,33 @@ impl Tls {
         }
     }
 }
+
+/// A shard's handshake budget: a GCRA bucket of `handshakes_per_second`
+/// with a one-second burst. Shared (each shard takes only its own, so the
+/// lock is uncontended).
+#[derive(Debug, Default)]
+struct Budget {
+    bucket: parking_lot::Mutex<RateLimiter>,
+}
+
+impl Budget {
+    /// Waits for a turn: at once while within the rate, else in steps of
+    /// one interval (the handshake's timeout still runs).
+    async fn turn(&self, per_second: u32) {
+        let limit = RateLimit::per_second(per_second);
+        let interval = Duration::from_secs(1) / per_second.max(1);
+        loop {
+            let now = u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if self.bucket.lock().try_acquire(limit, now) {
+                return;
+            }
+            tokio::time::sleep(interval.max(Duration::from_millis(1))).await;
+        }
+    }
+}
+
+/// The origin of the budgets' clock.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 /// Whether the client spoke plain HTTP (a TLS record starts with 0x16, a
 /// request with a method's letters); if so it is told, in plain HTTP, to

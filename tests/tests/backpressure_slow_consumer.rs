@@ -36,10 +36,21 @@ async fn flood_while_reading(server: &TestServer, fast: &mut Ws) {
 
 #[tokio::test]
 async fn a_client_that_never_reads_drops_its_own_messages_only() {
-    let server = TestServer::start(CONFIG);
+    never_reading_client_drops_its_own(&TestServer::start(CONFIG)).await;
+}
+
+#[tokio::test]
+async fn over_tls_too_a_client_that_never_reads_drops_its_own_only() {
+    // The TLS session takes at most 64 KiB beyond the socket; the outbox's
+    // limits and accounting hold as on plain TCP.
+    let cert = TestCert::new();
+    never_reading_client_drops_its_own(&TestServer::start_tls(CONFIG, "", &cert)).await;
+}
+
+async fn never_reading_client_drops_its_own(server: &TestServer) {
     let mut fast = server.subscriber(&["big"]).await;
     let slow = server.telemetry("?clientId=slow&channels=big").await; // never read again
-    flood_while_reading(&server, &mut fast).await;
+    flood_while_reading(server, &mut fast).await;
 
     // The slow client's drops are counted on it and on the channel.
     let (_, list) = server
@@ -67,7 +78,7 @@ async fn a_client_that_never_reads_drops_its_own_messages_only() {
 
     // Once it goes away, its queue counts as dropped too, and the books balance exactly.
     drop(slow);
-    let stats = eventually_stats(&server, |s| s["activeConnections"] == 1).await; // the publisher left too
+    let stats = eventually_stats(server, |s| s["activeConnections"] == 1).await; // the publisher left too
     let big = channel(&stats, "big");
     assert_eq!(big["published"], MESSAGES);
     assert_eq!(

@@ -27,10 +27,18 @@
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use rustls::ServerConnection;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+/// Socket reads into a TLS session per [`Transport::try_read`] that yield
+/// no plaintext before it gives up its turn.
+const RECORD_READS_PER_CALL: usize = 4;
+
+/// How long closing waits for the socket to take the `close_notify`.
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_millis(500);
 
 /// The most encrypted bytes a TLS session holds for its socket: what the
 /// session accepts from the outbox beyond what the socket took.
@@ -118,7 +126,10 @@ impl Transport {
             return self.tcp.try_read(buf);
         };
         let mut session = tls.session.borrow_mut();
-        loop {
+        // Records that decrypt to nothing (key updates, empty records) end
+        // the call after a few, as if the socket were drained: its readiness
+        // stays set, so the connection's task comes back after its turn.
+        for _ in 0..RECORD_READS_PER_CALL {
             match session.reader().read(buf) {
                 Ok(n) => {
                     tls.plaintext.set(tls.plaintext.get().saturating_sub(n));
@@ -139,6 +150,7 @@ impl Transport {
                 return Ok(0);
             }
         }
+        Err(io::ErrorKind::WouldBlock.into())
     }
 
     /// Writes what it can of `bufs`: on TCP straight to the socket; with TLS
@@ -178,7 +190,14 @@ impl Transport {
     pub async fn shutdown(&mut self) -> io::Result<()> {
         if let Some(tls) = &self.tls {
             tls.session.borrow_mut().send_close_notify();
-            let _ = self.push();
+            let flushed = async {
+                while let Err(e) = self.push() {
+                    if e.kind() != io::ErrorKind::WouldBlock || self.writable().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_NOTIFY_WAIT, flushed).await;
         }
         self.tcp.shutdown().await
     }
