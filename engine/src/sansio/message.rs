@@ -255,11 +255,14 @@ impl Message {
     /// A compressed variant: built from the plain frame, which is encoded
     /// first (never inside the cache's lock), and cached like any variant
     /// unless the plain payload is below the threshold (then it is the
-    /// plain frame, and costs neither a lock nor a slot).
+    /// plain frame, and costs neither a lock nor a slot). The compression
+    /// itself runs under the lock, so that two shards wanting it at once
+    /// compress once: the second waits for the first's frame.
     fn deflated_frame(&self, variant: Variant, formats: &Formats, encoder: &mut Encoder) -> Bytes {
         let plain = self.frame_counted(variant.deflated_if(false), formats, encoder);
         let min_size = formats.deflate_min_size();
-        if plain.len() < min_size {
+        let payload = crate::sansio::frame::split_server_frame(&plain).map_or(0, |(_, p)| p.len());
+        if payload < min_size {
             return plain;
         }
         self.other_frame(variant, || {
