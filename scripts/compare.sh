@@ -36,14 +36,8 @@ done
   { echo "missing uWebSockets.js: npm ci --prefix bench/peers/uws --ignore-scripts" >&2; exit 2; }
 mkdir -p "$out"
 
-wait_for_port() {
-  for _ in $(seq 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listening on port $1" >&2
-  return 1
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 # One run: start the server, load it, stop it. $1 = ours|uws, $2 = rate, $3 = run.
 run() {

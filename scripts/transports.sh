@@ -39,14 +39,8 @@ if [ ! -f "$out/cert.pem" ]; then
     -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
 fi
 
-wait_for_port() {
-  for _ in $(seq 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listening on port $1" >&2
-  return 1
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 # One run. $1 = variant, $2 = rate, $3 = run number.
 run() {

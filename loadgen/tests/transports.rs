@@ -97,22 +97,10 @@ fn a_fan_out_run_with_deflate_over_tls_passes_every_check() {
 
 /// A short fan-out run over TLS with `extra` flags: every check passes.
 fn fan_out_passes(server: &Server, cert: &Cert, extra: &[&str]) {
-    let url = format!("wss://{}", server.local_addr());
-    let out = Command::new(env!("CARGO_BIN_EXE_shardcast-loadgen"))
-        .args([
-            "--url",
-            &url,
-            "--api-key",
-            KEY,
-            "--tls",
-            "--tls-ca",
-            &cert.file("cert.pem"),
-        ])
-        .args(extra)
-        .args(["--connections", "20", "--topics", "4", "--rate", "200"])
-        .args(["--warmup", "0.5", "--duration", "2.5", "--json"])
-        .output()
-        .expect("the loadgen runs");
+    let mut flags = vec!["--connections", "20", "--topics", "4", "--rate", "200"];
+    flags.extend(["--warmup", "0.5", "--duration", "2.5", "--json"]);
+    flags.extend(extra);
+    let out = loadgen(server, &cert.file("cert.pem"), &flags);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report: Value = serde_json::from_str(&stdout)
@@ -136,23 +124,35 @@ fn a_server_certificate_the_roots_do_not_hold_is_refused() {
     let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     let roots = cert.0.join("other.pem");
     std::fs::write(&roots, other.cert.pem()).unwrap();
-    let url = format!("wss://{}", server.local_addr());
-    let out = Command::new(env!("CARGO_BIN_EXE_shardcast-loadgen"))
-        .args([
-            "--url",
-            &url,
-            "--api-key",
-            KEY,
-            "--tls",
-            "--tls-ca",
-            roots.to_str().unwrap(),
-        ])
-        .args(["--connections", "2", "--topics", "1", "--rate", "10"])
-        .args(["--warmup", "0", "--duration", "1", "--json"])
-        .output()
-        .expect("the loadgen runs");
+    let out = loadgen(
+        &server,
+        roots.to_str().unwrap(),
+        &[
+            "--connections",
+            "2",
+            "--topics",
+            "1",
+            "--rate",
+            "10",
+            "--warmup",
+            "0",
+            "--duration",
+            "1",
+            "--json",
+        ],
+    );
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
     server.shutdown();
+}
+
+/// Runs the loadgen over TLS against `server`, trusting the roots in `ca`.
+fn loadgen(server: &Server, ca: &str, flags: &[&str]) -> std::process::Output {
+    let url = format!("wss://{}", server.local_addr());
+    Command::new(env!("CARGO_BIN_EXE_shardcast-loadgen"))
+        .args(["--url", &url, "--api-key", KEY, "--tls-ca", ca])
+        .args(flags)
+        .output()
+        .expect("the loadgen runs")
 }

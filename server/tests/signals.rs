@@ -2,15 +2,15 @@
 //! told 1001 `SERVER_DRAINING` — then exits 0; a second signal cuts the
 //! drain short.
 
+mod common;
+
+use common::{wait_for_log, WAIT};
 use std::process::Stdio;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio_tungstenite::tungstenite::Message;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -43,19 +43,6 @@ async fn start(drain_seconds: u64) -> (Child, u16, tokio::io::Lines<BufReader<Ch
     let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
     wait_for_log(&mut logs, "shardcast listening").await;
     (child, port, logs)
-}
-
-async fn wait_for_log(logs: &mut tokio::io::Lines<BufReader<ChildStderr>>, text: &str) -> String {
-    tokio::time::timeout(WAIT, async {
-        while let Some(line) = logs.next_line().await.unwrap() {
-            if line.contains(text) {
-                return line;
-            }
-        }
-        panic!("the server exited before logging {text:?}");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no log line with {text:?}"))
 }
 
 async fn client(port: u16) -> Ws {

@@ -3,18 +3,18 @@
 //! reloads the certificate for new handshakes; `--listen-plain` serves
 //! only the health checks, in plain HTTP.
 
+mod common;
+
+use common::wait_for_log;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStderr, Command};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// PEM files in a directory of the test's own, removed on drop.
 struct Files(PathBuf);
@@ -149,19 +149,6 @@ async fn serve(
     let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
     wait_for_log(&mut logs, "shardcast listening").await;
     (child, port, plain, logs)
-}
-
-async fn wait_for_log(logs: &mut tokio::io::Lines<BufReader<ChildStderr>>, text: &str) -> String {
-    tokio::time::timeout(WAIT, async {
-        while let Some(line) = logs.next_line().await.unwrap() {
-            if line.contains(text) {
-                return line;
-            }
-        }
-        panic!("the server exited before logging {text:?}");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no log line with {text:?}"))
 }
 
 /// `GET path` over TLS, trusting only `der`: the status line, or the
