@@ -259,3 +259,37 @@ async fn a_wss_client_is_told_1001_when_the_server_stops() {
     assert_eq!(close_code(&mut ws).await.0, 1001);
     stop.await.unwrap();
 }
+
+#[tokio::test]
+async fn tls_1_2_clients_are_served_too() {
+    let cert = TestCert::new();
+    let server = TestServer::start_tls("", "", &cert);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(cert.der.clone()))
+        .unwrap();
+    #[allow(deprecated)] // The server's provider; see server/src/tls.rs.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let only_1_2 = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut tls = tls_connect(server.addr, std::sync::Arc::new(only_1_2))
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
