@@ -4,44 +4,21 @@
 
 mod common;
 
-use common::{wait_for_log, WAIT};
-use std::process::Stdio;
+use common::{free_port, start_binary, wait_for_log, Logs, WAIT};
 
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A server on a free port with a drain of `drain_seconds`.
-async fn start(drain_seconds: u64) -> (Child, u16, tokio::io::Lines<BufReader<ChildStderr>>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "--no-demo",
-            "--no-pin",
-            "--shards",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--drain-seconds", &drain_seconds.to_string()])
-        .env_remove("RUST_LOG")
-        .env_remove("SHARDCAST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary runs");
-    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
-    wait_for_log(&mut logs, "shardcast listening").await;
+async fn start(drain_seconds: u64) -> (Child, u16, Logs) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let drain = drain_seconds.to_string();
+    let (child, logs) = start_binary(&["--listen", &listen, "--drain-seconds", &drain]).await;
     (child, port, logs)
 }
 

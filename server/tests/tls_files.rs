@@ -5,16 +5,15 @@
 
 mod common;
 
-use common::wait_for_log;
+use common::{free_port, start_binary, wait_for_log, Logs};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::process::Child;
 
 /// PEM files in a directory of the test's own, removed on drop.
 struct Files(PathBuf);
@@ -115,39 +114,20 @@ fn files_that_cannot_serve_stop_the_start_naming_the_file() {
 }
 
 /// A TLS server on free ports (and a plain health listener), its logs.
-async fn serve(
-    cert: &str,
-    key: &str,
-) -> (Child, u16, u16, tokio::io::Lines<BufReader<ChildStderr>>) {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, plain) = (free(), free());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "--no-demo",
-            "--no-pin",
-            "--shards",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--listen-plain", &format!("127.0.0.1:{plain}")])
-        .args(["--tls-cert", cert, "--tls-key", key])
-        .env_remove("RUST_LOG")
-        .env_remove("SHARDCAST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary runs");
-    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
-    wait_for_log(&mut logs, "shardcast listening").await;
+async fn serve(cert: &str, key: &str) -> (Child, u16, u16, Logs) {
+    let (port, plain) = (free_port(), free_port());
+    let (listen, listen_plain) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{plain}"));
+    let args = [
+        "--listen",
+        &listen,
+        "--listen-plain",
+        &listen_plain,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    let (child, logs) = start_binary(&args).await;
     (child, port, plain, logs)
 }
 

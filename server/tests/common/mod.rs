@@ -26,3 +26,37 @@ pub async fn wait_for_log(logs: &mut Logs, text: &str) -> String {
     .await
     .unwrap_or_else(|_| panic!("no log line with {text:?}"))
 }
+
+/// A port free on loopback now (for a flag that needs one up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary (one unpinned shard, no demo, JSON logs on stderr)
+/// with `args`, and waits until it is listening.
+pub async fn start_binary(args: &[&str]) -> (tokio::process::Child, Logs) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args([
+            "--no-demo",
+            "--no-pin",
+            "--shards",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("SHARDCAST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut logs = tokio::io::AsyncBufReadExt::lines(BufReader::new(child.stderr.take().unwrap()));
+    wait_for_log(&mut logs, "shardcast listening").await;
+    (child, logs)
+}
