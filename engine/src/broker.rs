@@ -1,14 +1,35 @@
 //! The publish seam: every publish goes through a [`Broker`].
 //!
-//! In one process the broker is [`InProcess`]: it hands the message straight
-//! to the local fan-out. To join several servers, a broker publishes to an
-//! external bus (Redis pub/sub, NATS) instead, and the bus's subscriber loop
-//! calls [`crate::Engine::fanout`] on every server; shards never change.
+//! In one process the broker is [`InProcess`]: it stamps the message into
+//! its topic and hands it straight to the local fan-out, and the publisher
+//! has its sequence number at once ([`Published::Seq`]).
+//!
+//! A broker that joins several servers into one (Redis, NATS) is
+//! *external*: it numbers messages itself, on the bus, so every server shows
+//! the same sequence number for the same message. Its contract:
+//! 1. [`Broker::publish`] never blocks: it queues the message for the
+//!    broker's own thread and answers [`Published::Pending`]; the publisher
+//!    learns the sequence number (or why the bus refused it) when the bus
+//!    has accepted it. A full queue is refused at once
+//!    ([`PublishError::Overloaded`]).
+//! 2. Messages come back from the bus, already numbered, through
+//!    [`crate::Engine::ingest`], which delivers them in sequence order and
+//!    reports a gap rather than delivering across it silently.
+//! 3. A server follows a topic on the bus only while it has local
+//!    subscribers: the engine calls [`Broker::follow`] when a topic is
+//!    first wanted here, and [`Broker::unfollow`] once nobody has wanted it
+//!    for a while. Following begins with a catch-up
+//!    ([`crate::Engine::catch_up`]): the topic's epoch, last sequence number
+//!    and stored history, so a client that resumes here after another
+//!    server finds every message it missed.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use crate::registry::TopicRegistry;
-use crate::sansio::message::Publication;
+use crate::sansio::message::{Message, Publication};
 use crate::sansio::pattern::TopicError;
 use crate::shard::ShardInbox;
 use crate::topic::{Rejected, Stamped, Topic};
@@ -31,20 +52,97 @@ pub enum PublishError {
     /// delivered or counted.
     #[error("the server is shutting down; publish to another server or retry once it is back")]
     ShuttingDown,
-    /// The broker could not take the message; the text says why.
+    /// The broker's queue is full: the bus is not keeping up. Nothing was
+    /// published; retry after `retry_after`.
+    #[error("the broker's queue is full ({queued} messages waiting for the bus); retry shortly")]
+    Overloaded {
+        /// Messages waiting when this one was refused.
+        queued: usize,
+        /// When a retry may find room.
+        retry_after: Duration,
+    },
+    /// The broker could not take the message; the text says why. Nothing
+    /// was published.
     #[error("broker unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Arc<str>),
+}
+
+/// A publish's answer: its sequence number, now or once the bus has it.
+#[derive(Debug)]
+pub enum Published {
+    /// Published with this sequence number.
+    Seq(u64),
+    /// Queued for the bus; the answer comes when the bus has numbered it
+    /// (or refused it).
+    Pending(PendingSeq),
+}
+
+impl Published {
+    /// The sequence number, waiting for the bus if need be.
+    pub async fn seq(self) -> Result<u64, PublishError> {
+        match self {
+            Self::Seq(seq) => Ok(seq),
+            Self::Pending(pending) => pending.await_seq().await,
+        }
+    }
+}
+
+/// The bus's answer to one queued publish.
+#[derive(Debug)]
+pub struct PendingSeq(oneshot::Receiver<Result<u64, PublishError>>);
+
+impl PendingSeq {
+    /// A pending answer and the handle its broker answers it with.
+    pub fn new() -> (SeqReply, Self) {
+        let (tx, rx) = oneshot::channel();
+        (SeqReply(tx), Self(rx))
+    }
+
+    /// Waits for the bus's answer.
+    pub async fn await_seq(self) -> Result<u64, PublishError> {
+        self.0.await.unwrap_or_else(|_| {
+            Err(PublishError::Unavailable(
+                "the broker stopped before answering".into(),
+            ))
+        })
+    }
+}
+
+/// How a broker answers a queued publish. Dropping it unanswered tells the
+/// publisher the broker stopped.
+#[derive(Debug)]
+pub struct SeqReply(oneshot::Sender<Result<u64, PublishError>>);
+
+impl SeqReply {
+    /// Answers the publisher (who may have gone: then nobody hears).
+    pub fn send(self, result: Result<u64, PublishError>) {
+        let _ = self.0.send(result);
+    }
 }
 
 /// Where publishes go. Shared by every publishing thread.
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes `publication` to `topic`; returns its sequence number.
+    /// Publishes `publication` to `topic`. Must not block.
     fn publish(
         &self,
         topic: &Arc<Topic>,
         publication: Publication,
         local: &Fanout<'_>,
-    ) -> Result<u64, PublishError>;
+    ) -> Result<Published, PublishError>;
+
+    /// Whether messages are numbered on an external bus (and topics must be
+    /// followed there before their state is known here).
+    fn is_external(&self) -> bool {
+        false
+    }
+
+    /// The first local subscriber wants `topic`: subscribe to it on the bus
+    /// and catch up ([`crate::Engine::catch_up`]). Must not block.
+    fn follow(&self, _topic: &Arc<Topic>) {}
+
+    /// Nobody here has wanted `topic` for a while: stop receiving it. Must
+    /// not block.
+    fn unfollow(&self, _topic: &Arc<Topic>) {}
 }
 
 /// This process's shards, as a broker sees them.
@@ -85,14 +183,24 @@ impl Fanout<'_> {
 
     /// Offers a stamped message to every shard with a subscriber (the topic
     /// still locked, so shards see its messages in order); returns its seq.
-    fn route(&self, mut stamped: Stamped<'_>) -> u64 {
-        for (index, inbox) in self.inboxes.iter().enumerate() {
-            let subscribers = stamped.shard_subscribers()[index];
-            if subscribers > 0 && !inbox.deliver(&stamped.msg) {
-                stamped.overflowed(subscribers);
-            }
+    pub(crate) fn route(&self, mut stamped: Stamped<'_>) -> u64 {
+        let lost = self.offer(&stamped.msg, stamped.shard_subscribers());
+        if lost > 0 {
+            stamped.overflowed(lost);
         }
         stamped.msg.seq
+    }
+
+    /// Offers `msg` to every shard with a subscriber, by
+    /// `shard_subscribers`; returns the deliveries lost to full inboxes.
+    pub(crate) fn offer(&self, msg: &Arc<Message>, shard_subscribers: &[u32]) -> u64 {
+        let mut lost = 0;
+        for (inbox, &subscribers) in self.inboxes.iter().zip(shard_subscribers) {
+            if subscribers > 0 && !inbox.deliver(msg) {
+                lost += u64::from(subscribers);
+            }
+        }
+        lost
     }
 }
 
@@ -107,7 +215,7 @@ impl Broker for InProcess {
         topic: &Arc<Topic>,
         publication: Publication,
         local: &Fanout<'_>,
-    ) -> Result<u64, PublishError> {
-        local.deliver(topic, publication)
+    ) -> Result<Published, PublishError> {
+        local.deliver(topic, publication).map(Published::Seq)
     }
 }

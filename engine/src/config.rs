@@ -32,6 +32,11 @@ pub struct EngineConfig {
     pub max_topics: usize,
     /// How long a topic with no subscribers and no retained state lives on.
     pub topic_idle_expiry: Duration,
+    /// With an external broker: how long a topic nobody here subscribes to
+    /// stays followed on the bus (so a client that leaves and comes back,
+    /// or a flapping subscriber, does not make the server unsubscribe and
+    /// catch up again each time).
+    pub follow_linger: Duration,
     /// Connection admission: WebSockets, sockets per address, HTTP stage.
     pub gate: GateLimits,
     /// Subscriptions one connection may hold.
@@ -75,6 +80,7 @@ impl Default for EngineConfig {
             max_history_bytes: 256 * 1024 * 1024,
             max_topics: 10_000,
             topic_idle_expiry: Duration::from_secs(60),
+            follow_linger: Duration::from_secs(10),
             gate: GateLimits {
                 max_connections: 100_000,
                 max_per_address: 4096,

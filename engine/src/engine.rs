@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::broker::{Broker, Fanout, PublishError};
+use crate::broker::{Broker, Fanout, PublishError, Published};
 use crate::config::EngineConfig;
 use crate::gate::Gate;
 use crate::registry::{RegistryConfig, TopicRegistry};
@@ -36,6 +36,7 @@ use crate::sansio::publishing::PublishGate;
 use crate::shard::{self, ConnectionHandler, ShardCommand, ShardInbox};
 use crate::topic::Topic;
 
+mod follow;
 mod lifecycle;
 mod report;
 
@@ -95,18 +96,25 @@ impl EngineShared {
         topic: &Arc<Topic>,
         publication: Publication,
         slot: usize,
-    ) -> Result<u64, PublishError> {
+    ) -> Result<Published, PublishError> {
         // Refused once shutdown began; otherwise shutdown waits for this
         // publish to have routed its message before any shard stops.
         let Some(_in_flight) = self.publishing.enter(slot) else {
             return Err(PublishError::ShuttingDown);
         };
         check_key(publication.key.as_deref())?;
-        let local = Fanout {
+        self.broker.publish(topic, publication, &self.fanout())
+    }
+
+    pub(crate) fn fanout(&self) -> Fanout<'_> {
+        Fanout {
             inboxes: &self.inboxes,
             topics: &self.topics,
-        };
-        self.broker.publish(topic, publication, &local)
+        }
+    }
+
+    pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
     }
 
     pub(crate) fn gate(&self) -> &Arc<Gate> {
@@ -175,8 +183,8 @@ pub(crate) fn check_key(key: Option<&str>) -> Result<(), PublishError> {
 /// let engine = Engine::start(config, Formats::default(), Arc::new(InProcess)).unwrap();
 ///
 /// let topic = engine.topic("prices.AAPL").unwrap();
-/// let seq = engine.publish(&topic, Some("AAPL".into()), Bytes::from_static(b"{\"px\":1}")).unwrap();
-/// assert_eq!(seq, 1);
+/// let published = engine.publish(&topic, Some("AAPL".into()), Bytes::from_static(b"{\"px\":1}"));
+/// assert!(matches!(published, Ok(shardcast_engine::Published::Seq(1))));
 /// assert!(engine.topic("orders").is_err()); // undeclared
 ///
 /// engine.shutdown();
@@ -221,6 +229,7 @@ impl Engine {
             history: config.history,
             max_history_bytes: config.max_history_bytes,
             idle_expiry: config.topic_idle_expiry,
+            followed: broker.is_external(),
         });
         let gate = Gate::new(config.gate);
         let cores = if config.pin_threads {
@@ -303,23 +312,24 @@ impl Engine {
         &self.shared.gate
     }
 
-    /// Publishes through the broker; returns the message's sequence number.
+    /// Publishes through the broker: its sequence number, now or once the
+    /// bus has numbered it.
     pub fn publish(
         &self,
         topic: &Arc<Topic>,
         key: Option<Box<str>>,
         data: Bytes,
-    ) -> Result<u64, PublishError> {
+    ) -> Result<Published, PublishError> {
         self.publish_message(topic, Publication::new(key, data))
     }
 
-    /// Publishes `publication` (its kind included) through the broker;
-    /// returns the message's sequence number.
+    /// Publishes `publication` (its kind included) through the broker: its
+    /// sequence number, now or once the bus has numbered it.
     pub fn publish_message(
         &self,
         topic: &Arc<Topic>,
         publication: Publication,
-    ) -> Result<u64, PublishError> {
+    ) -> Result<Published, PublishError> {
         self.shared.publish(topic, publication, usize::MAX)
     }
 
@@ -329,11 +339,7 @@ impl Engine {
         let Some(_in_flight) = self.shared.publishing.enter(usize::MAX) else {
             return Err(PublishError::ShuttingDown);
         };
-        Fanout {
-            inboxes: &self.shared.inboxes,
-            topics: &self.shared.topics,
-        }
-        .deliver(topic, publication)
+        self.shared.fanout().deliver(topic, publication)
     }
 
     /// WebSocket connections open or being opened (their slot reserved).

@@ -38,7 +38,7 @@ mod shard;
 mod stats;
 mod topic;
 
-pub use broker::{Broker, Fanout, InProcess, PublishError};
+pub use broker::{Broker, Fanout, InProcess, PendingSeq, PublishError, Published, SeqReply};
 pub use config::EngineConfig;
 pub use engine::Engine;
 pub use gate::{Gate, GateLimits, GateStats, PeerPermit, Refused, REFUSAL_LABELS};
@@ -74,4 +74,4 @@ pub use shard::{
     Subscribed, Transport, TLS_BUFFER_LIMIT,
 };
 pub use stats::{ClientInfo, EngineStats, ShardStats, TopicSummary, SLOWEST};
-pub use topic::{Topic, TopicStats};
+pub use topic::{Ingested, Numbered, Topic, TopicStats};

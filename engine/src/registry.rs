@@ -31,7 +31,7 @@ use crate::sansio::ids::TopicId;
 use crate::sansio::pattern::TopicError;
 use crate::sansio::pattern::{shown, validate_name, ChannelRules};
 use crate::sansio::quota::TopicQuota;
-use crate::topic::{Charge, Topic};
+use crate::topic::{Charge, Cooled, Follow, Topic};
 
 /// Share of the history budget in use above which [`TopicRegistry::rebalance`] trims.
 pub const PRESSURE: f64 = 0.9;
@@ -55,6 +55,9 @@ pub struct RegistryConfig {
     pub max_history_bytes: usize,
     /// How long a topic with no subscribers and no retained state lives on.
     pub idle_expiry: Duration,
+    /// Whether topics are numbered on an external bus, and so start cold
+    /// (see `topic/follow.rs`).
+    pub followed: bool,
 }
 
 /// Figures of topics that no longer exist, so totals never go backwards.
@@ -187,12 +190,27 @@ impl TopicRegistry {
                 Arc::clone(&self.budget),
                 charge,
                 now,
+                if self.config.followed {
+                    Follow::Cold
+                } else {
+                    Follow::Local
+                },
             )
             .with_class(self.config.rules.class_of(&name)),
         );
         topics.by_name.insert(name, Arc::clone(&topic));
         topics.slots[index as usize] = Some(Arc::clone(&topic));
         Ok(topic)
+    }
+
+    /// Makes cold every followed topic nobody here has wanted for `after`;
+    /// returns them, for the broker to stop following.
+    pub(crate) fn cool_unwanted(&self, now: Instant, after: Duration) -> Vec<Arc<Topic>> {
+        let topics: Vec<Arc<Topic>> = self.topics.read().by_name.values().cloned().collect();
+        topics
+            .into_iter()
+            .filter(|t| t.cool_if_unwanted(now, after) == Cooled::Unfollow)
+            .collect()
     }
 
     /// Retires every topic idle for the configured time; returns how many.

@@ -23,7 +23,7 @@
 //! again under the same name (after it expired, or in another process)
 //! starts its sequence again under a new epoch.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,7 +66,10 @@ fn log_overflow(last: &mut Option<Instant>, topic: &str, total: u64) {
 pub struct Topic {
     id: TopicId,
     name: Arc<str>,
-    epoch: Epoch,
+    /// The topic's [`Epoch`]: fixed at creation in one process; taken from
+    /// the bus when an external broker numbers its messages. Written only
+    /// under the state lock (see `follow.rs`).
+    epoch: AtomicU64,
     /// How its messages are delivered, from the channel rules.
     class: DeliveryClass,
     budget: Arc<MemoryBudget>,
@@ -94,6 +97,12 @@ struct TopicState {
     /// What this topic is charged to until it holds retained state.
     charge: Option<Charge>,
     retired: bool,
+    /// Whether its state comes from the bus, and how far (see `follow.rs`).
+    follow: Follow,
+    /// Gaps on the bus delivered as a jump in the sequence, and the
+    /// messages they skipped.
+    gaps: u64,
+    gap_skipped: u64,
 }
 
 /// A topic's figures at one moment.
@@ -119,6 +128,11 @@ pub struct TopicStats {
     pub overflow_dropped: u64,
     /// How its messages are delivered (channel rules).
     pub class: DeliveryClass,
+    /// Gaps on the bus that could not be repaired from its history: each
+    /// delivered as a jump in the sequence.
+    pub gaps: u64,
+    /// Messages those gaps skipped.
+    pub gap_skipped: u64,
 }
 
 /// What a new subscriber starts from.
@@ -128,6 +142,9 @@ pub(crate) struct SubscribeStart {
     pub position: Position,
     /// What to replay before it, or why that is not possible.
     pub replay: Result<Replayed, ReplayError>,
+    /// Whether the caller must ask the broker to follow the topic (it was
+    /// cold: see `follow.rs`).
+    pub follow: bool,
 }
 
 /// A message just stamped, with its topic still locked. Route it (to every
@@ -148,9 +165,9 @@ impl Stamped<'_> {
 
     /// Counts `subscribers` deliveries lost to a full shard inbox.
     #[cold]
-    pub(crate) fn overflowed(&mut self, subscribers: u32) {
+    pub(crate) fn overflowed(&mut self, deliveries: u64) {
         let state = &mut *self.state;
-        state.overflow_dropped += u64::from(subscribers);
+        state.overflow_dropped += deliveries;
         log_overflow(
             &mut state.overflow_logged,
             self.name,
@@ -160,6 +177,7 @@ impl Stamped<'_> {
 }
 
 impl Topic {
+    #[allow(clippy::too_many_arguments)] // One constructor, called by the registry only.
     pub(crate) fn new(
         id: TopicId,
         name: Arc<str>,
@@ -168,11 +186,12 @@ impl Topic {
         budget: Arc<MemoryBudget>,
         charge: Option<Charge>,
         now: Instant,
+        follow: Follow,
     ) -> Self {
         Self {
             id,
             name,
-            epoch: Epoch::fresh(),
+            epoch: AtomicU64::new(Epoch::fresh().as_u64()),
             class: DeliveryClass::default(),
             budget,
             retired: AtomicBool::new(false),
@@ -187,6 +206,9 @@ impl Topic {
                 last_active: now,
                 charge,
                 retired: false,
+                follow,
+                gaps: 0,
+                gap_skipped: 0,
             }),
         }
     }
@@ -214,14 +236,17 @@ impl Topic {
 
     /// The run of the topic's sequence: new each time a topic of this name is created.
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        // Relaxed: a display value; every decision that depends on the
+        // epoch reads it under the state lock, which orders its writes.
+        Epoch::from_u64(self.epoch.load(Ordering::Relaxed))
     }
 
     /// The position of its last message.
     pub fn position(&self) -> Position {
+        let state = self.state.lock();
         Position {
-            epoch: self.epoch,
-            seq: self.state.lock().seq,
+            epoch: self.epoch(),
+            seq: state.seq,
         }
     }
 
@@ -241,7 +266,7 @@ impl Topic {
         let mut msg = Message::new(
             self.id,
             Arc::clone(&self.name),
-            self.epoch,
+            self.epoch(),
             0,
             publication.key,
             publication.data,
@@ -291,12 +316,21 @@ impl Topic {
         }
         state.shard_subscribers[shard] += 1;
         state.subscribers += 1;
+        // A subscriber that did not wait for the catch-up
+        // (`ConnCtx::prepare`) still makes the topic followed: it starts
+        // from what is here, and the catch-up reaches it as live messages.
+        let follow = state.follow == Follow::Cold;
+        if follow {
+            state.follow = Follow::Syncing(Vec::new());
+        }
+        let epoch = self.epoch();
         Ok(SubscribeStart {
             position: Position {
-                epoch: self.epoch,
+                epoch,
                 seq: state.seq,
             },
-            replay: state.history.replay(replay, self.epoch, state.seq),
+            replay: state.history.replay(replay, epoch, state.seq),
+            follow,
         })
     }
 
@@ -305,14 +339,12 @@ impl Topic {
     /// latest state, say).
     pub fn peek(&self, replay: Replay) -> (Position, Result<Replayed, ReplayError>) {
         let state = self.state.lock();
+        let epoch = self.epoch();
         let position = Position {
-            epoch: self.epoch,
+            epoch,
             seq: state.seq,
         };
-        (
-            position,
-            state.history.replay(replay, self.epoch, state.seq),
-        )
+        (position, state.history.replay(replay, epoch, state.seq))
     }
 
     /// Removes one subscription on `shard`.
@@ -341,6 +373,7 @@ impl Topic {
     pub(crate) fn is_idle(&self, now: Instant, idle: Duration) -> bool {
         let state = self.state.lock();
         !state.retired
+            && !state.follow.is_followed()
             && state.subscribers == 0
             && state.history.is_empty()
             && now.saturating_duration_since(state.last_active) >= idle
@@ -350,6 +383,7 @@ impl Topic {
     pub(crate) fn retire_if_idle(&self, now: Instant, idle: Duration) -> Option<TopicStats> {
         let mut state = self.state.lock();
         if state.retired
+            || state.follow.is_followed()
             || state.subscribers != 0
             || !state.history.is_empty()
             || now.saturating_duration_since(state.last_active) < idle
@@ -377,6 +411,8 @@ impl Topic {
             retention_refused: state.retention_refused,
             overflow_dropped: state.overflow_dropped,
             class: self.class,
+            gaps: state.gaps,
+            gap_skipped: state.gap_skipped,
         }
     }
 }
@@ -406,5 +442,9 @@ impl Drop for Charge {
     }
 }
 
+mod follow;
 #[cfg(all(test, not(shardcast_loom)))]
 mod tests;
+
+pub(crate) use follow::{Cooled, Follow, Waiter};
+pub use follow::{Ingested, Numbered};

@@ -98,13 +98,19 @@ impl HttpEndpoint for Admin {
                     resp
                 }
                 Admin::Health => {
-                    let (status, word) = serving(app);
+                    let (status, mut word) = serving(app);
+                    let (kind, broker) = app.broker_status();
+                    // Still serving its own subscribers: degraded, not down.
+                    if status == StatusCode::OK && broker != "ok" {
+                        word = "degraded";
+                    }
                     json_response(
                         status,
                         &json!({
                             "status": word,
                             "connections": app.engine.connections(),
                             "uptimeSeconds": app.started.elapsed().as_secs(),
+                            "broker": {"type": kind, "status": broker},
                         }),
                     )
                 }

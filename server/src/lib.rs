@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use shardcast_engine::{Engine, InProcess};
+use shardcast_engine::Engine;
 use tracing::{info, warn};
 
 pub use config::{RawConfig, ServerConfig};
@@ -65,12 +66,24 @@ pub struct App {
     pub dashboard: dashboard::Dashboard,
     /// The certificate in force, when serving TLS.
     pub tls: Option<Arc<tls::Tls>>,
+    /// The external broker joining this server to others, if any.
+    pub bus: Option<Arc<dyn broker::Bus>>,
 }
 
 impl App {
     /// Whether the server is draining before it stops.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The broker as `/health` shows it: its kind, and whether it is
+    /// reachable (`ok`) or not (`unreachable`: the server is degraded).
+    pub fn broker_status(&self) -> (&'static str, &'static str) {
+        match &self.bus {
+            None => ("in_process", "ok"),
+            Some(bus) if bus.health().is_connected() => (bus.kind(), "ok"),
+            Some(bus) => (bus.kind(), "unreachable"),
+        }
     }
 }
 
@@ -128,8 +141,13 @@ impl Server {
                 .with_context(|| format!("a protocol declares the channel rule {rule:?}"))?;
         }
         let (formats, routes) = registry.finish();
-        let engine = Engine::start(config.engine.clone(), formats, Arc::new(InProcess))
+        let (broker, bus) = broker::build(&config.broker, &config.engine);
+        let engine = Engine::start(config.engine.clone(), formats, broker)
             .context("cannot start the shard threads")?;
+        let bus = bus.map(|bus| {
+            broker::Bus::start(&*bus, engine.clone());
+            bus as Arc<dyn broker::Bus>
+        });
         let producers = if config.demo {
             Some(demo::Producers::start(engine.clone()).context("cannot start the demo feed")?)
         } else {
@@ -147,6 +165,7 @@ impl Server {
             draining: AtomicBool::new(false),
             dashboard: dashboard::Dashboard::default(),
             tls: tls.clone(),
+            bus,
         });
         engine.serve(
             listener,

@@ -277,7 +277,8 @@ impl History {
         }
     }
 
-    fn clear_ring(&mut self, budget: &MemoryBudget) {
+    /// Empties the ring (the snapshot keeps its entries).
+    pub fn clear_ring(&mut self, budget: &MemoryBudget) {
         while !self.ring.is_empty() {
             self.pop_ring(budget);
         }

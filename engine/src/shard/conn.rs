@@ -33,6 +33,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::ctx::ConnCtx;
+use super::park::{self, Parked};
 use super::transport::Transport;
 use super::{reader, ShardState};
 use crate::gate::PeerPermit;
@@ -58,6 +59,14 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 pub trait Session: 'static {
     /// The connection was attached; send a greeting, subscribe defaults.
     fn on_open(&mut self, ctx: &mut ConnCtx<'_>);
+
+    /// The topics `on_open` will subscribe to (from the URL, say), and the
+    /// quota a topic it creates is charged to. With an external broker the
+    /// engine waits for them to catch up (a few seconds at most) before
+    /// calling `on_open`, as [`ConnCtx::prepare`] makes a command wait.
+    fn topics_at_open(&self) -> (Vec<String>, Option<Arc<crate::TopicQuota>>) {
+        (Vec::new(), None)
+    }
 
     /// A complete text message (valid UTF-8), mutable so it can be parsed in place.
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]);
@@ -105,6 +114,8 @@ pub(super) struct ConnState {
     pub(super) woken: bool,
     /// Incomplete frames and messages, kept between reads (freed once used).
     pub(super) decoder: Decoder,
+    /// A command waiting for its topics, and the frames behind it (`park.rs`).
+    pub(super) parked: Option<Box<Parked>>,
 }
 
 /// A WebSocket connection. Owned by one shard thread.
@@ -167,6 +178,7 @@ impl Conn {
                 wake_at: None,
                 woken: false,
                 decoder: Decoder::new(delivery.deflate),
+                parked: None,
             }),
         }
     }
@@ -217,6 +229,7 @@ pub(super) async fn run(
     mut session: Box<dyn Session>,
     read_buf: Bytes,
 ) {
+    park::await_open(&shard, &conn, &*session).await;
     // A connection replaced before its task started says nothing more.
     if conn.state.borrow().closing.is_none() {
         let mut ctx = ConnCtx {
@@ -243,6 +256,7 @@ pub(super) async fn run(
             break reason;
         }
         let blocked = conn.state.borrow().write_blocked;
+        let parked = park::is_parked(&conn);
         tokio::select! {
             biased;
             () = conn.attention.notified() => {
@@ -257,6 +271,10 @@ pub(super) async fn run(
                     }
                     shard.flush(&conn);
                 }
+                if let Err(reason) = park::redeliver(&shard, &conn, &mut *session) {
+                    conn.request_close(reason);
+                }
+                shard.flush(&conn);
             }
             ready = conn.transport.writable(), if blocked => {
                 if ready.is_err() {
@@ -265,7 +283,7 @@ pub(super) async fn run(
                 conn.state.borrow_mut().write_blocked = false;
                 shard.flush(&conn);
             }
-            ready = conn.transport.readable() => {
+            ready = conn.transport.readable(), if !parked => {
                 let result = ready.map_err(|_| CloseReason::ConnectionLost)
                     .and_then(|()| reader::read_ready(&shard, &conn, &mut *session));
                 let more = match result {

@@ -17,7 +17,7 @@ use tracing::{debug, info};
 
 use super::conn::{Conn, Held};
 use super::ShardState;
-use crate::broker::PublishError;
+use crate::broker::{PublishError, Published};
 use crate::engine::Engine;
 use crate::sansio::close::CloseReason;
 use crate::sansio::message::{MessageFilter, Publication};
@@ -267,8 +267,50 @@ impl ConnCtx<'_> {
         topic: &str,
         publication: Publication,
         quota: Option<&Arc<TopicQuota>>,
-    ) -> Result<u64, PublishError> {
+    ) -> Result<Published, PublishError> {
         self.shard.publish(topic, publication, quota)
+    }
+
+    /// Whether every topic in `topics` is ready to be subscribed to with
+    /// its replay. Always, in one process. With an external broker a topic
+    /// is ready once this server follows it on the bus and has caught up;
+    /// until then this answers `false`, and the session must return at
+    /// once, having done nothing: the engine holds the client message it is
+    /// handling and hands it over again, unchanged, when the topics are
+    /// ready (or after a few seconds without an answer from the bus; then
+    /// with the topics as they are). A topic that has to be created is
+    /// charged to `quota`, as [`ConnCtx::subscribe`] would charge it.
+    pub fn prepare<'n>(
+        &mut self,
+        topics: impl IntoIterator<Item = &'n str>,
+        quota: Option<&Arc<TopicQuota>>,
+    ) -> bool {
+        self.shard.prepare(self.conn, topics, quota)
+    }
+
+    /// Tells the client, in the frame `refusal` makes, if the bus refuses
+    /// `published` (a publish is answered only when it fails). The answer
+    /// comes after this callback: as a reply of no particular client
+    /// message, and not at all if the connection has closed meanwhile.
+    pub fn refuse_later(
+        &mut self,
+        published: Published,
+        refusal: impl FnOnce(&PublishError) -> Bytes + 'static,
+    ) {
+        let Published::Pending(pending) = published else {
+            return;
+        };
+        let conn = std::rc::Rc::downgrade(self.conn);
+        let shard = std::rc::Rc::clone(self.shard);
+        tokio::task::spawn_local(async move {
+            let Err(e) = pending.await_seq().await else {
+                return;
+            };
+            if let Some(conn) = conn.upgrade() {
+                conn.send_control(refusal(&e));
+                shard.flush(&conn);
+            }
+        });
     }
 
     /// Closes the connection for `reason` once this callback returns.

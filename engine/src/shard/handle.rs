@@ -18,7 +18,7 @@ use crate::sansio::message::Publication;
 use crate::sansio::quota::TopicQuota;
 use crate::shard::conn::Session;
 use crate::shard::ShardState;
-use crate::PublishError;
+use crate::{PublishError, Published};
 
 /// An upgraded connection, ready to be attached to the shard it was
 /// accepted on.
@@ -111,7 +111,7 @@ impl LocalShard {
         topic: &str,
         publication: Publication,
         quota: Option<&Arc<TopicQuota>>,
-    ) -> Result<u64, PublishError> {
+    ) -> Result<Published, PublishError> {
         self.state.publish(topic, publication, quota)
     }
 }

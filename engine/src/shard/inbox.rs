@@ -36,6 +36,9 @@ pub(crate) enum ShardCommand {
     },
     /// Close one connection.
     Close { conn: ConnKey, reason: CloseReason },
+    /// Hand a held command back to its session: the topics it waited for
+    /// are caught up (`park.rs`).
+    Resume { conn: ConnKey },
     /// Report figures.
     Stats(oneshot::Sender<ShardStats>),
     /// Report connected clients.

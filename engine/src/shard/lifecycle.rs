@@ -200,6 +200,7 @@ impl ShardState {
             if wake {
                 conn.attention.notify_one();
             }
+            self.resume_overdue(conn, now);
             let format = conn.delivery.format;
             if !beat::due(conn.key.index, ticks, phases[format.index()]) {
                 continue;
@@ -220,6 +221,7 @@ impl ShardState {
     /// sweeper is enough, and shard 0 runs the acceptor anyway).
     fn sweep_topics(&self, now: Instant) {
         if self.index == 0 {
+            self.shared.cool_unwanted(now);
             self.shared.topics().expire_idle(now);
             self.shared.topics().rebalance();
         }

@@ -37,6 +37,7 @@ mod delivery;
 mod handle;
 mod inbox;
 mod lifecycle;
+mod park;
 mod reader;
 mod report;
 mod run;
@@ -61,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::broker::PublishError;
+use crate::broker::{PublishError, Published};
 use crate::engine::{Engine, EngineShared};
 use crate::sansio::beat;
 use crate::sansio::census::Disconnects;
@@ -180,6 +181,8 @@ struct ShardState {
     /// The client message being handled got an error reply
     /// ([`ConnCtx::send_error`]); cleared before each message.
     answered_error: Cell<bool>,
+    /// Commands waiting for topics to catch up with the bus (`park.rs`).
+    parking: park::Parking,
 }
 
 /// One format's client messages on one shard.
@@ -201,6 +204,7 @@ impl ShardState {
             .collect();
         let pacer = FlushPacer::new(shared.config().coalesce_above_cpu);
         let formats = shared.formats().len();
+        let shared_external = shared.broker().is_external();
         Self {
             index,
             shared,
@@ -227,6 +231,7 @@ impl ShardState {
             disconnects: RefCell::default(),
             client_messages: RefCell::new(vec![ClientMessages::default(); formats]),
             answered_error: Cell::new(false),
+            parking: park::Parking::new(shared_external),
         }
     }
 
@@ -294,7 +299,7 @@ impl ShardState {
         name: &str,
         publication: Publication,
         quota: Option<&Arc<TopicQuota>>,
-    ) -> Result<u64, PublishError> {
+    ) -> Result<Published, PublishError> {
         // Checked before the lookup: a refused publish creates no topic.
         crate::engine::check_key(publication.key.as_deref())?;
         // A topic retired after this lookup is handled by the fan-out.

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use super::conn::{guarded, Conn, Session};
 use super::ctx::ConnCtx;
+use super::park::{self, FrameType};
 use super::ShardState;
 use crate::sansio::close::CloseReason;
 use crate::sansio::decode::{Decoder, Inbound};
@@ -55,7 +56,8 @@ pub(super) fn read_ready(
     session: &mut dyn Session,
 ) -> Result<Drained, CloseReason> {
     for _ in 0..READS_PER_TURN {
-        if conn.state.borrow().closing.is_some() {
+        // A held command stops reading until it is handed on (`park.rs`).
+        if conn.state.borrow().closing.is_some() || park::is_parked(conn) {
             return Ok(Drained::Yes);
         }
         let scratch = shard.scratch();
@@ -149,19 +151,33 @@ fn handle(
             conn.send_control(frame::encode_close(code, ""));
             Err(CloseReason::ClientClosed)
         }
-        Inbound::Text(mut payload) => counted(shard, conn, || {
-            guarded(conn, || {
-                session.on_text(&mut ConnCtx { shard, conn }, &mut payload);
-            })
-        })
-        .map_err(|()| CloseReason::InternalError),
-        Inbound::Binary(mut payload) => counted(shard, conn, || {
-            guarded(conn, || {
-                session.on_binary(&mut ConnCtx { shard, conn }, &mut payload);
-            })
-        })
-        .map_err(|()| CloseReason::InternalError),
+        Inbound::Text(mut payload) => {
+            park::dispatch(shard, conn, session, FrameType::Text, &mut payload)
+        }
+        Inbound::Binary(mut payload) => {
+            park::dispatch(shard, conn, session, FrameType::Binary, &mut payload)
+        }
     }
+}
+
+/// Hands one client message to the session (`park.rs` decides when).
+pub(super) fn to_session(
+    shard: &Rc<ShardState>,
+    conn: &Rc<Conn>,
+    session: &mut dyn Session,
+    kind: FrameType,
+    payload: &mut [u8],
+) -> Result<(), CloseReason> {
+    counted(shard, conn, || {
+        guarded(conn, || {
+            let mut ctx = ConnCtx { shard, conn };
+            match kind {
+                FrameType::Text => session.on_text(&mut ctx, payload),
+                FrameType::Binary => session.on_binary(&mut ctx, payload),
+            }
+        })
+    })
+    .map_err(|()| CloseReason::InternalError)
 }
 
 /// Runs the session's handling of one client message, counting the message

@@ -136,6 +136,7 @@ fn run_command(state: &Rc<ShardState>, cmd: ShardCommand) -> bool {
             }
         },
         ShardCommand::Close { conn, reason } => state.request_close(conn, reason),
+        ShardCommand::Resume { conn } => state.resume(conn),
         ShardCommand::Shed { step, steps } => state.shed(step, steps),
         ShardCommand::Stats(reply) => {
             let _ = reply.send(state.stats());

@@ -36,6 +36,9 @@ impl ShardState {
                 Err(_) => topic = self.topic(name, quota)?,
             }
         };
+        if start.follow {
+            self.shared.follow(&topic);
+        }
         let mut subscribers = self.subscribers.borrow_mut();
         let list = subscribers.entry(topic.id()).or_default();
         // A channel with a maximum rate throttles every subscription.

@@ -26,6 +26,7 @@ fn registry(capacity: usize) -> TopicRegistry {
         },
         max_history_bytes: 1 << 24,
         idle_expiry: Duration::from_secs(60),
+        followed: false,
     })
 }
 

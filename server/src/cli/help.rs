@@ -16,7 +16,7 @@ enum Shown {
 
 /// The default of every visible server flag but the logging ones (whose
 /// help says it), by argument id.
-const DEFAULTS: [(&str, Shown); 31] = [
+const DEFAULTS: [(&str, Shown); 34] = [
     ("config", Shown::Words("none")),
     ("listen", Shown::Key("listen")),
     ("shards", Shown::Words("0")),
@@ -61,6 +61,12 @@ const DEFAULTS: [(&str, Shown); 31] = [
     ("bondx_jwt_secret", Shown::Key("bondx.jwt_secret")),
     ("bondx_jwt_secret_file", Shown::Key("bondx.jwt_secret_file")),
     ("drain_seconds", Shown::Key("shutdown.drain_seconds")),
+    ("broker", Shown::Words("memory: this process alone")),
+    (
+        "broker_url",
+        Shown::Words("none (redis: redis://127.0.0.1:6379/0)"),
+    ),
+    ("node_id", Shown::Words("random, logged at start")),
     ("tls_cert", Shown::Words("none: plain HTTP and ws://")),
     ("tls_key", Shown::Words("none")),
     ("listen_plain", Shown::Words("none")),

@@ -127,6 +127,19 @@ pub struct ServeArgs {
     /// Simple-protocol deployments' name for [simple] max_connections.
     #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", hide = true)]
     pub websocket_max_connections: Option<usize>,
+    /// How this server joins others: memory (alone) or redis.
+    #[arg(long, env = "SHARDCAST_BROKER")]
+    pub broker: Option<String>,
+    /// The broker's URL, e.g. redis://127.0.0.1:6379/0 (alone, it means
+    /// --broker redis).
+    #[arg(long, env = "SHARDCAST_BROKER_URL")]
+    pub broker_url: Option<String>,
+    /// BondX deployments' name for --broker-url.
+    #[arg(long, env = "REDIS_URL", hide = true)]
+    pub redis_url: Option<String>,
+    /// This server's name on the bus (default: random, logged at start).
+    #[arg(long, env = "SHARDCAST_NODE_ID")]
+    pub node_id: Option<String>,
     /// PEM certificate chain: serve HTTPS and wss:// (with --tls-key).
     #[arg(long, env = "SHARDCAST_TLS_CERT")]
     pub tls_cert: Option<String>,
@@ -245,6 +258,10 @@ impl ServeArgs {
         set(&mut raw.listen, &self.listen);
         set(&mut raw.metrics_listen, &self.metrics_listen);
         set(&mut raw.listen_plain, &self.listen_plain);
+        set(&mut raw.broker.url, &self.redis_url);
+        set(&mut raw.broker.url, &self.broker_url);
+        set(&mut raw.broker.kind, &self.broker);
+        set(&mut raw.broker.node_id, &self.node_id);
         set(&mut raw.tls.cert, &self.tls_cert);
         set(&mut raw.tls.key, &self.tls_key);
         set(&mut raw.shards, &self.shards);

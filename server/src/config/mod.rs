@@ -14,6 +14,7 @@
 //! refused, and `fuzz/fuzz_targets/config.rs` feeds it arbitrary text.
 
 mod auth;
+mod broker;
 mod channels;
 mod compression;
 pub mod duration;
@@ -44,6 +45,7 @@ pub use crate::protocol::telemetry::RawTelemetry;
 use crate::protocol::telemetry::TelemetryConfig;
 
 pub use auth::{parse_key_spec, parse_roles};
+pub use broker::{redacted, BrokerConfig, RawBroker, RedisConfig};
 pub use channels::{RawChannelRule, HIGH_PRIORITY_CHANNELS};
 pub use compression::{CompressionConfig, RawCompression};
 pub use show::{effective_settings, lookup, HIDDEN};
@@ -110,6 +112,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub tls: RawTls,
+    #[serde(default)]
+    pub broker: RawBroker,
 }
 
 /// `[shutdown]`.
@@ -248,6 +252,8 @@ pub struct ServerConfig {
     pub listen_plain: Option<SocketAddr>,
     /// `[tls]`: serve HTTPS and `wss://` on `listen`.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// `[broker]`: this process alone, or one of several joined by a bus.
+    pub broker: BrokerConfig,
     /// Engine settings (connection gate included).
     pub engine: EngineConfig,
     /// Keys, tokens and their principals.

@@ -55,6 +55,7 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
         top.insert("metrics_listen".into(), address.to_string().into());
     }
     super::tls::show(config, &mut top);
+    super::broker::show(config, &mut top);
     if let Some(rules) = &raw.channel_rules {
         let rules = rules.iter().map(|rule| {
             let mut out = table([("pattern", rule.pattern.as_str().into())]);

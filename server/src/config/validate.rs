@@ -168,6 +168,7 @@ impl RawConfig {
         .map_err(|m| invalid("allowed_origins", m))?;
 
         let compression = self.compression.validate()?;
+        let broker = self.broker.validate()?;
         let engine = EngineConfig {
             shards,
             pin_threads: self.pin_threads.unwrap_or(true),
@@ -187,6 +188,7 @@ impl RawConfig {
             max_history_bytes: max_total_bytes,
             max_topics: positive("topics.max_topics", self.topics.max_topics, 10_000)?,
             topic_idle_expiry: Duration::from_secs(idle_expiry),
+            follow_linger: EngineConfig::default().follow_linger,
             gate,
             max_subscriptions: positive(
                 "topics.max_subscriptions",
@@ -238,6 +240,7 @@ impl RawConfig {
             metrics_listen,
             listen_plain,
             tls,
+            broker,
             engine,
             auth: Arc::new(Authenticator::new(keys, tokens, quota)),
             quota,

@@ -12,6 +12,7 @@
 //! `shardcast_channel_messages_sent_total{channel}`); the per-channel ones
 //! are capped in size (see `channels.rs`).
 
+mod broker;
 mod channels;
 mod compression;
 mod config;
@@ -73,6 +74,9 @@ pub async fn render(app: &App) -> String {
     process(&mut out, app);
     if let Some(tls) = &app.tls {
         tls::render(&mut out, tls);
+    }
+    if let Some(bus) = &app.bus {
+        broker::render(&mut out, &**bus);
     }
     out.finish()
 }

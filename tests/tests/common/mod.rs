@@ -8,12 +8,15 @@ mod client;
 mod exposition;
 mod four;
 mod raw;
+mod redis;
 mod simple;
 mod slow;
 mod tls;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
-pub use self::{bondx::*, client::*, exposition::*, four::*, raw::*, simple::*, slow::*, tls::*};
+pub use self::{
+    bondx::*, client::*, exposition::*, four::*, raw::*, redis::*, simple::*, slow::*, tls::*,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -55,11 +55,17 @@ impl HttpEndpoint for Ops {
                     } else {
                         StatusCode::OK
                     };
+                    let (kind, broker) = app.broker_status();
+                    let word = match (shutting_down, broker) {
+                        (true, _) => "shutting_down",
+                        (false, "ok") => "healthy",
+                        (false, _) => "degraded",
+                    };
                     let body = json!({
-                        "status": if shutting_down { "shutting_down" } else { "healthy" },
+                        "status": word,
                         "connections": engine.connections(),
                         "topics": engine.topics().len(),
-                        "broker": {"type": "in_process", "status": "ok"},
+                        "broker": {"type": kind, "status": broker},
                         "uptime_seconds": app.started.elapsed().as_secs(),
                     });
                     json_response(status, &body)

@@ -309,6 +309,16 @@ impl BondxSession {
 }
 
 impl Session for BondxSession {
+    fn topics_at_open(&self) -> (Vec<String>, Option<Arc<shardcast_engine::TopicQuota>>) {
+        let names = self
+            .initial
+            .iter()
+            .filter(|name| self.principal.may_subscribe(name))
+            .cloned()
+            .collect();
+        (names, Some(Arc::clone(&self.principal.quota)))
+    }
+
     fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
         if let Some(at) = self.principal.deadline() {
             ctx.close_at(Some((at, CloseReason::TokenExpired)));
@@ -351,6 +361,12 @@ impl Session for BondxSession {
         }
         let correlation_id = parsed.correlation_id.as_deref();
         match parsed.command {
+            Ok(Command::Subscribe(request))
+                if self.principal.may_subscribe(&request.topic)
+                    && !ctx.prepare([request.topic.as_str()], Some(&self.principal.quota)) =>
+            {
+                // Handed over again once the topic is caught up with the bus.
+            }
             Ok(Command::Subscribe(request)) => self.subscribe(ctx, &request, true, correlation_id),
             Ok(Command::Unsubscribe { topic }) => self.unsubscribe(ctx, &topic, correlation_id),
             Ok(Command::Ping) => ctx.send(envelope::frame(

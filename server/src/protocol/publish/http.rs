@@ -16,7 +16,7 @@ use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::StatusCode;
 use serde::Serialize;
 
-use super::{parse_body, publish_item, PublishBody, PublishResult};
+use super::{parse_body, publish_item, submit_item, PublishBody, PublishResult, Submitted};
 use crate::http::{error, json, read_json_body};
 use crate::protocol::common::{ApiCode, ApiError};
 use crate::protocol::{Answer, Call, HttpEndpoint};
@@ -54,7 +54,7 @@ impl HttpEndpoint for PublishOverHttp {
             };
             match parse_body(&body, config.publish.max_batch) {
                 Ok(PublishBody::Single(item)) => {
-                    match publish_item(&call.shard, &principal, item) {
+                    match publish_item(&call.shard, &principal, item).await {
                         result @ PublishResult::Ok { .. } => json(StatusCode::OK, &result),
                         PublishResult::Err { error: e, .. } => {
                             let status = match e.code {
@@ -78,10 +78,17 @@ impl HttpEndpoint for PublishOverHttp {
                     }
                 }
                 Ok(PublishBody::Batch(items)) => {
-                    let results: Vec<PublishResult> = items
+                    // Every message is handed over first, in order; then
+                    // the answers are collected (one bus round trip, not one
+                    // per message).
+                    let submitted: Vec<Submitted> = items
                         .into_iter()
-                        .map(|item| publish_item(&call.shard, &principal, item))
+                        .map(|item| submit_item(&call.shard, &principal, item))
                         .collect();
+                    let mut results: Vec<PublishResult> = Vec::with_capacity(submitted.len());
+                    for item in submitted {
+                        results.push(item.answer().await);
+                    }
                     json(StatusCode::OK, &serde_json::json!({ "results": results }))
                 }
                 Err(e) => json(StatusCode::BAD_REQUEST, &ErrorBody { error: e }),

@@ -14,11 +14,13 @@ mod parse;
 mod session;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::Method;
 use serde::Serialize;
 use shardcast_engine::{
-    Delivery, FormatId, LocalShard, PublishError, QuotaError, Session, TopicError, MAX_NAME_LEN,
+    Delivery, FormatId, LocalShard, PublishError, Published, QuotaError, Session, TopicError,
+    MAX_NAME_LEN,
 };
 
 use super::{Auth, Descriptor, Handler, Opening, PathTemplate, Registry, WebSocketEndpoint};
@@ -78,26 +80,61 @@ impl WebSocketEndpoint for PublishOverWebSocket {
     }
 }
 
-/// Publishes one parsed message from `shard` on behalf of `principal`.
-pub fn publish_item(
+/// Publishes one parsed message from `shard` on behalf of `principal`;
+/// with an external broker the answer waits for the bus.
+pub async fn publish_item(
     shard: &LocalShard,
     principal: &Principal,
     item: PublishItem<'_>,
 ) -> PublishResult {
-    let refused = |error: ApiError| PublishResult::Err {
-        channel: truncate(&item.channel, MAX_NAME_LEN).to_owned(),
-        error,
+    submit_item(shard, principal, item).answer().await
+}
+
+/// Hands one parsed message to the broker without waiting for its answer:
+/// a batch submits every message first, in order, then waits for them all.
+pub fn submit_item(shard: &LocalShard, principal: &Principal, item: PublishItem<'_>) -> Submitted {
+    let channel = item.channel.clone().into_owned();
+    let refused = |error: ApiError| Submitted {
+        channel: truncate(&channel, MAX_NAME_LEN).to_owned(),
+        outcome: Err(error),
     };
     let publication = match item.admit(principal) {
         Ok(publication) => publication,
         Err(error) => return refused(error),
     };
     match shard.publish(&item.channel, publication, Some(&principal.quota)) {
-        Ok(seq) => PublishResult::Ok {
-            channel: item.channel.into_owned(),
-            seq,
+        Ok(published) => Submitted {
+            outcome: Ok(published),
+            channel,
         },
         Err(e) => refused(publish_error(&e)),
+    }
+}
+
+/// A message handed to the broker, its answer to come.
+#[derive(Debug)]
+pub struct Submitted {
+    channel: String,
+    outcome: Result<Published, ApiError>,
+}
+
+impl Submitted {
+    /// The message's answer, once the broker has one.
+    pub async fn answer(self) -> PublishResult {
+        let result = match self.outcome {
+            Ok(published) => published.seq().await.map_err(|e| publish_error(&e)),
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(seq) => PublishResult::Ok {
+                channel: self.channel,
+                seq,
+            },
+            Err(error) => PublishResult::Err {
+                channel: truncate(&self.channel, MAX_NAME_LEN).to_owned(),
+                error,
+            },
+        }
     }
 }
 
@@ -139,14 +176,19 @@ pub fn publish_error(e: &PublishError) -> ApiError {
             ..
         }) => ApiCode::LimitReached,
         PublishError::InvalidKey => ApiCode::InvalidKey,
-        PublishError::Retired | PublishError::Unavailable(_) | PublishError::ShuttingDown => {
-            ApiCode::Unavailable
-        }
+        PublishError::Retired
+        | PublishError::Unavailable(_)
+        | PublishError::Overloaded { .. }
+        | PublishError::ShuttingDown => ApiCode::Unavailable,
     };
     let mut error = ApiError::new(code, e.to_string());
-    if *e == PublishError::ShuttingDown {
+    match e {
         // Long enough for a restart, or for a balancer to move the client.
-        error.retry_after = Some(std::time::Duration::from_secs(5));
+        PublishError::ShuttingDown => error.retry_after = Some(Duration::from_secs(5)),
+        // The bus may be back by then; the broker reconnects on its own.
+        PublishError::Unavailable(_) => error.retry_after = Some(Duration::from_secs(1)),
+        PublishError::Overloaded { retry_after, .. } => error.retry_after = Some(*retry_after),
+        _ => {}
     }
     if let PublishError::Topic(TopicError::Quota {
         quota: QuotaError::Rate { retry_after, .. },

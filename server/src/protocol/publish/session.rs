@@ -91,8 +91,11 @@ impl Session for PublishSession {
                 return;
             }
         };
-        if let Err(e) = ctx.publish(&item.channel, publication, Some(&self.principal.quota)) {
-            ctx.send_error(api_error_frame(&publish_error(&e)));
+        match ctx.publish(&item.channel, publication, Some(&self.principal.quota)) {
+            Ok(published) => {
+                ctx.refuse_later(published, |e| api_error_frame(&publish_error(e)));
+            }
+            Err(e) => ctx.send_error(api_error_frame(&publish_error(&e))),
         }
     }
 }

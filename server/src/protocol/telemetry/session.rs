@@ -313,6 +313,16 @@ impl Session for TelemetrySession {
         }
     }
 
+    fn topics_at_open(&self) -> (Vec<String>, Option<Arc<shardcast_engine::TopicQuota>>) {
+        let names = self
+            .initial_channels
+            .iter()
+            .filter(|name| self.principal.may_subscribe(name))
+            .cloned()
+            .collect();
+        (names, Some(Arc::clone(&self.principal.quota)))
+    }
+
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
         let limit = self.app.config.telemetry.commands;
         let now_ns = self.opened.elapsed().as_nanos() as u64;
@@ -325,6 +335,17 @@ impl Session for TelemetrySession {
         }
         let max = self.app.config.engine.max_subscriptions;
         match parse_command(text, max) {
+            Ok(Command::Subscribe { ref channels, .. })
+                if !ctx.prepare(
+                    channels
+                        .iter()
+                        .filter(|name| self.principal.may_subscribe(name))
+                        .map(String::as_str),
+                    Some(&self.principal.quota),
+                ) =>
+            {
+                // Handed over again once the channels are caught up with the bus.
+            }
             Ok(Command::Subscribe {
                 channels,
                 replay,

@@ -1,0 +1,230 @@
+//! Several servers as one through Redis: a publish on any node reaches
+//! every node's subscribers exactly once with the same seq; a client
+//! resumes on another node; a broker that is down is a clear 503 to
+//! publishers, never a silent loss, and everything resumes when it is back.
+//!
+//! Each test starts its own `redis-server` on an ephemeral port (skipping,
+//! loudly, where it is not installed) and real server processes' engines.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn events(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.push(next_of_type(ws, "event").await);
+    }
+    out
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_on_one_node_reaches_every_node_once_with_the_same_seq() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let a = node(&redis.url(), "a", "");
+    let b = node(&redis.url(), "b", "");
+    let c = node(&redis.url(), "c", "");
+    let mut on_a = a.subscriber(&["t1"]).await;
+    let mut on_b = b.subscriber(&["t1"]).await;
+    let mut on_c = c.subscriber(&["t1"]).await;
+    let mut answered = Vec::new();
+    for n in 1..=3 {
+        answered.push(a.publish("t1", json!({"n": n}), None).await);
+    }
+    // Another node's publish continues the same sequence.
+    answered.push(b.publish("t1", json!({"n": 4}), None).await);
+    assert_eq!(answered, [1, 2, 3, 4]);
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        let got = events(ws, 4).await;
+        assert_eq!(seqs(&got), [1, 2, 3, 4]);
+        assert_eq!(got[3]["data"], json!({"n": 4}));
+        assert_silent(ws, Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_node_with_nothing_missed() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let a = node(&redis.url(), "a", "");
+    let b = node(&redis.url(), "b", "");
+    let mut first = a.telemetry("").await;
+    send_json(
+        &mut first,
+        json!({"action": "subscribe", "channels": ["t1"], "positions": true}),
+    )
+    .await;
+    let ack = next_of_type(&mut first, "ack").await;
+    let epoch = ack["positions"]["t1"]["epoch"].as_str().unwrap().to_owned();
+    for n in 1..=3 {
+        a.publish("t1", json!({"n": n}), None).await;
+    }
+    assert_eq!(seqs(&events(&mut first, 3).await), [1, 2, 3]);
+    drop(first); // node a's client goes, having seen seq 3
+    for n in 4..=5 {
+        a.publish("t1", json!({"n": n}), None).await;
+    }
+
+    // Node b has never had a subscriber for t1: it catches up from Redis
+    // before answering the resume.
+    let mut second = b.telemetry("").await;
+    send_json(
+        &mut second,
+        json!({"action": "subscribe", "channels": ["t1"],
+               "resume": {"t1": {"epoch": epoch, "seq": 3}}}),
+    )
+    .await;
+    let ack = next_of_type(&mut second, "ack").await;
+    assert_eq!(ack["positions"]["t1"]["seq"], 5, "{ack}");
+    b.publish("t1", json!({"n": 6}), None).await;
+    let got = events(&mut second, 3).await;
+    assert_eq!(seqs(&got), [4, 5, 6]);
+    assert_eq!(got[0]["data"], json!({"n": 4}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_receives_only_the_topics_it_serves() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let a = node(&redis.url(), "a", "");
+    let b = node(&redis.url(), "b", "");
+    let mut on_b = b.subscriber(&["t1"]).await;
+    for n in 1..=20 {
+        a.publish("t2", json!({"n": n}), None).await;
+    }
+    a.publish("t1", json!({"n": 1}), None).await;
+    assert_eq!(next_of_type(&mut on_b, "event").await["seq"], 1);
+    let metrics = b.metrics().await;
+    let received = metric(&metrics, "shardcast_broker_received_total");
+    assert_eq!(received, 1.0, "node b took t2's messages too:\n{metrics}");
+    let metrics = a.metrics().await;
+    assert_eq!(metric(&metrics, "shardcast_broker_published_total"), 21.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_down_at_start_is_a_clear_503_and_everything_resumes_when_it_is_back() {
+    let Some(mut redis) = RedisProcess::start() else {
+        return;
+    };
+    let port = redis.port;
+    redis.kill();
+    let a = node(&format!("redis://127.0.0.1:{port}/0"), "a", "");
+    let (status, health) = a.http("GET", "/health", None, None).await;
+    assert_eq!(
+        (status, &health["status"]),
+        (200, &json!("degraded")),
+        "{health}"
+    );
+    assert_eq!(
+        health["broker"],
+        json!({"type": "redis", "status": "unreachable"})
+    );
+
+    let mut subscriber = a.subscriber(&["t1"]).await;
+    let body = json!({"channel": "t1", "data": {"n": 1}}).to_string();
+    let (status, head, answer) = a
+        .http_raw("POST", "/api/v1/publish", Some(PUB), Some(&body))
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    assert!(
+        answer.contains("UNAVAILABLE") || answer.contains("unreachable"),
+        "{answer}"
+    );
+
+    let _redis = RedisProcess::start_on(port).expect("redis-server starts again");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, health) = a.http("GET", "/health", None, None).await;
+        if health["status"] == "ok" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The subscriber stayed connected and is caught up: it gets what is
+    // published now.
+    assert_eq!(a.publish("t1", json!({"n": 2}), None).await, 1);
+    let event = next_of_type(&mut subscriber, "event").await;
+    assert_eq!(
+        (event["seq"].as_u64(), &event["data"]),
+        (Some(1), &json!({"n": 2}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_lost_mid_stream_refuses_publishes_and_the_gap_is_visible() {
+    let Some(mut redis) = RedisProcess::start() else {
+        return;
+    };
+    let port = redis.port;
+    let a = node(&redis.url(), "a", "");
+    let b = node(&redis.url(), "b", "");
+    let mut on_b = b.subscriber(&["t1"]).await;
+    for n in 1..=3 {
+        a.publish("t1", json!({"n": n}), None).await;
+    }
+    assert_eq!(seqs(&events(&mut on_b, 3).await), [1, 2, 3]);
+
+    // Redis dies, losing everything (no persistence), and comes back.
+    redis.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = json!({"channel": "t1", "data": {"n": 0}}).to_string();
+        let (status, _, _) = a
+            .http_raw("POST", "/api/v1/publish", Some(PUB), Some(&body))
+            .await;
+        if status == 503 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publishes still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _redis = RedisProcess::start_on(port).expect("redis-server starts again");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let seq = loop {
+        let body = json!({"channel": "t1", "data": {"n": 4}}).to_string();
+        let (status, answer) = a
+            .http("POST", "/api/v1/publish", Some(PUB), Some(&body))
+            .await;
+        if status == 200 {
+            break answer["seq"].as_u64().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis not back: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The sequence restarted under a new epoch; b's subscriber gets the
+    // message, never a silent merge of the two runs.
+    let event = next_of_type(&mut on_b, "event").await;
+    assert_eq!(event["data"], json!({"n": 4}), "{event}");
+    assert_eq!(event["seq"].as_u64(), Some(seq));
+    let metrics = b.metrics().await;
+    assert!(metric(&metrics, "shardcast_broker_reconnects_total") >= 1.0);
+}
+
+/// A metric's value (the first sample of that name).
+fn metric(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{exposition}"))
+}
