@@ -26,11 +26,31 @@ pub struct Args {
     /// Server address.
     #[arg(long, default_value = "ws://127.0.0.1:8000")]
     pub url: String,
+    /// Instead of --url: several shardcast nodes acting as one through a
+    /// broker, comma-separated or repeated.
+    ///
+    /// All ws:// or all wss:// (a mix is refused; --tls and --tls-ca apply to
+    /// all). Publishers connect to the first url; subscriber connection i to
+    /// url i mod n. The server's figures are read from every node and summed
+    /// (published and its latency: the first node's), once per distinct
+    /// address: a url given twice is read and counted once, and is one node.
+    /// With more than one url the report breaks latency down per node (p50,
+    /// p99, p99.9) and gives the cross-node overhead: p50 and p99 of the
+    /// subscribers on other nodes minus those on the first.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "url",
+        value_name = "URL,...",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub urls: Vec<String>,
     /// API key with subscribe, publish and admin roles.
     #[arg(long, default_value = "dev-api-key", env = "SHARDCAST_API_KEY")]
     pub api_key: String,
-    /// Connect with TLS (wss://, https://); implied by a wss:// --url. The
-    /// certificate is checked against --tls-ca, or not at all without it.
+    /// Connect with TLS (wss://, https://); implied by a wss:// --url or
+    /// --urls. The certificate is checked against --tls-ca, or not at all
+    /// without it.
     #[arg(long)]
     pub tls: bool,
     /// Offer permessage-deflate on every connection (fail if the server
@@ -82,9 +102,11 @@ pub struct Args {
     /// Seconds between a client's reconnects (scenario reconnect).
     #[arg(long, default_value_t = 3.0)]
     pub reconnect_every: f64,
-    /// The server's pid, for its CPU time and memory from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's pid, for its CPU time and memory from /proc. With
+    /// --urls, every node's pid (comma-separated or repeated): their CPU time
+    /// and memory are summed, a pid given twice counted once.
+    #[arg(long, value_delimiter = ',', value_name = "PID")]
+    pub server_pid: Vec<u32>,
     /// Step the rate up by --sweep-factor until a target fails; report the highest that held.
     #[arg(long)]
     pub sweep: bool,
@@ -141,11 +163,21 @@ pub struct Args {
     pub max_freshness_ms: Option<f64>,
     /// Target: the server's latency histogram agrees with the loadgen's (server
     /// at or below, p50 gap at most this many ms). Use on a fresh server.
+    /// With several --urls: the first node's, against its own subscribers.
     #[arg(long)]
     pub max_latency_gap_ms: Option<f64>,
 }
 
 impl Args {
+    /// The urls of the run: `--urls`, or else `--url` alone.
+    pub fn urls(&self) -> Vec<String> {
+        if self.urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            self.urls.clone()
+        }
+    }
+
     /// Messages per second the run publishes: `--rate`, except that the
     /// connections scenario publishes nothing unless a rate is given.
     pub fn publish_rate(&self) -> f64 {
@@ -161,4 +193,42 @@ impl Args {
 pub enum ViaArg {
     Ws,
     Http,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("shardcast-loadgen").chain(flags.iter().copied()))
+    }
+
+    #[test]
+    fn urls_are_comma_separated_or_repeated() {
+        let args = parse(&["--urls", "ws://a:1,ws://b:2", "--urls", "ws://c:3"]).unwrap();
+        assert_eq!(args.urls(), ["ws://a:1", "ws://b:2", "ws://c:3"]);
+        assert_eq!(parse(&[]).unwrap().urls(), ["ws://127.0.0.1:8000"]);
+        let args = parse(&["--url", "ws://a:1"]).unwrap();
+        assert_eq!(args.urls(), ["ws://a:1"]);
+    }
+
+    #[test]
+    fn an_empty_url_is_refused() {
+        assert!(parse(&["--urls", "ws://a:1,,ws://b:2"]).is_err());
+    }
+
+    #[test]
+    fn url_with_urls_is_refused() {
+        let err = parse(&["--url", "ws://a:1", "--urls", "ws://b:2"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn server_pids_are_comma_separated_or_repeated() {
+        assert!(parse(&[]).unwrap().server_pid.is_empty());
+        let args = parse(&["--server-pid", "10,11", "--server-pid", "12"]).unwrap();
+        assert_eq!(args.server_pid, [10, 11, 12]);
+    }
 }

@@ -107,13 +107,23 @@ pub fn on_event(
     sub.last_seq = Some(seq);
     Shared::bump(&shared.delivered, 1);
     shared.received.borrow_mut()[topic] += 1;
+    // With several --urls, this subscriber's node counts it too.
+    let mut nodes = shared.nodes.borrow_mut();
+    let mut node = nodes.get_mut(target.nodes.node_of(id));
+    if let Some(node) = node.as_mut() {
+        node.delivered += 1;
+    }
     if let Some(t) = field_u64(rest, b"\"data\":{\"t\":") {
         if t >= shared.measure_from_ns.get() {
             let micros = (shared.now_ns().saturating_sub(t) / 1000).max(1);
             // The window folds each second into its own histogram (series.rs).
             shared.second_latency.borrow_mut().saturating_record(micros);
+            if let Some(node) = node {
+                node.latency.saturating_record(micros);
+            }
         }
     }
+    drop(nodes);
     if let Some(board) = shared.board.borrow_mut().as_mut() {
         let key = field_u64(rest, b"\"key\":\"k");
         let counter = field_u64(rest, b",\"c\":");

@@ -11,6 +11,7 @@ mod burst;
 mod event;
 mod freshness;
 mod net;
+mod nodes;
 mod progress;
 mod publish;
 mod refusal;
@@ -22,7 +23,7 @@ mod tasks;
 mod window;
 mod ws;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -33,9 +34,10 @@ use clap::Parser;
 pub use crate::args::{Args, Scenario, ViaArg};
 use crate::burst::{Plan, Schedule};
 use crate::freshness::Board;
+use crate::nodes::{Nodes, Scheme};
 use crate::publish::Via;
 use crate::report::Targets;
-use crate::state::{Phase, Shared};
+use crate::state::{NodeTally, Phase, Shared};
 use crate::tasks::{Target, TopicPicker};
 use crate::window::{build_report, Window};
 
@@ -62,26 +64,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (tls, host) = match args.url.strip_prefix("wss://") {
-        Some(rest) => (true, rest),
-        None => (
-            args.tls || args.tls_ca.is_some(),
-            args.url.strip_prefix("ws://").unwrap_or(&args.url),
-        ),
-    };
-    if tls {
+    // One url (--url) or several (--urls): nodes.rs.
+    let urls = args.urls();
+    let checked = nodes::check(&urls)?;
+    if checked.scheme == Scheme::Wss || args.tls || args.tls_ca.is_some() {
         net::use_tls(args.tls_ca.as_deref()).context("--tls")?;
     }
     if args.deflate {
         ws::use_deflate();
     }
-    let host = host.split('/').next().unwrap_or(host);
-    let server: SocketAddr = tokio::net::lookup_host(host)
-        .await?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}"))?;
+    let nodes = Nodes::resolve(urls, &checked.hosts).await?;
     let target = Rc::new(Target {
-        server,
+        nodes,
         api_key: args.api_key.clone(),
         prefix: args.prefix.clone(),
     });
@@ -97,6 +91,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot create the report directory {}", dir.display()))?;
     }
     let shared = Rc::new(Shared::new(topics, rate, &args.prefix));
+    if target.nodes.several() {
+        let count = target.nodes.addrs().len();
+        *shared.nodes.borrow_mut() = (0..count).map(|_| NodeTally::new()).collect();
+    }
     let burst = (args.scenario == Scenario::Burst).then_some(Plan {
         schedule: Schedule {
             rate,
@@ -128,14 +126,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_freshness_ms: args.max_freshness_ms,
     };
     let started = Instant::now();
-    let rss_before = args.server_pid.and_then(report::rss_kib);
+    let rss_before = report::rss_kib_of(&args.server_pid);
     if !args.quiet && args.progress_every > 0.0 {
         tokio::task::spawn_local(progress::run(
             Rc::clone(&shared),
             Rc::clone(&target),
             Duration::from_secs_f64(args.progress_every.max(0.1)),
             args.connections,
-            args.server_pid,
+            args.server_pid.clone(),
         ));
     }
 
@@ -172,9 +170,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     shared.phase.set(Phase::WarmingUp);
     // Give the last subscribe acks a moment to land before publishing.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_connected = args.server_pid.and_then(report::rss_kib);
+    let rss_connected = report::rss_kib_of(&args.server_pid);
     // Server counters are cumulative: the report uses their change over this run.
-    let server_before = report::server_figures(server, &args.api_key, &args.prefix).await;
+    let server_before =
+        report::server_figures(target.nodes.addrs(), &args.api_key, &args.prefix).await;
 
     // 2. Publishers.
     if let Some(plan) = burst {
@@ -218,15 +217,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         () = tokio::time::sleep(Duration::from_secs_f64(args.warmup)) => {}
         _ = &mut ctrl_c => interrupted = true,
     }
-    let mut window = Window::open(&shared, args.server_pid, args.report.is_some());
+    let mut window = Window::open(&shared, &args.server_pid, args.report.is_some());
     if !interrupted {
         let length = Duration::from_secs_f64(args.duration);
         interrupted = window.measure(&shared, length, &mut ctrl_c).await;
     }
-    let mut closed = window.close(&shared, args.server_pid);
+    let mut closed = window.close(&shared, &args.server_pid);
     let hlog = closed.series.hlog.take();
     // Queue depth while traffic still flows.
-    let queues = report::server_figures(server, &args.api_key, &args.prefix).await;
+    let queues = report::server_figures(target.nodes.addrs(), &args.api_key, &args.prefix).await;
     // The last measured burst is settled when the next one begins.
     if let Some(plan) = burst.filter(|_| !interrupted) {
         settle_bursts(&shared, plan.schedule.every).await;
@@ -238,16 +237,17 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     drain(&shared).await;
     let server_figures = match (
         server_before,
-        report::server_figures(server, &args.api_key, &args.prefix).await,
+        report::server_figures(target.nodes.addrs(), &args.api_key, &args.prefix).await,
     ) {
         (Some(before), Some(after)) => Some(after.since(&before)),
         (_, after) => after,
     };
-    let rss_end = args.server_pid.and_then(report::rss_kib);
+    let rss_end = report::rss_kib_of(&args.server_pid);
     let _ = shared.stop.send(true);
 
     let mut report = build_report(
         &args,
+        &target.nodes,
         &shared,
         &closed,
         server_figures,

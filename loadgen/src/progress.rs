@@ -15,7 +15,10 @@
 //! - connections: subscriber connections open / asked for;
 //! - refused: subscriptions the server refused (the first refusal of each
 //!   kind is told on its own line as it happens, refusal.rs);
-//! - server rss: with `--server-pid`.
+//! - server rss: with `--server-pid` (summed over several).
+//!
+//! With several `--urls` the server's drops are those of every node, summed
+//! (report/server.rs).
 //!
 //! A task of its own on the loadgen's thread, ended by the run's stop signal.
 
@@ -74,10 +77,11 @@ pub async fn run(
     target: Rc<Target>,
     every: Duration,
     connections: usize,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
 ) {
     let started = Instant::now();
-    let baseline = report::server_figures(target.server, &target.api_key, &target.prefix).await;
+    let baseline =
+        report::server_figures(target.nodes.addrs(), &target.api_key, &target.prefix).await;
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     let (mut last_at, mut last_delivered) = (Instant::now(), shared.delivered.get());
@@ -91,7 +95,8 @@ pub async fn run(
         let rate = (delivered - last_delivered) as f64
             / now.duration_since(last_at).as_secs_f64().max(1e-9);
         (last_at, last_delivered) = (now, delivered);
-        let server = report::server_figures(target.server, &target.api_key, &target.prefix).await;
+        let server =
+            report::server_figures(target.nodes.addrs(), &target.api_key, &target.prefix).await;
         let server_drops = match (&baseline, server) {
             (Some(before), Some(after)) => Some(after.since(before).dropped),
             (None, Some(after)) => Some(after.dropped),
@@ -110,7 +115,7 @@ pub async fn run(
             open: shared.open.get(),
             connections,
             refused: shared.refusals.borrow().subscriptions(),
-            server_rss_kib: server_pid.and_then(report::rss_kib),
+            server_rss_kib: report::rss_kib_of(&server_pids),
         };
         eprintln!("{}", progress.line());
     }

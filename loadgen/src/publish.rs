@@ -36,7 +36,7 @@ pub async fn publisher(
             Some(conn) => Sink::Ws(conn),
             None => return,
         },
-        Via::Http => match crate::net::connect(target.server, None).await {
+        Via::Http => match crate::net::connect(target.nodes.publisher(), None).await {
             Ok(stream) => Sink::Http(stream, Vec::with_capacity(4096)),
             Err(e) => {
                 eprintln!("publisher cannot connect: {e}");
@@ -139,7 +139,9 @@ enum Sink {
 /// Connects a publisher to `/ws/publish`; a refused upgrade is a publish
 /// refusal, told once and reported.
 pub async fn publish_connection(shared: &Shared, target: &Target) -> Option<ws::Conn> {
-    match ws::connect(target.server, None, "/ws/publish", &target.api_key).await {
+    // With several --urls, every publisher goes to the first (nodes.rs).
+    let server = target.nodes.publisher();
+    match ws::connect(server, None, "/ws/publish", &target.api_key).await {
         Ok(conn) => Some(conn),
         Err(e) => {
             let message = format!("publisher cannot connect: {e}");

@@ -1,8 +1,10 @@
 //! The measured window second by second, for the plots of `--report` and
 //! the `series` of the JSON report.
 //!
-//! 1. Each event's latency is recorded in `Shared::second_latency`, and
-//!    nowhere else: one record per event, as before there were plots.
+//! 1. Each event's latency is recorded in `Shared::second_latency`: one
+//!    record per event, as before there were plots. (With several `--urls`
+//!    it is also recorded in its node's `NodeTally`, state.rs, which the
+//!    window reads whole; the series is of all nodes together.)
 //! 2. Once a second ([`Recorder::tick`]) and when the window closes, the
 //!    second's histogram is folded into the window's (`Shared::latency`),
 //!    read for the point's percentiles, appended to the HDR interval log
@@ -10,8 +12,9 @@
 //!    sum of the logged ones, so the log's total count is the report's
 //!    sample count.
 //! 3. The counters (deliveries, sequence gaps, open connections) and the
-//!    server's CPU time and memory (from /proc, with `--server-pid`) are
-//!    read at the same moments; a point holds their change over its interval.
+//!    server's CPU time and memory (from /proc, with `--server-pid`, summed
+//!    over several pids) are read at the same moments; a point holds their
+//!    change over its interval.
 //!
 //! Cost: one snapshot a second, nothing per event beyond step 1.
 //! Owned by the loadgen's single thread.
@@ -60,7 +63,7 @@ pub struct Recorder {
     delivered: u64,
     gaps: u64,
     server_cpu: Option<f64>,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     points: Vec<Point>,
     hlog: Option<Hlog>,
 }
@@ -73,7 +76,7 @@ pub struct Series {
 
 impl Recorder {
     /// Starts at the window's opening; `hlog`: write the interval log too.
-    pub fn open(shared: &Shared, server_pid: Option<u32>, hlog: bool) -> Self {
+    pub fn open(shared: &Shared, server_pids: &[u32], hlog: bool) -> Self {
         let now = Instant::now();
         let hlog = hlog.then(|| {
             let mut text = Vec::new();
@@ -93,8 +96,8 @@ impl Recorder {
             last: now,
             delivered: shared.delivered.get(),
             gaps: gaps(shared),
-            server_cpu: server_pid.and_then(report::cpu_seconds),
-            server_pid,
+            server_cpu: report::cpu_seconds_of(server_pids),
+            server_pids: server_pids.to_vec(),
             points: Vec::new(),
             hlog,
         }
@@ -118,7 +121,7 @@ impl Recorder {
         let q = |q: f64| quantile_ms(&second, q);
         let delivered = shared.delivered.get();
         let gaps = gaps(shared);
-        let cpu = self.server_pid.and_then(report::cpu_seconds);
+        let cpu = report::cpu_seconds_of(&self.server_pids);
         self.points.push(Point {
             t: now.duration_since(self.opened).as_secs_f64(),
             seconds,
@@ -133,7 +136,7 @@ impl Recorder {
             server_cpu_percent: cpu
                 .zip(self.server_cpu)
                 .map(|(end, start)| (end - start) / seconds * 100.0),
-            server_rss_kib: self.server_pid.and_then(report::rss_kib),
+            server_rss_kib: report::rss_kib_of(&self.server_pids),
         });
         second.reset();
         self.last = now;
@@ -211,7 +214,7 @@ mod tests {
     #[test]
     fn the_log_holds_every_second_and_the_window_is_their_sum() {
         let shared = Shared::new(1, 0.0, "load.");
-        let mut recorder = Recorder::open(&shared, None, true);
+        let mut recorder = Recorder::open(&shared, &[], true);
         for micros in [100, 200, 300] {
             shared.second_latency.borrow_mut().record(micros).unwrap();
         }

@@ -23,6 +23,28 @@ pub fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
     }
 }
 
+/// What the subscribers on one node measured, with several `--urls`
+/// (nodes.rs numbers the nodes). Part of [`Shared`].
+pub struct NodeTally {
+    /// Subscriber connections on the node whose subscription was acknowledged.
+    pub subscribers: u64,
+    /// Events delivered to them over the run.
+    pub delivered: u64,
+    /// Their latency in the measured window: reset when it opens, recorded
+    /// beside `Shared::second_latency`, read whole when it closes.
+    pub latency: Histogram<u64>,
+}
+
+impl NodeTally {
+    pub fn new() -> Self {
+        Self {
+            subscribers: 0,
+            delivered: 0,
+            latency: new_histogram(),
+        }
+    }
+}
+
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -93,6 +115,9 @@ pub struct Shared {
     pub publish_errors: Cell<u64>,
     /// What the server refused, and why.
     pub refusals: RefCell<Refusals>,
+    /// Per node with several `--urls`, indexed as nodes.rs numbers them;
+    /// empty with one url, and then nothing is recorded per node.
+    pub nodes: RefCell<Vec<NodeTally>>,
     /// Scenario burst: who holds which value of every key.
     pub board: RefCell<Option<Board>>,
     /// Total publish rate, messages per second (the sweep changes it).
@@ -130,6 +155,7 @@ impl Shared {
             publish_lag: Cell::new(0),
             publish_errors: Cell::new(0),
             refusals: RefCell::new(Refusals::new(prefix)),
+            nodes: RefCell::new(Vec::new()),
             board: RefCell::new(None),
             rate: Cell::new(rate),
             stop: watch::channel(false).0,

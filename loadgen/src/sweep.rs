@@ -28,16 +28,16 @@ pub async fn sweep(
         shared.rate.set(rate);
         shared.phase.set(Phase::WarmingUp);
         tokio::time::sleep(Duration::from_secs_f64(args.warmup.max(1.0))).await;
-        let before = report::server_figures(target.server, &args.api_key, &args.prefix)
+        let before = report::server_figures(target.nodes.addrs(), &args.api_key, &args.prefix)
             .await
             .unwrap_or_default();
         let expected_before = shared.expected();
         let delivered_before = shared.delivered.get();
-        let mut window = Window::open(shared, args.server_pid, false);
+        let mut window = Window::open(shared, &args.server_pid, false);
         let length = Duration::from_secs_f64(args.duration);
         let stop = window.measure(shared, length, ctrl_c).await;
-        let closed = window.close(shared, args.server_pid);
-        let after = report::server_figures(target.server, &args.api_key, &args.prefix)
+        let closed = window.close(shared, &args.server_pid);
+        let after = report::server_figures(target.nodes.addrs(), &args.api_key, &args.prefix)
             .await
             .unwrap_or_default();
         let expected = shared.expected() - expected_before;

@@ -3,18 +3,20 @@
 //!
 //! Owned by the loadgen's single thread, like every task.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::event::{event_body, on_event, Subscription};
+use crate::nodes::Nodes;
 use crate::refusal::{Side, ERROR_FRAME};
 use crate::state::Shared;
 use crate::ws;
 
-/// How a run reaches the server.
+/// How a run reaches the server: its nodes (publishers to the first,
+/// subscribers round-robin), key and channel prefix.
 pub struct Target {
-    pub server: SocketAddr,
+    pub nodes: Nodes,
     pub api_key: String,
     pub prefix: String,
 }
@@ -45,7 +47,8 @@ pub async fn subscriber(
             "/ws/telemetry?clientId=lg-{id}&channels={}&replay={replay}",
             names.join(",")
         );
-        let mut conn = match ws::connect(target.server, source, &path, &target.api_key).await {
+        let server = target.nodes.subscriber(id);
+        let mut conn = match ws::connect(server, source, &path, &target.api_key).await {
             Ok(conn) => conn,
             Err(e) => {
                 shared.fail(e.to_string());
@@ -102,6 +105,11 @@ pub async fn subscriber(
                                 .zip(accepted)
                                 .filter_map(|(&t, ok)| ok.then_some(t))
                                 .collect();
+                            if let Some(node) =
+                                shared.nodes.borrow_mut().get_mut(target.nodes.node_of(id))
+                            {
+                                node.subscribers += 1;
+                            }
                             let mut per_topic = shared.subscribers.borrow_mut();
                             for &t in &held {
                                 per_topic[t] += 1;

@@ -3,6 +3,8 @@
 //! The window owns the per-second [`Recorder`] (series.rs): it is ticked
 //! once a second while measuring ([`Window::measure`]) and closed with the
 //! window, so the window's latency histogram is complete only once closed.
+//! With several `--urls` it also resets and reads each node's latency
+//! (`NodeTally`, state.rs) for the per-node breakdown (report/nodes.rs).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::report::{self, ServerFigures};
+use crate::nodes::Nodes;
+use crate::report::{self, NodeFigures, ServerFigures};
 use crate::series::{Recorder, Series};
 use crate::state::{quantile_ms, Phase, Shared};
 use crate::{Args, Scenario};
@@ -32,23 +35,28 @@ pub struct ClosedWindow {
     pub server_cpu: Option<f64>,
     pub own_cpu: Option<f64>,
     pub latency: hdrhistogram::Histogram<u64>,
+    /// Per node with several `--urls`, the latency of its subscribers.
+    pub nodes: Vec<hdrhistogram::Histogram<u64>>,
     pub series: Series,
 }
 
 impl Window {
     /// Opens the window; `hlog`: keep an HDR interval log of its latency.
-    pub fn open(shared: &Shared, server_pid: Option<u32>, hlog: bool) -> Self {
+    pub fn open(shared: &Shared, server_pids: &[u32], hlog: bool) -> Self {
         shared.latency.borrow_mut().reset();
         shared.second_latency.borrow_mut().reset();
+        for node in shared.nodes.borrow_mut().iter_mut() {
+            node.latency.reset();
+        }
         shared.measure_from_ns.set(shared.now_ns());
         shared.phase.set(Phase::Measuring);
         Self {
             at: Instant::now(),
             delivered: shared.delivered.get(),
             published: shared.published.borrow().iter().sum(),
-            server_cpu: server_pid.and_then(report::cpu_seconds),
+            server_cpu: report::cpu_seconds_of(server_pids),
             own_cpu: report::cpu_seconds(std::process::id()),
-            recorder: Recorder::open(shared, server_pid, hlog),
+            recorder: Recorder::open(shared, server_pids, hlog),
         }
     }
 
@@ -75,7 +83,7 @@ impl Window {
         false
     }
 
-    pub fn close(self, shared: &Shared, server_pid: Option<u32>) -> ClosedWindow {
+    pub fn close(self, shared: &Shared, server_pids: &[u32]) -> ClosedWindow {
         shared.measure_from_ns.set(u64::MAX);
         shared.phase.set(Phase::Finishing);
         let series = self.recorder.close(shared);
@@ -84,9 +92,15 @@ impl Window {
             seconds: self.at.elapsed().as_secs_f64(),
             delivered: shared.delivered.get() - self.delivered,
             published: shared.published.borrow().iter().sum::<u64>() - self.published,
-            server_cpu: delta(self.server_cpu, server_pid.and_then(report::cpu_seconds)),
+            server_cpu: delta(self.server_cpu, report::cpu_seconds_of(server_pids)),
             own_cpu: delta(self.own_cpu, report::cpu_seconds(std::process::id())),
             latency: shared.latency.borrow().clone(),
+            nodes: shared
+                .nodes
+                .borrow()
+                .iter()
+                .map(|n| n.latency.clone())
+                .collect(),
             series,
         }
     }
@@ -95,6 +109,7 @@ impl Window {
 #[allow(clippy::too_many_arguments)] // One call site; the figures are all distinct.
 pub fn build_report(
     args: &Args,
+    nodes: &Nodes,
     shared: &Shared,
     window: &ClosedWindow,
     server: Option<ServerFigures>,
@@ -151,17 +166,21 @@ pub fn build_report(
         (Some(a), Some(b)) if connected > 0 => Some(b.saturating_sub(a) as f64 / connected as f64),
         _ => None,
     };
-    json!({
+    let mut report = json!({
         "scenario": format!("{:?}", args.scenario).to_lowercase(),
         "interrupted": interrupted,
         "measured_seconds": (window.seconds * 10.0).round() / 10.0,
         "elapsed_seconds": started.elapsed().as_secs_f64(),
         "config": {
-            "url": args.url, "prefix": args.prefix,
+            "url": nodes.urls()[0], "prefix": args.prefix,
             "connections": args.connections, "topics": args.topics, "subs": args.subs, "rate": args.publish_rate(),
             "publishers": args.publishers, "payload": args.payload, "via": format!("{:?}", args.via).to_lowercase(),
             "connect_rate": args.connect_rate, "warmup_seconds": args.warmup, "duration_seconds": args.duration,
-            "server_pid": args.server_pid,
+            "server_pid": match args.server_pid.as_slice() {
+                [] => Value::Null,
+                [pid] => json!(pid),
+                pids => json!(pids),
+            },
         },
         "connections": {
             "attempted": attempted, "connected": connected, "failed": shared.connect_failures.get(),
@@ -202,7 +221,23 @@ pub fn build_report(
             "server_rss_per_connection_at_connect_kib": per_conn(rss_connected),
             "loadgen_cpu_percent": window.own_cpu.map(|c| c / window.seconds * 100.0),
         },
-    })
+    });
+    if nodes.several() {
+        report["config"]["urls"] = json!(nodes.urls());
+        let tallies = shared.nodes.borrow();
+        let figures: Vec<NodeFigures<'_>> = (tallies.iter().zip(&window.nodes).enumerate())
+            .map(|(n, (tally, latency))| NodeFigures {
+                url: nodes.label(n),
+                subscribers: tally.subscribers,
+                delivered: tally.delivered,
+                latency,
+            })
+            .collect();
+        let (list, overhead) = report::nodes_json(&figures);
+        report["nodes"] = list;
+        report["cross_node_overhead_ms"] = overhead;
+    }
+    report
 }
 
 /// Scenario burst: the freshness figures (`freshness.rs`); `null` otherwise.

@@ -1,11 +1,13 @@
 //! The report: its targets and checks, what it says for a person
-//! (`print.rs`), the `--report` directory (`html.rs`, `svg.rs`), and the
-//! measurements it takes from outside the loadgen (`server.rs`).
+//! (`print.rs`), the `--report` directory (`html.rs`, `svg.rs`), the
+//! measurements it takes from outside the loadgen (`server.rs`), and the
+//! per-node breakdown of a run with several `--urls` (`nodes.rs`).
 //!
 //! The report itself is one JSON value built by `window.rs`; everything
 //! here reads it, so the text, the JSON and the HTML say the same thing.
 
 mod html;
+mod nodes;
 mod print;
 mod server;
 mod svg;
@@ -14,8 +16,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+pub use nodes::{to_json as nodes_json, NodeFigures};
 pub use print::print;
-pub use server::{cpu_seconds, rss_kib, server_figures, ServerFigures};
+pub use server::{cpu_seconds, cpu_seconds_of, rss_kib_of, server_figures, ServerFigures};
 
 use crate::refusal;
 use crate::state::quantile_ms;
@@ -143,8 +146,16 @@ pub fn checks(report: &Value, targets: &Targets) -> Vec<Check> {
         // The server measures publish → socket write; the loadgen publish →
         // arrival. Arrival comes after the write, so the server's figures may
         // not exceed the loadgen's (0.1 ms for histogram rounding), and at
-        // light load the two should be close.
-        let client = (f(&["latency_ms", "p50"]), f(&["latency_ms", "p99"]));
+        // light load the two should be close. With several --urls the
+        // server's figures are the publishing node's (server.rs), so they
+        // are compared with the latency of that node's subscribers.
+        let client = match report["nodes"].get(0) {
+            Some(node) => {
+                let ms = |q: &str| node[q].as_f64().unwrap_or(f64::NAN);
+                (ms("p50_ms"), ms("p99_ms"))
+            }
+            None => (f(&["latency_ms", "p50"]), f(&["latency_ms", "p99"])),
+        };
         let server = (
             f(&["server", "latency_p50_ms"]),
             f(&["server", "latency_p99_ms"]),

@@ -71,6 +71,7 @@ pub fn lines(report: &Value, checks: &[Check]) -> Vec<String> {
         "latency      p50 {:.3}  p90 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms  ({} samples)",
         f(&l["p50"]), f(&l["p90"]), f(&l["p95"]), f(&l["p99"]), f(&l["p999"]), f(&l["max"]), l["samples"]
     );
+    out.extend(super::nodes::lines(report));
     let s = &report["server"];
     if !s.is_null() {
         say!(

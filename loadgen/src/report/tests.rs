@@ -75,3 +75,33 @@ fn refused_channels_fail_the_run_and_each_fix_is_said_once() {
         vec!["subscribe UNKNOWN_CHANNEL, publish UNKNOWN_CHANNEL: declare them"]
     );
 }
+
+#[test]
+fn with_several_urls_the_cross_check_reads_the_publishing_nodes_subscribers() {
+    let cross_check = |r: &Value| {
+        let targets = Targets {
+            max_latency_gap_ms: Some(1.0),
+            ..targets()
+        };
+        checks(r, &targets)
+            .into_iter()
+            .find(|c| c.name == "metrics cross-check")
+            .expect("asked for")
+    };
+    let mut r = report(1000.0, 5, 0);
+    r["server"] = json!({"latency_p50_ms": 0.4, "latency_p99_ms": 0.9});
+    // Every subscriber together: slowed by those on another node.
+    r["latency_ms"] = json!({"samples": 5, "p50": 3.0, "p95": 4.0, "p99": 5.0});
+    assert!(!cross_check(&r).ok, "a 2.6 ms gap on one url");
+    r["nodes"] = json!([
+        {"url": "ws://a:1", "p50_ms": 0.5, "p99_ms": 1.0},
+        {"url": "ws://b:2", "p50_ms": 5.0, "p99_ms": 9.0},
+    ]);
+    let check = cross_check(&r);
+    assert!(check.ok, "{}", check.value);
+    assert!(
+        check.value.contains("loadgen 0.500/1.000 ms"),
+        "{}",
+        check.value
+    );
+}

@@ -1,0 +1,137 @@
+//! `--urls`: the loadgen binary given several urls. Against one real server
+//! (started in-process on an ephemeral port) named twice, every check of a
+//! short fan-out run passes with exact accounting — the server's stats are
+//! read once per distinct address, so nothing is counted twice — and the
+//! report breaks latency down per node. Urls of mixed schemes, and `--url`
+//! with `--urls`, are refused before anything connects.
+//!
+//! Two distinct nodes behind a broker are not tested here.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use shardcast_server::{RawConfig, Server};
+
+const KEY: &str = "loadgen-test-key";
+
+/// A server declaring `load.*`, no demo feed, one key with every role, no
+/// per-connection delivery rate limit.
+fn server() -> Server {
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+shards = 1
+pin_threads = false
+demo = false
+channels = ["load.*"]
+
+[telemetry]
+rate_limit_per_second = 0
+
+[[api_keys]]
+key = "{KEY}"
+roles = ["subscribe", "publish", "admin"]
+"#
+    );
+    let config = RawConfig::from_toml(&toml)
+        .expect("config parses")
+        .validate()
+        .expect("config is valid");
+    Server::start(config).expect("server starts")
+}
+
+fn loadgen(flags: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardcast-loadgen"))
+        .args(["--api-key", KEY])
+        .args(flags)
+        .output()
+        .expect("the loadgen runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn one_server_named_twice_is_counted_once_and_every_check_passes() {
+    let server = server();
+    let url = format!("ws://{}", server.local_addr());
+    let urls = format!("{url},{url}");
+    let out = loadgen(&[
+        "--urls",
+        &urls,
+        "--connections",
+        "20",
+        "--topics",
+        "4",
+        "--rate",
+        "200",
+        "--warmup",
+        "0.5",
+        "--duration",
+        "2.5",
+        "--exact-accounting",
+        "--quiet",
+        "--json",
+    ]);
+    server.shutdown();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    let checks = report["checks"].as_array().expect("checks");
+    assert!(checks.iter().any(|c| c["name"] == "accounting"));
+    for check in checks {
+        assert_eq!(check["ok"], true, "{check}\n{stderr}");
+    }
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+
+    // Read twice, the server's sent would be twice the deliveries.
+    let delivered = report["delivery"]["delivered"].as_u64().unwrap();
+    assert!(delivered > 0, "{stdout}");
+    assert_eq!(report["accounting"]["balanced"], true, "{stdout}");
+    assert_eq!(report["accounting"]["server_sent"], delivered, "{stdout}");
+    assert_eq!(report["server"]["sent"], delivered, "{stdout}");
+
+    // Both urls are the publishing node: one node, every subscriber on it,
+    // and no other node to compare it with.
+    assert_eq!(report["config"]["urls"], serde_json::json!([url, url]));
+    assert_eq!(report["config"]["url"], url.as_str());
+    let nodes = report["nodes"].as_array().expect("a per-node breakdown");
+    assert_eq!(nodes.len(), 1, "{stdout}");
+    assert_eq!(nodes[0]["url"], url.as_str());
+    assert_eq!(nodes[0]["subscribers"], 20);
+    assert_eq!(nodes[0]["delivered"], delivered);
+    for q in ["p50_ms", "p99_ms", "p999_ms"] {
+        assert!(
+            nodes[0][q].as_f64().is_some_and(|ms| ms > 0.0),
+            "{q}: {stdout}"
+        );
+    }
+    let overhead = &report["cross_node_overhead_ms"];
+    assert!(
+        overhead["p50"].is_null() && overhead["p99"].is_null(),
+        "{overhead}"
+    );
+}
+
+#[test]
+fn urls_of_mixed_schemes_are_refused_naming_both() {
+    let out = loadgen(&["--urls", "ws://127.0.0.1:1,wss://127.0.0.1:2"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ws://127.0.0.1:1") && stderr.contains("wss://127.0.0.1:2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn url_and_urls_together_are_refused() {
+    let out = loadgen(&["--url", "ws://127.0.0.1:1", "--urls", "ws://127.0.0.1:2"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(
+        stderr.contains("--url") && stderr.contains("--urls"),
+        "{stderr}"
+    );
+}
