@@ -405,6 +405,7 @@ mod tests {
             "metrics_listen",
             "listen_plain",
             "tls",
+            "broker",
             "channel_rules",
             "api_keys",
             "jwt",
