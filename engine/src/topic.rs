@@ -444,6 +444,8 @@ impl Drop for Charge {
 
 mod follow;
 #[cfg(all(test, not(shardcast_loom)))]
+mod follow_tests;
+#[cfg(all(test, not(shardcast_loom)))]
 mod tests;
 
 pub(crate) use follow::{Cooled, Follow, Waiter};

@@ -1,0 +1,166 @@
+//! Unit tests of `follow.rs`: a topic numbered on a bus takes each message
+//! once, in order, and never delivers across a gap unseen.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::follow::{Ingested, Numbered};
+use crate::broker::Fanout;
+use crate::registry::{RegistryConfig, TopicRegistry};
+use crate::sansio::history::HistoryLimits;
+use crate::sansio::ids::{ConnKey, Epoch};
+use crate::sansio::message::MessageKind;
+use crate::sansio::pattern::ChannelRules;
+use crate::sansio::replay::{Position, Replay};
+use crate::shard::ShardInbox;
+
+fn followed_registry() -> TopicRegistry {
+    TopicRegistry::new(RegistryConfig {
+        rules: ChannelRules::of(&["t"]),
+        max_topics: 10,
+        shards: 1,
+        history: HistoryLimits {
+            capacity: 4,
+            max_keys: 0,
+            max_bytes: 1 << 20,
+            floor: 0,
+        },
+        max_history_bytes: 1 << 20,
+        idle_expiry: Duration::from_secs(60),
+        followed: true,
+    })
+}
+
+fn numbered(epoch: u64, seq: u64) -> Numbered {
+    Numbered {
+        epoch: Epoch::from_u64(epoch),
+        seq,
+        key: None,
+        data: Bytes::from(seq.to_string()),
+        kind: MessageKind::Event,
+        timestamp: SystemTime::now(),
+        transient: false,
+    }
+}
+
+fn seqs(inbox: &ShardInbox) -> Vec<u64> {
+    inbox.drain().iter().map(|m| m.seq).collect()
+}
+
+#[test]
+fn a_cold_topic_waits_for_its_catch_up_then_resumes_from_the_bus_history() {
+    let registry = followed_registry();
+    let inbox = [ShardInbox::new(64)];
+    let fanout = Fanout {
+        inboxes: &inbox,
+        topics: &registry,
+    };
+    let topic = registry.resolve("t", None).unwrap();
+    let waiter = (
+        0,
+        ConnKey {
+            index: 0,
+            generation: 0,
+        },
+    );
+    assert_eq!(topic.want(waiter), Err(true), "the first asks to follow");
+    assert_eq!(topic.want(waiter), Err(false), "then waits");
+    // Not caught up: nothing is taken from the bus yet.
+    assert_eq!(topic.ingest(numbered(7, 1), &fanout), Ingested::NotFollowed);
+    let history = (3..=9).map(|seq| numbered(7, seq)).collect();
+    assert_eq!(
+        topic.catch_up(Epoch::from_u64(7), 9, history, &fanout),
+        vec![waiter]
+    );
+    assert_eq!(topic.want(waiter), Ok(()));
+    // The ring keeps the last 4: a resume after 5 is served, after 4 is not.
+    let start = topic
+        .subscribe(
+            0,
+            Replay::After(Position {
+                epoch: Epoch::from_u64(7),
+                seq: 5,
+            }),
+        )
+        .unwrap();
+    let replayed: Vec<u64> = start
+        .replay
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!((start.position.seq, replayed), (9, vec![6, 7, 8, 9]));
+    assert!(topic
+        .peek(Replay::After(Position {
+            epoch: Epoch::from_u64(7),
+            seq: 4
+        }))
+        .1
+        .is_err());
+}
+
+#[test]
+fn numbered_messages_are_taken_once_in_order_and_a_gap_is_reported() {
+    let registry = followed_registry();
+    let inbox = [ShardInbox::new(64)];
+    let fanout = Fanout {
+        inboxes: &inbox,
+        topics: &registry,
+    };
+    let topic = registry.resolve("t", None).unwrap();
+    let _ = topic.want((
+        0,
+        ConnKey {
+            index: 0,
+            generation: 0,
+        },
+    ));
+    topic.catch_up(Epoch::from_u64(1), 0, Vec::new(), &fanout);
+    topic.subscribe(0, Replay::None).unwrap();
+    assert_eq!(topic.ingest(numbered(1, 1), &fanout), Ingested::Delivered);
+    assert_eq!(topic.ingest(numbered(1, 1), &fanout), Ingested::Duplicate);
+    assert_eq!(topic.ingest(numbered(1, 2), &fanout), Ingested::Delivered);
+    let gap = topic.ingest(numbered(1, 5), &fanout);
+    assert_eq!(
+        gap,
+        Ingested::Gap {
+            expected: 3,
+            new_epoch: false
+        }
+    );
+    assert_eq!(seqs(&inbox[0]), [1, 2]);
+
+    // Repaired from the bus's history: 3 and 4 come as live messages.
+    let history = (1..=5).map(|seq| numbered(1, seq)).collect();
+    topic.catch_up(Epoch::from_u64(1), 5, history, &fanout);
+    assert_eq!(seqs(&inbox[0]), [3, 4, 5]);
+    assert_eq!(topic.stats().gaps, 0);
+
+    // Beyond the history: a counted jump, then delivery goes on.
+    assert_eq!(
+        topic.ingest(numbered(1, 9), &fanout),
+        Ingested::Gap {
+            expected: 6,
+            new_epoch: false
+        }
+    );
+    topic.catch_up(Epoch::from_u64(1), 9, vec![numbered(1, 9)], &fanout);
+    assert_eq!(seqs(&inbox[0]), [9]);
+    let stats = topic.stats();
+    assert_eq!((stats.gaps, stats.gap_skipped), (1, 3));
+
+    // A new epoch (the bus lost its state) is a gap too.
+    let other = topic.ingest(numbered(2, 1), &fanout);
+    assert_eq!(
+        other,
+        Ingested::Gap {
+            expected: 10,
+            new_epoch: true
+        }
+    );
+    assert_eq!(topic.skip_to(Epoch::from_u64(2), 1), Some(0));
+    assert_eq!(topic.ingest(numbered(2, 1), &fanout), Ingested::Delivered);
+    assert_eq!(topic.epoch(), Epoch::from_u64(2));
+}
