@@ -97,10 +97,9 @@ struct TopicState {
     /// What this topic is charged to until it holds retained state.
     charge: Option<Charge>,
     retired: bool,
-    /// Whether its state comes from the bus, and how far (see `follow.rs`).
+    /// Whether its state comes from the bus, and how far (`follow.rs`).
     follow: Follow,
-    /// Gaps on the bus delivered as a jump in the sequence, and the
-    /// messages they skipped.
+    /// Gaps on the bus delivered as a jump, and the messages they skipped.
     gaps: u64,
     gap_skipped: u64,
 }
@@ -316,9 +315,8 @@ impl Topic {
         }
         state.shard_subscribers[shard] += 1;
         state.subscribers += 1;
-        // A subscriber that did not wait for the catch-up
-        // (`ConnCtx::prepare`) still makes the topic followed: it starts
-        // from what is here, and the catch-up reaches it as live messages.
+        // A subscriber that did not wait (`ConnCtx::prepare`) still makes
+        // the topic followed; its live messages start after the catch-up.
         let follow = state.follow == Follow::Cold;
         if follow {
             state.follow = Follow::Syncing(Vec::new());

@@ -277,21 +277,25 @@ impl Worker {
                 session.sink.subscribe(&channel).await?;
                 self.catch_up(&mut session.commands, scripts, &topic).await
             }
-            Control::Unfollow(topic) => {
-                let channel = self.keys(&topic).channel;
-                if followed
-                    .get(&channel)
-                    .is_some_and(|t| Arc::ptr_eq(t, &topic))
-                {
-                    followed.remove(&channel);
-                    self.health
-                        .followed
-                        .store(followed.len(), Ordering::Relaxed);
-                    session.sink.unsubscribe(&channel).await?;
-                }
-                Ok(())
-            }
+            Control::Unfollow(topic) => match self.forget(followed, &topic) {
+                Some(channel) => session.sink.unsubscribe(&channel).await,
+                None => Ok(()),
+            },
         }
+    }
+
+    /// Forgets `topic` (not a newer topic of the same name); returns its
+    /// channel if it was followed.
+    fn forget(&self, followed: &mut Followed, topic: &Arc<Topic>) -> Option<String> {
+        let channel = self.keys(topic).channel;
+        let ours = followed
+            .get(&channel)
+            .is_some_and(|t| Arc::ptr_eq(t, topic));
+        let forgotten = ours.then(|| followed.remove(&channel)).flatten();
+        self.health
+            .followed
+            .store(followed.len(), Ordering::Relaxed);
+        forgotten.map(|_| channel)
     }
 
     /// Follow requests while Redis is unreachable: remembered for the next
@@ -303,13 +307,7 @@ impl Worker {
                 self.engine.settle(&topic);
             }
             Control::Unfollow(topic) => {
-                let channel = self.keys(&topic).channel;
-                if followed
-                    .get(&channel)
-                    .is_some_and(|t| Arc::ptr_eq(t, &topic))
-                {
-                    followed.remove(&channel);
-                }
+                self.forget(followed, &topic);
             }
         }
         self.health
