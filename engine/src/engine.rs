@@ -333,15 +333,6 @@ impl Engine {
         self.shared.publish(topic, publication, usize::MAX)
     }
 
-    /// Delivers to this process's subscribers without going through the
-    /// broker: the entry point for a broker's receiving side.
-    pub fn fanout(&self, topic: &Topic, publication: Publication) -> Result<u64, PublishError> {
-        let Some(_in_flight) = self.shared.publishing.enter(usize::MAX) else {
-            return Err(PublishError::ShuttingDown);
-        };
-        self.shared.fanout().deliver(topic, publication)
-    }
-
     /// WebSocket connections open or being opened (their slot reserved).
     pub fn connections(&self) -> usize {
         self.shared.gate.websockets()

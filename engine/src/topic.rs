@@ -48,19 +48,6 @@ pub struct Retired;
 #[derive(Debug)]
 pub(crate) struct Rejected(pub(crate) Publication);
 
-#[cold]
-fn log_overflow(last: &mut Option<Instant>, topic: &str, total: u64) {
-    let now = Instant::now();
-    if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-        *last = Some(now);
-        warn!(
-            topic,
-            dropped_total = total,
-            "shard inbox full: deliveries dropped (server overloaded)"
-        );
-    }
-}
-
 /// A topic. Shared by all shards; its state sits behind its own lock.
 #[derive(Debug)]
 pub struct Topic {
@@ -162,16 +149,30 @@ impl Stamped<'_> {
         &self.state.shard_subscribers
     }
 
-    /// Counts `subscribers` deliveries lost to a full shard inbox.
-    #[cold]
+    /// Counts `deliveries` lost to a full shard inbox.
     pub(crate) fn overflowed(&mut self, deliveries: u64) {
-        let state = &mut *self.state;
-        state.overflow_dropped += deliveries;
-        log_overflow(
-            &mut state.overflow_logged,
-            self.name,
-            state.overflow_dropped,
-        );
+        self.state.overflowed(self.name, deliveries);
+    }
+}
+
+impl TopicState {
+    /// Counts `deliveries` lost to a full shard inbox (logged at most once
+    /// a second per topic).
+    #[cold]
+    fn overflowed(&mut self, topic: &str, deliveries: u64) {
+        self.overflow_dropped += deliveries;
+        let now = Instant::now();
+        if self
+            .overflow_logged
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            self.overflow_logged = Some(now);
+            warn!(
+                topic,
+                dropped_total = self.overflow_dropped,
+                "shard inbox full: deliveries dropped (server overloaded)"
+            );
+        }
     }
 }
 

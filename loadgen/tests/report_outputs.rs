@@ -5,70 +5,37 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 use base64::Engine as _;
+use common::text;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use serde_json::Value;
-use shardcast_server::{RawConfig, Server};
-
-const KEY: &str = "loadgen-test-key";
-
-/// A server declaring `channels`, no demo feed, one key with every role,
-/// no per-connection delivery rate limit (the loadgen's own target).
-fn server(channels: &[&str]) -> Server {
-    let toml = format!(
-        r#"
-listen = "127.0.0.1:0"
-shards = 1
-pin_threads = false
-demo = false
-channels = {}
-
-[telemetry]
-rate_limit_per_second = 0
-
-[[api_keys]]
-key = "{KEY}"
-roles = ["subscribe", "publish", "admin"]
-"#,
-        serde_json::to_string(channels).unwrap()
-    );
-    let config = RawConfig::from_toml(&toml)
-        .expect("config parses")
-        .validate()
-        .expect("config is valid");
-    Server::start(config).expect("server starts")
-}
+use shardcast_server::Server;
 
 /// Runs the loadgen against `server`: few connections, a short run, and `extra` flags.
 fn loadgen(server: &Server, extra: &[&str]) -> Output {
     let url = format!("ws://{}", server.local_addr());
-    Command::new(env!("CARGO_BIN_EXE_shardcast-loadgen"))
-        .args(["--url", &url, "--api-key", KEY])
-        .args(["--connections", "20", "--topics", "4"])
-        .args([
-            "--warmup",
-            "0.5",
-            "--duration",
-            "2.5",
-            "--progress-every",
-            "0.5",
-        ])
-        .args(extra)
-        .output()
-        .expect("the loadgen runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    let mut flags = vec!["--url", &url, "--connections", "20", "--topics", "4"];
+    flags.extend([
+        "--warmup",
+        "0.5",
+        "--duration",
+        "2.5",
+        "--progress-every",
+        "0.5",
+    ]);
+    flags.extend(extra);
+    common::loadgen(&flags)
 }
 
 #[test]
 fn json_goes_alone_to_stdout_and_progress_to_stderr() {
-    let server = server(&["load.*"]);
+    let server = common::server(&["load.*"], "");
     let out = loadgen(&server, &["--rate", "200", "--json"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     let report: Value = serde_json::from_str(&stdout)
@@ -91,7 +58,7 @@ fn json_goes_alone_to_stdout_and_progress_to_stderr() {
 #[test]
 fn the_connections_scenario_passes_without_publishing() {
     // Idle connections: nothing is published, so no sample is owed.
-    let server = server(&["load.*"]);
+    let server = common::server(&["load.*"], "");
     let out = loadgen(&server, &["--scenario", "connections"]);
     let stdout = text(&out.stdout);
     assert_eq!(
@@ -107,7 +74,7 @@ fn the_connections_scenario_passes_without_publishing() {
 #[test]
 fn channels_the_server_refuses_are_named_with_a_fix_and_fail_the_run() {
     // The server's own channels only: nothing under load.* exists.
-    let server = server(&[]);
+    let server = common::server(&[], "");
     let out = loadgen(&server, &["--rate", "200"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
@@ -133,7 +100,7 @@ fn channels_the_server_refuses_are_named_with_a_fix_and_fail_the_run() {
 
 #[test]
 fn the_report_dir_holds_a_page_the_json_and_an_hlog_of_every_sample() {
-    let server = server(&["load.*"]);
+    let server = common::server(&["load.*"], "");
     let dir = scratch_dir("report");
     let report = dir.to_str().unwrap();
     let out = loadgen(&server, &["--rate", "200", "--json", "--report", report]);

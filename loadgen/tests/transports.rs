@@ -4,13 +4,12 @@
 //! accounting included; without the right root it refuses to run.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use serde_json::Value;
-use shardcast_server::{RawConfig, Server};
+mod common;
 
-const KEY: &str = "loadgen-test-key";
+use serde_json::Value;
+use shardcast_server::Server;
 
 /// The certificate's PEM files, removed on drop.
 struct Cert(PathBuf);
@@ -42,33 +41,12 @@ impl Drop for Cert {
 }
 
 fn tls_server(cert: &Cert) -> Server {
-    let toml = format!(
-        r#"
-listen = "127.0.0.1:0"
-shards = 1
-pin_threads = false
-demo = false
-channels = ["load.*"]
-
-[telemetry]
-rate_limit_per_second = 0
-
-[tls]
-cert = "{}"
-key = "{}"
-
-[[api_keys]]
-key = "{KEY}"
-roles = ["subscribe", "publish", "admin"]
-"#,
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"",
         cert.file("cert.pem"),
-        cert.file("key.pem"),
+        cert.file("key.pem")
     );
-    let config = RawConfig::from_toml(&toml)
-        .expect("config parses")
-        .validate()
-        .expect("config is valid");
-    Server::start(config).expect("server starts")
+    common::server(&["load.*"], &tls)
 }
 
 #[test]
@@ -150,9 +128,7 @@ fn a_server_certificate_the_roots_do_not_hold_is_refused() {
 /// Runs the loadgen over TLS against `server`, trusting the roots in `ca`.
 fn loadgen(server: &Server, ca: &str, flags: &[&str]) -> std::process::Output {
     let url = format!("wss://{}", server.local_addr());
-    Command::new(env!("CARGO_BIN_EXE_shardcast-loadgen"))
-        .args(["--url", &url, "--api-key", KEY, "--tls-ca", ca])
-        .args(flags)
-        .output()
-        .expect("the loadgen runs")
+    let mut all = vec!["--url", &url, "--tls-ca", ca];
+    all.extend(flags);
+    common::loadgen(&all)
 }

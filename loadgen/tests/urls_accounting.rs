@@ -7,49 +7,14 @@
 //!
 //! Two distinct nodes behind a broker are not tested here.
 
-use std::process::{Command, Output};
+mod common;
 
+use common::{loadgen, text};
 use serde_json::Value;
-use shardcast_server::{RawConfig, Server};
+use shardcast_server::Server;
 
-const KEY: &str = "loadgen-test-key";
-
-/// A server declaring `load.*`, no demo feed, one key with every role, no
-/// per-connection delivery rate limit.
 fn server() -> Server {
-    let toml = format!(
-        r#"
-listen = "127.0.0.1:0"
-shards = 1
-pin_threads = false
-demo = false
-channels = ["load.*"]
-
-[telemetry]
-rate_limit_per_second = 0
-
-[[api_keys]]
-key = "{KEY}"
-roles = ["subscribe", "publish", "admin"]
-"#
-    );
-    let config = RawConfig::from_toml(&toml)
-        .expect("config parses")
-        .validate()
-        .expect("config is valid");
-    Server::start(config).expect("server starts")
-}
-
-fn loadgen(flags: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardcast-loadgen"))
-        .args(["--api-key", KEY])
-        .args(flags)
-        .output()
-        .expect("the loadgen runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    common::server(&["load.*"], "")
 }
 
 #[test]

@@ -171,7 +171,14 @@ async fn a_broker_lost_mid_stream_refuses_publishes_and_the_gap_is_visible() {
     let port = redis.port;
     let a = node(&redis.url(), "a", "");
     let b = node(&redis.url(), "b", "");
-    let mut on_b = b.subscriber(&["t1"]).await;
+    let mut on_b = b.telemetry("").await;
+    send_json(
+        &mut on_b,
+        json!({"action": "subscribe", "channels": ["t1"], "positions": true}),
+    )
+    .await;
+    let ack = next_of_type(&mut on_b, "ack").await;
+    let epoch = ack["positions"]["t1"]["epoch"].as_str().unwrap().to_owned();
     for n in 1..=3 {
         a.publish("t1", json!({"n": n}), None).await;
     }
@@ -214,9 +221,65 @@ async fn a_broker_lost_mid_stream_refuses_publishes_and_the_gap_is_visible() {
     // message, never a silent merge of the two runs.
     let event = next_of_type(&mut on_b, "event").await;
     assert_eq!(event["data"], json!({"n": 4}), "{event}");
-    assert_eq!(event["seq"].as_u64(), Some(seq));
+    assert_eq!((seq, event["seq"].as_u64()), (1, Some(1)), "a new run");
     let metrics = b.metrics().await;
     assert!(metric(&metrics, "shardcast_broker_reconnects_total") >= 1.0);
+    // A client resuming in the old run is told it cannot, on any node.
+    for server in [&a, &b] {
+        let mut late = server.telemetry("").await;
+        send_json(
+            &mut late,
+            json!({"action": "subscribe", "channels": ["t1"],
+                   "resume": {"t1": {"epoch": epoch, "seq": 3}}}),
+        )
+        .await;
+        let ack = next_of_type(&mut late, "ack").await;
+        assert_ne!(ack["positions"]["t1"]["epoch"], epoch.as_str(), "{ack}");
+        let error = next_of_type(&mut late, "error").await;
+        assert_eq!(error["code"], "RESUME_FAILED", "{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_on_the_bus_is_counted_and_dropped_not_delivered() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let a = node(&redis.url(), "a", "");
+    let mut on_a = a.subscriber(&["t1"]).await;
+    // Something else publishes on the channel: not a message of ours.
+    for garbage in ["", "nonsense", "0000000000000001:1:a:1:e:1:999:x"] {
+        let published = redis_command(redis.port, &["PUBLISH", "shardcast:{t1}", garbage]).await;
+        assert_eq!(published, ":1\r\n", "node a listens on the channel");
+    }
+    assert_eq!(a.publish("t1", json!({"n": 1}), None).await, 1);
+    let event = next_of_type(&mut on_a, "event").await;
+    assert_eq!(
+        (event["seq"].as_u64(), &event["data"]),
+        (Some(1), &json!({"n": 1}))
+    );
+    assert_silent(&mut on_a, Duration::from_millis(300)).await;
+    let metrics = a.metrics().await;
+    assert_eq!(metric(&metrics, "shardcast_broker_malformed_total"), 3.0);
+}
+
+/// Sends one command to Redis in RESP; returns the raw reply.
+async fn redis_command(port: u16, args: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("redis reachable");
+    stream.write_all(command.as_bytes()).await.unwrap();
+    let mut reply = vec![0; 256];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut reply))
+        .await
+        .expect("redis answers")
+        .unwrap();
+    String::from_utf8_lossy(&reply[..n]).into_owned()
 }
 
 /// A metric's value (the first sample of that name).

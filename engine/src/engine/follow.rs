@@ -34,13 +34,16 @@ impl Engine {
 
     /// Catches `topic` up with the bus: its `epoch`, `last` sequence number
     /// and the `history` the bus holds (any order); then wakes the
-    /// connections waiting to subscribe to it.
-    pub fn catch_up(&self, topic: &Topic, epoch: Epoch, last: u64, history: Vec<Numbered>) {
+    /// connections waiting to subscribe to it. Returns how many messages
+    /// its subscribers missed that the history no longer held (they see
+    /// the sequence jump): 0 when the catch-up repaired every gap.
+    pub fn catch_up(&self, topic: &Topic, epoch: Epoch, last: u64, history: Vec<Numbered>) -> u64 {
         let Some(_in_flight) = self.shared.publishing.enter(usize::MAX) else {
-            return;
+            return 0;
         };
-        let waiters = topic.catch_up(epoch, last, history, &self.shared.fanout());
+        let (waiters, skipped) = topic.catch_up(epoch, last, history, &self.shared.fanout());
         self.shared.wake(waiters);
+        skipped
     }
 
     /// Gives up on `topic`'s catch-up (the bus cannot answer): connections

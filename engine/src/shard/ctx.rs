@@ -288,6 +288,13 @@ impl ConnCtx<'_> {
         self.shard.prepare(self.conn, topics, quota)
     }
 
+    /// Whether the client message being handled was held for its topics
+    /// ([`ConnCtx::prepare`]) and is handed over again: a protocol that
+    /// limits its clients' commands admitted it the first time.
+    pub fn redelivered(&self) -> bool {
+        self.shard.parking.redelivering()
+    }
+
     /// Tells the client, in the frame `refusal` makes, if the bus refuses
     /// `published` (a publish is answered only when it fails). The answer
     /// comes after this callback: as a reply of no particular client

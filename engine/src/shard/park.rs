@@ -18,11 +18,20 @@
 //!    its shard's inbox ([`ShardCommand::Resume`](super::ShardCommand));
 //!    so does [`PARK_LIMIT`] passing, whatever the broker does;
 //! 4. the connection's task hands the command to the session again, this
-//!    time with [`ConnCtx::prepare`] answering yes (a command waits once),
-//!    then the frames queued behind it, each of which may wait in turn;
+//!    time with [`ConnCtx::prepare`] answering yes (a command waits once)
+//!    and [`ConnCtx::redelivered`] saying so (the engine counted it, and a
+//!    protocol limiting commands admitted it, the first time), then the
+//!    frames queued behind it, each of which may wait in turn;
 //! 5. reading resumes.
 //!
+//! The copy of step 1 is made of every client message while the broker is
+//! external, since the session may parse in place before it knows it must
+//! wait: one allocation and copy per client message (commands, and the
+//! frames of `/ws/publish`, whose publish then waits a round trip to the
+//! bus anyway), never per delivery.
+//!
 //! [`ConnCtx::prepare`]: super::ConnCtx::prepare
+//! [`ConnCtx::redelivered`]: super::ConnCtx::redelivered
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -75,6 +84,12 @@ impl Parking {
             enabled,
             ..Self::default()
         }
+    }
+
+    /// Whether the client message being handled is a held command handed
+    /// over again (counted, and admitted by its protocol, the first time).
+    pub(super) fn redelivering(&self) -> bool {
+        self.redelivering.get()
     }
 }
 

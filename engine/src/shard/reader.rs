@@ -189,7 +189,8 @@ fn counted<R>(shard: &ShardState, conn: &Conn, handle: impl FnOnce() -> R) -> R 
     let out = handle();
     let mut counts = shard.client_messages.borrow_mut();
     let format = &mut counts[conn.delivery.format.index()];
-    format.received += 1;
+    // A held command handed over again was counted when it came.
+    format.received += u64::from(!shard.parking.redelivering());
     format.answered_error += u64::from(shard.answered_error.take());
     out
 }

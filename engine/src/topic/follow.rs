@@ -126,11 +126,6 @@ impl Topic {
         }
     }
 
-    /// Whether the topic waits for its catch-up.
-    pub fn is_syncing(&self) -> bool {
-        matches!(self.state.lock().follow, Follow::Syncing(_))
-    }
-
     /// Takes one numbered message (steps 1-3 of the module docs).
     pub(crate) fn ingest(&self, numbered: Numbered, local: &Fanout<'_>) -> Ingested {
         let mut state = self.state.lock();
@@ -164,15 +159,16 @@ impl Topic {
     }
 
     /// Catches up with the bus: the topic's `epoch`, its `last` sequence
-    /// number and `history` (oldest first; keyed entries older than the
-    /// ring may come before it). Returns the connections to wake.
+    /// number and `history` (any order). Returns the connections to wake,
+    /// and how many missed messages the history no longer held (delivered
+    /// as a jump: 0 when the catch-up repaired everything).
     pub(crate) fn catch_up(
         &self,
         epoch: Epoch,
         last: u64,
         history: Vec<Numbered>,
         local: &Fanout<'_>,
-    ) -> Vec<Waiter> {
+    ) -> (Vec<Waiter>, u64) {
         let mut state = self.state.lock();
         let (waiters, first) = match std::mem::replace(&mut state.follow, Follow::Live) {
             Follow::Syncing(waiters) => (waiters, true),
@@ -180,7 +176,7 @@ impl Topic {
             other => {
                 // Unfollowed (or local) meanwhile: this catch-up is stale.
                 state.follow = other;
-                return Vec::new();
+                return (Vec::new(), 0);
             }
         };
         if first || state.subscribers == 0 {
@@ -211,9 +207,10 @@ impl Topic {
                 state.history.clear_ring(&self.budget);
             }
             state.seq = last;
-            return waiters;
+            return (waiters, 0);
         }
         // Subscribers here: what they missed comes as live messages.
+        let mut skipped = 0;
         let newer = history
             .into_iter()
             .filter(|n| n.epoch != self.epoch() || n.seq > state.seq);
@@ -222,15 +219,17 @@ impl Topic {
         let run_start = contiguous_tail(&newer, last);
         for numbered in newer.into_iter().skip(run_start) {
             if numbered.epoch != self.epoch() || numbered.seq != state.seq + 1 {
-                let _ = self.jump(&mut state, numbered.epoch, numbered.seq - 1);
+                skipped += self
+                    .jump(&mut state, numbered.epoch, numbered.seq - 1)
+                    .unwrap_or(0);
             }
             self.take(&mut state, numbered, local);
         }
         if state.seq < last || self.epoch() != epoch {
             // The bus holds no history to show: the next message is `last + 1`.
-            let _ = self.jump(&mut state, epoch, last);
+            skipped += self.jump(&mut state, epoch, last).unwrap_or(0);
         }
-        waiters
+        (waiters, skipped)
     }
 
     /// Gives up waiting for the catch-up (the bus is unreachable): the
@@ -266,11 +265,6 @@ impl Topic {
         Cooled::Unfollow
     }
 
-    /// Whether the topic is followed on the bus.
-    pub fn is_followed(&self) -> bool {
-        self.state.lock().follow.is_followed()
-    }
-
     /// Moves the topic to `(epoch, last)`, counting the gap; returns how
     /// many messages it skipped (`None`: no gap).
     fn jump(&self, state: &mut TopicState, epoch: Epoch, last: u64) -> Option<u64> {
@@ -299,9 +293,9 @@ impl Topic {
         if !transient {
             let _ = state.history.record(&msg, &self.budget);
         }
-        let overflowed = local.offer(&msg, &state.shard_subscribers);
-        if overflowed > 0 {
-            state.overflow_dropped += overflowed;
+        let lost = local.offer(&msg, &state.shard_subscribers);
+        if lost > 0 {
+            state.overflowed(&self.name, lost);
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::follow::{Ingested, Numbered};
+use super::follow::{Ingested, Numbered, Waiter};
 use crate::broker::Fanout;
 use crate::registry::{RegistryConfig, TopicRegistry};
 use crate::sansio::history::HistoryLimits;
@@ -14,6 +14,37 @@ use crate::sansio::message::MessageKind;
 use crate::sansio::pattern::ChannelRules;
 use crate::sansio::replay::{Position, Replay};
 use crate::shard::ShardInbox;
+
+/// A connection waiting for a catch-up.
+const WAITER: Waiter = (
+    0,
+    ConnKey {
+        index: 0,
+        generation: 0,
+    },
+);
+
+/// One shard's inbox, and a registry whose topics are numbered on a bus.
+struct Bus {
+    registry: TopicRegistry,
+    inbox: [ShardInbox; 1],
+}
+
+impl Bus {
+    fn new() -> Self {
+        Self {
+            registry: followed_registry(),
+            inbox: [ShardInbox::new(64)],
+        }
+    }
+
+    fn fanout(&self) -> Fanout<'_> {
+        Fanout {
+            inboxes: &self.inbox,
+            topics: &self.registry,
+        }
+    }
+}
 
 fn followed_registry() -> TopicRegistry {
     TopicRegistry::new(RegistryConfig {
@@ -50,20 +81,10 @@ fn seqs(inbox: &ShardInbox) -> Vec<u64> {
 
 #[test]
 fn a_cold_topic_waits_for_its_catch_up_then_resumes_from_the_bus_history() {
-    let registry = followed_registry();
-    let inbox = [ShardInbox::new(64)];
-    let fanout = Fanout {
-        inboxes: &inbox,
-        topics: &registry,
-    };
-    let topic = registry.resolve("t", None).unwrap();
-    let waiter = (
-        0,
-        ConnKey {
-            index: 0,
-            generation: 0,
-        },
-    );
+    let bus = Bus::new();
+    let fanout = bus.fanout();
+    let topic = bus.registry.resolve("t", None).unwrap();
+    let waiter = WAITER;
     assert_eq!(topic.want(waiter), Err(true), "the first asks to follow");
     assert_eq!(topic.want(waiter), Err(false), "then waits");
     // Not caught up: nothing is taken from the bus yet.
@@ -71,7 +92,7 @@ fn a_cold_topic_waits_for_its_catch_up_then_resumes_from_the_bus_history() {
     let history = (3..=9).map(|seq| numbered(7, seq)).collect();
     assert_eq!(
         topic.catch_up(Epoch::from_u64(7), 9, history, &fanout),
-        vec![waiter]
+        (vec![waiter], 0)
     );
     assert_eq!(topic.want(waiter), Ok(()));
     // The ring keeps the last 4: a resume after 5 is served, after 4 is not.
@@ -103,20 +124,10 @@ fn a_cold_topic_waits_for_its_catch_up_then_resumes_from_the_bus_history() {
 
 #[test]
 fn numbered_messages_are_taken_once_in_order_and_a_gap_is_reported() {
-    let registry = followed_registry();
-    let inbox = [ShardInbox::new(64)];
-    let fanout = Fanout {
-        inboxes: &inbox,
-        topics: &registry,
-    };
-    let topic = registry.resolve("t", None).unwrap();
-    let _ = topic.want((
-        0,
-        ConnKey {
-            index: 0,
-            generation: 0,
-        },
-    ));
+    let bus = Bus::new();
+    let fanout = bus.fanout();
+    let topic = bus.registry.resolve("t", None).unwrap();
+    let _ = topic.want(WAITER);
     topic.catch_up(Epoch::from_u64(1), 0, Vec::new(), &fanout);
     topic.subscribe(0, Replay::None).unwrap();
     assert_eq!(topic.ingest(numbered(1, 1), &fanout), Ingested::Delivered);
@@ -130,12 +141,12 @@ fn numbered_messages_are_taken_once_in_order_and_a_gap_is_reported() {
             new_epoch: false
         }
     );
-    assert_eq!(seqs(&inbox[0]), [1, 2]);
+    assert_eq!(seqs(&bus.inbox[0]), [1, 2]);
 
     // Repaired from the bus's history: 3 and 4 come as live messages.
     let history = (1..=5).map(|seq| numbered(1, seq)).collect();
-    topic.catch_up(Epoch::from_u64(1), 5, history, &fanout);
-    assert_eq!(seqs(&inbox[0]), [3, 4, 5]);
+    assert_eq!(topic.catch_up(Epoch::from_u64(1), 5, history, &fanout).1, 0);
+    assert_eq!(seqs(&bus.inbox[0]), [3, 4, 5]);
     assert_eq!(topic.stats().gaps, 0);
 
     // Beyond the history: a counted jump, then delivery goes on.
@@ -146,8 +157,10 @@ fn numbered_messages_are_taken_once_in_order_and_a_gap_is_reported() {
             new_epoch: false
         }
     );
-    topic.catch_up(Epoch::from_u64(1), 9, vec![numbered(1, 9)], &fanout);
-    assert_eq!(seqs(&inbox[0]), [9]);
+    let skipped = topic
+        .catch_up(Epoch::from_u64(1), 9, vec![numbered(1, 9)], &fanout)
+        .1;
+    assert_eq!((skipped, seqs(&bus.inbox[0])), (3, vec![9]));
     let stats = topic.stats();
     assert_eq!((stats.gaps, stats.gap_skipped), (1, 3));
 

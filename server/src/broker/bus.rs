@@ -246,13 +246,12 @@ impl Worker {
                 new_epoch,
             }) => {
                 BusHealth::add(&self.health.gaps_detected, 1);
-                let skipped_before = topic.stats().gaps;
-                self.catch_up(&mut session.commands, scripts, topic).await?;
-                if topic.stats().gaps == skipped_before {
+                let skipped = self.catch_up(&mut session.commands, scripts, topic).await?;
+                if skipped == 0 {
                     BusHealth::add(&self.health.gaps_repaired, 1);
                     info!(topic = %topic.name(), expected, "gap on the bus repaired from its history");
                 } else {
-                    warn!(topic = %topic.name(), expected, new_epoch, "gap on the bus beyond its history: subscribers see the sequence jump");
+                    warn!(topic = %topic.name(), expected, new_epoch, skipped, "gap on the bus beyond its history: subscribers see the sequence jump");
                 }
                 Ok(())
             }
@@ -275,7 +274,9 @@ impl Worker {
                     .followed
                     .store(followed.len(), Ordering::Relaxed);
                 session.sink.subscribe(&channel).await?;
-                self.catch_up(&mut session.commands, scripts, &topic).await
+                self.catch_up(&mut session.commands, scripts, &topic)
+                    .await?;
+                Ok(())
             }
             Control::Unfollow(topic) => match self.forget(followed, &topic) {
                 Some(channel) => session.sink.unsubscribe(&channel).await,
@@ -315,13 +316,17 @@ impl Worker {
             .store(followed.len(), Ordering::Relaxed);
     }
 
-    /// Reads a topic's state from Redis and catches the engine up with it.
+    /// Reads a topic's state from Redis and catches the engine up with it;
+    /// returns how many missed messages Redis no longer held (see
+    /// `Engine::catch_up`). An error that is not the connection's (Redis
+    /// refusing the script) lets the topic's subscribers go on with what
+    /// is here; a connection error ends the session.
     async fn catch_up(
         &self,
         commands: &mut MultiplexedConnection,
         scripts: &Scripts,
         topic: &Arc<Topic>,
-    ) -> Result<(), RedisError> {
+    ) -> Result<u64, RedisError> {
         let keys = self.keys(topic);
         let candidate = format!("{}", Epoch::fresh());
         let loaded: Result<Loaded, RedisError> = scripts
@@ -336,16 +341,19 @@ impl Worker {
         let (epoch, last, history, snapshot) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
-                // Its subscribers go on with what is here; the next session
-                // catches it up again.
                 self.engine.settle(topic);
-                return Err(e);
+                if connection_lost(&e) {
+                    // The next session catches it up again.
+                    return Err(e);
+                }
+                warn!(topic = %topic.name(), error = %e, "Redis refused a catch-up; subscribers go on with what this server has");
+                return Ok(0);
             }
         };
         let Ok(epoch) = u64::from_str_radix(&epoch, 16) else {
             BusHealth::add(&self.health.malformed, 1);
             self.engine.settle(topic);
-            return Ok(());
+            return Ok(0);
         };
         let mut messages: Vec<Numbered> = Vec::with_capacity(history.len() + snapshot.len());
         for raw in history.iter().chain(&snapshot) {
@@ -354,12 +362,22 @@ impl Worker {
                 Err(_) => BusHealth::add(&self.health.malformed, 1),
             }
         }
-        self.engine
-            .catch_up(topic, Epoch::from_u64(epoch), last, messages);
-        Ok(())
+        Ok(self
+            .engine
+            .catch_up(topic, Epoch::from_u64(epoch), last, messages))
     }
 
     pub(super) fn keys(&self, topic: &Topic) -> TopicKeys {
         TopicKeys::new(&self.config.prefix, topic.name())
     }
+}
+
+/// Whether `e` means the session with Redis is over: the connection is
+/// gone or silent, or Redis forgot the scripts (a restart, `SCRIPT FLUSH`),
+/// which the next session loads again.
+pub(super) fn connection_lost(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }

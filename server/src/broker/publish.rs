@@ -11,7 +11,7 @@ use redis::RedisError;
 use shardcast_engine::{Epoch, PublishError};
 use tokio::sync::mpsc;
 
-use super::bus::Worker;
+use super::bus::{connection_lost, Worker};
 use super::keys::{Scripts, TopicKeys};
 use super::redis::Job;
 use super::BusHealth;
@@ -75,7 +75,7 @@ impl Worker {
                 for job in batch {
                     self.refuse(job, &error);
                 }
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                if connection_lost(&e) {
                     Err(e)
                 } else {
                     Ok(())

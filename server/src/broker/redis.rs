@@ -120,11 +120,15 @@ impl Broker for RedisBroker {
             reply,
             queued_at: Instant::now(),
         };
-        match self.jobs.try_send(job) {
-            Ok(()) => {
-                self.health.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(Published::Pending(pending))
-            }
+        // Counted before it is queued: the bus thread counts it out as soon
+        // as it takes it, which may be before `try_send` returns.
+        self.health.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self.jobs.try_send(job);
+        if sent.is_err() {
+            self.health.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
+            Ok(()) => Ok(Published::Pending(pending)),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 BusHealth::add(&self.health.overloaded, 1);
                 Err(PublishError::Overloaded {
@@ -166,6 +170,11 @@ impl Bus for RedisBroker {
         let Some(receivers) = self.receivers.lock().take() else {
             return;
         };
+        tracing::info!(
+            node = %self.config.node_id,
+            url = %redacted(&self.config.url),
+            "broker: redis; this server's name on the bus is its node id"
+        );
         let worker = bus::Worker {
             config: self.config.clone(),
             retention: self.retention,

@@ -22,6 +22,7 @@ mod ondemand;
 
 pub use ondemand::{Feed, FeedRefused, Producers, MAX_PER_PEER, MAX_PRODUCERS};
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use shardcast_engine::{Engine, Topic};
+use shardcast_engine::{Engine, PublishError, Topic};
 use tracing::{info, warn};
 
 const SYMBOLS: [(&str, &str, f64); 20] = [
@@ -265,7 +266,7 @@ fn run(engine: &Engine, stop: &AtomicBool) {
             if let Err(e) =
                 engine.publish(&topics.risk, None, Bytes::copy_from_slice(buf.as_bytes()))
             {
-                warn!(error = %e, "demo publish failed");
+                publish_failed(&e);
             }
         }
         tick += 1;
@@ -279,6 +280,24 @@ fn publish(engine: &Engine, topic: &Arc<Topic>, key: &str, json: &str) {
         Some(key.into()),
         Bytes::copy_from_slice(json.as_bytes()),
     ) {
-        warn!(error = %e, "demo publish failed");
+        publish_failed(&e);
     }
+}
+
+/// Logs a refused demo publish, at most once every 10 s with how many were
+/// refused meanwhile: while a broker is unreachable every tick fails.
+fn publish_failed(e: &PublishError) {
+    thread_local! {
+        static LOGGED: Cell<(Option<Instant>, u64)> = const { Cell::new((None, 0)) };
+    }
+    LOGGED.with(|logged| {
+        let (last, refused) = logged.get();
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(10)) {
+            logged.set((last, refused + 1));
+            return;
+        }
+        warn!(error = %e, refused = refused + 1, "demo publishes refused");
+        logged.set((Some(now), 0));
+    });
 }

@@ -326,7 +326,8 @@ impl Session for TelemetrySession {
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
         let limit = self.app.config.telemetry.commands;
         let now_ns = self.opened.elapsed().as_nanos() as u64;
-        if !self.commands.try_acquire(limit, now_ns) {
+        // A command held for its channels was admitted when it first came.
+        if !ctx.redelivered() && !self.commands.try_acquire(limit, now_ns) {
             ctx.send_error(error_frame(
                 ErrorCode::RateLimited,
                 "too many commands: see telemetry.commands_per_second; this one was ignored",
