@@ -93,21 +93,14 @@ pub async fn publish_item(
 /// Hands one parsed message to the broker without waiting for its answer:
 /// a batch submits every message first, in order, then waits for them all.
 pub fn submit_item(shard: &LocalShard, principal: &Principal, item: PublishItem<'_>) -> Submitted {
-    let channel = item.channel.clone().into_owned();
-    let refused = |error: ApiError| Submitted {
-        channel: truncate(&channel, MAX_NAME_LEN).to_owned(),
-        outcome: Err(error),
-    };
-    let publication = match item.admit(principal) {
-        Ok(publication) => publication,
-        Err(error) => return refused(error),
-    };
-    match shard.publish(&item.channel, publication, Some(&principal.quota)) {
-        Ok(published) => Submitted {
-            outcome: Ok(published),
-            channel,
-        },
-        Err(e) => refused(publish_error(&e)),
+    let outcome = item.admit(principal).and_then(|publication| {
+        shard
+            .publish(&item.channel, publication, Some(&principal.quota))
+            .map_err(|e| publish_error(&e))
+    });
+    Submitted {
+        channel: item.channel.into_owned(),
+        outcome,
     }
 }
 
