@@ -5,7 +5,9 @@
 //! report breaks latency down per node. Urls of mixed schemes, and `--url`
 //! with `--urls`, are refused before anything connects.
 //!
-//! Two distinct nodes behind a broker are not tested here.
+//! Two distinct nodes joined through Redis (a `redis-server` of the test's
+//! own): subscribers on both, publishers on the first, exact accounting
+//! summed over both nodes, a breakdown per node.
 
 mod common;
 
@@ -99,4 +101,56 @@ fn url_and_urls_together_are_refused() {
         stderr.contains("--url") && stderr.contains("--urls"),
         "{stderr}"
     );
+}
+
+#[test]
+fn two_nodes_joined_through_redis_pass_every_check_with_exact_accounting() {
+    let Some(redis) = common::Redis::start() else {
+        return;
+    };
+    let a = common::server(&["load.*"], &redis.broker("a"));
+    let b = common::server(&["load.*"], &redis.broker("b"));
+    let (url_a, url_b) = (
+        format!("ws://{}", a.local_addr()),
+        format!("ws://{}", b.local_addr()),
+    );
+    let urls = format!("{url_a},{url_b}");
+    let out = loadgen(&[
+        "--urls",
+        &urls,
+        "--connections",
+        "20",
+        "--topics",
+        "4",
+        "--rate",
+        "200",
+        "--warmup",
+        "0.5",
+        "--duration",
+        "2.5",
+        "--exact-accounting",
+        "--quiet",
+        "--json",
+    ]);
+    a.shutdown();
+    b.shutdown();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    for check in report["checks"].as_array().expect("checks") {
+        assert_eq!(check["ok"], true, "{check}\n{stderr}");
+    }
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let delivered = report["delivery"]["delivered"].as_u64().unwrap();
+    assert_eq!(report["accounting"]["balanced"], true, "{stdout}");
+    assert_eq!(report["server"]["sent"], delivered, "{stdout}");
+    let nodes = report["nodes"].as_array().expect("a per-node breakdown");
+    assert_eq!(nodes.len(), 2, "{stdout}");
+    for (node, url) in nodes.iter().zip([&url_a, &url_b]) {
+        assert_eq!(node["url"], url.as_str());
+        assert_eq!(node["subscribers"], 10, "{node}");
+        assert!(node["delivered"].as_u64().unwrap() > 0, "{node}");
+    }
+    let overhead = &report["cross_node_overhead_ms"];
+    assert!(overhead["p99"].is_f64(), "{overhead}");
 }

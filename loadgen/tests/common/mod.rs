@@ -52,3 +52,60 @@ pub fn loadgen(flags: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// A `redis-server` of the test's own on an ephemeral loopback port,
+/// killed on drop; `None` (after one loud line) where it is not installed,
+/// except under CI, which installs it (`.ci/run`).
+pub struct Redis {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "redis-server is not installed ({e}) and CI must not skip"
+                );
+                eprintln!("!!! SKIPPED: redis-server is not installed ({e}); apt install redis-server to run this test");
+                return None;
+            }
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(Self { child, port })
+    }
+
+    /// The `[broker]` section of a node named `node` joined through it.
+    pub fn broker(&self, node: &str) -> String {
+        format!(
+            "[broker]\nurl = \"redis://127.0.0.1:{}/0\"\nnode_id = \"{node}\"",
+            self.port
+        )
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
