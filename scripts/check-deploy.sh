@@ -56,7 +56,10 @@ if [ -z "$bin" ]; then
   bin=target/debug/shardcast
 fi
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$bin" --listen "127.0.0.1:${port}" --no-demo --shards 1 --log error &
+# With a broker it cannot reach, so that the broker families (exported only
+# by a server joined through Redis) are there to be named.
+"$bin" --listen "127.0.0.1:${port}" --no-demo --shards 1 --log error \
+  --broker-url redis://127.0.0.1:1/0 &
 server=$!
 
 echo "-- dashboard and rules against the metrics of ${bin}"
