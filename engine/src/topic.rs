@@ -19,9 +19,10 @@
 //! (see the registry) refuses both under the same lock: [`Retired`], or for
 //! a publish the message back, so the caller can resolve the name again.
 //!
-//! Each topic has an [`Epoch`], fixed when it is created: a topic created
-//! again under the same name (after it expired, or in another process)
-//! starts its sequence again under a new epoch.
+//! Each topic has an [`Epoch`]: a topic created again under the same name
+//! (after it expired, or in another process) starts its sequence again
+//! under a new one. With an external broker the bus numbers messages and
+//! holds the epoch; the topic follows it (`follow.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -442,8 +443,6 @@ impl Drop for Charge {
 }
 
 mod follow;
-#[cfg(all(test, not(shardcast_loom)))]
-mod follow_tests;
 #[cfg(all(test, not(shardcast_loom)))]
 mod tests;
 

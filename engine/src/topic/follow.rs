@@ -330,3 +330,6 @@ fn contiguous_tail(sorted: &[Numbered], last: u64) -> usize {
     }
     start
 }
+
+#[cfg(all(test, not(shardcast_loom)))]
+mod tests;

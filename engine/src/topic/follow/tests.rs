@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::follow::{Ingested, Numbered, Waiter};
+use super::{Ingested, Numbered, Waiter};
 use crate::broker::Fanout;
 use crate::registry::{RegistryConfig, TopicRegistry};
 use crate::sansio::history::HistoryLimits;
