@@ -144,10 +144,7 @@ impl Server {
         let (broker, bus) = broker::build(&config.broker, &config.engine);
         let engine = Engine::start(config.engine.clone(), formats, broker)
             .context("cannot start the shard threads")?;
-        let bus = bus.map(|bus| {
-            broker::Bus::start(&*bus, engine.clone());
-            bus as Arc<dyn broker::Bus>
-        });
+        let bus = bus.inspect(|bus| bus.start(engine.clone()));
         let producers = if config.demo {
             Some(demo::Producers::start(engine.clone()).context("cannot start the demo feed")?)
         } else {

@@ -11,19 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
-
-async fn events(ws: &mut Ws, n: usize) -> Vec<Value> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        out.push(next_of_type(ws, "event").await);
-    }
-    out
-}
-
-fn seqs(events: &[Value]) -> Vec<u64> {
-    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_on_one_node_reaches_every_node_once_with_the_same_seq() {
@@ -280,14 +268,4 @@ async fn redis_command(port: u16, args: &[&str]) -> String {
         .expect("redis answers")
         .unwrap();
     String::from_utf8_lossy(&reply[..n]).into_owned()
-}
-
-/// A metric's value (the first sample of that name).
-fn metric(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{exposition}"))
 }

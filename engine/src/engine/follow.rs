@@ -1,5 +1,6 @@
 //! The engine as an external broker's receiving side sees it: messages
-//! numbered on the bus, catch-ups, and topics nobody here wants any more.
+//! numbered on the bus (or relayed, to be numbered here), catch-ups, and
+//! topics nobody here wants any more.
 //! The steps are in `topic/follow.rs`; this is where their answers reach
 //! the shards (waiting connections woken through their shard's inbox).
 //!
@@ -11,6 +12,7 @@ use std::time::Instant;
 use super::{Engine, EngineShared};
 use crate::broker::PublishError;
 use crate::sansio::ids::Epoch;
+use crate::sansio::message::Publication;
 use crate::shard::ShardCommand;
 use crate::topic::{Ingested, Numbered, Topic, Waiter};
 
@@ -44,6 +46,17 @@ impl Engine {
         let (waiters, skipped) = topic.catch_up(epoch, last, history, &self.shared.fanout());
         self.shared.wake(waiters);
         skipped
+    }
+
+    /// Delivers a message another server published, numbering it here:
+    /// for a bus that carries messages without numbering them (NATS),
+    /// where each server numbers what it delivers. Returns its sequence
+    /// number on this server.
+    pub fn relay(&self, topic: &Topic, publication: Publication) -> Result<u64, PublishError> {
+        let Some(_in_flight) = self.shared.publishing.enter(usize::MAX) else {
+            return Err(PublishError::ShuttingDown);
+        };
+        self.shared.fanout().deliver(topic, publication)
     }
 
     /// Gives up on `topic`'s catch-up (the bus cannot answer): connections

@@ -5,13 +5,16 @@
 //! <epoch:16 hex>:<seq>:<origin>:<published µs since 1970>:<kind e|a>:<keep 1|0>:<key length>:<key><data>
 //! ```
 //!
-//! The bus's publish script writes the first two fields (it numbers the
-//! message); the publishing server writes the rest ([`body`]). Every field
+//! On Redis the bus's publish script writes the first two fields (it
+//! numbers the message) and the publishing server the rest ([`body`]); on
+//! NATS the publishing server writes them all, numbered as it numbered the
+//! message itself ([`numbered`]). Every field
 //! is bounded before it is trusted: a message that does not parse is
 //! counted and dropped, never delivered half-read.
 //!
 //! Sans-IO; used by the broker's own thread.
 
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -45,6 +48,28 @@ pub fn valid_node_id(id: &str) -> bool {
 
 /// The part of a message its publisher writes (everything after the seq).
 pub fn body(origin: &str, publication: &Publication, now: SystemTime) -> Vec<u8> {
+    let mut out = Vec::with_capacity(publication.data.len() + 64);
+    write_body(&mut out, origin, publication, now);
+    out
+}
+
+/// A whole message, numbered by its publisher: `(epoch, seq)` as this
+/// server numbered it (a bus that does not number messages itself: NATS).
+pub fn numbered(
+    epoch: Epoch,
+    seq: u64,
+    origin: &str,
+    publication: &Publication,
+    now: SystemTime,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(publication.data.len() + 96);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{epoch}:{seq}:");
+    write_body(&mut out, origin, publication, now);
+    out
+}
+
+fn write_body(out: &mut Vec<u8>, origin: &str, publication: &Publication, now: SystemTime) {
     let micros = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -55,9 +80,9 @@ pub fn body(origin: &str, publication: &Publication, now: SystemTime) -> Vec<u8>
         MessageKind::Alert => 'a',
     };
     let keep = if publication.transient { 0 } else { 1 };
-    let mut out = format!("{origin}:{micros}:{kind}:{keep}:{}:{key}", key.len()).into_bytes();
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{origin}:{micros}:{kind}:{keep}:{}:{key}", key.len());
     out.extend_from_slice(&publication.data);
-    out
 }
 
 /// Reads a whole bus message (as published, or as the history holds it).
@@ -168,11 +193,11 @@ mod tests {
     }
 
     #[test]
-    fn a_transient_message_without_a_key_reads_back() {
+    fn a_transient_message_numbered_by_its_publisher_reads_back() {
         let publication = Publication::new(None, Bytes::from_static(b"1")).transient();
-        let mut raw = numbered_prefix(1, 1);
-        raw.extend(body("n", &publication, SystemTime::now()));
+        let raw = numbered(Epoch::from_u64(7), 3, "n", &publication, SystemTime::now());
         let m = parse(&raw).unwrap().message;
+        assert_eq!((m.epoch.as_u64(), m.seq), (7, 3));
         assert!(m.transient && m.key.is_none());
         assert_eq!(&m.data[..], b"1");
     }

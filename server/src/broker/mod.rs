@@ -1,16 +1,14 @@
 //! The broker a server publishes through: in this process alone
-//! ([`shardcast_engine::InProcess`]), or through Redis, joining several
-//! servers into one (`redis.rs`, its bus thread in `bus.rs` and
-//! `publish.rs`, the scripts and keys in `keys.rs`, the message format in
-//! `envelope.rs`).
+//! ([`shardcast_engine::InProcess`]), or through a bus joining several
+//! servers into one: Redis (`redis/`: one server or a Redis Cluster; Redis
+//! numbers every message) or NATS (`nats.rs`: each server numbers what it
+//! delivers). Both carry messages in the format of `envelope.rs`.
 //!
 //! [`Bus`] is what the rest of the server sees of an external broker: its
 //! health for `/health`, its figures for stats and `/metrics`.
 
-mod bus;
 pub mod envelope;
-mod keys;
-mod publish;
+mod nats;
 mod redis;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,9 +16,10 @@ use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use shardcast_engine::{Broker, Engine, InProcess};
+use shardcast_engine::{Broker, Engine, InProcess, Topic};
 
 use crate::config::BrokerConfig;
+pub use nats::NatsBroker;
 pub use redis::RedisBroker;
 
 /// The broker to start the engine with and, for an external one, the
@@ -28,21 +27,32 @@ pub use redis::RedisBroker;
 pub fn build(
     config: &BrokerConfig,
     engine: &shardcast_engine::EngineConfig,
-) -> (Arc<dyn Broker>, Option<Arc<RedisBroker>>) {
+) -> (Arc<dyn Broker>, Option<Arc<dyn Bus>>) {
     match config {
         BrokerConfig::Memory => (Arc::new(InProcess), None),
         BrokerConfig::Redis(redis) => {
             let broker = Arc::new(RedisBroker::new(redis.clone(), engine));
             (Arc::clone(&broker) as Arc<dyn Broker>, Some(broker))
         }
+        BrokerConfig::Nats(nats) => {
+            let broker = Arc::new(NatsBroker::new(nats.clone()));
+            (Arc::clone(&broker) as Arc<dyn Broker>, Some(broker))
+        }
     }
 }
 
-/// Why a publish is refused while Redis at `url` cannot be reached.
-fn unreachable(url: &str) -> shardcast_engine::PublishError {
+/// What the engine asks of a bus besides publishing.
+#[derive(Debug)]
+enum Control {
+    Follow(Arc<Topic>),
+    Unfollow(Arc<Topic>),
+}
+
+/// Why a publish is refused while the `bus` at `url` cannot be reached.
+fn unreachable(bus: &str, url: &str) -> shardcast_engine::PublishError {
     shardcast_engine::PublishError::Unavailable(
         format!(
-            "Redis at {} is unreachable; the server reconnects on its own",
+            "{bus} at {} is unreachable; the server reconnects on its own",
             crate::config::redacted(url)
         )
         .into(),
@@ -53,7 +63,7 @@ fn unreachable(url: &str) -> shardcast_engine::PublishError {
 pub trait Bus: Send + Sync + std::fmt::Debug {
     /// The bus's figures now.
     fn health(&self) -> &BusHealth;
-    /// The broker's kind, for `/health` and metrics (`redis`).
+    /// The broker's kind, for `/health` and metrics (`redis`, `nats`).
     fn kind(&self) -> &'static str;
     /// This server's name on the bus.
     fn node_id(&self) -> &str;

@@ -16,7 +16,7 @@ enum Shown {
 
 /// The default of every visible server flag but the logging ones (whose
 /// help says it), by argument id.
-const DEFAULTS: [(&str, Shown); 34] = [
+const DEFAULTS: [(&str, Shown); 35] = [
     ("config", Shown::Words("none")),
     ("listen", Shown::Key("listen")),
     ("shards", Shown::Words("0")),
@@ -64,8 +64,9 @@ const DEFAULTS: [(&str, Shown); 34] = [
     ("broker", Shown::Words("memory: this process alone")),
     (
         "broker_url",
-        Shown::Words("none (redis: redis://127.0.0.1:6379/0)"),
+        Shown::Words("none (redis: redis://127.0.0.1:6379/0, nats: nats://127.0.0.1:4222)"),
     ),
+    ("broker_cluster", Shown::Words("none: one Redis server")),
     ("node_id", Shown::Words("random, logged at start")),
     ("tls_cert", Shown::Words("none: plain HTTP and ws://")),
     ("tls_key", Shown::Words("none")),

@@ -127,13 +127,18 @@ pub struct ServeArgs {
     /// Simple-protocol deployments' name for [simple] max_connections.
     #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", hide = true)]
     pub websocket_max_connections: Option<usize>,
-    /// How this server joins others: memory (alone) or redis.
+    /// How this server joins others: memory (alone), redis or nats.
     #[arg(long, env = "SHARDCAST_BROKER")]
     pub broker: Option<String>,
-    /// The broker's URL, e.g. redis://127.0.0.1:6379/0 (alone, it means
-    /// --broker redis).
+    /// The broker's URL, e.g. redis://127.0.0.1:6379/0 or
+    /// nats://127.0.0.1:4222 (alone, it names the broker).
     #[arg(long, env = "SHARDCAST_BROKER_URL")]
     pub broker_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated, e.g.
+    /// redis://127.0.0.1:7000,redis://127.0.0.1:7001 (alone, it means
+    /// --broker redis).
+    #[arg(long, env = "SHARDCAST_BROKER_CLUSTER", value_delimiter = ',')]
+    pub broker_cluster: Option<Vec<String>>,
     /// BondX deployments' name for --broker-url.
     #[arg(long, env = "REDIS_URL", hide = true)]
     pub redis_url: Option<String>,
@@ -260,6 +265,7 @@ impl ServeArgs {
         set(&mut raw.listen_plain, &self.listen_plain);
         set(&mut raw.broker.url, &self.redis_url);
         set(&mut raw.broker.url, &self.broker_url);
+        set(&mut raw.broker.cluster, &self.broker_cluster);
         set(&mut raw.broker.kind, &self.broker);
         set(&mut raw.broker.node_id, &self.node_id);
         set(&mut raw.tls.cert, &self.tls_cert);

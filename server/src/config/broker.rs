@@ -1,8 +1,10 @@
 //! `[broker]`: how this server joins others into one, raw and typed.
 //!
 //! `kind = "memory"` (the default) keeps everything in this process.
-//! `kind = "redis"` numbers every message in Redis and carries it to every
-//! server that has subscribers for its topic (`crate::broker`). Read at
+//! `kind = "redis"` numbers every message in Redis (one server, or a Redis
+//! Cluster with `cluster`) and carries it to every server that has
+//! subscribers for its topic; `kind = "nats"` carries messages over core
+//! NATS, each server numbering what it delivers (`crate::broker`). Read at
 //! start-up; the typed settings are read-only after.
 
 use std::time::Duration;
@@ -24,6 +26,9 @@ const TIMEOUT_MS: u64 = 2_000;
 /// How long the bus keeps a topic that nobody publishes to, by default.
 const HISTORY_TTL_SECONDS: u64 = 86_400;
 
+/// Most Redis Cluster seed nodes.
+const MAX_SEEDS: usize = 64;
+
 /// `[broker]` as written.
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -31,6 +36,7 @@ const HISTORY_TTL_SECONDS: u64 = 86_400;
 pub struct RawBroker {
     pub kind: Option<String>,
     pub url: Option<String>,
+    pub cluster: Option<Vec<String>>,
     pub node_id: Option<String>,
     pub queue_size: Option<usize>,
     pub timeout_ms: Option<u64>,
@@ -43,56 +49,153 @@ pub struct RawBroker {
 pub enum BrokerConfig {
     /// In this process only.
     Memory,
-    /// Through Redis.
+    /// Through Redis: one server, or a Redis Cluster.
     Redis(RedisConfig),
+    /// Through core NATS.
+    Nats(NatsConfig),
 }
 
-/// `[broker]` with `kind = "redis"`, checked.
+/// What every bus shares: who this server is there, and its limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://`).
+pub struct BusConfig {
+    /// The bus's URL (for Redis Cluster, the first seed node).
     pub url: String,
     /// This server's name on the bus (random unless set).
     pub node_id: String,
     /// Most messages waiting for the bus before publishes are refused.
     pub queue_size: usize,
-    /// Longest wait for one command to the bus.
+    /// Longest wait for one command to the bus (and for connecting).
     pub timeout: Duration,
+    /// Prefix of every key, channel and subject, so deployments can share
+    /// a bus.
+    pub prefix: String,
+}
+
+/// `[broker]` with `kind = "redis"`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Where, who, and the limits; `url` is `redis://host:port/db` (or
+    /// `rediss://`).
+    pub bus: BusConfig,
+    /// Redis Cluster seed nodes; empty for one Redis server at `url`.
+    pub cluster: Vec<String>,
     /// How long the bus keeps an idle topic's number, epoch and history.
     pub history_ttl: Duration,
-    /// Prefix of every key and channel, so deployments can share a Redis.
-    pub prefix: String,
+}
+
+/// `[broker]` with `kind = "nats"`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// Where, who, and the limits; `url` is `nats://host:port` (or
+    /// `tls://`), or several of them separated by commas.
+    pub bus: BusConfig,
 }
 
 impl RawBroker {
     pub(super) fn validate(&self) -> Result<BrokerConfig, ConfigError> {
         let kind = match (self.kind.as_deref(), &self.url) {
             (Some(kind), _) => kind,
-            // A URL alone (`REDIS_URL`, as BondX deployments set it) says redis.
+            // A URL alone says which bus (`REDIS_URL`, as BondX deployments
+            // set it, says redis).
+            (None, Some(url)) if is_nats_url(url) => "nats",
             (None, Some(_)) => "redis",
+            (None, None) if self.cluster.is_some() => "redis",
             (None, None) => "memory",
         };
         match kind {
             "memory" => Ok(BrokerConfig::Memory),
             "redis" => self.redis().map(BrokerConfig::Redis),
+            "nats" => self.nats().map(BrokerConfig::Nats),
             other => Err(invalid(
                 "broker.kind",
-                format!("{other:?} is not a broker: use \"memory\" or \"redis\""),
+                format!("{other:?} is not a broker: use \"memory\", \"redis\" or \"nats\""),
             )),
         }
     }
 
     fn redis(&self) -> Result<RedisConfig, ConfigError> {
+        let cluster = self.cluster.clone().unwrap_or_default();
+        if cluster.len() > MAX_SEEDS {
+            return Err(invalid(
+                "broker.cluster",
+                format!("at most {MAX_SEEDS} seed nodes"),
+            ));
+        }
+        for seed in &cluster {
+            if !is_redis_url(seed) {
+                return Err(invalid(
+                    "broker.cluster",
+                    format!("{seed:?} is not a Redis URL like redis://127.0.0.1:7000"),
+                ));
+            }
+        }
         let url = self
             .url
             .clone()
+            .or_else(|| cluster.first().cloned())
             .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if !is_redis_url(&url) {
             return Err(invalid(
                 "broker.url",
                 format!("{url:?} is not a Redis URL like redis://127.0.0.1:6379/0"),
             ));
         }
+        let prefix = self.prefix.clone().unwrap_or_else(|| "shardcast".into());
+        if prefix.is_empty() || prefix.len() > 64 || prefix.contains(['{', '}']) {
+            return Err(invalid(
+                "broker.prefix",
+                "use 1-64 bytes without braces (they would break Redis Cluster hash tags)",
+            ));
+        }
+        Ok(RedisConfig {
+            bus: self.bus(url, prefix)?,
+            cluster,
+            history_ttl: Duration::from_secs(in_range(
+                "broker.history_ttl_seconds",
+                self.history_ttl_seconds,
+                HISTORY_TTL_SECONDS,
+                1..=31_536_000,
+                " seconds",
+            )?),
+        })
+    }
+
+    fn nats(&self) -> Result<NatsConfig, ConfigError> {
+        if self.cluster.is_some() {
+            return Err(invalid(
+                "broker.cluster",
+                "is for Redis Cluster; list several NATS servers in broker.url, separated by commas",
+            ));
+        }
+        let url = self
+            .url
+            .clone()
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+        if !url.split(',').all(|u| is_nats_url(u.trim())) {
+            return Err(invalid(
+                "broker.url",
+                format!("{url:?} is not a NATS URL like nats://127.0.0.1:4222"),
+            ));
+        }
+        let prefix = self.prefix.clone().unwrap_or_else(|| "shardcast".into());
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        };
+        if prefix.len() > 64 || !prefix.split('.').all(token) {
+            return Err(invalid(
+                "broker.prefix",
+                "use 1-64 bytes of A-Z a-z 0-9 _ - in tokens separated by dots (a NATS subject)",
+            ));
+        }
+        Ok(NatsConfig {
+            bus: self.bus(url, prefix)?,
+        })
+    }
+
+    /// The settings every bus shares.
+    fn bus(&self, url: String, prefix: String) -> Result<BusConfig, ConfigError> {
         let node_id = match &self.node_id {
             Some(id) if valid_node_id(id) => id.clone(),
             Some(id) => {
@@ -103,14 +206,7 @@ impl RawBroker {
             }
             None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         };
-        let prefix = self.prefix.clone().unwrap_or_else(|| "shardcast".into());
-        if prefix.is_empty() || prefix.len() > 64 || prefix.contains(['{', '}']) {
-            return Err(invalid(
-                "broker.prefix",
-                "use 1-64 bytes without braces (they would break Redis Cluster hash tags)",
-            ));
-        }
-        Ok(RedisConfig {
+        Ok(BusConfig {
             url,
             node_id,
             queue_size: in_range(
@@ -127,37 +223,47 @@ impl RawBroker {
                 10..=60_000,
                 " milliseconds",
             )?),
-            history_ttl: Duration::from_secs(in_range(
-                "broker.history_ttl_seconds",
-                self.history_ttl_seconds,
-                HISTORY_TTL_SECONDS,
-                1..=31_536_000,
-                " seconds",
-            )?),
             prefix,
         })
     }
 }
 
+fn is_redis_url(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("rediss://")
+}
+
+fn is_nats_url(url: &str) -> bool {
+    url.starts_with("nats://") || url.starts_with("tls://")
+}
+
 /// `[broker]` as `check-config` lists it: only when it is not the default.
 pub(super) fn show(config: &ServerConfig, top: &mut toml::Table) {
-    let BrokerConfig::Redis(redis) = &config.broker else {
-        return;
+    let (kind, bus) = match &config.broker {
+        BrokerConfig::Memory => return,
+        BrokerConfig::Redis(redis) => ("redis", &redis.bus),
+        BrokerConfig::Nats(nats) => ("nats", &nats.bus),
     };
     let mut section = toml::Table::new();
-    section.insert("kind".into(), "redis".into());
-    section.insert("url".into(), redacted(&redis.url).into());
-    section.insert("node_id".into(), redis.node_id.clone().into());
-    section.insert("queue_size".into(), (redis.queue_size as i64).into());
-    section.insert(
-        "timeout_ms".into(),
-        (redis.timeout.as_millis() as i64).into(),
-    );
-    section.insert(
-        "history_ttl_seconds".into(),
-        (redis.history_ttl.as_secs() as i64).into(),
-    );
-    section.insert("prefix".into(), redis.prefix.clone().into());
+    section.insert("kind".into(), kind.into());
+    section.insert("url".into(), redacted(&bus.url).into());
+    if let BrokerConfig::Redis(redis) = &config.broker {
+        if !redis.cluster.is_empty() {
+            let seeds: Vec<toml::Value> = redis
+                .cluster
+                .iter()
+                .map(|seed| redacted(seed).into())
+                .collect();
+            section.insert("cluster".into(), seeds.into());
+        }
+        section.insert(
+            "history_ttl_seconds".into(),
+            (redis.history_ttl.as_secs() as i64).into(),
+        );
+    }
+    section.insert("node_id".into(), bus.node_id.clone().into());
+    section.insert("queue_size".into(), (bus.queue_size as i64).into());
+    section.insert("timeout_ms".into(), (bus.timeout.as_millis() as i64).into());
+    section.insert("prefix".into(), bus.prefix.clone().into());
     top.insert("broker".into(), section.into());
 }
 
@@ -189,9 +295,32 @@ mod tests {
         let BrokerConfig::Redis(redis) = raw.validate().unwrap() else {
             panic!("not redis");
         };
-        assert_eq!(redis.url, "redis://10.0.0.1:6380/2");
-        assert_eq!(redis.node_id, "a");
-        assert_eq!(redis.queue_size, QUEUE_SIZE);
+        assert_eq!(redis.bus.url, "redis://10.0.0.1:6380/2");
+        assert_eq!(redis.bus.node_id, "a");
+        assert_eq!(redis.bus.queue_size, QUEUE_SIZE);
+        assert!(redis.cluster.is_empty());
+    }
+
+    #[test]
+    fn a_nats_url_means_nats_and_seeds_mean_a_redis_cluster() {
+        let raw = RawBroker {
+            url: Some("nats://10.0.0.1:4222,nats://10.0.0.2:4222".into()),
+            ..RawBroker::default()
+        };
+        let BrokerConfig::Nats(nats) = raw.validate().unwrap() else {
+            panic!("not nats");
+        };
+        assert_eq!(nats.bus.prefix, "shardcast");
+        assert!(nats.bus.node_id.starts_with("node-"));
+        let raw = RawBroker {
+            cluster: Some(vec!["redis://h:7000".into(), "redis://h:7001".into()]),
+            ..RawBroker::default()
+        };
+        let BrokerConfig::Redis(redis) = raw.validate().unwrap() else {
+            panic!("not redis");
+        };
+        assert_eq!(redis.cluster.len(), 2);
+        assert_eq!(redis.bus.url, "redis://h:7000");
     }
 
     #[test]
@@ -226,6 +355,29 @@ mod tests {
                     ..Default::default()
                 },
                 "broker.prefix",
+            ),
+            (
+                RawBroker {
+                    kind: Some("nats".into()),
+                    prefix: Some("a.*".into()),
+                    ..Default::default()
+                },
+                "broker.prefix",
+            ),
+            (
+                RawBroker {
+                    kind: Some("nats".into()),
+                    url: Some("redis://h:1".into()),
+                    ..Default::default()
+                },
+                "broker.url",
+            ),
+            (
+                RawBroker {
+                    cluster: Some(vec!["h:7000".into()]),
+                    ..Default::default()
+                },
+                "broker.cluster",
             ),
             (
                 RawBroker {

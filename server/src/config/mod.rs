@@ -45,7 +45,7 @@ pub use crate::protocol::telemetry::RawTelemetry;
 use crate::protocol::telemetry::TelemetryConfig;
 
 pub use auth::{parse_key_spec, parse_roles};
-pub use broker::{redacted, BrokerConfig, RawBroker, RedisConfig};
+pub use broker::{redacted, BrokerConfig, BusConfig, NatsConfig, RawBroker, RedisConfig};
 pub use channels::{RawChannelRule, HIGH_PRIORITY_CHANNELS};
 pub use compression::{CompressionConfig, RawCompression};
 pub use show::{effective_settings, lookup, HIDDEN};

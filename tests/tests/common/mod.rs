@@ -4,18 +4,18 @@
 #![allow(dead_code)] // Each test binary uses its own subset of these helpers.
 
 mod bondx;
+mod bus;
 mod client;
 mod exposition;
 mod four;
 mod raw;
-mod redis;
 mod simple;
 mod slow;
 mod tls;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
 pub use self::{
-    bondx::*, client::*, exposition::*, four::*, raw::*, redis::*, simple::*, slow::*, tls::*,
+    bondx::*, bus::*, client::*, exposition::*, four::*, raw::*, simple::*, slow::*, tls::*,
 };
 
 use std::net::SocketAddr;

@@ -7,7 +7,8 @@
 //! - `P:{NAME}:h`: a list, the last `history` messages, oldest first;
 //! - `P:{NAME}:s`: a hash, the latest message of each key (at most
 //!   `max_keys` keys; a new key past that is not kept there);
-//! - `P:{NAME}`: the pub/sub channel.
+//! - `P:{NAME}`: the pub/sub channel (a sharded channel in a Redis
+//!   Cluster).
 //!
 //! All four share the hash tag `{NAME}`, so in a Redis Cluster they live on
 //! one shard and one script can touch them all. Each key expires after
@@ -20,7 +21,8 @@ use redis::Script;
 /// receives on the channel is already in the history a catch-up reads.
 ///
 /// KEYS: meta, history, snapshot. ARGV: channel, epoch if the topic is new,
-/// history size, max keys, ttl seconds, body, keep (1/0), key ("" for none).
+/// history size, max keys, ttl seconds, body, keep (1/0), key ("" for none),
+/// the publish command ([`publish_command`]).
 /// Returns `{epoch, seq}`.
 pub const PUBLISH: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -47,7 +49,7 @@ if ARGV[7] == '1' then
   end
 end
 redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('PUBLISH', ARGV[1], entry)
+redis.call(ARGV[9], ARGV[1], entry)
 return {epoch, seq}
 ";
 
@@ -64,6 +66,17 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 return {meta[1], meta[2], redis.call('LRANGE', KEYS[2], 0, -1), redis.call('HVALS', KEYS[3])}
 ";
+
+/// How the publish script publishes: `SPUBLISH` to a sharded channel in a
+/// Redis Cluster (only the node owning the topic's slot carries it), plain
+/// `PUBLISH` on one server.
+pub fn publish_command(cluster: bool) -> &'static str {
+    if cluster {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    }
+}
 
 /// The scripts, hashed once.
 pub struct Scripts {

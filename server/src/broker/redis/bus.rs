@@ -1,5 +1,5 @@
 //! The Redis broker's own thread: one current-thread runtime, one task,
-//! two connections (commands, and pub/sub).
+//! one session's connections at a time (commands, and pub/sub: `link.rs`).
 //!
 //! Owned by the broker thread; reaches the shards only through the
 //! engine's bus entry points (`Engine::ingest`, `catch_up`, `settle`).
@@ -33,16 +33,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::RedisError;
 use shardcast_engine::{Engine, Epoch, Ingested, Numbered, Topic};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::keys::{Scripts, TopicKeys};
-use super::redis::{Control, Job, Retention};
-use super::{envelope, BusHealth};
+use super::link::{self, Commands, Feed};
+use super::{envelope, BusHealth, Control, Job, Retention};
 use crate::config::{redacted, RedisConfig};
 
 /// Longest wait between two attempts to reach Redis.
@@ -56,11 +54,10 @@ pub(super) struct Worker {
     pub(super) engine: Engine,
 }
 
-/// The two connections of one session with Redis.
+/// The connections of one session with Redis.
 struct Session {
-    commands: MultiplexedConnection,
-    sink: PubSubSink,
-    stream: PubSubStream,
+    commands: Commands,
+    feed: Feed,
 }
 
 /// Topics followed, by channel.
@@ -91,24 +88,17 @@ impl Worker {
         mut jobs: mpsc::Receiver<Job>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
-        let url = redacted(&self.config.url);
-        let client = match redis::Client::open(self.config.url.as_str()) {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::error!(url, error = %e, "the broker URL cannot be used; publishes will be refused");
-                return;
-            }
-        };
+        let url = redacted(&self.config.bus.url);
         let scripts = Scripts::new();
         let mut followed = Followed::new();
         let mut backoff = Duration::from_millis(100);
         let mut sessions = 0u64;
         let mut failing = false;
         loop {
-            match self.connect(&client, &scripts).await {
+            match self.connect(&scripts).await {
                 Ok(session) => {
                     if sessions == 0 {
-                        info!(url, node = %self.config.node_id, "connected to Redis");
+                        info!(url, node = %self.config.bus.node_id, "connected to Redis");
                     } else {
                         BusHealth::add(&self.health.reconnects, 1);
                         info!(
@@ -153,29 +143,12 @@ impl Worker {
         }
     }
 
-    async fn connect(
-        &self,
-        client: &redis::Client,
-        scripts: &Scripts,
-    ) -> Result<Session, RedisError> {
-        let timeout = self.config.timeout;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let mut commands = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+    async fn connect(&self, scripts: &Scripts) -> Result<Session, RedisError> {
+        let (mut commands, feed) = link::open(&self.config).await?;
+        // In a cluster, loaded on every primary.
         scripts.publish.load_async(&mut commands).await?;
         scripts.load.load_async(&mut commands).await?;
-        let (sink, stream) = pubsub.split();
-        Ok(Session {
-            commands,
-            sink,
-            stream,
-        })
+        Ok(Session { commands, feed })
     }
 
     /// Steps 2 and 3 of the module docs; returns why the session ended.
@@ -192,7 +165,7 @@ impl Worker {
             .map(|(c, t)| (c.clone(), Arc::clone(t)))
             .collect();
         for (channel, topic) in topics {
-            if let Err(e) = session.sink.subscribe(&channel).await {
+            if let Err(e) = session.feed.subscribe(&channel).await {
                 return e;
             }
             if let Err(e) = self.catch_up(&mut session.commands, scripts, &topic).await {
@@ -203,7 +176,7 @@ impl Worker {
         loop {
             let step = tokio::select! {
                 biased;
-                message = session.stream.next() => match message {
+                message = session.feed.next() => match message {
                     Some(message) => self.receive(&mut session, scripts, followed, &message).await,
                     None => Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()),
                 },
@@ -273,13 +246,13 @@ impl Worker {
                 self.health
                     .followed
                     .store(followed.len(), Ordering::Relaxed);
-                session.sink.subscribe(&channel).await?;
+                session.feed.subscribe(&channel).await?;
                 self.catch_up(&mut session.commands, scripts, &topic)
                     .await?;
                 Ok(())
             }
             Control::Unfollow(topic) => match self.forget(followed, &topic) {
-                Some(channel) => session.sink.unsubscribe(&channel).await,
+                Some(channel) => session.feed.unsubscribe(&channel).await,
                 None => Ok(()),
             },
         }
@@ -323,7 +296,7 @@ impl Worker {
     /// is here; a connection error ends the session.
     async fn catch_up(
         &self,
-        commands: &mut MultiplexedConnection,
+        commands: &mut Commands,
         scripts: &Scripts,
         topic: &Arc<Topic>,
     ) -> Result<u64, RedisError> {
@@ -368,7 +341,7 @@ impl Worker {
     }
 
     pub(super) fn keys(&self, topic: &Topic) -> TopicKeys {
-        TopicKeys::new(&self.config.prefix, topic.name())
+        TopicKeys::new(&self.config.bus.prefix, topic.name())
     }
 }
 

@@ -1,5 +1,7 @@
 //! The Redis broker as shard threads see it: a bounded queue to the bus
-//! thread (`bus.rs`), and the follow/unfollow requests of the engine.
+//! thread (`bus.rs`, publishing in `publish.rs`, its connections to one
+//! server or a Redis Cluster in `link.rs`, keys and scripts in `keys.rs`),
+//! and the follow/unfollow requests of the engine.
 //!
 //! Shared by all threads. Nothing here waits on the network: a publish is
 //! queued or refused at once —
@@ -20,7 +22,12 @@ use shardcast_engine::{
 };
 use tokio::sync::mpsc;
 
-use super::{bus, envelope, Bus, BusHealth};
+mod bus;
+mod keys;
+mod link;
+mod publish;
+
+use super::{envelope, Bus, BusHealth, Control};
 use crate::config::{redacted, RedisConfig};
 
 /// One message on its way to Redis.
@@ -32,13 +39,6 @@ pub(super) struct Job {
     pub(super) keep: bool,
     pub(super) reply: SeqReply,
     pub(super) queued_at: Instant,
-}
-
-/// What the engine asks of the bus besides publishing.
-#[derive(Debug)]
-pub(super) enum Control {
-    Follow(Arc<Topic>),
-    Unfollow(Arc<Topic>),
 }
 
 /// The history each topic keeps on the bus (the engine's, so a catch-up
@@ -68,8 +68,8 @@ pub struct RedisBroker {
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
-            .field("url", &redacted(&self.config.url))
-            .field("node_id", &self.config.node_id)
+            .field("url", &redacted(&self.config.bus.url))
+            .field("node_id", &self.config.bus.node_id)
             .finish()
     }
 }
@@ -77,7 +77,7 @@ impl std::fmt::Debug for RedisBroker {
 impl RedisBroker {
     /// A broker for `config`, keeping each topic's history as `engine` does.
     pub fn new(config: RedisConfig, engine: &EngineConfig) -> Self {
-        let (jobs, jobs_rx) = mpsc::channel(config.queue_size);
+        let (jobs, jobs_rx) = mpsc::channel(config.bus.queue_size);
         let (control, control_rx) = mpsc::unbounded_channel();
         Self {
             retention: Retention {
@@ -96,7 +96,7 @@ impl RedisBroker {
     }
 
     fn unavailable(&self) -> PublishError {
-        super::unreachable(&self.config.url)
+        super::unreachable("Redis", &self.config.bus.url)
     }
 }
 
@@ -114,7 +114,7 @@ impl Broker for RedisBroker {
         let (reply, pending) = PendingSeq::new();
         let job = Job {
             topic: Arc::clone(topic.name()),
-            body: envelope::body(&self.config.node_id, &publication, SystemTime::now()),
+            body: envelope::body(&self.config.bus.node_id, &publication, SystemTime::now()),
             key: publication.key,
             keep: !publication.transient,
             reply,
@@ -132,7 +132,7 @@ impl Broker for RedisBroker {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 BusHealth::add(&self.health.overloaded, 1);
                 Err(PublishError::Overloaded {
-                    queued: self.config.queue_size,
+                    queued: self.config.bus.queue_size,
                     retry_after: Duration::from_secs(1),
                 })
             }
@@ -163,7 +163,7 @@ impl Bus for RedisBroker {
     }
 
     fn node_id(&self) -> &str {
-        &self.config.node_id
+        &self.config.bus.node_id
     }
 
     fn start(&self, engine: Engine) {
@@ -171,8 +171,9 @@ impl Bus for RedisBroker {
             return;
         };
         tracing::info!(
-            node = %self.config.node_id,
-            url = %redacted(&self.config.url),
+            node = %self.config.bus.node_id,
+            url = %redacted(&self.config.bus.url),
+            cluster = !self.config.cluster.is_empty(),
             "broker: redis; this server's name on the bus is its node id"
         );
         let worker = bus::Worker {

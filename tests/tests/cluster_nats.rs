@@ -1,0 +1,220 @@
+//! Several servers as one through core NATS: a publish on any node reaches
+//! every node's subscribers exactly once; each node numbers what it
+//! delivers, so a resume from another node's run is answered "not
+//! possible", never with a silent gap; a bus that is down is a clear 503 to
+//! publishers, and everything resumes when it is back.
+//!
+//! Each test starts its own `nats-server` on an ephemeral port (skipping,
+//! loudly, where it is not installed) and in-process servers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// Subscribes `ws` to `channel` with positions; returns its epoch there.
+async fn subscribe_with_position(ws: &mut Ws, channel: &str) -> String {
+    send_json(
+        ws,
+        json!({"action": "subscribe", "channels": [channel], "positions": true}),
+    )
+    .await;
+    let ack = next_of_type(ws, "ack").await;
+    ack["positions"][channel]["epoch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no epoch in {ack}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_on_one_node_reaches_every_node_exactly_once() {
+    let Some(nats) = BusProcess::nats() else {
+        return;
+    };
+    let a = nats_node(&nats.nats_url(), "a").await;
+    let b = nats_node(&nats.nats_url(), "b").await;
+    let c = nats_node(&nats.nats_url(), "c").await;
+    let mut on_a = a.subscriber(&["t1"]).await;
+    let mut on_b = b.subscriber(&["t1"]).await;
+    let mut on_c = c.subscriber(&["t1"]).await;
+    for n in 1..=3 {
+        a.publish("t1", json!({"n": n}), None).await;
+    }
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        let got = events(ws, 3).await;
+        let data: Vec<_> = got.iter().map(|e| e["data"]["n"].clone()).collect();
+        assert_eq!(data, [1, 2, 3], "{got:?}");
+        // Each node numbers what it delivers, in order, with no gap.
+        assert_eq!(seqs(&got), [1, 2, 3]);
+    }
+    // Another node's publish comes next on every node.
+    b.publish("t1", json!({"n": 4}), None).await;
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        let event = next_of_type(ws, "event").await;
+        assert_eq!(
+            (&event["data"], event["seq"].as_u64()),
+            (&json!({"n": 4}), Some(4))
+        );
+        assert_silent(ws, Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_another_nodes_run_is_answered_not_possible() {
+    let Some(nats) = BusProcess::nats() else {
+        return;
+    };
+    let a = nats_node(&nats.nats_url(), "a").await;
+    let b = nats_node(&nats.nats_url(), "b").await;
+    let mut on_b = b.subscriber(&["t1"]).await;
+    let mut first = a.telemetry("").await;
+    let epoch = subscribe_with_position(&mut first, "t1").await;
+    for n in 1..=3 {
+        a.publish("t1", json!({"n": n}), None).await;
+    }
+    assert_eq!(seqs(&events(&mut first, 3).await), [1, 2, 3]);
+    assert_eq!(events(&mut on_b, 3).await.len(), 3);
+    drop(first);
+
+    let mut second = b.telemetry("").await;
+    send_json(
+        &mut second,
+        json!({"action": "subscribe", "channels": ["t1"],
+               "resume": {"t1": {"epoch": epoch, "seq": 3}}}),
+    )
+    .await;
+    let ack = next_of_type(&mut second, "ack").await;
+    assert_ne!(ack["positions"]["t1"]["epoch"], epoch.as_str(), "{ack}");
+    let error = next_of_type(&mut second, "error").await;
+    assert_eq!(error["code"], "RESUME_FAILED", "{error}");
+    // Live messages go on from there.
+    a.publish("t1", json!({"n": 4}), None).await;
+    assert_eq!(
+        next_of_type(&mut second, "event").await["data"],
+        json!({"n": 4})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_receives_only_the_topics_it_serves() {
+    let Some(nats) = BusProcess::nats() else {
+        return;
+    };
+    let a = nats_node(&nats.nats_url(), "a").await;
+    let b = nats_node(&nats.nats_url(), "b").await;
+    let mut on_b = b.subscriber(&["t1"]).await;
+    for n in 1..=20 {
+        a.publish("t2", json!({"n": n}), None).await;
+    }
+    a.publish("t1", json!({"n": 1}), None).await;
+    assert_eq!(
+        next_of_type(&mut on_b, "event").await["data"],
+        json!({"n": 1})
+    );
+    let metrics = b.metrics().await;
+    let received = metric(&metrics, "shardcast_broker_received_total");
+    assert_eq!(received, 1.0, "node b took t2's messages too:\n{metrics}");
+    assert_eq!(
+        metric(&a.metrics().await, "shardcast_broker_published_total"),
+        21.0
+    );
+}
+
+/// Publishes until the answer has `status`; panics after 10 s.
+async fn publish_until(server: &TestServer, status: u16, n: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = json!({"channel": "t1", "data": {"n": n}}).to_string();
+        let (got, answer) = server
+            .http("POST", "/api/v1/publish", Some(PUB), Some(&body))
+            .await;
+        if got == status {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "still {got}: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_at_start_is_a_clear_503_and_everything_resumes_when_it_is_back() {
+    let port = free_port();
+    let a = nats_node_starting(&format!("nats://127.0.0.1:{port}"), "a");
+    let (status, health) = a.http("GET", "/health", None, None).await;
+    assert_eq!(
+        (status, &health["status"]),
+        (200, &json!("degraded")),
+        "{health}"
+    );
+    assert_eq!(
+        health["broker"],
+        json!({"type": "nats", "status": "unreachable"})
+    );
+    let mut subscriber = a.subscriber(&["t1"]).await;
+    let answer = publish_until(&a, 503, 0).await;
+    assert!(answer.to_string().contains("NATS"), "{answer}");
+
+    let Some(_nats) = BusProcess::nats_on(port) else {
+        return;
+    };
+    publish_until(&a, 200, 1).await;
+    // The subscriber stayed connected and gets what is published now.
+    let event = next_of_type(&mut subscriber, "event").await;
+    assert_eq!(event["data"], json!({"n": 1}), "{event}");
+    let (_, health) = a.http("GET", "/health", None, None).await;
+    assert_eq!(health["status"], "ok", "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_lost_mid_stream_refuses_publishes_and_starts_a_visible_new_run() {
+    let Some(mut nats) = BusProcess::nats() else {
+        return;
+    };
+    let port = nats.port;
+    let a = nats_node(&nats.nats_url(), "a").await;
+    let b = nats_node(&nats.nats_url(), "b").await;
+    let mut on_b = b.telemetry("").await;
+    let epoch = subscribe_with_position(&mut on_b, "t1").await;
+    for n in 1..=3 {
+        a.publish("t1", json!({"n": n}), None).await;
+    }
+    assert_eq!(seqs(&events(&mut on_b, 3).await), [1, 2, 3]);
+
+    nats.kill();
+    publish_until(&a, 503, 0).await;
+    let _nats = BusProcess::nats_on(port).expect("nats-server starts again");
+    // Both nodes must be back before b can receive what a publishes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.http("GET", "/health", None, None).await.1["status"] != "ok" {
+        assert!(Instant::now() < deadline, "node b did not reconnect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Until b's subscription is back on the bus, a's messages may miss it.
+    let mut n = 4;
+    let event = loop {
+        publish_until(&a, 200, n).await;
+        let next = next_of_type(&mut on_b, "event");
+        if let Ok(event) = tokio::time::timeout(Duration::from_millis(500), next).await {
+            break event;
+        }
+        n += 1;
+    };
+    // What the bus carried meanwhile is lost to b: its subscribers see the
+    // numbering restart (a new epoch), never a silent gap.
+    assert_eq!(event["seq"].as_u64(), Some(1), "{event}");
+    let metrics = b.metrics().await;
+    assert!(metric(&metrics, "shardcast_broker_reconnects_total") >= 1.0);
+    assert!(metric(&metrics, "shardcast_broker_gaps_detected_total") >= 1.0);
+    let mut late = b.telemetry("").await;
+    send_json(
+        &mut late,
+        json!({"action": "subscribe", "channels": ["t1"],
+               "resume": {"t1": {"epoch": epoch, "seq": 3}}}),
+    )
+    .await;
+    next_of_type(&mut late, "ack").await;
+    let error = next_of_type(&mut late, "error").await;
+    assert_eq!(error["code"], "RESUME_FAILED", "{error}");
+}
