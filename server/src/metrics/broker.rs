@@ -1,4 +1,4 @@
-//! The broker families, present only with an external broker (Redis):
+//! The broker families, present only with an external broker (Redis, NATS):
 //! whether it is reachable, what went to and came from the bus, gaps, and
 //! how long the bus takes to accept a publish.
 
@@ -20,13 +20,13 @@ pub(super) fn render(out: &mut Exposition, bus: &dyn Bus) {
     );
     out.sample("shardcast_broker_up", &labels, u8::from(h.is_connected()));
     let counters = [
-        ("shardcast_broker_published_total", "Messages the bus accepted from this server (numbered, stored, published).", &h.published),
+        ("shardcast_broker_published_total", "Messages the bus accepted from this server (with Redis: numbered, stored, published).", &h.published),
         ("shardcast_broker_publish_errors_total", "Publishes refused because the bus could not take them (unreachable, or an error from it).", &h.publish_errors),
         ("shardcast_broker_overloaded_total", "Publishes refused because broker.queue_size messages were already waiting for the bus.", &h.overloaded),
         ("shardcast_broker_received_total", "Messages received from the bus for channels this server follows.", &h.received),
         ("shardcast_broker_malformed_total", "Messages from the bus that could not be read (dropped and logged).", &h.malformed),
         ("shardcast_broker_reconnects_total", "Connections to the bus made again after one was lost.", &h.reconnects),
-        ("shardcast_broker_gaps_detected_total", "Gaps in a channel's sequence seen on the bus.", &h.gaps_detected),
+        ("shardcast_broker_gaps_detected_total", "Gaps in a channel's sequence seen on the bus (with NATS: channels started on a new run after messages were lost).", &h.gaps_detected),
         ("shardcast_broker_gaps_repaired_total", "Gaps filled from the bus's history (the rest are delivered as a visible jump).", &h.gaps_repaired),
     ];
     for (name, help, counter) in counters {
