@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# What joining servers through Redis costs, in one sitting: latency of a
+# What joining servers through a bus costs, in one sitting: latency of a
 # fan-out run on one node alone (memory broker), on one node numbered in
-# Redis, and on two nodes joined through Redis with subscribers spread over
-# both (publishers on the first). Variants alternate run by run; each run
-# starts its servers and its own redis-server fresh.
+# Redis, and on two nodes joined through Redis, through a Redis Cluster of
+# three, or through NATS, with subscribers spread over both (publishers on
+# the first). Variants alternate run by run; each run starts its servers
+# and its own bus fresh.
 #
-# This machine has two cores: the nodes share core 0, Redis and the load
+# This machine has two cores: the nodes share core 0, the bus and the load
 # generator share core 1, so the two-node figures include two servers
 # contending for one core — an upper bound on what a node costs a node.
 #
 #   scripts/nodes.sh [loadgen flags...]
 #
-# VARIANTS   which to run, of single, redis1 and redis2 (default all three)
+# VARIANTS   which to run, of single, redis1, redis2, cluster2 and nats2
+#            (default "single redis1 redis2")
 # RATES      publishes/s (default "1000": 100 subscribers per publish with
 #            the default load, so 100k deliveries/s)
 # RUNS       runs per variant and rate (default 2)
@@ -20,7 +22,7 @@
 # OUT        where the JSON goes (default target/nodes/<date>)
 #
 # Needs: cargo build --release -p shardcast-server -p shardcast-loadgen, and
-# redis-server on PATH.
+# redis-server, redis-cli and nats-server on PATH (those the variants use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,11 +33,18 @@ out="${OUT:-target/nodes/$(date -u +%Y%m%dT%H%M%SZ)}"
 load="${LOAD:---connections 2000 --topics 100 --subs 5 --payload 64 --warmup 2 --duration 10}"
 ports=(18101 18102)
 redis_port=18179
+cluster_ports=(18181 18182 18183)
+nats_port=18142
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 for binary in target/release/shardcast target/release/shardcast-loadgen; do
   [ -x "$binary" ] || { echo "missing $binary: cargo build --release -p shardcast-server -p shardcast-loadgen" >&2; exit 2; }
 done
-command -v redis-server >/dev/null || { echo "missing redis-server (apt install redis-server)" >&2; exit 2; }
+case " $variants " in *" redis"*|*" cluster2 "*)
+  command -v redis-server >/dev/null || { echo "missing redis-server (apt install redis-server)" >&2; exit 2; } ;;
+esac
+case " $variants " in *" nats2 "*)
+  command -v nats-server >/dev/null || { echo "missing nats-server (apt install nats-server)" >&2; exit 2; } ;;
+esac
 mkdir -p "$out"
 
 # shellcheck source=scripts/bench-lib.sh
@@ -52,35 +61,73 @@ node() {
   echo $!
 }
 
+# Starts the bus of variant $1 on core 1; prints its pids.
+bus() {
+  case "$1" in
+    redis1|redis2)
+      taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+        >/dev/null 2>&1 &
+      echo $!
+      wait_for_port "$redis_port" ;;
+    cluster2)
+      local dir
+      dir="$out/cluster-$RANDOM"
+      mkdir -p "$dir"
+      for port in "${cluster_ports[@]}"; do
+        taskset -c 1 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+          --cluster-enabled yes --cluster-config-file "$dir/nodes-$port.conf" --dir "$dir" \
+          >/dev/null 2>&1 &
+        echo $!
+        wait_for_port "$port"
+      done
+      redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 \
+        --cluster-yes >/dev/null
+      until redis-cli -p "${cluster_ports[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.1; done ;;
+    nats2)
+      taskset -c 1 nats-server -a 127.0.0.1 -p "$nats_port" >/dev/null 2>&1 &
+      echo $!
+      wait_for_port "$nats_port" ;;
+  esac
+}
+
+# The broker flags of variant $1.
+broker() {
+  case "$1" in
+    redis1|redis2) echo "--broker-url redis://127.0.0.1:${redis_port}/0" ;;
+    cluster2) echo "--broker-cluster redis://127.0.0.1:${cluster_ports[0]},redis://127.0.0.1:${cluster_ports[1]}" ;;
+    nats2) echo "--broker-url nats://127.0.0.1:${nats_port}" ;;
+  esac
+}
+
 # One run. $1 = variant, $2 = rate, $3 = run number.
 run() {
-  local variant=$1 rate=$2 n=$3 redis="" pids=() urls pid
-  if [ "$variant" != single ]; then
-    taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-      >/dev/null 2>&1 &
-    redis=$!
-    wait_for_port "$redis_port"
-  fi
+  local variant=$1 rate=$2 n=$3 buses pids=() urls pid flags
+  buses=$(bus "$variant")
+  flags=$(broker "$variant")
+  # shellcheck disable=SC2086
   case "$variant" in
     single) pids+=("$(node 0)") ;;
-    redis1) pids+=("$(node 0 --broker-url "redis://127.0.0.1:${redis_port}/0" --node-id a)") ;;
-    redis2)
-      pids+=("$(node 0 --broker-url "redis://127.0.0.1:${redis_port}/0" --node-id a)")
-      pids+=("$(node 1 --broker-url "redis://127.0.0.1:${redis_port}/0" --node-id b)") ;;
+    redis1) pids+=("$(node 0 $flags --node-id a)") ;;
+    *2)
+      pids+=("$(node 0 $flags --node-id a)")
+      pids+=("$(node 1 $flags --node-id b)") ;;
   esac
   urls="ws://127.0.0.1:${ports[0]}"
   wait_for_port "${ports[0]}"
-  if [ "$variant" = redis2 ]; then
+  if [ "${#pids[@]}" -eq 2 ]; then
     wait_for_port "${ports[1]}"
     urls="${urls},ws://127.0.0.1:${ports[1]}"
   fi
+  # The buses connect in the background: let them.
+  [ "$variant" = single ] || sleep 1
   # shellcheck disable=SC2086
   taskset -c 1 target/release/shardcast-loadgen --urls "$urls" \
     --server-pid "$(IFS=,; echo "${pids[*]}")" \
     $load --rate "$rate" --json --quiet "${@:4}" >"$out/${variant}-${rate}-${n}.json" || true
   for pid in "${pids[@]}"; do kill -TERM "$pid"; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ -n "$redis" ]; then kill "$redis"; wait "$redis" 2>/dev/null || true; fi
+  for pid in $buses; do kill "$pid" 2>/dev/null || true; done
+  for pid in $buses; do wait "$pid" 2>/dev/null || true; done
   sleep 1
 }
 
@@ -129,7 +176,7 @@ for rate in rates:
     for v in variants:
         p99 = median(v, rate, "p99_ms")
         over = None if base is None or p99 is None else p99 - base
-        cross = f"{cell(median(v, rate, 'cross_p50_ms'))} / {cell(median(v, rate, 'cross_p99_ms'))}" if v == "redis2" else "—"
+        cross = f"{cell(median(v, rate, 'cross_p50_ms'))} / {cell(median(v, rate, 'cross_p99_ms'))}" if v.endswith("2") else "—"
         print(f"| {rate} | {v} | {cell(median(v, rate, 'deliveries_per_s'), 0)} | {cell(median(v, rate, 'p50_ms'))} | "
               f"{cell(p99)} | {cell(over)} | {cross} | {cell(median(v, rate, 'drop_rate'), 5)} |")
 with open(os.path.join(out, "summary.json"), "w") as f:

@@ -312,11 +312,13 @@ impl Worker {
                         url,
                         "connection to NATS regained; followed channels start a new run"
                     );
-                    // Whatever the bus carried meanwhile is lost to this
-                    // server: its subscribers see a new epoch, not a gap.
-                    self.new_runs(followed);
                 }
                 *sessions += 1;
+                // Whatever the bus carried while this server was not
+                // connected (since it started, or during the outage) is
+                // lost to it: subscribers of the channels followed
+                // meanwhile see a new epoch, not a silent gap.
+                self.new_runs(followed);
             }
             Event::Disconnected => {
                 self.health.connected.store(false, Ordering::Relaxed);
@@ -429,9 +431,12 @@ async fn read(
             kind: numbered.kind,
             transient: numbered.transient,
         };
-        if engine.relay(&topic, publication).is_err() {
-            // The engine is stopping.
-            return;
+        match engine.relay(&topic, publication) {
+            Ok(_) => {}
+            Err(PublishError::ShuttingDown) => return,
+            Err(e) => {
+                warn!(topic = %topic.name(), error = %e, "a message from the bus could not be delivered here");
+            }
         }
     }
 }
