@@ -9,13 +9,15 @@ mod exposition;
 mod four;
 mod raw;
 mod redis;
+mod redis_process;
 mod simple;
 mod slow;
 mod tls;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
 pub use self::{
-    bondx::*, client::*, exposition::*, four::*, raw::*, redis::*, simple::*, slow::*, tls::*,
+    bondx::*, client::*, exposition::*, four::*, raw::*, redis::*, redis_process::*, simple::*,
+    slow::*, tls::*,
 };
 
 use std::net::SocketAddr;
