@@ -3,7 +3,8 @@
 //! resumes on another node; a broker that is down is a clear 503 to
 //! publishers, never a silent loss, and everything resumes when it is back;
 //! a gap on the bus is a visible jump (telemetry) or a fresh snapshot
-//! saying so (BondX).
+//! saying so (BondX); on a node that never had the topic, a subscribe in
+//! any protocol waits for it to catch up from Redis.
 //!
 //! Each test starts its own `redis-server` on an ephemeral port (skipping,
 //! loudly, where it is not installed) and real server processes' engines.
@@ -330,6 +331,70 @@ async fn a_gap_on_the_bus_is_a_jump_for_telemetry_and_a_fresh_snapshot_for_bondx
     );
     assert_eq!(next_of_type(&mut telemetry, "event").await["seq"], 10);
     assert_silent(&mut bondx, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_client_on_a_node_that_never_had_the_feed_gets_its_state_from_redis() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let long = "[simple]\nprice_update_interval_seconds = 30";
+    let a = node(&redis.url(), "a", long);
+    let b = node(&redis.url(), "b", long);
+    let prices = [("AAPL", 150.0), ("MSFT", 380.0)];
+    let batch: Vec<(&str, Value, &str)> = prices
+        .iter()
+        .map(|(s, p)| ("market-data", json!({"symbol": s, "price": p}), *s))
+        .collect();
+    publish_all(&a, &batch).await;
+    let state = json!({
+        "AAPL": {"symbol": "AAPL", "price": 150.0},
+        "MSFT": {"symbol": "MSFT", "price": 380.0},
+    });
+
+    // Node b has never followed market-data: the automatic set at open
+    // and the subscribe each wait for its catch-up from Redis.
+    let mut ws = simple(&b, "").await;
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "price_updates"}),
+    )
+    .await;
+    let (_, at_open) = next_type(&mut ws, "subscribed").await;
+    let at_open: Vec<&Value> = at_open
+        .iter()
+        .filter(|f| f["type"] == "price_update")
+        .collect();
+    assert_eq!(at_open.len(), 1, "{at_open:?}");
+    assert_eq!(at_open[0]["symbols"], state);
+    let (subscribed, _) = next_type(&mut ws, "price_update").await;
+    assert_eq!(subscribed["symbols"], state, "{subscribed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fastws_subscribe_on_a_node_that_never_had_the_topic_misses_nothing_after_it() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let a = node(&redis.url(), "a", "");
+    let b = node(&redis.url(), "b", "");
+    let topic = r#"orders:{"accountId":"X-1"}"#;
+    let mut ws = b.fastws().await;
+    send_json(
+        &mut ws,
+        json!({"type": "orders.subscribe", "payload": {"accountId": "X-1"}}),
+    )
+    .await;
+    let response = next_json(&mut ws).await;
+    assert_eq!(response["payload"]["status"], "ok", "{response}");
+    // Answered once node b follows the topic: what is published anywhere
+    // from now on reaches the client.
+    a.publish(topic, json!({"id": "O-1"}), None).await;
+    let update = next_json(&mut ws).await;
+    assert_eq!(
+        update,
+        json!({"type": "orders.update", "payload": {"id": "O-1"}})
+    );
 }
 
 /// Sends one command to Redis in RESP; returns the raw reply.
