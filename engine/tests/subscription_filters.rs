@@ -1,8 +1,9 @@
 //! A subscription's filter: a subscriber receives only the messages its
 //! filter admits, the others are counted as `filtered` (not as drops), and
 //! each message is still encoded once per format whatever the number of
-//! subscribers. Driven end to end: a real engine on an ephemeral port and a
-//! raw client.
+//! subscribers; a filter that asks for it has its session woken when it
+//! leaves a message out. Driven end to end: a real engine on an ephemeral
+//! port and a raw client.
 
 mod common;
 
@@ -57,6 +58,35 @@ impl Session for Subscriber {
         ctx.send(frame::encode(OpCode::Text, b"ready"));
     }
     fn on_text(&mut self, _: &mut ConnCtx<'_>, _: &mut [u8]) {}
+}
+
+/// Leaves out messages of key `W`, and asks for its session when it does.
+#[derive(Debug)]
+struct WakeOnW;
+
+impl MessageFilter for WakeOnW {
+    fn admits(&self, msg: &Message) -> bool {
+        msg.key.as_deref() != Some("W")
+    }
+    fn wakes_session(&self) -> bool {
+        true
+    }
+}
+
+/// Subscribes to `t` through [`WakeOnW`], says `ready`, and says `woken`
+/// each time its session is woken (it never asks for a wake-up itself).
+struct Watcher;
+
+impl Session for Watcher {
+    fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
+        ctx.subscribe("t", Replay::None, None).unwrap();
+        assert!(ctx.filter("t", Some(Rc::new(WakeOnW))));
+        ctx.send(frame::encode(OpCode::Text, b"ready"));
+    }
+    fn on_text(&mut self, _: &mut ConnCtx<'_>, _: &mut [u8]) {}
+    fn on_wake(&mut self, ctx: &mut ConnCtx<'_>) {
+        ctx.send(frame::encode(OpCode::Text, b"woken"));
+    }
 }
 
 async fn read_texts(stream: &mut tokio::net::TcpStream, want: usize) -> Vec<String> {
@@ -114,5 +144,26 @@ async fn a_filtered_subscriber_gets_only_what_its_filter_admits() {
     );
     let by_format = stats.counts_by_format();
     assert_eq!((by_format[0].sent, by_format[0].filtered), (6, 2));
+    common::stop(engine).await;
+}
+
+#[tokio::test]
+async fn a_filter_that_asks_wakes_its_session_when_it_leaves_a_message_out() {
+    let mut formats = Formats::default();
+    formats.register(Arc::new(Keys)).unwrap();
+    let (engine, addr) = common::start(
+        formats,
+        Arc::new(|_: &str, _: &mut Delivery, _: &Engine| Box::new(Watcher) as Box<dyn Session>),
+    );
+    let mut ws = common::upgrade(addr, "/watch").await;
+    assert_eq!(read_texts(&mut ws, 1).await, ["ready"]);
+    let topic = engine.topic("t").unwrap();
+    for (key, expect) in [("A", "A"), ("W", "woken"), ("B", "B")] {
+        engine
+            .publish(&topic, Some(key.into()), Bytes::from_static(b"1"))
+            .unwrap();
+        assert_eq!(read_texts(&mut ws, 1).await, [expect]);
+    }
+    assert_eq!(engine.stats().await.counts.filtered, 1);
     common::stop(engine).await;
 }

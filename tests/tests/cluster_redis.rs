@@ -1,7 +1,10 @@
 //! Several servers as one through Redis: a publish on any node reaches
 //! every node's subscribers exactly once with the same seq; a client
 //! resumes on another node; a broker that is down is a clear 503 to
-//! publishers, never a silent loss, and everything resumes when it is back.
+//! publishers, never a silent loss, and everything resumes when it is back;
+//! a gap on the bus is a visible jump (telemetry) or a fresh snapshot
+//! saying so (BondX); on a node that never had the topic, a subscribe in
+//! any protocol waits for it to catch up from Redis.
 //!
 //! Each test starts its own `redis-server` on an ephemeral port (skipping,
 //! loudly, where it is not installed) and real server processes' engines.
@@ -11,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_on_one_node_reaches_every_node_once_with_the_same_seq() {
@@ -249,6 +252,137 @@ async fn a_malformed_message_on_the_bus_is_counted_and_dropped_not_delivered() {
     assert_silent(&mut on_a, Duration::from_millis(300)).await;
     let metrics = a.metrics().await;
     assert_eq!(metric(&metrics, "shardcast_broker_malformed_total"), 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_on_the_bus_is_a_jump_for_telemetry_and_a_fresh_snapshot_for_bondx() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let a = node(&redis.url(), "a", &bondx_section(""));
+    let mut bondx = bondx_by_query(&a, "/api/v1/ws/market/GAP", &user_token("u1")).await;
+    let first = next_frame(&mut bondx).await;
+    assert_eq!(
+        (first["type"].as_str(), first["seq"].as_u64()),
+        (Some("snapshot"), Some(0))
+    );
+    let epoch = first["meta"]["epoch"].as_str().unwrap().to_owned();
+    let mut telemetry = a.subscriber(&["prices.GAP"]).await;
+    for n in 1..=3 {
+        a.publish("prices.GAP", json!({"n": n}), None).await;
+    }
+    assert_eq!(seqs(&events(&mut telemetry, 3).await), [1, 2, 3]);
+    for seq in 1..=3 {
+        let delta = next_frame(&mut bondx).await;
+        assert_eq!(
+            (delta["type"].as_str(), delta["seq"].as_u64()),
+            (Some("delta"), Some(seq))
+        );
+    }
+
+    // Redis numbers five messages no node ever hears of (a bus that lost
+    // them, and a history that does not hold them): the next is seq 9.
+    let meta = "shardcast:{prices.GAP}:m";
+    assert_eq!(
+        redis_command(redis.port, &["HINCRBY", meta, "seq", "5"]).await,
+        ":8\r\n"
+    );
+    assert_eq!(a.publish("prices.GAP", json!({"n": 9}), None).await, 9);
+    // Telemetry sees the jump; BondX gets the state, saying why, instead
+    // of a delta after a hole.
+    assert_eq!(next_of_type(&mut telemetry, "event").await["seq"], 9);
+    let resync = next_frame(&mut bondx).await;
+    assert_eq!(
+        (
+            resync["type"].as_str(),
+            resync["seq"].as_u64(),
+            &resync["payload"]
+        ),
+        (Some("snapshot"), Some(9), &json!({"n": 9})),
+        "{resync}"
+    );
+    assert_eq!(
+        resync["meta"],
+        json!({"epoch": epoch, "resync": "gap", "previous_seq": 3, "previous_epoch": epoch})
+    );
+    // Then live again, from the snapshot's seq on: nothing twice, nothing lost.
+    a.publish("prices.GAP", json!({"n": 10}), None).await;
+    let delta = next_frame(&mut bondx).await;
+    assert_eq!(
+        (
+            delta["type"].as_str(),
+            delta["seq"].as_u64(),
+            &delta["payload"]
+        ),
+        (Some("delta"), Some(10), &json!({"n": 10})),
+        "{delta}"
+    );
+    assert_eq!(next_of_type(&mut telemetry, "event").await["seq"], 10);
+    assert_silent(&mut bondx, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_client_on_a_node_that_never_had_the_feed_gets_its_state_from_redis() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let long = "[simple]\nprice_update_interval_seconds = 30";
+    let a = node(&redis.url(), "a", long);
+    let b = node(&redis.url(), "b", long);
+    let prices = [("AAPL", 150.0), ("MSFT", 380.0)];
+    let batch: Vec<(&str, Value, &str)> = prices
+        .iter()
+        .map(|(s, p)| ("market-data", json!({"symbol": s, "price": p}), *s))
+        .collect();
+    publish_all(&a, &batch).await;
+    let state = json!({
+        "AAPL": {"symbol": "AAPL", "price": 150.0},
+        "MSFT": {"symbol": "MSFT", "price": 380.0},
+    });
+
+    // Node b has never followed market-data: the automatic set at open
+    // and the subscribe each wait for its catch-up from Redis.
+    let mut ws = simple(&b, "").await;
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "price_updates"}),
+    )
+    .await;
+    let (_, at_open) = next_type(&mut ws, "subscribed").await;
+    let at_open: Vec<&Value> = at_open
+        .iter()
+        .filter(|f| f["type"] == "price_update")
+        .collect();
+    assert_eq!(at_open.len(), 1, "{at_open:?}");
+    assert_eq!(at_open[0]["symbols"], state);
+    let (subscribed, _) = next_type(&mut ws, "price_update").await;
+    assert_eq!(subscribed["symbols"], state, "{subscribed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fastws_subscribe_on_a_node_that_never_had_the_topic_misses_nothing_after_it() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let a = node(&redis.url(), "a", "");
+    let b = node(&redis.url(), "b", "");
+    let topic = r#"orders:{"accountId":"X-1"}"#;
+    let mut ws = b.fastws().await;
+    send_json(
+        &mut ws,
+        json!({"type": "orders.subscribe", "payload": {"accountId": "X-1"}}),
+    )
+    .await;
+    let response = next_json(&mut ws).await;
+    assert_eq!(response["payload"]["status"], "ok", "{response}");
+    // Answered once node b follows the topic: what is published anywhere
+    // from now on reaches the client.
+    a.publish(topic, json!({"id": "O-1"}), None).await;
+    let update = next_json(&mut ws).await;
+    assert_eq!(
+        update,
+        json!({"type": "orders.update", "payload": {"id": "O-1"}})
+    );
 }
 
 /// Sends one command to Redis in RESP; returns the raw reply.

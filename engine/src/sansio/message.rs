@@ -79,6 +79,17 @@ fn key_hasher() -> &'static std::collections::hash_map::RandomState {
 pub trait MessageFilter: std::fmt::Debug {
     /// Whether the subscription receives `msg`.
     fn admits(&self, msg: &Message) -> bool;
+
+    /// Whether the session must hear at once that a message was left out:
+    /// asked only after [`admits`](Self::admits) refused one. When `true`
+    /// the connection's task calls [`Session::on_wake`](crate::Session::on_wake)
+    /// next, as if the instant of [`ConnCtx::wake_at`](crate::ConnCtx::wake_at)
+    /// had come. For a filter that watches the subscription's sequence and
+    /// leaves out what follows a gap until its session has answered it
+    /// (BondX's resync); by default, never.
+    fn wakes_session(&self) -> bool {
+        false
+    }
 }
 
 /// What a publisher says a message is. Protocols that distinguish the two

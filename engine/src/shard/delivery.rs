@@ -8,9 +8,11 @@
 //!    compressed as each subscriber negotiated (encoded, and compressed,
 //!    once per message across all shards, then a refcount clone);
 //! 3. per subscriber: skip messages from before it subscribed and messages
-//!    its filter leaves out (counted as `filtered`), and offer the frame to
-//!    its [`crate::Mailbox`] (rate limit, outbox); a refusal is counted once
-//!    per view (connection and topic) with its reason;
+//!    its filter leaves out (counted as `filtered`; its session is woken
+//!    when the filter asks, [`crate::MessageFilter::wakes_session`]), and
+//!    offer the frame to its [`crate::Mailbox`] (rate limit, outbox); a
+//!    refusal is counted once per view (connection and topic) with its
+//!    reason;
 //! 4. connections that got frames wait in FIFO order for the flush, which
 //!    writes each one when its oldest frame has waited the pacer's delay.
 //!
@@ -180,9 +182,14 @@ impl ShardState {
             }
             let conn = &sub.conn;
             if let Some(extra) = &sub.extra {
-                if extra.filter.as_ref().is_some_and(|f| !f.admits(msg)) {
-                    conn.state.borrow_mut().mailbox.counts.filtered += 1;
+                if let Some(filter) = extra.filter.as_ref().filter(|f| !f.admits(msg)) {
+                    let mut state = conn.state.borrow_mut();
+                    state.mailbox.counts.filtered += 1;
                     filtered += 1;
+                    if filter.wakes_session() && !std::mem::replace(&mut state.woken, true) {
+                        drop(state);
+                        conn.attention.notify_one();
+                    }
                     continue;
                 }
                 if let Some(throttle) = &extra.throttle {

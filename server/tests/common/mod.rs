@@ -1,5 +1,12 @@
-//! What the tests of the real binary share: waiting for a log line.
+//! What the tests of the real binary share: starting it, waiting for a
+//! log line, and a `redis-server` of the test's own.
 #![allow(dead_code)] // Each test binary uses its own subset.
+
+// The integration tests' own file (std only), not a copy of it.
+#[path = "../../../tests/tests/common/bus_process.rs"]
+mod bus_process;
+#[allow(unused_imports)] // Only the tests of several nodes use it.
+pub use bus_process::RedisProcess;
 
 use std::time::Duration;
 

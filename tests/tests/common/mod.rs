@@ -5,6 +5,7 @@
 
 mod bondx;
 mod bus;
+mod bus_process;
 mod client;
 mod exposition;
 mod four;
@@ -15,7 +16,8 @@ mod tls;
 
 #[allow(unused_imports)] // Each test binary uses its own subset, as above.
 pub use self::{
-    bondx::*, bus::*, client::*, exposition::*, four::*, raw::*, simple::*, slow::*, tls::*,
+    bondx::*, bus::*, bus_process::*, client::*, exposition::*, four::*, raw::*, simple::*,
+    slow::*, tls::*,
 };
 
 use std::net::SocketAddr;

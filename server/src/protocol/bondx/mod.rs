@@ -12,7 +12,8 @@
 //!
 //! Pieces: `auth.rs` (HS256 tokens, the user's scope), `command.rs` (client
 //! messages), `envelope.rs` (server frames), `session.rs` (what a
-//! connection does), `config.rs` (`[bondx]`). A delta or alert is encoded
+//! connection does), `resync.rs` (a fresh snapshot after a gap in a
+//! topic's sequence), `config.rs` (`[bondx]`). A delta or alert is encoded
 //! once per message by [`BondxFormat`] and shared by every BondX
 //! subscriber; snapshots, acks and errors are per connection.
 //! docs/protocol.md, *BondX*, is the reference.
@@ -23,6 +24,7 @@ mod command;
 mod config;
 mod envelope;
 mod ops;
+mod resync;
 mod session;
 
 use std::sync::Arc;

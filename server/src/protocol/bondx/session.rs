@@ -11,7 +11,11 @@
 //!    gets a `snapshot` whose `meta` says why the resume failed;
 //! 3. otherwise the engine hands over the topic's state with the
 //!    subscription, and the client gets it as one `snapshot` whose `seq` is
-//!    the topic's last seq: deltas continue at `seq + 1`.
+//!    the topic's last seq: deltas continue at `seq + 1`;
+//! 4. from there the subscription's sequence is watched: after a gap the
+//!    session is woken and takes the subscription again, and the client
+//!    gets a fresh `snapshot` marked `resync` instead of a delta after a
+//!    hole (`resync.rs`).
 //!
 //! Background mode (a `background_mode` message, or `x-background-mode:
 //! true` at connect) leaves every topic's live stream and instead sends,
@@ -38,6 +42,7 @@ use tracing::debug;
 use super::background::Background;
 use super::command::{parse, Code, Command, Subscribe};
 use super::envelope::{self, Head};
+use super::resync::{resync_meta, Watches};
 use super::Class;
 use crate::auth::Principal;
 use crate::input::truncate;
@@ -67,6 +72,8 @@ pub struct BondxSession {
     /// Pings have a limit of their own ([`PING_RATE`]), so a client's
     /// keep-alive never eats the class's budget for subscriptions.
     pings: RateLimiter,
+    /// The live subscriptions' sequences, watched for gaps (`resync.rs`).
+    watches: Watches,
 }
 
 /// What a reply is about: its topic and the client message's id.
@@ -97,6 +104,7 @@ impl BondxSession {
             opened: Instant::now(),
             background: background.then(Background::default),
             pings: RateLimiter::default(),
+            watches: Watches::default(),
         }
     }
 
@@ -182,8 +190,10 @@ impl BondxSession {
         match (request.resume_from_seq, &sub.replay) {
             (Some(asked), Ok(resumed)) => {
                 let queued = ctx.send_replay(resumed);
+                self.watches.watch(ctx, name, sub.position);
                 if queued < resumed.messages.len() {
                     ctx.unsubscribe(name);
+                    self.watches.forget(name);
                     let through = resumed.messages[queued].seq - 1;
                     let message = format!("resume cut short after seq {through}: the connection's outbox is full, so the topic was left; subscribe again with resume_from_seq {through}");
                     debug!(client = %ctx.client_id(), asked, through, "bondx resume cut short");
@@ -203,9 +213,10 @@ impl BondxSession {
         }
     }
 
-    /// Sends the snapshot a subscription came with.
+    /// Sends the snapshot a subscription came with, and watches the
+    /// subscription from there.
     fn send_snapshot(
-        &self,
+        &mut self,
         ctx: &mut ConnCtx<'_>,
         sub: &Subscribed,
         extra: Option<&serde_json::Value>,
@@ -220,8 +231,11 @@ impl BondxSession {
             extra,
             reply.correlation_id,
         );
-        if !ctx.send_state(&sub.topic, frame) {
+        if ctx.send_state(&sub.topic, frame) {
+            self.watches.watch(ctx, sub.topic.name(), sub.position);
+        } else {
             ctx.unsubscribe(sub.topic.name());
+            self.watches.forget(sub.topic.name());
             let message =
                 "the topic's snapshot does not fit in the connection's outbox; the topic was left";
             Self::error(ctx, Code::SlowConsumer, message, reply);
@@ -237,6 +251,7 @@ impl BondxSession {
             Some(background) => background.leave(topic),
             None => ctx.unsubscribe(topic),
         };
+        self.watches.forget(topic);
         if !held {
             let message = format!("not subscribed to {:?}", truncate(topic, 128));
             return Self::error(ctx, Code::NotSubscribed, &message, reply);
@@ -256,6 +271,7 @@ impl BondxSession {
                 for topic in &topics {
                     ctx.unsubscribe(topic);
                 }
+                self.watches.clear();
                 self.background = Some(Background::following(topics));
                 let interval = self.app.config.bondx.background_interval;
                 ctx.wake_at(Some(Instant::now() + interval));
@@ -300,6 +316,30 @@ impl BondxSession {
             Some(&details),
             None,
         ));
+    }
+
+    /// Answers the gaps the watches saw (`resync.rs`): each topic is taken
+    /// again with its state, at the rate it had, and sent as a `snapshot`
+    /// marked `resync`.
+    fn resync(&mut self, ctx: &mut ConnCtx<'_>) {
+        for (topic, before) in self.watches.take_gaps() {
+            let rate = ctx.rate_of(&topic);
+            ctx.unsubscribe(&topic);
+            let reply = Reply {
+                topic: Some(&topic),
+                correlation_id: None,
+            };
+            match ctx.subscribe(&topic, Replay::State(self.max_keys()), None) {
+                Ok(sub) => {
+                    if rate.is_some() {
+                        ctx.limit_rate(&topic, rate);
+                    }
+                    debug!(client = %ctx.client_id(), topic = %topic, after = before.seq, to = sub.position.seq, "bondx resync after a gap");
+                    self.send_snapshot(ctx, &sub, Some(&resync_meta(before)), reply);
+                }
+                Err(e) => Self::error(ctx, Code::from(&e), &e.to_string(), reply),
+            }
+        }
     }
 
     /// The endpoint's first topic (the one the path names).
@@ -397,6 +437,8 @@ impl Session for BondxSession {
     }
 
     fn on_wake(&mut self, ctx: &mut ConnCtx<'_>) {
+        // Woken by a gap (`resync.rs`), or by the background interval.
+        self.resync(ctx);
         let max_keys = self.max_keys();
         if let Some(background) = &mut self.background {
             let interval = self.app.config.bondx.background_interval;

@@ -9,6 +9,9 @@
 //!   WebSocket pings do not count: FastWS counts operations only.
 //! - Lifespan: the connection closes the same way once it is
 //!   `max_connection_lifespan_seconds` old.
+//! - Several servers as one: a subscribe waits until its topic is caught
+//!   up with the bus ([`ConnCtx::prepare`]), so its response and the
+//!   updates after it come in the order they do on a single server.
 //! - Producers: the first subscription of a bars or quotes topic (on this
 //!   server, by any FastWS client) starts the simulated feed of that topic
 //!   and the last one to leave stops it (`demo::Producers`); this session
@@ -211,6 +214,13 @@ impl Session for FastwsSession {
                 });
             }
         };
+        if request.operation == Operation::Subscribe
+            && self.principal.may_subscribe(&request.topic)
+            && !ctx.prepare([request.topic.as_str()], Some(&self.principal.quota))
+        {
+            // Handed over again once the topic is caught up with the bus.
+            return;
+        }
         self.last_operation = Instant::now();
         ctx.wake_at(Some(
             self.last_operation + self.app.config.fastws.heartbeat_interval,

@@ -22,6 +22,12 @@
 //! 6. **Limits**: at most `[simple] messages_per_second` client messages
 //!    (twice that in a burst); past it a message is not acted on, and the
 //!    first such message of a run gets an `error`.
+//! 7. **Several servers as one**: a channel's feed must be caught up with
+//!    the bus before its state is read or its live messages taken, so the
+//!    automatic set waits for its feeds before the session opens
+//!    ([`Session::topics_at_open`]) and a `subscribe` waits for its feed
+//!    ([`ConnCtx::prepare`]); a message held that way was admitted by the
+//!    limit when it first came ([`ConnCtx::redelivered`]).
 //!
 //! Every bad message gets an `error` frame and changes nothing: a request
 //! is checked whole (symbols, scope, the topic) before anything changes.
@@ -271,6 +277,16 @@ impl SimpleSession {
 }
 
 impl Session for SimpleSession {
+    fn topics_at_open(&self) -> (Vec<String>, Option<Arc<shardcast_engine::TopicQuota>>) {
+        let feeds = Channel::ALL
+            .iter()
+            .map(|&channel| self.shared.feed(channel))
+            .filter(|feed| self.principal.may_subscribe(feed))
+            .map(str::to_owned)
+            .collect();
+        (feeds, Some(Arc::clone(&self.principal.quota)))
+    }
+
     fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
         let max = self.shared.config.max_connections;
         if self.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
@@ -297,7 +313,8 @@ impl Session for SimpleSession {
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
         let now = Instant::now();
         self.last_heard = now;
-        if !self.admit_message(ctx, now) {
+        // A message held for its feed was admitted when it first came.
+        if !ctx.redelivered() && !self.admit_message(ctx, now) {
             return;
         }
         let request = match parse(text, self.shared.config.max_symbols) {
@@ -307,6 +324,15 @@ impl Session for SimpleSession {
                 return Self::error(ctx, &invalid.0);
             }
         };
+        if let Request::Subscribe { channel, .. } = &request {
+            let feed = self.shared.feed(*channel);
+            if self.principal.may_subscribe(feed)
+                && !ctx.prepare([feed], Some(&self.principal.quota))
+            {
+                // Handed over again once the feed is caught up with the bus.
+                return;
+            }
+        }
         match request {
             Request::Ping => ctx.send(json_frame(&serde_json::json!({"type": "pong"}))),
             Request::Subscribe { channel, symbols } => {
