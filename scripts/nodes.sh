@@ -68,17 +68,17 @@ bus() {
       taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
         >/dev/null 2>&1 &
       echo $!
-      wait_for_port "$redis_port" ;;
+      wait_for_port "$redis_port" || exit 1 ;;
     cluster2)
       local dir
-      dir="$out/cluster-$RANDOM"
+      dir="$PWD/$out/cluster-$RANDOM"
       mkdir -p "$dir"
       for port in "${cluster_ports[@]}"; do
         taskset -c 1 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
           --cluster-enabled yes --cluster-config-file "$dir/nodes-$port.conf" --dir "$dir" \
           >/dev/null 2>&1 &
         echo $!
-        wait_for_port "$port"
+        wait_for_port "$port" || exit 1
       done
       redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 \
         --cluster-yes >/dev/null
@@ -86,7 +86,7 @@ bus() {
     nats2)
       taskset -c 1 nats-server -a 127.0.0.1 -p "$nats_port" >/dev/null 2>&1 &
       echo $!
-      wait_for_port "$nats_port" ;;
+      wait_for_port "$nats_port" || exit 1 ;;
   esac
 }
 

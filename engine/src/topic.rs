@@ -1,7 +1,6 @@
 //! Topics: named streams with gapless sequence numbers, history, and the
 //! per-shard subscriber counts that route each message only to shards that
-//! want it. Their creation and expiry belong to the registry
-//! (`registry.rs`).
+//! want it. The registry (`registry.rs`) creates and expires them.
 //!
 //! Publishing a message (all under that topic's own lock, never a global one):
 //! 1. stamp the next sequence number;
@@ -335,10 +334,11 @@ impl Topic {
     }
 
     /// The topic's position and the answer to `replay`, read together
-    /// under its lock, without subscribing (a periodic look at a topic's
-    /// latest state, say).
+    /// under its lock, without subscribing: a periodic look at its state,
+    /// which keeps it followed on a bus and alive, as a subscriber would.
     pub fn peek(&self, replay: Replay) -> (Position, Result<Replayed, ReplayError>) {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
+        state.last_active = state.last_active.max(Instant::now());
         let epoch = self.epoch();
         let position = Position {
             epoch,

@@ -360,6 +360,41 @@ async fn a_simple_client_on_a_node_that_never_had_the_feed_gets_its_state_from_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_feed_stays_followed_while_its_clients_watch_it() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    let ticks = "[simple]\nprice_update_interval_seconds = 1";
+    let a = node(&redis.url(), "a", ticks);
+    // Node b lets go of a channel 2 s after it was last wanted; its simple
+    // client holds no subscription, but looks at the feed every second.
+    let b = node_lingering(&redis.url(), "b", ticks, Duration::from_secs(2));
+    publish_price(&a, "AAPL", 150.0).await;
+    let mut ws = simple(&b, "").await;
+    send_json(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "price_updates"}),
+    )
+    .await;
+    next_type(&mut ws, "subscribed").await;
+    // Quiet past the linger and the next sweep of unwanted channels (every
+    // 5 s): the feed must stay followed.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    publish_price(&a, "AAPL", 151.0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (update, _) = next_type(&mut ws, "price_update").await;
+        if update["symbols"]["AAPL"]["price"] == 151.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node b stopped following the feed: {update}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fastws_subscribe_on_a_node_that_never_had_the_topic_misses_nothing_after_it() {
     let Some(redis) = RedisProcess::start() else {
         return;

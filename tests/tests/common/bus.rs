@@ -24,9 +24,20 @@ impl TestServer {
 
 /// A node joined to the others through Redis at `url`, named `node`.
 pub fn node(url: &str, node: &str, extra: &str) -> TestServer {
-    TestServer::start(&format!(
+    TestServer::start(&redis_section(url, node, extra))
+}
+
+/// As [`node`], following a channel for `linger` after it was last wanted.
+pub fn node_lingering(url: &str, node: &str, extra: &str, linger: Duration) -> TestServer {
+    TestServer::start_adjusted(&[], &redis_section(url, node, extra), "", |config| {
+        config.engine.follow_linger = linger;
+    })
+}
+
+fn redis_section(url: &str, node: &str, extra: &str) -> String {
+    format!(
         "{extra}\n[broker]\nkind = \"redis\"\nurl = \"{url}\"\nnode_id = \"{node}\"\ntimeout_ms = 500\n"
-    ))
+    )
 }
 
 /// A node joined to the others through the Redis Cluster `seeds`, once

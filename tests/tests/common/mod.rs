@@ -66,6 +66,17 @@ impl TestServer {
     /// As [`TestServer::start_with_keys`], declaring `channels` (rules)
     /// beside the test channels.
     pub fn start_declaring(channels: &[&str], extra: &str, keys: &str) -> Self {
+        Self::start_adjusted(channels, extra, keys, |_| {})
+    }
+
+    /// As [`TestServer::start_declaring`], with the validated settings
+    /// changed by `adjust` (for what no setting reaches).
+    pub fn start_adjusted(
+        channels: &[&str],
+        extra: &str,
+        keys: &str,
+        adjust: impl FnOnce(&mut shardcast_server::ServerConfig),
+    ) -> Self {
         let mut rules = vec!["prices.*", "positions.*", "t1", "t2", "big"];
         rules.extend_from_slice(channels);
         let channels = serde_json::to_string(&rules).expect("rules serialize");
@@ -95,7 +106,8 @@ roles = ["publish"]
         let mut raw = RawConfig::from_toml(&toml).expect("test config parses");
         // No simulated market unless `extra` asks for it with `demo = true`.
         raw.demo.get_or_insert(false);
-        let config = raw.validate().expect("test config is valid");
+        let mut config = raw.validate().expect("test config is valid");
+        adjust(&mut config);
         let server = Server::start(config).expect("server starts");
         let addr = server.local_addr();
         Self {
