@@ -169,26 +169,41 @@ impl Fanout<'_> {
     /// created again if need be (not charged to any quota: the publish was
     /// admitted against the topic as it was).
     pub fn deliver(&self, topic: &Topic, publication: Publication) -> Result<u64, PublishError> {
+        self.deliver_then(topic, publication, |_| ())
+            .map(|(seq, ())| seq)
+    }
+
+    /// As [`Fanout::deliver`], then calls `then` with the stamped message
+    /// while the topic is still locked: whatever `then` does (hand it to a
+    /// bus, say) happens in the topic's sequence order, whichever threads
+    /// publish to it. Keep `then` short: the topic's publishers wait.
+    pub fn deliver_then<R>(
+        &self,
+        topic: &Topic,
+        publication: Publication,
+        then: impl FnOnce(&Message) -> R,
+    ) -> Result<(u64, R), PublishError> {
         match topic.publish(publication) {
-            Ok(stamped) => Ok(self.route(stamped)),
+            Ok(stamped) => Ok(self.route(stamped, then)),
             Err(Rejected(publication)) => {
                 let live = self.topics.resolve(topic.name(), None)?;
                 let stamped = live
                     .publish(publication)
                     .map_err(|_| PublishError::Retired)?;
-                Ok(self.route(stamped))
+                Ok(self.route(stamped, then))
             }
         }
     }
 
     /// Offers a stamped message to every shard with a subscriber (the topic
-    /// still locked, so shards see its messages in order); returns its seq.
-    pub(crate) fn route(&self, mut stamped: Stamped<'_>) -> u64 {
+    /// still locked, so shards see its messages in order), then calls
+    /// `then` before the lock is let go; returns its seq and `then`'s answer.
+    fn route<R>(&self, mut stamped: Stamped<'_>, then: impl FnOnce(&Message) -> R) -> (u64, R) {
         let lost = self.offer(&stamped.msg, stamped.shard_subscribers());
         if lost > 0 {
             stamped.overflowed(lost);
         }
-        stamped.msg.seq
+        (stamped.msg.seq, then(&stamped.msg))
     }
 
     /// Offers `msg` to every shard with a subscriber, by

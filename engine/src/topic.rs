@@ -91,36 +91,6 @@ struct TopicState {
     gap_skipped: u64,
 }
 
-/// A topic's figures at one moment.
-#[derive(Clone, Debug)]
-pub struct TopicStats {
-    /// The topic's id.
-    pub id: TopicId,
-    /// The topic's name.
-    pub name: Arc<str>,
-    /// Messages published (equal to the last sequence number).
-    pub published: u64,
-    /// Subscriptions across all shards.
-    pub subscribers: u64,
-    /// Messages in the history ring.
-    pub history: usize,
-    /// Keys in the keyed snapshot.
-    pub snapshot_keys: usize,
-    /// Bytes retained by ring and snapshot.
-    pub history_bytes: usize,
-    /// Messages not retained for lack of memory (topic or engine limit).
-    pub retention_refused: u64,
-    /// Deliveries lost because a shard's inbox was full (one per subscriber there).
-    pub overflow_dropped: u64,
-    /// How its messages are delivered (channel rules).
-    pub class: DeliveryClass,
-    /// Gaps on the bus that could not be repaired from its history: each
-    /// delivered as a jump in the sequence.
-    pub gaps: u64,
-    /// Messages those gaps skipped.
-    pub gap_skipped: u64,
-}
-
 /// What a new subscriber starts from.
 #[derive(Debug)]
 pub(crate) struct SubscribeStart {
@@ -241,6 +211,15 @@ impl Topic {
         Epoch::from_u64(self.epoch.load(Ordering::Relaxed))
     }
 
+    /// Marks the topic looked at now by a session that watches it without
+    /// subscribing (a periodic read of its state): a look keeps it followed
+    /// on a bus, and not expired as idle, for as long as a subscriber
+    /// would. Such a session looks at least once per `follow_linger`.
+    pub fn look(&self) {
+        let mut state = self.state.lock();
+        state.last_active = state.last_active.max(Instant::now());
+    }
+
     /// The position of its last message.
     pub fn position(&self) -> Position {
         let state = self.state.lock();
@@ -259,14 +238,15 @@ impl Topic {
 
     /// Stamps and records one message; the caller routes it (see [`Stamped`]).
     pub(crate) fn publish(&self, publication: Publication) -> Result<Stamped<'_>, Rejected> {
-        // Clock reads and the allocation of the key stay outside the lock.
+        // Clock reads and the allocation of the key stay outside the lock;
+        // the epoch is read under it (a bus's thread may start a new run).
         let stamp = Stamp::now();
         let kind = publication.kind;
         let transient = publication.transient;
         let mut msg = Message::new(
             self.id,
             Arc::clone(&self.name),
-            self.epoch(),
+            Epoch::from_u64(0),
             0,
             publication.key,
             publication.data,
@@ -275,6 +255,7 @@ impl Topic {
         msg.kind = kind;
         msg.class = self.class;
         let mut state = self.state.lock();
+        msg.epoch = self.epoch();
         if state.retired {
             return Err(Rejected(Publication {
                 key: msg.key,
@@ -334,8 +315,8 @@ impl Topic {
     }
 
     /// The topic's position and the answer to `replay`, read together
-    /// under its lock, without subscribing: a periodic look at its state,
-    /// which keeps it followed on a bus and alive, as a subscriber would.
+    /// under its lock, without subscribing: a periodic look at its state
+    /// (see [`Topic::look`]).
     pub fn peek(&self, replay: Replay) -> (Position, Result<Replayed, ReplayError>) {
         let mut state = self.state.lock();
         state.last_active = state.last_active.max(Instant::now());
@@ -396,25 +377,6 @@ impl Topic {
         drop(state);
         Some(self.stats())
     }
-
-    /// The topic's figures now.
-    pub fn stats(&self) -> TopicStats {
-        let state = self.state.lock();
-        TopicStats {
-            id: self.id,
-            name: Arc::clone(&self.name),
-            published: state.seq,
-            subscribers: state.subscribers,
-            history: state.history.ring_len(),
-            snapshot_keys: state.history.snapshot_len(),
-            history_bytes: state.history.bytes(),
-            retention_refused: state.retention_refused,
-            overflow_dropped: state.overflow_dropped,
-            class: self.class,
-            gaps: state.gaps,
-            gap_skipped: state.gap_skipped,
-        }
-    }
 }
 
 impl Drop for Topic {
@@ -443,8 +405,10 @@ impl Drop for Charge {
 }
 
 mod follow;
+mod stats;
 #[cfg(all(test, not(shardcast_loom)))]
 mod tests;
 
 pub(crate) use follow::{Cooled, Follow, Waiter};
 pub use follow::{Ingested, Numbered};
+pub use stats::TopicStats;

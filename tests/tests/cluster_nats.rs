@@ -140,7 +140,11 @@ async fn publish_until(server: &TestServer, status: u16, n: u64) -> serde_json::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_at_start_is_a_clear_503_and_everything_resumes_when_it_is_back() {
-    let port = free_port();
+    let Some(mut nats) = BusProcess::nats() else {
+        return;
+    };
+    let port = nats.port;
+    nats.kill();
     let a = nats_node_starting(&format!("nats://127.0.0.1:{port}"), "a");
     let (status, health) = a.http("GET", "/health", None, None).await;
     assert_eq!(
@@ -156,9 +160,7 @@ async fn nats_down_at_start_is_a_clear_503_and_everything_resumes_when_it_is_bac
     let answer = publish_until(&a, 503, 0).await;
     assert!(answer.to_string().contains("NATS"), "{answer}");
 
-    let Some(_nats) = BusProcess::nats_on(port) else {
-        return;
-    };
+    let _nats = BusProcess::nats_on(port).expect("nats-server starts again");
     publish_until(&a, 200, 1).await;
     // The subscriber stayed connected and gets what is published now.
     let event = next_of_type(&mut subscriber, "event").await;
@@ -181,6 +183,8 @@ async fn nats_lost_mid_stream_refuses_publishes_and_starts_a_visible_new_run() {
         a.publish("t1", json!({"n": n}), None).await;
     }
     assert_eq!(seqs(&events(&mut on_b, 3).await), [1, 2, 3]);
+    // One more subscriber, joining at seq 3 of this run.
+    let mut joined_at_3 = b.subscriber(&["t1"]).await;
 
     nats.kill();
     publish_until(&a, 503, 0).await;
@@ -204,6 +208,13 @@ async fn nats_lost_mid_stream_refuses_publishes_and_starts_a_visible_new_run() {
     // What the bus carried meanwhile is lost to b: its subscribers see the
     // numbering restart (a new epoch), never a silent gap.
     assert_eq!(event["seq"].as_u64(), Some(1), "{event}");
+    // A subscriber that joined later in the old run gets the new run from
+    // its start too: its seq 1 is not mistaken for one of the old run's.
+    let same = next_of_type(&mut joined_at_3, "event").await;
+    assert_eq!(
+        (&same["seq"], &same["data"]),
+        (&event["seq"], &event["data"])
+    );
     let metrics = b.metrics().await;
     assert!(metric(&metrics, "shardcast_broker_reconnects_total") >= 1.0);
     assert!(metric(&metrics, "shardcast_broker_gaps_detected_total") >= 1.0);

@@ -177,7 +177,7 @@ impl ShardState {
         let now = self.now();
         let mut filtered = 0;
         for sub in list {
-            if msg.seq <= sub.after_seq {
+            if msg.seq <= sub.after.seq && msg.epoch == sub.after.epoch {
                 continue;
             }
             let conn = &sub.conn;

@@ -51,7 +51,7 @@ impl ShardState {
         };
         list.push(Subscriber {
             conn: Rc::clone(conn),
-            after_seq: start.position.seq,
+            after: start.position,
             extra: extra.boxed(),
         });
         let slot = list.len() - 1;

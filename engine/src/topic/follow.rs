@@ -106,6 +106,13 @@ pub(crate) enum Cooled {
 }
 
 impl Topic {
+    /// Whether the topic is followed on the bus now (wanted here). A
+    /// broker's thread checks it before acting on an unfollow: the topic
+    /// may have been wanted again, and followed, since it was asked.
+    pub fn is_followed(&self) -> bool {
+        self.state.lock().follow.is_followed()
+    }
+
     /// Whether a subscriber may join now. When not, `waiter` is listed to
     /// be woken by the catch-up; `Err(true)` says the caller must ask the
     /// broker to follow the topic (it was cold).
@@ -275,8 +282,13 @@ impl Topic {
         let skipped = if same_epoch { last - state.seq } else { last };
         self.epoch.store(epoch.as_u64(), Ordering::Relaxed);
         state.seq = last;
-        // The ring is one contiguous run: it cannot span the gap.
-        state.history.clear_ring(&self.budget);
+        if same_epoch {
+            // The ring is one contiguous run: it cannot span the gap.
+            state.history.clear_ring(&self.budget);
+        } else {
+            // Nor may the keyed snapshot mix runs: their seqs collide.
+            state.history.clear(&self.budget);
+        }
         state.gaps += 1;
         state.gap_skipped += skipped;
         Some(skipped)

@@ -46,10 +46,34 @@ pub fn valid_node_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// What a message's publisher writes of it, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct Parts<'a> {
+    /// Optional key.
+    pub key: Option<&'a str>,
+    /// The payload as published.
+    pub data: &'a [u8],
+    /// Event or alert.
+    pub kind: MessageKind,
+    /// Delivered but not kept in the history.
+    pub transient: bool,
+}
+
+impl<'a> From<&'a Publication> for Parts<'a> {
+    fn from(publication: &'a Publication) -> Self {
+        Self {
+            key: publication.key.as_deref(),
+            data: &publication.data,
+            kind: publication.kind,
+            transient: publication.transient,
+        }
+    }
+}
+
 /// The part of a message its publisher writes (everything after the seq).
 pub fn body(origin: &str, publication: &Publication, now: SystemTime) -> Vec<u8> {
     let mut out = Vec::with_capacity(publication.data.len() + 64);
-    write_body(&mut out, origin, publication, now);
+    write_body(&mut out, origin, &publication.into(), now);
     out
 }
 
@@ -59,30 +83,30 @@ pub fn numbered(
     epoch: Epoch,
     seq: u64,
     origin: &str,
-    publication: &Publication,
+    parts: &Parts<'_>,
     now: SystemTime,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(publication.data.len() + 96);
+    let mut out = Vec::with_capacity(parts.data.len() + 96);
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{epoch}:{seq}:");
-    write_body(&mut out, origin, publication, now);
+    write_body(&mut out, origin, parts, now);
     out
 }
 
-fn write_body(out: &mut Vec<u8>, origin: &str, publication: &Publication, now: SystemTime) {
+fn write_body(out: &mut Vec<u8>, origin: &str, parts: &Parts<'_>, now: SystemTime) {
     let micros = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros();
-    let key = publication.key.as_deref().unwrap_or("");
-    let kind = match publication.kind {
+    let key = parts.key.unwrap_or("");
+    let kind = match parts.kind {
         MessageKind::Event => 'e',
         MessageKind::Alert => 'a',
     };
-    let keep = if publication.transient { 0 } else { 1 };
+    let keep = if parts.transient { 0 } else { 1 };
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{origin}:{micros}:{kind}:{keep}:{}:{key}", key.len());
-    out.extend_from_slice(&publication.data);
+    out.extend_from_slice(parts.data);
 }
 
 /// Reads a whole bus message (as published, or as the history holds it).
@@ -195,7 +219,13 @@ mod tests {
     #[test]
     fn a_transient_message_numbered_by_its_publisher_reads_back() {
         let publication = Publication::new(None, Bytes::from_static(b"1")).transient();
-        let raw = numbered(Epoch::from_u64(7), 3, "n", &publication, SystemTime::now());
+        let raw = numbered(
+            Epoch::from_u64(7),
+            3,
+            "n",
+            &(&publication).into(),
+            SystemTime::now(),
+        );
         let m = parse(&raw).unwrap().message;
         assert_eq!((m.epoch.as_u64(), m.seq), (7, 3));
         assert!(m.transient && m.key.is_none());

@@ -11,8 +11,10 @@ pub mod envelope;
 mod nats;
 mod redis;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -46,6 +48,61 @@ pub fn build(
 enum Control {
     Follow(Arc<Topic>),
     Unfollow(Arc<Topic>),
+}
+
+/// Runs `serve` on a thread of its own, named `broker`, in a current-thread
+/// runtime: an external broker's connections, never a shard's.
+fn spawn_bus_thread<F, Fut>(serve: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let spawned = std::thread::Builder::new()
+        .name("broker".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(serve()),
+                Err(e) => tracing::error!(error = %e, "cannot start the broker's runtime"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the broker thread");
+    }
+}
+
+/// A warning that may come once per message, logged at most once per
+/// interval with how many were held back meanwhile. Shared by a bus's
+/// tasks.
+#[derive(Debug)]
+pub(crate) struct Quiet {
+    every: Duration,
+    /// When it was last logged, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Quiet {
+    pub(crate) const fn every(every: Duration) -> Self {
+        Self {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back)` when this one is to be logged; `None` to hold it.
+    pub(crate) fn admit(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let (last, held) = *state;
+        if last.is_some_and(|at| now.duration_since(at) < self.every) {
+            *state = (last, held + 1);
+            return None;
+        }
+        *state = (Some(now), 0);
+        Some(held)
+    }
 }
 
 /// Why a publish is refused while the `bus` at `url` cannot be reached.

@@ -129,6 +129,12 @@ impl RawBroker {
                 ));
             }
         }
+        if self.url.is_some() && !cluster.is_empty() {
+            return Err(invalid(
+                "broker.cluster",
+                "set broker.url (one Redis server) or broker.cluster (a Redis Cluster's nodes), not both",
+            ));
+        }
         let url = self
             .url
             .clone()
@@ -165,6 +171,12 @@ impl RawBroker {
             return Err(invalid(
                 "broker.cluster",
                 "is for Redis Cluster; list several NATS servers in broker.url, separated by commas",
+            ));
+        }
+        if self.history_ttl_seconds.is_some() {
+            return Err(invalid(
+                "broker.history_ttl_seconds",
+                "is for Redis: NATS keeps no history",
             ));
         }
         let url = self
@@ -267,14 +279,18 @@ pub(super) fn show(config: &ServerConfig, top: &mut toml::Table) {
     top.insert("broker".into(), section.into());
 }
 
-/// `url` with any password replaced, for logs and `check-config`.
+/// `url` (or a comma-separated list of them) with any password replaced,
+/// for logs and `check-config`.
 pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+    url.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+            }
+            _ => url.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -381,6 +397,22 @@ mod tests {
             ),
             (
                 RawBroker {
+                    url: Some("redis://h:6379".into()),
+                    cluster: Some(vec!["redis://h:7000".into()]),
+                    ..Default::default()
+                },
+                "broker.cluster",
+            ),
+            (
+                RawBroker {
+                    kind: Some("nats".into()),
+                    history_ttl_seconds: Some(60),
+                    ..Default::default()
+                },
+                "broker.history_ttl_seconds",
+            ),
+            (
+                RawBroker {
                     kind: Some("redis".into()),
                     queue_size: Some(0),
                     ..Default::default()
@@ -398,5 +430,9 @@ mod tests {
     fn passwords_are_not_shown() {
         assert_eq!(redacted("redis://:secret@h:1/0"), "redis://***@h:1/0");
         assert_eq!(redacted("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(
+            redacted("nats://u:p@a:1,nats://b:2,nats://v:q@c:3"),
+            "nats://***@a:1,nats://b:2,nats://***@c:3"
+        );
     }
 }

@@ -188,7 +188,17 @@ impl RawConfig {
             max_history_bytes: max_total_bytes,
             max_topics: positive("topics.max_topics", self.topics.max_topics, 10_000)?,
             topic_idle_expiry: Duration::from_secs(idle_expiry),
-            follow_linger: EngineConfig::default().follow_linger,
+            // Sessions that watch a topic without subscribing (simple's
+            // conflated channels, BondX's background mode) look at it once
+            // per interval: it lingers over two of the longest.
+            follow_linger: [
+                bondx.background_interval,
+                simple.price_update_interval,
+                simple.portfolio_update_interval,
+            ]
+            .into_iter()
+            .map(|interval| 2 * interval)
+            .fold(EngineConfig::default().follow_linger, Duration::max),
             gate,
             max_subscriptions: positive(
                 "topics.max_subscriptions",

@@ -22,7 +22,6 @@ mod ondemand;
 
 pub use ondemand::{Feed, FeedRefused, Producers, MAX_PER_PEER, MAX_PRODUCERS};
 
-use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use shardcast_engine::{Engine, PublishError, Topic};
 use tracing::{info, warn};
+
+use crate::broker::Quiet;
 
 const SYMBOLS: [(&str, &str, f64); 20] = [
     ("AAPL", "NASDAQ", 189.5),
@@ -287,17 +288,8 @@ fn publish(engine: &Engine, topic: &Arc<Topic>, key: &str, json: &str) {
 /// Logs a refused demo publish, at most once every 10 s with how many were
 /// refused meanwhile: while a broker is unreachable every tick fails.
 fn publish_failed(e: &PublishError) {
-    thread_local! {
-        static LOGGED: Cell<(Option<Instant>, u64)> = const { Cell::new((None, 0)) };
+    static REFUSED: Quiet = Quiet::every(Duration::from_secs(10));
+    if let Some(held) = REFUSED.admit() {
+        warn!(error = %e, refused = held + 1, "demo publishes refused");
     }
-    LOGGED.with(|logged| {
-        let (last, refused) = logged.get();
-        let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(10)) {
-            logged.set((last, refused + 1));
-            return;
-        }
-        warn!(error = %e, refused = refused + 1, "demo publishes refused");
-        logged.set((Some(now), 0));
-    });
 }

@@ -32,8 +32,13 @@ struct Bus {
 
 impl Bus {
     fn new() -> Self {
+        Self::keeping(0)
+    }
+
+    /// With a keyed snapshot of `max_keys` keys per topic.
+    fn keeping(max_keys: usize) -> Self {
         Self {
-            registry: followed_registry(),
+            registry: followed_registry(max_keys),
             inbox: [ShardInbox::new(64)],
         }
     }
@@ -46,14 +51,14 @@ impl Bus {
     }
 }
 
-fn followed_registry() -> TopicRegistry {
+fn followed_registry(max_keys: usize) -> TopicRegistry {
     TopicRegistry::new(RegistryConfig {
         rules: ChannelRules::of(&["t"]),
         max_topics: 10,
         shards: 1,
         history: HistoryLimits {
             capacity: 4,
-            max_keys: 0,
+            max_keys,
             max_bytes: 1 << 20,
             floor: 0,
         },
@@ -176,4 +181,46 @@ fn numbered_messages_are_taken_once_in_order_and_a_gap_is_reported() {
     assert_eq!(topic.skip_to(Epoch::from_u64(2), 1), Some(0));
     assert_eq!(topic.ingest(numbered(2, 1), &fanout), Ingested::Delivered);
     assert_eq!(topic.epoch(), Epoch::from_u64(2));
+}
+
+#[test]
+fn a_new_run_starts_the_keyed_snapshot_afresh() {
+    let bus = Bus::keeping(8);
+    let fanout = bus.fanout();
+    let topic = bus.registry.resolve("t", None).unwrap();
+    let _ = topic.want(WAITER);
+    topic.catch_up(Epoch::from_u64(1), 0, Vec::new(), &fanout);
+    topic.subscribe(0, Replay::None).unwrap();
+    let keyed = |epoch, seq, key: &str| Numbered {
+        key: Some(key.into()),
+        ..numbered(epoch, seq)
+    };
+    for (seq, key) in [(1, "A"), (2, "B"), (3, "C")] {
+        assert_eq!(
+            topic.ingest(keyed(1, seq, key), &fanout),
+            Ingested::Delivered
+        );
+    }
+    let old_run = topic.stats().history_bytes;
+    // A new run (the bus lost its state, or NATS's connection was lost):
+    // its seqs start again, so nothing of the old run may stay beside them.
+    topic.catch_up(Epoch::from_u64(2), 0, Vec::new(), &fanout);
+    assert_eq!(topic.ingest(keyed(2, 1, "D"), &fanout), Ingested::Delivered);
+    let (position, state) = topic.peek(Replay::State(8));
+    let keys: Vec<_> = state
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| (m.epoch.as_u64(), m.seq, m.key.clone().unwrap()))
+        .collect();
+    assert_eq!(position.epoch, Epoch::from_u64(2));
+    assert_eq!(keys, [(2, 1, "D".into())]);
+    // The old run's bytes were let go: one message of three is held.
+    let stats = topic.stats();
+    assert_eq!((stats.snapshot_keys, stats.history), (1, 1));
+    assert!(
+        stats.history_bytes * 2 < old_run,
+        "{} of {old_run}",
+        stats.history_bytes
+    );
 }

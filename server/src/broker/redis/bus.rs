@@ -39,8 +39,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::keys::{Scripts, TopicKeys};
-use super::link::{self, Commands, Feed};
+use super::link::{self, Commands, Feed, Pushed};
 use super::{envelope, BusHealth, Control, Job, Retention};
+use crate::broker::Quiet;
 use crate::config::{redacted, RedisConfig};
 
 /// Longest wait between two attempts to reach Redis.
@@ -52,6 +53,8 @@ pub(super) struct Worker {
     pub(super) retention: Retention,
     pub(super) health: Arc<BusHealth>,
     pub(super) engine: Engine,
+    /// Messages from the bus that could not be read.
+    pub(super) unreadable: Quiet,
 }
 
 /// The connections of one session with Redis.
@@ -68,22 +71,8 @@ type Followed = HashMap<String, Arc<Topic>>;
 type Loaded = (String, u64, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 impl Worker {
-    /// Runs the bus thread until the process ends.
-    pub(super) fn run(self, jobs: mpsc::Receiver<Job>, control: mpsc::UnboundedReceiver<Control>) {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the broker's runtime");
-                return;
-            }
-        };
-        runtime.block_on(self.serve(jobs, control));
-    }
-
-    async fn serve(
+    /// Serves until the engine stops (module docs).
+    pub(super) async fn serve(
         self,
         mut jobs: mpsc::Receiver<Job>,
         mut control: mpsc::UnboundedReceiver<Control>,
@@ -176,8 +165,9 @@ impl Worker {
         loop {
             let step = tokio::select! {
                 biased;
-                message = session.feed.next() => match message {
-                    Some(message) => self.receive(&mut session, scripts, followed, &message).await,
+                pushed = session.feed.next() => match pushed {
+                    Some(Pushed::Message(message)) => self.receive(&mut session, scripts, followed, &message).await,
+                    Some(Pushed::Dropped(channel)) => self.dropped(&mut session, scripts, followed, &channel).await,
                     None => Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()),
                 },
                 request = control.recv() => match request {
@@ -191,6 +181,24 @@ impl Worker {
                 return e;
             }
         }
+    }
+
+    /// A channel the cluster stopped sending (its slot moved): followed
+    /// again, and caught up with what it missed meanwhile.
+    async fn dropped(
+        &self,
+        session: &mut Session,
+        scripts: &Scripts,
+        followed: &Followed,
+        channel: &str,
+    ) -> Result<(), RedisError> {
+        let Some(topic) = followed.get(channel) else {
+            return Ok(()); // unfollowed here
+        };
+        warn!(topic = %topic.name(), "Redis Cluster dropped a channel's subscription (its slot moved); following it again");
+        session.feed.subscribe(channel).await?;
+        self.catch_up(&mut session.commands, scripts, topic).await?;
+        Ok(())
     }
 
     /// A message on a channel, into the engine (step 3).
@@ -208,7 +216,9 @@ impl Worker {
             Ok(envelope) => envelope,
             Err(e) => {
                 BusHealth::add(&self.health.malformed, 1);
-                warn!(topic = %topic.name(), error = %e, "dropped a malformed message from the bus");
+                if let Some(held) = self.unreadable.admit() {
+                    warn!(topic = %topic.name(), error = %e, more = held, "dropped a malformed message from the bus");
+                }
                 return Ok(());
             }
         };
@@ -251,6 +261,8 @@ impl Worker {
                     .await?;
                 Ok(())
             }
+            // Wanted again since (its follow may have come first): kept.
+            Control::Unfollow(topic) if topic.is_followed() => Ok(()),
             Control::Unfollow(topic) => match self.forget(followed, &topic) {
                 Some(channel) => session.feed.unsubscribe(&channel).await,
                 None => Ok(()),
@@ -281,7 +293,9 @@ impl Worker {
                 self.engine.settle(&topic);
             }
             Control::Unfollow(topic) => {
-                self.forget(followed, &topic);
+                if !topic.is_followed() {
+                    self.forget(followed, &topic);
+                }
             }
         }
         self.health

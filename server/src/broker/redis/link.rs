@@ -17,8 +17,8 @@ use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink, PubSubStream
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    AsyncConnectionConfig, Cmd, Msg, Pipeline, PushInfo, RedisError, RedisFuture, RedisResult,
-    Value,
+    AsyncConnectionConfig, Cmd, Msg, Pipeline, PushInfo, PushKind, RedisError, RedisFuture,
+    RedisResult, Value,
 };
 use tokio::sync::mpsc;
 
@@ -96,19 +96,34 @@ impl Feed {
         }
     }
 
-    /// The next message on a followed channel; `None` once the connection
-    /// is gone. Pushes that are not messages (subscription confirmations)
-    /// are passed over.
-    pub(super) async fn next(&mut self) -> Option<Msg> {
+    /// The next message on a followed channel, or a channel the cluster
+    /// dropped; `None` once the connection is gone. Other pushes
+    /// (subscription confirmations) are passed over.
+    pub(super) async fn next(&mut self) -> Option<Pushed> {
         match self {
-            Self::Single { stream, .. } => stream.next().await,
+            Self::Single { stream, .. } => stream.next().await.map(Pushed::Message),
             Self::Cluster { pushes, .. } => loop {
-                if let Some(message) = Msg::from_push_info(pushes.recv().await?) {
-                    return Some(message);
+                let push = pushes.recv().await?;
+                if push.kind == PushKind::SUnsubscribe {
+                    if let Some(Value::BulkString(channel)) = push.data.first() {
+                        return Some(Pushed::Dropped(String::from_utf8_lossy(channel).into()));
+                    }
+                } else if let Some(message) = Msg::from_push_info(push) {
+                    return Some(Pushed::Message(message));
                 }
             },
         }
     }
+}
+
+/// What the feed brings.
+pub(super) enum Pushed {
+    /// A message on a channel.
+    Message(Msg),
+    /// A channel no longer subscribed: unfollowed here, or dropped by the
+    /// cluster (its slot moved to another node), which must be followed
+    /// again.
+    Dropped(String),
 }
 
 /// Opens a session's connections, each step bounded by `timeout_ms`.

@@ -27,7 +27,7 @@ mod keys;
 mod link;
 mod publish;
 
-use super::{envelope, Bus, BusHealth, Control};
+use super::{envelope, Bus, BusHealth, Control, Quiet};
 use crate::config::{redacted, RedisConfig};
 
 /// One message on its way to Redis.
@@ -181,12 +181,8 @@ impl Bus for RedisBroker {
             retention: self.retention,
             health: Arc::clone(&self.health),
             engine,
+            unreadable: Quiet::every(Duration::from_secs(10)),
         };
-        let spawned = std::thread::Builder::new()
-            .name("broker".into())
-            .spawn(move || worker.run(receivers.jobs, receivers.control));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the broker thread");
-        }
+        super::spawn_bus_thread(move || worker.serve(receivers.jobs, receivers.control));
     }
 }

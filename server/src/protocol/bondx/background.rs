@@ -87,6 +87,8 @@ impl Background {
             let Some(topic) = ctx.engine().topics().get(&followed.topic) else {
                 continue;
             };
+            // Watched, even while nothing changes: kept followed on a bus.
+            topic.look();
             let now_at = topic.position();
             if followed.sent == Some(now_at) {
                 continue;

@@ -214,6 +214,12 @@ impl Session for FastwsSession {
                 });
             }
         };
+        // An operation, even one held for the bus below: the heartbeat
+        // counts from it.
+        self.last_operation = Instant::now();
+        ctx.wake_at(Some(
+            self.last_operation + self.app.config.fastws.heartbeat_interval,
+        ));
         if request.operation == Operation::Subscribe
             && self.principal.may_subscribe(&request.topic)
             && !ctx.prepare([request.topic.as_str()], Some(&self.principal.quota))
@@ -221,10 +227,6 @@ impl Session for FastwsSession {
             // Handed over again once the topic is caught up with the bus.
             return;
         }
-        self.last_operation = Instant::now();
-        ctx.wake_at(Some(
-            self.last_operation + self.app.config.fastws.heartbeat_interval,
-        ));
         match request.operation {
             Operation::Subscribe => self.subscribe(ctx, &request),
             Operation::Unsubscribe => self.unsubscribe(ctx, &request),
