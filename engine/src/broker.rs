@@ -61,6 +61,13 @@ pub enum PublishError {
         /// When a retry may find room.
         retry_after: Duration,
     },
+    /// The message is larger than the bus carries (`max` bytes, its
+    /// envelope included). Nothing was published; a retry cannot succeed.
+    #[error("the message is larger than the bus carries ({max} bytes with its envelope)")]
+    TooLarge {
+        /// The most the bus takes.
+        max: usize,
+    },
     /// The broker could not take the message; the text says why. Nothing
     /// was published.
     #[error("broker unavailable: {0}")]

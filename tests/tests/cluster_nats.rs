@@ -229,3 +229,27 @@ async fn nats_lost_mid_stream_refuses_publishes_and_starts_a_visible_new_run() {
     let error = next_of_type(&mut late, "error").await;
     assert_eq!(error["code"], "RESUME_FAILED", "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_nats_carries_is_refused_not_half_delivered() {
+    let Some(nats) = BusProcess::nats_configured(free_port(), "max_payload: 4096") else {
+        return;
+    };
+    let a = nats_node(&nats.nats_url(), "a").await;
+    let b = nats_node(&nats.nats_url(), "b").await;
+    let mut on_a = a.subscriber(&["t1"]).await;
+    let mut on_b = b.subscriber(&["t1"]).await;
+    let body = json!({"channel": "t1", "data": {"blob": "x".repeat(5000)}}).to_string();
+    let (status, answer) = a
+        .http("POST", "/api/v1/publish", Some(PUB), Some(&body))
+        .await;
+    // A client error, not a retry-later: no Retry-After, not 503.
+    assert_eq!(answer["error"]["code"], "TOO_LARGE", "{answer}");
+    assert!((400..500).contains(&status), "{status}");
+    // Delivered nowhere, here included; what fits goes on.
+    a.publish("t1", json!({"n": 1}), None).await;
+    for ws in [&mut on_a, &mut on_b] {
+        let event = next_of_type(ws, "event").await;
+        assert_eq!(event["data"], json!({"n": 1}), "{event}");
+    }
+}

@@ -109,10 +109,28 @@ impl BusProcess {
 
     /// Starts `nats-server` (core NATS, no JetStream) on `port`.
     pub fn nats_on(port: u16) -> Option<Self> {
-        let port_arg = port.to_string();
-        let args = ["-a", "127.0.0.1", "-p", &port_arg];
+        Self::nats_configured(port, "")
+    }
+
+    /// Starts `nats-server` on `port` with `config` (its configuration
+    /// file's text) besides.
+    pub fn nats_configured(port: u16, config: &str) -> Option<Self> {
+        let mut args = vec![
+            "-a".to_owned(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        if !config.is_empty() {
+            // Read at start: it goes once the server listens.
+            let file = std::env::temp_dir().join(format!("shardcast-nats-{port}.conf"));
+            std::fs::write(&file, config).expect("a temp file");
+            args.extend(["-c".into(), file.to_str().expect("a UTF-8 temp dir").into()]);
+        }
         let child = spawn_or_skip("nats-server", &args, "nats-server")?;
         wait_listening("nats-server", port);
+        let _ =
+            std::fs::remove_file(std::env::temp_dir().join(format!("shardcast-nats-{port}.conf")));
         Some(Self {
             child: Some(child),
             port,

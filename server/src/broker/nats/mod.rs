@@ -128,9 +128,7 @@ impl Broker for NatsBroker {
         }
         let max = self.max_payload.load(Ordering::Relaxed);
         if max > 0 && publication.data.len() + ENVELOPE_MAX > max {
-            return self.refuse(PublishError::Unavailable(
-                format!("the message is larger than the NATS server takes ({max} bytes with its envelope); nothing was published").into(),
-            ));
+            return self.refuse(PublishError::TooLarge { max });
         }
         // Room on the bus first: a message delivered here is one the bus
         // will carry (unless NATS then fails to take it, which is counted).

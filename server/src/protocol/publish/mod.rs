@@ -169,6 +169,7 @@ pub fn publish_error(e: &PublishError) -> ApiError {
             ..
         }) => ApiCode::LimitReached,
         PublishError::InvalidKey => ApiCode::InvalidKey,
+        PublishError::TooLarge { .. } => ApiCode::TooLarge,
         PublishError::Retired
         | PublishError::Unavailable(_)
         | PublishError::Overloaded { .. }
