@@ -14,20 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// Subscribes `ws` to `channel` with positions; returns its epoch there.
-async fn subscribe_with_position(ws: &mut Ws, channel: &str) -> String {
-    send_json(
-        ws,
-        json!({"action": "subscribe", "channels": [channel], "positions": true}),
-    )
-    .await;
-    let ack = next_of_type(ws, "ack").await;
-    ack["positions"][channel]["epoch"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no epoch in {ack}"))
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_on_one_node_reaches_every_node_exactly_once() {
     let Some(nats) = BusProcess::nats() else {
@@ -70,7 +56,7 @@ async fn a_resume_from_another_nodes_run_is_answered_not_possible() {
     let b = nats_node(&nats.nats_url(), "b").await;
     let mut on_b = b.subscriber(&["t1"]).await;
     let mut first = a.telemetry("").await;
-    let epoch = subscribe_with_position(&mut first, "t1").await;
+    let epoch = subscribe_at(&mut first, "t1").await;
     for n in 1..=3 {
         a.publish("t1", json!({"n": n}), None).await;
     }
@@ -79,13 +65,7 @@ async fn a_resume_from_another_nodes_run_is_answered_not_possible() {
     drop(first);
 
     let mut second = b.telemetry("").await;
-    send_json(
-        &mut second,
-        json!({"action": "subscribe", "channels": ["t1"],
-               "resume": {"t1": {"epoch": epoch, "seq": 3}}}),
-    )
-    .await;
-    let ack = next_of_type(&mut second, "ack").await;
+    let ack = resume(&mut second, "t1", &epoch, 3).await;
     assert_ne!(ack["positions"]["t1"]["epoch"], epoch.as_str(), "{ack}");
     let error = next_of_type(&mut second, "error").await;
     assert_eq!(error["code"], "RESUME_FAILED", "{error}");
@@ -178,7 +158,7 @@ async fn nats_lost_mid_stream_refuses_publishes_and_starts_a_visible_new_run() {
     let a = nats_node(&nats.nats_url(), "a").await;
     let b = nats_node(&nats.nats_url(), "b").await;
     let mut on_b = b.telemetry("").await;
-    let epoch = subscribe_with_position(&mut on_b, "t1").await;
+    let epoch = subscribe_at(&mut on_b, "t1").await;
     for n in 1..=3 {
         a.publish("t1", json!({"n": n}), None).await;
     }
@@ -219,13 +199,7 @@ async fn nats_lost_mid_stream_refuses_publishes_and_starts_a_visible_new_run() {
     assert!(metric(&metrics, "shardcast_broker_reconnects_total") >= 1.0);
     assert!(metric(&metrics, "shardcast_broker_gaps_detected_total") >= 1.0);
     let mut late = b.telemetry("").await;
-    send_json(
-        &mut late,
-        json!({"action": "subscribe", "channels": ["t1"],
-               "resume": {"t1": {"epoch": epoch, "seq": 3}}}),
-    )
-    .await;
-    next_of_type(&mut late, "ack").await;
+    resume(&mut late, "t1", &epoch, 3).await;
     let error = next_of_type(&mut late, "error").await;
     assert_eq!(error["code"], "RESUME_FAILED", "{error}");
 }

@@ -50,13 +50,7 @@ async fn a_client_resumes_on_another_node_with_nothing_missed() {
     let a = node(&redis.url(), "a", "");
     let b = node(&redis.url(), "b", "");
     let mut first = a.telemetry("").await;
-    send_json(
-        &mut first,
-        json!({"action": "subscribe", "channels": ["t1"], "positions": true}),
-    )
-    .await;
-    let ack = next_of_type(&mut first, "ack").await;
-    let epoch = ack["positions"]["t1"]["epoch"].as_str().unwrap().to_owned();
+    let epoch = subscribe_at(&mut first, "t1").await;
     for n in 1..=3 {
         a.publish("t1", json!({"n": n}), None).await;
     }
@@ -69,13 +63,7 @@ async fn a_client_resumes_on_another_node_with_nothing_missed() {
     // Node b has never had a subscriber for t1: it catches up from Redis
     // before answering the resume.
     let mut second = b.telemetry("").await;
-    send_json(
-        &mut second,
-        json!({"action": "subscribe", "channels": ["t1"],
-               "resume": {"t1": {"epoch": epoch, "seq": 3}}}),
-    )
-    .await;
-    let ack = next_of_type(&mut second, "ack").await;
+    let ack = resume(&mut second, "t1", &epoch, 3).await;
     assert_eq!(ack["positions"]["t1"]["seq"], 5, "{ack}");
     b.publish("t1", json!({"n": 6}), None).await;
     let got = events(&mut second, 3).await;
@@ -163,13 +151,7 @@ async fn a_broker_lost_mid_stream_refuses_publishes_and_the_gap_is_visible() {
     let a = node(&redis.url(), "a", "");
     let b = node(&redis.url(), "b", "");
     let mut on_b = b.telemetry("").await;
-    send_json(
-        &mut on_b,
-        json!({"action": "subscribe", "channels": ["t1"], "positions": true}),
-    )
-    .await;
-    let ack = next_of_type(&mut on_b, "ack").await;
-    let epoch = ack["positions"]["t1"]["epoch"].as_str().unwrap().to_owned();
+    let epoch = subscribe_at(&mut on_b, "t1").await;
     for n in 1..=3 {
         a.publish("t1", json!({"n": n}), None).await;
     }
@@ -218,13 +200,7 @@ async fn a_broker_lost_mid_stream_refuses_publishes_and_the_gap_is_visible() {
     // A client resuming in the old run is told it cannot, on any node.
     for server in [&a, &b] {
         let mut late = server.telemetry("").await;
-        send_json(
-            &mut late,
-            json!({"action": "subscribe", "channels": ["t1"],
-                   "resume": {"t1": {"epoch": epoch, "seq": 3}}}),
-        )
-        .await;
-        let ack = next_of_type(&mut late, "ack").await;
+        let ack = resume(&mut late, "t1", &epoch, 3).await;
         assert_ne!(ack["positions"]["t1"]["epoch"], epoch.as_str(), "{ack}");
         let error = next_of_type(&mut late, "error").await;
         assert_eq!(error["code"], "RESUME_FAILED", "{error}");

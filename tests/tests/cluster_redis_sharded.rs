@@ -104,13 +104,7 @@ async fn a_client_resumes_on_another_node_through_the_cluster() {
     let a = cluster_node(&cluster.seeds(), "a").await;
     let b = cluster_node(&cluster.seeds(), "b").await;
     let mut first = a.telemetry("").await;
-    send_json(
-        &mut first,
-        json!({"action": "subscribe", "channels": ["t1"], "positions": true}),
-    )
-    .await;
-    let ack = next_of_type(&mut first, "ack").await;
-    let epoch = ack["positions"]["t1"]["epoch"].as_str().unwrap().to_owned();
+    let epoch = subscribe_at(&mut first, "t1").await;
     for n in 1..=3 {
         a.publish("t1", json!({"n": n}), None).await;
     }
@@ -120,13 +114,7 @@ async fn a_client_resumes_on_another_node_through_the_cluster() {
         a.publish("t1", json!({"n": n}), None).await;
     }
     let mut second = b.telemetry("").await;
-    send_json(
-        &mut second,
-        json!({"action": "subscribe", "channels": ["t1"],
-               "resume": {"t1": {"epoch": epoch, "seq": 3}}}),
-    )
-    .await;
-    let ack = next_of_type(&mut second, "ack").await;
+    let ack = resume(&mut second, "t1", &epoch, 3).await;
     assert_eq!(ack["positions"]["t1"]["seq"], 5, "{ack}");
     let got = events(&mut second, 2).await;
     assert_eq!(seqs(&got), [4, 5]);

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::{next_of_type, TestServer, Ws};
+use super::{next_of_type, send_json, TestServer, Ws};
 
 impl TestServer {
     /// Waits until the server's broker is connected (`/health` says ok).
@@ -88,4 +88,30 @@ pub fn metric(exposition: &str, name: &str) -> f64 {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in:\n{exposition}"))
+}
+
+/// Subscribes `ws` to `channel` asking for positions; returns its epoch.
+pub async fn subscribe_at(ws: &mut Ws, channel: &str) -> String {
+    send_json(
+        ws,
+        json!({"action": "subscribe", "channels": [channel], "positions": true}),
+    )
+    .await;
+    let ack = next_of_type(ws, "ack").await;
+    ack["positions"][channel]["epoch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no epoch in {ack}"))
+        .to_owned()
+}
+
+/// Subscribes `ws` to `channel` resuming after `(epoch, seq)`; returns the
+/// ack.
+pub async fn resume(ws: &mut Ws, channel: &str, epoch: &str, seq: u64) -> Value {
+    send_json(
+        ws,
+        json!({"action": "subscribe", "channels": [channel],
+               "resume": {channel: {"epoch": epoch, "seq": seq}}}),
+    )
+    .await;
+    next_of_type(ws, "ack").await
 }
