@@ -227,3 +227,63 @@ async fn a_message_larger_than_nats_carries_is_refused_not_half_delivered() {
         assert_eq!(event["data"], json!({"n": 1}), "{event}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_bus_lost_is_noticed_by_the_next_and_shown_as_a_new_run() {
+    let Some(nats) = BusProcess::nats() else {
+        return;
+    };
+    let b = nats_node(&nats.nats_url(), "b").await;
+    let mut on_b = b.subscriber(&["t1"]).await;
+    // Server x numbers what it sends on t1's subject in its run 0x..0a;
+    // its message 2 never reaches the bus.
+    let sent =
+        |seq: u64| format!("000000000000000a:{seq}:x:1700000000000000:e:1:0:{{\"n\":{seq}}}");
+    nats_publish(nats.port, "shardcast.t1", &[sent(1), sent(3), sent(3)]).await;
+    let first = next_of_type(&mut on_b, "event").await;
+    let after = next_of_type(&mut on_b, "event").await;
+    assert_eq!(
+        [
+            (&first["data"], &first["seq"]),
+            (&after["data"], &after["seq"])
+        ],
+        [(&json!({"n": 1}), &json!(1)), (&json!({"n": 3}), &json!(1))],
+        "message 3 comes in a new run, and only once"
+    );
+    assert_silent(&mut on_b, Duration::from_millis(300)).await;
+    let metrics = b.metrics().await;
+    assert_eq!(
+        metric(&metrics, "shardcast_broker_gaps_detected_total"),
+        1.0
+    );
+}
+
+/// Publishes `payloads` on `subject` as a plain NATS client would, and
+/// waits for the server to have them.
+async fn nats_publish(port: u16, subject: &str, payloads: &[String]) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("nats reachable");
+    let mut stream = BufReader::new(stream);
+    let mut line = String::new();
+    stream.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("INFO"), "{line}");
+    let mut out = String::from("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
+    for payload in payloads {
+        out.push_str(&format!("PUB {subject} {}\r\n{payload}\r\n", payload.len()));
+    }
+    out.push_str("PING\r\n");
+    stream.get_mut().write_all(out.as_bytes()).await.unwrap();
+    loop {
+        line.clear();
+        tokio::time::timeout(WAIT, stream.read_line(&mut line))
+            .await
+            .expect("nats answers")
+            .unwrap();
+        if line.starts_with("PONG") {
+            return;
+        }
+        assert!(!line.starts_with("-ERR"), "{line}");
+    }
+}

@@ -10,12 +10,17 @@
 //!   own so one slow confirmation holds up nothing else — the topic's run
 //!   starts and the subscribers waiting for it are let go; an unfollow:
 //!   the reading task ends, which unsubscribes;
-//! - a message to publish: its envelope written and handed to the client,
-//!   at most `timeout_ms` waited for room.
+//! - a message to publish: numbered in this server's run for its topic
+//!   (`order.rs`), its envelope written and handed to the client, at most
+//!   `timeout_ms` waited for room.
+//!
+//! Each reading task checks every sender's numbers: after a skipped one
+//! the topic starts a new run, a stale one is dropped.
 //!
 //! Owned by the broker thread; reaches the shards only through the engine
 //! (`Engine::relay`, `catch_up`).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use super::order::{Arrival, Inbound, Outbound};
 use super::{subject, Outgoing, Receivers};
 use crate::broker::envelope::{self, Parts};
 use crate::broker::{BusHealth, Control, Quiet};
@@ -47,6 +53,10 @@ const RESTART_EVERY: Duration = Duration::from_secs(1);
 /// How often a warning that may come per message is logged, at most.
 const QUIET: Duration = Duration::from_secs(10);
 
+/// A topic not sent on for this long is forgotten by [`Outbound`] (checked
+/// as often).
+const SENT_IDLE: Duration = Duration::from_secs(600);
+
 /// Topics followed, by subject, with the task reading each.
 type Followed = HashMap<String, (Arc<Topic>, JoinHandle<()>)>;
 
@@ -56,11 +66,15 @@ pub(super) struct Worker {
     health: Arc<BusHealth>,
     max_payload: Arc<AtomicUsize>,
     engine: Engine,
-    /// Publishes NATS did not take; messages that could not be read or
-    /// delivered (shared with the reading tasks).
+    /// Warnings that may come per message: publishes NATS did not take;
+    /// messages received that could not be read or delivered, or that
+    /// show the bus lost some (shared with the reading tasks); slow
+    /// consumer drops.
     not_taken: Quiet,
     unreadable: Arc<Quiet>,
     slow: Quiet,
+    /// This server's numbers per topic sent (`order.rs`).
+    outbound: RefCell<Outbound>,
 }
 
 impl Worker {
@@ -78,6 +92,7 @@ impl Worker {
             not_taken: Quiet::every(QUIET),
             unreadable: Arc::new(Quiet::every(QUIET)),
             slow: Quiet::every(QUIET),
+            outbound: RefCell::default(),
         }
     }
 
@@ -132,8 +147,10 @@ impl Worker {
         let mut followed = Followed::new();
         let mut sessions = 0u64;
         let mut restarted = None;
+        let mut prune = tokio::time::interval(SENT_IDLE);
         loop {
             tokio::select! {
+                _ = prune.tick() => self.outbound.borrow_mut().prune(Instant::now(), SENT_IDLE),
                 Some(event) = events.recv() => {
                     self.event(event, &client, &url, &mut sessions, &mut restarted, &followed);
                 }
@@ -272,9 +289,11 @@ impl Worker {
     /// Hands one message to the client, its envelope written here.
     async fn send(&self, client: &async_nats::Client, out: Outgoing) {
         self.health.queued.fetch_sub(1, Ordering::Relaxed);
+        // Numbered even if NATS then does not take it: receivers notice.
+        let (run, seq) = self.outbound.borrow_mut().next(&out.topic, Instant::now());
         let payload = envelope::numbered(
-            out.epoch,
-            out.seq,
+            run,
+            seq,
             &self.config.bus.node_id,
             &Parts {
                 key: out.key.as_deref(),
@@ -315,6 +334,7 @@ async fn read(
     health: Arc<BusHealth>,
     unreadable: Arc<Quiet>,
 ) {
+    let mut inbound = Inbound::default();
     while let Some(message) = subscriber.next().await {
         let envelope = match envelope::parse(&message.payload) {
             Ok(envelope) => envelope,
@@ -328,6 +348,18 @@ async fn read(
         };
         BusHealth::add(&health.received, 1);
         let numbered = envelope.message;
+        match inbound.take(&envelope.origin, numbered.epoch, numbered.seq) {
+            Arrival::Next => {}
+            Arrival::Stale => continue,
+            Arrival::AfterLoss(missed) => {
+                // Its subscribers see a new run, then this message in it.
+                BusHealth::add(&health.gaps_detected, 1);
+                engine.catch_up(&topic, Epoch::fresh(), 0, Vec::new());
+                if let Some(held) = unreadable.admit() {
+                    warn!(topic = %topic.name(), origin = %envelope.origin, missed, more = held, "NATS lost messages; the channel starts a new run here");
+                }
+            }
+        }
         let publication = Publication {
             key: numbered.key,
             data: numbered.data,

@@ -4,11 +4,13 @@
 //! Core NATS keeps nothing and delivers at most once, so it cannot number
 //! messages for all servers as Redis does. What that means for clients:
 //! - a message published on one server reaches the subscribers of every
-//!   server that follows its topic, exactly once while the bus is up;
+//!   server that follows its topic, exactly once while the bus is up; one
+//!   the bus lost is noticed by the next from the same server
+//!   (`order.rs`);
 //! - each server numbers a topic's messages itself, in its own run (epoch),
 //!   which begins when the server begins following the topic (its first
 //!   local subscriber, after none for `follow_linger`) and again after
-//!   every outage of the bus; a resume from another server's run, or
+//!   every outage of the bus or message it lost; a resume from another server's run, or
 //!   across an outage, is answered "not possible" by each protocol's
 //!   normal resume path (a fresh start, never a silent gap);
 //! - a topic's history and keyed snapshot on a server hold what that
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use shardcast_engine::{
-    Broker, Engine, Epoch, Fanout, MessageKind, Publication, PublishError, Published, Topic,
+    Broker, Engine, Fanout, MessageKind, Publication, PublishError, Published, Topic,
 };
 use tokio::sync::mpsc;
 
@@ -39,6 +41,7 @@ use super::{Bus, BusHealth, Control};
 use crate::config::{redacted, NatsConfig};
 
 mod bus;
+mod order;
 
 /// Bytes a message's envelope adds to its data, at most (`envelope.rs`:
 /// epoch, seq, a 64-byte node id, timestamp, kind, keep, a 128-byte key).
@@ -48,8 +51,6 @@ const ENVELOPE_MAX: usize = 320;
 /// envelope, off the shard thread.
 struct Outgoing {
     topic: Arc<str>,
-    epoch: Epoch,
-    seq: u64,
     key: Option<Box<str>>,
     data: Bytes,
     kind: MessageKind,
@@ -154,8 +155,6 @@ impl Broker for NatsBroker {
             self.health.queued.fetch_add(1, Ordering::Relaxed);
             permit.send(Outgoing {
                 topic: Arc::clone(&msg.topic_name),
-                epoch: msg.epoch,
-                seq: msg.seq,
                 key,
                 data,
                 kind,
