@@ -22,11 +22,12 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::Event;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use percent_encoding::{AsciiSet, CONTROLS};
 use shardcast_engine::{Engine, Epoch, Publication, PublishError, Topic};
@@ -57,8 +58,19 @@ const QUIET: Duration = Duration::from_secs(10);
 /// as often).
 const SENT_IDLE: Duration = Duration::from_secs(600);
 
-/// Topics followed, by subject, with the task reading each.
-type Followed = HashMap<String, (Arc<Topic>, JoinHandle<()>)>;
+/// Topics followed, by subject.
+type Followed = HashMap<String, Follower>;
+
+/// One topic followed on NATS.
+struct Follower {
+    topic: Arc<Topic>,
+    /// The task reading its subject; ending it unsubscribes.
+    reader: JoinHandle<()>,
+    /// Set when its first run starts (NATS confirmed the subscription):
+    /// until then a new run of every topic passes it over, so its waiting
+    /// subscribers are let go only once messages can reach them.
+    started: Arc<AtomicBool>,
+}
 
 /// The bus thread's state.
 pub(super) struct Worker {
@@ -216,7 +228,10 @@ impl Worker {
     /// Starts a new run of every followed topic; `lost` counts each as a
     /// gap on the bus.
     fn new_runs(&self, followed: &Followed, lost: bool) {
-        for (topic, _) in followed.values() {
+        for Follower { topic, started, .. } in followed.values() {
+            if !started.load(Ordering::Relaxed) {
+                continue;
+            }
             if lost {
                 BusHealth::add(&self.health.gaps_detected, 1);
             }
@@ -234,9 +249,10 @@ impl Worker {
         match request {
             Control::Follow(topic) => {
                 let subject = subject(&self.config.bus.prefix, topic.name());
-                if let Some((_, reader)) = followed.remove(&subject) {
-                    reader.abort();
+                if let Some(old) = followed.remove(&subject) {
+                    old.reader.abort();
                 }
+                let started = Arc::new(AtomicBool::new(false));
                 match client.subscribe(subject.clone()).await {
                     Ok(subscriber) => {
                         let reader = tokio::spawn(read(
@@ -246,7 +262,14 @@ impl Worker {
                             Arc::clone(&self.health),
                             Arc::clone(&self.unreadable),
                         ));
-                        followed.insert(subject, (Arc::clone(&topic), reader));
+                        followed.insert(
+                            subject,
+                            Follower {
+                                topic: Arc::clone(&topic),
+                                reader,
+                                started: Arc::clone(&started),
+                            },
+                        );
                     }
                     Err(e) => {
                         error!(topic = %topic.name(), error = %e, "cannot follow a channel on NATS; its subscribers get this server's messages only");
@@ -255,14 +278,19 @@ impl Worker {
                 // Once NATS has the subscription, whatever any server
                 // publishes reaches this one: the run starts then, and the
                 // subscriber waiting for it misses nothing after its answer.
+                // A request to a subject nobody serves is answered by the
+                // server itself, after what came before it on the
+                // connection: the subscription (a flush only writes it).
                 let (client, engine) = (client.clone(), self.engine.clone());
                 let (wait, connected) = (self.config.bus.timeout, self.health.is_connected());
                 tokio::spawn(async move {
-                    if connected
-                        && !matches!(tokio::time::timeout(wait, client.flush()).await, Ok(Ok(())))
-                    {
+                    let nobody = client.new_inbox();
+                    let answered = tokio::time::timeout(wait, client.request(nobody, Bytes::new()));
+                    if connected && answered.await.is_err() {
                         warn!(topic = %topic.name(), "NATS did not confirm a subscription in time");
                     }
+                    // Relaxed: set and read on this one thread.
+                    started.store(true, Ordering::Relaxed);
                     engine.catch_up(&topic, Epoch::fresh(), 0, Vec::new());
                 });
             }
@@ -272,11 +300,11 @@ impl Worker {
                 let subject = subject(&self.config.bus.prefix, topic.name());
                 if followed
                     .get(&subject)
-                    .is_some_and(|(t, _)| Arc::ptr_eq(t, &topic))
+                    .is_some_and(|f| Arc::ptr_eq(&f.topic, &topic))
                 {
-                    if let Some((_, reader)) = followed.remove(&subject) {
+                    if let Some(gone) = followed.remove(&subject) {
                         // Dropping its subscriber unsubscribes.
-                        reader.abort();
+                        gone.reader.abort();
                     }
                 }
             }
