@@ -92,16 +92,7 @@ PY
   sleep 1
 }
 
-for rate in $rates; do
-  for n in $(seq "$runs"); do
-    order=$variants
-    if [ $((n % 2)) -eq 0 ]; then order=$(echo "$variants" | tr ' ' '\n' | tac | tr '\n' ' '); fi
-    for variant in $order; do
-      echo "-- rate ${rate}/s, run ${n}: ${variant}" >&2
-      run "$variant" "$rate" "$n" "$@"
-    done
-  done
-done
+interleave "$@"
 
 python3 - "$out" "$variants" $rates <<'PY'
 import json, os, statistics, sys

@@ -126,16 +126,7 @@ async fn nats_down_at_start_is_a_clear_503_and_everything_resumes_when_it_is_bac
     let port = nats.port;
     nats.kill();
     let a = nats_node_starting(&format!("nats://127.0.0.1:{port}"), "a");
-    let (status, health) = a.http("GET", "/health", None, None).await;
-    assert_eq!(
-        (status, &health["status"]),
-        (200, &json!("degraded")),
-        "{health}"
-    );
-    assert_eq!(
-        health["broker"],
-        json!({"type": "nats", "status": "unreachable"})
-    );
+    a.assert_bus_down("nats").await;
     let mut subscriber = a.subscriber(&["t1"]).await;
     let answer = publish_until(&a, 503, 0).await;
     assert!(answer.to_string().contains("NATS"), "{answer}");
@@ -170,11 +161,7 @@ async fn nats_lost_mid_stream_refuses_publishes_and_starts_a_visible_new_run() {
     publish_until(&a, 503, 0).await;
     let _nats = BusProcess::nats_on(port).expect("nats-server starts again");
     // Both nodes must be back before b can receive what a publishes.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b.http("GET", "/health", None, None).await.1["status"] != "ok" {
-        assert!(Instant::now() < deadline, "node b did not reconnect");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.bus_up().await;
     // Until b's subscription is back on the bus, a's messages may miss it.
     let mut n = 4;
     let event = loop {

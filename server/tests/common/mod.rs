@@ -5,8 +5,8 @@
 // The integration tests' own file (std only), not a copy of it.
 #[path = "../../../tests/tests/common/bus_process.rs"]
 mod bus_process;
-#[allow(unused_imports)] // Only the tests of several nodes use it.
-pub use bus_process::RedisProcess;
+#[allow(unused_imports)] // Only the tests of several nodes use the process.
+pub use bus_process::{free_port, RedisProcess};
 
 use std::time::Duration;
 
@@ -32,15 +32,6 @@ pub async fn wait_for_log(logs: &mut Logs, text: &str) -> String {
     })
     .await
     .unwrap_or_else(|_| panic!("no log line with {text:?}"))
-}
-
-/// A port free on loopback now (for a flag that needs one up front).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts the binary (one unpinned shard, no demo, JSON logs on stderr)

@@ -8,6 +8,21 @@ use serde_json::{json, Value};
 use super::{next_of_type, send_json, TestServer, Ws};
 
 impl TestServer {
+    /// Asserts `/health` says degraded (still 200) because the `kind`
+    /// broker is unreachable.
+    pub async fn assert_bus_down(&self, kind: &str) {
+        let (status, health) = self.http("GET", "/health", None, None).await;
+        assert_eq!(
+            (status, &health["status"]),
+            (200, &json!("degraded")),
+            "{health}"
+        );
+        assert_eq!(
+            health["broker"],
+            json!({"type": kind, "status": "unreachable"})
+        );
+    }
+
     /// Waits until the server's broker is connected (`/health` says ok).
     pub async fn bus_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);

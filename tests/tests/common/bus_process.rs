@@ -115,6 +115,7 @@ impl BusProcess {
     /// Starts `nats-server` on `port` with `config` (its configuration
     /// file's text) besides.
     pub fn nats_configured(port: u16, config: &str) -> Option<Self> {
+        let file = std::env::temp_dir().join(format!("shardcast-nats-{port}.conf"));
         let mut args = vec![
             "-a".to_owned(),
             "127.0.0.1".into(),
@@ -122,15 +123,13 @@ impl BusProcess {
             port.to_string(),
         ];
         if !config.is_empty() {
-            // Read at start: it goes once the server listens.
-            let file = std::env::temp_dir().join(format!("shardcast-nats-{port}.conf"));
             std::fs::write(&file, config).expect("a temp file");
             args.extend(["-c".into(), file.to_str().expect("a UTF-8 temp dir").into()]);
         }
         let child = spawn_or_skip("nats-server", &args, "nats-server")?;
         wait_listening("nats-server", port);
-        let _ =
-            std::fs::remove_file(std::env::temp_dir().join(format!("shardcast-nats-{port}.conf")));
+        // Read at start: it goes once the server listens.
+        let _ = std::fs::remove_file(&file);
         Some(Self {
             child: Some(child),
             port,
