@@ -7,18 +7,24 @@
 //! Why CPU time: on loopback one core makes about 200–250k socket writes per
 //! second whatever their size, and most of each write's cost is the kernel's
 //! TCP path (docs/benchmarks.md). Below saturation the cheapest latency is to
-//! write at once: the delay stays 0. When the shard's thread uses more than
-//! [`HIGH`] of its core, the delay grows; each connection then gets its
-//! frames in fewer, larger writes, which costs fewer syscalls for the same
-//! deliveries, and CPU falls. When CPU falls below `HIGH - BAND`, the delay halves
-//! back toward 0. Between the two it holds, so the policy does not oscillate.
+//! write at once: the delay stays 0, and each turn of the shard writes what
+//! that turn accumulated, so frames share a write only as load makes them
+//! arrive together. When the shard's thread uses more than [`HIGH`] of its
+//! core, the delay grows; each connection then gets its frames in fewer,
+//! larger writes, which costs fewer syscalls for the same deliveries, and CPU
+//! falls. Between `HIGH - BAND` and `HIGH` the delay shrinks slowly (by a
+//! sixteenth a window), so it settles where the load needs it instead of
+//! flipping on and off; below `HIGH - BAND` it halves back toward 0. It never
+//! holds: a delay built during a burst (a wave of connections, a spike) is
+//! gone within a second or two of the burst, instead of delaying every write
+//! for as long as the load stays moderate.
 
 use std::time::Duration;
 
 /// Default threshold: above this share of a core, coalesce more.
-pub const HIGH: f64 = 0.70;
-/// How far below the threshold CPU must fall before coalescing lessens.
-pub const BAND: f64 = 0.20;
+pub const HIGH: f64 = 0.90;
+/// How far below the threshold CPU must fall before coalescing lessens fast.
+pub const BAND: f64 = 0.10;
 /// The longest a frame waits for company.
 pub const MAX_DELAY: Duration = Duration::from_millis(12);
 /// How often CPU use is sampled.
@@ -61,10 +67,6 @@ impl FlushPacer {
             return self.delay;
         }
         let load = cpu.as_secs_f64() / wall.as_secs_f64();
-        // The wide band between LOW and HIGH keeps the delay where it is
-        // once the shard is back under HIGH. A narrow band (0.58-0.72) with
-        // gentler steps flipped coalescing on and off at 200k deliveries/s
-        // and doubled p99 there (docs/benchmarks.md).
         if load > self.high {
             // Grow by an eighth (at least one step): fast from 0, gentle near the top.
             let grown = self.delay + (self.delay / 8).max(STEP);
@@ -74,16 +76,30 @@ impl FlushPacer {
             if self.delay < STEP {
                 self.delay = Duration::ZERO;
             }
+        } else {
+            // In the band: shrink by half the rate it grows, so a delay the
+            // load still needs is rebuilt within a window or two, and one it
+            // no longer needs fades (12 ms to 0 in under 2 s).
+            self.delay -= self.delay / 16;
+            if self.delay < STEP / 2 {
+                self.delay = Duration::ZERO;
+            }
         }
         self.delay
     }
 }
 
 /// CPU time this thread has run, from `/proc/thread-self/schedstat`
-/// (`None` where the file does not exist; the delay then stays 0).
+/// (`None` where the file does not exist; the delay then stays 0). Read into
+/// a stack buffer: no allocation, once per [`WINDOW`].
 pub fn thread_cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    use std::io::Read;
+    // "<ns on cpu> <ns waiting> <timeslices>\n": three u64s fit in 64 bytes.
+    let mut buf = [0u8; 64];
+    let mut file = std::fs::File::open("/proc/thread-self/schedstat").ok()?;
+    let n = file.read(&mut buf).ok()?;
+    let first = buf[..n].split(|b| b.is_ascii_whitespace()).next()?;
+    let ns: u64 = std::str::from_utf8(first).ok()?.parse().ok()?;
     Some(Duration::from_nanos(ns))
 }
 
@@ -99,20 +115,53 @@ mod tests {
     fn no_delay_while_there_is_headroom() {
         let mut pacer = FlushPacer::default();
         for _ in 0..100 {
-            assert_eq!(observe(&mut pacer, 0.68), Duration::ZERO);
+            assert_eq!(observe(&mut pacer, 0.88), Duration::ZERO);
         }
     }
 
     #[test]
-    fn grows_under_saturation_up_to_the_cap_and_holds_in_the_band() {
+    fn grows_under_saturation_up_to_the_cap() {
         let mut pacer = FlushPacer::default();
         assert_eq!(observe(&mut pacer, 0.95), STEP);
         for _ in 0..1000 {
             observe(&mut pacer, 0.95);
         }
         assert_eq!(pacer.delay(), MAX_DELAY);
-        // In the band between LOW and HIGH nothing changes.
-        assert_eq!(observe(&mut pacer, 0.6), MAX_DELAY);
+    }
+
+    #[test]
+    fn a_delay_built_by_a_burst_fades_at_moderate_load() {
+        // A wave of connections runs the shard hot, then the load settles
+        // just under the threshold: the delay must not stay.
+        let mut pacer = FlushPacer::default();
+        for _ in 0..100 {
+            observe(&mut pacer, 1.0);
+        }
+        assert_eq!(pacer.delay(), MAX_DELAY);
+        let shrunk = observe(&mut pacer, 0.85);
+        assert!(shrunk < MAX_DELAY && shrunk > MAX_DELAY / 2, "{shrunk:?}");
+        let two_seconds = (2000 / WINDOW.as_millis()) as usize;
+        let mut left = shrunk;
+        for _ in 0..two_seconds {
+            left = observe(&mut pacer, 0.85);
+        }
+        assert_eq!(left, Duration::ZERO);
+    }
+
+    #[test]
+    fn settles_where_the_load_needs_it() {
+        // Alternating just above and just below the threshold keeps a delay:
+        // growth by an eighth outpaces the band's decay by a sixteenth.
+        let mut pacer = FlushPacer::default();
+        for _ in 0..200 {
+            observe(&mut pacer, 0.95);
+            observe(&mut pacer, 0.85);
+        }
+        assert!(
+            pacer.delay() >= Duration::from_millis(5),
+            "{:?}",
+            pacer.delay()
+        );
     }
 
     #[test]

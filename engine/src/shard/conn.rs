@@ -229,7 +229,11 @@ pub(super) async fn run(
     mut session: Box<dyn Session>,
     read_buf: Bytes,
 ) {
-    park::await_open(&shard, &conn, &*session).await;
+    // The opening wait and the closing sequence hold timers and I/O futures
+    // that are needed once each; boxed, they take no room in this task,
+    // which lives as long as the connection (docs/architecture.md, *Memory
+    // per connection*).
+    Box::pin(park::await_open(&shard, &conn, &*session)).await;
     // A connection replaced before its task started says nothing more.
     if conn.state.borrow().closing.is_none() {
         let mut ctx = ConnCtx {
@@ -303,7 +307,7 @@ pub(super) async fn run(
     if reason != CloseReason::InternalError {
         let _ = guarded(&conn, || session.on_close(&reason));
     }
-    close(shard, conn, reason).await;
+    Box::pin(close(shard, conn, reason)).await;
 }
 
 /// Runs a session callback; a panic in it is caught and logged, so that a
@@ -419,5 +423,20 @@ mod tests {
         // A panicking session callback is caught, not propagated.
         assert!(guarded(&conn, || {}).is_ok());
         assert!(guarded(&conn, || panic!("a protocol bug")).is_err());
+    }
+
+    /// What every open connection holds for its whole life stays within
+    /// budget (docs/architecture.md, *Memory per connection*): the task's
+    /// future keeps its once-only opening and closing steps boxed, and the
+    /// connection's own state does not creep up unnoticed.
+    #[test]
+    fn a_connection_holds_little_for_its_life() {
+        fn future_of<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let task = future_of(run);
+        assert!(task <= 640, "the connection task's future is {task} bytes");
+        let conn = std::mem::size_of::<Conn>();
+        assert!(conn <= 800, "a Conn is {conn} bytes");
     }
 }

@@ -236,6 +236,16 @@ impl ShardState {
         }
     }
 
+    /// Queues `conn`, which has frames to write that are not events (a
+    /// heartbeat), for the next flush.
+    pub(super) fn queue_flush(&self, conn: &Rc<Conn>, now: Instant) {
+        let mut state = conn.state.borrow_mut();
+        if !state.dirty {
+            state.dirty = true;
+            self.dirty.borrow_mut().push_back((now, Rc::clone(conn)));
+        }
+    }
+
     /// Writes every connection with unflushed events, now.
     pub(super) fn flush_dirty(&self) {
         let list = std::mem::take(&mut *self.dirty.borrow_mut());
@@ -340,7 +350,6 @@ impl ShardState {
                 }
             }
         }
-        state.mailbox.outbox.shrink_if_idle();
         if state.closing.is_some() {
             drop(state);
             conn.attention.notify_one();

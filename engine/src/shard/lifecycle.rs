@@ -159,6 +159,7 @@ impl ShardState {
         let phases = self.heartbeat_phases.as_slice();
         let mut heartbeats: Vec<Beat> = vec![Beat::Due; formats.len()];
         let wall = SystemTime::now();
+        let mut queued = false;
         // Nothing below adds or removes connections (closing happens in each
         // connection's own task), so the slab can stay borrowed.
         for conn in self.conns.borrow().iter() {
@@ -168,6 +169,11 @@ impl ShardState {
                 // follow it, and its timeout has already been dealt with.
                 if state.closing.is_some() {
                     continue;
+                }
+                // A queue grown by a burst is given back once idle; here, a
+                // few times a second, not after every write.
+                if !state.dirty {
+                    state.mailbox.outbox.shrink_if_idle();
                 }
                 let due = state
                     .deadline
@@ -211,8 +217,14 @@ impl ShardState {
             }
             if let Beat::Encoded(Some(frame)) = slot {
                 conn.send_control(frame.clone());
-                self.flush(conn);
+                self.queue_flush(conn, now);
+                queued = true;
             }
+        }
+        // The heartbeats go out through the dispatch loop's sliced flush, so
+        // a tick never writes thousands of sockets in one turn.
+        if queued {
+            self.inbox().wake.notify_one();
         }
     }
 
