@@ -25,7 +25,7 @@
 //! [`Engine::serve`], performs the upgrade in its [`ConnectionHandler`], and
 //! hands the socket to [`LocalShard::attach`] with a [`Session`] that gives
 //! client messages their meaning.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod broker;
@@ -33,6 +33,7 @@ mod config;
 mod engine;
 mod gate;
 mod registry;
+pub mod ring;
 mod sansio;
 mod shard;
 mod stats;

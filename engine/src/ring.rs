@@ -1,0 +1,326 @@
+//! A topic's fan-out ring: a bounded, multi-producer broadcast buffer of
+//! numbered messages that every reader walks at its own cursor.
+//!
+//! Shared by every thread that publishes to a topic and every shard that
+//! delivers it. Publishing claims the next sequence number with one atomic
+//! increment and fills that number's slot; a reader (a shard) reads slot
+//! after slot from its [`Cursor`] until it reaches one not yet filled. The
+//! ring keeps the last `capacity` messages, so it is also a replay window:
+//! a reader may start at any number still in it, and one that joins at
+//! [`FanoutRing::claimed`] `+ 1`, replaying what it wants below that, gets
+//! every message once (no gap, no duplicate).
+//!
+//! Each slot carries one atomic word: the number of the message it holds
+//! (or [`WRITING`] while a publisher fills it) and how many readers are
+//! inside it. A reader enters and reads the number in one increment, clones
+//! the value if it is the number it wants, and leaves. A publisher takes
+//! the slot with one compare-and-swap that succeeds only when the previous
+//! lap's message is complete and no reader is inside, so the publishers of
+//! one slot follow each other in order, no reader ever sees a slot before
+//! it is complete, and no publisher replaces a value while a reader clones
+//! it (see [`Slot`] for the orderings). A reader stays inside a slot for
+//! one `clone` of its value.
+//!
+//! Nobody waits for a slow reader: a reader that falls a whole lap behind
+//! finds its slot taken by a later number ([`Read::Lapped`]), skips to the
+//! oldest message still held, and counts what it missed. A publisher waits
+//! only for the slot's previous publisher (which takes more than `capacity`
+//! publishes in flight at once) and for readers cloning the old value. So
+//! a thread stalled inside one slot holds back that slot's next publisher
+//! for as long as it is stalled, and nothing else: bounded waiting, not
+//! lock-free in the strict sense.
+//!
+//! Checked under every interleaving by the loom models in `ring/models.rs`
+//! (`.ci/run`: `--cfg shardcast_loom`, capacities of 1 and 2), and under
+//! miri by the unit tests in `ring/tests.rs`.
+
+#![allow(unsafe_code)] // The engine's only unsafe code: see each block.
+
+use std::fmt;
+
+#[cfg(shardcast_loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(shardcast_loom))]
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bits of a slot's word that count the readers inside it.
+const READER_BITS: u32 = 16;
+/// One reader inside.
+const READER: u64 = 1;
+/// The largest message number a ring can hold (2^48 - 2: at a million
+/// messages a second, nine years of one topic's run).
+pub const MAX_SEQ: u64 = (1 << (64 - READER_BITS)) - 2;
+/// A slot's number while a publisher fills it.
+const WRITING: u64 = MAX_SEQ + 1;
+
+/// What a reader found at a sequence number.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read<T> {
+    /// The message numbered so.
+    Ready(T),
+    /// Not published yet, or claimed and still being filled: read again
+    /// after the next wake-up.
+    Pending,
+    /// Overwritten: the reader is a lap behind. The oldest number that may
+    /// still be read is `oldest`.
+    Lapped {
+        /// Where the reader may resume.
+        oldest: u64,
+    },
+}
+
+/// A bounded broadcast ring of `T` (an `Arc` of a message: one clone per
+/// reader). Numbers start at 1.
+pub struct FanoutRing<T> {
+    /// The last number claimed; the next publish takes `claimed + 1`.
+    claimed: AtomicU64,
+    slots: Box<[Slot<T>]>,
+    mask: u64,
+}
+
+/// One slot of the ring.
+///
+/// `word` is `number << READER_BITS | readers`. Orderings:
+/// - A reader enters with `fetch_add(READER)`, Acquire, which also reads
+///   the number, and leaves with `fetch_sub(READER)`, Release.
+/// - A publisher takes the slot with a CAS, AcqRel, from `previous lap's
+///   number << READER_BITS` (no reader inside) to `WRITING << READER_BITS`,
+///   replaces the value, then adds `(its number - WRITING) << READER_BITS`,
+///   Release, which leaves any count of readers that entered meanwhile
+///   untouched.
+/// - All of these are RMWs on one location, so they are totally ordered,
+///   and each reads the one before it. The CAS succeeds only on a word
+///   with no reader inside: every reader that cloned the old value left
+///   before it, and the CAS acquires those leavings (their Releases, joined
+///   into one release sequence by the RMWs between them), so every clone
+///   happens before the replacement. A reader that enters after the CAS
+///   reads [`WRITING`] and does not touch the value.
+/// - A reader that enters and reads number `s` acquires the RMW that wrote
+///   `s` (or a later RMW of its release sequence): the value written
+///   before it is visible to the clone. The next lap's CAS acquires it the
+///   same way, so the publishers of one slot are ordered.
+struct Slot<T> {
+    word: AtomicU64,
+    value: cell::UnsafeCell<Option<T>>,
+}
+
+impl<T> Slot<T> {
+    fn number(word: u64) -> u64 {
+        word >> READER_BITS
+    }
+}
+
+// SAFETY: the value is written only by the publisher holding the slot
+// (number = WRITING, taken with no reader inside) and read only by readers
+// inside it that read a published number; `Slot` shows these never
+// overlap. Values move between threads (`Send`) and are cloned through
+// shared references from several threads at once (`Sync`).
+unsafe impl<T: Send + Sync> Sync for FanoutRing<T> {}
+
+impl<T> fmt::Debug for FanoutRing<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FanoutRing")
+            .field("claimed", &self.claimed.load(Ordering::Relaxed))
+            .field("capacity", &(self.mask + 1))
+            .finish()
+    }
+}
+
+impl<T: Clone> FanoutRing<T> {
+    /// A ring holding the last `capacity` messages (rounded up to a power
+    /// of two, at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1).next_power_of_two();
+        let slots = (0..capacity)
+            .map(|_| Slot {
+                word: AtomicU64::new(0),
+                value: cell::UnsafeCell::new(None),
+            })
+            .collect();
+        Self {
+            claimed: AtomicU64::new(0),
+            slots,
+            mask: capacity as u64 - 1,
+        }
+    }
+
+    /// How many messages it holds at most.
+    pub fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// The last number claimed by a publisher (published, or still being
+    /// filled).
+    pub fn claimed(&self) -> u64 {
+        // Acquire: a reader that saw a later lap's number (or WRITING) in a
+        // slot also sees at least that publisher's claim here: the claim is
+        // sequenced before the publisher's RMW of the slot's word, which the
+        // reader's entry acquired.
+        self.claimed.load(Ordering::Acquire)
+    }
+
+    /// Publishes the value `make` builds from its number; returns the number.
+    ///
+    /// # Panics
+    /// Past [`MAX_SEQ`] messages.
+    pub fn publish(&self, make: impl FnOnce(u64) -> T) -> u64 {
+        // Relaxed: the claim publishes no data; the slot's word does.
+        let seq = self.claimed.fetch_add(1, Ordering::Relaxed) + 1;
+        assert!(seq <= MAX_SEQ, "a fan-out ring ran out of numbers");
+        let value = make(seq);
+        let slot = self.slot(seq);
+        let previous = seq.saturating_sub(self.capacity()) << READER_BITS;
+        let mut spins = 0;
+        // Take the slot once the previous lap's message is complete and no
+        // reader is inside.
+        while slot
+            .word
+            .compare_exchange_weak(
+                previous,
+                WRITING << READER_BITS,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            backoff(&mut spins);
+        }
+        let old = slot.value.with_mut(|cell| {
+            // SAFETY: this publisher holds the slot: its CAS set WRITING when
+            // no reader was inside, and a reader that enters later reads
+            // WRITING and leaves the value alone (see `Slot`).
+            unsafe { (*cell).replace(value) }
+        });
+        // WRITING becomes `seq`; the readers' count below is left as it is.
+        slot.word
+            .fetch_add(seq.wrapping_sub(WRITING) << READER_BITS, Ordering::Release);
+        // The old value is dropped outside the slot.
+        drop(old);
+        seq
+    }
+
+    /// The message numbered `seq`, if it is there.
+    pub fn read(&self, seq: u64) -> Read<T> {
+        let slot = self.slot(seq);
+        let number = Slot::<T>::number(slot.word.fetch_add(READER, Ordering::Acquire));
+        let found = if number == seq && seq != 0 {
+            slot.value.with(|cell| {
+                // SAFETY: this reader is inside the slot and read a published
+                // number on entering, so no publisher holds the slot now or
+                // can take it until the reader leaves (see `Slot`).
+                unsafe { (*cell).clone() }
+            })
+        } else {
+            None
+        };
+        slot.word.fetch_sub(READER, Ordering::Release);
+        if let Some(value) = found {
+            return Read::Ready(value);
+        }
+        let claimed = self.claimed();
+        let lapped = if number == WRITING {
+            claimed >= seq.saturating_add(self.capacity())
+        } else {
+            number > seq
+        };
+        if lapped {
+            Read::Lapped {
+                oldest: claimed - self.capacity() + 1,
+            }
+        } else {
+            Read::Pending
+        }
+    }
+
+    fn slot(&self, seq: u64) -> &Slot<T> {
+        &self.slots[(seq & self.mask) as usize]
+    }
+}
+
+/// A reader's place in one ring: the next number it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    next: u64,
+}
+
+impl Cursor {
+    /// A cursor that reads `next` first.
+    pub fn at(next: u64) -> Self {
+        Self { next: next.max(1) }
+    }
+
+    /// The next number it reads.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Hands `each` every message ready from the cursor on, in order, and
+    /// stops at the first one not yet published; returns how many numbers
+    /// were skipped because the ring had already overwritten them.
+    pub fn drain<T: Clone>(&mut self, ring: &FanoutRing<T>, mut each: impl FnMut(u64, T)) -> u64 {
+        let mut skipped = 0;
+        loop {
+            match ring.read(self.next) {
+                Read::Ready(value) => {
+                    each(self.next, value);
+                    self.next += 1;
+                }
+                Read::Pending => return skipped,
+                Read::Lapped { oldest } => {
+                    // `oldest` is past `next`: a later lap holds its slot.
+                    debug_assert!(oldest > self.next);
+                    skipped += oldest - self.next;
+                    self.next = oldest;
+                }
+            }
+        }
+    }
+}
+
+/// Waits a little: spins at first, then lets other threads run.
+fn backoff(spins: &mut u32) {
+    #[cfg(shardcast_loom)]
+    {
+        *spins += 1;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(shardcast_loom))]
+    {
+        if *spins < 64 {
+            *spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// `UnsafeCell` with loom's closure interface, so the same code runs under
+/// loom (which checks every access) and without it.
+mod cell {
+    #[cfg(shardcast_loom)]
+    pub(super) use loom::cell::UnsafeCell;
+
+    #[cfg(not(shardcast_loom))]
+    pub(super) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    #[cfg(not(shardcast_loom))]
+    impl<T> UnsafeCell<T> {
+        pub(super) fn new(value: T) -> Self {
+            Self(std::cell::UnsafeCell::new(value))
+        }
+
+        pub(super) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        pub(super) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+
+#[cfg(all(test, shardcast_loom))]
+mod models;
+#[cfg(all(test, not(shardcast_loom)))]
+mod tests;
