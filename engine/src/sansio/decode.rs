@@ -80,7 +80,8 @@ pub struct Decoder {
     /// Bytes of an incomplete frame, kept between reads.
     partial: Vec<u8>,
     /// The opcode, compression and bytes so far of a fragmented message.
-    fragments: Option<(OpCode, bool, Vec<u8>)>,
+    /// Boxed: rare, and every connection carries the field.
+    fragments: Option<Box<(OpCode, bool, Vec<u8>)>>,
     /// Whether permessage-deflate was negotiated.
     deflate: bool,
 }
@@ -130,7 +131,7 @@ impl Decoder {
 
     /// Bytes held between reads (incomplete frame plus unfinished message).
     pub fn buffered(&self) -> usize {
-        self.partial.len() + self.fragments.as_ref().map_or(0, |(_, _, data)| data.len())
+        self.partial.len() + self.fragments.as_ref().map_or(0, |f| f.2.len())
     }
 
     /// Handles the complete frames at the start of `buf`; returns the bytes used.
@@ -189,7 +190,7 @@ impl Decoder {
                     return Err(FrameError::Protocol("new message inside a fragmented one"));
                 }
                 if !fin {
-                    self.fragments = Some((opcode, compressed, payload.to_vec()));
+                    self.fragments = Some(Box::new((opcode, compressed, payload.to_vec())));
                     return Ok(None);
                 }
                 if compressed {
@@ -199,7 +200,7 @@ impl Decoder {
                 complete(opcode, Payload::InPlace(payload)).map(Some)
             }
             OpCode::Continuation => {
-                let Some((_, _, data)) = self.fragments.as_mut() else {
+                let Some((_, _, data)) = self.fragments.as_deref_mut() else {
                     return Err(FrameError::Protocol("continuation without a message"));
                 };
                 if data.len() + payload.len() > max_message {
@@ -212,7 +213,7 @@ impl Decoder {
                 if !fin {
                     return Ok(None);
                 }
-                let Some((opcode, compressed, mut data)) = self.fragments.take() else {
+                let Some((opcode, compressed, mut data)) = self.fragments.take().map(|f| *f) else {
                     unreachable!("checked above");
                 };
                 if compressed {

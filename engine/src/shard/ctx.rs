@@ -337,6 +337,6 @@ impl ConnCtx<'_> {
     /// Closes the connection for `reason` at `at` (checked every shard tick,
     /// 250 ms), or never with `None`. A later call replaces the deadline.
     pub fn close_at(&mut self, deadline: Option<(Instant, CloseReason)>) {
-        self.conn.state.borrow_mut().deadline = deadline;
+        self.conn.state.borrow_mut().deadline = deadline.map(Box::new);
     }
 }

@@ -177,7 +177,7 @@ impl ShardState {
                 }
                 let due = state
                     .deadline
-                    .as_ref()
+                    .as_deref()
                     .filter(|(at, _)| *at <= now)
                     .map(|(_, reason)| reason.clone());
                 // A session's wake-up: its task calls `on_wake` when notified.
