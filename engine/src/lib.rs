@@ -33,6 +33,7 @@ mod config;
 mod engine;
 mod gate;
 mod registry;
+#[doc(hidden)] // Public for the benches until topics publish through it.
 pub mod ring;
 mod sansio;
 mod shard;

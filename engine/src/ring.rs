@@ -18,21 +18,28 @@
 //! lap's message is complete and no reader is inside, so the publishers of
 //! one slot follow each other in order, no reader ever sees a slot before
 //! it is complete, and no publisher replaces a value while a reader clones
-//! it (see [`Slot`] for the orderings). A reader stays inside a slot for
-//! one `clone` of its value.
+//! it (see [`Slot`] for the orderings). A reader first looks at the word
+//! and enters only when the slot holds the number it wants, and then stays
+//! inside for one `clone` of the value.
 //!
 //! Nobody waits for a slow reader: a reader that falls a whole lap behind
 //! finds its slot taken by a later number ([`Read::Lapped`]), skips to the
-//! oldest message still held, and counts what it missed. A publisher waits
-//! only for the slot's previous publisher (which takes more than `capacity`
-//! publishes in flight at once) and for readers cloning the old value. So
-//! a thread stalled inside one slot holds back that slot's next publisher
-//! for as long as it is stalled, and nothing else: bounded waiting, not
-//! lock-free in the strict sense.
+//! oldest message still held, and counts what it missed. Who does wait:
+//! - a publisher, for the slot's previous publisher (which takes more than
+//!   `capacity` publishes in flight at once) and for readers cloning the
+//!   old value;
+//! - every reader at a number, for that number's publisher to fill it.
 //!
-//! Checked under every interleaving by the loom models in `ring/models.rs`
-//! (`.ci/run`: `--cfg shardcast_loom`, capacities of 1 and 2), and under
-//! miri by the unit tests in `ring/tests.rs`.
+//! So a publisher stalled between claiming a number and filling it holds
+//! back the readers at that number (and the next lap's publisher of its
+//! slot) for as long as it is stalled: bounded waiting, not lock-free in
+//! the strict sense. A publish whose `make` panics still fills its number,
+//! with nothing ([`Read::Void`]), so a panic never wedges the ring.
+//!
+//! Checked by the loom models in `ring/models.rs` under every interleaving
+//! with up to three preemptions (`.ci/run`: `--cfg shardcast_loom`,
+//! capacities of 1 and 2), and under miri by the unit tests in
+//! `ring/tests.rs`.
 
 #![allow(unsafe_code)] // The engine's only unsafe code: see each block.
 
@@ -58,6 +65,9 @@ const WRITING: u64 = MAX_SEQ + 1;
 pub enum Read<T> {
     /// The message numbered so.
     Ready(T),
+    /// The number was claimed by a publish that failed (its `make`
+    /// panicked): there is no message under it.
+    Void,
     /// Not published yet, or claimed and still being filled: read again
     /// after the next wake-up.
     Pending,
@@ -81,8 +91,11 @@ pub struct FanoutRing<T> {
 /// One slot of the ring.
 ///
 /// `word` is `number << READER_BITS | readers`. Orderings:
-/// - A reader enters with `fetch_add(READER)`, Acquire, which also reads
-///   the number, and leaves with `fetch_sub(READER)`, Release.
+/// - A reader looks at the word (a load, Acquire) and, only if the slot
+///   holds the number it wants, enters with `fetch_add(READER)`, Acquire,
+///   which reads the number again, and leaves with `fetch_sub(READER)`,
+///   Release. The look decides nothing about the value; it keeps readers
+///   waiting for a number out of the slot its publisher needs.
 /// - A publisher takes the slot with a CAS, AcqRel, from `previous lap's
 ///   number << READER_BITS` (no reader inside) to `WRITING << READER_BITS`,
 ///   replaces the value, then adds `(its number - WRITING) << READER_BITS`,
@@ -152,14 +165,19 @@ impl<T: Clone> FanoutRing<T> {
     /// The last number claimed by a publisher (published, or still being
     /// filled).
     pub fn claimed(&self) -> u64 {
-        // Acquire: a reader that saw a later lap's number (or WRITING) in a
-        // slot also sees at least that publisher's claim here: the claim is
-        // sequenced before the publisher's RMW of the slot's word, which the
-        // reader's entry acquired.
-        self.claimed.load(Ordering::Acquire)
+        // Relaxed: no data is published through `claimed`. A reader that
+        // saw a later lap's number (or WRITING) in a slot acquired (by its
+        // look or its entry) that publisher's RMW of the slot's word, which
+        // its claim is sequenced before; so the claim happens before this
+        // load, and coherence makes the load see it or a later claim.
+        self.claimed.load(Ordering::Relaxed)
     }
 
     /// Publishes the value `make` builds from its number; returns the number.
+    ///
+    /// `make` must not publish into this ring (its slot may be the one the
+    /// number it would claim needs). Should it panic, the number is still
+    /// filled, with nothing ([`Read::Void`]), and the panic goes on.
     ///
     /// # Panics
     /// Past [`MAX_SEQ`] messages.
@@ -167,7 +185,15 @@ impl<T: Clone> FanoutRing<T> {
         // Relaxed: the claim publishes no data; the slot's word does.
         let seq = self.claimed.fetch_add(1, Ordering::Relaxed) + 1;
         assert!(seq <= MAX_SEQ, "a fan-out ring ran out of numbers");
+        let unfilled = Unfilled { ring: self, seq };
         let value = make(seq);
+        std::mem::forget(unfilled);
+        self.fill(seq, Some(value));
+        seq
+    }
+
+    /// Fills the slot of the claimed number `seq` with `value`.
+    fn fill(&self, seq: u64, value: Option<T>) {
         let slot = self.slot(seq);
         let previous = seq.saturating_sub(self.capacity()) << READER_BITS;
         let mut spins = 0;
@@ -188,34 +214,53 @@ impl<T: Clone> FanoutRing<T> {
         let old = slot.value.with_mut(|cell| {
             // SAFETY: this publisher holds the slot: its CAS set WRITING when
             // no reader was inside, and a reader that enters later reads
-            // WRITING and leaves the value alone (see `Slot`).
-            unsafe { (*cell).replace(value) }
+            // WRITING (never a number it may ask for: `read` refuses numbers
+            // above MAX_SEQ) and leaves the value alone (see `Slot`).
+            unsafe { std::mem::replace(&mut *cell, value) }
         });
         // WRITING becomes `seq`; the readers' count below is left as it is.
         slot.word
             .fetch_add(seq.wrapping_sub(WRITING) << READER_BITS, Ordering::Release);
         // The old value is dropped outside the slot.
         drop(old);
-        seq
     }
 
     /// The message numbered `seq`, if it is there.
+    ///
+    /// A value's `clone` must not panic into this (it would leave a reader
+    /// counted in the slot for ever): `Arc`'s does not.
     pub fn read(&self, seq: u64) -> Read<T> {
+        if seq == 0 || seq > MAX_SEQ {
+            // Never a message; and WRITING must never match a wanted number.
+            return Read::Pending;
+        }
         let slot = self.slot(seq);
-        let number = Slot::<T>::number(slot.word.fetch_add(READER, Ordering::Acquire));
-        let found = if number == seq && seq != 0 {
-            slot.value.with(|cell| {
-                // SAFETY: this reader is inside the slot and read a published
-                // number on entering, so no publisher holds the slot now or
-                // can take it until the reader leaves (see `Slot`).
-                unsafe { (*cell).clone() }
-            })
-        } else {
-            None
-        };
-        slot.word.fetch_sub(READER, Ordering::Release);
-        if let Some(value) = found {
-            return Read::Ready(value);
+        // A look first: enter only a slot that holds `seq`, so readers
+        // waiting for a number do not hold back the publisher filling it.
+        let mut number = Slot::<T>::number(slot.word.load(Ordering::Acquire));
+        if number == seq {
+            let entered = slot.word.fetch_add(READER, Ordering::Acquire);
+            if entered & ((1 << READER_BITS) - 1) == (1 << READER_BITS) - 1 {
+                // 65,535 readers inside one slot: the count would carry into
+                // the number. Only a leak could get here.
+                std::process::abort();
+            }
+            number = Slot::<T>::number(entered);
+            let found = if number == seq {
+                slot.value.with(|cell| {
+                    // SAFETY: this reader is inside the slot and read a
+                    // published number (`seq` <= MAX_SEQ < WRITING) on
+                    // entering, so no publisher holds the slot now or can
+                    // take it until the reader leaves (see `Slot`).
+                    unsafe { (*cell).clone() }
+                })
+            } else {
+                None
+            };
+            slot.word.fetch_sub(READER, Ordering::Release);
+            if number == seq {
+                return found.map_or(Read::Void, Read::Ready);
+            }
         }
         let claimed = self.claimed();
         let lapped = if number == WRITING {
@@ -237,6 +282,20 @@ impl<T: Clone> FanoutRing<T> {
     }
 }
 
+/// A claimed number not yet filled: if the publish unwinds before filling
+/// it, the number is filled with nothing, so readers and the next lap's
+/// publisher of its slot are not left waiting for ever.
+struct Unfilled<'a, T: Clone> {
+    ring: &'a FanoutRing<T>,
+    seq: u64,
+}
+
+impl<T: Clone> Drop for Unfilled<'_, T> {
+    fn drop(&mut self) {
+        self.ring.fill(self.seq, None);
+    }
+}
+
 /// A reader's place in one ring: the next number it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {
@@ -244,9 +303,12 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// A cursor that reads `next` first.
+    /// A cursor that reads `next` first (numbers start at 1 and end at
+    /// [`MAX_SEQ`]).
     pub fn at(next: u64) -> Self {
-        Self { next: next.max(1) }
+        Self {
+            next: next.clamp(1, MAX_SEQ + 1),
+        }
     }
 
     /// The next number it reads.
@@ -254,18 +316,29 @@ impl Cursor {
         self.next
     }
 
-    /// Hands `each` every message ready from the cursor on, in order, and
-    /// stops at the first one not yet published; returns how many numbers
-    /// were skipped because the ring had already overwritten them.
-    pub fn drain<T: Clone>(&mut self, ring: &FanoutRing<T>, mut each: impl FnMut(u64, T)) -> u64 {
+    /// Hands `each` the messages ready from the cursor on, in order, and
+    /// stops at the first one not yet published or after `max` steps (a
+    /// step: a message read, or a run of numbers skipped);
+    /// returns how many numbers were skipped: overwritten by the time the
+    /// cursor got there, or claimed by a publish that failed.
+    pub fn drain<T: Clone>(
+        &mut self,
+        ring: &FanoutRing<T>,
+        max: usize,
+        mut each: impl FnMut(u64, T),
+    ) -> u64 {
         let mut skipped = 0;
-        loop {
+        for _ in 0..max {
             match ring.read(self.next) {
                 Read::Ready(value) => {
                     each(self.next, value);
                     self.next += 1;
                 }
-                Read::Pending => return skipped,
+                Read::Void => {
+                    skipped += 1;
+                    self.next += 1;
+                }
+                Read::Pending => break,
                 Read::Lapped { oldest } => {
                     // `oldest` is past `next`: a later lap holds its slot.
                     debug_assert!(oldest > self.next);
@@ -274,6 +347,7 @@ impl Cursor {
                 }
             }
         }
+        skipped
     }
 }
 

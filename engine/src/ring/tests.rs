@@ -11,10 +11,13 @@ fn readers_get_every_message_in_order_at_their_own_pace() {
     let mut seen_fast = Vec::new();
     for i in 1..=5u64 {
         assert_eq!(ring.publish(|seq| Arc::new(seq * 10)), i);
-        fast.drain(&ring, |seq, v| seen_fast.push((seq, *v)));
+        fast.drain(&ring, usize::MAX, |seq, v| seen_fast.push((seq, *v)));
     }
     let mut seen_slow = Vec::new();
-    assert_eq!(slow.drain(&ring, |seq, v| seen_slow.push((seq, *v))), 0);
+    assert_eq!(
+        slow.drain(&ring, usize::MAX, |seq, v| seen_slow.push((seq, *v))),
+        0
+    );
     let want: Vec<(u64, u64)> = (1..=5).map(|s| (s, s * 10)).collect();
     assert_eq!(seen_fast, want);
     assert_eq!(seen_slow, want);
@@ -31,7 +34,7 @@ fn a_reader_a_lap_behind_skips_to_the_oldest_and_counts_what_it_missed() {
     assert_eq!(ring.read(2), Read::Lapped { oldest: 7 });
     let mut cursor = Cursor::at(2);
     let mut seen = Vec::new();
-    assert_eq!(cursor.drain(&ring, |seq, _| seen.push(seq)), 5);
+    assert_eq!(cursor.drain(&ring, usize::MAX, |seq, _| seen.push(seq)), 5);
     assert_eq!(seen, vec![7, 8, 9, 10]);
 }
 
@@ -57,7 +60,7 @@ fn joining_at_the_claimed_position_meets_the_replay_exactly() {
         ring.publish(Arc::new);
     }
     let mut lived = Vec::new();
-    live.drain(&ring, |_, v| lived.push(*v));
+    live.drain(&ring, usize::MAX, |_, v| lived.push(*v));
     assert_eq!(replayed, vec![4, 5, 6]);
     assert_eq!(lived, vec![7, 8, 9]);
 }
@@ -115,7 +118,7 @@ fn concurrent_publishers_and_readers_agree() {
                 let mut cursor = Cursor::at(1);
                 let mut last = 0;
                 while cursor.next() <= total {
-                    let skipped = cursor.drain(&ring, |seq, value: Arc<u64>| {
+                    let skipped = cursor.drain(&ring, usize::MAX, |seq, value: Arc<u64>| {
                         assert_eq!(*value, seq);
                         assert_eq!(seq, last + 1);
                         last = seq;
@@ -167,24 +170,94 @@ fn lapping_under_concurrency_never_mixes_numbers() {
         let ring = Arc::clone(&ring);
         std::thread::spawn(move || {
             let mut cursor = Cursor::at(1);
-            let (mut read, mut skipped) = (0u64, 0u64);
+            let mut read = Vec::new();
             while cursor.next() <= total {
-                let mut last = cursor.next() - 1;
-                skipped += cursor.drain(&ring, |seq, value: Arc<u64>| {
-                    assert_eq!(*value, seq);
-                    assert!(seq > last);
-                    last = seq;
-                    read += 1;
+                cursor.drain(&ring, usize::MAX, |seq, value: Arc<u64>| {
+                    assert_eq!(*value, seq, "a value read under another number");
+                    read.push(seq);
                 });
                 std::thread::yield_now();
             }
-            (read, skipped, cursor.next())
+            read
         })
     };
     for writer in writers {
         writer.join().unwrap();
     }
-    let (read, skipped, next) = reader.join().unwrap();
-    assert_eq!(read + skipped, next - 1);
-    assert_eq!(next, total + 1);
+    let read = reader.join().unwrap();
+    assert!(read.windows(2).all(|w| w[0] < w[1]), "out of order");
+    assert_eq!(read.last(), Some(&total), "the reader caught up");
+    // Every number the reader skipped was really gone: overwritten, so a
+    // reader asking for it now is told it was lapped.
+    let mut read = read.into_iter().peekable();
+    for seq in 1..=total {
+        if read.next_if_eq(&seq).is_none() {
+            assert!(
+                matches!(ring.read(seq), Read::Lapped { .. }),
+                "{seq} was skipped but is still held"
+            );
+        }
+    }
+}
+
+#[test]
+fn numbers_outside_the_range_are_never_read() {
+    let ring = FanoutRing::new(1);
+    ring.publish(Arc::new);
+    assert_eq!(ring.read(0), Read::Pending);
+    // MAX_SEQ + 1 is the mark of a slot being filled: never a match.
+    assert_eq!(ring.read(MAX_SEQ + 1), Read::Pending);
+    assert_eq!(ring.read(u64::MAX), Read::Pending);
+    assert_eq!(Cursor::at(u64::MAX).next(), MAX_SEQ + 1);
+    assert_eq!(Cursor::at(0).next(), 1);
+}
+
+#[test]
+fn a_publish_that_panics_leaves_its_number_void_not_the_ring_wedged() {
+    let ring = FanoutRing::new(2);
+    ring.publish(Arc::new);
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ring.publish(|_| -> Arc<u64> { panic!("cannot build the message") })
+    }));
+    assert!(failed.is_err());
+    assert_eq!(ring.read(2), Read::Void);
+    // The next laps of its slot publish, and a reader goes past it.
+    ring.publish(Arc::new);
+    ring.publish(Arc::new);
+    let mut cursor = Cursor::at(3);
+    let mut seen = Vec::new();
+    assert_eq!(cursor.drain(&ring, usize::MAX, |seq, _| seen.push(seq)), 0);
+    assert_eq!(seen, vec![3, 4]);
+    let mut from_the_start = Cursor::at(1);
+    let mut seen = Vec::new();
+    // 1 and 2 were overwritten by 3 and 4.
+    assert_eq!(
+        from_the_start.drain(&ring, usize::MAX, |seq, _| seen.push(seq)),
+        2
+    );
+    assert_eq!(seen, vec![3, 4]);
+    // A void number read in its lap is skipped and counted.
+    let ring = FanoutRing::new(4);
+    ring.publish(Arc::new);
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ring.publish(|_| -> Arc<u64> { panic!("cannot build the message") })
+    }));
+    ring.publish(Arc::new);
+    let mut cursor = Cursor::at(1);
+    let mut seen = Vec::new();
+    assert_eq!(cursor.drain(&ring, usize::MAX, |seq, _| seen.push(seq)), 1);
+    assert_eq!(seen, vec![1, 3]);
+}
+
+#[test]
+fn a_drain_stops_after_its_budget() {
+    let ring = FanoutRing::new(8);
+    for _ in 0..5 {
+        ring.publish(Arc::new);
+    }
+    let mut cursor = Cursor::at(1);
+    let mut seen = Vec::new();
+    cursor.drain(&ring, 2, |seq, _| seen.push(seq));
+    assert_eq!(seen, vec![1, 2]);
+    assert_eq!(cursor.next(), 3);
 }
