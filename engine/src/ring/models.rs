@@ -17,6 +17,15 @@ fn publisher(ring: &Arc<FanoutRing<Arc<u64>>>) -> thread::JoinHandle<u64> {
     thread::spawn(move || ring.publish(Arc::new))
 }
 
+/// One thread publishing two messages, one after the other.
+fn publishing_twice(ring: &Arc<FanoutRing<Arc<u64>>>) -> thread::JoinHandle<()> {
+    let ring = Arc::clone(ring);
+    thread::spawn(move || {
+        ring.publish(Arc::new);
+        ring.publish(Arc::new);
+    })
+}
+
 /// Whatever a reader gets at a number is that number's own value.
 fn check(read: Read<Arc<u64>>, seq: u64) {
     if let Read::Ready(value) = read {
@@ -54,13 +63,7 @@ fn loom_ring_two_publishers_and_a_reader() {
 fn loom_ring_wraps_while_a_reader_reads() {
     loom::model(|| {
         let ring = ring(1);
-        let writer = {
-            let ring = Arc::clone(&ring);
-            thread::spawn(move || {
-                ring.publish(Arc::new);
-                ring.publish(Arc::new);
-            })
-        };
+        let writer = publishing_twice(&ring);
         let first = ring.read(1);
         match &first {
             Read::Ready(value) => assert_eq!(**value, 1),
@@ -93,13 +96,7 @@ fn loom_ring_publishers_of_one_slot_take_turns() {
 fn loom_ring_a_joiner_meets_live_messages_exactly() {
     loom::model(|| {
         let ring = ring(2);
-        let writer = {
-            let ring = Arc::clone(&ring);
-            thread::spawn(move || {
-                ring.publish(Arc::new);
-                ring.publish(Arc::new);
-            })
-        };
+        let writer = publishing_twice(&ring);
         // Join wherever the publisher is: live after the position read
         // now, reading as it goes; the replay up to it is read later.
         let position = ring.claimed();

@@ -102,6 +102,24 @@ fn overwritten_and_remaining_values_are_dropped_once() {
     assert_eq!(live.load(Ordering::Relaxed), 0);
 }
 
+/// `threads` threads publishing `each` messages (their own numbers) into `ring`.
+fn publishers_of(
+    ring: &Arc<FanoutRing<Arc<u64>>>,
+    threads: usize,
+    each: usize,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..threads)
+        .map(|_| {
+            let ring = Arc::clone(ring);
+            std::thread::spawn(move || {
+                for _ in 0..each {
+                    ring.publish(Arc::new);
+                }
+            })
+        })
+        .collect()
+}
+
 /// Publishers on several threads, readers on others: each reader sees
 /// numbers in increasing order, each with its own value, and with a ring
 /// larger than the run, every number exactly once.
@@ -130,17 +148,7 @@ fn concurrent_publishers_and_readers_agree() {
             })
         })
         .collect();
-    let writers: Vec<_> = (0..publishers)
-        .map(|_| {
-            let ring = Arc::clone(&ring);
-            std::thread::spawn(move || {
-                for _ in 0..each {
-                    ring.publish(Arc::new);
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
+    for writer in publishers_of(&ring, publishers, each) {
         writer.join().unwrap();
     }
     for reader in readers {
@@ -155,16 +163,7 @@ fn concurrent_publishers_and_readers_agree() {
 fn lapping_under_concurrency_never_mixes_numbers() {
     let each = if cfg!(miri) { 30 } else { 50_000 };
     let ring = Arc::new(FanoutRing::new(4));
-    let writers: Vec<_> = (0..2)
-        .map(|_| {
-            let ring = Arc::clone(&ring);
-            std::thread::spawn(move || {
-                for _ in 0..each {
-                    ring.publish(Arc::new);
-                }
-            })
-        })
-        .collect();
+    let writers = publishers_of(&ring, 2, each);
     let total = 2 * each as u64;
     let reader = {
         let ring = Arc::clone(&ring);
