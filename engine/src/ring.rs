@@ -101,8 +101,10 @@ pub struct FanoutRing<T> {
 ///   replaces the value, then adds `(its number - WRITING) << READER_BITS`,
 ///   Release, which leaves any count of readers that entered meanwhile
 ///   untouched.
-/// - All of these are RMWs on one location, so they are totally ordered,
-///   and each reads the one before it. The CAS succeeds only on a word
+/// - All of these but the look are RMWs on one location, so they are
+///   totally ordered, and each reads the one before it. (The look may read
+///   an older lap's number; that only makes the reader wait, since a
+///   slot's numbers only grow.) The CAS succeeds only on a word
 ///   with no reader inside: every reader that cloned the old value left
 ///   before it, and the CAS acquires those leavings (their Releases, joined
 ///   into one release sequence by the RMWs between them), so every clone
