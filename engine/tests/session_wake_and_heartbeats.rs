@@ -1,6 +1,7 @@
 //! Periodic work per connection and per protocol: a session's wake-ups
 //! come when it asked for them, once each, and each wire format's heartbeat
-//! goes out on its own interval. Driven end to end: a real engine on an
+//! goes out on its own interval, for every connection however many a
+//! shard holds. Driven end to end: a real engine on an
 //! ephemeral port and a raw client.
 
 mod common;
@@ -15,6 +16,7 @@ use shardcast_engine::{
     ConnCtx, Delivery, Engine, Formats, FrameKind, Message, Session, WireFormat,
 };
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// A format whose heartbeat is its name, on its own interval.
 struct Beating(&'static str, Duration);
@@ -75,7 +77,11 @@ fn start() -> (Engine, SocketAddr) {
 
 /// Every text frame `path`'s connection gets in `window`.
 async fn texts(addr: SocketAddr, path: &str, window: Duration) -> Vec<String> {
-    let mut stream = common::upgrade(addr, path).await;
+    listen(common::upgrade(addr, path).await, window).await
+}
+
+/// Every text frame `stream` gets in `window`.
+async fn listen(mut stream: TcpStream, window: Duration) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + window;
     let mut received = Vec::new();
     let mut texts = Vec::new();
@@ -116,5 +122,30 @@ async fn wake_ups_come_once_each_and_heartbeats_keep_their_formats_interval() {
         slow.iter().filter(|t| *t == "slow").count() <= 1,
         "{slow:?}"
     );
+    common::stop(engine).await;
+}
+
+/// A tick checks its connections a slice at a time (256 of them), letting
+/// the shard deliver in between; none is skipped or checked twice.
+#[tokio::test]
+async fn every_connection_of_a_tick_gets_its_wake_ups_and_beats_beyond_one_slice() {
+    const CONNECTIONS: usize = 300;
+    let (engine, addr) = start();
+    // One after another: handshakes in progress are limited per address.
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        let stream = common::upgrade(addr, "/fast").await;
+        clients.spawn(listen(stream, Duration::from_millis(2300)));
+    }
+    let mut heard = 0;
+    while let Some(got) = clients.join_next().await {
+        let got = got.unwrap();
+        let wakes: Vec<&String> = got.iter().filter(|t| t.starts_with("wake")).collect();
+        assert_eq!(wakes, ["wake 1", "wake 2", "wake 3"], "{got:?}");
+        let beats = got.iter().filter(|t| *t == "fast").count();
+        assert!((3..=5).contains(&beats), "{got:?}");
+        heard += 1;
+    }
+    assert_eq!(heard, CONNECTIONS);
     common::stop(engine).await;
 }

@@ -2,7 +2,9 @@
 //!
 //! Owned by one shard thread (an `impl` block of [`ShardState`](super::ShardState)).
 //!
-//! The tick (every 250 ms), for each connection not already closing:
+//! The tick (every 250 ms), for each connection not already closing, a
+//! slice of [`TICK_SLICE`] connections at a time with the shard's other
+//! work in between:
 //! 1. a deadline set by its session (a token's expiry) that has passed
 //!    closes it;
 //! 2. silence longer than its protocol's liveness timeout closes it;
@@ -31,6 +33,20 @@ use crate::gate::Refused;
 use crate::sansio::close::CloseReason;
 use crate::sansio::ids::ConnKey;
 use crate::sansio::{beat, drain};
+
+/// Connections a tick checks before it lets the shard deliver again: about
+/// 30 µs of work (most of it cache misses on each connection's state).
+pub(super) const TICK_SLICE: usize = 256;
+
+/// One tick's walk over a shard's connections, a slice at a time.
+pub(super) struct TickSweep {
+    now: Instant,
+    wall: SystemTime,
+    ticks: u32,
+    heartbeats: Vec<Beat>,
+    /// The slab slot the next slice starts at.
+    next: usize,
+}
 
 /// A format's heartbeat on one tick.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,9 +157,9 @@ impl ShardState {
 
     // ---- periodic work -------------------------------------------------------
 
-    /// Closes connections silent past their liveness timeout and sends each
-    /// format's heartbeat (encoded once per tick) to the connections due one.
-    pub(super) fn tick(&self) {
+    /// Starts a tick: prunes and expires topics when due, and returns the
+    /// sweep that [`ShardState::sweep_slice`] walks over the connections.
+    pub(super) fn begin_tick(&self) -> TickSweep {
         self.refresh_clock();
         let now = self.now();
         let ticks = self.ticks.get().wrapping_add(1);
@@ -151,18 +167,43 @@ impl ShardState {
         if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
             self.sweep_topics(now);
         }
+        TickSweep {
+            now,
+            wall: SystemTime::now(),
+            ticks,
+            heartbeats: vec![Beat::Due; self.shared.formats().len()],
+            next: 0,
+        }
+    }
+
+    /// Runs the tick's checks (module docs) on the connections of the next
+    /// [`TICK_SLICE`] slots; `false` once the sweep has passed the last.
+    ///
+    /// The tick loop yields between slices, so deliveries are never held
+    /// behind a sweep of every connection: with 19,500 of them one pass took
+    /// 2.5 ms, four times a second, and set the many-connection tail.
+    pub(super) fn sweep_slice(&self, sweep: &mut TickSweep) -> bool {
+        let TickSweep {
+            now,
+            wall,
+            ticks,
+            ref mut heartbeats,
+            ref mut next,
+        } = *sweep;
         // Each connection's heartbeat comes once per interval of its format,
         // on the tick its slot falls on (`beat::due`): a tick writes one in
         // `phases` of the connections, never all at once. Each format's frame
         // is encoded at most once per tick.
         let formats = self.shared.formats();
         let phases = self.heartbeat_phases.as_slice();
-        let mut heartbeats: Vec<Beat> = vec![Beat::Due; formats.len()];
-        let wall = SystemTime::now();
         let mut queued = false;
+        let conns = self.conns.borrow();
+        let slots = *next..*next + TICK_SLICE;
+        *next = slots.end;
+        let more = *next < conns.slots();
         // Nothing below adds or removes connections (closing happens in each
         // connection's own task), so the slab can stay borrowed.
-        for conn in self.conns.borrow().iter() {
+        for conn in conns.in_slots(slots) {
             let (silent, due, wake) = {
                 let mut state = conn.state.borrow_mut();
                 // A closing connection has queued its close frame: nothing may
@@ -226,6 +267,7 @@ impl ShardState {
         if queued {
             self.inbox().wake.notify_one();
         }
+        more
     }
 
     /// Drops retired topics from this shard's cache; shard 0 also expires

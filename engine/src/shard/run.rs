@@ -157,7 +157,11 @@ async fn tick_loop(state: Rc<ShardState>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticks.tick().await;
-        state.tick();
+        let mut sweep = state.begin_tick();
+        while state.sweep_slice(&mut sweep) {
+            // Deliveries and connection tasks run between slices.
+            tokio::task::yield_now().await;
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! removing an entry bumps the generation, so a command that names a
 //! connection which has since closed (its slot reused) finds nothing.
 
+use std::ops::Range;
+
 use crate::sansio::ids::ConnKey;
 
 /// Entries by [`ConnKey`]. Owned by one shard thread.
@@ -82,6 +84,20 @@ impl<T> Slab<T> {
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().filter_map(|s| s.value.as_ref())
     }
+
+    /// Slots, vacant or not: the end of every index a key may have now.
+    pub(super) fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The entries in the slots of `range` (clamped to [`Slab::slots`]), by index.
+    pub(super) fn in_slots(&self, range: Range<usize>) -> impl Iterator<Item = &T> {
+        let end = range.end.min(self.slots.len());
+        let start = range.start.min(end);
+        self.slots[start..end]
+            .iter()
+            .filter_map(|s| s.value.as_ref())
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +130,33 @@ mod tests {
         assert_eq!(slab.get(c), Some(&"c"));
         assert_eq!(slab.iter().copied().collect::<Vec<_>>(), vec!["c", "b"]);
         assert_eq!(slab.len, 2);
+    }
+
+    #[test]
+    fn slices_of_slots_visit_each_entry_once_as_the_slab_changes() {
+        let mut slab = Slab::default();
+        let keys: Vec<ConnKey> = ["a", "b", "c", "d", "e"]
+            .into_iter()
+            .map(|v| add(&mut slab, v))
+            .collect();
+        slab.remove(keys[1]);
+        let first: Vec<_> = slab.in_slots(0..2).copied().collect();
+        assert_eq!(first, ["a"], "a vacant slot yields nothing");
+        // Between slices, one entry leaves and three arrive: f takes d's
+        // slot, not yet passed; g takes b's, already passed (its turn comes
+        // with the next sweep); h a new slot at the end.
+        slab.remove(keys[3]);
+        add(&mut slab, "f");
+        add(&mut slab, "g");
+        add(&mut slab, "h");
+        assert_eq!(slab.slots(), 6);
+        let rest: Vec<_> = slab
+            .in_slots(2..4)
+            .chain(slab.in_slots(4..99))
+            .copied()
+            .collect();
+        assert_eq!(rest, ["c", "f", "e", "h"]);
+        assert_eq!(slab.in_slots(99..100).count(), 0, "past the end");
     }
 
     #[test]
