@@ -24,9 +24,12 @@
 //!    WebSocket slot count free again.
 
 use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -45,6 +48,16 @@ use crate::sansio::ids::ConnKey;
 use crate::sansio::mailbox::Mailbox;
 use crate::sansio::outbox::{Admission, DropReason, GapField, OutboxLimits};
 use crate::topic::Topic;
+
+/// What woke a connection's task, in the order it looks.
+enum Ready {
+    /// `attention` was notified.
+    Attention,
+    /// The socket takes writes again, or failed.
+    Writable(std::io::Result<()>),
+    /// The socket has bytes (or an error) to read.
+    Readable(std::io::Result<()>),
+}
 
 /// How long a closing connection may take to flush its close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
@@ -262,9 +275,32 @@ pub(super) async fn run(
         }
         let blocked = conn.state.borrow().write_blocked;
         let parked = park::is_parked(&conn);
-        tokio::select! {
-            biased;
-            () = conn.attention.notified() => {
+        // In this order: attention, the socket taking writes again, frames
+        // to read. Polled by hand rather than with `select!`, whose
+        // readiness futures would live in this task for the connection's
+        // whole life (docs/architecture.md, *Memory per connection*).
+        let ready = {
+            let mut attention = pin!(conn.attention.notified());
+            poll_fn(|cx| {
+                if attention.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ready::Attention);
+                }
+                if blocked {
+                    if let Poll::Ready(ready) = conn.transport.poll_writable(cx) {
+                        return Poll::Ready(Ready::Writable(ready));
+                    }
+                }
+                if !parked {
+                    if let Poll::Ready(ready) = conn.transport.poll_readable(cx) {
+                        return Poll::Ready(Ready::Readable(ready));
+                    }
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        match ready {
+            Ready::Attention => {
                 let woken = std::mem::take(&mut conn.state.borrow_mut().woken);
                 if woken && conn.state.borrow().closing.is_none() {
                     let mut ctx = ConnCtx {
@@ -281,15 +317,16 @@ pub(super) async fn run(
                 }
                 shard.flush(&conn);
             }
-            ready = conn.transport.writable(), if blocked => {
+            Ready::Writable(ready) => {
                 if ready.is_err() {
                     break CloseReason::ConnectionLost;
                 }
                 conn.state.borrow_mut().write_blocked = false;
                 shard.flush(&conn);
             }
-            ready = conn.transport.readable(), if !parked => {
-                let result = ready.map_err(|_| CloseReason::ConnectionLost)
+            Ready::Readable(ready) => {
+                let result = ready
+                    .map_err(|_| CloseReason::ConnectionLost)
                     .and_then(|()| reader::read_ready(&shard, &conn, &mut *session));
                 let more = match result {
                     Ok(drained) => drained == reader::Drained::No,
@@ -436,7 +473,7 @@ mod tests {
             std::mem::size_of::<F>()
         }
         let task = future_of(run);
-        assert!(task <= 640, "the connection task's future is {task} bytes");
+        assert!(task <= 320, "the connection task's future is {task} bytes");
         // With its `Rc` counts, within the allocator's 768-byte class.
         let conn = std::mem::size_of::<Conn>();
         assert!(conn + 16 <= 768, "a Conn is {conn} bytes");

@@ -27,6 +27,7 @@
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::ServerConnection;
@@ -109,6 +110,21 @@ impl Transport {
     /// Waits until the socket takes writes.
     pub async fn writable(&self) -> io::Result<()> {
         self.tcp.writable().await
+    }
+
+    /// [`Transport::readable`] as a poll, for the one task that owns the
+    /// connection: no future to keep, the waker lives in the socket's
+    /// registration.
+    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.tls.as_ref().is_some_and(|tls| tls.plaintext.get() > 0) {
+            return Poll::Ready(Ok(()));
+        }
+        self.tcp.poll_read_ready(cx)
+    }
+
+    /// [`Transport::writable`] as a poll (see [`Transport::poll_readable`]).
+    pub(crate) fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp.poll_write_ready(cx)
     }
 
     /// Whether a read of `n` bytes into a buffer of `len` proves the stream

@@ -34,6 +34,23 @@ fn frame(len: usize) -> Bytes {
 }
 
 #[test]
+fn an_idle_outbox_holds_no_memory_and_a_busy_one_keeps_its_queue() {
+    let mut outbox = Outbox::new(limits(64, 1 << 20, SlowConsumerPolicy::Drop));
+    assert_eq!(outbox.push_control(frame(5)), Admission::Queued);
+    assert_eq!(outbox.push_event(frame(10), meta()), Admission::Queued);
+    outbox.shrink_if_idle();
+    assert_eq!(outbox.len(), 2, "nothing queued is lost");
+    assert!(outbox.queue.capacity() > 0, "a queue in use is kept");
+    outbox.advance(15, |_| {});
+    assert!(outbox.is_empty());
+    outbox.shrink_if_idle();
+    assert_eq!(outbox.queue.capacity(), 0, "an empty queue is freed");
+    // And it grows again when needed.
+    assert_eq!(outbox.push_event(frame(10), meta()), Admission::Queued);
+    assert_eq!(outbox.len(), 1);
+}
+
+#[test]
 fn refuses_events_past_the_message_limit_with_the_policy() {
     let mut drop = Outbox::new(limits(2, 1 << 20, SlowConsumerPolicy::Drop));
     assert_eq!(drop.push_event(frame(10), meta()), Admission::Queued);
