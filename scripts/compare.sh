@@ -3,7 +3,9 @@
 # fresh on core 0 (shardcast with one shard), the load generator on core 1,
 # the same fan-out load for both, servers alternating run by run. Prints the
 # medians and the ratios ours / uWS (below 1 is better for us), and leaves
-# every run's JSON in the output directory.
+# every run's JSON in the output directory. Memory per connection is shown
+# twice: right after connecting (with the handshakes' freed buffers the
+# allocator still holds) and at the end of the run, under load.
 #
 #   scripts/compare.sh [loadgen flags...]
 #
@@ -89,8 +91,13 @@ def figures(path):
         "p99_ms": lat["p99"],
         "p999_ms": lat["p999"],
         "cpu_us_per_delivery": proc.get("server_cpu_us_per_delivery"),
-        # RSS per connection once all are connected, before traffic.
+        # RSS per connection once all are connected, before traffic: it
+        # still holds what the handshakes freed and the allocator has not
+        # yet given back (mimalloc purges as its threads run).
         "kib_per_connection": proc.get("server_rss_per_connection_at_connect_kib"),
+        # The same at the end of the measured window, under load: settled,
+        # with each connection's queues as the load keeps them.
+        "kib_per_connection_loaded": proc.get("server_rss_per_connection_kib"),
         "drop_rate": r["delivery"].get("drop_rate"),
         "connected": conns.get("connected"),
     }
@@ -106,7 +113,8 @@ def median(server, rate, key):
     return statistics.median(values) if values else None
 
 keys = [("deliveries_per_s", "deliveries/s"), ("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9"),
-        ("cpu_us_per_delivery", "CPU/delivery"), ("kib_per_connection", "KiB/conn")]
+        ("cpu_us_per_delivery", "CPU/delivery"), ("kib_per_connection", "KiB/conn at connect"),
+        ("kib_per_connection_loaded", "KiB/conn under load")]
 print(f"\nmedians of {len(raw[f'ours-{rates[0]}'])} runs each; ratio = ours / uWS (below 1: shardcast better)\n")
 print("| publishes/s | " + " | ".join(f"{label} ours / uWS (ratio)" for _, label in keys) + " | drops ours / uWS |")
 print("|---:|" + "---:|" * (len(keys) + 1))
