@@ -360,10 +360,10 @@ impl Outbox {
     }
 
     /// Frees the queue's memory once it is empty. Called from the shard's
-    /// tick (a few times a second), not after each write: an idle
-    /// connection holds no queue (a queue of 4 frames is 256 bytes, a tenth
-    /// of what a connection costs), and a busy one is seldom empty when the
-    /// tick passes, so the queue is not freed and grown again per message.
+    /// tick, not after each write: an idle connection holds no queue (a
+    /// queue of 4 frames is 256 bytes, a tenth of what a connection costs),
+    /// and a busy one frees and grows its queue at most once per tick —
+    /// four times a second, whatever its message rate.
     pub fn shrink_if_idle(&mut self) {
         if self.queue.is_empty() && self.queue.capacity() > 0 {
             self.queue = VecDeque::new();

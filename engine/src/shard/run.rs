@@ -160,7 +160,9 @@ async fn tick_loop(state: Rc<ShardState>) {
         let mut sweep = state.begin_tick();
         while state.sweep_slice(&mut sweep) {
             // Deliveries and connection tasks run between slices.
-            tokio::task::yield_now().await;
+            if sweep.may_yield(Instant::now()) {
+                tokio::task::yield_now().await;
+            }
         }
     }
 }

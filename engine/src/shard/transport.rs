@@ -114,7 +114,9 @@ impl Transport {
 
     /// [`Transport::readable`] as a poll, for the one task that owns the
     /// connection: no future to keep, the waker lives in the socket's
-    /// registration.
+    /// registration. Only that task may poll the socket's readiness (tokio
+    /// keeps one waker per direction: the last to poll); others use
+    /// `try_*` calls, which register none.
     pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.tls.as_ref().is_some_and(|tls| tls.plaintext.get() > 0) {
             return Poll::Ready(Ok(()));

@@ -1,0 +1,61 @@
+//! Unit tests of `conn.rs`.
+
+use super::*;
+use crate::sansio::outbox::SlowConsumerPolicy;
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn nothing_is_queued_after_a_close_is_requested() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap());
+    let (accepted, _client) = tokio::join!(listener.accept(), client);
+    let (stream, peer) = accepted.unwrap();
+    let limits = OutboxLimits {
+        max_messages: 16,
+        max_bytes: 1 << 16,
+        policy: SlowConsumerPolicy::Drop,
+    };
+    let key = ConnKey {
+        index: 0,
+        generation: 0,
+    };
+    let gate = crate::gate::Gate::new(crate::EngineConfig::default().gate);
+    let permit = gate.admit(peer.ip()).unwrap();
+    let conn = Conn::new(
+        key,
+        Transport::plain(stream),
+        peer,
+        "c".into(),
+        "owner".into(),
+        crate::EngineConfig::default().delivery(crate::FormatId::first()),
+        permit,
+        limits,
+        None,
+        Instant::now(),
+    );
+    conn.send_control(Bytes::from_static(b"before"));
+    assert_eq!(conn.state.borrow().mailbox.outbox.len(), 1);
+    conn.request_close(CloseReason::ServerShutdown);
+    conn.send_control(Bytes::from_static(b"heartbeat after close"));
+    assert_eq!(conn.state.borrow().mailbox.outbox.len(), 1);
+    // A panicking session callback is caught, not propagated.
+    assert!(guarded(&conn, || {}).is_ok());
+    assert!(guarded(&conn, || panic!("a protocol bug")).is_err());
+}
+
+/// What every open connection holds for its whole life stays within
+/// budget (docs/architecture.md, *Memory per connection*): the task's
+/// future keeps its once-only opening and closing steps boxed, and the
+/// connection's own state does not creep up unnoticed.
+#[test]
+fn a_connection_holds_little_for_its_life() {
+    fn future_of<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    // 256 bytes keeps tokio's task cell (128-byte multiples) at 384.
+    let task = future_of(run);
+    assert!(task <= 256, "the connection task's future is {task} bytes");
+    // With its `Rc` counts, within the allocator's 768-byte class.
+    let conn = std::mem::size_of::<Conn>();
+    assert!(conn + 16 <= 768, "a Conn is {conn} bytes");
+}
