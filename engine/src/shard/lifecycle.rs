@@ -35,8 +35,9 @@ use crate::sansio::close::CloseReason;
 use crate::sansio::ids::ConnKey;
 use crate::sansio::{beat, drain};
 
-/// Connections a tick checks before it lets the shard deliver again: about
-/// 30 µs of work (most of it cache misses on each connection's state).
+/// Slab slots a tick checks (each holding a connection or none) before it
+/// lets the shard deliver again: about 30 µs of work, most of it cache
+/// misses on each connection's state.
 pub(super) const TICK_SLICE: usize = 256;
 
 /// One tick's walk over a shard's connections, a slice at a time.
@@ -200,13 +201,8 @@ impl ShardState {
     pub(super) fn sweep_slice(&self, sweep: &mut TickSweep) -> bool {
         self.refresh_clock();
         let now = self.now();
-        let TickSweep {
-            started: _,
-            wall,
-            ticks,
-            ref mut heartbeats,
-            ref mut next,
-        } = *sweep;
+        let (wall, ticks) = (sweep.wall, sweep.ticks);
+        let heartbeats = &mut sweep.heartbeats;
         // Each connection's heartbeat comes once per interval of its format,
         // on the tick its slot falls on (`beat::due`): a tick writes one in
         // `phases` of the connections, never all at once. Each format's frame
@@ -215,9 +211,9 @@ impl ShardState {
         let phases = self.heartbeat_phases.as_slice();
         let mut queued = false;
         let conns = self.conns.borrow();
-        let slots = *next..*next + TICK_SLICE;
-        *next = slots.end;
-        let more = *next < conns.slots();
+        let slots = sweep.next..sweep.next + TICK_SLICE;
+        sweep.next = slots.end;
+        let more = sweep.next < conns.slots();
         // Nothing below adds or removes connections (closing happens in each
         // connection's own task), so the slab can stay borrowed.
         for conn in conns.in_slots(slots) {
