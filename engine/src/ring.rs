@@ -11,14 +11,14 @@
 //! every message once (no gap, no duplicate).
 //!
 //! Each slot carries one atomic word: the number of the message it holds
-//! (or [`WRITING`] while a publisher fills it) and how many readers are
+//! (or `WRITING` while a publisher fills it) and how many readers are
 //! inside it. A reader enters and reads the number in one increment, clones
 //! the value if it is the number it wants, and leaves. A publisher takes
 //! the slot with one compare-and-swap that succeeds only when the previous
 //! lap's message is complete and no reader is inside, so the publishers of
 //! one slot follow each other in order, no reader ever sees a slot before
 //! it is complete, and no publisher replaces a value while a reader clones
-//! it (see [`Slot`] for the orderings). A reader first looks at the word
+//! it (see `Slot` for the orderings). A reader first looks at the word
 //! and enters only when the slot holds the number it wants, and then stays
 //! inside for one `clone` of the value.
 //!

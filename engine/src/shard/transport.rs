@@ -17,7 +17,7 @@
 //!   plaintext, reading and decrypting records as needed. A session may hold
 //!   decrypted bytes the socket no longer signals, so a short read does not
 //!   mean the socket is drained ([`Transport::drained_by`]) and
-//!   [`Transport::readable`] answers at once while plaintext is waiting.
+//!   [`Transport::poll_readable`] answers at once while plaintext is waiting.
 //! - **Records the session makes by itself** (alerts, TLS 1.3 session
 //!   tickets and key updates) are written by the next [`Transport::push`],
 //!   which every flush starts with.
@@ -98,22 +98,14 @@ impl Transport {
         self.tcp.peer_addr()
     }
 
-    /// Waits until [`Transport::try_read`] may have something: at once while
-    /// the TLS session holds plaintext.
-    pub async fn readable(&self) -> io::Result<()> {
-        if self.tls.as_ref().is_some_and(|tls| tls.plaintext.get() > 0) {
-            return Ok(());
-        }
-        self.tcp.readable().await
-    }
-
     /// Waits until the socket takes writes.
     pub async fn writable(&self) -> io::Result<()> {
         self.tcp.writable().await
     }
 
-    /// [`Transport::readable`] as a poll, for the one task that owns the
-    /// connection: no future to keep, the waker lives in the socket's
+    /// Ready when [`Transport::try_read`] may have something: at once while
+    /// the TLS session holds plaintext. A poll, for the one task that owns
+    /// the connection: no future to keep, the waker lives in the socket's
     /// registration. Only that task may poll the socket's readiness (tokio
     /// keeps one waker per direction: the last to poll); others use
     /// `try_*` calls, which register none.
@@ -124,7 +116,8 @@ impl Transport {
         self.tcp.poll_read_ready(cx)
     }
 
-    /// [`Transport::writable`] as a poll (see [`Transport::poll_readable`]).
+    /// Ready when the socket takes writes: [`Transport::writable`] as a
+    /// poll (see [`Transport::poll_readable`]).
     pub(crate) fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.tcp.poll_write_ready(cx)
     }
