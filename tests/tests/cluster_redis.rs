@@ -21,9 +21,9 @@ async fn a_publish_on_one_node_reaches_every_node_once_with_the_same_seq() {
     let Some(redis) = RedisProcess::start() else {
         return;
     };
-    let a = node(&redis.url(), "a", "");
-    let b = node(&redis.url(), "b", "");
-    let c = node(&redis.url(), "c", "");
+    let a = node(&redis.url(), "a", "").await;
+    let b = node(&redis.url(), "b", "").await;
+    let c = node(&redis.url(), "c", "").await;
     let mut on_a = a.subscriber(&["t1"]).await;
     let mut on_b = b.subscriber(&["t1"]).await;
     let mut on_c = c.subscriber(&["t1"]).await;
@@ -47,8 +47,8 @@ async fn a_client_resumes_on_another_node_with_nothing_missed() {
     let Some(redis) = RedisProcess::start() else {
         return;
     };
-    let a = node(&redis.url(), "a", "");
-    let b = node(&redis.url(), "b", "");
+    let a = node(&redis.url(), "a", "").await;
+    let b = node(&redis.url(), "b", "").await;
     let mut first = a.telemetry("").await;
     let epoch = subscribe_at(&mut first, "t1").await;
     for n in 1..=3 {
@@ -76,8 +76,8 @@ async fn a_node_receives_only_the_topics_it_serves() {
     let Some(redis) = RedisProcess::start() else {
         return;
     };
-    let a = node(&redis.url(), "a", "");
-    let b = node(&redis.url(), "b", "");
+    let a = node(&redis.url(), "a", "").await;
+    let b = node(&redis.url(), "b", "").await;
     let mut on_b = b.subscriber(&["t1"]).await;
     for n in 1..=20 {
         a.publish("t2", json!({"n": n}), None).await;
@@ -98,7 +98,7 @@ async fn a_broker_down_at_start_is_a_clear_503_and_everything_resumes_when_it_is
     };
     let port = redis.port;
     redis.kill();
-    let a = node(&format!("redis://127.0.0.1:{port}/0"), "a", "");
+    let a = node_starting(&format!("redis://127.0.0.1:{port}/0"), "a", "");
     a.assert_bus_down("redis").await;
 
     let mut subscriber = a.subscriber(&["t1"]).await;
@@ -131,8 +131,8 @@ async fn a_broker_lost_mid_stream_refuses_publishes_and_the_gap_is_visible() {
         return;
     };
     let port = redis.port;
-    let a = node(&redis.url(), "a", "");
-    let b = node(&redis.url(), "b", "");
+    let a = node(&redis.url(), "a", "").await;
+    let b = node(&redis.url(), "b", "").await;
     let mut on_b = b.telemetry("").await;
     let epoch = subscribe_at(&mut on_b, "t1").await;
     for n in 1..=3 {
@@ -195,7 +195,7 @@ async fn a_malformed_message_on_the_bus_is_counted_and_dropped_not_delivered() {
     let Some(redis) = RedisProcess::start() else {
         return;
     };
-    let a = node(&redis.url(), "a", "");
+    let a = node(&redis.url(), "a", "").await;
     let mut on_a = a.subscriber(&["t1"]).await;
     // Something else publishes on the channel: not a message of ours.
     for garbage in ["", "nonsense", "0000000000000001:1:a:1:e:1:999:x"] {
@@ -218,7 +218,7 @@ async fn a_gap_on_the_bus_is_a_jump_for_telemetry_and_a_fresh_snapshot_for_bondx
     let Some(redis) = RedisProcess::start() else {
         return;
     };
-    let a = node(&redis.url(), "a", &bondx_section(""));
+    let a = node(&redis.url(), "a", &bondx_section("")).await;
     let mut bondx = bondx_by_query(&a, "/api/v1/ws/market/GAP", &user_token("u1")).await;
     let first = next_frame(&mut bondx).await;
     assert_eq!(
@@ -286,8 +286,8 @@ async fn a_simple_client_on_a_node_that_never_had_the_feed_gets_its_state_from_r
         return;
     };
     let long = "[simple]\nprice_update_interval_seconds = 30";
-    let a = node(&redis.url(), "a", long);
-    let b = node(&redis.url(), "b", long);
+    let a = node(&redis.url(), "a", long).await;
+    let b = node(&redis.url(), "b", long).await;
     let prices = [("AAPL", 150.0), ("MSFT", 380.0)];
     let batch: Vec<(&str, Value, &str)> = prices
         .iter()
@@ -324,10 +324,10 @@ async fn a_simple_feed_stays_followed_while_its_clients_watch_it() {
         return;
     };
     let ticks = "[simple]\nprice_update_interval_seconds = 1";
-    let a = node(&redis.url(), "a", ticks);
+    let a = node(&redis.url(), "a", ticks).await;
     // Node b lets go of a channel 2 s after it was last wanted; its simple
     // client holds no subscription, but looks at the feed every second.
-    let b = node_lingering(&redis.url(), "b", ticks, Duration::from_secs(2));
+    let b = node_lingering(&redis.url(), "b", ticks, Duration::from_secs(2)).await;
     publish_price(&a, "AAPL", 150.0).await;
     let mut ws = simple(&b, "").await;
     send_json(
@@ -358,8 +358,8 @@ async fn a_fastws_subscribe_on_a_node_that_never_had_the_topic_misses_nothing_af
     let Some(redis) = RedisProcess::start() else {
         return;
     };
-    let a = node(&redis.url(), "a", "");
-    let b = node(&redis.url(), "b", "");
+    let a = node(&redis.url(), "a", "").await;
+    let b = node(&redis.url(), "b", "").await;
     let topic = r#"orders:{"accountId":"X-1"}"#;
     let mut ws = b.fastws().await;
     send_json(

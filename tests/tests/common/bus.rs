@@ -37,16 +37,26 @@ impl TestServer {
     }
 }
 
-/// A node joined to the others through Redis at `url`, named `node`.
-pub fn node(url: &str, node: &str, extra: &str) -> TestServer {
+/// A node joined to the others through Redis at `url`, named `node`, once
+/// connected (a publish before that is refused: the bus is not up yet).
+pub async fn node(url: &str, node: &str, extra: &str) -> TestServer {
+    let server = node_starting(url, node, extra);
+    server.bus_up().await;
+    server
+}
+
+/// As [`node`], not waiting for the bus (which may be down).
+pub fn node_starting(url: &str, node: &str, extra: &str) -> TestServer {
     TestServer::start(&redis_section(url, node, extra))
 }
 
 /// As [`node`], following a channel for `linger` after it was last wanted.
-pub fn node_lingering(url: &str, node: &str, extra: &str, linger: Duration) -> TestServer {
-    TestServer::start_adjusted(&[], &redis_section(url, node, extra), "", |config| {
+pub async fn node_lingering(url: &str, node: &str, extra: &str, linger: Duration) -> TestServer {
+    let server = TestServer::start_adjusted(&[], &redis_section(url, node, extra), "", |config| {
         config.engine.follow_linger = linger;
-    })
+    });
+    server.bus_up().await;
+    server
 }
 
 fn redis_section(url: &str, node: &str, extra: &str) -> String {
