@@ -202,27 +202,18 @@ impl Fanout<'_> {
         }
     }
 
-    /// Offers a stamped message to every shard with a subscriber (the topic
-    /// still locked, so shards see its messages in order), then calls
-    /// `then` before the lock is let go; returns its seq and `then`'s answer.
-    fn route<R>(&self, mut stamped: Stamped<'_>, then: impl FnOnce(&Message) -> R) -> (u64, R) {
-        let lost = self.offer(&stamped.msg, stamped.shard_subscribers());
-        if lost > 0 {
-            stamped.overflowed(lost);
-        }
-        (stamped.msg.seq, then(&stamped.msg))
-    }
-
-    /// Offers `msg` to every shard with a subscriber, by
-    /// `shard_subscribers`; returns the deliveries lost to full inboxes.
-    pub(crate) fn offer(&self, msg: &Arc<Message>, shard_subscribers: &[u32]) -> u64 {
-        let mut lost = 0;
-        for (inbox, &subscribers) in self.inboxes.iter().zip(shard_subscribers) {
-            if subscribers > 0 && !inbox.deliver(msg) {
-                lost += u64::from(subscribers);
-            }
-        }
-        lost
+    /// Writes a stamped message into its topic's feed for every shard with
+    /// a subscriber (the topic still locked, so the feed holds its messages
+    /// in order), then calls `then` before the lock is let go; returns its
+    /// seq and `then`'s answer.
+    fn route<R>(&self, stamped: Stamped<'_>, then: impl FnOnce(&Message) -> R) -> (u64, R) {
+        let displaced = stamped.fan_out(self.inboxes);
+        let answer = (stamped.msg.seq, then(&stamped.msg));
+        // The lock goes first; then the message a lap older, often its
+        // last reference, is freed without holding up the topic.
+        drop(stamped);
+        drop(displaced);
+        answer
     }
 }
 

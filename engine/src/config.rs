@@ -48,8 +48,10 @@ pub struct EngineConfig {
     pub heartbeat_timeout: Duration,
     /// Largest client message (after reassembly), in bytes.
     pub max_message_size: usize,
-    /// Messages a shard's inbox holds before publishers count overflow.
-    pub shard_inbox_capacity: usize,
+    /// Messages each topic's feed holds for its shards (rounded up to a
+    /// power of two): a shard that falls this many of one topic's messages
+    /// behind loses the oldest, counted as `shard_overflow`.
+    pub ring_slots: usize,
     /// Share of a core above which a shard coalesces writes (1.0: never).
     pub coalesce_above_cpu: f64,
     /// Which topic names exist.
@@ -92,7 +94,7 @@ impl Default for EngineConfig {
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(45),
             max_message_size: 64 * 1024,
-            shard_inbox_capacity: 65_536,
+            ring_slots: 1024,
             coalesce_above_cpu: crate::sansio::pacer::HIGH,
             channels: ChannelRules::default(),
             deflate_min_size: 256,

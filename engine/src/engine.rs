@@ -219,9 +219,7 @@ impl Engine {
         // Before any message: queued events count publish times from it.
         crate::sansio::outbox::clock_origin();
         let shards = config.shards.get();
-        let inboxes = (0..shards)
-            .map(|_| ShardInbox::new(config.shard_inbox_capacity))
-            .collect();
+        let inboxes = (0..shards).map(|_| ShardInbox::new()).collect();
         let topics = TopicRegistry::new(RegistryConfig {
             rules: config.channels.clone(),
             max_topics: config.max_topics,
@@ -230,6 +228,7 @@ impl Engine {
             max_history_bytes: config.max_history_bytes,
             idle_expiry: config.topic_idle_expiry,
             followed: broker.is_external(),
+            ring_slots: config.ring_slots,
         });
         let gate = Gate::new(config.gate);
         let cores = if config.pin_threads {

@@ -58,6 +58,9 @@ pub struct RegistryConfig {
     /// Whether topics are numbered on an external bus, and so start cold
     /// (see `topic/follow.rs`).
     pub followed: bool,
+    /// Messages each topic's feed holds for its shards (its fan-out ring,
+    /// made when the topic first has a subscriber).
+    pub ring_slots: usize,
 }
 
 /// Figures of topics that no longer exist, so totals never go backwards.
@@ -67,8 +70,6 @@ pub struct RetiredTotals {
     pub topics: u64,
     /// Messages they had published.
     pub published: u64,
-    /// Their shard-inbox overflow drops.
-    pub overflow_dropped: u64,
     /// Their refused retentions.
     pub retention_refused: u64,
 }
@@ -196,7 +197,8 @@ impl TopicRegistry {
                     Follow::Local
                 },
             )
-            .with_class(self.config.rules.class_of(&name)),
+            .with_class(self.config.rules.class_of(&name))
+            .with_ring_slots(self.config.ring_slots),
         );
         topics.by_name.insert(name, Arc::clone(&topic));
         topics.slots[index as usize] = Some(Arc::clone(&topic));
@@ -244,7 +246,6 @@ impl TopicRegistry {
             let totals = &mut topics.retired;
             totals.topics += 1;
             totals.published += last.published;
-            totals.overflow_dropped += last.overflow_dropped;
             totals.retention_refused += last.retention_refused;
             expired += 1;
         }

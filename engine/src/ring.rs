@@ -184,18 +184,25 @@ impl<T: Clone> FanoutRing<T> {
     /// # Panics
     /// Past [`MAX_SEQ`] messages.
     pub fn publish(&self, make: impl FnOnce(u64) -> T) -> u64 {
+        self.publish_displacing(make).0
+    }
+
+    /// As [`FanoutRing::publish`], also handing back the value a lap older
+    /// that the new one displaced from its slot, for the caller to drop
+    /// where it costs least (outside a lock, say).
+    pub fn publish_displacing(&self, make: impl FnOnce(u64) -> T) -> (u64, Option<T>) {
         // Relaxed: the claim publishes no data; the slot's word does.
         let seq = self.claimed.fetch_add(1, Ordering::Relaxed) + 1;
         assert!(seq <= MAX_SEQ, "a fan-out ring ran out of numbers");
         let unfilled = Unfilled { ring: self, seq };
         let value = make(seq);
         std::mem::forget(unfilled);
-        self.fill(seq, Some(value));
-        seq
+        (seq, self.fill(seq, Some(value)))
     }
 
-    /// Fills the slot of the claimed number `seq` with `value`.
-    fn fill(&self, seq: u64, value: Option<T>) {
+    /// Fills the slot of the claimed number `seq` with `value`; returns the
+    /// value it displaced.
+    fn fill(&self, seq: u64, value: Option<T>) -> Option<T> {
         let slot = self.slot(seq);
         let previous = seq.saturating_sub(self.capacity()) << READER_BITS;
         let mut spins = 0;
@@ -224,7 +231,7 @@ impl<T: Clone> FanoutRing<T> {
         slot.word
             .fetch_add(seq.wrapping_sub(WRITING) << READER_BITS, Ordering::Release);
         // The old value is dropped outside the slot.
-        drop(old);
+        old
     }
 
     /// The message numbered `seq`, if it is there.
@@ -294,7 +301,7 @@ struct Unfilled<'a, T: Clone> {
 
 impl<T: Clone> Drop for Unfilled<'_, T> {
     fn drop(&mut self) {
-        self.ring.fill(self.seq, None);
+        drop(self.ring.fill(self.seq, None));
     }
 }
 
@@ -395,6 +402,9 @@ mod cell {
         }
     }
 }
+
+mod wake;
+pub use wake::Wakes;
 
 #[cfg(all(test, shardcast_loom))]
 mod models;

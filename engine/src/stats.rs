@@ -2,9 +2,9 @@
 //!
 //! Shards count into plain `u64`s they own (no atomics on the hot path) and
 //! hand out copies when asked through their command inbox. Latency is an HDR
-//! histogram per shard, merged by whoever asked. The only shared counters
-//! are the shard-inbox overflow counts, written by publishers on the cold
-//! path where a shard is too far behind to accept a message.
+//! histogram per shard, merged by whoever asked. Deliveries a shard lost by
+//! falling a whole lap behind a topic's feed are counted by that shard too,
+//! as `shard_overflow`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,6 @@ use crate::sansio::census::{DepthHistogram, Disconnects};
 use crate::sansio::counts::Counts;
 use crate::sansio::deflate::DeflateCounts;
 use crate::sansio::ids::TopicId;
-use crate::sansio::outbox::DropReason;
 use crate::topic::TopicStats;
 
 /// One shard's event counts: totals since start, and per topic. Owned by
@@ -171,13 +170,6 @@ impl EngineStats {
                 }
             }
         }
-        // Shard-inbox overflow is counted by publishers, on the topic.
-        let overflow = DropReason::ShardOverflow.index();
-        for (topic, slot) in topics.iter().zip(&mut per_topic) {
-            slot.dropped[overflow] += topic.overflow_dropped;
-            counts.dropped[overflow] += topic.overflow_dropped;
-        }
-        counts.dropped[overflow] += retired.overflow_dropped;
         let published = topics.iter().map(|t| t.published).sum::<u64>() + retired.published;
         let topics = topics
             .into_iter()

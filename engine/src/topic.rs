@@ -7,14 +7,16 @@
 //! 2. record it in the topic's [`History`] (ring and keyed snapshot), within
 //!    the topic's and the engine's byte limits;
 //! 3. hand the stamped message back as [`Stamped`], which keeps the lock:
-//!    the caller (the broker's fan-out, `broker.rs`) routes it to every
-//!    shard with at least one subscriber, then lets go.
+//!    the caller (the broker's fan-out, `broker.rs`) writes it into the
+//!    topic's [`Feed`] (`feed.rs`), the fan-out ring every shard with a
+//!    subscriber reads at its own cursor, then lets go.
 //!
-//! Step 3 keeps the lock so that every shard receives a topic's messages in
+//! Step 3 keeps the lock so that the feed holds a topic's messages in
 //! sequence order even when several threads publish to it; this module
 //! itself knows nothing of shards beyond their subscriber counts.
 //! Subscribing takes the same lock, so a new subscriber's replay ends exactly
-//! where its live messages begin: no gap, no duplicate. A retired topic
+//! where its live messages begin (its shard reads the feed from the number
+//! after the last message the replay holds): no gap, no duplicate. A retired topic
 //! (see the registry) refuses both under the same lock: [`Retired`], or for
 //! a publish the message back, so the caller can resolve the name again.
 //!
@@ -28,7 +30,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
-use tracing::warn;
 
 use crate::sansio::budget::MemoryBudget;
 use crate::sansio::history::{History, Retention};
@@ -37,6 +38,7 @@ use crate::sansio::message::{Message, Publication, Stamp};
 use crate::sansio::outbox::DeliveryClass;
 use crate::sansio::quota::TopicQuota;
 use crate::sansio::replay::{Position, Replay, ReplayError, Replayed};
+use crate::shard::ShardInbox;
 
 /// The topic was retired (expired) while the caller held it; resolve the
 /// name again.
@@ -59,6 +61,8 @@ pub struct Topic {
     epoch: AtomicU64,
     /// How its messages are delivered, from the channel rules.
     class: DeliveryClass,
+    /// Messages its feed's ring holds (see `feed.rs`).
+    ring_slots: usize,
     budget: Arc<MemoryBudget>,
     /// Set once, under the state lock, when the topic is retired; read
     /// without it by shards pruning their caches.
@@ -73,12 +77,10 @@ struct TopicState {
     /// Subscriptions per shard; a shard at 0 is never sent this topic's messages.
     shard_subscribers: Vec<u32>,
     subscribers: u64,
-    /// Deliveries lost because a shard's inbox was full.
-    overflow_dropped: u64,
+    /// The ring its shards read, while it has subscribers.
+    feed: Option<Arc<Feed>>,
     /// Messages the history could not keep for lack of memory.
     retention_refused: u64,
-    /// When overflow was last logged (logged at most once a second per topic).
-    overflow_logged: Option<Instant>,
     /// Last publish, or last subscriber leaving: the start of idleness.
     last_active: Instant,
     /// What this topic is charged to until it holds retained state.
@@ -101,48 +103,37 @@ pub(crate) struct SubscribeStart {
     /// Whether the caller must ask the broker to follow the topic (it was
     /// cold: see `follow.rs`).
     pub follow: bool,
+    /// Where the subscriber's shard reads the topic's feed from, if it
+    /// does not read it yet.
+    pub join: Join,
 }
 
-/// A message just stamped, with its topic still locked. Route it (to every
-/// shard with a subscriber) before dropping this: the lock is what keeps a
-/// topic's messages in order on every shard.
+/// A message just stamped, with its topic still locked. Send it to the
+/// shards ([`Stamped::fan_out`]) before dropping this: the lock is what
+/// keeps a topic's messages in order in its feed.
 pub(crate) struct Stamped<'a> {
     /// The message.
     pub(crate) msg: Arc<Message>,
     state: MutexGuard<'a, TopicState>,
-    name: &'a str,
 }
 
 impl Stamped<'_> {
-    /// Subscriptions per shard, by shard index; a shard at 0 wants nothing.
-    pub(crate) fn shard_subscribers(&self) -> &[u32] {
-        &self.state.shard_subscribers
-    }
-
-    /// Counts `deliveries` lost to a full shard inbox.
-    pub(crate) fn overflowed(&mut self, deliveries: u64) {
-        self.state.overflowed(self.name, deliveries);
+    /// Writes the message into the topic's feed, waking every shard with a
+    /// subscriber that is not already due to read it; returns the message
+    /// it displaced from the feed, to be dropped once the lock is let go.
+    #[must_use = "drop the displaced message outside the topic's lock"]
+    pub(crate) fn fan_out(&self, inboxes: &[ShardInbox]) -> Option<Arc<Message>> {
+        self.state.fan_out(&self.msg, inboxes)
     }
 }
 
 impl TopicState {
-    /// Counts `deliveries` lost to a full shard inbox (logged at most once
-    /// a second per topic).
-    #[cold]
-    fn overflowed(&mut self, topic: &str, deliveries: u64) {
-        self.overflow_dropped += deliveries;
-        let now = Instant::now();
-        if self
-            .overflow_logged
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-        {
-            self.overflow_logged = Some(now);
-            warn!(
-                topic,
-                dropped_total = self.overflow_dropped,
-                "shard inbox full: deliveries dropped (server overloaded)"
-            );
-        }
+    /// Writes `msg` into the feed, if anybody reads it; returns the message
+    /// it displaced.
+    fn fan_out(&self, msg: &Arc<Message>, inboxes: &[ShardInbox]) -> Option<Arc<Message>> {
+        self.feed
+            .as_ref()
+            .and_then(|feed| feed.publish(msg, &self.shard_subscribers, inboxes))
     }
 }
 
@@ -163,6 +154,7 @@ impl Topic {
             name,
             epoch: AtomicU64::new(Epoch::fresh().as_u64()),
             class: DeliveryClass::default(),
+            ring_slots: DEFAULT_RING_SLOTS,
             budget,
             retired: AtomicBool::new(false),
             state: Mutex::new(TopicState {
@@ -170,9 +162,8 @@ impl Topic {
                 history,
                 shard_subscribers: vec![0; shards],
                 subscribers: 0,
-                overflow_dropped: 0,
+                feed: None,
                 retention_refused: 0,
-                overflow_logged: None,
                 last_active: now,
                 charge,
                 retired: false,
@@ -186,6 +177,12 @@ impl Topic {
     /// The same topic, its messages delivered as `class`.
     pub(crate) fn with_class(mut self, class: DeliveryClass) -> Self {
         self.class = class;
+        self
+    }
+
+    /// The same topic, its feed's ring holding `slots` messages.
+    pub(crate) fn with_ring_slots(mut self, slots: usize) -> Self {
+        self.ring_slots = slots;
         self
     }
 
@@ -277,11 +274,7 @@ impl Topic {
                 Retention::Refused => topic.retention_refused += 1,
             }
         }
-        Ok(Stamped {
-            msg,
-            state,
-            name: &self.name,
-        })
+        Ok(Stamped { msg, state })
     }
 
     /// Registers one subscription on `shard`; returns where it starts and
@@ -304,6 +297,13 @@ impl Topic {
             state.follow = Follow::Syncing(Vec::new());
         }
         let epoch = self.epoch();
+        let shards = state.shard_subscribers.len();
+        let join = state
+            .feed
+            .get_or_insert_with(|| {
+                Feed::new(self.id, Arc::clone(&self.name), shards, self.ring_slots)
+            })
+            .join();
         Ok(SubscribeStart {
             position: Position {
                 epoch,
@@ -311,6 +311,7 @@ impl Topic {
             },
             replay: state.history.replay(replay, epoch, state.seq),
             follow,
+            join,
         })
     }
 
@@ -339,6 +340,9 @@ impl Topic {
         }
         if state.subscribers == 0 {
             state.last_active = Instant::now();
+            // Nobody reads it: the ring and the messages in it go (a shard
+            // still holding it drops it as it leaves).
+            state.feed = None;
         }
     }
 
@@ -387,6 +391,9 @@ impl Drop for Topic {
     }
 }
 
+/// Messages a feed's ring holds unless the registry says otherwise.
+pub(crate) const DEFAULT_RING_SLOTS: usize = 1024;
+
 /// A topic's charge to the principal that created it and to the registry's
 /// count of topics held only by their creators; dropping it ends both.
 #[derive(Debug)]
@@ -404,11 +411,13 @@ impl Drop for Charge {
     }
 }
 
+mod feed;
 mod follow;
 mod stats;
 #[cfg(all(test, not(shardcast_loom)))]
 mod tests;
 
+pub(crate) use feed::{Feed, Join};
 pub(crate) use follow::{Cooled, Follow, Waiter};
 pub use follow::{Ingested, Numbered};
 pub use stats::TopicStats;

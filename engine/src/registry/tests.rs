@@ -22,6 +22,7 @@ fn registry(list: &[&str], max_topics: usize, shards: usize) -> TopicRegistry {
         max_history_bytes: 1 << 20,
         idle_expiry: Duration::from_secs(60),
         followed: false,
+        ring_slots: 1024,
     })
 }
 
@@ -59,7 +60,7 @@ fn registry_creates_declared_topics_once_and_enforces_the_limit() {
 fn subscribe_starts_after_the_last_published_message() {
     let registry = registry(&["t"], 10, 2);
     let topic = registry.resolve("t", None).unwrap();
-    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new(16)).collect();
+    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
     for _ in 0..3 {
         route(&topic, data(), &inboxes, &registry);
     }
@@ -78,15 +79,15 @@ fn subscribe_starts_after_the_last_published_message() {
     );
     // Only shard 1 has a subscriber, so only it is sent the next message.
     assert_eq!(route(&topic, data(), &inboxes, &registry), 4);
-    assert_eq!(inboxes[0].pending(), 0);
-    assert_eq!(inboxes[1].pending(), 1);
+    assert_eq!(inboxes[0].drain(0).len(), 0);
+    assert_eq!(inboxes[1].drain(1).len(), 1);
     assert_eq!(topic.stats().subscribers, 1);
 }
 
 #[test]
 fn a_topic_of_transient_messages_holds_nothing_and_expires() {
     let registry = registry(&["p.*"], 10, 1);
-    let inboxes = [ShardInbox::new(16)];
+    let inboxes = [ShardInbox::new()];
     let topic = registry.resolve("p.generated", None).unwrap();
     let fanout = crate::broker::Fanout {
         inboxes: &inboxes,
@@ -112,7 +113,7 @@ fn a_topic_of_transient_messages_holds_nothing_and_expires() {
 #[test]
 fn idle_topics_without_state_expire_and_their_slot_gets_a_new_generation() {
     let registry = registry(&["p.*"], 10, 1);
-    let inboxes = [ShardInbox::new(16)];
+    let inboxes = [ShardInbox::new()];
     let now = Instant::now();
     let later = now + Duration::from_secs(61);
     let quiet = registry.resolve("p.quiet", None).unwrap();
@@ -169,6 +170,7 @@ fn rebalancing_gives_late_topics_room_once_the_budget_is_spent() {
         max_history_bytes: 0,
         idle_expiry: Duration::from_secs(60),
         followed: false,
+        ring_slots: 1024,
     };
     let one = Message::new(
         TopicId::new(0, 0),
@@ -182,7 +184,7 @@ fn rebalancing_gives_late_topics_room_once_the_budget_is_spent() {
     .retained_cost();
     config.max_history_bytes = 100 * one;
     let registry = TopicRegistry::new(config);
-    let inboxes = [ShardInbox::new(16)];
+    let inboxes = [ShardInbox::new()];
     let data = Bytes::from(vec![b'1'; 1000]);
     let early = registry.resolve("p.early", None).unwrap();
     for _ in 0..100 {
@@ -208,7 +210,7 @@ fn rebalancing_gives_late_topics_room_once_the_budget_is_spent() {
 #[test]
 fn creation_is_charged_to_the_quota_until_the_topic_holds_state() {
     let registry = registry(&["p.*"], 100, 1);
-    let inboxes = [ShardInbox::new(16)];
+    let inboxes = [ShardInbox::new()];
     let quota = Arc::new(TopicQuota::new(QuotaLimits {
         rate_per_second: 1000.0,
         burst: 100,

@@ -1,24 +1,26 @@
 //! The way into a shard from other threads: [`ShardInbox`], one per shard,
-//! with its bounded delivery queue and its unbounded command queue.
+//! with its queue of topics that have news and its command queue.
 //!
 //! Shared by all threads; lock-free except for the channel internals of
-//! `crossbeam-channel`. Publishers offer messages (never waiting: a full
-//! queue is counted by the caller as `shard_overflow`); everything else
-//! that is not a delivery is a [`ShardCommand`].
+//! `crossbeam-channel`. Publishers write messages into their topic's feed
+//! (`topic/feed.rs`) and queue the feed here when the shard does not have
+//! it queued yet, so the queue holds each feed at most once and needs no
+//! bound of its own; everything else that is not a delivery is a
+//! [`ShardCommand`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::{oneshot, Notify};
 
 use super::accept::ConnectionHandler;
 use crate::gate::PeerPermit;
 use crate::sansio::close::CloseReason;
 use crate::sansio::ids::ConnKey;
-use crate::sansio::message::Message;
 use crate::stats::{ClientInfo, ShardStats};
+use crate::topic::Feed;
 
 /// Work for a shard that is not a message delivery. Cold path.
 pub(crate) enum ShardCommand {
@@ -59,41 +61,44 @@ pub(crate) enum ShardCommand {
 /// line (or an adjacent-line prefetch pair).
 #[repr(align(128))]
 pub(crate) struct ShardInbox {
-    deliveries: Sender<Arc<Message>>,
-    pub(super) deliveries_rx: Receiver<Arc<Message>>,
+    /// Feeds with messages the shard has not read, each at most once.
+    ready: Sender<Arc<Feed>>,
+    pub(super) ready_rx: Receiver<Arc<Feed>>,
     control: Sender<ShardCommand>,
     pub(super) control_rx: Receiver<ShardCommand>,
     pub(super) wake: Notify,
     /// TCP connections being served plus WebSocket connections held;
     /// the acceptor sends each new connection to the shard with the fewest.
     load: AtomicUsize,
+    /// Where [`ShardInbox::drain`] has read each feed to (tests only).
+    #[cfg(test)]
+    read_to: parking_lot::Mutex<Vec<(Arc<Feed>, crate::ring::Cursor)>>,
 }
 
 impl ShardInbox {
-    pub(crate) fn new(capacity: usize) -> Self {
-        let (deliveries, deliveries_rx) = crossbeam_channel::bounded(capacity);
+    pub(crate) fn new() -> Self {
+        let (ready, ready_rx) = crossbeam_channel::unbounded();
         let (control, control_rx) = crossbeam_channel::unbounded();
         Self {
-            deliveries,
-            deliveries_rx,
+            ready,
+            ready_rx,
             control,
             control_rx,
             wake: Notify::new(),
             load: AtomicUsize::new(0),
+            #[cfg(test)]
+            read_to: parking_lot::Mutex::default(),
         }
     }
 
-    /// Offers a message; `false` when the inbox is full (the caller counts
-    /// the lost deliveries).
+    /// Queues `feed`, which has messages the shard has not read, and wakes
+    /// the shard. Called only by whoever raised the feed's flag for this
+    /// shard (see `ring/wake.rs`), so a feed is queued at most once.
     #[inline]
-    pub(crate) fn deliver(&self, msg: &Arc<Message>) -> bool {
-        match self.deliveries.try_send(Arc::clone(msg)) {
-            Ok(()) => {
-                self.wake.notify_one();
-                true
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-        }
+    pub(crate) fn queue(&self, feed: Arc<Feed>) {
+        // The receiver lives as long as the inbox, so sending cannot fail.
+        let _ = self.ready.send(feed);
+        self.wake.notify_one();
     }
 
     pub(crate) fn command(&self, cmd: ShardCommand) {
@@ -102,16 +107,28 @@ impl ShardInbox {
         self.wake.notify_one();
     }
 
-    /// Messages waiting.
+    /// Reads every feed queued here, as shard `shard` would, from where
+    /// the last call left it (from the feed's first message the first
+    /// time); returns the messages in the order they were read.
     #[cfg(test)]
-    pub(crate) fn pending(&self) -> usize {
-        self.deliveries.len()
-    }
-
-    /// Takes every message waiting, in the order they arrived.
-    #[cfg(all(test, not(shardcast_loom)))]
-    pub(crate) fn drain(&self) -> Vec<Arc<Message>> {
-        self.deliveries_rx.try_iter().collect()
+    pub(crate) fn drain(&self, shard: usize) -> Vec<Arc<crate::sansio::message::Message>> {
+        let mut read_to = self.read_to.lock();
+        let mut messages = Vec::new();
+        while let Ok(feed) = self.ready_rx.try_recv() {
+            feed.taken(shard);
+            let at = match read_to.iter().position(|(f, _)| Arc::ptr_eq(f, &feed)) {
+                Some(at) => at,
+                None => {
+                    read_to.push((Arc::clone(&feed), crate::ring::Cursor::at(1)));
+                    read_to.len() - 1
+                }
+            };
+            let skipped = read_to[at]
+                .1
+                .drain(feed.ring(), usize::MAX, |_, msg| messages.push(msg));
+            assert_eq!(skipped, 0, "a test read fell a lap behind");
+        }
+        messages
     }
 
     pub(crate) fn load(&self) -> usize {

@@ -11,7 +11,8 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `run` | the thread: dispatch loop, commands, tick loop, shutdown |
-//! | `inbox` | [`ShardInbox`]: deliveries and commands from other threads |
+//! | `inbox` | [`ShardInbox`]: feeds with news and commands from other threads |
+//! | `feeds` | this shard's cursor in each topic feed it reads |
 //! | `accept` | the acceptor on shard 0, hand-off, [`ConnectionHandler`] |
 //! | `lifecycle` | attach, detach, close requests, the periodic tick |
 //! | `subscribe` | subscriber lists: join with replay, leave in O(1) |
@@ -34,6 +35,7 @@ mod accept;
 mod conn;
 mod ctx;
 mod delivery;
+mod feeds;
 mod handle;
 mod inbox;
 mod lifecycle;
@@ -64,6 +66,7 @@ use hdrhistogram::Histogram;
 
 use crate::broker::{PublishError, Published};
 use crate::engine::{Engine, EngineShared};
+use crate::ring::Cursor;
 use crate::sansio::beat;
 use crate::sansio::census::Disconnects;
 use crate::sansio::counts::Counts;
@@ -75,7 +78,7 @@ use crate::sansio::quota::TopicQuota;
 use crate::sansio::replay::Position;
 use crate::sansio::throttle::Throttle;
 use crate::stats::{new_latency_histogram, Tally};
-use crate::topic::Topic;
+use crate::topic::{Feed, Topic};
 use conn::Conn;
 use delivery::LiveFrames;
 use slab::Slab;
@@ -150,6 +153,11 @@ struct ShardState {
     engine: Engine,
     conns: RefCell<Slab<Rc<Conn>>>,
     subscribers: RefCell<HashMap<TopicId, Vec<Subscriber>>>,
+    /// The feed of each topic with a local subscriber, and where this
+    /// shard reads it (`feeds.rs`).
+    feeds: RefCell<HashMap<TopicId, (Arc<Feed>, Cursor)>>,
+    /// When a shard fell a lap behind a feed was last logged.
+    lap_logged: Cell<Option<Instant>>,
     tally: RefCell<Tally>,
     write_counters: RefCell<WriteCounters>,
     latency_us: RefCell<Histogram<u64>>,
@@ -213,6 +221,8 @@ impl ShardState {
             engine,
             conns: RefCell::default(),
             subscribers: RefCell::default(),
+            feeds: RefCell::default(),
+            lap_logged: Cell::new(None),
             tally: RefCell::default(),
             write_counters: RefCell::default(),
             latency_us: RefCell::new(new_latency_histogram()),

@@ -2,16 +2,17 @@
 //! tokio runtime that owns a slice of the connections for their whole life.
 //!
 //! A shard is reached from other threads only through its
-//! [`ShardInbox`](super::ShardInbox): a bounded queue of messages to deliver
-//! and an unbounded queue of [`ShardCommand`]s, with one `Notify` to wake
-//! the shard. Everything else a
+//! [`ShardInbox`](super::ShardInbox): a queue of topic feeds with messages
+//! it has not read (each at most once) and a queue of [`ShardCommand`]s,
+//! with one `Notify` to wake the shard. Everything else a
 //! shard owns (connections, subscriber lists, counters) is plain data in
 //! [`ShardState`](super::ShardState), touched only by its thread.
 //!
 //! The dispatch loop, one turn:
 //! 1. wait until woken (a publisher or a command arrived);
 //! 2. run every pending command;
-//! 3. take up to [`DISPATCH_BATCH`] messages, pushing each message's shared
+//! 3. read up to [`DISPATCH_BATCH`] messages from the queued feeds, each
+//!    at this shard's cursor (`feeds.rs`), pushing each message's shared
 //!    frame into the outbox of every local subscriber;
 //! 4. write every connection whose oldest unflushed frame has waited the
 //!    flush delay, one vectored write per connection for all its frames;
@@ -38,7 +39,7 @@ use super::ShardState;
 use crate::engine::EngineShared;
 use crate::sansio::close::CloseReason;
 
-/// Messages taken from the inbox per turn before the shard flushes and
+/// Messages read from feeds per turn before the shard flushes and
 /// yields, so connection tasks (reads, heartbeats) are never starved.
 const DISPATCH_BATCH: usize = 1024;
 
@@ -81,14 +82,7 @@ async fn dispatch_loop(state: &Rc<ShardState>) {
                 }
             }
             state.refresh_clock();
-            let mut taken = 0;
-            while taken < DISPATCH_BATCH {
-                let Ok(msg) = inbox.deliveries_rx.try_recv() else {
-                    break;
-                };
-                state.dispatch(&msg);
-                taken += 1;
-            }
+            let taken = state.read_feeds(DISPATCH_BATCH);
             let now = Instant::now();
             let next_round = state.release_rounds(now);
             next_flush = state.flush_due(now).or_at(next_round);
@@ -183,19 +177,13 @@ async fn shutdown(state: &Rc<ShardState>) {
     // What is queued now, and no more: publishing has stopped, and a
     // broker's receiving side that kept feeding could otherwise hold the
     // shard here.
-    let queued = state.inbox().deliveries_rx.len();
-    for msg in state.inbox().deliveries_rx.try_iter().take(queued) {
-        state.dispatch(&msg);
-    }
+    state.read_queued_feeds();
     state.close_all(CloseReason::ServerShutdown);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while state.connection_count() > 0 && Instant::now() < deadline {
         // Keep draining deliveries so close frames are not stuck behind them.
         state.refresh_clock();
-        let queued = state.inbox().deliveries_rx.len();
-        for msg in state.inbox().deliveries_rx.try_iter().take(queued) {
-            state.dispatch(&msg);
-        }
+        state.read_queued_feeds();
         state.flush_dirty();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

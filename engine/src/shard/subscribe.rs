@@ -39,6 +39,7 @@ impl ShardState {
         if start.follow {
             self.shared.follow(&topic);
         }
+        self.join_feed(&start.join);
         let mut subscribers = self.subscribers.borrow_mut();
         let list = subscribers.entry(topic.id()).or_default();
         // A channel with a maximum rate throttles every subscription.
@@ -123,6 +124,7 @@ impl ShardState {
         }
         if list.is_empty() {
             subscribers.remove(&topic.id());
+            self.leave_feed(topic.id());
         }
     }
 }

@@ -305,10 +305,8 @@ impl Topic {
         if !transient {
             let _ = state.history.record(&msg, &self.budget);
         }
-        let lost = local.offer(&msg, &state.shard_subscribers);
-        if lost > 0 {
-            state.overflowed(&self.name, lost);
-        }
+        // Taken in a run under the lock: what the feed displaced goes here.
+        drop(state.fan_out(&msg, local.inboxes));
     }
 
     fn stamp(&self, numbered: Numbered) -> Arc<Message> {

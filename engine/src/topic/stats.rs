@@ -25,8 +25,6 @@ pub struct TopicStats {
     pub history_bytes: usize,
     /// Messages not retained for lack of memory (topic or engine limit).
     pub retention_refused: u64,
-    /// Deliveries lost because a shard's inbox was full (one per subscriber there).
-    pub overflow_dropped: u64,
     /// How its messages are delivered (channel rules).
     pub class: DeliveryClass,
     /// Gaps on the bus that could not be repaired from its history: each
@@ -49,7 +47,6 @@ impl Topic {
             snapshot_keys: state.history.snapshot_len(),
             history_bytes: state.history.bytes(),
             retention_refused: state.retention_refused,
-            overflow_dropped: state.overflow_dropped,
             class: self.class,
             gaps: state.gaps,
             gap_skipped: state.gap_skipped,

@@ -27,18 +27,20 @@ fn registry(capacity: usize) -> TopicRegistry {
         max_history_bytes: 1 << 24,
         idle_expiry: Duration::from_secs(60),
         followed: false,
+        ring_slots: 1 << 15,
     })
 }
 
-fn seqs(inbox: &ShardInbox) -> Vec<u64> {
-    inbox.drain().iter().map(|m| m.seq).collect()
+/// What shard `shard` reads of its queued feeds, by seq.
+fn seqs(inboxes: &[ShardInbox], shard: usize) -> Vec<u64> {
+    inboxes[shard].drain(shard).iter().map(|m| m.seq).collect()
 }
 
 #[test]
 fn every_shard_receives_a_topic_in_sequence_order_whoever_publishes() {
     let registry = registry(0);
     let topic = registry.resolve("t", None).unwrap();
-    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new(1 << 16)).collect();
+    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
     topic.subscribe(0, Replay::None).unwrap();
     topic.subscribe(1, Replay::None).unwrap();
     let fanout = Fanout {
@@ -57,15 +59,15 @@ fn every_shard_receives_a_topic_in_sequence_order_whoever_publishes() {
         }
     });
     let expected: Vec<u64> = (1..=20_000).collect();
-    assert_eq!(seqs(&inboxes[0]), expected);
-    assert_eq!(seqs(&inboxes[1]), expected);
+    assert_eq!(seqs(&inboxes, 0), expected);
+    assert_eq!(seqs(&inboxes, 1), expected);
 }
 
 #[test]
 fn a_subscriber_joining_mid_stream_gets_every_message_exactly_once() {
     let registry = registry(100_000);
     let topic = registry.resolve("t", None).unwrap();
-    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new(1 << 17)).collect();
+    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
     let fanout = Fanout {
         inboxes: &inboxes,
         topics: &registry,
@@ -98,7 +100,7 @@ fn a_subscriber_joining_mid_stream_gets_every_message_exactly_once() {
         .map(|m| m.seq)
         .collect();
     // Live delivery: what the shard keeps of its inbox (newer than the start).
-    let live: Vec<u64> = seqs(&inboxes[1])
+    let live: Vec<u64> = seqs(&inboxes, 1)
         .into_iter()
         .filter(|&seq| seq > start.position.seq)
         .collect();
@@ -106,7 +108,7 @@ fn a_subscriber_joining_mid_stream_gets_every_message_exactly_once() {
     let mut all = replayed;
     all.extend(live);
     assert_eq!(all, (1..=20_000).collect::<Vec<u64>>());
-    assert!(inboxes[0].drain().is_empty(), "shard 0 has no subscriber");
+    assert!(inboxes[0].drain(0).is_empty(), "shard 0 has no subscriber");
 }
 
 #[test]
@@ -124,4 +126,41 @@ fn a_resume_of_another_epoch_fails_even_at_the_same_seq() {
     assert!(matches!(answer, Err(ReplayError::EpochMismatch { .. })));
     // The subscription holds anyway: the protocol decides what to say.
     assert_eq!(first.stats().subscribers, 1);
+}
+
+#[test]
+fn a_shard_joining_a_busy_feed_reads_from_its_subscriber_on_and_lets_go_with_the_last() {
+    let registry = registry(0);
+    let topic = registry.resolve("t", None).unwrap();
+    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
+    let fanout = Fanout {
+        inboxes: &inboxes,
+        topics: &registry,
+    };
+    let publish = || {
+        fanout
+            .deliver(&topic, Publication::new(None, Bytes::from_static(b"1")))
+            .unwrap()
+    };
+    let first = topic.subscribe(1, Replay::None).unwrap();
+    for _ in 0..10 {
+        publish();
+    }
+    // Shard 0 joins the feed shard 1 reads: after its tenth message, where
+    // its subscriber's position is, not at the feed's start.
+    let joined = topic.subscribe(0, Replay::None).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first.join.feed, &joined.join.feed));
+    assert_eq!(joined.position.seq, 10);
+    assert_eq!(joined.join.cursor.next(), 11);
+    publish();
+    let mut cursor = joined.join.cursor;
+    let mut read = Vec::new();
+    let skipped = cursor.drain(joined.join.feed.ring(), usize::MAX, |_, m| read.push(m.seq));
+    assert_eq!((skipped, read), (0, vec![11]));
+    // With the last subscriber gone the feed goes; the next has a new one.
+    topic.unsubscribe(0);
+    topic.unsubscribe(1);
+    let again = topic.subscribe(0, Replay::None).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first.join.feed, &again.join.feed));
+    assert_eq!(again.join.cursor.next(), 1);
 }

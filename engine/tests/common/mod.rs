@@ -77,12 +77,22 @@ impl ConnectionHandler for Handler {
 /// One unpinned shard with `formats`, serving on an ephemeral port; the
 /// topic `t` is declared.
 pub fn start(formats: Formats, attach: Attach) -> (Engine, SocketAddr) {
+    start_with(formats, attach, |_| {})
+}
+
+/// As [`start`], with the config changed by `configure` first.
+pub fn start_with(
+    formats: Formats,
+    attach: Attach,
+    configure: impl FnOnce(&mut EngineConfig),
+) -> (Engine, SocketAddr) {
     let mut config = EngineConfig {
         pin_threads: false,
         shards: std::num::NonZeroUsize::MIN,
         ..EngineConfig::default()
     };
     config.channels.declare("t").unwrap();
+    configure(&mut config);
     let engine = Engine::start(config, formats, Arc::new(InProcess)).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -147,7 +147,7 @@ pub struct RawTopics {
     pub max_total_bytes: Option<usize>,
     pub max_topics: Option<usize>,
     pub max_subscriptions: Option<usize>,
-    pub shard_inbox: Option<usize>,
+    pub ring_slots: Option<usize>,
     #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub idle_expiry_seconds: Option<u64>,
     pub creation_rate: Option<f64>,

@@ -169,7 +169,7 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
             ("max_total_bytes", int(engine.max_history_bytes)),
             ("max_topics", int(engine.max_topics)),
             ("max_subscriptions", int(engine.max_subscriptions)),
-            ("shard_inbox", int(engine.shard_inbox_capacity)),
+            ("ring_slots", int(engine.ring_slots)),
             ("idle_expiry_seconds", seconds(engine.topic_idle_expiry)),
             ("creation_rate", config.quota.rate_per_second.into()),
             ("creation_burst", int(config.quota.burst)),

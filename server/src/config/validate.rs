@@ -208,7 +208,7 @@ impl RawConfig {
             heartbeat_interval: telemetry.heartbeat_interval,
             heartbeat_timeout: telemetry.heartbeat_timeout,
             max_message_size: max_frame_size,
-            shard_inbox_capacity: positive("topics.shard_inbox", self.topics.shard_inbox, 65_536)?,
+            ring_slots: ring_slots(self.topics.ring_slots)?,
             coalesce_above_cpu,
             channels,
             deflate_min_size: compression.min_size,
@@ -272,6 +272,18 @@ impl RawConfig {
             drain: Duration::from_secs(drain_seconds),
             compression,
         })
+    }
+}
+
+/// Most slots a channel's fan-out ring may have (16 bytes each).
+const MAX_RING_SLOTS: usize = 1 << 16;
+
+/// `topics.ring_slots`: between 1 and [`MAX_RING_SLOTS`].
+fn ring_slots(value: Option<usize>) -> Result<usize, ConfigError> {
+    let field = "topics.ring_slots";
+    match positive(field, value, 1024)? {
+        n if n > MAX_RING_SLOTS => Err(invalid(field, "must be at most 65536")),
+        n => Ok(n),
     }
 }
 

@@ -39,7 +39,7 @@ impl Bus {
     fn keeping(max_keys: usize) -> Self {
         Self {
             registry: followed_registry(max_keys),
-            inbox: [ShardInbox::new(64)],
+            inbox: [ShardInbox::new()],
         }
     }
 
@@ -65,6 +65,7 @@ fn followed_registry(max_keys: usize) -> TopicRegistry {
         max_history_bytes: 1 << 20,
         idle_expiry: Duration::from_secs(60),
         followed: true,
+        ring_slots: 64,
     })
 }
 
@@ -81,7 +82,7 @@ fn numbered(epoch: u64, seq: u64) -> Numbered {
 }
 
 fn seqs(inbox: &ShardInbox) -> Vec<u64> {
-    inbox.drain().iter().map(|m| m.seq).collect()
+    inbox.drain(0).iter().map(|m| m.seq).collect()
 }
 
 #[test]

@@ -1,0 +1,142 @@
+//! A shard's reading of topic feeds: each topic with a local subscriber is
+//! read at this shard's own cursor in its fan-out ring, once per wake-up.
+//!
+//! Owned by one shard thread (an `impl` block of [`ShardState`](super::ShardState)).
+//!
+//! The shard joins a topic's feed with its first local subscriber, at the
+//! cursor the topic hands out under its lock (the number after the last
+//! message the subscriber's replay holds), and leaves it with its last. A
+//! feed arrives in the inbox's queue when it has news; the shard lowers its
+//! flag, reads every message from its cursor, and offers each to the
+//! topic's local subscribers ([`ShardState::dispatch`]). A shard that falls
+//! a whole lap behind a feed skips to the oldest message still there and
+//! counts every delivery it missed as `shard_overflow`, one per local
+//! subscriber, as a full inbox was counted before.
+
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::ShardState;
+use crate::sansio::ids::TopicId;
+use crate::sansio::outbox::DropReason;
+use crate::topic::{Feed, Join};
+
+impl ShardState {
+    /// A subscription on this shard has started: reads the topic's feed
+    /// from `join` unless the shard reads that feed already (its cursor is
+    /// then at or before the join point, and the subscriber's position
+    /// keeps what it should not get from it).
+    pub(super) fn join_feed(&self, join: &Join) {
+        match self.feeds.borrow_mut().entry(join.feed.topic()) {
+            Entry::Occupied(reading) if Arc::ptr_eq(&reading.get().0, &join.feed) => {}
+            Entry::Occupied(mut stale) => {
+                stale.insert((Arc::clone(&join.feed), join.cursor));
+            }
+            Entry::Vacant(entry) => {
+                entry.insert((Arc::clone(&join.feed), join.cursor));
+            }
+        }
+    }
+
+    /// The last local subscriber of `topic` has gone: stops reading its feed.
+    pub(super) fn leave_feed(&self, topic: TopicId) {
+        self.feeds.borrow_mut().remove(&topic);
+    }
+
+    /// Reads the feeds queued for this shard, in the order they were
+    /// queued, until `budget` messages are read or none is queued; returns
+    /// how many were read. A feed with more than its share is queued again
+    /// behind the others.
+    pub(super) fn read_feeds(&self, budget: usize) -> usize {
+        let mut read = 0;
+        while read < budget {
+            let Ok(feed) = self.inbox().ready_rx.try_recv() else {
+                break;
+            };
+            read += self.read_feed(&feed, budget - read);
+        }
+        read
+    }
+
+    /// Reads the feeds queued now, each up to one lap, and no more: for
+    /// shutdown, where a bus may still be feeding.
+    pub(super) fn read_queued_feeds(&self) {
+        let queued = self.inbox().ready_rx.len();
+        for feed in self.inbox().ready_rx.try_iter().take(queued) {
+            let lap = usize::try_from(feed.ring().capacity()).unwrap_or(usize::MAX);
+            self.read_feed(&feed, lap);
+        }
+    }
+
+    /// Reads up to `budget` messages of `feed` from this shard's cursor;
+    /// returns how many it read.
+    fn read_feed(&self, feed: &Arc<Feed>, budget: usize) -> usize {
+        // Lowered before the read: a publish after this either queues the
+        // feed again or is seen by the read below (see `ring/wake.rs`).
+        feed.taken(self.index);
+        let topic = feed.topic();
+        let cursor = self
+            .feeds
+            .borrow()
+            .get(&topic)
+            .filter(|(reading, _)| Arc::ptr_eq(reading, feed))
+            .map(|&(_, cursor)| cursor);
+        // Not read here any more: nobody on this shard wants its messages.
+        let Some(mut cursor) = cursor else { return 0 };
+        let mut read = 0;
+        let skipped = cursor.drain(feed.ring(), budget, |_, msg| {
+            self.dispatch(&msg);
+            read += 1;
+        });
+        if let Some(entry) = self.feeds.borrow_mut().get_mut(&topic) {
+            if Arc::ptr_eq(&entry.0, feed) {
+                entry.1 = cursor;
+            }
+        }
+        if skipped > 0 {
+            self.lapped(feed, skipped);
+        }
+        // Stopped by the budget (or after a lap): there may be more. A
+        // spurious requeue costs one empty read and queues nothing more.
+        if read == budget || skipped > 0 {
+            feed.requeue(self.index, self.inbox());
+        }
+        read
+    }
+
+    /// Counts `skipped` messages of `topic` this shard lost by falling a
+    /// lap behind its feed: one `shard_overflow` per local subscriber each
+    /// (logged at most once a second per shard).
+    #[cold]
+    fn lapped(&self, feed: &Feed, skipped: u64) {
+        let topic = feed.topic();
+        let subscribers = self
+            .subscribers
+            .borrow()
+            .get(&topic)
+            .map_or(0, |list| list.len() as u64);
+        let lost = skipped * subscribers;
+        let overflow = DropReason::ShardOverflow.index();
+        self.tally
+            .borrow_mut()
+            .count(topic, |c| c.dropped[overflow] += lost);
+        let now = Instant::now();
+        if self
+            .lap_logged
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            self.lap_logged.set(Some(now));
+            warn!(
+                shard = self.index,
+                topic = feed.name(),
+                messages = skipped,
+                deliveries = lost,
+                "shard fell a lap behind a topic: deliveries dropped (server overloaded)"
+            );
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! A topic's feed: the fan-out ring its messages reach the shards through.
+//!
+//! Shared by the topic (which publishes into it under its lock) and every
+//! shard with a subscriber (which reads it at its own cursor). A publish
+//! writes the message into the ring once, whatever the number of shards,
+//! and puts the feed in a shard's queue only when it is not already there
+//! ([`Wakes`]): a shard is woken once per topic per turn, then reads every
+//! message that arrived meanwhile.
+//!
+//! A topic has a feed while it has subscribers: it is made for the first
+//! and dropped with the last, so a topic nobody reads holds no ring. The
+//! ring's numbers are the feed's own: with a broker, messages carry the
+//! bus's sequence numbers, which may jump; the ring's never do, so a shard
+//! that falls a whole lap behind knows exactly how many it missed.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::ring::{Cursor, FanoutRing, Wakes};
+use crate::sansio::ids::TopicId;
+use crate::sansio::message::Message;
+use crate::shard::ShardInbox;
+
+/// A topic's ring of messages and its shards' wake-up flags.
+pub(crate) struct Feed {
+    topic: TopicId,
+    name: Arc<str>,
+    ring: FanoutRing<Arc<Message>>,
+    wakes: Wakes,
+}
+
+impl fmt::Debug for Feed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Feed")
+            .field("topic", &self.name)
+            .field("ring", &self.ring)
+            .finish()
+    }
+}
+
+/// Where a shard starts reading a feed: the feed and the first number of
+/// the ring the shard has not been offered.
+#[derive(Debug)]
+pub(crate) struct Join {
+    pub(crate) feed: Arc<Feed>,
+    pub(crate) cursor: Cursor,
+}
+
+impl Feed {
+    /// A feed of `slots` messages (rounded up to a power of two) for
+    /// `shards` shards.
+    pub(crate) fn new(topic: TopicId, name: Arc<str>, shards: usize, slots: usize) -> Arc<Self> {
+        Arc::new(Self {
+            topic,
+            name,
+            ring: FanoutRing::new(slots),
+            wakes: Wakes::new(shards),
+        })
+    }
+
+    /// The topic it carries.
+    pub(crate) fn topic(&self) -> TopicId {
+        self.topic
+    }
+
+    /// The topic's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ring its messages are in.
+    pub(crate) fn ring(&self) -> &FanoutRing<Arc<Message>> {
+        &self.ring
+    }
+
+    /// Where a shard joining now starts: after every message already in the
+    /// ring. Taken under the topic's lock, with the subscriber's position,
+    /// so live delivery begins exactly where the replay ends.
+    pub(crate) fn join(self: &Arc<Self>) -> Join {
+        Join {
+            feed: Arc::clone(self),
+            cursor: Cursor::at(self.ring.claimed() + 1),
+        }
+    }
+
+    /// Writes `msg` into the ring and queues the feed on every shard with a
+    /// subscriber (by `shard_subscribers`) that does not have it queued;
+    /// returns the message a lap older that it displaced. Called under the
+    /// topic's lock, so the ring holds the topic's messages in order; the
+    /// caller drops what comes back after letting go of the lock.
+    #[must_use = "drop the displaced message outside the topic's lock"]
+    pub(crate) fn publish(
+        self: &Arc<Self>,
+        msg: &Arc<Message>,
+        shard_subscribers: &[u32],
+        inboxes: &[ShardInbox],
+    ) -> Option<Arc<Message>> {
+        let (_, displaced) = self.ring.publish_displacing(|_| Arc::clone(msg));
+        for (shard, (&subscribers, inbox)) in shard_subscribers.iter().zip(inboxes).enumerate() {
+            if subscribers > 0 && self.wakes.raise(shard) {
+                inbox.queue(Arc::clone(self));
+            }
+        }
+        displaced
+    }
+
+    /// Shard `shard` took the feed from its queue and reads it next.
+    pub(crate) fn taken(&self, shard: usize) {
+        self.wakes.lower(shard);
+    }
+
+    /// Shard `shard` stopped reading before the end (its turn was over):
+    /// queues the feed on it again unless a publish already has.
+    pub(crate) fn requeue(self: &Arc<Self>, shard: usize, inbox: &ShardInbox) {
+        if self.wakes.raise(shard) {
+            inbox.queue(Arc::clone(self));
+        }
+    }
+}
