@@ -94,7 +94,7 @@ impl Default for EngineConfig {
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(45),
             max_message_size: 64 * 1024,
-            ring_slots: 1024,
+            ring_slots: 256,
             coalesce_above_cpu: crate::sansio::pacer::HIGH,
             channels: ChannelRules::default(),
             deflate_min_size: 256,

@@ -14,11 +14,12 @@
 //! Step 3 keeps the lock so that the feed holds a topic's messages in
 //! sequence order even when several threads publish to it; this module
 //! itself knows nothing of shards beyond their subscriber counts.
-//! Subscribing takes the same lock, so a new subscriber's replay ends exactly
-//! where its live messages begin (its shard reads the feed from the number
-//! after the last message the replay holds): no gap, no duplicate. A retired topic
-//! (see the registry) refuses both under the same lock: [`Retired`], or for
-//! a publish the message back, so the caller can resolve the name again.
+//! Subscribing takes the same lock, so a new subscriber's replay ends
+//! exactly where its live messages begin (its shard reads the feed from the
+//! number after the last message the replay holds): no gap, no duplicate.
+//! A retired topic (see the registry) refuses both under the same lock:
+//! [`Retired`], or for a publish the message back, so the caller can
+//! resolve the name again.
 //!
 //! Each topic has an [`Epoch`]: a topic created again under the same name
 //! (after it expired, or in another process) starts its sequence again
@@ -392,7 +393,7 @@ impl Drop for Topic {
 }
 
 /// Messages a feed's ring holds unless the registry says otherwise.
-pub(crate) const DEFAULT_RING_SLOTS: usize = 1024;
+pub(crate) const DEFAULT_RING_SLOTS: usize = 256;
 
 /// A topic's charge to the principal that created it and to the registry's
 /// count of topics held only by their creators; dropping it ends both.

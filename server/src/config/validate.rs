@@ -281,7 +281,7 @@ const MAX_RING_SLOTS: usize = 1 << 16;
 /// `topics.ring_slots`: between 1 and [`MAX_RING_SLOTS`].
 fn ring_slots(value: Option<usize>) -> Result<usize, ConfigError> {
     let field = "topics.ring_slots";
-    match positive(field, value, 1024)? {
+    match positive(field, value, 256)? {
         n if n > MAX_RING_SLOTS => Err(invalid(field, "must be at most 65536")),
         n => Ok(n),
     }
@@ -395,6 +395,8 @@ mod tests {
                 "topics.history_bytes",
             ),
             ("[topics]\ncreation_rate = -1.0", "topics.creation_rate"),
+            ("[topics]\nring_slots = 0", "topics.ring_slots"),
+            ("[topics]\nring_slots = 65537", "topics.ring_slots"),
             (
                 "[topics]\nidle_expiry_seconds = 0",
                 "topics.idle_expiry_seconds",
