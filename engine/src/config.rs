@@ -48,9 +48,10 @@ pub struct EngineConfig {
     pub heartbeat_timeout: Duration,
     /// Largest client message (after reassembly), in bytes.
     pub max_message_size: usize,
-    /// Messages each topic's feed holds for its shards (rounded up to a
-    /// power of two): a shard that falls this many of one topic's messages
-    /// behind loses the oldest, counted as `shard_overflow`.
+    /// Messages each topic's feed holds for its shards (at least the
+    /// history's capacity, at most 2^20, rounded up to a power of two): a
+    /// shard that falls this many of one topic's messages behind loses the
+    /// oldest, counted as `shard_overflow`.
     pub ring_slots: usize,
     /// Share of a core above which a shard coalesces writes (1.0: never).
     pub coalesce_above_cpu: f64,
@@ -60,6 +61,9 @@ pub struct EngineConfig {
     /// negotiated permessage-deflate; smaller ones go plain.
     pub deflate_min_size: usize,
 }
+
+/// Messages a topic's feed holds unless configured otherwise.
+pub(crate) const DEFAULT_RING_SLOTS: usize = 256;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -94,7 +98,7 @@ impl Default for EngineConfig {
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(45),
             max_message_size: 64 * 1024,
-            ring_slots: 256,
+            ring_slots: DEFAULT_RING_SLOTS,
             coalesce_above_cpu: crate::sansio::pacer::HIGH,
             channels: ChannelRules::default(),
             deflate_min_size: 256,

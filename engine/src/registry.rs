@@ -59,9 +59,14 @@ pub struct RegistryConfig {
     /// (see `topic/follow.rs`).
     pub followed: bool,
     /// Messages each topic's feed holds for its shards (its fan-out ring,
-    /// made when the topic first has a subscriber).
+    /// made when the topic first has a subscriber): at least the history's
+    /// capacity, so that a catch-up from a bus (up to a history's worth in
+    /// one go) fits, and at most 2^20.
     pub ring_slots: usize,
 }
+
+/// The most slots a topic's feed may have (16 bytes each).
+pub(crate) const MAX_RING_SLOTS: usize = 1 << 20;
 
 /// Figures of topics that no longer exist, so totals never go backwards.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -198,7 +203,12 @@ impl TopicRegistry {
                 },
             )
             .with_class(self.config.rules.class_of(&name))
-            .with_ring_slots(self.config.ring_slots),
+            .with_ring_slots(
+                self.config
+                    .ring_slots
+                    .max(self.config.history.capacity)
+                    .clamp(1, MAX_RING_SLOTS),
+            ),
         );
         topics.by_name.insert(name, Arc::clone(&topic));
         topics.slots[index as usize] = Some(Arc::clone(&topic));

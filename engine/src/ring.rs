@@ -44,6 +44,7 @@
 #![allow(unsafe_code)] // The engine's only unsafe code: see each block.
 
 use std::fmt;
+use std::ops::Range;
 
 #[cfg(shardcast_loom)]
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -190,6 +191,7 @@ impl<T: Clone> FanoutRing<T> {
     /// As [`FanoutRing::publish`], also handing back the value a lap older
     /// that the new one displaced from its slot, for the caller to drop
     /// where it costs least (outside a lock, say).
+    #[must_use = "the displaced value is dropped where the caller drops it"]
     pub fn publish_displacing(&self, make: impl FnOnce(u64) -> T) -> (u64, Option<T>) {
         // Relaxed: the claim publishes no data; the slot's word does.
         let seq = self.claimed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -334,29 +336,41 @@ impl Cursor {
         &mut self,
         ring: &FanoutRing<T>,
         max: usize,
-        mut each: impl FnMut(u64, T),
+        each: impl FnMut(u64, T),
     ) -> u64 {
-        let mut skipped = 0;
+        self.drain_with(ring, max, each, |_| {})
+    }
+
+    /// As [`Cursor::drain`], also handing `skipped` each run of numbers
+    /// skipped, as it is skipped.
+    pub fn drain_with<T: Clone>(
+        &mut self,
+        ring: &FanoutRing<T>,
+        max: usize,
+        mut each: impl FnMut(u64, T),
+        mut skipped: impl FnMut(Range<u64>),
+    ) -> u64 {
+        let mut total = 0;
         for _ in 0..max {
-            match ring.read(self.next) {
+            let run = match ring.read(self.next) {
                 Read::Ready(value) => {
                     each(self.next, value);
                     self.next += 1;
-                }
-                Read::Void => {
-                    skipped += 1;
-                    self.next += 1;
+                    continue;
                 }
                 Read::Pending => break,
+                Read::Void => self.next..self.next + 1,
                 Read::Lapped { oldest } => {
                     // `oldest` is past `next`: a later lap holds its slot.
                     debug_assert!(oldest > self.next);
-                    skipped += oldest - self.next;
-                    self.next = oldest;
+                    self.next..oldest
                 }
-            }
+            };
+            total += run.end - run.start;
+            self.next = run.end;
+            skipped(run);
         }
-        skipped
+        total
     }
 }
 

@@ -155,7 +155,7 @@ impl Topic {
             name,
             epoch: AtomicU64::new(Epoch::fresh().as_u64()),
             class: DeliveryClass::default(),
-            ring_slots: DEFAULT_RING_SLOTS,
+            ring_slots: crate::config::DEFAULT_RING_SLOTS,
             budget,
             retired: AtomicBool::new(false),
             state: Mutex::new(TopicState {
@@ -391,9 +391,6 @@ impl Drop for Topic {
         state.history.clear(&self.budget);
     }
 }
-
-/// Messages a feed's ring holds unless the registry says otherwise.
-pub(crate) const DEFAULT_RING_SLOTS: usize = 256;
 
 /// A topic's charge to the principal that created it and to the registry's
 /// count of topics held only by their creators; dropping it ends both.

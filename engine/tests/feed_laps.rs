@@ -1,9 +1,12 @@
 //! A shard that falls a whole lap behind a topic's feed (its fan-out ring)
 //! loses the oldest messages, never the order: its subscribers get the
 //! last lap of messages in sequence, and every delivery missed is counted
-//! as `shard_overflow`, so delivered + dropped = published × subscribers.
-//! Driven end to end: a real engine on an ephemeral port and raw clients,
-//! with the shard held busy by a session while messages are published.
+//! as `shard_overflow`, so delivered + dropped = published × subscribers,
+//! for subscribers that joined while the shard was behind too. A shard
+//! with more than a turn's worth to read comes back for the rest by
+//! itself. Driven end to end: a real engine on an ephemeral port and raw
+//! clients, with the shard held busy by a session while messages are
+//! published.
 
 mod common;
 
@@ -14,9 +17,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use shardcast_engine::frame::{self, OpCode};
 use shardcast_engine::{
-    ConnCtx, Delivery, DropReason, Engine, Formats, FrameKind, Message, Replay, Session, WireFormat,
+    ConnCtx, Delivery, DropReason, Engine, Formats, FrameKind, Message, RateLimit, Replay, Session,
+    WireFormat,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Frames a message as its sequence number.
 struct Seqs;
@@ -41,43 +45,47 @@ struct Hold {
     release: Arc<Mutex<mpsc::Receiver<()>>>,
 }
 
-/// Subscribes to `t` and says `ready`; any text holds the shard.
-struct Subscriber(Hold);
+/// When a connection subscribes to `t`, by its path.
+#[derive(Clone, Copy, PartialEq)]
+enum Joins {
+    /// `/`: as it opens.
+    AtOpen,
+    /// `/late`: once the shard it held is let go.
+    AfterHold,
+    /// `/holder`: never.
+    Never,
+}
+
+/// Says `ready`; subscribes to `t` as its path says; any text holds the
+/// shard.
+struct Subscriber {
+    hold: Hold,
+    joins: Joins,
+}
 
 impl Session for Subscriber {
     fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
-        ctx.subscribe("t", Replay::None, None).unwrap();
+        if self.joins == Joins::AtOpen {
+            ctx.subscribe("t", Replay::None, None).unwrap();
+        }
         ctx.send(frame::encode(OpCode::Text, b"ready"));
     }
-    fn on_text(&mut self, _: &mut ConnCtx<'_>, _: &mut [u8]) {
-        self.0.holding.send(()).unwrap();
-        self.0.release.lock().unwrap().recv().unwrap();
-    }
-}
-
-async fn read_texts(stream: &mut tokio::net::TcpStream, want: usize) -> Vec<String> {
-    let mut received = Vec::new();
-    let mut texts = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while texts.len() < want {
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
-            .await
-            .expect("frames in time")
-            .unwrap();
-        assert!(n > 0, "connection closed");
-        received.extend_from_slice(&buf[..n]);
-        for (_, payload) in common::take_frames(&mut received) {
-            texts.push(String::from_utf8(payload).unwrap());
+    fn on_text(&mut self, ctx: &mut ConnCtx<'_>, _: &mut [u8]) {
+        self.hold.holding.send(()).unwrap();
+        self.hold.release.lock().unwrap().recv().unwrap();
+        if self.joins == Joins::AfterHold {
+            ctx.subscribe("t", Replay::None, None).unwrap();
         }
     }
-    texts
 }
 
-#[tokio::test]
-async fn a_shard_a_lap_behind_delivers_the_last_lap_in_order_and_counts_the_rest() {
-    const SLOTS: u64 = 8;
-    const PUBLISHED: u64 = 100;
+/// The test's end of a hold: told when the shard is held; lets it go.
+type HoldEnd = (mpsc::Receiver<()>, mpsc::Sender<()>);
+
+/// An engine with feeds of `slots` slots whose sessions are
+/// [`Subscriber`]s, and the test's end of their hold: wait for
+/// `held`, let go with `release`.
+fn start(slots: usize) -> (Engine, std::net::SocketAddr, HoldEnd) {
     let (holding, held) = mpsc::sync_channel(1);
     let (release, released) = mpsc::channel();
     let hold = Hold {
@@ -88,54 +96,137 @@ async fn a_shard_a_lap_behind_delivers_the_last_lap_in_order_and_counts_the_rest
     formats.register(Arc::new(Seqs)).unwrap();
     let (engine, addr) = common::start_with(
         formats,
-        Arc::new(move |_: &str, _: &mut Delivery, _: &Engine| {
-            Box::new(Subscriber(hold.clone())) as Box<dyn Session>
+        Arc::new(move |path: &str, _: &mut Delivery, _: &Engine| {
+            let joins = match path {
+                "/late" => Joins::AfterHold,
+                "/holder" => Joins::Never,
+                _ => Joins::AtOpen,
+            };
+            let hold = hold.clone();
+            Box::new(Subscriber { hold, joins }) as Box<dyn Session>
         }),
-        |config| config.ring_slots = SLOTS as usize,
+        |config| {
+            // A feed holds at least a history's worth: keep the history small.
+            config.history.capacity = slots.min(8);
+            config.ring_slots = slots;
+            config.rate_limit = RateLimit::per_second(0);
+        },
     );
-    let mut one = common::upgrade(addr, "/").await;
-    let mut two = common::upgrade(addr, "/").await;
-    assert_eq!(read_texts(&mut one, 1).await, ["ready"]);
-    assert_eq!(read_texts(&mut two, 1).await, ["ready"]);
+    (engine, addr, (held, release))
+}
 
-    // Hold the shard's thread, publish twelve laps' worth, let go.
-    one.write_all(&common::frame(0x1, b"hold")).await.unwrap();
+/// A client on `path`, once its session said `ready`.
+async fn connect(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    let mut conn = common::upgrade(addr, path).await;
+    assert_eq!(common::read_texts(&mut conn, 1).await, ["ready"]);
+    conn
+}
+
+/// Publishes `count` messages to `t` while `conn`'s session holds the
+/// shard's thread, then lets go.
+async fn publish_while_held(
+    engine: &Engine,
+    conn: &mut tokio::net::TcpStream,
+    (held, release): HoldEnd,
+    count: u64,
+) {
+    conn.write_all(&common::frame(0x1, b"hold")).await.unwrap();
     tokio::task::spawn_blocking(move || held.recv_timeout(Duration::from_secs(5)))
         .await
         .unwrap()
         .expect("the shard is held");
     let topic = engine.topic("t").unwrap();
-    for _ in 0..PUBLISHED {
+    for _ in 0..count {
         engine
             .publish(&topic, None, Bytes::from_static(b"1"))
             .unwrap();
     }
     release.send(()).unwrap();
+}
 
-    let last_lap: Vec<String> = (PUBLISHED - SLOTS + 1..=PUBLISHED)
-        .map(|seq| seq.to_string())
-        .collect();
-    assert_eq!(read_texts(&mut one, SLOTS as usize).await, last_lap);
-    assert_eq!(read_texts(&mut two, SLOTS as usize).await, last_lap);
+/// The frames of messages numbered `seqs`.
+fn texts(seqs: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    seqs.map(|seq| seq.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_shard_a_lap_behind_delivers_the_last_lap_in_order_and_counts_the_rest() {
+    const SLOTS: u64 = 8;
+    const PUBLISHED: u64 = 100;
+    let (engine, addr, hold) = start(SLOTS as usize);
+    let mut one = connect(addr, "/").await;
+    let mut two = connect(addr, "/").await;
+    // Twelve laps' worth while the shard is held.
+    publish_while_held(&engine, &mut one, hold, PUBLISHED).await;
+    let last_lap = texts(PUBLISHED - SLOTS + 1..=PUBLISHED);
+    assert_eq!(common::read_texts(&mut one, SLOTS as usize).await, last_lap);
+    assert_eq!(common::read_texts(&mut two, SLOTS as usize).await, last_lap);
 
     let stats = engine.stats().await;
     let overflow = stats.counts.dropped(DropReason::ShardOverflow);
     assert_eq!(stats.counts.sent, 2 * SLOTS);
-    assert_eq!(
-        overflow,
-        2 * (PUBLISHED - SLOTS),
-        "one per subscriber per message missed"
-    );
+    let missed = 2 * (PUBLISHED - SLOTS);
+    assert_eq!(overflow, missed, "one per subscriber per message missed");
     assert_eq!(
         stats.counts.sent + stats.counts.dropped_total(),
         2 * PUBLISHED
     );
-    let per_topic = &stats
-        .topics
-        .iter()
-        .find(|t| &*t.topic.name == "t")
-        .unwrap()
-        .counts;
-    assert_eq!(per_topic.dropped(DropReason::ShardOverflow), overflow);
+    let topic = stats.topics.iter().find(|t| &*t.topic.name == "t").unwrap();
+    assert_eq!(topic.counts.dropped(DropReason::ShardOverflow), overflow);
+    common::stop(engine).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_joins_a_shard_a_lap_behind_is_charged_nothing_from_before() {
+    const SLOTS: u64 = 8;
+    const PUBLISHED: u64 = 100;
+    let (engine, addr, hold) = start(SLOTS as usize);
+    let mut early = connect(addr, "/").await;
+    let mut late = connect(addr, "/late").await;
+    // The late one holds the shard while twelve laps are published, then
+    // subscribes before the shard reads the feed it has fallen behind on.
+    publish_while_held(&engine, &mut late, hold, PUBLISHED).await;
+    let last_lap = texts(PUBLISHED - SLOTS + 1..=PUBLISHED);
+    assert_eq!(
+        common::read_texts(&mut early, SLOTS as usize).await,
+        last_lap
+    );
+    // The next message reaches both; the late one got nothing before it.
+    let topic = engine.topic("t").unwrap();
+    engine
+        .publish(&topic, None, Bytes::from_static(b"1"))
+        .unwrap();
+    let next = texts(PUBLISHED + 1..=PUBLISHED + 1);
+    assert_eq!(common::read_texts(&mut early, 1).await, next);
+    assert_eq!(common::read_texts(&mut late, 1).await, next);
+
+    let stats = engine.stats().await;
+    let overflow = stats.counts.dropped(DropReason::ShardOverflow);
+    assert_eq!(overflow, PUBLISHED - SLOTS, "only the early one missed any");
+    assert_eq!(stats.counts.sent, SLOTS + 2);
+    // Early: all PUBLISHED + 1, sent or dropped; late: the one after it joined.
+    assert_eq!(stats.counts.sent + overflow, (PUBLISHED + 1) + 1);
+    common::stop(engine).await;
+}
+
+#[tokio::test]
+async fn a_shard_with_more_than_a_turn_to_read_comes_back_for_the_rest() {
+    // More than one turn's 1024 messages, all within one lap.
+    const PUBLISHED: u64 = 3000;
+    let (engine, addr, hold) = start(4096);
+    let mut reader = connect(addr, "/").await;
+    let mut holder = connect(addr, "/holder").await;
+    publish_while_held(&engine, &mut holder, hold, PUBLISHED).await;
+    // No later publish wakes the shard: it must queue the feed itself.
+    let every = texts(1..=PUBLISHED);
+    assert_eq!(
+        common::read_texts(&mut reader, PUBLISHED as usize).await,
+        every
+    );
+    let stats = engine.stats().await;
+    assert_eq!(
+        (stats.counts.sent, stats.counts.dropped_total()),
+        (PUBLISHED, 0)
+    );
     common::stop(engine).await;
 }

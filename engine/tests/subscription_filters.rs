@@ -9,7 +9,7 @@ mod common;
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use shardcast_engine::frame::{self, OpCode};
@@ -17,7 +17,6 @@ use shardcast_engine::{
     ConnCtx, Delivery, Engine, Formats, FrameKind, Message, MessageFilter, Replay, Session,
     WireFormat,
 };
-use tokio::io::AsyncReadExt;
 
 /// Frames a message as its key.
 struct Keys;
@@ -89,25 +88,6 @@ impl Session for Watcher {
     }
 }
 
-async fn read_texts(stream: &mut tokio::net::TcpStream, want: usize) -> Vec<String> {
-    let mut received = Vec::new();
-    let mut texts = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while texts.len() < want {
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
-            .await
-            .expect("frames in time")
-            .unwrap();
-        assert!(n > 0, "connection closed");
-        received.extend_from_slice(&buf[..n]);
-        for (_, payload) in common::take_frames(&mut received) {
-            texts.push(String::from_utf8(payload).unwrap());
-        }
-    }
-    texts
-}
-
 #[tokio::test]
 async fn a_filtered_subscriber_gets_only_what_its_filter_admits() {
     let mut formats = Formats::default();
@@ -121,8 +101,8 @@ async fn a_filtered_subscriber_gets_only_what_its_filter_admits() {
     );
     let mut all = common::upgrade(addr, "/all").await;
     let mut only_a = common::upgrade(addr, "/only/A").await;
-    assert_eq!(read_texts(&mut all, 1).await, ["ready"]);
-    assert_eq!(read_texts(&mut only_a, 1).await, ["ready"]);
+    assert_eq!(common::read_texts(&mut all, 1).await, ["ready"]);
+    assert_eq!(common::read_texts(&mut only_a, 1).await, ["ready"]);
 
     let topic = engine.topic("t").unwrap();
     for key in ["A", "B", "A", "C"] {
@@ -130,8 +110,8 @@ async fn a_filtered_subscriber_gets_only_what_its_filter_admits() {
             .publish(&topic, Some(key.into()), Bytes::from_static(b"1"))
             .unwrap();
     }
-    assert_eq!(read_texts(&mut all, 4).await, ["A", "B", "A", "C"]);
-    assert_eq!(read_texts(&mut only_a, 2).await, ["A", "A"]);
+    assert_eq!(common::read_texts(&mut all, 4).await, ["A", "B", "A", "C"]);
+    assert_eq!(common::read_texts(&mut only_a, 2).await, ["A", "A"]);
 
     let stats = engine.stats().await;
     assert_eq!(stats.counts.sent, 6);
@@ -156,13 +136,13 @@ async fn a_filter_that_asks_wakes_its_session_when_it_leaves_a_message_out() {
         Arc::new(|_: &str, _: &mut Delivery, _: &Engine| Box::new(Watcher) as Box<dyn Session>),
     );
     let mut ws = common::upgrade(addr, "/watch").await;
-    assert_eq!(read_texts(&mut ws, 1).await, ["ready"]);
+    assert_eq!(common::read_texts(&mut ws, 1).await, ["ready"]);
     let topic = engine.topic("t").unwrap();
     for (key, expect) in [("A", "A"), ("W", "woken"), ("B", "B")] {
         engine
             .publish(&topic, Some(key.into()), Bytes::from_static(b"1"))
             .unwrap();
-        assert_eq!(read_texts(&mut ws, 1).await, [expect]);
+        assert_eq!(common::read_texts(&mut ws, 1).await, [expect]);
     }
     assert_eq!(engine.stats().await.counts.filtered, 1);
     common::stop(engine).await;

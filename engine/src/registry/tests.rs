@@ -65,6 +65,7 @@ fn subscribe_starts_after_the_last_published_message() {
         route(&topic, data(), &inboxes, &registry);
     }
     let start = topic.subscribe(1, Replay::Last(2)).unwrap();
+    inboxes[1].join(&start.join);
     assert_eq!(start.position.seq, 3);
     assert_eq!(start.position.epoch, topic.epoch());
     assert_eq!(

@@ -116,10 +116,13 @@ fn loom_ring_a_joiner_meets_live_messages_exactly() {
     });
 }
 
-/// The wake-up protocol of `wake.rs`: a publisher raising the flag after
-/// each message and queuing the ring only when the flag was clear; a
-/// reader lowering it before each read. Whenever the queue ends up empty,
-/// the reader has read every message: no wake-up is lost.
+/// The wake-up protocol of `wake.rs`, through the two functions the topics
+/// and shards run: a publisher raising the flag after each message
+/// (`Wakes::raise_all`), queuing the ring only when the flag was clear; a
+/// reader taking it from its queue and reading one message a wake-up
+/// (`Wakes::read` with a budget of 1), so it must queue the ring again
+/// itself. Whenever the queue ends up empty, the reader has read every
+/// message: no wake-up is lost.
 #[test]
 fn loom_ring_a_queued_reader_misses_no_wake_up() {
     loom::model(|| {
@@ -127,16 +130,17 @@ fn loom_ring_a_queued_reader_misses_no_wake_up() {
         let wakes = Arc::new(Wakes::new(1));
         // The reader's queue: how many times the ring is in it.
         let queue = Arc::new(loom::sync::Mutex::new(0_u32));
+        let push = |queue: &loom::sync::Mutex<u32>| {
+            let mut queued = queue.lock().unwrap();
+            *queued += 1;
+            assert_eq!(*queued, 1, "a ring is queued once per reader");
+        };
         let publisher = {
             let (ring, wakes, queue) = (Arc::clone(&ring), Arc::clone(&wakes), Arc::clone(&queue));
             thread::spawn(move || {
                 for _ in 0..2 {
                     ring.publish(Arc::new);
-                    if wakes.raise(0) {
-                        let mut queued = queue.lock().unwrap();
-                        *queued += 1;
-                        assert_eq!(*queued, 1, "a ring is queued once per reader");
-                    }
+                    wakes.raise_all([0], |_| push(&queue));
                 }
             })
         };
@@ -147,11 +151,12 @@ fn loom_ring_a_queued_reader_misses_no_wake_up() {
             }
             *queued -= 1;
             drop(queued);
-            wakes.lower(0);
-            cursor.drain(&ring, usize::MAX, |seq, v| {
+            let each = |seq, v: Arc<u64>| {
                 assert_eq!(seq, *v);
                 seen.push(seq);
-            });
+            };
+            let missed = |_| panic!("nothing laps in four slots");
+            wakes.read(0, &ring, cursor, 1, each, missed, || push(&queue));
             true
         };
         let mut cursor = Cursor::at(1);

@@ -260,3 +260,60 @@ fn a_drain_stops_after_its_budget() {
     assert_eq!(seen, vec![1, 2]);
     assert_eq!(cursor.next(), 3);
 }
+
+#[test]
+fn a_publish_hands_back_the_value_a_lap_older() {
+    let ring = FanoutRing::new(2);
+    assert_eq!(ring.publish_displacing(Arc::new), (1, None));
+    assert_eq!(ring.publish_displacing(Arc::new), (2, None));
+    let (seq, displaced) = ring.publish_displacing(Arc::new);
+    assert_eq!((seq, displaced.as_deref()), (3, Some(&1)));
+}
+
+#[test]
+fn a_ring_is_queued_once_per_reader_until_that_reader_takes_it() {
+    let wakes = Wakes::new(2);
+    assert!(wakes.raise(0), "the first publish queues it");
+    assert!(!wakes.raise(0), "then it is queued already");
+    assert!(wakes.raise(1), "each reader has its own flag");
+    wakes.lower(0);
+    assert!(
+        wakes.raise(0),
+        "taken, it is queued again by the next publish"
+    );
+    assert!(!wakes.raise(1));
+}
+
+#[test]
+fn readers_woken_from_two_threads_read_every_message_once() {
+    // A publisher and a reader on two threads, the reader's queue a
+    // channel: every message is read exactly once, whatever the timing.
+    let ring = Arc::new(FanoutRing::new(1024));
+    let wakes = Arc::new(Wakes::new(1));
+    let (queue, queued) = std::sync::mpsc::channel::<()>();
+    const MESSAGES: u64 = if cfg!(miri) { 50 } else { 500 };
+    let publisher = {
+        let (ring, wakes) = (Arc::clone(&ring), Arc::clone(&wakes));
+        std::thread::spawn(move || {
+            for _ in 0..MESSAGES {
+                ring.publish(Arc::new);
+                if wakes.raise(0) {
+                    queue.send(()).unwrap();
+                }
+            }
+        })
+    };
+    let mut cursor = Cursor::at(1);
+    let mut seen = Vec::new();
+    // The channel closes when the publisher is done and every wake-up it
+    // sent has been received.
+    while queued.recv().is_ok() {
+        wakes.lower(0);
+        cursor.drain(&*ring, usize::MAX, |seq, v| {
+            assert_eq!(seq, *v);
+            seen.push(seq);
+        });
+    }
+    publisher.join().unwrap();
+    assert_eq!(seen, (1..=MESSAGES).collect::<Vec<_>>());
+}

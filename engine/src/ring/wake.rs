@@ -4,26 +4,35 @@
 //!
 //! The protocol, for a ring read by several readers (shards), each with a
 //! queue of rings that have news for it:
-//! - a publisher fills its slot, then [`Wakes::raise`]s each reader's flag;
-//!   only the publisher that finds a flag clear puts the ring in that
-//!   reader's queue;
-//! - a reader takes the ring from its queue, [`Wakes::lower`]s its flag,
-//!   and only then reads the ring at its cursor until it finds a number not
-//!   yet filled.
+//! - a publisher fills its slot, then raises each reader's flag; only the
+//!   publisher that finds a flag clear puts the ring in that reader's queue
+//!   ([`Wakes::raise_all`]);
+//! - a reader takes the ring from its queue, lowers its flag, and only then
+//!   reads the ring at its cursor until it finds a number not yet filled,
+//!   or its budget runs out; then it queues the ring again itself, unless a
+//!   publish already has ([`Wakes::read`]).
 //!
 //! So a publish either finds the flag clear and queues the ring again, or
-//! finds it raised by an earlier publish whose lowering has not happened
-//! yet: that lowering acquires this publish's raise (both are `swap`s,
-//! AcqRel, read-modify-writes of one flag, so the lowering reads the last
-//! raise before it and every raise in between continues its release
-//! sequence), and the read that follows it sees the filled slot. No
-//! message is left in a ring with nobody queued to read it; checked under
-//! every interleaving by the loom models in `ring/models.rs`.
+//! finds it raised by an earlier publish (or a reader's requeue) whose
+//! lowering has not happened yet. That lowering reads this raise or a later
+//! one: both are `swap`s, read-modify-writes of one flag, so the lowering
+//! reads the last raise before it, and every raise in between continues
+//! the release sequence. The raise's Release and the lowering's Acquire
+//! make the filled slot visible to the read that follows the lowering.
+//! No message is left in a ring with nobody queued to read it. The loom
+//! model `loom_ring_a_queued_reader_misses_no_wake_up` (`ring/models.rs`)
+//! runs these two functions, the ones the shards and topics run, with a
+//! reader's budget of one message so that it queues itself again, under
+//! every interleaving with up to three preemptions.
+
+use std::ops::Range;
 
 #[cfg(shardcast_loom)]
 use loom::sync::atomic::{AtomicBool, Ordering};
 #[cfg(not(shardcast_loom))]
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{Cursor, FanoutRing};
 
 /// One flag per reader: raised while the ring is queued for it.
 #[derive(Debug)]
@@ -39,22 +48,74 @@ impl Wakes {
         }
     }
 
-    /// After a publish: raises `reader`'s flag; `true` when it was clear,
-    /// and so the caller must put the ring in `reader`'s queue.
+    /// Raises `reader`'s flag; `true` when it was clear, and so the caller
+    /// must put the ring in `reader`'s queue.
     #[inline]
     pub fn raise(&self, reader: usize) -> bool {
-        // AcqRel: Release publishes the filled slot to the lowering that
-        // reads this raise (see the module docs); Acquire orders this raise
-        // after the lowering it replaces, so the queue push follows it.
+        // Release is what the argument needs (see the module docs): the
+        // slots filled before this raise reach the lowering that reads it.
+        // Acquire (free on x86) orders the queue push after the lowering
+        // this raise follows.
         !self.queued[reader].swap(true, Ordering::AcqRel)
     }
 
-    /// Before a read: `reader` has taken the ring from its queue.
+    /// Lowers `reader`'s flag: the reader has taken the ring from its queue.
     #[inline]
     pub fn lower(&self, reader: usize) {
-        // AcqRel: Acquire makes every slot filled before a raise this
-        // lowering reads (or a later raise in its release sequence)
-        // visible to the read that follows.
+        // Acquire is what the argument needs: every slot filled before a
+        // raise this lowering reads (or a later one in its release
+        // sequence) is visible to the read that follows.
         self.queued[reader].swap(false, Ordering::AcqRel);
+    }
+
+    /// The publisher's side, after filling a slot: raises the flag of
+    /// every reader in `readers` and calls `queue` for each whose flag was
+    /// clear.
+    #[inline]
+    pub fn raise_all(
+        &self,
+        readers: impl IntoIterator<Item = usize>,
+        mut queue: impl FnMut(usize),
+    ) {
+        for reader in readers {
+            if self.raise(reader) {
+                queue(reader);
+            }
+        }
+    }
+
+    /// The reader's side of one wake-up: lowers `reader`'s flag, then
+    /// reads `ring` from `cursor` for at most `budget` steps (see
+    /// [`Cursor::drain_with`]), handing `each` every message and `skipped`
+    /// every run of numbers missed. If it stopped at the budget, or after a
+    /// skip, there may be more: it queues the ring again (`requeue`)
+    /// unless a publish already has. Returns how many messages it read.
+    #[allow(clippy::too_many_arguments)] // The reader's whole step, in one place for loom.
+    pub fn read<T: Clone>(
+        &self,
+        reader: usize,
+        ring: &FanoutRing<T>,
+        cursor: &mut Cursor,
+        budget: usize,
+        mut each: impl FnMut(u64, T),
+        skipped: impl FnMut(Range<u64>),
+        requeue: impl FnOnce(),
+    ) -> usize {
+        self.lower(reader);
+        let mut read = 0;
+        let missed = cursor.drain_with(
+            ring,
+            budget,
+            |number, value| {
+                read += 1;
+                each(number, value);
+            },
+            skipped,
+        );
+        // A spurious requeue costs one empty read, which queues nothing.
+        if (read == budget || missed > 0) && self.raise(reader) {
+            requeue();
+        }
+        read
     }
 }

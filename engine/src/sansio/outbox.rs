@@ -94,7 +94,8 @@ pub enum DropReason {
     OutboxFull,
     /// The connection exceeded its per-second event rate.
     RateLimited,
-    /// The shard's inbox was full: the server itself was overloaded.
+    /// The shard fell a whole lap behind the topic's feed: the server
+    /// itself was overloaded (or `ring_slots` too small for a burst).
     ShardOverflow,
     /// The connection closed with the event still queued.
     Closed,

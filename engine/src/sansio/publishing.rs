@@ -1,13 +1,13 @@
 //! Whether publishing is open, and the publishes in progress, so that
 //! shutdown can stop publishing and then know that every publish that got
-//! in has handed its message to the shards' inboxes.
+//! in has written its message into its topic's feed for the shards.
 //!
 //! Shutdown, as this module sees it:
 //! 1. [`PublishGate::close`]: from now on [`PublishGate::enter`] refuses;
 //! 2. the caller waits until [`PublishGate::in_flight`] is 0: every publish
 //!    that entered has finished routing its message;
-//! 3. only then are the shards told to stop, and each drains its inbox
-//!    before closing any connection.
+//! 3. only then are the shards told to stop, and each reads the feeds
+//!    queued for it before closing any connection.
 //!
 //! Without step 2 a publish that checked the flag just before step 1 could
 //! be acknowledged after its subscribers' connections were gone, neither

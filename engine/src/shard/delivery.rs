@@ -7,7 +7,8 @@
 //! 2. take the message's frame for each wire format used, plain or
 //!    compressed as each subscriber negotiated (encoded, and compressed,
 //!    once per message across all shards, then a refcount clone);
-//! 3. per subscriber: skip messages from before it subscribed and messages
+//! 3. per subscriber: skip messages from before it subscribed (by the
+//!    message's number in the topic's feed) and messages
 //!    its filter leaves out (counted as `filtered`; its session is woken
 //!    when the filter asks, [`crate::MessageFilter::wakes_session`]), and
 //!    offer the frame to its [`crate::Mailbox`] (rate limit, outbox); a
@@ -161,8 +162,9 @@ pub(super) fn offer(
 }
 
 impl ShardState {
-    /// Offers `msg` to every local subscriber of its topic.
-    pub(super) fn dispatch(&self, msg: &Arc<Message>) {
+    /// Offers `msg`, number `number` of its topic's feed, to every local
+    /// subscriber of its topic that joined the feed by then.
+    pub(super) fn dispatch(&self, msg: &Arc<Message>, number: u64) {
         let subscribers = self.subscribers.borrow();
         let Some(list) = subscribers.get(&msg.topic) else {
             return;
@@ -177,7 +179,7 @@ impl ShardState {
         let now = self.now();
         let mut filtered = 0;
         for sub in list {
-            if msg.seq <= sub.after.seq && msg.epoch == sub.after.epoch {
+            if number < sub.joined {
                 continue;
             }
             let conn = &sub.conn;

@@ -14,6 +14,7 @@
 //! subscriber, as a full inbox was counted before.
 
 use std::collections::hash_map::Entry;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,36 +48,34 @@ impl ShardState {
     }
 
     /// Reads the feeds queued for this shard, in the order they were
-    /// queued, until `budget` messages are read or none is queued; returns
-    /// how many were read. A feed with more than its share is queued again
-    /// behind the others.
+    /// queued, until `budget` steps are taken or none is queued; returns
+    /// the steps taken (a message read, or a feed taken from the queue). A
+    /// feed with more than its share is queued again behind the others.
     pub(super) fn read_feeds(&self, budget: usize) -> usize {
-        let mut read = 0;
-        while read < budget {
+        let mut steps = 0;
+        while steps < budget {
             let Ok(feed) = self.inbox().ready_rx.try_recv() else {
                 break;
             };
-            read += self.read_feed(&feed, budget - read);
+            steps += self.read_feed(&feed, budget - steps).max(1);
         }
-        read
+        steps
     }
 
-    /// Reads the feeds queued now, each up to one lap, and no more: for
-    /// shutdown, where a bus may still be feeding.
+    /// Reads the feeds queued now, each to its end as it was (a lap and a
+    /// skip at most), and no more: for shutdown, where a bus may still be
+    /// feeding.
     pub(super) fn read_queued_feeds(&self) {
         let queued = self.inbox().ready_rx.len();
         for feed in self.inbox().ready_rx.try_iter().take(queued) {
             let lap = usize::try_from(feed.ring().capacity()).unwrap_or(usize::MAX);
-            self.read_feed(&feed, lap);
+            self.read_feed(&feed, lap.saturating_add(1));
         }
     }
 
     /// Reads up to `budget` messages of `feed` from this shard's cursor;
     /// returns how many it read.
     fn read_feed(&self, feed: &Arc<Feed>, budget: usize) -> usize {
-        // Lowered before the read: a publish after this either queues the
-        // feed again or is seen by the read below (see `ring/wake.rs`).
-        feed.taken(self.index);
         let topic = feed.topic();
         let cursor = self
             .feeds
@@ -84,41 +83,43 @@ impl ShardState {
             .get(&topic)
             .filter(|(reading, _)| Arc::ptr_eq(reading, feed))
             .map(|&(_, cursor)| cursor);
-        // Not read here any more: nobody on this shard wants its messages.
-        let Some(mut cursor) = cursor else { return 0 };
-        let mut read = 0;
-        let skipped = cursor.drain(feed.ring(), budget, |_, msg| {
-            self.dispatch(&msg);
-            read += 1;
-        });
+        let Some(mut cursor) = cursor else {
+            // Not read here any more: nobody on this shard wants its
+            // messages. Taken from the queue all the same.
+            feed.taken(self.index);
+            return 0;
+        };
+        let read = feed.read(
+            self.index,
+            self.inbox(),
+            &mut cursor,
+            budget,
+            |number, msg| self.dispatch(&msg, number),
+            |missed| self.lapped(feed, missed),
+        );
         if let Some(entry) = self.feeds.borrow_mut().get_mut(&topic) {
             if Arc::ptr_eq(&entry.0, feed) {
                 entry.1 = cursor;
             }
         }
-        if skipped > 0 {
-            self.lapped(feed, skipped);
-        }
-        // Stopped by the budget (or after a lap): there may be more. A
-        // spurious requeue costs one empty read and queues nothing more.
-        if read == budget || skipped > 0 {
-            feed.requeue(self.index, self.inbox());
-        }
         read
     }
 
-    /// Counts `skipped` messages of `topic` this shard lost by falling a
-    /// lap behind its feed: one `shard_overflow` per local subscriber each
-    /// (logged at most once a second per shard).
+    /// Counts the messages of `feed` numbered `missed`, which this shard
+    /// lost by falling a lap behind: one `shard_overflow` per local
+    /// subscriber that had joined by each (logged at most once a second
+    /// per shard).
     #[cold]
-    fn lapped(&self, feed: &Feed, skipped: u64) {
+    fn lapped(&self, feed: &Feed, missed: Range<u64>) {
         let topic = feed.topic();
-        let subscribers = self
-            .subscribers
-            .borrow()
-            .get(&topic)
-            .map_or(0, |list| list.len() as u64);
-        let lost = skipped * subscribers;
+        let lost: u64 = self.subscribers.borrow().get(&topic).map_or(0, |list| {
+            list.iter()
+                .map(|sub| missed.end.saturating_sub(missed.start.max(sub.joined)))
+                .sum()
+        });
+        if lost == 0 {
+            return;
+        }
         let overflow = DropReason::ShardOverflow.index();
         self.tally
             .borrow_mut()
@@ -133,9 +134,9 @@ impl ShardState {
             warn!(
                 shard = self.index,
                 topic = feed.name(),
-                messages = skipped,
+                messages = missed.end - missed.start,
                 deliveries = lost,
-                "shard fell a lap behind a topic: deliveries dropped (server overloaded)"
+                "shard fell a lap behind a topic: deliveries dropped (server overloaded, or topics.ring_slots too small for a burst)"
             );
         }
     }

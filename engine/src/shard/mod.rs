@@ -75,7 +75,6 @@ use crate::sansio::message::{MessageFilter, Publication};
 use crate::sansio::pacer::{self, FlushPacer};
 use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
-use crate::sansio::replay::Position;
 use crate::sansio::throttle::Throttle;
 use crate::stats::{new_latency_histogram, Tally};
 use crate::topic::{Feed, Topic};
@@ -94,12 +93,12 @@ const SCRATCH_LEN: usize = 64 * 1024;
 /// One subscription in a topic's local list.
 struct Subscriber {
     conn: Rc<Conn>,
-    /// Messages of this epoch with this sequence number or lower predate
-    /// the subscription (a new run's messages never do).
-    after: Position,
+    /// The first number of the topic's feed it receives: what the feed held
+    /// before predates the subscription (see `feeds.rs`).
+    joined: u64,
     /// What few subscriptions have: a filter, a maximum rate. Boxed to a
     /// thin pointer: every subscriber pays for the slot, few use it, and the
-    /// list is scanned per message (32 bytes a subscriber, not 40).
+    /// list is scanned per message (24 bytes a subscriber, not 32).
     extra: Option<Box<Extra>>,
 }
 
@@ -134,9 +133,9 @@ impl Subscriber {
     }
 }
 
-// Scanned once per message per subscriber: keep it at four words.
+// Scanned once per message per subscriber: keep it at three words.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Subscriber>() == 32);
+const _: () = assert!(std::mem::size_of::<Subscriber>() == 24);
 
 /// Write-side figures of a shard.
 #[derive(Default)]

@@ -52,7 +52,7 @@ impl ShardState {
         };
         list.push(Subscriber {
             conn: Rc::clone(conn),
-            after: start.position,
+            joined: start.join.cursor.next(),
             extra: extra.boxed(),
         });
         let slot = list.len() - 1;

@@ -14,6 +14,7 @@
 //! that falls a whole lap behind knows exactly how many it missed.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::ring::{Cursor, FanoutRing, Wakes};
@@ -96,24 +97,35 @@ impl Feed {
         inboxes: &[ShardInbox],
     ) -> Option<Arc<Message>> {
         let (_, displaced) = self.ring.publish_displacing(|_| Arc::clone(msg));
-        for (shard, (&subscribers, inbox)) in shard_subscribers.iter().zip(inboxes).enumerate() {
-            if subscribers > 0 && self.wakes.raise(shard) {
-                inbox.queue(Arc::clone(self));
-            }
-        }
+        let wanted = shard_subscribers.iter().enumerate();
+        self.wakes.raise_all(
+            wanted.filter(|&(_, &n)| n > 0).map(|(shard, _)| shard),
+            |shard| inboxes[shard].queue(Arc::clone(self)),
+        );
         displaced
     }
 
-    /// Shard `shard` took the feed from its queue and reads it next.
+    /// Shard `shard` took the feed from its queue but reads it no more.
     pub(crate) fn taken(&self, shard: usize) {
         self.wakes.lower(shard);
     }
 
-    /// Shard `shard` stopped reading before the end (its turn was over):
-    /// queues the feed on it again unless a publish already has.
-    pub(crate) fn requeue(self: &Arc<Self>, shard: usize, inbox: &ShardInbox) {
-        if self.wakes.raise(shard) {
-            inbox.queue(Arc::clone(self));
-        }
+    /// Shard `shard` took the feed from its queue: reads at most `budget`
+    /// messages from `cursor`, handing each to `each` with its number in the
+    /// ring and each run of numbers missed to `skipped`, and queues the feed
+    /// on `inbox` again if there may be more (see `ring/wake.rs`). Returns
+    /// how many it read.
+    pub(crate) fn read(
+        self: &Arc<Self>,
+        shard: usize,
+        inbox: &ShardInbox,
+        cursor: &mut Cursor,
+        budget: usize,
+        each: impl FnMut(u64, Arc<Message>),
+        skipped: impl FnMut(Range<u64>),
+    ) -> usize {
+        let requeue = || inbox.queue(Arc::clone(self));
+        self.wakes
+            .read(shard, &self.ring, cursor, budget, each, skipped, requeue)
     }
 }

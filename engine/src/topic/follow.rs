@@ -149,7 +149,10 @@ impl Topic {
         if numbered.seq <= state.seq {
             return Ingested::Duplicate;
         }
-        self.take(&mut state, numbered, local);
+        let displaced = self.take(&mut state, numbered, local);
+        // The lock goes first, then the message the feed displaced.
+        drop(state);
+        drop(displaced);
         Ingested::Delivered
     }
 
@@ -230,7 +233,8 @@ impl Topic {
                     .jump(&mut state, numbered.epoch, numbered.seq - 1)
                     .unwrap_or(0);
             }
-            self.take(&mut state, numbered, local);
+            // A catch-up is rare: what the feed displaces goes here.
+            drop(self.take(&mut state, numbered, local));
         }
         if state.seq < last || self.epoch() != epoch {
             // The bus holds no history to show: the next message is `last + 1`.
@@ -295,8 +299,15 @@ impl Topic {
     }
 
     /// Stamps, records and routes the next message (`numbered.seq` is
-    /// `state.seq + 1`, in the topic's epoch).
-    fn take(&self, state: &mut TopicState, numbered: Numbered, local: &Fanout<'_>) {
+    /// `state.seq + 1`, in the topic's epoch); returns the message it
+    /// displaced from the feed, to be dropped after the lock.
+    #[must_use = "drop the displaced message outside the topic's lock"]
+    fn take(
+        &self,
+        state: &mut TopicState,
+        numbered: Numbered,
+        local: &Fanout<'_>,
+    ) -> Option<Arc<Message>> {
         debug_assert_eq!(numbered.seq, state.seq + 1);
         let transient = numbered.transient;
         let msg = self.stamp(numbered);
@@ -305,8 +316,7 @@ impl Topic {
         if !transient {
             let _ = state.history.record(&msg, &self.budget);
         }
-        // Taken in a run under the lock: what the feed displaced goes here.
-        drop(state.fan_out(&msg, local.inboxes));
+        state.fan_out(&msg, local.inboxes)
     }
 
     fn stamp(&self, numbered: Numbered) -> Arc<Message> {

@@ -150,3 +150,23 @@ pub fn take_frames(received: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
     }
     frames
 }
+
+/// The texts of the next `want` frames `stream` receives, within 5 s.
+pub async fn read_texts(stream: &mut TcpStream, want: usize) -> Vec<String> {
+    let mut received = Vec::new();
+    let mut texts = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while texts.len() < want {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .expect("frames in time")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        received.extend_from_slice(&buf[..n]);
+        for (_, payload) in take_frames(&mut received) {
+            texts.push(String::from_utf8(payload).unwrap());
+        }
+    }
+    texts
+}

@@ -411,6 +411,8 @@ mod tests {
             "jwt",
             "jwt_secret",
             "jwt_secret_file",
+            // Refused when set (replaced by `ring_slots`).
+            "shard_inbox",
         ];
         let defaults = settings("");
         for section in [

@@ -208,7 +208,7 @@ impl RawConfig {
             heartbeat_interval: telemetry.heartbeat_interval,
             heartbeat_timeout: telemetry.heartbeat_timeout,
             max_message_size: max_frame_size,
-            ring_slots: ring_slots(self.topics.ring_slots)?,
+            ring_slots: ring_slots(self.topics.ring_slots, self.topics.shard_inbox)?,
             coalesce_above_cpu,
             channels,
             deflate_min_size: compression.min_size,
@@ -278,8 +278,16 @@ impl RawConfig {
 /// Most slots a channel's fan-out ring may have (16 bytes each).
 const MAX_RING_SLOTS: usize = 1 << 16;
 
-/// `topics.ring_slots`: between 1 and [`MAX_RING_SLOTS`].
-fn ring_slots(value: Option<usize>) -> Result<usize, ConfigError> {
+/// `topics.ring_slots`: between 1 and [`MAX_RING_SLOTS`]. The key it
+/// replaced, `topics.shard_inbox` (a per-shard queue that is gone), is
+/// refused with a message that names it.
+fn ring_slots(value: Option<usize>, shard_inbox: Option<usize>) -> Result<usize, ConfigError> {
+    if shard_inbox.is_some() {
+        return Err(invalid(
+            "topics.shard_inbox",
+            "no longer exists: shards now read each channel's feed; size it with topics.ring_slots (messages per channel, default 256) and remove shard_inbox",
+        ));
+    }
     let field = "topics.ring_slots";
     match positive(field, value, 256)? {
         n if n > MAX_RING_SLOTS => Err(invalid(field, "must be at most 65536")),
@@ -397,6 +405,7 @@ mod tests {
             ("[topics]\ncreation_rate = -1.0", "topics.creation_rate"),
             ("[topics]\nring_slots = 0", "topics.ring_slots"),
             ("[topics]\nring_slots = 65537", "topics.ring_slots"),
+            ("[topics]\nshard_inbox = 65536", "topics.ring_slots"),
             (
                 "[topics]\nidle_expiry_seconds = 0",
                 "topics.idle_expiry_seconds",

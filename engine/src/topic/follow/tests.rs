@@ -135,7 +135,7 @@ fn numbered_messages_are_taken_once_in_order_and_a_gap_is_reported() {
     let topic = bus.registry.resolve("t", None).unwrap();
     let _ = topic.want(WAITER);
     topic.catch_up(Epoch::from_u64(1), 0, Vec::new(), &fanout);
-    topic.subscribe(0, Replay::None).unwrap();
+    bus.inbox[0].join(&topic.subscribe(0, Replay::None).unwrap().join);
     assert_eq!(topic.ingest(numbered(1, 1), &fanout), Ingested::Delivered);
     assert_eq!(topic.ingest(numbered(1, 1), &fanout), Ingested::Duplicate);
     assert_eq!(topic.ingest(numbered(1, 2), &fanout), Ingested::Delivered);

@@ -3,8 +3,8 @@
 //!
 //! A BondX client applies deltas to the state a snapshot gave it; a delta
 //! after a hole (the bus lost messages and its history no longer holds
-//! them, Redis came back empty under a new epoch, or this shard's inbox
-//! overflowed) would leave that state silently wrong. So every live
+//! them, Redis came back empty under a new epoch, or this shard fell a lap
+//! behind the topic's feed) would leave that state silently wrong. So every live
 //! subscription carries a [`GapWatch`] as its filter, and:
 //! 1. the watch admits a message only when it is the next of the position
 //!    the client has (same epoch, `seq + 1`);
