@@ -104,8 +104,8 @@ pub(crate) struct SubscribeStart {
     /// Whether the caller must ask the broker to follow the topic (it was
     /// cold: see `follow.rs`).
     pub follow: bool,
-    /// Where the subscriber's shard reads the topic's feed from, if it
-    /// does not read it yet.
+    /// The first number of the topic's feed the subscriber is offered, and
+    /// where its shard reads the feed from if it does not read it yet.
     pub join: Join,
 }
 

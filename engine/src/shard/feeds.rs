@@ -4,14 +4,15 @@
 //! Owned by one shard thread (an `impl` block of [`ShardState`](super::ShardState)).
 //!
 //! The shard joins a topic's feed with its first local subscriber, at the
-//! cursor the topic hands out under its lock (the number after the last
-//! message the subscriber's replay holds), and leaves it with its last. A
-//! feed arrives in the inbox's queue when it has news; the shard lowers its
-//! flag, reads every message from its cursor, and offers each to the
-//! topic's local subscribers ([`ShardState::dispatch`]). A shard that falls
-//! a whole lap behind a feed skips to the oldest message still there and
-//! counts every delivery it missed as `shard_overflow`, one per local
-//! subscriber, as a full inbox was counted before.
+//! number the topic hands out under its lock (the one after the last
+//! message the subscriber's replay holds), and leaves it with its last;
+//! each subscriber keeps its own join number and is offered messages from
+//! there on. A feed arrives in the inbox's queue when it has news; the
+//! shard lowers its flag, reads every message from its cursor, and offers
+//! each to the topic's local subscribers ([`ShardState::dispatch`]). A
+//! shard that falls a whole lap behind a feed skips to the oldest message
+//! still there and counts every delivery it missed as `shard_overflow`:
+//! one per missed message per local subscriber that had joined by it.
 
 use std::collections::hash_map::Entry;
 use std::ops::Range;
@@ -28,12 +29,14 @@ use crate::topic::{Feed, Join};
 impl ShardState {
     /// A subscription on this shard has started: reads the topic's feed
     /// from `join` unless the shard reads that feed already (its cursor is
-    /// then at or before the join point, and the subscriber's position
-    /// keeps what it should not get from it).
+    /// then at or before the join point, and the subscriber's join number
+    /// keeps what came before from it).
     pub(super) fn join_feed(&self, join: &Join) {
         match self.feeds.borrow_mut().entry(join.feed.topic()) {
             Entry::Occupied(reading) if Arc::ptr_eq(&reading.get().0, &join.feed) => {}
             Entry::Occupied(mut stale) => {
+                // A topic keeps its feed while any shard has a subscriber,
+                // so this shard left the old one; replaced all the same.
                 stale.insert((Arc::clone(&join.feed), join.cursor));
             }
             Entry::Vacant(entry) => {

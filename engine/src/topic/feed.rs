@@ -39,8 +39,9 @@ impl fmt::Debug for Feed {
     }
 }
 
-/// Where a shard starts reading a feed: the feed and the first number of
-/// the ring the shard has not been offered.
+/// Where a subscriber joins a feed: the feed and the first number it is
+/// offered, which is where its shard starts reading if it does not read
+/// the feed yet.
 #[derive(Debug)]
 pub(crate) struct Join {
     pub(crate) feed: Arc<Feed>,
