@@ -48,11 +48,16 @@ pub struct EngineConfig {
     pub heartbeat_timeout: Duration,
     /// Largest client message (after reassembly), in bytes.
     pub max_message_size: usize,
-    /// Messages each topic's feed holds for its shards (at least the
-    /// history's capacity, at most 2^20, rounded up to a power of two): a
-    /// shard that falls this many of one topic's messages behind loses the
-    /// oldest, counted as `shard_overflow`.
+    /// Messages each topic's feed holds for its shards to begin with (at
+    /// most 2^20, rounded up to a power of two). The feed grows while a
+    /// shard with a subscriber lags further behind, and shrinks back once
+    /// the shards have caught up.
     pub ring_slots: usize,
+    /// Most messages a topic's feed grows to (at least the history's
+    /// capacity, at most 2^20, rounded up to a power of two): a shard that
+    /// falls this many of one topic's messages behind loses the oldest,
+    /// counted as `shard_overflow`.
+    pub ring_max_slots: usize,
     /// Share of a core above which a shard coalesces writes (1.0: never).
     pub coalesce_above_cpu: f64,
     /// Which topic names exist.
@@ -64,6 +69,9 @@ pub struct EngineConfig {
 
 /// Messages a topic's feed holds unless configured otherwise.
 pub(crate) const DEFAULT_RING_SLOTS: usize = 256;
+/// Messages a topic's feed grows to unless configured otherwise: the depth
+/// of a shard's queue before feeds had rings.
+pub(crate) const DEFAULT_RING_MAX_SLOTS: usize = 65_536;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -99,6 +107,7 @@ impl Default for EngineConfig {
             heartbeat_timeout: Duration::from_secs(45),
             max_message_size: 64 * 1024,
             ring_slots: DEFAULT_RING_SLOTS,
+            ring_max_slots: DEFAULT_RING_MAX_SLOTS,
             coalesce_above_cpu: crate::sansio::pacer::HIGH,
             channels: ChannelRules::default(),
             deflate_min_size: 256,

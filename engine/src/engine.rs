@@ -228,7 +228,7 @@ impl Engine {
             max_history_bytes: config.max_history_bytes,
             idle_expiry: config.topic_idle_expiry,
             followed: broker.is_external(),
-            ring_slots: config.ring_slots,
+            ring_slots: (config.ring_slots, config.ring_max_slots),
         });
         let gate = Gate::new(config.gate);
         let cores = if config.pin_threads {

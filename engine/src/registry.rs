@@ -59,10 +59,11 @@ pub struct RegistryConfig {
     /// (see `topic/follow.rs`).
     pub followed: bool,
     /// Messages each topic's feed holds for its shards (its fan-out ring,
-    /// made when the topic first has a subscriber): at least the history's
-    /// capacity, so that a catch-up from a bus (up to a history's worth in
-    /// one go) fits, and at most 2^20.
-    pub ring_slots: usize,
+    /// made when the topic first has a subscriber) to begin with, and the
+    /// most it grows to: at least the history's capacity, so that a
+    /// catch-up from a bus (up to a history's worth in one go) fits. Both
+    /// at most 2^20.
+    pub ring_slots: (usize, usize),
 }
 
 /// The most slots a topic's feed may have (16 bytes each).
@@ -204,8 +205,8 @@ impl TopicRegistry {
             )
             .with_class(self.config.rules.class_of(&name))
             .with_ring_slots(
-                self.config
-                    .ring_slots
+                self.config.ring_slots.0.clamp(1, MAX_RING_SLOTS),
+                (self.config.ring_slots.1)
                     .max(self.config.history.capacity)
                     .clamp(1, MAX_RING_SLOTS),
             ),

@@ -44,7 +44,6 @@
 #![allow(unsafe_code)] // The engine's only unsafe code: see each block.
 
 use std::fmt;
-use std::ops::Range;
 
 #[cfg(shardcast_loom)]
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +86,10 @@ pub struct FanoutRing<T> {
     claimed: AtomicU64,
     slots: Box<[Slot<T>]>,
     mask: u64,
+    /// The first number it holds: 1, or for a ring grown from another
+    /// ([`FanoutRing::regrown`]), the first number copied. Below it, every
+    /// number reads as [`Read::Lapped`].
+    oldest: u64,
 }
 
 /// One slot of the ring.
@@ -157,6 +160,56 @@ impl<T: Clone> FanoutRing<T> {
             claimed: AtomicU64::new(0),
             slots,
             mask: capacity as u64 - 1,
+            oldest: 1,
+        }
+    }
+
+    /// A new ring of `capacity` slots (rounded up to a power of two, at
+    /// least 1) holding this ring's messages numbered from `from` to the
+    /// last claimed, under the same numbers: as many of them as are still
+    /// here and fit. The next publish into it takes the number after this
+    /// ring's last.
+    ///
+    /// For a caller that serializes publishes, between two of them: a
+    /// number still being filled would be copied as [`Read::Void`].
+    pub fn regrown(&self, from: u64, capacity: usize) -> Self {
+        let capacity = capacity.max(1).next_power_of_two() as u64;
+        let mask = capacity - 1;
+        let last = self.claimed();
+        // One number per slot: the last `capacity` numbers up to `last`.
+        let held = last.saturating_sub(capacity) + 1;
+        let first = from
+            .max(held)
+            .max(self.oldest)
+            .max(last.saturating_sub(self.capacity()) + 1);
+        let mut slots: Vec<Slot<T>> = (0..capacity)
+            .map(|_| Slot {
+                word: AtomicU64::new(0),
+                value: cell::UnsafeCell::new(None),
+            })
+            .collect();
+        for number in held..=last {
+            let value = if number >= first {
+                match self.read(number) {
+                    Read::Ready(value) => Some(value),
+                    Read::Void | Read::Pending | Read::Lapped { .. } => None,
+                }
+            } else {
+                // Not copied: `oldest` keeps readers out of it. Its number
+                // is still written, as the previous lap the next publish
+                // into this slot waits for.
+                None
+            };
+            // Nobody else sees the new ring yet: plain stores would do.
+            let slot = &mut slots[(number & mask) as usize];
+            slot.word = AtomicU64::new(number << READER_BITS);
+            slot.value = cell::UnsafeCell::new(value);
+        }
+        Self {
+            claimed: AtomicU64::new(last),
+            slots: slots.into_boxed_slice(),
+            mask,
+            oldest: first.min(last + 1),
         }
     }
 
@@ -245,6 +298,15 @@ impl<T: Clone> FanoutRing<T> {
             // Never a message; and WRITING must never match a wanted number.
             return Read::Pending;
         }
+        if seq < self.oldest {
+            // Before a regrown ring's first number: not kept.
+            let claimed = self.claimed();
+            return Read::Lapped {
+                oldest: self
+                    .oldest
+                    .max((claimed + 1).saturating_sub(self.capacity())),
+            };
+        }
         let slot = self.slot(seq);
         // A look first: enter only a slot that holds `seq`, so readers
         // waiting for a number do not hold back the publisher filling it.
@@ -281,7 +343,7 @@ impl<T: Clone> FanoutRing<T> {
         };
         if lapped {
             Read::Lapped {
-                oldest: claimed - self.capacity() + 1,
+                oldest: (claimed - self.capacity() + 1).max(self.oldest),
             }
         } else {
             Read::Pending
@@ -304,73 +366,6 @@ struct Unfilled<'a, T: Clone> {
 impl<T: Clone> Drop for Unfilled<'_, T> {
     fn drop(&mut self) {
         drop(self.ring.fill(self.seq, None));
-    }
-}
-
-/// A reader's place in one ring: the next number it reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cursor {
-    next: u64,
-}
-
-impl Cursor {
-    /// A cursor that reads `next` first (numbers start at 1 and end at
-    /// [`MAX_SEQ`]).
-    pub fn at(next: u64) -> Self {
-        Self {
-            next: next.clamp(1, MAX_SEQ + 1),
-        }
-    }
-
-    /// The next number it reads.
-    pub fn next(&self) -> u64 {
-        self.next
-    }
-
-    /// Hands `each` the messages ready from the cursor on, in order, and
-    /// stops at the first one not yet published or after `max` steps (a
-    /// step: a message read, or a run of numbers skipped);
-    /// returns how many numbers were skipped: overwritten by the time the
-    /// cursor got there, or claimed by a publish that failed.
-    pub fn drain<T: Clone>(
-        &mut self,
-        ring: &FanoutRing<T>,
-        max: usize,
-        each: impl FnMut(u64, T),
-    ) -> u64 {
-        self.drain_with(ring, max, each, |_| {})
-    }
-
-    /// As [`Cursor::drain`], also handing `skipped` each run of numbers
-    /// skipped, as it is skipped.
-    pub fn drain_with<T: Clone>(
-        &mut self,
-        ring: &FanoutRing<T>,
-        max: usize,
-        mut each: impl FnMut(u64, T),
-        mut skipped: impl FnMut(Range<u64>),
-    ) -> u64 {
-        let mut total = 0;
-        for _ in 0..max {
-            let run = match ring.read(self.next) {
-                Read::Ready(value) => {
-                    each(self.next, value);
-                    self.next += 1;
-                    continue;
-                }
-                Read::Pending => break,
-                Read::Void => self.next..self.next + 1,
-                Read::Lapped { oldest } => {
-                    // `oldest` is past `next`: a later lap holds its slot.
-                    debug_assert!(oldest > self.next);
-                    self.next..oldest
-                }
-            };
-            total += run.end - run.start;
-            self.next = run.end;
-            skipped(run);
-        }
-        total
     }
 }
 
@@ -417,7 +412,11 @@ mod cell {
     }
 }
 
+mod cursor;
+mod elastic;
 mod wake;
+pub use cursor::Cursor;
+pub use elastic::{Displaced, Elastic, Reading};
 pub use wake::Wakes;
 
 #[cfg(all(test, shardcast_loom))]

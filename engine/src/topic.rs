@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::ring::Displaced;
 use crate::sansio::budget::MemoryBudget;
 use crate::sansio::history::{History, Retention};
 use crate::sansio::ids::{Epoch, TopicId};
@@ -62,8 +63,8 @@ pub struct Topic {
     epoch: AtomicU64,
     /// How its messages are delivered, from the channel rules.
     class: DeliveryClass,
-    /// Messages its feed's ring holds (see `feed.rs`).
-    ring_slots: usize,
+    /// Messages its feed's ring holds, and most it grows to (`feed.rs`).
+    ring_slots: (usize, usize),
     budget: Arc<MemoryBudget>,
     /// Set once, under the state lock, when the topic is retired; read
     /// without it by shards pruning their caches.
@@ -120,21 +121,25 @@ pub(crate) struct Stamped<'a> {
 
 impl Stamped<'_> {
     /// Writes the message into the topic's feed, waking every shard with a
-    /// subscriber that is not already due to read it; returns the message
-    /// it displaced from the feed, to be dropped once the lock is let go.
-    #[must_use = "drop the displaced message outside the topic's lock"]
-    pub(crate) fn fan_out(&self, inboxes: &[ShardInbox]) -> Option<Arc<Message>> {
+    /// subscriber that is not already due to read it; returns what it
+    /// displaced from the feed, to be dropped once the lock is let go.
+    #[must_use = "drop what the feed displaced outside the topic's lock"]
+    pub(crate) fn fan_out(&self, inboxes: &[ShardInbox]) -> Option<Displaced<Arc<Message>>> {
         self.state.fan_out(&self.msg, inboxes)
     }
 }
 
 impl TopicState {
-    /// Writes `msg` into the feed, if anybody reads it; returns the message
-    /// it displaced.
-    fn fan_out(&self, msg: &Arc<Message>, inboxes: &[ShardInbox]) -> Option<Arc<Message>> {
-        self.feed
-            .as_ref()
-            .and_then(|feed| feed.publish(msg, &self.shard_subscribers, inboxes))
+    /// Writes `msg` into the feed, if anybody reads it; returns what it
+    /// displaced.
+    #[must_use = "drop what the feed displaced outside the topic's lock"]
+    fn fan_out(
+        &self,
+        msg: &Arc<Message>,
+        inboxes: &[ShardInbox],
+    ) -> Option<Displaced<Arc<Message>>> {
+        let feed = self.feed.as_ref()?;
+        Some(feed.publish(msg, &self.shard_subscribers, inboxes))
     }
 }
 
@@ -155,7 +160,10 @@ impl Topic {
             name,
             epoch: AtomicU64::new(Epoch::fresh().as_u64()),
             class: DeliveryClass::default(),
-            ring_slots: crate::config::DEFAULT_RING_SLOTS,
+            ring_slots: (
+                crate::config::DEFAULT_RING_SLOTS,
+                crate::config::DEFAULT_RING_MAX_SLOTS,
+            ),
             budget,
             retired: AtomicBool::new(false),
             state: Mutex::new(TopicState {
@@ -181,9 +189,10 @@ impl Topic {
         self
     }
 
-    /// The same topic, its feed's ring holding `slots` messages.
-    pub(crate) fn with_ring_slots(mut self, slots: usize) -> Self {
-        self.ring_slots = slots;
+    /// The same topic, its feed's ring holding `slots` messages and
+    /// growing to `max_slots`.
+    pub(crate) fn with_ring_slots(mut self, slots: usize, max_slots: usize) -> Self {
+        self.ring_slots = (slots, max_slots.max(slots));
         self
     }
 
@@ -289,6 +298,7 @@ impl Topic {
         if state.retired {
             return Err(Retired);
         }
+        let first = state.shard_subscribers[shard] == 0;
         state.shard_subscribers[shard] += 1;
         state.subscribers += 1;
         // A subscriber that did not wait (`ConnCtx::prepare`) still makes
@@ -299,12 +309,13 @@ impl Topic {
         }
         let epoch = self.epoch();
         let shards = state.shard_subscribers.len();
+        let (slots, max_slots) = self.ring_slots;
         let join = state
             .feed
             .get_or_insert_with(|| {
-                Feed::new(self.id, Arc::clone(&self.name), shards, self.ring_slots)
+                Feed::new(self.id, Arc::clone(&self.name), shards, slots, max_slots)
             })
-            .join();
+            .join(shard, first);
         Ok(SubscribeStart {
             position: Position {
                 epoch,

@@ -1,4 +1,6 @@
-//! A shard that falls a whole lap behind a topic's feed (its fan-out ring)
+//! A topic's feed (its fan-out ring) grows while a shard lags behind it, so
+//! a burst longer than the ring reaches every subscriber whole. A shard
+//! that falls a whole lap behind a feed at its most slots
 //! loses the oldest messages, never the order: its subscribers get the
 //! last lap of messages in sequence, and every delivery missed is counted
 //! as `shard_overflow`, so delivered + dropped = published × subscribers,
@@ -82,10 +84,10 @@ impl Session for Subscriber {
 /// The test's end of a hold: told when the shard is held; lets it go.
 type HoldEnd = (mpsc::Receiver<()>, mpsc::Sender<()>);
 
-/// An engine with feeds of `slots` slots whose sessions are
-/// [`Subscriber`]s, and the test's end of their hold: wait for
-/// `held`, let go with `release`.
-fn start(slots: usize) -> (Engine, std::net::SocketAddr, HoldEnd) {
+/// An engine with feeds of `slots` slots, growing to `max_slots`, whose
+/// sessions are [`Subscriber`]s, and the test's end of their hold: wait
+/// for `held`, let go with `release`.
+fn start(slots: usize, max_slots: usize) -> (Engine, std::net::SocketAddr, HoldEnd) {
     let (holding, held) = mpsc::sync_channel(1);
     let (release, released) = mpsc::channel();
     let hold = Hold {
@@ -106,9 +108,10 @@ fn start(slots: usize) -> (Engine, std::net::SocketAddr, HoldEnd) {
             Box::new(Subscriber { hold, joins }) as Box<dyn Session>
         }),
         |config| {
-            // A feed holds at least a history's worth: keep the history small.
+            // A feed grows to at least a history's worth: keep it small.
             config.history.capacity = slots.min(8);
             config.ring_slots = slots;
+            config.ring_max_slots = max_slots;
             config.rate_limit = RateLimit::per_second(0);
         },
     );
@@ -153,7 +156,7 @@ fn texts(seqs: std::ops::RangeInclusive<u64>) -> Vec<String> {
 async fn a_shard_a_lap_behind_delivers_the_last_lap_in_order_and_counts_the_rest() {
     const SLOTS: u64 = 8;
     const PUBLISHED: u64 = 100;
-    let (engine, addr, hold) = start(SLOTS as usize);
+    let (engine, addr, hold) = start(SLOTS as usize, SLOTS as usize);
     let mut one = connect(addr, "/").await;
     let mut two = connect(addr, "/").await;
     // Twelve laps' worth while the shard is held.
@@ -180,7 +183,7 @@ async fn a_shard_a_lap_behind_delivers_the_last_lap_in_order_and_counts_the_rest
 async fn a_subscriber_that_joins_a_shard_a_lap_behind_is_charged_nothing_from_before() {
     const SLOTS: u64 = 8;
     const PUBLISHED: u64 = 100;
-    let (engine, addr, hold) = start(SLOTS as usize);
+    let (engine, addr, hold) = start(SLOTS as usize, SLOTS as usize);
     let mut early = connect(addr, "/").await;
     let mut late = connect(addr, "/late").await;
     // The late one holds the shard while twelve laps are published, then
@@ -210,10 +213,47 @@ async fn a_subscriber_that_joins_a_shard_a_lap_behind_is_charged_nothing_from_be
 }
 
 #[tokio::test]
+async fn a_burst_of_many_laps_reaches_every_subscriber_whole() {
+    // Twelve laps of the feed's first 8 slots while the shard is held:
+    // the feed grows instead of lapping.
+    const PUBLISHED: u64 = 100;
+    let (engine, addr, hold) = start(8, 128);
+    let mut one = connect(addr, "/").await;
+    let mut two = connect(addr, "/").await;
+    publish_while_held(&engine, &mut one, hold, PUBLISHED).await;
+    let every = texts(1..=PUBLISHED);
+    assert_eq!(
+        common::read_texts(&mut one, PUBLISHED as usize).await,
+        every
+    );
+    assert_eq!(
+        common::read_texts(&mut two, PUBLISHED as usize).await,
+        every
+    );
+    // Caught up, the feed goes on from where it was, whatever its size.
+    let topic = engine.topic("t").unwrap();
+    for _ in 0..20 {
+        engine
+            .publish(&topic, None, Bytes::from_static(b"1"))
+            .unwrap();
+    }
+    let next = texts(PUBLISHED + 1..=PUBLISHED + 20);
+    assert_eq!(common::read_texts(&mut one, 20).await, next);
+    assert_eq!(common::read_texts(&mut two, 20).await, next);
+    let stats = engine.stats().await;
+    assert_eq!(
+        (stats.counts.sent, stats.counts.dropped_total()),
+        (2 * (PUBLISHED + 20), 0)
+    );
+    common::stop(engine).await;
+}
+
+#[tokio::test]
 async fn a_shard_with_more_than_a_turn_to_read_comes_back_for_the_rest() {
-    // More than one turn's 1024 messages, all within one lap.
+    // More than one turn's 1024 messages, into a feed that grows from 8
+    // slots to hold them all.
     const PUBLISHED: u64 = 3000;
-    let (engine, addr, hold) = start(4096);
+    let (engine, addr, hold) = start(8, 4096);
     let mut reader = connect(addr, "/").await;
     let mut holder = connect(addr, "/holder").await;
     publish_while_held(&engine, &mut holder, hold, PUBLISHED).await;

@@ -180,6 +180,32 @@ async fn websocket_publish_is_silent_on_success_and_reports_errors() {
     assert_eq!(close_code(&mut denied).await.0, 4403);
 }
 
+#[tokio::test]
+async fn a_full_batch_on_one_channel_reaches_every_subscriber_whole() {
+    // A thousand messages on one channel in one request are published in
+    // one go, far more than a channel's feed holds to begin with; the
+    // shard that serves the request cannot read them until it is done.
+    // The feed grows instead of dropping them (they once arrived from
+    // number 745 on, the first 744 counted as shard_overflow).
+    const BATCH: u64 = 1000;
+    let server = TestServer::start("[telemetry]\nrate_limit_per_second = 0");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(server.subscriber(&["t1"]).await);
+    }
+    for round in 0..3 {
+        server.publish_batch("t1", BATCH).await;
+        for ws in &mut clients {
+            for seq in round * BATCH + 1..=(round + 1) * BATCH {
+                let event = next_of_type(ws, "event").await;
+                assert_eq!(event["seq"].as_u64(), Some(seq), "{event}");
+            }
+        }
+    }
+    let stats = eventually_stats(&server, |s| s["messagesSent"] == 4 * 3 * BATCH).await;
+    assert_eq!(stats["messagesDropped"], 0, "{stats}");
+}
+
 async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text.to_owned())).await.unwrap();
 }

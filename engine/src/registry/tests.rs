@@ -22,7 +22,7 @@ fn registry(list: &[&str], max_topics: usize, shards: usize) -> TopicRegistry {
         max_history_bytes: 1 << 20,
         idle_expiry: Duration::from_secs(60),
         followed: false,
-        ring_slots: 1024,
+        ring_slots: (1024, 1024),
     })
 }
 
@@ -171,7 +171,7 @@ fn rebalancing_gives_late_topics_room_once_the_budget_is_spent() {
         max_history_bytes: 0,
         idle_expiry: Duration::from_secs(60),
         followed: false,
-        ring_slots: 1024,
+        ring_slots: (1024, 1024),
     };
     let one = Message::new(
         TopicId::new(0, 0),

@@ -116,59 +116,102 @@ fn loom_ring_a_joiner_meets_live_messages_exactly() {
     });
 }
 
+/// A publisher publishing `count` messages into `ring` for reader 0,
+/// queuing it on `queue` (how many times it is in the reader's queue)
+/// when the flag was clear.
+fn publishing_into(
+    ring: &Arc<Elastic<Arc<u64>>>,
+    queue: &Arc<loom::sync::Mutex<u32>>,
+    count: usize,
+) -> thread::JoinHandle<()> {
+    let (ring, queue) = (Arc::clone(ring), Arc::clone(queue));
+    thread::spawn(move || {
+        for _ in 0..count {
+            let (_, displaced) = ring.publish([0].into_iter(), Arc::new, |_| push(&queue));
+            drop(displaced);
+        }
+    })
+}
+
+fn push(queue: &loom::sync::Mutex<u32>) {
+    let mut queued = queue.lock().unwrap();
+    *queued += 1;
+    assert_eq!(*queued, 1, "a ring is queued once per reader");
+}
+
+/// Reader 0 takes `ring` from its queue, if it is there, and reads one
+/// message (so it must queue the ring again itself while there are more);
+/// `false` when it was not queued.
+fn take_and_read_one(
+    ring: &Elastic<Arc<u64>>,
+    queue: &loom::sync::Mutex<u32>,
+    reading: &mut Reading<Arc<u64>>,
+    seen: &mut Vec<u64>,
+) -> bool {
+    let mut queued = queue.lock().unwrap();
+    if *queued == 0 {
+        return false;
+    }
+    *queued -= 1;
+    drop(queued);
+    let each = |seq, v: Arc<u64>| {
+        assert_eq!(seq, *v);
+        seen.push(seq);
+    };
+    let missed = |_| panic!("a message lost");
+    ring.read(0, reading, 1, each, missed, || push(queue));
+    true
+}
+
 /// The wake-up protocol of `wake.rs`, through the two functions the topics
 /// and shards run: a publisher raising the flag after each message
-/// (`Wakes::raise_all`), queuing the ring only when the flag was clear; a
+/// (`Elastic::publish`), queuing the ring only when the flag was clear; a
 /// reader taking it from its queue and reading one message a wake-up
-/// (`Wakes::read` with a budget of 1), so it must queue the ring again
+/// (`Elastic::read` with a budget of 1), so it must queue the ring again
 /// itself. Whenever the queue ends up empty, the reader has read every
 /// message: no wake-up is lost.
 #[test]
 fn loom_ring_a_queued_reader_misses_no_wake_up() {
     loom::model(|| {
-        let ring = ring(4);
-        let wakes = Arc::new(Wakes::new(1));
-        // The reader's queue: how many times the ring is in it.
+        let ring = Arc::new(Elastic::new(1, 4, 4));
         let queue = Arc::new(loom::sync::Mutex::new(0_u32));
-        let push = |queue: &loom::sync::Mutex<u32>| {
-            let mut queued = queue.lock().unwrap();
-            *queued += 1;
-            assert_eq!(*queued, 1, "a ring is queued once per reader");
-        };
-        let publisher = {
-            let (ring, wakes, queue) = (Arc::clone(&ring), Arc::clone(&wakes), Arc::clone(&queue));
-            thread::spawn(move || {
-                for _ in 0..2 {
-                    ring.publish(Arc::new);
-                    wakes.raise_all([0], |_| push(&queue));
-                }
-            })
-        };
-        let take = |cursor: &mut Cursor, seen: &mut Vec<u64>| -> bool {
-            let mut queued = queue.lock().unwrap();
-            if *queued == 0 {
-                return false;
-            }
-            *queued -= 1;
-            drop(queued);
-            let each = |seq, v: Arc<u64>| {
-                assert_eq!(seq, *v);
-                seen.push(seq);
-            };
-            let missed = |_| panic!("nothing laps in four slots");
-            wakes.read(0, &ring, cursor, 1, each, missed, || push(&queue));
-            true
-        };
-        let mut cursor = Cursor::at(1);
+        let mut reading = ring.join(0, true);
+        let publisher = publishing_into(&ring, &queue, 2);
         let mut seen = Vec::new();
         for _ in 0..2 {
-            if !take(&mut cursor, &mut seen) {
+            if !take_and_read_one(&ring, &queue, &mut reading, &mut seen) {
                 thread::yield_now();
             }
         }
         publisher.join().unwrap();
         // Whatever is still queued would be read next: read it.
-        while take(&mut cursor, &mut seen) {}
+        while take_and_read_one(&ring, &queue, &mut reading, &mut seen) {}
         assert_eq!(seen, [1, 2], "every message read once, in order");
+    });
+}
+
+/// A ring of one slot that may grow to four, a publisher of three
+/// messages, and a reader reading one message a wake-up: the ring grows
+/// under the reader instead of lapping it, the reader moves to each new
+/// ring, and reads every message once, in order, whatever the interleaving.
+/// Once the reader has caught up, the next publish gives the room back.
+#[test]
+fn loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing() {
+    loom::model(|| {
+        let ring = Arc::new(Elastic::new(1, 1, 4));
+        let queue = Arc::new(loom::sync::Mutex::new(0_u32));
+        let mut reading = ring.join(0, true);
+        let publisher = publishing_into(&ring, &queue, 3);
+        let mut seen = Vec::new();
+        if !take_and_read_one(&ring, &queue, &mut reading, &mut seen) {
+            thread::yield_now();
+        }
+        publisher.join().unwrap();
+        while take_and_read_one(&ring, &queue, &mut reading, &mut seen) {}
+        assert_eq!(seen, [1, 2, 3], "every message read once, in order");
+        drop(ring.publish([0].into_iter(), Arc::new, |_| push(&queue)));
+        assert_eq!(ring.capacity(), 1, "caught up, it shrinks");
+        while take_and_read_one(&ring, &queue, &mut reading, &mut seen) {}
+        assert_eq!(seen, [1, 2, 3, 4]);
     });
 }

@@ -283,37 +283,3 @@ fn a_ring_is_queued_once_per_reader_until_that_reader_takes_it() {
     );
     assert!(!wakes.raise(1));
 }
-
-#[test]
-fn readers_woken_from_two_threads_read_every_message_once() {
-    // A publisher and a reader on two threads, the reader's queue a
-    // channel: every message is read exactly once, whatever the timing.
-    let ring = Arc::new(FanoutRing::new(1024));
-    let wakes = Arc::new(Wakes::new(1));
-    let (queue, queued) = std::sync::mpsc::channel::<()>();
-    const MESSAGES: u64 = if cfg!(miri) { 50 } else { 500 };
-    let publisher = {
-        let (ring, wakes) = (Arc::clone(&ring), Arc::clone(&wakes));
-        std::thread::spawn(move || {
-            for _ in 0..MESSAGES {
-                ring.publish(Arc::new);
-                if wakes.raise(0) {
-                    queue.send(()).unwrap();
-                }
-            }
-        })
-    };
-    let mut cursor = Cursor::at(1);
-    let mut seen = Vec::new();
-    // The channel closes when the publisher is done and every wake-up it
-    // sent has been received.
-    while queued.recv().is_ok() {
-        wakes.lower(0);
-        cursor.drain(&*ring, usize::MAX, |seq, v| {
-            assert_eq!(seq, *v);
-            seen.push(seq);
-        });
-    }
-    publisher.join().unwrap();
-    assert_eq!(seen, (1..=MESSAGES).collect::<Vec<_>>());
-}

@@ -10,7 +10,7 @@
 //! - a reader takes the ring from its queue, lowers its flag, and only then
 //!   reads the ring at its cursor until it finds a number not yet filled,
 //!   or its budget runs out; then it queues the ring again itself, unless a
-//!   publish already has ([`Wakes::read`]).
+//!   publish already has ([`Elastic::read`](super::Elastic::read)).
 //!
 //! So a publish either finds the flag clear and queues the ring again, or
 //! finds it raised by an earlier publish (or a reader's requeue) whose
@@ -21,18 +21,15 @@
 //! make the filled slot visible to the read that follows the lowering.
 //! No message is left in a ring with nobody queued to read it. The loom
 //! model `loom_ring_a_queued_reader_misses_no_wake_up` (`ring/models.rs`)
-//! runs these two functions, the ones the shards and topics run, with a
+//! runs the ring's two functions, the ones the shards and topics run
+//! (`Elastic::publish` and `Elastic::read`), with a
 //! reader's budget of one message so that it queues itself again, under
 //! every interleaving with up to three preemptions.
-
-use std::ops::Range;
 
 #[cfg(shardcast_loom)]
 use loom::sync::atomic::{AtomicBool, Ordering};
 #[cfg(not(shardcast_loom))]
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use super::{Cursor, FanoutRing};
 
 /// One flag per reader: raised while the ring is queued for it.
 #[derive(Debug)]
@@ -82,40 +79,5 @@ impl Wakes {
                 queue(reader);
             }
         }
-    }
-
-    /// The reader's side of one wake-up: lowers `reader`'s flag, then
-    /// reads `ring` from `cursor` for at most `budget` steps (see
-    /// [`Cursor::drain_with`]), handing `each` every message and `skipped`
-    /// every run of numbers missed. If it stopped at the budget, or after a
-    /// skip, there may be more: it queues the ring again (`requeue`)
-    /// unless a publish already has. Returns how many messages it read.
-    #[allow(clippy::too_many_arguments)] // The reader's whole step, in one place for loom.
-    pub fn read<T: Clone>(
-        &self,
-        reader: usize,
-        ring: &FanoutRing<T>,
-        cursor: &mut Cursor,
-        budget: usize,
-        mut each: impl FnMut(u64, T),
-        skipped: impl FnMut(Range<u64>),
-        requeue: impl FnOnce(),
-    ) -> usize {
-        self.lower(reader);
-        let mut read = 0;
-        let missed = cursor.drain_with(
-            ring,
-            budget,
-            |number, value| {
-                read += 1;
-                each(number, value);
-            },
-            skipped,
-        );
-        // A spurious requeue costs one empty read, which queues nothing.
-        if (read == budget || missed > 0) && self.raise(reader) {
-            requeue();
-        }
-        read
     }
 }

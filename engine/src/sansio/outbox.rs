@@ -95,7 +95,7 @@ pub enum DropReason {
     /// The connection exceeded its per-second event rate.
     RateLimited,
     /// The shard fell a whole lap behind the topic's feed: the server
-    /// itself was overloaded (or `ring_slots` too small for a burst).
+    /// itself was overloaded (or `ring_max_slots` too small for a burst).
     ShardOverflow,
     /// The connection closed with the event still queued.
     Closed,

@@ -14,17 +14,38 @@
 //! still there and counts every delivery it missed as `shard_overflow`:
 //! one per missed message per local subscriber that had joined by it.
 
+use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::ops::Range;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
 use super::ShardState;
+use crate::ring::Reading;
 use crate::sansio::ids::TopicId;
+use crate::sansio::message::Message;
 use crate::sansio::outbox::DropReason;
 use crate::topic::{Feed, Join};
+
+/// This shard's reading of one topic's feed. Shared (`Rc`) with a read in
+/// progress, so that a subscriber leaving during the read (its last local
+/// one, which drops the entry) does not pull the reading from under it.
+pub(super) struct FeedReader {
+    feed: Arc<Feed>,
+    reading: RefCell<Reading<Arc<Message>>>,
+}
+
+impl FeedReader {
+    fn new(join: &Join) -> Rc<Self> {
+        Rc::new(Self {
+            feed: Arc::clone(&join.feed),
+            reading: RefCell::new(join.reading.clone()),
+        })
+    }
+}
 
 impl ShardState {
     /// A subscription on this shard has started: reads the topic's feed
@@ -33,14 +54,14 @@ impl ShardState {
     /// keeps what came before from it).
     pub(super) fn join_feed(&self, join: &Join) {
         match self.feeds.borrow_mut().entry(join.feed.topic()) {
-            Entry::Occupied(reading) if Arc::ptr_eq(&reading.get().0, &join.feed) => {}
+            Entry::Occupied(reading) if Arc::ptr_eq(&reading.get().feed, &join.feed) => {}
             Entry::Occupied(mut stale) => {
                 // A topic keeps its feed while any shard has a subscriber,
                 // so this shard left the old one; replaced all the same.
-                stale.insert((Arc::clone(&join.feed), join.cursor));
+                stale.insert(FeedReader::new(join));
             }
             Entry::Vacant(entry) => {
-                entry.insert((Arc::clone(&join.feed), join.cursor));
+                entry.insert(FeedReader::new(join));
             }
         }
     }
@@ -71,7 +92,7 @@ impl ShardState {
     pub(super) fn read_queued_feeds(&self) {
         let queued = self.inbox().ready_rx.len();
         for feed in self.inbox().ready_rx.try_iter().take(queued) {
-            let lap = usize::try_from(feed.ring().capacity()).unwrap_or(usize::MAX);
+            let lap = usize::try_from(feed.capacity()).unwrap_or(usize::MAX);
             self.read_feed(&feed, lap.saturating_add(1));
         }
     }
@@ -79,33 +100,28 @@ impl ShardState {
     /// Reads up to `budget` messages of `feed` from this shard's cursor;
     /// returns how many it read.
     fn read_feed(&self, feed: &Arc<Feed>, budget: usize) -> usize {
-        let topic = feed.topic();
-        let cursor = self
+        let reader = self
             .feeds
             .borrow()
-            .get(&topic)
-            .filter(|(reading, _)| Arc::ptr_eq(reading, feed))
-            .map(|&(_, cursor)| cursor);
-        let Some(mut cursor) = cursor else {
+            .get(&feed.topic())
+            .filter(|reader| Arc::ptr_eq(&reader.feed, feed))
+            .cloned();
+        let Some(reader) = reader else {
             // Not read here any more: nobody on this shard wants its
             // messages. Taken from the queue all the same.
             feed.taken(self.index);
             return 0;
         };
-        let read = feed.read(
+        // Only this function borrows it, and it does not run inside itself.
+        let mut reading = reader.reading.borrow_mut();
+        feed.read(
             self.index,
             self.inbox(),
-            &mut cursor,
+            &mut reading,
             budget,
             |number, msg| self.dispatch(&msg, number),
             |missed| self.lapped(feed, missed),
-        );
-        if let Some(entry) = self.feeds.borrow_mut().get_mut(&topic) {
-            if Arc::ptr_eq(&entry.0, feed) {
-                entry.1 = cursor;
-            }
-        }
-        read
+        )
     }
 
     /// Counts the messages of `feed` numbered `missed`, which this shard
@@ -139,7 +155,7 @@ impl ShardState {
                 topic = feed.name(),
                 messages = missed.end - missed.start,
                 deliveries = lost,
-                "shard fell a lap behind a topic: deliveries dropped (server overloaded, or topics.ring_slots too small for a burst)"
+                "shard fell a lap behind a topic: deliveries dropped (server overloaded, or topics.ring_max_slots too small for a burst)"
             );
         }
     }

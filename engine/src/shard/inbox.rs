@@ -22,6 +22,10 @@ use crate::sansio::ids::ConnKey;
 use crate::stats::{ClientInfo, ShardStats};
 use crate::topic::Feed;
 
+/// A test's reading of a feed ([`ShardInbox::drain`]).
+#[cfg(test)]
+type TestReading = crate::ring::Reading<Arc<crate::sansio::message::Message>>;
+
 /// Work for a shard that is not a message delivery. Cold path.
 pub(crate) enum ShardCommand {
     /// Start accepting on `listener`, handing connections to the least-loaded shard.
@@ -72,7 +76,7 @@ pub(crate) struct ShardInbox {
     load: AtomicUsize,
     /// Where [`ShardInbox::drain`] has read each feed to (tests only).
     #[cfg(test)]
-    read_to: parking_lot::Mutex<Vec<(Arc<Feed>, crate::ring::Cursor)>>,
+    read_to: parking_lot::Mutex<Vec<(Arc<Feed>, TestReading)>>,
 }
 
 impl ShardInbox {
@@ -114,7 +118,7 @@ impl ShardInbox {
     pub(crate) fn join(&self, join: &crate::topic::Join) {
         let mut read_to = self.read_to.lock();
         if !read_to.iter().any(|(f, _)| Arc::ptr_eq(f, &join.feed)) {
-            read_to.push((Arc::clone(&join.feed), join.cursor));
+            read_to.push((Arc::clone(&join.feed), join.reading.clone()));
         }
     }
 
@@ -126,7 +130,7 @@ impl ShardInbox {
         let mut read_to = self.read_to.lock();
         let mut messages = Vec::new();
         while let Ok(feed) = self.ready_rx.try_recv() {
-            let (_, cursor) = read_to
+            let (_, reading) = read_to
                 .iter_mut()
                 .find(|(f, _)| Arc::ptr_eq(f, &feed))
                 .expect("a queued feed was joined");
@@ -134,7 +138,7 @@ impl ShardInbox {
             feed.read(
                 shard,
                 self,
-                cursor,
+                reading,
                 usize::MAX,
                 |_, msg| messages.push(msg),
                 |run| missed += run.end - run.start,

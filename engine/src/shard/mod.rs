@@ -66,7 +66,6 @@ use hdrhistogram::Histogram;
 
 use crate::broker::{PublishError, Published};
 use crate::engine::{Engine, EngineShared};
-use crate::ring::Cursor;
 use crate::sansio::beat;
 use crate::sansio::census::Disconnects;
 use crate::sansio::counts::Counts;
@@ -77,9 +76,10 @@ use crate::sansio::pattern::TopicError;
 use crate::sansio::quota::TopicQuota;
 use crate::sansio::throttle::Throttle;
 use crate::stats::{new_latency_histogram, Tally};
-use crate::topic::{Feed, Topic};
+use crate::topic::Topic;
 use conn::Conn;
 use delivery::LiveFrames;
+use feeds::FeedReader;
 use slab::Slab;
 
 /// Shard ticks (250 ms each) between sweeps for idle topics.
@@ -154,7 +154,7 @@ struct ShardState {
     subscribers: RefCell<HashMap<TopicId, Vec<Subscriber>>>,
     /// The feed of each topic with a local subscriber, and where this
     /// shard reads it (`feeds.rs`).
-    feeds: RefCell<HashMap<TopicId, (Arc<Feed>, Cursor)>>,
+    feeds: RefCell<HashMap<TopicId, Rc<FeedReader>>>,
     /// When a shard fell a lap behind a feed was last logged.
     lap_logged: Cell<Option<Instant>>,
     tally: RefCell<Tally>,

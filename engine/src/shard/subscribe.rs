@@ -52,7 +52,7 @@ impl ShardState {
         };
         list.push(Subscriber {
             conn: Rc::clone(conn),
-            joined: start.join.cursor.next(),
+            joined: start.join.reading.next(),
             extra: extra.boxed(),
         });
         let slot = list.len() - 1;

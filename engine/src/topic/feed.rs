@@ -4,8 +4,15 @@
 //! shard with a subscriber (which reads it at its own cursor). A publish
 //! writes the message into the ring once, whatever the number of shards,
 //! and puts the feed in a shard's queue only when it is not already there
-//! ([`Wakes`]): a shard is woken once per topic per turn, then reads every
+//! (`ring/wake.rs`): a shard is woken once per topic per turn, then reads every
 //! message that arrived meanwhile.
+//!
+//! The ring is an [`Elastic`] one: it starts at `topics.ring_slots` and
+//! grows, up to `topics.ring_max_slots`, while a shard with a subscriber
+//! has not read the message a publish would displace, so a burst (a batch
+//! publish of a thousand messages, say) reaches every subscriber whole
+//! even when its shard cannot read until the burst is over; it gives the
+//! room back once the shards have caught up.
 //!
 //! A topic has a feed while it has subscribers: it is made for the first
 //! and dropped with the last, so a topic nobody reads holds no ring. The
@@ -17,7 +24,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::ring::{Cursor, FanoutRing, Wakes};
+use crate::ring::{Displaced, Elastic, Reading};
 use crate::sansio::ids::TopicId;
 use crate::sansio::message::Message;
 use crate::shard::ShardInbox;
@@ -26,37 +33,49 @@ use crate::shard::ShardInbox;
 pub(crate) struct Feed {
     topic: TopicId,
     name: Arc<str>,
-    ring: FanoutRing<Arc<Message>>,
-    wakes: Wakes,
+    ring: Elastic<Arc<Message>>,
 }
 
 impl fmt::Debug for Feed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Feed")
             .field("topic", &self.name)
-            .field("ring", &self.ring)
-            .finish()
+            .field("slots", &self.ring.capacity())
+            .finish_non_exhaustive()
     }
 }
 
 /// Where a subscriber joins a feed: the feed and the first number it is
 /// offered, which is where its shard starts reading if it does not read
 /// the feed yet.
-#[derive(Debug)]
 pub(crate) struct Join {
     pub(crate) feed: Arc<Feed>,
-    pub(crate) cursor: Cursor,
+    pub(crate) reading: Reading<Arc<Message>>,
+}
+
+impl fmt::Debug for Join {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Join")
+            .field("feed", &self.feed)
+            .field("next", &self.reading.next())
+            .finish()
+    }
 }
 
 impl Feed {
-    /// A feed of `slots` messages (rounded up to a power of two) for
-    /// `shards` shards.
-    pub(crate) fn new(topic: TopicId, name: Arc<str>, shards: usize, slots: usize) -> Arc<Self> {
+    /// A feed of `slots` messages, growing to `max_slots` (both rounded up
+    /// to powers of two), for `shards` shards.
+    pub(crate) fn new(
+        topic: TopicId,
+        name: Arc<str>,
+        shards: usize,
+        slots: usize,
+        max_slots: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             topic,
             name,
-            ring: FanoutRing::new(slots),
-            wakes: Wakes::new(shards),
+            ring: Elastic::new(shards, slots, max_slots),
         })
     }
 
@@ -70,18 +89,20 @@ impl Feed {
         &self.name
     }
 
-    /// The ring its messages are in.
-    pub(crate) fn ring(&self) -> &FanoutRing<Arc<Message>> {
-        &self.ring
+    /// The slots of its ring now.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.ring.capacity()
     }
 
-    /// Where a shard joining now starts: after every message already in the
-    /// ring. Taken under the topic's lock, with the subscriber's position,
-    /// so live delivery begins exactly where the replay ends.
-    pub(crate) fn join(self: &Arc<Self>) -> Join {
+    /// Where a subscriber on `shard` joining now starts: after every
+    /// message already in the ring. Taken under the topic's lock, with the
+    /// subscriber's position, so live delivery begins exactly where the
+    /// replay ends. `first`: the shard has no other subscriber of the
+    /// topic, so it does not read the feed yet.
+    pub(crate) fn join(self: &Arc<Self>, shard: usize, first: bool) -> Join {
         Join {
             feed: Arc::clone(self),
-            cursor: Cursor::at(self.ring.claimed() + 1),
+            reading: self.ring.join(shard, first),
         }
     }
 
@@ -90,43 +111,42 @@ impl Feed {
     /// returns the message a lap older that it displaced. Called under the
     /// topic's lock, so the ring holds the topic's messages in order; the
     /// caller drops what comes back after letting go of the lock.
-    #[must_use = "drop the displaced message outside the topic's lock"]
     pub(crate) fn publish(
         self: &Arc<Self>,
         msg: &Arc<Message>,
         shard_subscribers: &[u32],
         inboxes: &[ShardInbox],
-    ) -> Option<Arc<Message>> {
-        let (_, displaced) = self.ring.publish_displacing(|_| Arc::clone(msg));
-        let wanted = shard_subscribers.iter().enumerate();
-        self.wakes.raise_all(
-            wanted.filter(|&(_, &n)| n > 0).map(|(shard, _)| shard),
-            |shard| inboxes[shard].queue(Arc::clone(self)),
-        );
-        displaced
+    ) -> Displaced<Arc<Message>> {
+        let wanted = shard_subscribers
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(shard, _)| shard);
+        let queue = |shard: usize| inboxes[shard].queue(Arc::clone(self));
+        self.ring.publish(wanted, |_| Arc::clone(msg), queue).1
     }
 
     /// Shard `shard` took the feed from its queue but reads it no more.
     pub(crate) fn taken(&self, shard: usize) {
-        self.wakes.lower(shard);
+        self.ring.taken(shard);
     }
 
     /// Shard `shard` took the feed from its queue: reads at most `budget`
-    /// messages from `cursor`, handing each to `each` with its number in the
-    /// ring and each run of numbers missed to `skipped`, and queues the feed
-    /// on `inbox` again if there may be more (see `ring/wake.rs`). Returns
-    /// how many it read.
+    /// messages from `reading`, handing each to `each` with its number in
+    /// the ring and each run of numbers missed to `skipped`, and queues the
+    /// feed on `inbox` again if there may be more (see `ring/wake.rs`).
+    /// Returns how many it read.
     pub(crate) fn read(
         self: &Arc<Self>,
         shard: usize,
         inbox: &ShardInbox,
-        cursor: &mut Cursor,
+        reading: &mut Reading<Arc<Message>>,
         budget: usize,
         each: impl FnMut(u64, Arc<Message>),
         skipped: impl FnMut(Range<u64>),
     ) -> usize {
         let requeue = || inbox.queue(Arc::clone(self));
-        self.wakes
-            .read(shard, &self.ring, cursor, budget, each, skipped, requeue)
+        self.ring
+            .read(shard, reading, budget, each, skipped, requeue)
     }
 }

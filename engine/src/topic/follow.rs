@@ -36,6 +36,7 @@ use bytes::Bytes;
 
 use super::{Topic, TopicState};
 use crate::broker::Fanout;
+use crate::ring::Displaced;
 use crate::sansio::ids::{ConnKey, Epoch};
 use crate::sansio::message::{Message, MessageKind, Stamp};
 
@@ -301,13 +302,12 @@ impl Topic {
     /// Stamps, records and routes the next message (`numbered.seq` is
     /// `state.seq + 1`, in the topic's epoch); returns the message it
     /// displaced from the feed, to be dropped after the lock.
-    #[must_use = "drop the displaced message outside the topic's lock"]
     fn take(
         &self,
         state: &mut TopicState,
         numbered: Numbered,
         local: &Fanout<'_>,
-    ) -> Option<Arc<Message>> {
+    ) -> Option<Displaced<Arc<Message>>> {
         debug_assert_eq!(numbered.seq, state.seq + 1);
         let transient = numbered.transient;
         let msg = self.stamp(numbered);

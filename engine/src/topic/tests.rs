@@ -27,7 +27,7 @@ fn registry(capacity: usize) -> TopicRegistry {
         max_history_bytes: 1 << 24,
         idle_expiry: Duration::from_secs(60),
         followed: false,
-        ring_slots: 1 << 15,
+        ring_slots: (1 << 15, 1 << 15),
     })
 }
 
@@ -153,16 +153,15 @@ fn a_shard_joining_a_busy_feed_reads_from_its_subscriber_on_and_lets_go_with_the
     let joined = topic.subscribe(0, Replay::None).unwrap();
     assert!(std::sync::Arc::ptr_eq(&first.join.feed, &joined.join.feed));
     assert_eq!(joined.position.seq, 10);
-    assert_eq!(joined.join.cursor.next(), 11);
+    assert_eq!(joined.join.reading.next(), 11);
+    inboxes[0].join(&joined.join);
     publish();
-    let mut cursor = joined.join.cursor;
-    let mut read = Vec::new();
-    let skipped = cursor.drain(joined.join.feed.ring(), usize::MAX, |_, m| read.push(m.seq));
-    assert_eq!((skipped, read), (0, vec![11]));
+    let read: Vec<u64> = inboxes[0].drain(0).iter().map(|m| m.seq).collect();
+    assert_eq!(read, [11]);
     // With the last subscriber gone the feed goes; the next has a new one.
     topic.unsubscribe(0);
     topic.unsubscribe(1);
     let again = topic.subscribe(0, Replay::None).unwrap();
     assert!(!std::sync::Arc::ptr_eq(&first.join.feed, &again.join.feed));
-    assert_eq!(again.join.cursor.next(), 1);
+    assert_eq!(again.join.reading.next(), 1);
 }

@@ -148,7 +148,8 @@ pub struct RawTopics {
     pub max_topics: Option<usize>,
     pub max_subscriptions: Option<usize>,
     pub ring_slots: Option<usize>,
-    /// Replaced by `ring_slots`: named only to say so.
+    pub ring_max_slots: Option<usize>,
+    /// Replaced by `ring_slots` and `ring_max_slots`: named only to say so.
     pub shard_inbox: Option<usize>,
     #[serde(default, deserialize_with = "duration::whole_seconds")]
     pub idle_expiry_seconds: Option<u64>,

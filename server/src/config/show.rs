@@ -170,6 +170,7 @@ pub fn effective_settings(raw: &RawConfig, config: &ServerConfig) -> Table {
             ("max_topics", int(engine.max_topics)),
             ("max_subscriptions", int(engine.max_subscriptions)),
             ("ring_slots", int(engine.ring_slots)),
+            ("ring_max_slots", int(engine.ring_max_slots)),
             ("idle_expiry_seconds", seconds(engine.topic_idle_expiry)),
             ("creation_rate", config.quota.rate_per_second.into()),
             ("creation_burst", int(config.quota.burst)),

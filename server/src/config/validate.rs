@@ -11,7 +11,7 @@ use shardcast_engine::{
 
 use super::auth::Keys;
 use super::channels::{channel_rules, parse_policy};
-use super::{in_range, invalid, ConfigError, RawConfig, ServerConfig};
+use super::{in_range, invalid, ConfigError, RawConfig, RawTopics, ServerConfig};
 use crate::auth::origin::OriginPolicy;
 use crate::auth::Authenticator;
 use crate::protocol::publish::PublishConfig;
@@ -130,6 +130,7 @@ impl RawConfig {
             )?,
         };
 
+        let (ring_slots, ring_max_slots) = ring_slots(&self.topics)?;
         let max_connections = positive("max_connections", self.max_connections, 100_000)?;
         let simple = self.simple.validate(max_connections)?;
         let gate = GateLimits {
@@ -208,7 +209,8 @@ impl RawConfig {
             heartbeat_interval: telemetry.heartbeat_interval,
             heartbeat_timeout: telemetry.heartbeat_timeout,
             max_message_size: max_frame_size,
-            ring_slots: ring_slots(self.topics.ring_slots, self.topics.shard_inbox)?,
+            ring_slots,
+            ring_max_slots,
             coalesce_above_cpu,
             channels,
             deflate_min_size: compression.min_size,
@@ -275,23 +277,32 @@ impl RawConfig {
     }
 }
 
-/// Most slots a channel's fan-out ring may have (16 bytes each).
+/// Most slots a channel's fan-out ring starts with (16 bytes each).
 const MAX_RING_SLOTS: usize = 1 << 16;
+/// Most slots a channel's fan-out ring may grow to.
+const MAX_RING_MAX_SLOTS: usize = 1 << 20;
 
-/// `topics.ring_slots`: between 1 and [`MAX_RING_SLOTS`]. The key it
-/// replaced, `topics.shard_inbox` (a per-shard queue that is gone), is
-/// refused with a message that names it.
-fn ring_slots(value: Option<usize>, shard_inbox: Option<usize>) -> Result<usize, ConfigError> {
-    if shard_inbox.is_some() {
+/// `topics.ring_slots` (1 to [`MAX_RING_SLOTS`]) and
+/// `topics.ring_max_slots` (`ring_slots` to [`MAX_RING_MAX_SLOTS`]). The
+/// key they replaced, `topics.shard_inbox` (a per-shard queue that is
+/// gone), is refused with a message that names them.
+fn ring_slots(topics: &RawTopics) -> Result<(usize, usize), ConfigError> {
+    if topics.shard_inbox.is_some() {
         return Err(invalid(
             "topics.shard_inbox",
-            "no longer exists: shards now read each channel's feed; size it with topics.ring_slots (messages per channel, default 256) and remove shard_inbox",
+            "no longer exists: shards now read each channel's feed, which starts at topics.ring_slots messages (default 256) and grows to topics.ring_max_slots (default 65536); remove shard_inbox",
         ));
     }
     let field = "topics.ring_slots";
-    match positive(field, value, 256)? {
-        n if n > MAX_RING_SLOTS => Err(invalid(field, "must be at most 65536")),
-        n => Ok(n),
+    let slots = match positive(field, topics.ring_slots, 256)? {
+        n if n > MAX_RING_SLOTS => return Err(invalid(field, "must be at most 65536")),
+        n => n,
+    };
+    let field = "topics.ring_max_slots";
+    match positive(field, topics.ring_max_slots, 65_536)? {
+        n if n > MAX_RING_MAX_SLOTS => Err(invalid(field, "must be at most 1048576")),
+        n if n < slots => Err(invalid(field, "must be at least topics.ring_slots")),
+        n => Ok((slots, n)),
     }
 }
 

@@ -65,7 +65,7 @@ fn followed_registry(max_keys: usize) -> TopicRegistry {
         max_history_bytes: 1 << 20,
         idle_expiry: Duration::from_secs(60),
         followed: true,
-        ring_slots: 64,
+        ring_slots: (64, 64),
     })
 }
 

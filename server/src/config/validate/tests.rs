@@ -66,7 +66,15 @@ fn bad_values_fail_naming_the_field() {
         ("[topics]\ncreation_rate = -1.0", "topics.creation_rate"),
         ("[topics]\nring_slots = 0", "topics.ring_slots"),
         ("[topics]\nring_slots = 65537", "topics.ring_slots"),
-        ("[topics]\nshard_inbox = 65536", "topics.ring_slots"),
+        ("[topics]\nshard_inbox = 65536", "topics.ring_max_slots"),
+        (
+            "[topics]\nring_max_slots = 1048577",
+            "topics.ring_max_slots",
+        ),
+        (
+            "[topics]\nring_slots = 1024\nring_max_slots = 512",
+            "topics.ring_max_slots",
+        ),
         (
             "[topics]\nidle_expiry_seconds = 0",
             "topics.idle_expiry_seconds",

@@ -1,0 +1,322 @@
+//! A fan-out ring that grows while a reader is a lap behind, and its
+//! readers' wake-ups: what a topic's feed is made of (`topic/feed.rs`).
+//!
+//! A [`FanoutRing`] of fixed size loses messages to a reader that falls a
+//! lap behind, and a burst longer than the ring (a batch publish of a
+//! thousand messages on one topic, while the shard that reads it is busy,
+//! or is the very thread publishing) would do that to every reader. An
+//! [`Elastic`] ring grows instead, up to its most slots, and gives the
+//! room back once its readers have caught up:
+//! - each reader publishes the next number it reads (`read_to`) after every
+//!   read; the publisher keeps a floor below every wanted reader's cursor,
+//!   and only looks at them again when the number its publish displaces
+//!   is not below that floor;
+//! - a publish that would displace a message a wanted reader has not read
+//!   first moves the ring's messages, from that reader's cursor on, into
+//!   a ring of twice the slots ([`FanoutRing::regrown`], same numbers),
+//!   which takes this and every later publish;
+//! - a grown ring goes back to its least slots at the first publish that
+//!   finds every wanted reader within half of them of the newest message;
+//! - a reader looks at the ring's `generation` on every read, and when a
+//!   ring has replaced the one it holds, takes the new one under the lock
+//!   and reads on at the same cursor: the new ring holds every number from
+//!   the slowest wanted reader's cursor on, and the old one takes no more
+//!   publishes, so nothing is read twice or skipped. The old ring is freed
+//!   by the last reader to let go of it.
+//!
+//! At its most slots the ring laps as a [`FanoutRing`] does, and the
+//! reader skips and counts ([`Read::Lapped`](super::Read::Lapped)).
+//!
+//! Publishes are serialized by the ring's lock, which they hold for the
+//! publish alone (a topic publishes under its own lock anyway, so this one
+//! is never contended); readers take it only to change rings. A reader
+//! is "wanted" while the publisher names it (`readers`): a topic names the
+//! shards with a subscriber.
+//!
+//! Orderings: `read_to` and `generation` carry no data and are `Relaxed`.
+//! - `read_to` is a hint: it only ever trails the reader's true cursor
+//!   (one writer, the reader, and cursors only grow), so a stale value
+//!   makes the ring grow when it need not have, never lose a message.
+//! - `generation` is changed before the publish into the new ring, and
+//!   that publish before the wake-up's raise (Release); a reader lowers
+//!   its flag (Acquire) before looking at `generation`. A reader woken for
+//!   a message in the new ring therefore sees the new generation
+//!   (write-read coherence); one that looks earlier reads the old ring to
+//!   its end and is woken again. The rings themselves pass through the lock.
+//!
+//! The loom model `loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing`
+//! (`ring/models.rs`) runs a publisher and a reader through growth and
+//! shrinking under every interleaving with up to three preemptions.
+
+use std::fmt;
+use std::ops::Range;
+
+#[cfg(shardcast_loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(shardcast_loom)]
+use loom::sync::Arc;
+#[cfg(not(shardcast_loom))]
+use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(shardcast_loom))]
+use std::sync::Arc;
+
+use super::{Cursor, FanoutRing, Wakes};
+
+/// A growing fan-out ring with a wake-up flag per reader.
+pub struct Elastic<T> {
+    current: lock::Mutex<Current<T>>,
+    /// Changed, under the lock, each time a new ring replaces the current.
+    generation: AtomicU64,
+    /// Per reader: the next number it reads, as it last said.
+    read_to: Box<[AtomicU64]>,
+    wakes: Wakes,
+    /// Slots it starts with and goes back to, and the most it grows to.
+    min: u64,
+    max: u64,
+}
+
+impl<T> fmt::Debug for Elastic<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Elastic")
+            .field("min", &self.min)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Current<T> {
+    ring: Arc<FanoutRing<T>>,
+    /// No wanted reader's cursor is below it (cursors only grow, and a
+    /// reader joins at the newest number).
+    floor: u64,
+}
+
+/// A reader's hold on an [`Elastic`] ring: the ring it reads and its cursor.
+#[derive(Clone)]
+pub struct Reading<T> {
+    ring: Arc<FanoutRing<T>>,
+    generation: u64,
+    cursor: Cursor,
+}
+
+impl<T> fmt::Debug for Reading<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reading")
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Clone> Reading<T> {
+    /// The next number it reads.
+    pub fn next(&self) -> u64 {
+        self.cursor.next()
+    }
+
+    /// The slots of the ring it holds.
+    pub fn capacity(&self) -> u64 {
+        self.ring.capacity()
+    }
+}
+
+/// What a publish pushed out: the message a lap older and, if the publish
+/// changed rings, the old ring. Drop it where dropping costs least
+/// (outside a lock).
+#[must_use = "drop what a publish displaced outside the publisher's lock"]
+#[allow(missing_debug_implementations)] // Only ever dropped.
+pub struct Displaced<T> {
+    _value: Option<T>,
+    _ring: Option<Arc<FanoutRing<T>>>,
+}
+
+impl<T: Clone> Elastic<T> {
+    /// A ring of `min` slots for `readers` readers, growing to at most
+    /// `max` (both rounded up to powers of two).
+    pub fn new(readers: usize, min: usize, max: usize) -> Self {
+        let min = min.max(1).next_power_of_two();
+        let max = max.max(min).next_power_of_two();
+        Self {
+            current: lock::Mutex::new(Current {
+                ring: Arc::new(FanoutRing::new(min)),
+                floor: 1,
+            }),
+            generation: AtomicU64::new(0),
+            read_to: (0..readers).map(|_| AtomicU64::new(1)).collect(),
+            wakes: Wakes::new(readers),
+            min: min as u64,
+            max: max as u64,
+        }
+    }
+
+    /// The slots of the current ring.
+    pub fn capacity(&self) -> u64 {
+        self.current.lock().ring.capacity()
+    }
+
+    /// The last number published.
+    pub fn claimed(&self) -> u64 {
+        self.current.lock().ring.claimed()
+    }
+
+    /// Where `reader` starts if it joins now: after every message already
+    /// published. `first`: the reader holds no [`Reading`] of this ring (it
+    /// did not read it, or let go of it), so it reads from here on.
+    pub fn join(&self, reader: usize, first: bool) -> Reading<T> {
+        let current = self.current.lock();
+        let next = current.ring.claimed() + 1;
+        if first {
+            self.read_to[reader].store(next, Ordering::Relaxed);
+        }
+        Reading {
+            ring: Arc::clone(&current.ring),
+            generation: self.generation.load(Ordering::Relaxed),
+            cursor: Cursor::at(next),
+        }
+    }
+
+    /// Publishes the value `make` builds from its number, then raises the
+    /// flag of every reader in `readers` (the wanted ones), calling
+    /// `queue` for each whose flag was clear (see `wake.rs`). Returns the
+    /// number and what the publish displaced.
+    pub fn publish(
+        &self,
+        readers: impl Iterator<Item = usize> + Clone,
+        make: impl FnOnce(u64) -> T,
+        queue: impl FnMut(usize),
+    ) -> (u64, Displaced<T>) {
+        let mut current = self.current.lock();
+        let ring = self.resize(&mut current, readers.clone());
+        let (seq, value) = current.ring.publish_displacing(make);
+        drop(current);
+        self.wakes.raise_all(readers, queue);
+        let displaced = Displaced {
+            _value: value,
+            _ring: ring,
+        };
+        (seq, displaced)
+    }
+
+    /// Before a publish: replaces the ring with a larger one if the publish
+    /// would displace a message a wanted reader has not read, or with the
+    /// least one if a grown ring's readers have caught up; returns the ring
+    /// replaced.
+    fn resize(
+        &self,
+        current: &mut Current<T>,
+        readers: impl Iterator<Item = usize>,
+    ) -> Option<Arc<FanoutRing<T>>> {
+        let capacity = current.ring.capacity();
+        let next = current.ring.claimed() + 1;
+        // The number this publish pushes out of its slot: a wanted reader
+        // at or below it has not read it.
+        let displaced = next.checked_sub(capacity).filter(|&number| number >= 1);
+        let may_lap = |floor: u64| displaced.is_some_and(|number| number >= floor);
+        let (can_grow, grown) = (capacity < self.max, capacity > self.min);
+        if !(grown || can_grow && may_lap(current.floor)) {
+            return None;
+        }
+        current.floor = readers
+            .map(|reader| self.read_to[reader].load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(next)
+            .min(next);
+        // Messages the slowest wanted reader has still to read.
+        let behind = next - current.floor;
+        let slots = if may_lap(current.floor) {
+            if !can_grow {
+                return None;
+            }
+            (2 * capacity)
+                .max((behind + 1).next_power_of_two())
+                .min(self.max)
+        } else if grown && behind <= self.min / 2 {
+            self.min
+        } else {
+            return None;
+        };
+        let slots = usize::try_from(slots).expect("at most `max`, a usize");
+        let ring = Arc::new(current.ring.regrown(current.floor, slots));
+        // Relaxed: see the module docs; the lock orders it with `join`.
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        Some(std::mem::replace(&mut current.ring, ring))
+    }
+
+    /// `reader` took the ring from its queue but reads it no more.
+    pub fn taken(&self, reader: usize) {
+        self.wakes.lower(reader);
+    }
+
+    /// The reader's side of one wake-up: lowers `reader`'s flag, takes the
+    /// current ring if it changed, then reads from `reading`'s cursor for
+    /// at most `budget` steps (see [`Cursor::drain_with`]), handing `each`
+    /// every message and `skipped` every run of numbers missed. If it
+    /// stopped at the budget, or after a skip, there may be more: it queues
+    /// the ring again (`requeue`) unless a publish already has. Returns how
+    /// many messages it read.
+    #[allow(clippy::too_many_arguments)] // The reader's whole step, in one place for loom.
+    pub fn read(
+        &self,
+        reader: usize,
+        reading: &mut Reading<T>,
+        budget: usize,
+        mut each: impl FnMut(u64, T),
+        skipped: impl FnMut(Range<u64>),
+        requeue: impl FnOnce(),
+    ) -> usize {
+        self.wakes.lower(reader);
+        let mut old = None;
+        if self.generation.load(Ordering::Relaxed) != reading.generation {
+            let current = self.current.lock();
+            old = Some(std::mem::replace(
+                &mut reading.ring,
+                Arc::clone(&current.ring),
+            ));
+            reading.generation = self.generation.load(Ordering::Relaxed);
+        }
+        // The last reader of an old ring frees it, outside the lock.
+        drop(old);
+        let mut read = 0;
+        let missed = reading.cursor.drain_with(
+            &reading.ring,
+            budget,
+            |number, value| {
+                read += 1;
+                each(number, value);
+            },
+            skipped,
+        );
+        self.read_to[reader].store(reading.cursor.next(), Ordering::Relaxed);
+        // A spurious requeue costs one empty read, which queues nothing.
+        if (read == budget || missed > 0) && self.wakes.raise(reader) {
+            requeue();
+        }
+        read
+    }
+}
+
+/// The ring's lock: std's (parking_lot's does integer-to-pointer casts
+/// miri warns of), or loom's under loom, with poisoning ignored: a publish
+/// whose `make` panics leaves the ring whole (its number void).
+mod lock {
+    #[cfg(shardcast_loom)]
+    use loom::sync::{Mutex as Inner, MutexGuard};
+    #[cfg(not(shardcast_loom))]
+    use std::sync::{Mutex as Inner, MutexGuard};
+
+    pub(super) struct Mutex<T>(Inner<T>);
+
+    impl<T> Mutex<T> {
+        pub(super) fn new(value: T) -> Self {
+            Self(Inner::new(value))
+        }
+
+        pub(super) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
+}
+
+#[cfg(all(test, not(shardcast_loom)))]
+mod tests;

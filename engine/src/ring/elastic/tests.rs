@@ -1,0 +1,137 @@
+use std::sync::Arc;
+
+use super::super::{FanoutRing, Read};
+use super::*;
+
+/// Everything `reader` can read now: the numbers read and the numbers
+/// skipped.
+fn read_all(
+    ring: &Elastic<Arc<u64>>,
+    reader: usize,
+    reading: &mut Reading<Arc<u64>>,
+) -> (Vec<u64>, u64) {
+    let mut seen = Vec::new();
+    let mut skipped = 0;
+    ring.read(
+        reader,
+        reading,
+        usize::MAX,
+        |seq, v| {
+            assert_eq!(seq, *v, "a number's own value");
+            seen.push(seq);
+        },
+        |run| skipped += run.end - run.start,
+        || {},
+    );
+    (seen, skipped)
+}
+
+fn publish(ring: &Elastic<Arc<u64>>, readers: &[usize], count: u64) {
+    for _ in 0..count {
+        drop(ring.publish(readers.iter().copied(), Arc::new, |_| {}));
+    }
+}
+
+#[test]
+fn a_ring_grows_instead_of_lapping_a_reader_and_shrinks_once_it_caught_up() {
+    let ring = Elastic::new(1, 4, 64);
+    let mut reading = ring.join(0, true);
+    publish(&ring, &[0], 40);
+    assert_eq!(ring.capacity(), 64, "4 doubled until 40 fit");
+    assert_eq!(read_all(&ring, 0, &mut reading), ((1..=40).collect(), 0));
+    // Caught up: the next publish gives the room back.
+    publish(&ring, &[0], 1);
+    assert_eq!(ring.capacity(), 4);
+    assert_eq!(read_all(&ring, 0, &mut reading), (vec![41], 0));
+    assert_eq!(reading.capacity(), 4, "the reader took the new ring");
+}
+
+#[test]
+fn a_reader_that_reads_as_it_goes_never_makes_it_grow() {
+    let ring = Elastic::new(2, 4, 64);
+    let mut reading = ring.join(0, true);
+    // Reader 1 joined once and is not wanted any more: it holds nothing back.
+    let _gone = ring.join(1, true);
+    for seq in 1..=50 {
+        publish(&ring, &[0], 1);
+        assert_eq!(read_all(&ring, 0, &mut reading), (vec![seq], 0));
+    }
+    assert_eq!(ring.capacity(), 4);
+}
+
+#[test]
+fn a_reader_a_lap_behind_a_ring_at_its_most_skips_and_counts() {
+    let ring = Elastic::new(1, 2, 8);
+    let mut reading = ring.join(0, true);
+    publish(&ring, &[0], 20);
+    assert_eq!(ring.capacity(), 8);
+    assert_eq!(read_all(&ring, 0, &mut reading), ((13..=20).collect(), 12));
+}
+
+#[test]
+fn a_reader_joining_after_growth_starts_at_the_newest() {
+    let ring = Elastic::new(2, 2, 16);
+    let mut early = ring.join(0, true);
+    publish(&ring, &[0], 10);
+    let mut late = ring.join(1, true);
+    assert_eq!(late.next(), 11);
+    publish(&ring, &[0, 1], 3);
+    assert_eq!(read_all(&ring, 0, &mut early), ((1..=13).collect(), 0));
+    assert_eq!(read_all(&ring, 1, &mut late), ((11..=13).collect(), 0));
+}
+
+#[test]
+fn a_regrown_ring_keeps_the_numbers_it_copied_and_no_others() {
+    let ring = FanoutRing::new(4);
+    for _ in 0..6 {
+        ring.publish(Arc::new);
+    }
+    let grown = ring.regrown(1, 16);
+    // 1 and 2 were overwritten in the old ring: not copied.
+    assert_eq!(grown.read(2), Read::Lapped { oldest: 3 });
+    for seq in 3..=6 {
+        assert_eq!(grown.read(seq), Read::Ready(Arc::new(seq)));
+    }
+    assert_eq!(grown.read(7), Read::Pending);
+    assert_eq!(grown.publish(Arc::new), 7);
+    assert_eq!(grown.read(7), Read::Ready(Arc::new(7)));
+    // Smaller, from a later number: only what fits, from there.
+    let shrunk = grown.regrown(5, 2);
+    assert_eq!(shrunk.read(5), Read::Lapped { oldest: 6 });
+    assert_eq!(shrunk.read(6), Read::Ready(Arc::new(6)));
+    assert_eq!(shrunk.publish(Arc::new), 8);
+    assert_eq!(shrunk.read(6), Read::Lapped { oldest: 7 });
+}
+
+#[test]
+fn readers_woken_from_two_threads_read_every_message_once() {
+    // A publisher and a reader on two threads, the reader's queue a
+    // channel, the ring starting at 4 slots: every message is read exactly
+    // once, in order, whatever the timing, while the ring grows and
+    // shrinks under the reader.
+    let ring = Arc::new(Elastic::new(1, 4, 1024));
+    let mut reading = ring.join(0, true);
+    let (queue, queued) = std::sync::mpsc::channel::<()>();
+    const MESSAGES: u64 = if cfg!(miri) { 50 } else { 500 };
+    let publisher = {
+        let ring = Arc::clone(&ring);
+        std::thread::spawn(move || {
+            for _ in 0..MESSAGES {
+                let (_, displaced) = ring.publish([0].into_iter(), Arc::new, |_| {
+                    queue.send(()).unwrap();
+                });
+                drop(displaced);
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    // The channel closes when the publisher is done and every wake-up it
+    // sent has been received.
+    while queued.recv().is_ok() {
+        let (read, skipped) = read_all(&ring, 0, &mut reading);
+        assert_eq!(skipped, 0, "1024 slots hold every message");
+        seen.extend(read);
+    }
+    publisher.join().unwrap();
+    assert_eq!(seen, (1..=MESSAGES).collect::<Vec<_>>());
+}
