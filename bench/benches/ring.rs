@@ -1,6 +1,7 @@
 //! Publishing into a topic: the fan-out ring (an atomic claim and one slot)
 //! against a mutex over a sequence number and a bounded history, which is
-//! what a topic's lock guards on publish. 1, 2 and 4 publisher threads, on
+//! what a topic's lock guards on publish, and against the ring as a feed
+//! has it (`Elastic`: behind its own lock, ready to grow). 1, 2 and 4 publisher threads, on
 //! one topic and on a topic each. Each figure is the time per publish, all
 //! threads together (so 4 threads at the same figure as 1 is no scaling).
 
@@ -10,7 +11,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shardcast_engine::ring::FanoutRing;
+use shardcast_engine::ring::{Elastic, FanoutRing};
 
 const HISTORY: usize = 1024;
 
@@ -45,6 +46,14 @@ impl Publish for Locked {
 impl Publish for FanoutRing<Arc<u64>> {
     fn publish_one(&self) -> u64 {
         self.publish(Arc::new)
+    }
+}
+
+/// A topic's feed as it is: the ring behind its own lock, which may grow
+/// (here with no reader, so it never does: the cost of the check).
+impl Publish for Elastic<Arc<u64>> {
+    fn publish_one(&self) -> u64 {
+        self.publish(std::iter::empty(), Arc::new, |_| {}).0
     }
 }
 
@@ -83,6 +92,10 @@ fn rings(n: usize) -> Vec<FanoutRing<Arc<u64>>> {
     (0..n).map(|_| FanoutRing::new(HISTORY)).collect()
 }
 
+fn elastics(n: usize) -> Vec<Elastic<Arc<u64>>> {
+    (0..n).map(|_| Elastic::new(1, HISTORY, 1 << 16)).collect()
+}
+
 fn ring(c: &mut Criterion) {
     for (shape, shared) in [("one_topic", true), ("topic_each", false)] {
         let mut group = c.benchmark_group(format!("publish/{shape}"));
@@ -105,6 +118,17 @@ fn ring(c: &mut Criterion) {
                 &threads,
                 |b, &threads| {
                     let topics = rings(topics);
+                    b.iter_custom(|iters| {
+                        let per_thread = iters.div_ceil(threads as u64);
+                        run(&topics, threads, per_thread)
+                    })
+                },
+            );
+            group.bench_with_input(
+                BenchmarkId::new("elastic", threads),
+                &threads,
+                |b, &threads| {
+                    let topics = elastics(topics);
                     b.iter_custom(|iters| {
                         let per_thread = iters.div_ceil(threads as u64);
                         run(&topics, threads, per_thread)
