@@ -196,6 +196,7 @@ pub async fn stats(app: &App) -> Value {
                 "historyBytes": t.topic.history_bytes,
                 "retentionRefused": t.topic.retention_refused,
                 "snapshotCount": t.topic.snapshot_keys,
+                "feedSlots": t.topic.feed_slots,
             })
         })
         .collect();

@@ -204,6 +204,17 @@ async fn a_full_batch_on_one_channel_reaches_every_subscriber_whole() {
     }
     let stats = eventually_stats(&server, |s| s["messagesSent"] == 4 * 3 * BATCH).await;
     assert_eq!(stats["messagesDropped"], 0, "{stats}");
+    // The serving shard read nothing while it published the last batch:
+    // the feed grew to hold it, and keeps its size until the next publish.
+    let grown = channel(&stats, "t1")["feedSlots"].as_u64().unwrap();
+    assert!(grown >= 1024, "{grown} slots");
+    // Its shards have caught up: the next publish gives the room back.
+    let seq = server.publish("t1", json!({"n": "last"}), None).await;
+    for ws in &mut clients {
+        assert_eq!(next_of_type(ws, "event").await["seq"].as_u64(), Some(seq));
+    }
+    let stats = server.stats().await;
+    assert_eq!(channel(&stats, "t1")["feedSlots"], 256, "{stats}");
 }
 
 async fn send_text(ws: &mut Ws, text: &str) {

@@ -32,6 +32,9 @@ pub struct TopicStats {
     pub gaps: u64,
     /// Messages those gaps skipped.
     pub gap_skipped: u64,
+    /// Slots of its feed's ring now (0 while it has no subscriber): above
+    /// `topics.ring_slots` while a shard lags behind it.
+    pub feed_slots: u64,
 }
 
 impl Topic {
@@ -50,6 +53,7 @@ impl Topic {
             class: self.class,
             gaps: state.gaps,
             gap_skipped: state.gap_skipped,
+            feed_slots: state.feed.as_ref().map_or(0, |feed| feed.capacity()),
         }
     }
 }
