@@ -96,45 +96,30 @@ fn elastics(n: usize) -> Vec<Elastic<Arc<u64>>> {
     (0..n).map(|_| Elastic::new(1, HISTORY, 1 << 16)).collect()
 }
 
+/// One variant's figure for `threads` publishers over `topics` topics.
+fn variant<P: Publish>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    threads: usize,
+    topics: Vec<P>,
+) {
+    group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
+        b.iter_custom(|iters| {
+            let per_thread = iters.div_ceil(threads as u64);
+            run(&topics, threads, per_thread)
+        })
+    });
+}
+
 fn ring(c: &mut Criterion) {
     for (shape, shared) in [("one_topic", true), ("topic_each", false)] {
         let mut group = c.benchmark_group(format!("publish/{shape}"));
         for threads in [1usize, 2, 4] {
             let topics = if shared { 1 } else { threads };
             group.throughput(Throughput::Elements(1));
-            group.bench_with_input(
-                BenchmarkId::new("mutex", threads),
-                &threads,
-                |b, &threads| {
-                    let topics = locked(topics);
-                    b.iter_custom(|iters| {
-                        let per_thread = iters.div_ceil(threads as u64);
-                        run(&topics, threads, per_thread)
-                    })
-                },
-            );
-            group.bench_with_input(
-                BenchmarkId::new("ring", threads),
-                &threads,
-                |b, &threads| {
-                    let topics = rings(topics);
-                    b.iter_custom(|iters| {
-                        let per_thread = iters.div_ceil(threads as u64);
-                        run(&topics, threads, per_thread)
-                    })
-                },
-            );
-            group.bench_with_input(
-                BenchmarkId::new("elastic", threads),
-                &threads,
-                |b, &threads| {
-                    let topics = elastics(topics);
-                    b.iter_custom(|iters| {
-                        let per_thread = iters.div_ceil(threads as u64);
-                        run(&topics, threads, per_thread)
-                    })
-                },
-            );
+            variant(&mut group, "mutex", threads, locked(topics));
+            variant(&mut group, "ring", threads, rings(topics));
+            variant(&mut group, "elastic", threads, elastics(topics));
         }
         group.finish();
     }
