@@ -69,9 +69,11 @@ pub struct EngineConfig {
 
 /// Messages a topic's feed holds unless configured otherwise.
 pub(crate) const DEFAULT_RING_SLOTS: usize = 256;
-/// Messages a topic's feed grows to unless configured otherwise: the depth
-/// of a shard's queue before feeds had rings.
-pub(crate) const DEFAULT_RING_MAX_SLOTS: usize = 65_536;
+/// Messages a topic's feed grows to unless configured otherwise: four
+/// batch publishes of the largest size allowed by default, queued on one
+/// topic while its shard cannot read. Per topic, so it stays well below
+/// the 65,536 a shard's queue held for all topics before feeds had rings.
+pub(crate) const DEFAULT_RING_MAX_SLOTS: usize = 4096;
 
 impl Default for EngineConfig {
     fn default() -> Self {

@@ -118,6 +118,11 @@ pub struct FanoutRing<T> {
 ///   `s` (or a later RMW of its release sequence): the value written
 ///   before it is visible to the clone. The next lap's CAS acquires it the
 ///   same way, so the publishers of one slot are ordered.
+/// - A ring made by [`FanoutRing::regrown`] starts with words and values
+///   written by plain construction, before any other thread has it: they
+///   reach readers and publishers through whatever hands the ring over
+///   (`Elastic`'s lock), which happens before their first access.
+///   Numbers below its `oldest` are refused before any slot is touched.
 struct Slot<T> {
     word: AtomicU64,
     value: cell::UnsafeCell<Option<T>>,

@@ -9,8 +9,9 @@
 //! room back once its readers have caught up:
 //! - each reader publishes the next number it reads (`read_to`) after every
 //!   read; the publisher keeps a floor below every wanted reader's cursor,
-//!   and only looks at them again when the number its publish displaces
-//!   is not below that floor;
+//!   and looks at them again only when the number its publish displaces
+//!   is not below that floor, or while the ring is grown (to know when to
+//!   give the room back);
 //! - a publish that would displace a message a wanted reader has not read
 //!   first moves the ring's messages, from that reader's cursor on, into
 //!   a ring of twice the slots ([`FanoutRing::regrown`], same numbers),
@@ -34,9 +35,12 @@
 //! shards with a subscriber.
 //!
 //! Orderings: `read_to` and `generation` carry no data and are `Relaxed`.
-//! - `read_to` is a hint: it only ever trails the reader's true cursor
-//!   (one writer, the reader, and cursors only grow), so a stale value
-//!   makes the ring grow when it need not have, never lose a message.
+//! - `read_to` is a hint: it only ever trails the reader's true cursor, so
+//!   a stale value makes the ring grow when it need not have, never lose a
+//!   message. It is written by the reader's thread only: after each read,
+//!   and by its first join (under the lock, at the newest number, where a
+//!   reader that holds no other reading of the ring starts; a caller that
+//!   says `first` while it keeps an older reading breaks this).
 //! - `generation` is changed before the publish into the new ring, and
 //!   that publish before the wake-up's raise (Release); a reader lowers
 //!   its flag (Acquire) before looking at `generation`. A reader woken for
@@ -160,7 +164,10 @@ impl<T: Clone> Elastic<T> {
 
     /// Where `reader` starts if it joins now: after every message already
     /// published. `first`: the reader holds no [`Reading`] of this ring (it
-    /// did not read it, or let go of it), so it reads from here on.
+    /// did not read it, or let go of it), so it reads from here on, and
+    /// the ring takes everything before as read by it. Call it from the
+    /// reader's own thread; with `first`, drop any other reading the reader
+    /// kept, or the ring may drop messages that reading has not reached.
     pub fn join(&self, reader: usize, first: bool) -> Reading<T> {
         let current = self.current.lock();
         let next = current.ring.claimed() + 1;

@@ -215,3 +215,27 @@ fn loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing() {
         assert_eq!(seen, [1, 2, 3, 4]);
     });
 }
+
+/// A ring of two slots that may grow to four, a publisher of four
+/// messages, and a reader that reads while the publisher runs: the ring
+/// may grow and then shrink back while the reader still holds the grown
+/// ring with messages unread in it. The reader reads every message once,
+/// in order, whatever the interleaving.
+#[test]
+fn loom_elastic_ring_shrinks_under_a_reader_still_reading() {
+    loom::model(|| {
+        let ring = Arc::new(Elastic::new(1, 2, 4));
+        let queue = Arc::new(loom::sync::Mutex::new(0_u32));
+        let mut reading = ring.join(0, true);
+        let publisher = publishing_into(&ring, &queue, 4);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            if !take_and_read_one(&ring, &queue, &mut reading, &mut seen) {
+                thread::yield_now();
+            }
+        }
+        publisher.join().unwrap();
+        while take_and_read_one(&ring, &queue, &mut reading, &mut seen) {}
+        assert_eq!(seen, [1, 2, 3, 4], "every message read once, in order");
+    });
+}

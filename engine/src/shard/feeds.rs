@@ -31,8 +31,8 @@ use crate::sansio::outbox::DropReason;
 use crate::topic::{Feed, Join};
 
 /// This shard's reading of one topic's feed. Shared (`Rc`) with a read in
-/// progress, so that a subscriber leaving during the read (its last local
-/// one, which drops the entry) does not pull the reading from under it.
+/// progress, so that the map of readings is not borrowed while the read
+/// dispatches messages.
 pub(super) struct FeedReader {
     feed: Arc<Feed>,
     reading: RefCell<Reading<Arc<Message>>>,
@@ -49,19 +49,30 @@ impl FeedReader {
 
 impl ShardState {
     /// A subscription on this shard has started: reads the topic's feed
-    /// from `join` unless the shard reads that feed already (its cursor is
-    /// then at or before the join point, and the subscriber's join number
-    /// keeps what came before from it).
+    /// from `join` if it is the shard's first subscriber of the topic;
+    /// otherwise the shard reads that feed already (its cursor is then at
+    /// or before the join point, and the subscriber's join number keeps
+    /// what came before from it).
     pub(super) fn join_feed(&self, join: &Join) {
-        match self.feeds.borrow_mut().entry(join.feed.topic()) {
-            Entry::Occupied(reading) if Arc::ptr_eq(&reading.get().feed, &join.feed) => {}
-            Entry::Occupied(mut stale) => {
-                // A topic keeps its feed while any shard has a subscriber,
-                // so this shard left the old one; replaced all the same.
-                stale.insert(FeedReader::new(join));
-            }
-            Entry::Vacant(entry) => {
-                entry.insert(FeedReader::new(join));
+        let mut feeds = self.feeds.borrow_mut();
+        let reading = feeds.entry(join.feed.topic());
+        let reads_it =
+            matches!(&reading, Entry::Occupied(r) if Arc::ptr_eq(&r.get().feed, &join.feed));
+        // The topic counts this shard's subscribers and the shard keeps
+        // one reading per topic while it has any: the two agree. Should
+        // they not, the join's reading is the one the ring counts on.
+        debug_assert_eq!(
+            join.first, !reads_it,
+            "a shard's first subscriber of a topic"
+        );
+        if join.first || !reads_it {
+            match reading {
+                Entry::Occupied(mut stale) => {
+                    stale.insert(FeedReader::new(join));
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert(FeedReader::new(join));
+                }
             }
         }
     }

@@ -112,11 +112,13 @@ impl ShardInbox {
     }
 
     /// Test side of a shard's join: reads `join`'s feed from its join point
-    /// in [`ShardInbox::drain`] (a shard that reads the feed already keeps
-    /// its place, as `shard/feeds.rs` does).
+    /// in [`ShardInbox::drain`] when the join is the shard's first (a shard
+    /// that reads the feed already keeps its place, as `shard/feeds.rs`
+    /// does).
     #[cfg(test)]
     pub(crate) fn join(&self, join: &crate::topic::Join) {
         let mut read_to = self.read_to.lock();
+        read_to.retain(|(f, _)| !(join.first && Arc::ptr_eq(f, &join.feed)));
         if !read_to.iter().any(|(f, _)| Arc::ptr_eq(f, &join.feed)) {
             read_to.push((Arc::clone(&join.feed), join.reading.clone()));
         }

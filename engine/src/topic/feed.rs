@@ -51,6 +51,10 @@ impl fmt::Debug for Feed {
 pub(crate) struct Join {
     pub(crate) feed: Arc<Feed>,
     pub(crate) reading: Reading<Arc<Message>>,
+    /// The subscriber is its shard's first of the topic: the shard reads
+    /// the feed from `reading` on, and holds no other reading of it (the
+    /// ring counts on that when it decides what the shard has read).
+    pub(crate) first: bool,
 }
 
 impl fmt::Debug for Join {
@@ -103,6 +107,7 @@ impl Feed {
         Join {
             feed: Arc::clone(self),
             reading: self.ring.join(shard, first),
+            first,
         }
     }
 

@@ -228,19 +228,23 @@ impl Topic {
         let mut newer: Vec<Numbered> = newer.collect();
         newer.sort_unstable_by_key(|n| n.seq);
         let run_start = contiguous_tail(&newer, last);
+        // What the feed displaces (messages, or a ring it outgrew) is
+        // dropped once the lock is let go.
+        let mut displaced = Vec::new();
         for numbered in newer.into_iter().skip(run_start) {
             if numbered.epoch != self.epoch() || numbered.seq != state.seq + 1 {
                 skipped += self
                     .jump(&mut state, numbered.epoch, numbered.seq - 1)
                     .unwrap_or(0);
             }
-            // A catch-up is rare: what the feed displaces goes here.
-            drop(self.take(&mut state, numbered, local));
+            displaced.extend(self.take(&mut state, numbered, local));
         }
         if state.seq < last || self.epoch() != epoch {
             // The bus holds no history to show: the next message is `last + 1`.
             skipped += self.jump(&mut state, epoch, last).unwrap_or(0);
         }
+        drop(state);
+        drop(displaced);
         (waiters, skipped)
     }
 

@@ -290,7 +290,7 @@ fn ring_slots(topics: &RawTopics) -> Result<(usize, usize), ConfigError> {
     if topics.shard_inbox.is_some() {
         return Err(invalid(
             "topics.shard_inbox",
-            "no longer exists: shards now read each channel's feed, which starts at topics.ring_slots messages (default 256) and grows to topics.ring_max_slots (default 65536); remove shard_inbox",
+            "no longer exists: shards now read each channel's feed, which starts at topics.ring_slots messages (default 256) and grows to topics.ring_max_slots (default 4096); remove shard_inbox",
         ));
     }
     let field = "topics.ring_slots";
@@ -299,9 +299,13 @@ fn ring_slots(topics: &RawTopics) -> Result<(usize, usize), ConfigError> {
         n => n,
     };
     let field = "topics.ring_max_slots";
-    match positive(field, topics.ring_max_slots, 65_536)? {
+    match positive(field, topics.ring_max_slots, 4096)? {
         n if n > MAX_RING_MAX_SLOTS => Err(invalid(field, "must be at most 1048576")),
-        n if n < slots => Err(invalid(field, "must be at least topics.ring_slots")),
+        // Both are rounded up to powers of two: compare what they become.
+        n if n.next_power_of_two() < slots.next_power_of_two() => Err(invalid(
+            field,
+            format!("is {n}, below topics.ring_slots ({slots}): a feed grows from ring_slots to ring_max_slots"),
+        )),
         n => Ok((slots, n)),
     }
 }

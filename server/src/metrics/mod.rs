@@ -360,6 +360,12 @@ fn retention(out: &mut Exposition, app: &App, stats: &EngineStats) {
             .sum::<usize>(),
     );
     out.single(
+        "shardcast_feed_slots",
+        Kind::Gauge,
+        "Slots of the channels' feeds (the rings shards read), all channels: topics.ring_slots per channel with subscribers, more while a shard lags behind a burst.",
+        stats.topics.iter().map(|t| t.topic.feed_slots).sum::<u64>(),
+    );
+    out.single(
         "shardcast_history_limit_bytes",
         Kind::Gauge,
         "topics.max_total_bytes.",
