@@ -14,7 +14,7 @@
 //!   give the room back);
 //! - a publish that would displace a message a wanted reader has not read
 //!   first moves the ring's messages, from that reader's cursor on, into
-//!   a ring of twice the slots ([`FanoutRing::regrown`], same numbers),
+//!   a ring of at least twice the slots ([`FanoutRing::regrown`], same numbers),
 //!   which takes this and every later publish;
 //! - a grown ring goes back to its least slots at the first publish that
 //!   finds every wanted reader within half of them of the newest message;
@@ -48,8 +48,9 @@
 //!   (write-read coherence); one that looks earlier reads the old ring to
 //!   its end and is woken again. The rings themselves pass through the lock.
 //!
-//! The loom model `loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing`
-//! (`ring/models.rs`) runs a publisher and a reader through growth and
+//! The loom models `loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing`
+//! and `loom_elastic_ring_shrinks_under_a_reader_still_reading`
+//! (`ring/models.rs`) run a publisher and a reader through growth and
 //! shrinking under every interleaving with up to three preemptions.
 
 use std::fmt;
