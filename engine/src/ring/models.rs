@@ -163,6 +163,34 @@ fn take_and_read_one(
     true
 }
 
+/// A reader of `ring` (its reader 0) taking it from its queue and reading
+/// one message a wake-up, `early` times while a publisher publishes
+/// `count` messages, then whatever is still queued once the publisher is
+/// done; returns the reading and the numbers read, in order.
+fn read_while_publishing(
+    ring: &Arc<Elastic<Arc<u64>>>,
+    queue: &Arc<loom::sync::Mutex<u32>>,
+    count: usize,
+    early: usize,
+) -> (Reading<Arc<u64>>, Vec<u64>) {
+    let mut reading = ring.join(0, true);
+    let publisher = publishing_into(ring, queue, count);
+    let mut seen = Vec::new();
+    for _ in 0..early {
+        if !take_and_read_one(ring, queue, &mut reading, &mut seen) {
+            thread::yield_now();
+        }
+    }
+    publisher.join().unwrap();
+    // Whatever is still queued would be read next: read it.
+    while take_and_read_one(ring, queue, &mut reading, &mut seen) {}
+    (reading, seen)
+}
+
+fn queue() -> Arc<loom::sync::Mutex<u32>> {
+    Arc::new(loom::sync::Mutex::new(0))
+}
+
 /// The wake-up protocol of `wake.rs`, through the two functions the topics
 /// and shards run: a publisher raising the flag after each message
 /// (`Elastic::publish`), queuing the ring only when the flag was clear; a
@@ -174,18 +202,7 @@ fn take_and_read_one(
 fn loom_ring_a_queued_reader_misses_no_wake_up() {
     loom::model(|| {
         let ring = Arc::new(Elastic::new(1, 4, 4));
-        let queue = Arc::new(loom::sync::Mutex::new(0_u32));
-        let mut reading = ring.join(0, true);
-        let publisher = publishing_into(&ring, &queue, 2);
-        let mut seen = Vec::new();
-        for _ in 0..2 {
-            if !take_and_read_one(&ring, &queue, &mut reading, &mut seen) {
-                thread::yield_now();
-            }
-        }
-        publisher.join().unwrap();
-        // Whatever is still queued would be read next: read it.
-        while take_and_read_one(&ring, &queue, &mut reading, &mut seen) {}
+        let (_, seen) = read_while_publishing(&ring, &queue(), 2, 2);
         assert_eq!(seen, [1, 2], "every message read once, in order");
     });
 }
@@ -199,15 +216,8 @@ fn loom_ring_a_queued_reader_misses_no_wake_up() {
 fn loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing() {
     loom::model(|| {
         let ring = Arc::new(Elastic::new(1, 1, 4));
-        let queue = Arc::new(loom::sync::Mutex::new(0_u32));
-        let mut reading = ring.join(0, true);
-        let publisher = publishing_into(&ring, &queue, 3);
-        let mut seen = Vec::new();
-        if !take_and_read_one(&ring, &queue, &mut reading, &mut seen) {
-            thread::yield_now();
-        }
-        publisher.join().unwrap();
-        while take_and_read_one(&ring, &queue, &mut reading, &mut seen) {}
+        let queue = queue();
+        let (mut reading, mut seen) = read_while_publishing(&ring, &queue, 3, 1);
         assert_eq!(seen, [1, 2, 3], "every message read once, in order");
         drop(ring.publish([0].into_iter(), Arc::new, |_| push(&queue)));
         assert_eq!(ring.capacity(), 1, "caught up, it shrinks");
@@ -225,17 +235,7 @@ fn loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing() {
 fn loom_elastic_ring_shrinks_under_a_reader_still_reading() {
     loom::model(|| {
         let ring = Arc::new(Elastic::new(1, 2, 4));
-        let queue = Arc::new(loom::sync::Mutex::new(0_u32));
-        let mut reading = ring.join(0, true);
-        let publisher = publishing_into(&ring, &queue, 4);
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            if !take_and_read_one(&ring, &queue, &mut reading, &mut seen) {
-                thread::yield_now();
-            }
-        }
-        publisher.join().unwrap();
-        while take_and_read_one(&ring, &queue, &mut reading, &mut seen) {}
+        let (_, seen) = read_while_publishing(&ring, &queue(), 4, 3);
         assert_eq!(seen, [1, 2, 3, 4], "every message read once, in order");
     });
 }
