@@ -17,7 +17,10 @@
 //!   a ring of at least twice the slots ([`FanoutRing::regrown`], same numbers),
 //!   which takes this and every later publish;
 //! - a grown ring goes back to its least slots at the first publish that
-//!   finds every wanted reader within half of them of the newest message;
+//!   finds every wanted reader within half of them of the newest message,
+//!   or when a reader asks it to settle (a topic that went quiet after a
+//!   burst, where no publish comes to do it: [`Elastic::settle`], which
+//!   wakes every reader so that it lets go of the grown ring);
 //! - a reader looks at the ring's `generation` on every read, and when a
 //!   ring has replaced the one it holds, takes the new one under the lock
 //!   and reads on at the same cursor: the new ring holds every number from
@@ -30,17 +33,20 @@
 //!
 //! Publishes are serialized by the ring's lock, which they hold for the
 //! publish alone (a topic publishes under its own lock anyway, so this one
-//! is never contended); readers take it only to change rings. A reader
-//! is "wanted" while the publisher names it (`readers`): a topic names the
-//! shards with a subscriber.
+//! is never contended); readers take it only to change rings, or to
+//! settle. A reader is "wanted" from its first join to its leave
+//! ([`Elastic::leave`]): until then its `read_to` is `u64::MAX`, which no
+//! floor counts. A topic joins a shard with its first local subscriber and
+//! leaves it with the last.
 //!
 //! Orderings: `read_to` and `generation` carry no data and are `Relaxed`.
 //! - `read_to` is a hint: it only ever trails the reader's true cursor, so
 //!   a stale value makes the ring grow when it need not have, never lose a
 //!   message. It is written by the reader's thread only: after each read,
-//!   and by its first join (under the lock, at the newest number, where a
+//!   by its first join (under the lock, at the newest number, where a
 //!   reader that holds no other reading of the ring starts; a caller that
-//!   says `first` while it keeps an older reading breaks this).
+//!   says `first` while it keeps an older reading breaks this), and by its
+//!   leave (`NOT_READING`, once it has dropped its reading).
 //! - `generation` is changed before the publish into the new ring, and
 //!   that publish before the wake-up's raise (Release); a reader lowers
 //!   its flag (Acquire) before looking at `generation`. A reader woken for
@@ -67,12 +73,16 @@ use std::sync::Arc;
 
 use super::{Cursor, FanoutRing, Wakes};
 
+/// A reader's `read_to` while it does not read the ring.
+const NOT_READING: u64 = u64::MAX;
+
 /// A growing fan-out ring with a wake-up flag per reader.
 pub struct Elastic<T> {
     current: lock::Mutex<Current<T>>,
     /// Changed, under the lock, each time a new ring replaces the current.
     generation: AtomicU64,
-    /// Per reader: the next number it reads, as it last said.
+    /// Per reader: the next number it reads, as it last said; `NOT_READING`
+    /// before its first join and after its leave.
     read_to: Box<[AtomicU64]>,
     wakes: Wakes,
     /// Slots it starts with and goes back to, and the most it grows to.
@@ -146,7 +156,7 @@ impl<T: Clone> Elastic<T> {
                 floor: 1,
             }),
             generation: AtomicU64::new(0),
-            read_to: (0..readers).map(|_| AtomicU64::new(1)).collect(),
+            read_to: (0..readers).map(|_| AtomicU64::new(NOT_READING)).collect(),
             wakes: Wakes::new(readers),
             min: min as u64,
             max: max as u64,
@@ -156,6 +166,11 @@ impl<T: Clone> Elastic<T> {
     /// The slots of the current ring.
     pub fn capacity(&self) -> u64 {
         self.current.lock().ring.capacity()
+    }
+
+    /// The slots it starts with and goes back to.
+    pub fn least_slots(&self) -> u64 {
+        self.min
     }
 
     /// The last number published.
@@ -182,18 +197,26 @@ impl<T: Clone> Elastic<T> {
         }
     }
 
+    /// `reader` reads the ring no more (it dropped its [`Reading`]): it no
+    /// longer holds the ring's growth or its shrinking back. From the
+    /// reader's own thread.
+    pub fn leave(&self, reader: usize) {
+        self.read_to[reader].store(NOT_READING, Ordering::Relaxed);
+    }
+
     /// Publishes the value `make` builds from its number, then raises the
-    /// flag of every reader in `readers` (the wanted ones), calling
-    /// `queue` for each whose flag was clear (see `wake.rs`). Returns the
-    /// number and what the publish displaced.
+    /// flag of every reader in `readers` (those with news to read: a topic
+    /// names the shards with a subscriber), calling `queue` for each whose
+    /// flag was clear (see `wake.rs`). Returns the number and what the
+    /// publish displaced.
     pub fn publish(
         &self,
-        readers: impl Iterator<Item = usize> + Clone,
+        readers: impl Iterator<Item = usize>,
         make: impl FnOnce(u64) -> T,
         queue: impl FnMut(usize),
     ) -> (u64, Displaced<T>) {
         let mut current = self.current.lock();
-        let ring = self.resize(&mut current, readers.clone());
+        let ring = self.resize(&mut current);
         let (seq, value) = current.ring.publish_displacing(make);
         drop(current);
         self.wakes.raise_all(readers, queue);
@@ -208,11 +231,7 @@ impl<T: Clone> Elastic<T> {
     /// would displace a message a wanted reader has not read, or with the
     /// least one if a grown ring's readers have caught up; returns the ring
     /// replaced.
-    fn resize(
-        &self,
-        current: &mut Current<T>,
-        readers: impl Iterator<Item = usize>,
-    ) -> Option<Arc<FanoutRing<T>>> {
+    fn resize(&self, current: &mut Current<T>) -> Option<Arc<FanoutRing<T>>> {
         let capacity = current.ring.capacity();
         let next = current.ring.claimed() + 1;
         // The number this publish pushes out of its slot: a wanted reader
@@ -223,11 +242,7 @@ impl<T: Clone> Elastic<T> {
         if !(grown || can_grow && may_lap(current.floor)) {
             return None;
         }
-        current.floor = readers
-            .map(|reader| self.read_to[reader].load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(next)
-            .min(next);
+        current.floor = self.floor(next);
         // Messages the slowest wanted reader has still to read.
         let behind = next - current.floor;
         let slots = if may_lap(current.floor) {
@@ -242,11 +257,51 @@ impl<T: Clone> Elastic<T> {
         } else {
             return None;
         };
+        Some(self.replace(current, slots))
+    }
+
+    /// The lowest next number of a wanted reader (`next` if none is lower).
+    fn floor(&self, next: u64) -> u64 {
+        let cursors = self.read_to.iter().map(|r| r.load(Ordering::Relaxed));
+        cursors.min().unwrap_or(next).min(next)
+    }
+
+    /// Replaces the current ring with one of `slots` slots holding its
+    /// messages from the floor on; returns the ring replaced.
+    fn replace(&self, current: &mut Current<T>, slots: u64) -> Arc<FanoutRing<T>> {
         let slots = usize::try_from(slots).expect("at most `max`, a usize");
         let ring = Arc::new(current.ring.regrown(current.floor, slots));
         // Relaxed: see the module docs; the lock orders it with `join`.
         self.generation.fetch_add(1, Ordering::Relaxed);
-        Some(std::mem::replace(&mut current.ring, ring))
+        std::mem::replace(&mut current.ring, ring)
+    }
+
+    /// Gives a grown ring's room back if every wanted reader is within
+    /// half the least slots of the newest message (as a publish would),
+    /// and then raises every wanted reader's flag, calling `queue` for
+    /// each whose flag was clear, so that each lets go of the grown ring
+    /// at its next read. For a topic that went quiet after a burst, where
+    /// no publish comes to do it. Returns the ring replaced (as
+    /// [`Displaced`]), to be dropped where the caller likes.
+    pub fn settle(&self, queue: impl FnMut(usize)) -> Option<Displaced<T>> {
+        let mut current = self.current.lock();
+        if current.ring.capacity() <= self.min {
+            return None;
+        }
+        let next = current.ring.claimed() + 1;
+        current.floor = self.floor(next);
+        if next - current.floor > self.min / 2 {
+            return None;
+        }
+        let old = self.replace(&mut current, self.min);
+        drop(current);
+        let wanted = (0..self.read_to.len())
+            .filter(|&reader| self.read_to[reader].load(Ordering::Relaxed) != NOT_READING);
+        self.wakes.raise_all(wanted, queue);
+        Some(Displaced {
+            _value: None,
+            _ring: Some(old),
+        })
     }
 
     /// `reader` took the ring from its queue but reads it no more.

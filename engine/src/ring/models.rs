@@ -239,3 +239,31 @@ fn loom_elastic_ring_shrinks_under_a_reader_still_reading() {
         assert_eq!(seen, [1, 2, 3, 4], "every message read once, in order");
     });
 }
+
+/// A ring of one slot that may grow to four, three messages published
+/// while a reader reads one a wake-up; then, once the reader has caught
+/// up, a sweeper asks the ring to settle (as a shard's sweep does for a
+/// topic gone quiet) while the reader may read again. The ring gives its
+/// room back, and the reader, woken by the settle, lets go of the grown
+/// ring: nothing else would wake it, since no publish comes.
+#[test]
+fn loom_elastic_ring_settles_and_wakes_its_reader() {
+    loom::model(|| {
+        let ring = Arc::new(Elastic::new(1, 1, 4));
+        let queue = queue();
+        let (mut reading, mut seen) = read_while_publishing(&ring, &queue, 3, 1);
+        assert_eq!(seen, [1, 2, 3], "every message read once, in order");
+        let sweeper = {
+            let (ring, queue) = (Arc::clone(&ring), Arc::clone(&queue));
+            thread::spawn(move || drop(ring.settle(|_| push(&queue))))
+        };
+        if !take_and_read_one(&ring, &queue, &mut reading, &mut seen) {
+            thread::yield_now();
+        }
+        sweeper.join().unwrap();
+        while take_and_read_one(&ring, &queue, &mut reading, &mut seen) {}
+        assert_eq!(seen, [1, 2, 3]);
+        assert_eq!(ring.capacity(), 1, "caught up, it settles");
+        assert_eq!(reading.capacity(), 1, "woken, the reader let go");
+    });
+}

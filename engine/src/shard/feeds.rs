@@ -79,7 +79,31 @@ impl ShardState {
 
     /// The last local subscriber of `topic` has gone: stops reading its feed.
     pub(super) fn leave_feed(&self, topic: TopicId) {
-        self.feeds.borrow_mut().remove(&topic);
+        let reader = self.feeds.borrow_mut().remove(&topic);
+        if let Some(reader) = reader {
+            // Dropped first: a read in progress (there is none between
+            // turns) would still hold its reading otherwise.
+            let feed = Arc::clone(&reader.feed);
+            drop(reader);
+            feed.leave(self.index);
+        }
+    }
+
+    /// Asks each feed this shard reads at a grown size to give its room
+    /// back: a topic that went quiet after a burst has no publish to do it
+    /// (see `ring/elastic.rs`). Part of the topic sweep.
+    pub(super) fn settle_feeds(&self) {
+        let grown: Vec<Arc<Feed>> = self
+            .feeds
+            .borrow()
+            .values()
+            .filter(|reader| reader.feed.is_grown(&reader.reading.borrow()))
+            .map(|reader| Arc::clone(&reader.feed))
+            .collect();
+        let inboxes = self.shared.fanout().inboxes;
+        for feed in grown {
+            drop(feed.settle(inboxes));
+        }
     }
 
     /// Reads the feeds queued for this shard, in the order they were

@@ -283,7 +283,8 @@ impl ShardState {
         more
     }
 
-    /// Drops retired topics from this shard's cache; shard 0 also expires
+    /// Drops retired topics from this shard's cache and gives back the room
+    /// of feeds grown by a burst whose shards have caught up; shard 0 also expires
     /// idle topics and shares out the history budget engine-wide (one
     /// sweeper is enough, and shard 0 runs the acceptor anyway).
     fn sweep_topics(&self, now: Instant) {
@@ -293,6 +294,7 @@ impl ShardState {
             self.shared.topics().rebalance();
         }
         self.topic_cache.borrow_mut().retain(|_, t| !t.is_retired());
+        self.settle_feeds();
     }
 }
 

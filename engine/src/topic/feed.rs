@@ -136,6 +136,28 @@ impl Feed {
         self.ring.taken(shard);
     }
 
+    /// Shard `shard` dropped its reading: it reads the feed no more.
+    pub(crate) fn leave(&self, shard: usize) {
+        self.ring.leave(shard);
+    }
+
+    /// Whether `reading` holds a ring grown past the feed's starting size.
+    pub(crate) fn is_grown(&self, reading: &Reading<Arc<Message>>) -> bool {
+        reading.capacity() > self.ring.least_slots()
+    }
+
+    /// Gives a grown ring's room back if every shard reading it has caught
+    /// up, and wakes them to let go of it (see `ring/elastic.rs`); for a
+    /// topic that went quiet after a burst. Returns the grown ring, to be
+    /// dropped by the caller.
+    pub(crate) fn settle(
+        self: &Arc<Self>,
+        inboxes: &[ShardInbox],
+    ) -> Option<Displaced<Arc<Message>>> {
+        self.ring
+            .settle(|shard| inboxes[shard].queue(Arc::clone(self)))
+    }
+
     /// Shard `shard` took the feed from its queue: reads at most `budget`
     /// messages from `reading`, handing each to `each` with its number in
     /// the ring and each run of numbers missed to `skipped`, and queues the

@@ -47,11 +47,40 @@ fn a_ring_grows_instead_of_lapping_a_reader_and_shrinks_once_it_caught_up() {
 }
 
 #[test]
+fn a_quiet_ring_settles_back_once_its_readers_caught_up_and_wakes_them() {
+    let ring = Elastic::new(2, 4, 64);
+    let mut one = ring.join(0, true);
+    let mut two = ring.join(1, true);
+    publish(&ring, &[0, 1], 40);
+    assert_eq!(ring.capacity(), 64);
+    let mut woken = Vec::new();
+    // Reader 1 has not read yet: nothing to give back.
+    assert!(ring.settle(|r| woken.push(r)).is_none());
+    assert_eq!(read_all(&ring, 0, &mut one), ((1..=40).collect(), 0));
+    assert!(ring.settle(|r| woken.push(r)).is_none());
+    // Once reader 1 has left, only reader 0 counts.
+    drop(two.clone());
+    ring.leave(1);
+    assert!(ring.settle(|r| woken.push(r)).is_some());
+    assert_eq!(ring.capacity(), 4);
+    // Reader 0's flag was down (it had read): it is woken to let go.
+    assert_eq!(woken, [0]);
+    assert_eq!(read_all(&ring, 0, &mut one), (vec![], 0));
+    assert_eq!(one.capacity(), 4, "it took the small ring");
+    publish(&ring, &[0], 1);
+    assert_eq!(read_all(&ring, 0, &mut one), (vec![41], 0));
+    // A reader that joins again starts at the newest.
+    two = ring.join(1, true);
+    assert_eq!(two.next(), 42);
+}
+
+#[test]
 fn a_reader_that_reads_as_it_goes_never_makes_it_grow() {
     let ring = Elastic::new(2, 4, 64);
     let mut reading = ring.join(0, true);
-    // Reader 1 joined once and is not wanted any more: it holds nothing back.
-    let _gone = ring.join(1, true);
+    // Reader 1 joined once and left: it holds nothing back.
+    drop(ring.join(1, true));
+    ring.leave(1);
     for seq in 1..=50 {
         publish(&ring, &[0], 1);
         assert_eq!(read_all(&ring, 0, &mut reading), (vec![seq], 0));
