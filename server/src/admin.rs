@@ -197,6 +197,7 @@ pub async fn stats(app: &App) -> Value {
                 "retentionRefused": t.topic.retention_refused,
                 "snapshotCount": t.topic.snapshot_keys,
                 "feedSlots": t.topic.feed_slots,
+                "feedGrowths": t.topic.feed_growths,
             })
         })
         .collect();

@@ -204,10 +204,10 @@ async fn a_full_batch_on_one_channel_reaches_every_subscriber_whole() {
     }
     let stats = eventually_stats(&server, |s| s["messagesSent"] == 4 * 3 * BATCH).await;
     assert_eq!(stats["messagesDropped"], 0, "{stats}");
-    // The serving shard read nothing while it published the last batch:
-    // the feed grew to hold it, and keeps its size until the next publish.
-    let grown = channel(&stats, "t1")["feedSlots"].as_u64().unwrap();
-    assert!(grown >= 1024, "{grown} slots");
+    // The serving shard read nothing while it published each batch: the
+    // feed grew to hold it (256 to 512 to 1024, at least once).
+    let growths = channel(&stats, "t1")["feedGrowths"].as_u64().unwrap();
+    assert!(growths >= 2, "{stats}");
     // Its shards have caught up, and no publish comes: the shards' topic
     // sweep (every 5 s) gives the room back.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -32,12 +32,12 @@
 //! reader skips and counts ([`Read::Lapped`](super::Read::Lapped)).
 //!
 //! Publishes are serialized by the ring's lock, which they hold for the
-//! publish alone (a topic publishes under its own lock anyway, so this one
-//! is never contended); readers take it only to change rings, or to
+//! publish alone (a topic publishes under its own lock anyway, so no two
+//! publishes contend for it); readers take it only to change rings, or to
 //! settle. A reader is "wanted" from its first join to its leave
-//! ([`Elastic::leave`]): until then its `read_to` is `u64::MAX`, which no
-//! floor counts. A topic joins a shard with its first local subscriber and
-//! leaves it with the last.
+//! ([`Elastic::leave`]): outside that its `read_to` is `u64::MAX`, which no
+//! floor counts. A shard joins a topic's feed with its first local
+//! subscriber of the topic and leaves it with the last, or as it stops.
 //!
 //! Orderings: `read_to` and `generation` carry no data and are `Relaxed`.
 //! - `read_to` is a hint: it only ever trails the reader's true cursor, so
@@ -54,10 +54,12 @@
 //!   (write-read coherence); one that looks earlier reads the old ring to
 //!   its end and is woken again. The rings themselves pass through the lock.
 //!
-//! The loom models `loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing`
-//! and `loom_elastic_ring_shrinks_under_a_reader_still_reading`
-//! (`ring/models.rs`) run a publisher and a reader through growth and
-//! shrinking under every interleaving with up to three preemptions.
+//! The loom models `loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing`,
+//! `loom_elastic_ring_shrinks_under_a_reader_still_reading`,
+//! `loom_elastic_ring_settles_and_wakes_its_reader` and
+//! `loom_elastic_ring_settles_while_a_publish_grows_it` (`ring/models.rs`)
+//! run a publisher, a reader and a settle through growth and shrinking
+//! under every interleaving with up to three preemptions.
 
 use std::fmt;
 use std::ops::Range;
@@ -81,6 +83,8 @@ pub struct Elastic<T> {
     current: lock::Mutex<Current<T>>,
     /// Changed, under the lock, each time a new ring replaces the current.
     generation: AtomicU64,
+    /// Times it grew (changed under the lock; a figure for stats).
+    growths: AtomicU64,
     /// Per reader: the next number it reads, as it last said; `NOT_READING`
     /// before its first join and after its leave.
     read_to: Box<[AtomicU64]>,
@@ -156,6 +160,7 @@ impl<T: Clone> Elastic<T> {
                 floor: 1,
             }),
             generation: AtomicU64::new(0),
+            growths: AtomicU64::new(0),
             read_to: (0..readers).map(|_| AtomicU64::new(NOT_READING)).collect(),
             wakes: Wakes::new(readers),
             min: min as u64,
@@ -171,6 +176,12 @@ impl<T: Clone> Elastic<T> {
     /// The slots it starts with and goes back to.
     pub fn least_slots(&self) -> u64 {
         self.min
+    }
+
+    /// How many times it has grown.
+    pub fn growths(&self) -> u64 {
+        // Relaxed: a figure, not a decision.
+        self.growths.load(Ordering::Relaxed)
     }
 
     /// The last number published.
@@ -249,6 +260,7 @@ impl<T: Clone> Elastic<T> {
             if !can_grow {
                 return None;
             }
+            self.growths.fetch_add(1, Ordering::Relaxed);
             (2 * capacity)
                 .max((behind + 1).next_power_of_two())
                 .min(self.max)

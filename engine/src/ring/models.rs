@@ -267,3 +267,22 @@ fn loom_elastic_ring_settles_and_wakes_its_reader() {
         assert_eq!(reading.capacity(), 1, "woken, the reader let go");
     });
 }
+
+/// A ring of one slot that may grow to four: a publisher of three
+/// messages, a sweeper settling the ring while the publisher may be
+/// growing it, and a reader reading one message a wake-up. Whatever the
+/// interleaving, the reader reads every message once, in order.
+#[test]
+fn loom_elastic_ring_settles_while_a_publish_grows_it() {
+    loom::model(|| {
+        let ring = Arc::new(Elastic::new(1, 1, 4));
+        let queue = queue();
+        let sweeper = {
+            let (ring, queue) = (Arc::clone(&ring), Arc::clone(&queue));
+            thread::spawn(move || drop(ring.settle(|_| push(&queue))))
+        };
+        let (_, seen) = read_while_publishing(&ring, &queue, 3, 1);
+        sweeper.join().unwrap();
+        assert_eq!(seen, [1, 2, 3], "every message read once, in order");
+    });
+}

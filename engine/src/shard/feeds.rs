@@ -59,20 +59,24 @@ impl ShardState {
         let reads_it =
             matches!(&reading, Entry::Occupied(r) if Arc::ptr_eq(&r.get().feed, &join.feed));
         // The topic counts this shard's subscribers and the shard keeps
-        // one reading per topic while it has any: the two agree. Should
-        // they not, the join's reading is the one the ring counts on.
+        // one reading per topic while it has any: the two agree.
         debug_assert_eq!(
             join.first, !reads_it,
             "a shard's first subscriber of a topic"
         );
-        if join.first || !reads_it {
-            match reading {
-                Entry::Occupied(mut stale) => {
-                    stale.insert(FeedReader::new(join));
-                }
-                Entry::Vacant(entry) => {
-                    entry.insert(FeedReader::new(join));
-                }
+        let reader = match (reads_it, join.first) {
+            (true, false) => return,
+            (_, true) => FeedReader::new(join),
+            // Should they not agree, the shard joins as a first reader,
+            // which the ring then counts (from here on).
+            (false, false) => FeedReader::new(&join.feed.join(self.index, true)),
+        };
+        match reading {
+            Entry::Occupied(mut stale) => {
+                stale.insert(reader);
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(reader);
             }
         }
     }
@@ -81,11 +85,24 @@ impl ShardState {
     pub(super) fn leave_feed(&self, topic: TopicId) {
         let reader = self.feeds.borrow_mut().remove(&topic);
         if let Some(reader) = reader {
-            // Dropped first: a read in progress (there is none between
-            // turns) would still hold its reading otherwise.
-            let feed = Arc::clone(&reader.feed);
-            drop(reader);
-            feed.leave(self.index);
+            // No read of it is in progress (a read's dispatch does not
+            // unsubscribe): one would store its cursor after this leave,
+            // and the ring would count this shard again.
+            debug_assert_eq!(Rc::strong_count(&reader), 1, "left during a read");
+            reader.feed.leave(self.index);
+        }
+    }
+
+    /// Stops reading every feed: the shard is stopping.
+    pub(super) fn leave_all_feeds(&self) {
+        let readers: Vec<Rc<FeedReader>> = self
+            .feeds
+            .borrow_mut()
+            .drain()
+            .map(|(_, reader)| reader)
+            .collect();
+        for reader in readers {
+            reader.feed.leave(self.index);
         }
     }
 

@@ -15,8 +15,9 @@
 //!    [`crate::WireFormat::heartbeat_interval`]), the heartbeat frame
 //!    (encoded once per format per tick) is queued and flushed.
 //!
-//! Every 20 ticks the shard prunes retired topics from its cache; shard 0
-//! also expires idle topics and rebalances the history budget.
+//! Every 20 ticks the shard prunes retired topics from its cache and asks
+//! each topic feed it reads at a grown size to settle back (`feeds.rs`);
+//! shard 0 also expires idle topics and rebalances the history budget.
 
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -194,4 +194,7 @@ async fn shutdown(state: &Rc<ShardState>) {
             left, "connections still open at the end of shutdown grace"
         );
     }
+    // This shard reads no feed any more: it must not hold any ring's
+    // growth back for the shards (or a bus) still running.
+    state.leave_all_feeds();
 }

@@ -98,6 +98,11 @@ impl Feed {
         self.ring.capacity()
     }
 
+    /// How many times its ring has grown since the feed was made.
+    pub(crate) fn growths(&self) -> u64 {
+        self.ring.growths()
+    }
+
     /// Where a subscriber on `shard` joining now starts: after every
     /// message already in the ring. Taken under the topic's lock, with the
     /// subscriber's position, so live delivery begins exactly where the

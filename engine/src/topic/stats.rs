@@ -35,6 +35,9 @@ pub struct TopicStats {
     /// Slots of its feed's ring now (0 while it has no subscriber): above
     /// `topics.ring_slots` while a shard lags behind it.
     pub feed_slots: u64,
+    /// Times its feed's ring grew since the feed was made (with the
+    /// topic's first subscriber, the last time it had none).
+    pub feed_growths: u64,
 }
 
 impl Topic {
@@ -54,6 +57,7 @@ impl Topic {
             gaps: state.gaps,
             gap_skipped: state.gap_skipped,
             feed_slots: state.feed.as_ref().map_or(0, |feed| feed.capacity()),
+            feed_growths: state.feed.as_ref().map_or(0, |feed| feed.growths()),
         }
     }
 }

@@ -50,7 +50,7 @@ fn a_ring_grows_instead_of_lapping_a_reader_and_shrinks_once_it_caught_up() {
 fn a_quiet_ring_settles_back_once_its_readers_caught_up_and_wakes_them() {
     let ring = Elastic::new(2, 4, 64);
     let mut one = ring.join(0, true);
-    let mut two = ring.join(1, true);
+    let two = ring.join(1, true);
     publish(&ring, &[0, 1], 40);
     assert_eq!(ring.capacity(), 64);
     let mut woken = Vec::new();
@@ -59,7 +59,7 @@ fn a_quiet_ring_settles_back_once_its_readers_caught_up_and_wakes_them() {
     assert_eq!(read_all(&ring, 0, &mut one), ((1..=40).collect(), 0));
     assert!(ring.settle(|r| woken.push(r)).is_none());
     // Once reader 1 has left, only reader 0 counts.
-    drop(two.clone());
+    drop(two);
     ring.leave(1);
     assert!(ring.settle(|r| woken.push(r)).is_some());
     assert_eq!(ring.capacity(), 4);
@@ -70,7 +70,7 @@ fn a_quiet_ring_settles_back_once_its_readers_caught_up_and_wakes_them() {
     publish(&ring, &[0], 1);
     assert_eq!(read_all(&ring, 0, &mut one), (vec![41], 0));
     // A reader that joins again starts at the newest.
-    two = ring.join(1, true);
+    let two = ring.join(1, true);
     assert_eq!(two.next(), 42);
 }
 
