@@ -95,14 +95,9 @@ impl ShardState {
 
     /// Stops reading every feed: the shard is stopping.
     pub(super) fn leave_all_feeds(&self) {
-        let readers: Vec<Rc<FeedReader>> = self
-            .feeds
-            .borrow_mut()
-            .drain()
-            .map(|(_, reader)| reader)
-            .collect();
-        for reader in readers {
-            reader.feed.leave(self.index);
+        let topics: Vec<TopicId> = self.feeds.borrow().keys().copied().collect();
+        for topic in topics {
+            self.leave_feed(topic);
         }
     }
 

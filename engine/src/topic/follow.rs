@@ -304,8 +304,8 @@ impl Topic {
     }
 
     /// Stamps, records and routes the next message (`numbered.seq` is
-    /// `state.seq + 1`, in the topic's epoch); returns the message it
-    /// displaced from the feed, to be dropped after the lock.
+    /// `state.seq + 1`, in the topic's epoch); returns what it displaced
+    /// from the feed, to be dropped after the lock.
     fn take(
         &self,
         state: &mut TopicState,
