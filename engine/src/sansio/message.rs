@@ -82,7 +82,7 @@ pub trait MessageFilter: std::fmt::Debug {
 
     /// Whether the session must hear at once that a message was left out:
     /// asked only after [`admits`](Self::admits) refused one. When `true`
-    /// the connection's task calls [`Session::on_wake`](crate::Session::on_wake)
+    /// the connection calls [`Session::on_wake`](crate::Session::on_wake)
     /// next, as if the instant of [`ConnCtx::wake_at`](crate::ConnCtx::wake_at)
     /// had come. For a filter that watches the subscription's sequence and
     /// leaves out what follows a gap until its session has answered it

@@ -1,12 +1,14 @@
-//! One WebSocket connection: its state, its task, and the [`Session`] that
-//! gives its messages meaning.
+//! One WebSocket connection: its state, its opening and closing, and the
+//! [`Session`] that gives its messages meaning.
 //!
-//! Owned by one shard thread. The connection's task waits for three things:
-//! the socket becoming readable (frames to parse), writable (only after a
-//! write would have blocked), and `attention` (a close was requested or the
-//! writer needs it). Writes of published events are made by the shard's
-//! dispatch loop directly, not by this task, so a message reaches the socket
-//! without a task switch per connection.
+//! Owned by one shard thread. A connection has no task of its own for its
+//! life: the shard's driver (`driver.rs`) polls it when its socket becomes
+//! readable, writable (only after a write would have blocked), or when it
+//! needs *attention* ([`Conn::notify`]: a close was requested, a wake-up is
+//! due, a held command may go on). Only its opening wait and its closing
+//! sequence, which hold timers, run as tasks while they last. Writes of
+//! published events are made by the shard's dispatch loop directly, so a
+//! message reaches the socket without a task switch per connection.
 //!
 //! Reading (see `reader.rs`): bytes are read into the shard's scratch buffer
 //! and frames are parsed and unmasked in place; only an incomplete frame's
@@ -26,16 +28,15 @@
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use super::ctx::ConnCtx;
+use super::driver::ConnWake;
 use super::park::{self, Parked};
 use super::transport::Transport;
 use super::{reader, ShardState};
@@ -48,16 +49,6 @@ use crate::sansio::ids::ConnKey;
 use crate::sansio::mailbox::Mailbox;
 use crate::sansio::outbox::{Admission, DropReason, GapField, OutboxLimits};
 use crate::topic::Topic;
-
-/// What woke a connection's task, in the order it looks.
-enum Ready {
-    /// `attention` was notified.
-    Attention,
-    /// The socket takes writes again, or failed.
-    Writable(std::io::Result<()>),
-    /// The socket has bytes (or an error) to read.
-    Readable(std::io::Result<()>),
-}
 
 /// How long a closing connection may take to flush its close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
@@ -147,8 +138,29 @@ pub(super) struct Conn {
     pub(super) details: super::handle::Details,
     /// Held for the connection's life; see step 6 of closing.
     pub(super) _permit: PeerPermit,
-    pub(super) attention: Notify,
     pub(super) state: RefCell<ConnState>,
+    /// Where it is in its life: who polls it, and whom [`Conn::notify`] wakes.
+    pub(super) phase: Cell<Phase>,
+    /// Something other than its socket needs it to look at its state.
+    pub(super) attention: Cell<bool>,
+    /// The opening task's waker, while it waits ([`Conn::attended`]).
+    pub(super) opening: Cell<Option<Waker>>,
+    /// Its waker once it is driven: puts it on the shard's ready list.
+    pub(super) wake: Arc<ConnWake>,
+    /// Its session, while the driver owns it (taken for each poll, and for
+    /// good when it closes).
+    pub(super) session: Cell<Option<Box<dyn Session>>>,
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Its opening task runs (`open`).
+    Opening,
+    /// The shard's driver polls it (`driver.rs`).
+    Driven,
+    /// Its closing task runs (`close`).
+    Closing,
 }
 
 impl Conn {
@@ -164,6 +176,7 @@ impl Conn {
         limits: OutboxLimits,
         gap_field: Option<GapField>,
         now: Instant,
+        wake: Arc<ConnWake>,
     ) -> Self {
         Self {
             key,
@@ -175,7 +188,11 @@ impl Conn {
             connected_at: SystemTime::now(),
             details: Box::default(),
             _permit: permit,
-            attention: Notify::new(),
+            phase: Cell::new(Phase::Opening),
+            attention: Cell::new(false),
+            opening: Cell::new(None),
+            wake,
+            session: Cell::new(None),
             state: RefCell::new(ConnState {
                 mailbox: Mailbox::new(OutboxLimits {
                     policy: delivery.overflow,
@@ -202,7 +219,7 @@ impl Conn {
         self.state.borrow().closing.is_some()
     }
 
-    /// Asks the connection's task to close; the first reason wins.
+    /// Asks the connection to close; the first reason wins.
     pub(super) fn request_close(&self, reason: CloseReason) {
         let mut state = self.state.borrow_mut();
         if state.closing.is_none() {
@@ -216,8 +233,39 @@ impl Conn {
             state.closing = Some(reason);
             state.mailbox.close(lost);
             drop(state);
-            self.attention.notify_one();
+            self.notify();
         }
+    }
+
+    /// Asks the connection to look at its state (a close was requested, a
+    /// wake-up is due, a held command may go on): wakes whoever handles it
+    /// in its phase. Each call is seen at least once; several may be seen
+    /// as one.
+    pub(super) fn notify(&self) {
+        self.attention.set(true);
+        match self.phase.get() {
+            Phase::Opening => {
+                if let Some(waker) = self.opening.take() {
+                    waker.wake();
+                }
+            }
+            Phase::Driven => self.wake.wake_by_ref(),
+            // Its closing task looks at its state itself.
+            Phase::Closing => {}
+        }
+    }
+
+    /// Ready once [`Conn::notify`] was called, taking the notice; for the
+    /// opening task.
+    pub(super) fn attended(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| {
+            if self.attention.replace(false) {
+                Poll::Ready(())
+            } else {
+                self.opening.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
     }
 
     /// Queues a control frame; a client that lets them pile up is closed.
@@ -236,19 +284,18 @@ impl Conn {
     }
 }
 
-/// The connection's task: reads until it must close, then closes.
-pub(super) async fn run(
+/// The connection's opening, a task of its own while it lasts: waits for
+/// the session's topics, calls `on_open`, handles what the client sent
+/// with its upgrade request, then hands the connection to the shard's
+/// driver (`driver.rs`) for the rest of its life.
+pub(super) async fn open(
     shard: Rc<ShardState>,
     conn: Rc<Conn>,
     mut session: Box<dyn Session>,
     read_buf: Bytes,
 ) {
-    // The opening wait and the closing sequence hold timers and I/O futures
-    // that are needed once each; boxed, they take no room in this task,
-    // which lives as long as the connection (docs/architecture.md, *Memory
-    // per connection*).
-    Box::pin(park::await_open(&shard, &conn, &*session)).await;
-    // A connection replaced before its task started says nothing more.
+    park::await_open(&shard, &conn, &*session).await;
+    // A connection replaced before it opened says nothing more.
     if conn.state.borrow().closing.is_none() {
         let mut ctx = ConnCtx {
             shard: &shard,
@@ -265,93 +312,20 @@ pub(super) async fn run(
         }
     }
     // Even empty, these bytes can keep the HTTP layer's whole read buffer
-    // alive; this task lives as long as the connection, so let go now.
+    // alive: let go before the connection settles in for its life.
     drop(read_buf);
     shard.flush(&conn);
-
-    let reason = loop {
-        if let Some(reason) = conn.state.borrow().closing.clone() {
-            break reason;
-        }
-        let blocked = conn.state.borrow().write_blocked;
-        let parked = park::is_parked(&conn);
-        // In this order: attention, the socket taking writes again, frames
-        // to read. Polled by hand rather than with `select!`, whose
-        // readiness futures would live in this task for the connection's
-        // whole life (docs/architecture.md, *Memory per connection*).
-        let ready = {
-            let mut attention = pin!(conn.attention.notified());
-            poll_fn(|cx| {
-                if attention.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Ready::Attention);
-                }
-                if blocked {
-                    if let Poll::Ready(ready) = conn.transport.poll_writable(cx) {
-                        return Poll::Ready(Ready::Writable(ready));
-                    }
-                }
-                if !parked {
-                    if let Poll::Ready(ready) = conn.transport.poll_readable(cx) {
-                        return Poll::Ready(Ready::Readable(ready));
-                    }
-                }
-                Poll::Pending
-            })
-            .await
-        };
-        match ready {
-            Ready::Attention => {
-                let woken = std::mem::take(&mut conn.state.borrow_mut().woken);
-                if woken && conn.state.borrow().closing.is_none() {
-                    let mut ctx = ConnCtx {
-                        shard: &shard,
-                        conn: &conn,
-                    };
-                    if guarded(&conn, || session.on_wake(&mut ctx)).is_err() {
-                        conn.request_close(CloseReason::InternalError);
-                    }
-                    shard.flush(&conn);
-                }
-                if let Err(reason) = park::redeliver(&shard, &conn, &mut *session) {
-                    conn.request_close(reason);
-                }
-                shard.flush(&conn);
-            }
-            Ready::Writable(ready) => {
-                if ready.is_err() {
-                    break CloseReason::ConnectionLost;
-                }
-                conn.state.borrow_mut().write_blocked = false;
-                shard.flush(&conn);
-            }
-            Ready::Readable(ready) => {
-                let result = ready
-                    .map_err(|_| CloseReason::ConnectionLost)
-                    .and_then(|()| reader::read_ready(&shard, &conn, &mut *session));
-                let more = match result {
-                    Ok(drained) => drained == reader::Drained::No,
-                    Err(reason) => {
-                        conn.request_close(reason);
-                        false
-                    }
-                };
-                shard.flush(&conn);
-                if more {
-                    tokio::task::yield_now().await;
-                }
-            }
-        }
-    };
-    if reason != CloseReason::InternalError {
-        let _ = guarded(&conn, || session.on_close(&reason));
-    }
-    Box::pin(close(shard, conn, reason)).await;
+    conn.session.set(Some(session));
+    conn.opening.set(None);
+    conn.phase.set(Phase::Driven);
+    // The first poll registers its socket with its waker.
+    conn.wake.wake_by_ref();
 }
 
 /// Runs a session callback; a panic in it is caught and logged, so that a
 /// bug in one protocol's handling of one message closes that connection
-/// (1011) through the normal close sequence instead of killing its task and
-/// leaving it half-registered.
+/// (1011) through the normal close sequence instead of unwinding through the
+/// shard's driver and leaving the connection half-registered.
 pub(super) fn guarded(conn: &Conn, callback: impl FnOnce()) -> Result<(), ()> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).map_err(|panic| {
         let what = panic
@@ -363,7 +337,8 @@ pub(super) fn guarded(conn: &Conn, callback: impl FnOnce()) -> Result<(), ()> {
     })
 }
 
-async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
+/// The closing sequence (module docs), a task of its own while it lasts.
+pub(super) async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseReason) {
     // 1. Leave every topic.
     let topics = std::mem::take(&mut conn.state.borrow_mut().topics);
     for held in &topics {

@@ -9,8 +9,8 @@
 //!    closes it;
 //! 2. silence longer than its protocol's liveness timeout closes it;
 //! 3. a wake-up its session asked for ([`crate::ConnCtx::wake_at`]) that is
-//!    due is handed to the connection's task, which calls the session's
-//!    `on_wake` (sessions live in their tasks, not in the tick);
+//!    due is handed to the connection, whose next poll by the driver calls
+//!    the session's `on_wake` (never the tick itself);
 //! 4. when its format's heartbeat is due (each format has its own interval,
 //!    [`crate::WireFormat::heartbeat_interval`]), the heartbeat frame
 //!    (encoded once per format per tick) is queued and flushed.
@@ -28,6 +28,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use super::conn::{self, Conn};
+use super::driver::ConnWake;
 use super::handle::Attachment;
 use super::run::TICK;
 use super::{ShardState, SWEEP_EVERY_TICKS};
@@ -75,7 +76,7 @@ enum Beat {
 impl ShardState {
     // ---- connections -------------------------------------------------------
 
-    /// Registers a new WebSocket connection and starts its task.
+    /// Registers a new WebSocket connection and starts its opening.
     pub(super) fn attach(self: &Rc<Self>, attachment: Attachment) -> Result<ConnKey, Refused> {
         let Attachment {
             transport,
@@ -104,6 +105,7 @@ impl ShardState {
             self.shared.config().outbox,
             gap_field,
             self.now(),
+            ConnWake::new(key, &self.ready),
         );
         conn.details = details;
         let conn = Rc::new(conn);
@@ -118,7 +120,7 @@ impl ShardState {
                 .close_remote(old.shard, old.key, CloseReason::Replaced);
         }
         info!(client = %client_id, owner = %owner, %peer, shard = self.index, "connection accepted");
-        tokio::task::spawn_local(conn::run(Rc::clone(self), conn, session, read_buf));
+        tokio::task::spawn_local(conn::open(Rc::clone(self), conn, session, read_buf));
         Ok(key)
     }
 
@@ -216,7 +218,7 @@ impl ShardState {
         sweep.next = slots.end;
         let more = sweep.next < conns.slots();
         // Nothing below adds or removes connections (closing happens in each
-        // connection's own task), so the slab can stay borrowed.
+        // connection's closing task), so the slab can stay borrowed.
         for conn in conns.in_slots(slots) {
             let (silent, due, wake) = {
                 let mut state = conn.state.borrow_mut();
@@ -235,7 +237,7 @@ impl ShardState {
                     .as_deref()
                     .filter(|(at, _)| *at <= now)
                     .map(|(_, reason)| reason.clone());
-                // A session's wake-up: its task calls `on_wake` when notified.
+                // A session's wake-up: `on_wake` is called when it is notified.
                 let wake = state.wake_at.is_some_and(|at| at <= now);
                 if wake {
                     state.wake_at = None;
@@ -259,7 +261,7 @@ impl ShardState {
                 continue;
             }
             if wake {
-                conn.attention.notify_one();
+                conn.notify();
             }
             self.resume_overdue(conn, now);
             let format = conn.delivery.format;

@@ -19,22 +19,25 @@
 //! | `delivery` | messages into outboxes, outboxes onto sockets |
 //! | `report` | figures and client lists |
 //! | `conn`, `reader`, `ctx` | a connection, its reads, its session's view |
+//! | `driver` | the task that polls every connection with something to do |
 //! | `handle` | [`LocalShard`] and [`Attachment`], the public faces |
 //! | `slab` | connections by generation-checked key |
 //!
 //! **The borrow rule.** Every field is a `RefCell` or `Cell` borrowed for
 //! one step and released before anything that could re-enter: session
 //! callbacks (`on_open`, `on_text`, `on_close`) run only from a
-//! connection's own task, never while the shard iterates its connections
-//! or subscribers, so a callback may subscribe, publish, send or close
-//! freely. The loops that do iterate (`dispatch`, `tick`, `stats`) call
-//! no session code: they only queue frames and request closes, which take
-//! effect in each connection's task.
+//! connection's opening task or from the driver polling that one
+//! connection (`driver.rs`), never while the shard iterates its
+//! connections or subscribers, so a callback may subscribe, publish, send
+//! or close freely. The loops that do iterate (`dispatch`, `tick`,
+//! `stats`) call no session code: they only queue frames and request
+//! closes, which take effect when the driver next polls the connection.
 
 mod accept;
 mod conn;
 mod ctx;
 mod delivery;
+mod driver;
 mod feeds;
 mod handle;
 mod inbox;
@@ -192,6 +195,8 @@ struct ShardState {
     answered_error: Cell<bool>,
     /// Commands waiting for topics to catch up with the bus (`park.rs`).
     parking: park::Parking,
+    /// Connections with something to do, for the driver (`driver.rs`).
+    ready: Arc<driver::ReadyList>,
 }
 
 /// One format's client messages on one shard.
@@ -243,6 +248,7 @@ impl ShardState {
             client_messages: RefCell::new(vec![ClientMessages::default(); formats]),
             answered_error: Cell::new(false),
             parking: park::Parking::new(shared_external),
+            ready: Arc::default(),
         }
     }
 

@@ -17,7 +17,7 @@
 //! 3. the catch-up, or the broker giving up, wakes the connection through
 //!    its shard's inbox ([`ShardCommand::Resume`](super::ShardCommand));
 //!    so does [`PARK_LIMIT`] passing, whatever the broker does;
-//! 4. the connection's task hands the command to the session again, this
+//! 4. the connection (polled by its shard's driver) hands the command to the session again, this
 //!    time with [`ConnCtx::prepare`] answering yes (a command waits once)
 //!    and [`ConnCtx::redelivered`] saying so (the engine counted it, and a
 //!    protocol limiting commands admitted it, the first time), then the
@@ -132,7 +132,7 @@ impl ShardState {
             if let Some(parked) = conn.state.borrow_mut().parked.as_mut() {
                 parked.resumed = true;
             }
-            conn.attention.notify_one();
+            conn.notify();
         }
     }
 
@@ -143,7 +143,7 @@ impl ShardState {
             if !parked.resumed && now.saturating_duration_since(parked.since) >= PARK_LIMIT {
                 parked.resumed = true;
                 drop(state);
-                conn.attention.notify_one();
+                conn.notify();
             }
         }
     }
@@ -163,7 +163,7 @@ pub(super) async fn await_open(shard: &Rc<ShardState>, conn: &Rc<Conn>, session:
     while !shard.prepare(conn, names.iter().map(String::as_str), quota.as_ref()) {
         shard.parking.request.set(false);
         tokio::select! {
-            () = conn.attention.notified() => {}
+            () = conn.attended() => {}
             () = tokio::time::sleep_until(deadline) => return,
         }
         if conn.is_closing() {

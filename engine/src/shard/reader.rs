@@ -34,7 +34,8 @@ use crate::sansio::decode::{Decoder, Inbound};
 use crate::sansio::delivery::InboundKind;
 use crate::sansio::frame::{self, FrameError, OpCode};
 
-/// Full reads taken from one connection before its task yields: 1 MiB, so
+/// Full reads taken from one connection before it goes to the back of its
+/// shard's ready list (`driver.rs`): 1 MiB, so
 /// a client that sends without pause cannot keep the shard from its other
 /// connections and its deliveries.
 const READS_PER_TURN: usize = 16;

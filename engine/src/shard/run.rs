@@ -16,7 +16,7 @@
 //!    frame into the outbox of every local subscriber;
 //! 4. write every connection whose oldest unflushed frame has waited the
 //!    flush delay, one vectored write per connection for all its frames;
-//! 5. if messages remain, yield to the connection tasks and go to 2;
+//! 5. if messages remain, yield to the connections' reads and go to 2;
 //!    otherwise sleep until woken or until the next connection is due.
 //!
 //! The flush delay comes from [`crate::sansio::pacer::FlushPacer`]: 0 while the
@@ -40,7 +40,7 @@ use crate::engine::EngineShared;
 use crate::sansio::close::CloseReason;
 
 /// Messages read from feeds per turn before the shard flushes and
-/// yields, so connection tasks (reads, heartbeats) are never starved.
+/// yields, so connections' reads and the tick are never starved.
 const DISPATCH_BATCH: usize = 1024;
 
 /// How often a shard checks heartbeat timeouts and sends heartbeats.
@@ -55,6 +55,7 @@ pub(crate) fn run(index: usize, shared: Arc<EngineShared>, runtime: tokio::runti
     let state = Rc::new(ShardState::new(index, shared));
     local.block_on(&runtime, async move {
         tokio::task::spawn_local(tick_loop(Rc::clone(&state)));
+        tokio::task::spawn_local(super::driver::run(Rc::clone(&state)));
         dispatch_loop(&state).await;
         shutdown(&state).await;
     });
@@ -153,7 +154,7 @@ async fn tick_loop(state: Rc<ShardState>) {
         ticks.tick().await;
         let mut sweep = state.begin_tick();
         while state.sweep_slice(&mut sweep) {
-            // Deliveries and connection tasks run between slices.
+            // Deliveries and connections' reads run between slices.
             if sweep.may_yield(Instant::now()) {
                 tokio::task::yield_now().await;
             }
@@ -164,7 +165,7 @@ async fn tick_loop(state: Rc<ShardState>) {
 /// Shutdown, on this shard (publishing has already stopped, engine-wide):
 /// 1. every message accepted before is dispatched to its subscribers here,
 ///    so that it is queued ahead of their close frames;
-/// 2. every connection is asked to close with 1001 (its task queues the close
+/// 2. every connection is asked to close with 1001 (its closing queues the close
 ///    frame behind what it still has to send and flushes); a message that
 ///    still arrives (a publish that raced the stop) is counted as dropped
 ///    for `shutdown`;

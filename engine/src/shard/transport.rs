@@ -139,7 +139,7 @@ impl Transport {
         let mut session = tls.session.borrow_mut();
         // Records that decrypt to nothing (key updates, empty records) end
         // the call after a few, as if the socket were drained: its readiness
-        // stays set, so the connection's task comes back after its turn.
+        // stays set, so the driver polls the connection again.
         for _ in 0..RECORD_READS_PER_CALL {
             match session.reader().read(buf) {
                 Ok(n) => {

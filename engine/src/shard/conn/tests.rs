@@ -32,6 +32,7 @@ async fn nothing_is_queued_after_a_close_is_requested() {
         limits,
         None,
         Instant::now(),
+        ConnWake::new(key, &Arc::default()),
     );
     conn.send_control(Bytes::from_static(b"before"));
     assert_eq!(conn.state.borrow().mailbox.outbox.len(), 1);
@@ -44,17 +45,13 @@ async fn nothing_is_queued_after_a_close_is_requested() {
 }
 
 /// What every open connection holds for its whole life stays within
-/// budget (docs/architecture.md, *Memory per connection*): the task's
-/// future keeps its once-only opening and closing steps boxed, and the
-/// connection's own state does not creep up unnoticed.
+/// budget (docs/architecture.md, *Memory per connection*): no task, a
+/// waker of a few words, and its own state does not creep up unnoticed.
 #[test]
 fn a_connection_holds_little_for_its_life() {
-    fn future_of<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    // 256 bytes keeps tokio's task cell (128-byte multiples) at 384.
-    let task = future_of(run);
-    assert!(task <= 256, "the connection task's future is {task} bytes");
+    // With its `Arc` counts, within the allocator's 48-byte class.
+    let wake = std::mem::size_of::<ConnWake>();
+    assert!(wake + 16 <= 48, "a connection's waker is {wake} bytes");
     // With its `Rc` counts, within the allocator's 768-byte class.
     let conn = std::mem::size_of::<Conn>();
     assert!(conn + 16 <= 768, "a Conn is {conn} bytes");

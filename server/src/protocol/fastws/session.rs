@@ -269,7 +269,7 @@ impl FastwsSession {
 }
 
 /// Gives back the producer references if the connection ended without
-/// `on_close` (a panicking callback: the session is dropped with its task).
+/// `on_close` (a panicking callback: the session is dropped unclosed).
 impl Drop for FastwsSession {
     fn drop(&mut self) {
         self.release_all();

@@ -394,7 +394,7 @@ impl Session for SimpleSession {
 }
 
 /// Gives the slot back if the connection ended without `on_close` (a
-/// panicking callback: the session is dropped with its task).
+/// panicking callback: the session is dropped unclosed).
 impl Drop for SimpleSession {
     fn drop(&mut self) {
         self.release();
