@@ -38,7 +38,9 @@
 //! position is answered only from the ring, and only when the ring holds
 //! every message after it: the ring is one contiguous run ending at the
 //! newest message, so "the ring starts at or before `seq + 1`" is the whole
-//! check.
+//! check. Contiguous but for transient messages (`Publication::transient`),
+//! which take a number and are never recorded: a resume skips them, by
+//! design, and gets every kept message after its position.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -209,7 +211,9 @@ impl History {
                         last,
                     });
                 }
-                let skip = (seq + 1 - oldest) as usize;
+                // By number, not by place: a transient message took a
+                // number and left no entry.
+                let skip = self.ring.partition_point(|m| m.seq <= seq);
                 let messages = self.ring.iter().skip(skip).cloned().collect();
                 (messages, FrameKind::Replay)
             }

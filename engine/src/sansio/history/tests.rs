@@ -289,6 +289,24 @@ fn a_resume_gets_every_later_message_or_says_why_not() {
     );
 }
 
+/// A message published as transient is delivered but never kept, so the
+/// ring's numbers skip it: a resume from any position still gets every
+/// kept message after it, not a run counted off by position in the ring.
+#[test]
+fn a_resume_across_a_transient_message_gets_every_kept_message_after_it() {
+    let budget = roomy();
+    let mut history = History::new(limits(10, 0));
+    for seq in [1, 2, 3, 5, 6] {
+        history.record(&msg(seq, None), &budget);
+    }
+    // 4 was transient: never recorded.
+    assert_eq!(after(&history, 3, 6), Ok(vec![5, 6]));
+    assert_eq!(after(&history, 4, 6), Ok(vec![5, 6]));
+    assert_eq!(after(&history, 5, 6), Ok(vec![6]));
+    assert_eq!(after(&history, 6, 6), Ok(vec![]));
+    assert_eq!(after(&history, 0, 6), Ok(vec![1, 2, 3, 5, 6]));
+}
+
 #[test]
 fn a_resume_from_an_empty_or_cleared_ring_is_too_old_unless_nothing_was_missed() {
     let budget = roomy();
