@@ -26,11 +26,10 @@
 //!    WebSocket slot count free again.
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Wake, Waker};
+use std::task::Wake;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -109,7 +108,8 @@ pub(super) struct ConnState {
     pub(super) write_blocked: bool,
     /// A write failed: the socket is gone and nothing more can be sent.
     pub(super) broken: bool,
-    pub(super) closing: Option<CloseReason>,
+    /// Why it is closing, once it is; boxed, as a connection closes once.
+    pub(super) closing: Option<Box<CloseReason>>,
     /// Close for this reason at this instant (e.g. when a token expires);
     /// boxed, as few connections have one.
     pub(super) deadline: Option<Box<(Instant, CloseReason)>>,
@@ -133,7 +133,9 @@ pub(super) struct Conn {
     pub(super) owner: Arc<str>,
     /// Format, overflow policy and liveness, as its protocol chose them.
     pub(super) delivery: Delivery,
-    pub(super) connected_at: SystemTime,
+    /// When it connected, in milliseconds since the Unix epoch (half the
+    /// room of a `SystemTime`; a client listing shows no finer).
+    pub(super) connected_at_ms: u64,
     /// What its protocol recorded about it, for the client listing.
     pub(super) details: super::handle::Details,
     /// Held for the connection's life; see step 6 of closing.
@@ -143,8 +145,6 @@ pub(super) struct Conn {
     pub(super) phase: Cell<Phase>,
     /// Something other than its socket needs it to look at its state.
     pub(super) attention: Cell<bool>,
-    /// The opening task's waker, while it waits ([`Conn::attended`]).
-    pub(super) opening: Cell<Option<Waker>>,
     /// Its waker once it is driven: puts it on the shard's ready list.
     pub(super) wake: Arc<ConnWake>,
     /// Its session, while the driver owns it (taken for each poll, and for
@@ -185,12 +185,13 @@ impl Conn {
             client_id,
             owner,
             delivery,
-            connected_at: SystemTime::now(),
+            connected_at_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64),
             details: Box::default(),
             _permit: permit,
             phase: Cell::new(Phase::Opening),
             attention: Cell::new(false),
-            opening: Cell::new(None),
             wake,
             session: Cell::new(None),
             state: RefCell::new(ConnState {
@@ -230,7 +231,7 @@ impl Conn {
             } else {
                 DropReason::Closed
             };
-            state.closing = Some(reason);
+            state.closing = Some(Box::new(reason));
             state.mailbox.close(lost);
             drop(state);
             self.notify();
@@ -238,34 +239,16 @@ impl Conn {
     }
 
     /// Asks the connection to look at its state (a close was requested, a
-    /// wake-up is due, a held command may go on): wakes whoever handles it
-    /// in its phase. Each call is seen at least once; several may be seen
-    /// as one.
+    /// wake-up is due, a held command may go on): puts it on the driver's
+    /// list, which polls it, or wakes its opening task if it is still
+    /// opening (`park::attended`). Each call is seen at least once;
+    /// several may be seen as one. A closing connection's task looks at
+    /// its state itself.
     pub(super) fn notify(&self) {
         self.attention.set(true);
-        match self.phase.get() {
-            Phase::Opening => {
-                if let Some(waker) = self.opening.take() {
-                    waker.wake();
-                }
-            }
-            Phase::Driven => self.wake.wake_by_ref(),
-            // Its closing task looks at its state itself.
-            Phase::Closing => {}
+        if self.phase.get() != Phase::Closing {
+            self.wake.wake_by_ref();
         }
-    }
-
-    /// Ready once [`Conn::notify`] was called, taking the notice; for the
-    /// opening task.
-    pub(super) fn attended(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(|cx| {
-            if self.attention.replace(false) {
-                Poll::Ready(())
-            } else {
-                self.opening.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
     }
 
     /// Queues a control frame; a client that lets them pile up is closed.
@@ -316,7 +299,6 @@ pub(super) async fn open(
     drop(read_buf);
     shard.flush(&conn);
     conn.session.set(Some(session));
-    conn.opening.set(None);
     conn.phase.set(Phase::Driven);
     // The first poll registers its socket with its waker.
     conn.wake.wake_by_ref();

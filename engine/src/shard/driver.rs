@@ -116,8 +116,17 @@ pub(super) async fn run(shard: Rc<ShardState>) {
 /// Polls one connection; a panic (a bug outside any session callback,
 /// which `guarded` catches) closes that connection, not the driver.
 fn poll_conn(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
-    if conn.phase.get() != Phase::Driven {
-        return;
+    match conn.phase.get() {
+        Phase::Driven => {}
+        Phase::Opening => {
+            // Notified while its opening task waits (`park::attended`).
+            let waiting = shard.opening.borrow_mut().remove(&conn.key);
+            if let Some(waker) = waiting {
+                waker.wake();
+            }
+            return;
+        }
+        Phase::Closing => return,
     }
     if std::panic::catch_unwind(AssertUnwindSafe(|| drive(shard, conn))).is_err() {
         error!(client = %conn.client_id, peer = %conn.peer, "connection handling panicked; closing with 1011");
@@ -169,8 +178,8 @@ fn turns(
     cx: &mut Context<'_>,
 ) -> Option<CloseReason> {
     for _ in 0..TURNS {
-        if let Some(reason) = conn.state.borrow().closing.clone() {
-            return Some(reason);
+        if let Some(reason) = conn.state.borrow().closing.as_deref() {
+            return Some(reason.clone());
         }
         let blocked = conn.state.borrow().write_blocked;
         let parked = park::is_parked(conn);

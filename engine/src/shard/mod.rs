@@ -72,7 +72,7 @@ use crate::engine::{Engine, EngineShared};
 use crate::sansio::beat;
 use crate::sansio::census::Disconnects;
 use crate::sansio::counts::Counts;
-use crate::sansio::ids::TopicId;
+use crate::sansio::ids::{ConnKey, TopicId};
 use crate::sansio::message::{MessageFilter, Publication};
 use crate::sansio::pacer::{self, FlushPacer};
 use crate::sansio::pattern::TopicError;
@@ -197,6 +197,9 @@ struct ShardState {
     parking: park::Parking,
     /// Connections with something to do, for the driver (`driver.rs`).
     ready: Arc<driver::ReadyList>,
+    /// The opening tasks waiting for their connection's attention
+    /// (`park::attended`), woken by the driver.
+    opening: RefCell<HashMap<ConnKey, std::task::Waker>>,
 }
 
 /// One format's client messages on one shard.
@@ -249,6 +252,7 @@ impl ShardState {
             answered_error: Cell::new(false),
             parking: park::Parking::new(shared_external),
             ready: Arc::default(),
+            opening: RefCell::default(),
         }
     }
 

@@ -35,8 +35,10 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Session};
@@ -162,14 +164,32 @@ pub(super) async fn await_open(shard: &Rc<ShardState>, conn: &Rc<Conn>, session:
     let deadline = tokio::time::Instant::now() + PARK_LIMIT;
     while !shard.prepare(conn, names.iter().map(String::as_str), quota.as_ref()) {
         shard.parking.request.set(false);
-        tokio::select! {
-            () = conn.attended() => {}
-            () = tokio::time::sleep_until(deadline) => return,
-        }
-        if conn.is_closing() {
-            return;
+        let timed_out = tokio::select! {
+            () = attended(shard, conn) => false,
+            () = tokio::time::sleep_until(deadline) => true,
+        };
+        if timed_out || conn.is_closing() {
+            break;
         }
     }
+    shard.opening.borrow_mut().remove(&conn.key);
+}
+
+/// Ready once the connection was notified ([`Conn::notify`]), taking the
+/// notice. Its waker waits in the shard's `opening` map, where the driver
+/// finds it when it takes the connection's key from its list.
+fn attended<'a>(shard: &'a ShardState, conn: &'a Conn) -> impl Future<Output = ()> + 'a {
+    poll_fn(move |cx| {
+        if conn.attention.replace(false) {
+            Poll::Ready(())
+        } else {
+            shard
+                .opening
+                .borrow_mut()
+                .insert(conn.key, cx.waker().clone());
+            Poll::Pending
+        }
+    })
 }
 
 /// Whether `conn` holds commands (and so must not be read).

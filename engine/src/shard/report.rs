@@ -116,7 +116,8 @@ impl ShardState {
                 .iter()
                 .map(|h| Arc::clone(h.topic.name()))
                 .collect(),
-            connected_at: conn.connected_at,
+            connected_at: std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(conn.connected_at_ms),
             idle: now.saturating_duration_since(state.last_seen),
             queue_depth: state.mailbox.outbox.len(),
             queued_bytes: state.mailbox.outbox.queued_bytes(),

@@ -48,11 +48,13 @@ pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 /// A connection's byte stream. Owned by one shard thread.
 pub struct Transport {
     tcp: TcpStream,
-    tls: Option<Tls>,
+    /// Boxed: most connections are plain, and every connection pays for
+    /// the room inline (docs/architecture.md, *Memory per connection*).
+    tls: Option<Box<Tls>>,
 }
 
 struct Tls {
-    session: RefCell<Box<ServerConnection>>,
+    session: RefCell<ServerConnection>,
     /// Decrypted bytes the session holds that have not been read.
     plaintext: Cell<usize>,
 }
@@ -81,10 +83,10 @@ impl Transport {
             .map_or(0, |state| state.plaintext_bytes_to_read());
         Self {
             tcp,
-            tls: Some(Tls {
-                session: RefCell::new(Box::new(session)),
+            tls: Some(Box::new(Tls {
+                session: RefCell::new(session),
                 plaintext: Cell::new(plaintext),
-            }),
+            })),
         }
     }
 
