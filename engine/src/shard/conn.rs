@@ -26,10 +26,13 @@
 //!    WebSocket slot count free again.
 
 use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Wake;
+use std::task::{Poll, Wake};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -104,7 +107,7 @@ pub(super) struct ConnState {
     pub(super) last_seen: Instant,
     /// Listed in the shard's dirty list for the next flush.
     pub(super) dirty: bool,
-    /// The last write would have blocked; the task is waiting for writability.
+    /// The last write would have blocked; it waits for writability.
     pub(super) write_blocked: bool,
     /// A write failed: the socket is gone and nothing more can be sent.
     pub(super) broken: bool,
@@ -159,6 +162,9 @@ pub(super) enum Phase {
     Opening,
     /// The shard's driver polls it (`driver.rs`).
     Driven,
+    /// The driver is polling it now: a notice needs no wake-up, the poll
+    /// looks at its state again before it lets go.
+    Driving,
     /// Its closing task runs (`close`).
     Closing,
 }
@@ -242,11 +248,11 @@ impl Conn {
     /// wake-up is due, a held command may go on): puts it on the driver's
     /// list, which polls it, or wakes its opening task if it is still
     /// opening (`park::attended`). Each call is seen at least once;
-    /// several may be seen as one. A closing connection's task looks at
-    /// its state itself.
+    /// several may be seen as one. A connection the driver is polling, or
+    /// whose closing task runs, looks at its state itself.
     pub(super) fn notify(&self) {
         self.attention.set(true);
-        if self.phase.get() != Phase::Closing {
+        if matches!(self.phase.get(), Phase::Opening | Phase::Driven) {
             self.wake.wake_by_ref();
         }
     }
@@ -270,38 +276,77 @@ impl Conn {
 /// The connection's opening, a task of its own while it lasts: waits for
 /// the session's topics, calls `on_open`, handles what the client sent
 /// with its upgrade request, then hands the connection to the shard's
-/// driver (`driver.rs`) for the rest of its life.
+/// driver (`driver.rs`) for the rest of its life. A panic on the way (a
+/// bug outside the session callbacks, which `guarded` catches one by one)
+/// closes the connection with 1011.
 pub(super) async fn open(
     shard: Rc<ShardState>,
     conn: Rc<Conn>,
+    session: Box<dyn Session>,
+    read_buf: Bytes,
+) {
+    let opening = opening(&shard, &conn, session, read_buf);
+    let mut opening = pin!(opening);
+    let caught = poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| opening.as_mut().poll(cx))) {
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    })
+    .await;
+    if caught.is_err() {
+        closed_by_panic(&shard, &conn);
+    }
+}
+
+async fn opening(
+    shard: &Rc<ShardState>,
+    conn: &Rc<Conn>,
     mut session: Box<dyn Session>,
     read_buf: Bytes,
 ) {
-    park::await_open(&shard, &conn, &*session).await;
+    park::await_open(shard, conn, &*session).await;
     // A connection replaced before it opened says nothing more.
     if conn.state.borrow().closing.is_none() {
-        let mut ctx = ConnCtx {
-            shard: &shard,
-            conn: &conn,
-        };
-        if guarded(&conn, || session.on_open(&mut ctx)).is_err() {
+        let mut ctx = ConnCtx { shard, conn };
+        if guarded(conn, || session.on_open(&mut ctx)).is_err() {
             conn.request_close(CloseReason::InternalError);
         }
     }
     if !read_buf.is_empty() && conn.state.borrow().closing.is_none() {
         let mut early = read_buf.to_vec();
-        if let Err(reason) = reader::feed(&shard, &conn, &mut *session, &mut early) {
+        if let Err(reason) = reader::feed(shard, conn, &mut *session, &mut early) {
             conn.request_close(reason);
         }
     }
     // Even empty, these bytes can keep the HTTP layer's whole read buffer
     // alive: let go before the connection settles in for its life.
     drop(read_buf);
-    shard.flush(&conn);
+    shard.flush(conn);
     conn.session.set(Some(session));
     conn.phase.set(Phase::Driven);
     // The first poll registers its socket with its waker.
     conn.wake.wake_by_ref();
+}
+
+/// After a panic outside the session callbacks (a bug) cut the handling of
+/// `conn` short: what the handling of one message sets on the shard for its
+/// duration is cleared, as the shard goes on serving its other
+/// connections, and `conn` closes with 1011.
+pub(super) fn closed_by_panic(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
+    tracing::error!(client = %conn.client_id, peer = %conn.peer, "connection handling panicked; closing with 1011");
+    shard.reset_after_panic();
+    shard.opening.borrow_mut().remove(&conn.key);
+    // Closing first: the request only marks it (nothing more is queued,
+    // what is left is counted), nobody is woken for it.
+    conn.phase.set(Phase::Closing);
+    conn.request_close(CloseReason::InternalError);
+    tokio::task::spawn_local(close(
+        Rc::clone(shard),
+        Rc::clone(conn),
+        CloseReason::InternalError,
+    ));
 }
 
 /// Runs a session callback; a panic in it is caught and logged, so that a

@@ -14,10 +14,13 @@
 //! sequence, which hold timers and last a moment, run as tasks of their
 //! own (`conn::open`, `conn::close`).
 //!
-//! A connection is on the list at most once ([`ConnWake`]'s `queued`),
-//! and the driver polls at most [`SLICE`] connections before it yields, so
-//! deliveries, the tick and other tasks run between slices; a connection
-//! with more to read than one read's worth goes to the back of the list.
+//! A connection is on the list at most once ([`ConnWake`]'s `queued`); one
+//! being polled (`Phase::Driving`) is not put on it by a notice, as its
+//! poll looks at its state again before it lets go. The driver polls at
+//! most [`SLICE`] connections before it yields, and yields sooner once
+//! tokio's budget for one task poll is spent, so deliveries, the tick and
+//! other tasks run between slices; a connection with more to read than
+//! one read's worth goes to the back of the list.
 
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -27,7 +30,6 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tracing::error;
 
 use super::conn::{self, guarded, Conn, Phase, Session};
 use super::{park, reader, ShardState};
@@ -98,7 +100,9 @@ pub(super) async fn run(shard: Rc<ShardState>) {
             continue;
         }
         for (i, &key) in keys.iter().enumerate() {
-            if i > 0 && i % SLICE == 0 {
+            // Out of tokio's budget, every poll of a socket would say
+            // "not ready" and queue its connection again for nothing.
+            if i > 0 && (i % SLICE == 0 || !tokio::task::coop::has_budget_remaining()) {
                 tokio::task::yield_now().await;
             }
             let conn = shard.conns.borrow().get(key).cloned();
@@ -118,6 +122,10 @@ pub(super) async fn run(shard: Rc<ShardState>) {
 fn poll_conn(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
     match conn.phase.get() {
         Phase::Driven => {}
+        Phase::Driving => {
+            debug_assert!(false, "a connection is polled once at a time");
+            return;
+        }
         Phase::Opening => {
             // Notified while its opening task waits (`park::attended`).
             let waiting = shard.opening.borrow_mut().remove(&conn.key);
@@ -129,13 +137,7 @@ fn poll_conn(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
         Phase::Closing => return,
     }
     if std::panic::catch_unwind(AssertUnwindSafe(|| drive(shard, conn))).is_err() {
-        error!(client = %conn.client_id, peer = %conn.peer, "connection handling panicked; closing with 1011");
-        conn.phase.set(Phase::Closing);
-        tokio::task::spawn_local(conn::close(
-            Rc::clone(shard),
-            Rc::clone(conn),
-            CloseReason::InternalError,
-        ));
+        conn::closed_by_panic(shard, conn);
     }
 }
 
@@ -156,7 +158,10 @@ pub(super) fn drive(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
     };
     let waker = Waker::from(Arc::clone(&conn.wake));
     let mut cx = Context::from_waker(&waker);
-    match turns(shard, conn, &mut *session, &mut cx) {
+    conn.phase.set(Phase::Driving);
+    let closing = turns(shard, conn, &mut *session, &mut cx);
+    conn.phase.set(Phase::Driven);
+    match closing {
         None => conn.session.set(Some(session)),
         Some(reason) => {
             conn.phase.set(Phase::Closing);

@@ -294,6 +294,13 @@ impl ShardState {
         self.now.get().duration_since(self.epoch).as_nanos() as u64
     }
 
+    /// Clears what the handling of one client message sets on the shard
+    /// for its duration, after a panic cut it short (`conn::closed_by_panic`).
+    fn reset_after_panic(&self) {
+        self.parking.reset();
+        self.answered_error.set(false);
+    }
+
     fn connection_count(&self) -> usize {
         self.conns.borrow().len
     }

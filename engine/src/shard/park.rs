@@ -65,7 +65,7 @@ pub(super) struct Parked {
     /// The waiting command first, then the frames that came after it.
     frames: VecDeque<(FrameType, Vec<u8>)>,
     since: Instant,
-    /// Woken: hand the frames to the session on the task's next turn.
+    /// Woken: hand the frames to the session at the connection's next poll.
     resumed: bool,
 }
 
@@ -92,6 +92,12 @@ impl Parking {
     /// over again (counted, and admitted by its protocol, the first time).
     pub(super) fn redelivering(&self) -> bool {
         self.redelivering.get()
+    }
+
+    /// Forgets the message being handled (its handling panicked).
+    pub(super) fn reset(&self) {
+        self.request.set(false);
+        self.redelivering.set(false);
     }
 }
 

@@ -106,11 +106,12 @@ impl Transport {
     }
 
     /// Ready when [`Transport::try_read`] may have something: at once while
-    /// the TLS session holds plaintext. A poll, for the one task that owns
-    /// the connection: no future to keep, the waker lives in the socket's
-    /// registration. Only that task may poll the socket's readiness (tokio
-    /// keeps one waker per direction: the last to poll); others use
-    /// `try_*` calls, which register none.
+    /// the TLS session holds plaintext. A poll, for whoever owns the
+    /// connection in its phase (the shard's driver, with the connection's
+    /// waker; its opening or closing task): no future to keep, the waker
+    /// lives in the socket's registration. Only the owner may poll the
+    /// socket's readiness (tokio keeps one waker per direction: the last
+    /// to poll); others use `try_*` calls, which register none.
     pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.tls.as_ref().is_some_and(|tls| tls.plaintext.get() > 0) {
             return Poll::Ready(Ok(()));

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use shardcast_engine::{
-    Attachment, ConnectionHandler, Delivery, Engine, EngineConfig, Formats, InProcess, LocalShard,
-    PeerPermit, Session,
+    Attachment, Broker, ConnectionHandler, Delivery, Engine, EngineConfig, Formats, InProcess,
+    LocalShard, PeerPermit, Session,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -86,6 +86,16 @@ pub fn start_with(
     attach: Attach,
     configure: impl FnOnce(&mut EngineConfig),
 ) -> (Engine, SocketAddr) {
+    start_with_broker(formats, attach, configure, Arc::new(InProcess))
+}
+
+/// As [`start_with`], publishing through `broker`.
+pub fn start_with_broker(
+    formats: Formats,
+    attach: Attach,
+    configure: impl FnOnce(&mut EngineConfig),
+    broker: Arc<dyn Broker>,
+) -> (Engine, SocketAddr) {
     let mut config = EngineConfig {
         pin_threads: false,
         shards: std::num::NonZeroUsize::MIN,
@@ -93,7 +103,7 @@ pub fn start_with(
     };
     config.channels.declare("t").unwrap();
     configure(&mut config);
-    let engine = Engine::start(config, formats, Arc::new(InProcess)).unwrap();
+    let engine = Engine::start(config, formats, broker).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let handler = Arc::new(Handler {
