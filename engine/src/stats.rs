@@ -292,7 +292,7 @@ pub struct ClientInfo {
     pub details: crate::Details,
     /// Topics it is subscribed to.
     pub channels: Vec<Arc<str>>,
-    /// When it connected.
+    /// When it connected, to the millisecond.
     pub connected_at: SystemTime,
     /// How long ago it last sent anything.
     pub idle: Duration,

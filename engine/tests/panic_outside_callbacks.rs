@@ -1,9 +1,12 @@
-//! A bug outside the session callbacks (which are guarded one by one)
-//! closes only the connection it hit, with 1011, and gives its place back:
-//! the shard goes on serving its other connections. Driven end to end: a
-//! real engine on an ephemeral port whose broker says it is external (so a
-//! session's `topics_at_open` runs while the connection opens, outside any
-//! callback's guard), and raw clients.
+//! While a connection opens: a bug outside the session callbacks (which
+//! are guarded one by one) closes only that connection, with 1011, and
+//! gives its place back, the shard serving its other connections on; a
+//! close requested while it waits for its topics is acted on at once.
+//! Driven end to end: a real engine on an ephemeral port whose broker says
+//! it is external and never catches a topic up (so a session's
+//! `topics_at_open` runs while the connection opens, outside any
+//! callback's guard, and a connection naming a topic waits), and raw
+//! clients.
 
 mod common;
 
@@ -13,10 +16,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use shardcast_engine::frame::{self, OpCode};
 use shardcast_engine::{
-    Broker, ConnCtx, Delivery, Engine, Fanout, Formats, FrameKind, Message, Publication,
-    PublishError, Published, Session, Topic, TopicQuota, WireFormat,
+    Broker, CloseReason, ConnCtx, Delivery, Engine, Fanout, Formats, FrameKind, Message,
+    Publication, PublishError, Published, Session, Topic, TopicQuota, WireFormat,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Delivers here, but says it numbers on a bus: connections wait for the
 /// topics their session names at open.
@@ -51,17 +54,26 @@ impl WireFormat for Plain {
     }
 }
 
-/// Echoes text; with `buggy`, panics when asked for its topics at open.
+/// Echoes text. At open, names the topic `t` (`/wait`: it waits, up to
+/// the engine's 5 s, as the broker never catches it up), or panics
+/// (`/buggy`); says "opened" once open.
 struct Echo {
-    buggy: bool,
+    path: String,
 }
 
 impl Session for Echo {
     fn topics_at_open(&self) -> (Vec<String>, Option<Arc<TopicQuota>>) {
-        assert!(!self.buggy, "a bug while the connection opens");
-        (Vec::new(), None)
+        assert_ne!(self.path, "/buggy", "a bug while the connection opens");
+        let topics = if self.path == "/wait" {
+            vec!["t".to_owned()]
+        } else {
+            Vec::new()
+        };
+        (topics, None)
     }
-    fn on_open(&mut self, _: &mut ConnCtx<'_>) {}
+    fn on_open(&mut self, ctx: &mut ConnCtx<'_>) {
+        ctx.send(frame::encode(OpCode::Text, b"opened"));
+    }
     fn on_text(&mut self, ctx: &mut ConnCtx<'_>, text: &mut [u8]) {
         ctx.send(frame::encode(OpCode::Text, text));
     }
@@ -69,36 +81,13 @@ impl Session for Echo {
 
 #[tokio::test]
 async fn a_panic_while_opening_closes_that_connection_with_1011_and_frees_it() {
-    let mut formats = Formats::default();
-    formats.register(Arc::new(Plain)).unwrap();
-    let attach = |path: &str, _: &mut Delivery, _: &Engine| {
-        Box::new(Echo {
-            buggy: path == "/buggy",
-        }) as Box<dyn Session>
-    };
-    let (engine, addr) =
-        common::start_with_broker(formats, Arc::new(attach), |_| {}, Arc::new(External));
+    let (engine, addr) = start();
     let mut good = common::upgrade(addr, "/").await;
+    assert_eq!(common::read_texts(&mut good, 1).await, vec!["opened"]);
     let mut buggy = common::upgrade(addr, "/buggy").await;
 
     // The buggy one is told why and closed.
-    let mut received = Vec::new();
-    let mut buf = [0u8; 256];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let close = loop {
-        let n = tokio::time::timeout_at(
-            deadline,
-            tokio::io::AsyncReadExt::read(&mut buggy, &mut buf),
-        )
-        .await
-        .expect("a close frame in time")
-        .unwrap();
-        assert!(n > 0, "the socket ended without a close frame");
-        received.extend_from_slice(&buf[..n]);
-        if let Some((first, payload)) = common::take_frames(&mut received).into_iter().next() {
-            break (first, payload);
-        }
-    };
+    let close = first_frame(&mut buggy, Duration::from_secs(5)).await;
     assert_eq!(close.0, 0x88, "a close frame first");
     assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1011);
 
@@ -117,4 +106,53 @@ async fn a_panic_while_opening_closes_that_connection_with_1011_and_frees_it() {
         .unwrap();
     assert_eq!(common::read_texts(&mut good, 1).await, vec!["still here"]);
     common::stop(engine).await;
+}
+
+/// A connection waiting to open (for a topic the broker never catches up)
+/// that is kicked hears so at once, not when its wait would have ended,
+/// and is never opened.
+#[tokio::test]
+async fn a_connection_kicked_while_it_waits_to_open_is_closed_at_once() {
+    let (engine, addr) = start();
+    let mut waiting = common::upgrade(addr, "/wait").await;
+    // Its first client id; attached (counted) before its opening waits.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        engine.disconnect("c1", None, CloseReason::Kicked("bye".into())),
+        1
+    );
+    // Well within the 5 s the wait would last on its own.
+    let close = first_frame(&mut waiting, Duration::from_secs(3)).await;
+    assert_eq!(close.0, 0x88, "a close frame, not \"opened\"");
+    assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 4000);
+    common::stop(engine).await;
+}
+
+fn start() -> (Engine, std::net::SocketAddr) {
+    let mut formats = Formats::default();
+    formats.register(Arc::new(Plain)).unwrap();
+    let attach = |path: &str, _: &mut Delivery, _: &Engine| {
+        Box::new(Echo {
+            path: path.to_owned(),
+        }) as Box<dyn Session>
+    };
+    common::start_with_broker(formats, Arc::new(attach), |_| {}, Arc::new(External))
+}
+
+/// The first frame the server sends within `wait`: (first byte, payload).
+async fn first_frame(stream: &mut tokio::net::TcpStream, wait: Duration) -> (u8, Vec<u8>) {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .expect("a frame in time")
+            .unwrap();
+        assert!(n > 0, "the socket ended without a frame");
+        received.extend_from_slice(&buf[..n]);
+        if let Some(frame) = common::take_frames(&mut received).into_iter().next() {
+            return frame;
+        }
+    }
 }

@@ -5,7 +5,8 @@
 //! life: the shard's driver (`driver.rs`) polls it when its socket becomes
 //! readable, writable (only after a write would have blocked), or when it
 //! needs *attention* ([`Conn::notify`]: a close was requested, a wake-up is
-//! due, a held command may go on). Only its opening wait and its closing
+//! due, a held command may go on). Only its opening (the wait for its
+//! topics, `on_open`, what came with the upgrade request) and its closing
 //! sequence, which hold timers, run as tasks while they last. Writes of
 //! published events are made by the shard's dispatch loop directly, so a
 //! message reaches the socket without a task switch per connection.
@@ -118,7 +119,7 @@ pub(super) struct ConnState {
     pub(super) deadline: Option<Box<(Instant, CloseReason)>>,
     /// Call the session's `on_wake` at this instant.
     pub(super) wake_at: Option<Instant>,
-    /// The wake-up is due: the task calls `on_wake` next.
+    /// The wake-up is due: the driver's next poll calls `on_wake`.
     pub(super) woken: bool,
     /// Incomplete frames and messages, kept between reads (freed once used).
     pub(super) decoder: Decoder,
@@ -246,8 +247,8 @@ impl Conn {
 
     /// Asks the connection to look at its state (a close was requested, a
     /// wake-up is due, a held command may go on): puts it on the driver's
-    /// list, which polls it, or wakes its opening task if it is still
-    /// opening (`park::attended`). Each call is seen at least once;
+    /// list; the driver polls it, or, if it is still opening, wakes its
+    /// opening task (`park::attended`). Each call is seen at least once;
     /// several may be seen as one. A connection the driver is polling, or
     /// whose closing task runs, looks at its state itself.
     pub(super) fn notify(&self) {
@@ -291,12 +292,12 @@ pub(super) async fn open(
         match std::panic::catch_unwind(AssertUnwindSafe(|| opening.as_mut().poll(cx))) {
             Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
             Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(Err(())),
+            Err(panic) => Poll::Ready(Err(panic)),
         }
     })
     .await;
-    if caught.is_err() {
-        closed_by_panic(&shard, &conn);
+    if let Err(panic) = caught {
+        closed_by_panic(&shard, &conn, &*panic);
     }
 }
 
@@ -333,20 +334,37 @@ async fn opening(
 /// After a panic outside the session callbacks (a bug) cut the handling of
 /// `conn` short: what the handling of one message sets on the shard for its
 /// duration is cleared, as the shard goes on serving its other
-/// connections, and `conn` closes with 1011.
-pub(super) fn closed_by_panic(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
-    tracing::error!(client = %conn.client_id, peer = %conn.peer, "connection handling panicked; closing with 1011");
+/// connections, and `conn` closes with 1011 — or for the reason it was
+/// already closing for, whose close frame may be queued already.
+pub(super) fn closed_by_panic(
+    shard: &Rc<ShardState>,
+    conn: &Rc<Conn>,
+    panic: &(dyn std::any::Any + Send),
+) {
+    tracing::error!(client = %conn.client_id, peer = %conn.peer, panic = %panic_text(panic), "connection handling panicked; closing");
     shard.reset_after_panic();
     shard.opening.borrow_mut().remove(&conn.key);
     // Closing first: the request only marks it (nothing more is queued,
     // what is left is counted), nobody is woken for it.
     conn.phase.set(Phase::Closing);
     conn.request_close(CloseReason::InternalError);
-    tokio::task::spawn_local(close(
-        Rc::clone(shard),
-        Rc::clone(conn),
-        CloseReason::InternalError,
-    ));
+    let reason = conn
+        .state
+        .borrow()
+        .closing
+        .as_deref()
+        .cloned()
+        .unwrap_or(CloseReason::InternalError);
+    tokio::task::spawn_local(close(Rc::clone(shard), Rc::clone(conn), reason));
+}
+
+/// What a panic said, if it said it in text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// Runs a session callback; a panic in it is caught and logged, so that a
@@ -355,11 +373,7 @@ pub(super) fn closed_by_panic(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
 /// shard's driver and leaving the connection half-registered.
 pub(super) fn guarded(conn: &Conn, callback: impl FnOnce()) -> Result<(), ()> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).map_err(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let what = panic_text(&*panic);
         tracing::error!(client = %conn.client_id, peer = %conn.peer, panic = %what, "session callback panicked; closing with 1011");
     })
 }

@@ -10,9 +10,9 @@
 //! shard's [`ReadyList`], and one task per shard (the driver) takes the
 //! keys and polls each connection's readiness with that waker
 //! ([`drive`]), so the registration tokio keeps for the socket wakes the
-//! driver, naming the connection. Only the opening wait and the closing
-//! sequence, which hold timers and last a moment, run as tasks of their
-//! own (`conn::open`, `conn::close`).
+//! driver, naming the connection. Only the opening (the wait for its
+//! topics, `on_open`) and the closing sequence, which hold timers and last
+//! a moment, run as tasks of their own (`conn::open`, `conn::close`).
 //!
 //! A connection is on the list at most once ([`ConnWake`]'s `queued`); one
 //! being polled (`Phase::Driving`) is not put on it by a notice, as its
@@ -136,8 +136,8 @@ fn poll_conn(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
         }
         Phase::Closing => return,
     }
-    if std::panic::catch_unwind(AssertUnwindSafe(|| drive(shard, conn))).is_err() {
-        conn::closed_by_panic(shard, conn);
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| drive(shard, conn))) {
+        conn::closed_by_panic(shard, conn, &*panic);
     }
 }
 
@@ -152,7 +152,7 @@ enum Ready {
 
 /// Handles everything `conn` has to do now, then leaves each thing it
 /// waits for registered with its waker; or starts its closing sequence.
-pub(super) fn drive(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
+fn drive(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
     let Some(mut session) = conn.session.take() else {
         return;
     };
