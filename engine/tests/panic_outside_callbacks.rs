@@ -11,15 +11,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use bytes::Bytes;
 use shardcast_engine::frame::{self, OpCode};
 use shardcast_engine::{
-    Broker, CloseReason, ConnCtx, Delivery, Engine, Fanout, Formats, FrameKind, Message,
-    Publication, PublishError, Published, Session, Topic, TopicQuota, WireFormat,
+    Broker, CloseReason, ConnCtx, Delivery, Engine, Fanout, Formats, InProcess, Publication,
+    PublishError, Published, Session, Topic, TopicQuota,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Delivers here, but says it numbers on a bus: connections wait for the
 /// topics their session names at open.
@@ -32,25 +31,11 @@ impl Broker for External {
         publication: Publication,
         local: &Fanout<'_>,
     ) -> Result<Published, PublishError> {
-        local.deliver(topic, publication).map(Published::Seq)
+        InProcess.publish(topic, publication, local)
     }
 
     fn is_external(&self) -> bool {
         true
-    }
-}
-
-struct Plain;
-
-impl WireFormat for Plain {
-    fn name(&self) -> &'static str {
-        "plain"
-    }
-    fn encode_event(&self, _: &Message, _: FrameKind) -> Bytes {
-        Bytes::new()
-    }
-    fn heartbeat(&self, _: SystemTime) -> Option<Bytes> {
-        None
     }
 }
 
@@ -87,7 +72,7 @@ async fn a_panic_while_opening_closes_that_connection_with_1011_and_frees_it() {
     let mut buggy = common::upgrade(addr, "/buggy").await;
 
     // The buggy one is told why and closed.
-    let close = first_frame(&mut buggy, Duration::from_secs(5)).await;
+    let close = common::read_frames(&mut buggy, 1, Duration::from_secs(5)).await[0].clone();
     assert_eq!(close.0, 0x88, "a close frame first");
     assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1011);
 
@@ -122,7 +107,7 @@ async fn a_connection_kicked_while_it_waits_to_open_is_closed_at_once() {
         1
     );
     // Well within the 5 s the wait would last on its own.
-    let close = first_frame(&mut waiting, Duration::from_secs(3)).await;
+    let close = common::read_frames(&mut waiting, 1, Duration::from_secs(3)).await[0].clone();
     assert_eq!(close.0, 0x88, "a close frame, not \"opened\"");
     assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 4000);
     common::stop(engine).await;
@@ -130,29 +115,11 @@ async fn a_connection_kicked_while_it_waits_to_open_is_closed_at_once() {
 
 fn start() -> (Engine, std::net::SocketAddr) {
     let mut formats = Formats::default();
-    formats.register(Arc::new(Plain)).unwrap();
+    formats.register(Arc::new(common::Plain)).unwrap();
     let attach = |path: &str, _: &mut Delivery, _: &Engine| {
         Box::new(Echo {
             path: path.to_owned(),
         }) as Box<dyn Session>
     };
     common::start_with_broker(formats, Arc::new(attach), |_| {}, Arc::new(External))
-}
-
-/// The first frame the server sends within `wait`: (first byte, payload).
-async fn first_frame(stream: &mut tokio::net::TcpStream, wait: Duration) -> (u8, Vec<u8>) {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 256];
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
-            .await
-            .expect("a frame in time")
-            .unwrap();
-        assert!(n > 0, "the socket ended without a frame");
-        received.extend_from_slice(&buf[..n]);
-        if let Some(frame) = common::take_frames(&mut received).into_iter().next() {
-            return frame;
-        }
-    }
 }

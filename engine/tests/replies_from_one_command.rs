@@ -7,28 +7,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use bytes::Bytes;
 use shardcast_engine::frame::{self, OpCode};
-use shardcast_engine::{
-    ConnCtx, Delivery, Engine, Formats, FrameKind, Message, Session, WireFormat,
-};
+use shardcast_engine::{ConnCtx, Delivery, Engine, Formats, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Plain;
-
-impl WireFormat for Plain {
-    fn name(&self) -> &'static str {
-        "plain"
-    }
-    fn encode_event(&self, _: &Message, _: FrameKind) -> Bytes {
-        Bytes::new()
-    }
-    fn heartbeat(&self, _: SystemTime) -> Option<Bytes> {
-        None
-    }
-}
 
 /// Answers any text with 300 replies.
 struct Chatty;
@@ -45,7 +28,7 @@ impl Session for Chatty {
 #[tokio::test]
 async fn one_command_with_hundreds_of_replies_reaches_a_reading_client() {
     let mut formats = Formats::default();
-    formats.register(Arc::new(Plain)).unwrap();
+    formats.register(Arc::new(common::Plain)).unwrap();
     let (engine, addr) = common::start(
         formats,
         Arc::new(|_: &str, _: &mut Delivery, _: &Engine| Box::new(Chatty) as Box<dyn Session>),

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use shardcast_engine::{
-    Attachment, Broker, ConnectionHandler, Delivery, Engine, EngineConfig, Formats, InProcess,
-    LocalShard, PeerPermit, Session,
+    Attachment, Broker, ConnectionHandler, Delivery, Engine, EngineConfig, Formats, FrameKind,
+    InProcess, LocalShard, Message, PeerPermit, Session, WireFormat,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -163,20 +163,48 @@ pub fn take_frames(received: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
 
 /// The texts of the next `want` frames `stream` receives, within 5 s.
 pub async fn read_texts(stream: &mut TcpStream, want: usize) -> Vec<String> {
+    read_frames(stream, want, std::time::Duration::from_secs(5))
+        .await
+        .into_iter()
+        .map(|(_, payload)| String::from_utf8(payload).unwrap())
+        .collect()
+}
+
+/// At least the next `want` frames `stream` receives, within `wait`:
+/// (first byte, payload) each.
+pub async fn read_frames(
+    stream: &mut TcpStream,
+    want: usize,
+    wait: std::time::Duration,
+) -> Vec<(u8, Vec<u8>)> {
     let mut received = Vec::new();
-    let mut texts = Vec::new();
+    let mut frames = Vec::new();
     let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while texts.len() < want {
+    let deadline = tokio::time::Instant::now() + wait;
+    while frames.len() < want {
         let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
             .await
             .expect("frames in time")
             .unwrap();
         assert!(n > 0, "connection closed");
         received.extend_from_slice(&buf[..n]);
-        for (_, payload) in take_frames(&mut received) {
-            texts.push(String::from_utf8(payload).unwrap());
-        }
+        frames.extend(take_frames(&mut received));
     }
-    texts
+    frames
+}
+
+/// A format with no events and no heartbeat: nothing but what the test's
+/// session sends.
+pub struct Plain;
+
+impl WireFormat for Plain {
+    fn name(&self) -> &'static str {
+        "plain"
+    }
+    fn encode_event(&self, _: &Message, _: FrameKind) -> Bytes {
+        Bytes::new()
+    }
+    fn heartbeat(&self, _: std::time::SystemTime) -> Option<Bytes> {
+        None
+    }
 }
