@@ -100,12 +100,13 @@ async fn a_panic_while_opening_closes_that_connection_with_1011_and_frees_it() {
 async fn a_connection_kicked_while_it_waits_to_open_is_closed_at_once() {
     let (engine, addr) = start();
     let mut waiting = common::upgrade(addr, "/wait").await;
-    // Its first client id; attached (counted) before its opening waits.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        engine.disconnect("c1", None, CloseReason::Kicked("bye".into())),
-        1
-    );
+    // Its client id is the first; the 101 goes out just before it is
+    // attached, so the kick may come before there is anything to kick.
+    let attached = tokio::time::Instant::now() + Duration::from_secs(2);
+    while engine.disconnect("c1", None, CloseReason::Kicked("bye".into())) != 1 {
+        assert!(tokio::time::Instant::now() < attached, "never attached");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Well within the 5 s the wait would last on its own.
     let close = common::read_frames(&mut waiting, 1, Duration::from_secs(3)).await[0].clone();
     assert_eq!(close.0, 0x88, "a close frame, not \"opened\"");

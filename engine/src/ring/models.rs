@@ -187,6 +187,16 @@ fn read_while_publishing(
     (reading, seen)
 }
 
+/// A sweeper asking `ring` to settle, as a shard's topic sweep does,
+/// queuing its reader if the settle wakes it.
+fn settling(
+    ring: &Arc<Elastic<Arc<u64>>>,
+    queue: &Arc<loom::sync::Mutex<u32>>,
+) -> thread::JoinHandle<()> {
+    let (ring, queue) = (Arc::clone(ring), Arc::clone(queue));
+    thread::spawn(move || drop(ring.settle(|_| push(&queue))))
+}
+
 fn queue() -> Arc<loom::sync::Mutex<u32>> {
     Arc::new(loom::sync::Mutex::new(0))
 }
@@ -253,10 +263,7 @@ fn loom_elastic_ring_settles_and_wakes_its_reader() {
         let queue = queue();
         let (mut reading, mut seen) = read_while_publishing(&ring, &queue, 3, 1);
         assert_eq!(seen, [1, 2, 3], "every message read once, in order");
-        let sweeper = {
-            let (ring, queue) = (Arc::clone(&ring), Arc::clone(&queue));
-            thread::spawn(move || drop(ring.settle(|_| push(&queue))))
-        };
+        let sweeper = settling(&ring, &queue);
         if !take_and_read_one(&ring, &queue, &mut reading, &mut seen) {
             thread::yield_now();
         }
@@ -277,10 +284,7 @@ fn loom_elastic_ring_settles_while_a_publish_grows_it() {
     loom::model(|| {
         let ring = Arc::new(Elastic::new(1, 1, 4));
         let queue = queue();
-        let sweeper = {
-            let (ring, queue) = (Arc::clone(&ring), Arc::clone(&queue));
-            thread::spawn(move || drop(ring.settle(|_| push(&queue))))
-        };
+        let sweeper = settling(&ring, &queue);
         let (_, seen) = read_while_publishing(&ring, &queue, 3, 1);
         sweeper.join().unwrap();
         assert_eq!(seen, [1, 2, 3], "every message read once, in order");

@@ -27,16 +27,15 @@
 //!    WebSocket slot count free again.
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Wake};
+use std::task::Wake;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 
 use super::ctx::ConnCtx;
 use super::driver::ConnWake;
@@ -286,17 +285,8 @@ pub(super) async fn open(
     session: Box<dyn Session>,
     read_buf: Bytes,
 ) {
-    let opening = opening(&shard, &conn, session, read_buf);
-    let mut opening = pin!(opening);
-    let caught = poll_fn(|cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| opening.as_mut().poll(cx))) {
-            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    })
-    .await;
-    if let Err(panic) = caught {
+    let opening = AssertUnwindSafe(opening(&shard, &conn, session, read_buf));
+    if let Err(panic) = opening.catch_unwind().await {
         closed_by_panic(&shard, &conn, &*panic);
     }
 }

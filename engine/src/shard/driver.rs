@@ -159,10 +159,11 @@ fn drive(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
     let waker = Waker::from(Arc::clone(&conn.wake));
     let mut cx = Context::from_waker(&waker);
     conn.phase.set(Phase::Driving);
-    let closing = turns(shard, conn, &mut *session, &mut cx);
-    conn.phase.set(Phase::Driven);
-    match closing {
-        None => conn.session.set(Some(session)),
+    match turns(shard, conn, &mut *session, &mut cx) {
+        None => {
+            conn.phase.set(Phase::Driven);
+            conn.session.set(Some(session));
+        }
         Some(reason) => {
             conn.phase.set(Phase::Closing);
             if reason != CloseReason::InternalError {
