@@ -256,6 +256,9 @@ impl Engine {
                 .enable_io()
                 .enable_time()
                 .build()?;
+            // The shard's own poll of its connections' sockets.
+            let poll = mio::Poll::new()?;
+            let registry = poll.registry().try_clone()?;
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let thread_shared = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
@@ -266,7 +269,7 @@ impl Engine {
                             warn!(shard = index, "could not pin shard thread");
                         }
                     }
-                    shard::run(index, thread_shared, runtime);
+                    shard::run(index, thread_shared, runtime, (poll, registry));
                 })?;
             shared.threads.lock().push(handle);
         }

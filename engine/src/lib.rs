@@ -72,8 +72,8 @@ pub use sansio::rate::{RateLimit, RateLimiter};
 pub use sansio::replay::{Position, Replay, ReplayError, Replayed};
 pub use sansio::{decode, deflate, frame, json, pacer};
 pub use shard::{
-    Attachment, ConnCtx, ConnectionHandler, Details, LocalShard, Session, SubscribeError,
-    Subscribed, Transport, TLS_BUFFER_LIMIT,
+    AttachError, Attachment, ConnCtx, ConnectionHandler, Details, LocalShard, Session,
+    SubscribeError, Subscribed, Transport, TLS_BUFFER_LIMIT,
 };
 pub use stats::{ClientInfo, EngineStats, ShardStats, TopicSummary, SLOWEST};
 pub use topic::{Ingested, Numbered, Topic, TopicStats};

@@ -41,7 +41,7 @@
 //! capacities of 1 and 2), and under miri by the unit tests in
 //! `ring/tests.rs`.
 
-#![allow(unsafe_code)] // The engine's only unsafe code: see each block.
+#![allow(unsafe_code)] // See each block; the one other is `shard::poller::watched`.
 
 use std::fmt;
 

@@ -354,7 +354,7 @@ pub(crate) fn handle(
             details,
         });
         if let Err(e) = attached {
-            warn!(%peer, error = %e, "websocket dropped: server full");
+            warn!(%peer, error = %e, "websocket dropped");
         }
     });
     response.map(|_| Body::default())

@@ -27,20 +27,21 @@
 //!    WebSocket slot count free again.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Wake;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 
 use super::ctx::ConnCtx;
-use super::driver::ConnWake;
+use super::driver::ReadyList;
 use super::park::{self, Parked};
-use super::transport::Transport;
+use super::transport::Attached;
 use super::{reader, ShardState};
 use crate::gate::PeerPermit;
 use crate::sansio::close::CloseReason;
@@ -129,7 +130,7 @@ pub(super) struct ConnState {
 /// A WebSocket connection. Owned by one shard thread.
 pub(super) struct Conn {
     pub(super) key: ConnKey,
-    pub(super) transport: Transport,
+    pub(super) transport: Attached,
     pub(super) peer: SocketAddr,
     pub(super) client_id: Arc<str>,
     /// The principal the connection authenticated as (owner of `client_id`).
@@ -148,8 +149,10 @@ pub(super) struct Conn {
     pub(super) phase: Cell<Phase>,
     /// Something other than its socket needs it to look at its state.
     pub(super) attention: Cell<bool>,
-    /// Its waker once it is driven: puts it on the shard's ready list.
-    pub(super) wake: Arc<ConnWake>,
+    /// On the driver's ready list, and not yet taken (`driver.rs`).
+    pub(super) queued: Cell<bool>,
+    /// The shard's ready list, for its notices and its socket's events.
+    pub(super) ready: Rc<ReadyList>,
     /// Its session, while the driver owns it (taken for each poll, and for
     /// good when it closes).
     pub(super) session: Cell<Option<Box<dyn Session>>>,
@@ -173,7 +176,7 @@ impl Conn {
     #[allow(clippy::too_many_arguments)] // One constructor, called from attach and a test.
     pub(super) fn new(
         key: ConnKey,
-        transport: Transport,
+        transport: Attached,
         peer: SocketAddr,
         client_id: Arc<str>,
         owner: Arc<str>,
@@ -182,7 +185,7 @@ impl Conn {
         limits: OutboxLimits,
         gap_field: Option<GapField>,
         now: Instant,
-        wake: Arc<ConnWake>,
+        ready: Rc<ReadyList>,
     ) -> Self {
         Self {
             key,
@@ -198,7 +201,8 @@ impl Conn {
             _permit: permit,
             phase: Cell::new(Phase::Opening),
             attention: Cell::new(false),
-            wake,
+            queued: Cell::new(false),
+            ready,
             session: Cell::new(None),
             state: RefCell::new(ConnState {
                 mailbox: Mailbox::new(OutboxLimits {
@@ -253,7 +257,7 @@ impl Conn {
     pub(super) fn notify(&self) {
         self.attention.set(true);
         if matches!(self.phase.get(), Phase::Opening | Phase::Driven) {
-            self.wake.wake_by_ref();
+            self.ready.push(self.key, &self.queued);
         }
     }
 
@@ -317,8 +321,8 @@ async fn opening(
     shard.flush(conn);
     conn.session.set(Some(session));
     conn.phase.set(Phase::Driven);
-    // The first poll registers its socket with its waker.
-    conn.wake.wake_by_ref();
+    // The driver looks at what its socket said while it opened.
+    conn.ready.push(conn.key, &conn.queued);
 }
 
 /// After a panic outside the session callbacks (a bug) cut the handling of
@@ -333,7 +337,7 @@ pub(super) fn closed_by_panic(
 ) {
     tracing::error!(client = %conn.client_id, peer = %conn.peer, panic = %panic_text(panic), "connection handling panicked; closing");
     shard.reset_after_panic();
-    shard.opening.borrow_mut().remove(&conn.key);
+    shard.waiting.borrow_mut().remove(&conn.key);
     // Closing first: the request only marks it (nothing more is queued,
     // what is left is counted), nobody is woken for it.
     conn.phase.set(Phase::Closing);
@@ -405,9 +409,10 @@ pub(super) async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseRe
             tokio::select! {
                 biased;
                 () = &mut deadline => break,
-                ready = conn.transport.writable() => if ready.is_err() { break },
+                () = writable(&shard, &conn) => {}
             }
         }
+        shard.waiting.borrow_mut().remove(&conn.key);
     }
 
     // 3. and 4.
@@ -418,10 +423,34 @@ pub(super) async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseRe
     let Ok(conn) = Rc::try_unwrap(conn) else {
         return;
     };
-    let mut transport = conn.transport;
-    if reason.sends_close_frame() && transport.shutdown().await.is_ok() {
+    if !reason.sends_close_frame() {
+        return;
+    }
+    // Its waits are tokio's from here: the shard's poll has let it go.
+    let Ok(mut transport) = conn.transport.detach(&shard.registry) else {
+        return;
+    };
+    if transport.shutdown().await.is_ok() {
         let _ = tokio::time::timeout(CLOSE_LINGER, transport.drain_until_eof()).await;
     }
+    // 6. The rest of `conn`, its permit with it, goes here.
+}
+
+/// Ready once a closing connection's socket may take writes (or has failed,
+/// which the next write finds). Its waker waits in the shard's `waiting`
+/// map, where the poller finds it (`poller.rs`).
+fn writable<'a>(shard: &'a ShardState, conn: &'a Conn) -> impl Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| {
+        if conn.transport.writable() {
+            Poll::Ready(())
+        } else {
+            shard
+                .waiting
+                .borrow_mut()
+                .insert(conn.key, cx.waker().clone());
+            Poll::Pending
+        }
+    })
 }
 
 #[cfg(test)]

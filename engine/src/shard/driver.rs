@@ -6,29 +6,26 @@
 //! or for *attention* (a close was requested, a wake-up is due, a held
 //! command may go on). A task per connection would hold that wait in a
 //! tokio task cell (384 bytes) for the connection's whole life; instead,
-//! each connection has a [`ConnWake`], a waker that puts its key on the
-//! shard's [`ReadyList`], and one task per shard (the driver) takes the
-//! keys and polls each connection's readiness with that waker
-//! ([`drive`]), so the registration tokio keeps for the socket wakes the
-//! driver, naming the connection. Only the opening (the wait for its
-//! topics, `on_open`) and the closing sequence, which hold timers and last
-//! a moment, run as tasks of their own (`conn::open`, `conn::close`).
+//! the shard keeps one [`ReadyList`] of the connections with something to
+//! do, which the shard's poller (`poller.rs`, from its sockets' events)
+//! and every notice ([`Conn::notify`]) add to, and one task per shard
+//! (the driver) takes the keys and handles each connection ([`drive`])
+//! until everything it waits for is waiting again. Only the opening (the
+//! wait for its topics, `on_open`) and the closing sequence, which hold
+//! timers and last a moment, run as tasks of their own (`conn::open`,
+//! `conn::close`).
 //!
-//! A connection is on the list at most once ([`ConnWake`]'s `queued`); one
-//! being polled (`Phase::Driving`) is not put on it by a notice, as its
-//! poll looks at its state again before it lets go. The driver polls at
-//! most [`SLICE`] connections before it yields, and yields sooner once
-//! tokio's budget for one task poll is spent, so deliveries, the tick and
-//! other tasks run between slices; a connection with more to read than
-//! one read's worth goes to the back of the list.
+//! A connection is on the list at most once (its `queued` flag); one
+//! being handled (`Phase::Driving`) is not put on it by a notice, as its
+//! handling looks at its state again before it lets go. The driver
+//! handles at most [`SLICE`] connections before it yields, so deliveries,
+//! the tick and other tasks run between slices; a connection with more to
+//! read than one read's worth goes to the back of the list.
 
+use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 
-use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::conn::{self, guarded, Conn, Phase, Session};
@@ -44,45 +41,23 @@ const SLICE: usize = 32;
 const TURNS: usize = 16;
 
 /// The keys of the connections that have something to do, and the
-/// driver's wake-up. Shared with the wakers tokio holds; touched in
-/// practice only by the shard's thread (its runtime's I/O driver runs
-/// there), so the lock is never contended.
+/// driver's wake-up. Everything that puts a connection on it runs on the
+/// shard's thread: the poller (`poller.rs`), a notice ([`Conn::notify`]),
+/// the driver itself.
 #[derive(Default)]
 pub(super) struct ReadyList {
-    keys: Mutex<Vec<ConnKey>>,
+    keys: RefCell<Vec<ConnKey>>,
     wake: Notify,
 }
 
-/// One connection's waker.
-pub(super) struct ConnWake {
-    key: ConnKey,
-    /// On the ready list and not yet taken by the driver.
-    queued: AtomicBool,
-    ready: Arc<ReadyList>,
-}
-
-impl ConnWake {
-    /// The waker of connection `key` of the shard whose list is `ready`.
-    pub(super) fn new(key: ConnKey, ready: &Arc<ReadyList>) -> Arc<Self> {
-        Arc::new(Self {
-            key,
-            queued: AtomicBool::new(false),
-            ready: Arc::clone(ready),
-        })
-    }
-}
-
-impl Wake for ConnWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // AcqRel: pairs with the driver's Release when it takes the key, so
-        // a wake after the take queues the key again.
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            self.ready.keys.lock().push(self.key);
-            self.ready.wake.notify_one();
+impl ReadyList {
+    /// Lists `key` unless `queued` says it is listed already, and wakes
+    /// the driver. `queued` is the connection's own flag, cleared when the
+    /// driver takes its key.
+    pub(super) fn push(&self, key: ConnKey, queued: &Cell<bool>) {
+        if !queued.replace(true) {
+            self.keys.borrow_mut().push(key);
+            self.wake.notify_one();
         }
     }
 }
@@ -90,25 +65,22 @@ impl Wake for ConnWake {
 /// The shard's driver: polls the connections on the ready list, a slice
 /// at a time, for the shard's whole life.
 pub(super) async fn run(shard: Rc<ShardState>) {
-    let ready = Arc::clone(&shard.ready);
+    let ready = Rc::clone(&shard.ready);
     let mut keys = Vec::new();
     loop {
-        std::mem::swap(&mut keys, &mut *ready.keys.lock());
+        std::mem::swap(&mut keys, &mut *ready.keys.borrow_mut());
         if keys.is_empty() {
             // A wake between the swap and here leaves a permit: no loss.
             ready.wake.notified().await;
             continue;
         }
         for (i, &key) in keys.iter().enumerate() {
-            // Out of tokio's budget, every poll of a socket would say
-            // "not ready" and queue its connection again for nothing.
-            if i > 0 && (i % SLICE == 0 || !tokio::task::coop::has_budget_remaining()) {
+            if i > 0 && i % SLICE == 0 {
                 tokio::task::yield_now().await;
             }
             let conn = shard.conns.borrow().get(key).cloned();
             if let Some(conn) = conn {
-                // Release: pairs with the wakers' AcqRel swap (see there).
-                conn.wake.queued.store(false, Ordering::Release);
+                conn.queued.set(false);
                 poll_conn(&shard, &conn);
             }
         }
@@ -128,7 +100,7 @@ fn poll_conn(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
         }
         Phase::Opening => {
             // Notified while its opening task waits (`park::attended`).
-            let waiting = shard.opening.borrow_mut().remove(&conn.key);
+            let waiting = shard.waiting.borrow_mut().remove(&conn.key);
             if let Some(waker) = waiting {
                 waker.wake();
             }
@@ -144,22 +116,20 @@ fn poll_conn(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
 /// What woke a connection, in the order it looks.
 enum Ready {
     Attention,
-    /// The socket takes writes again, or failed.
-    Writable(std::io::Result<()>),
-    /// The socket has bytes (or an error) to read.
-    Readable(std::io::Result<()>),
+    /// The socket takes writes again, or failed (which the write finds).
+    Writable,
+    /// The socket has bytes, an end or an error to read.
+    Readable,
 }
 
 /// Handles everything `conn` has to do now, then leaves each thing it
-/// waits for registered with its waker; or starts its closing sequence.
+/// waits for to wake it again; or starts its closing sequence.
 fn drive(shard: &Rc<ShardState>, conn: &Rc<Conn>) {
     let Some(mut session) = conn.session.take() else {
         return;
     };
-    let waker = Waker::from(Arc::clone(&conn.wake));
-    let mut cx = Context::from_waker(&waker);
     conn.phase.set(Phase::Driving);
-    match turns(shard, conn, &mut *session, &mut cx) {
+    match turns(shard, conn, &mut *session) {
         None => {
             conn.phase.set(Phase::Driven);
             conn.session.set(Some(session));
@@ -181,7 +151,6 @@ fn turns(
     shard: &Rc<ShardState>,
     conn: &Rc<Conn>,
     session: &mut dyn Session,
-    cx: &mut Context<'_>,
 ) -> Option<CloseReason> {
     for _ in 0..TURNS {
         if let Some(reason) = conn.state.borrow().closing.as_deref() {
@@ -191,13 +160,13 @@ fn turns(
         let parked = park::is_parked(conn);
         let ready = if conn.attention.replace(false) {
             Ready::Attention
-        } else if let Some(Poll::Ready(ready)) = blocked.then(|| conn.transport.poll_writable(cx)) {
-            Ready::Writable(ready)
-        } else if let Some(Poll::Ready(ready)) = (!parked).then(|| conn.transport.poll_readable(cx))
-        {
-            Ready::Readable(ready)
+        } else if blocked && conn.transport.writable() {
+            Ready::Writable
+        } else if !parked && conn.transport.readable() {
+            Ready::Readable
         } else {
-            // Everything it waits for is registered with its waker.
+            // The shard's poller wakes it when its socket has news, and a
+            // notice when anything else does.
             return None;
         };
         match ready {
@@ -215,18 +184,12 @@ fn turns(
                 }
                 shard.flush(conn);
             }
-            Ready::Writable(ready) => {
-                if ready.is_err() {
-                    return Some(CloseReason::ConnectionLost);
-                }
+            Ready::Writable => {
                 conn.state.borrow_mut().write_blocked = false;
                 shard.flush(conn);
             }
-            Ready::Readable(ready) => {
-                let result = ready
-                    .map_err(|_| CloseReason::ConnectionLost)
-                    .and_then(|()| reader::read_ready(shard, conn, session));
-                let more = match result {
+            Ready::Readable => {
+                let more = match reader::read_ready(shard, conn, session) {
                     Ok(drained) => drained == reader::Drained::No,
                     Err(reason) => {
                         conn.request_close(reason);
@@ -236,14 +199,14 @@ fn turns(
                 shard.flush(conn);
                 if more {
                     // Others first: to the back of the list.
-                    cx.waker().wake_by_ref();
+                    shard.ready.push(conn.key, &conn.queued);
                     return None;
                 }
             }
         }
     }
     // Still busy after its turns: to the back of the list.
-    cx.waker().wake_by_ref();
+    shard.ready.push(conn.key, &conn.queued);
     None
 }
 
@@ -263,23 +226,22 @@ mod tests {
     /// the list once; once taken, the next wake puts it back.
     #[test]
     fn a_connection_is_on_the_ready_list_once_until_taken() {
-        let ready = Arc::<ReadyList>::default();
-        let (a, b) = (ConnWake::new(key(1), &ready), ConnWake::new(key(2), &ready));
-        let waker = Waker::from(Arc::clone(&a));
-        waker.wake_by_ref();
-        Waker::from(Arc::clone(&a)).wake();
-        a.wake_by_ref();
-        b.wake_by_ref();
-        assert_eq!(*ready.keys.lock(), vec![key(1), key(2)]);
+        let ready = ReadyList::default();
+        let (a, b) = (Cell::new(false), Cell::new(false));
+        ready.push(key(1), &a);
+        ready.push(key(1), &a);
+        ready.push(key(2), &b);
+        ready.push(key(1), &a);
+        assert_eq!(*ready.keys.borrow(), vec![key(1), key(2)]);
 
         // The driver takes the list and lets go of `a`'s flag.
-        let taken = std::mem::take(&mut *ready.keys.lock());
+        let taken = std::mem::take(&mut *ready.keys.borrow_mut());
         assert_eq!(taken.len(), 2);
-        a.queued.store(false, Ordering::Release);
-        waker.wake_by_ref();
-        b.wake_by_ref();
+        a.set(false);
+        ready.push(key(1), &a);
+        ready.push(key(2), &b);
         assert_eq!(
-            *ready.keys.lock(),
+            *ready.keys.borrow(),
             vec![key(1)],
             "b, taken but not yet polled, is not listed again"
         );

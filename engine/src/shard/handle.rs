@@ -20,6 +20,18 @@ use crate::shard::conn::Session;
 use crate::shard::ShardState;
 use crate::{PublishError, Published};
 
+/// Why a connection was not attached; its socket is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The connection gate refused it (the server is full).
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The kernel refused to add its socket to the shard's poll (out of
+    /// memory, or of epoll watches: `fs.epoll.max_user_watches`).
+    #[error("cannot watch the socket: {0}")]
+    Poll(#[from] std::io::Error),
+}
+
 /// An upgraded connection, ready to be attached to the shard it was
 /// accepted on.
 pub struct Attachment {
@@ -99,7 +111,7 @@ impl LocalShard {
     /// server is full; the socket is then dropped). A live connection of the
     /// same owner with the same client id is closed with
     /// [`CloseReason::Replaced`](crate::CloseReason::Replaced); client ids of other owners are theirs.
-    pub fn attach(&self, attachment: Attachment) -> Result<ConnKey, Refused> {
+    pub fn attach(&self, attachment: Attachment) -> Result<ConnKey, AttachError> {
         self.state.attach(attachment)
     }
 

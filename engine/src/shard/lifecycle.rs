@@ -28,11 +28,9 @@ use bytes::Bytes;
 use tracing::info;
 
 use super::conn::{self, Conn};
-use super::driver::ConnWake;
-use super::handle::Attachment;
+use super::handle::{AttachError, Attachment};
 use super::run::TICK;
-use super::{ShardState, SWEEP_EVERY_TICKS};
-use crate::gate::Refused;
+use super::{poller, ShardState, SWEEP_EVERY_TICKS};
 use crate::sansio::close::CloseReason;
 use crate::sansio::ids::ConnKey;
 use crate::sansio::{beat, drain};
@@ -77,7 +75,7 @@ impl ShardState {
     // ---- connections -------------------------------------------------------
 
     /// Registers a new WebSocket connection and starts its opening.
-    pub(super) fn attach(self: &Rc<Self>, attachment: Attachment) -> Result<ConnKey, Refused> {
+    pub(super) fn attach(self: &Rc<Self>, attachment: Attachment) -> Result<ConnKey, AttachError> {
         let Attachment {
             transport,
             read_buf,
@@ -93,6 +91,8 @@ impl ShardState {
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let key = self.conns.borrow_mut().vacant_key();
+        // From here on its readiness comes from the shard's poll.
+        let transport = transport.attach(&self.registry, poller::token(key))?;
         let gap_field = self.shared.formats().get(delivery.format).gap_field();
         let mut conn = Conn::new(
             key,
@@ -105,7 +105,7 @@ impl ShardState {
             self.shared.config().outbox,
             gap_field,
             self.now(),
-            ConnWake::new(key, &self.ready),
+            Rc::clone(&self.ready),
         );
         conn.details = details;
         let conn = Rc::new(conn);

@@ -20,6 +20,8 @@
 //! | `report` | figures and client lists |
 //! | `conn`, `reader`, `ctx` | a connection, its reads, its session's view |
 //! | `driver` | the task that polls every connection with something to do |
+//! | `poller` | the shard's own poll of its connections' sockets, and its task |
+//! | `transport` | a connection's byte stream (TCP or TLS), and its readiness |
 //! | `handle` | [`LocalShard`] and [`Attachment`], the public faces |
 //! | `slab` | connections by generation-checked key |
 //!
@@ -43,6 +45,7 @@ mod handle;
 mod inbox;
 mod lifecycle;
 mod park;
+mod poller;
 mod reader;
 mod report;
 mod run;
@@ -54,7 +57,7 @@ mod transport;
 pub use accept::ConnectionHandler;
 pub use conn::Session;
 pub use ctx::{ConnCtx, SubscribeError, Subscribed};
-pub use handle::{Attachment, Details, LocalShard};
+pub use handle::{AttachError, Attachment, Details, LocalShard};
 pub(crate) use inbox::{ShardCommand, ShardInbox};
 pub(crate) use run::run;
 pub use transport::{Transport, TLS_BUFFER_LIMIT};
@@ -196,10 +199,14 @@ struct ShardState {
     /// Commands waiting for topics to catch up with the bus (`park.rs`).
     parking: park::Parking,
     /// Connections with something to do, for the driver (`driver.rs`).
-    ready: Arc<driver::ReadyList>,
-    /// The opening tasks waiting for their connection's attention
-    /// (`park::attended`), woken by the driver.
-    opening: RefCell<HashMap<ConnKey, std::task::Waker>>,
+    ready: Rc<driver::ReadyList>,
+    /// The task that owns a connection in its opening or closing phase,
+    /// waiting: while it opens, for the connection's attention
+    /// (`park::attended`, woken by the driver); while it closes, for its
+    /// socket to take writes (`conn::close`, woken by the poller).
+    waiting: RefCell<HashMap<ConnKey, std::task::Waker>>,
+    /// Where this shard's connections' sockets are registered (`poller.rs`).
+    registry: mio::Registry,
 }
 
 /// One format's client messages on one shard.
@@ -210,7 +217,7 @@ struct ClientMessages {
 }
 
 impl ShardState {
-    fn new(index: usize, shared: Arc<EngineShared>) -> Self {
+    fn new(index: usize, shared: Arc<EngineShared>, registry: mio::Registry) -> Self {
         let now = Instant::now();
         let engine = Engine::from_shared(Arc::clone(&shared));
         let heartbeat = shared.config().heartbeat_interval;
@@ -251,8 +258,9 @@ impl ShardState {
             client_messages: RefCell::new(vec![ClientMessages::default(); formats]),
             answered_error: Cell::new(false),
             parking: park::Parking::new(shared_external),
-            ready: Arc::default(),
-            opening: RefCell::default(),
+            ready: Rc::default(),
+            waiting: RefCell::default(),
+            registry,
         }
     }
 

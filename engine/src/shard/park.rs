@@ -178,11 +178,11 @@ pub(super) async fn await_open(shard: &Rc<ShardState>, conn: &Rc<Conn>, session:
             break;
         }
     }
-    shard.opening.borrow_mut().remove(&conn.key);
+    shard.waiting.borrow_mut().remove(&conn.key);
 }
 
 /// Ready once the connection was notified ([`Conn::notify`]), taking the
-/// notice. Its waker waits in the shard's `opening` map, where the driver
+/// notice. Its waker waits in the shard's `waiting` map, where the driver
 /// finds it when it takes the connection's key from its list.
 fn attended<'a>(shard: &'a ShardState, conn: &'a Conn) -> impl Future<Output = ()> + 'a {
     poll_fn(move |cx| {
@@ -190,7 +190,7 @@ fn attended<'a>(shard: &'a ShardState, conn: &'a Conn) -> impl Future<Output = (
             Poll::Ready(())
         } else {
             shard
-                .opening
+                .waiting
                 .borrow_mut()
                 .insert(conn.key, cx.waker().clone());
             Poll::Pending

@@ -49,12 +49,20 @@ pub(super) const TICK: Duration = Duration::from_millis(250);
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs shard `index` on the current thread until it is shut down.
-pub(crate) fn run(index: usize, shared: Arc<EngineShared>, runtime: tokio::runtime::Runtime) {
+/// Runs shard `index` on the current thread until it is shut down; its
+/// connections' sockets are registered with `poll` through `registry`
+/// (`poller.rs`).
+pub(crate) fn run(
+    index: usize,
+    shared: Arc<EngineShared>,
+    runtime: tokio::runtime::Runtime,
+    (poll, registry): (mio::Poll, mio::Registry),
+) {
     let local = tokio::task::LocalSet::new();
-    let state = Rc::new(ShardState::new(index, shared));
+    let state = Rc::new(ShardState::new(index, shared, registry));
     local.block_on(&runtime, async move {
         tokio::task::spawn_local(tick_loop(Rc::clone(&state)));
+        tokio::task::spawn_local(super::poller::run(Rc::clone(&state), poll));
         tokio::task::spawn_local(super::driver::run(Rc::clone(&state)));
         dispatch_loop(&state).await;
         shutdown(&state).await;

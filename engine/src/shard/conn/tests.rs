@@ -21,9 +21,13 @@ async fn nothing_is_queued_after_a_close_is_requested() {
     };
     let gate = crate::gate::Gate::new(crate::EngineConfig::default().gate);
     let permit = gate.admit(peer.ip()).unwrap();
+    let poll = mio::Poll::new().unwrap();
+    let transport = crate::Transport::plain(stream)
+        .attach(poll.registry(), crate::shard::poller::token(key))
+        .unwrap();
     let conn = Conn::new(
         key,
-        Transport::plain(stream),
+        transport,
         peer,
         "c".into(),
         "owner".into(),
@@ -32,7 +36,7 @@ async fn nothing_is_queued_after_a_close_is_requested() {
         limits,
         None,
         Instant::now(),
-        ConnWake::new(key, &Arc::default()),
+        Rc::default(),
     );
     conn.send_control(Bytes::from_static(b"before"));
     assert_eq!(conn.state.borrow().mailbox.outbox.len(), 1);
@@ -45,17 +49,19 @@ async fn nothing_is_queued_after_a_close_is_requested() {
 }
 
 /// What every open connection holds for its whole life stays within
-/// budget (docs/architecture.md, *Memory per connection*): no task, a
-/// waker of a few words, and its own state does not creep up unnoticed
-/// (it fills its class: 624 bytes when this was written, on the server's
-/// build, whose tokio features make a `TcpStream` 8 bytes larger than the
-/// engine's alone).
+/// budget (docs/architecture.md, *Memory per connection*): no task, no
+/// waker or readiness state of its own beyond a few bytes in the `Conn`,
+/// and its own state does not creep up unnoticed.
 #[test]
 fn a_connection_holds_little_for_its_life() {
-    // With its `Arc` counts, within the allocator's 48-byte class.
-    let wake = std::mem::size_of::<ConnWake>();
-    assert!(wake + 16 <= 48, "a connection's waker is {wake} bytes");
+    // The socket, its TLS session boxed, and one byte of readiness.
+    let transport = std::mem::size_of::<Attached>();
+    assert!(
+        transport <= 16,
+        "a connection's transport is {transport} bytes"
+    );
     // With its `Rc` counts, within the allocator's 640-byte class.
     let conn = std::mem::size_of::<Conn>();
+    println!("Conn: {conn} bytes");
     assert!(conn + 16 <= 640, "a Conn is {conn} bytes");
 }
