@@ -286,6 +286,11 @@ impl PeerPermit {
     pub fn is_websocket(&self) -> bool {
         self.websocket
     }
+
+    /// The address it was admitted for: the socket's peer's.
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
 }
 
 impl Drop for PeerPermit {

@@ -77,13 +77,21 @@ impl DerefMut for Payload<'_> {
 /// One connection's decoding state. Owned by its connection.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    /// Bytes of an incomplete frame, kept between reads.
-    partial: Vec<u8>,
-    /// The opcode, compression and bytes so far of a fragmented message.
-    /// Boxed: rare, and every connection carries the field.
-    fragments: Option<Box<(OpCode, bool, Vec<u8>)>>,
+    /// What a read left for the next, if anything. Boxed: most reads leave
+    /// nothing, and every connection carries the field
+    /// (docs/architecture.md, *Memory per connection*).
+    held: Option<Box<Held>>,
     /// Whether permessage-deflate was negotiated.
     deflate: bool,
+}
+
+/// What a connection's reads left unfinished.
+#[derive(Debug, Default)]
+struct Held {
+    /// Bytes of an incomplete frame.
+    partial: Vec<u8>,
+    /// The opcode, compression and bytes so far of a fragmented message.
+    fragments: Option<(OpCode, bool, Vec<u8>)>,
 }
 
 impl Decoder {
@@ -111,27 +119,52 @@ impl Decoder {
     where
         F: FnMut(Inbound<'_>) -> ControlFlow<()>,
     {
-        if self.partial.is_empty() {
+        let mut buf = match &mut self.held {
+            Some(held) => std::mem::take(&mut held.partial),
+            None => Vec::new(),
+        };
+        let flow = if buf.is_empty() {
             let (used, flow) = self.decode(input, max_message, &mut on_inbound)?;
             if flow.is_continue() && used < input.len() {
-                self.partial.extend_from_slice(&input[used..]);
+                self.held().partial.extend_from_slice(&input[used..]);
             }
-            return Ok(flow);
+            flow
+        } else {
+            buf.extend_from_slice(input);
+            let (used, flow) = self.decode(&mut buf, max_message, &mut on_inbound)?;
+            if flow.is_continue() && used < buf.len() {
+                buf.drain(..used);
+                self.held().partial = buf;
+            }
+            flow
+        };
+        // Nothing left unfinished: an idle connection keeps no buffer.
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|held| held.partial.is_empty() && held.fragments.is_none())
+        {
+            self.held = None;
         }
-        let mut buf = std::mem::take(&mut self.partial);
-        buf.extend_from_slice(input);
-        let (used, flow) = self.decode(&mut buf, max_message, &mut on_inbound)?;
-        if flow.is_continue() && used < buf.len() {
-            buf.drain(..used);
-            self.partial = buf;
-        }
-        // Otherwise `buf` is dropped: an idle connection keeps no buffer.
         Ok(flow)
     }
 
     /// Bytes held between reads (incomplete frame plus unfinished message).
     pub fn buffered(&self) -> usize {
-        self.partial.len() + self.fragments.as_ref().map_or(0, |f| f.2.len())
+        self.held.as_ref().map_or(0, |held| {
+            held.partial.len() + held.fragments.as_ref().map_or(0, |f| f.2.len())
+        })
+    }
+
+    /// What reads left unfinished, made room for.
+    #[cold]
+    fn held(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Box::default)
+    }
+
+    /// The fragmented message being reassembled, if any.
+    fn fragments(&mut self) -> Option<&mut (OpCode, bool, Vec<u8>)> {
+        self.held.as_mut().and_then(|held| held.fragments.as_mut())
     }
 
     /// Handles the complete frames at the start of `buf`; returns the bytes used.
@@ -186,11 +219,11 @@ impl Decoder {
             OpCode::Pong => Ok(Some(Inbound::Pong)),
             OpCode::Close => Ok(Some(Inbound::Close(frame::parse_close_payload(payload)?))),
             OpCode::Text | OpCode::Binary => {
-                if self.fragments.is_some() {
+                if self.fragments().is_some() {
                     return Err(FrameError::Protocol("new message inside a fragmented one"));
                 }
                 if !fin {
-                    self.fragments = Some(Box::new((opcode, compressed, payload.to_vec())));
+                    self.held().fragments = Some((opcode, compressed, payload.to_vec()));
                     return Ok(None);
                 }
                 if compressed {
@@ -200,7 +233,7 @@ impl Decoder {
                 complete(opcode, Payload::InPlace(payload)).map(Some)
             }
             OpCode::Continuation => {
-                let Some((_, _, data)) = self.fragments.as_deref_mut() else {
+                let Some((_, _, data)) = self.fragments() else {
                     return Err(FrameError::Protocol("continuation without a message"));
                 };
                 if data.len() + payload.len() > max_message {
@@ -213,7 +246,8 @@ impl Decoder {
                 if !fin {
                     return Ok(None);
                 }
-                let Some((opcode, compressed, mut data)) = self.fragments.take().map(|f| *f) else {
+                let taken = self.held.as_mut().and_then(|held| held.fragments.take());
+                let Some((opcode, compressed, mut data)) = taken else {
                     unreachable!("checked above");
                 };
                 if compressed {

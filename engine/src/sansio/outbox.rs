@@ -172,12 +172,21 @@ pub struct Outbox {
     control_bytes: usize,
     head_written: usize,
     limits: OutboxLimits,
+    /// What it missed, once it has missed anything: most connections never
+    /// do, and every connection pays for the room inline
+    /// (docs/architecture.md, *Memory per connection*).
+    misses: Option<Box<Misses>>,
+    /// Where this connection's format says so in a frame.
+    gap_field: Option<GapField>,
+}
+
+/// What an outbox missed and has not told yet.
+#[derive(Debug, Default)]
+struct Misses {
     /// Topics of the events dropped to make room, until the caller takes them.
     evicted: Vec<TopicId>,
     /// Per topic, events missed that no queued event says yet (`gaps.rs`).
     gaps: Vec<(TopicId, u32)>,
-    /// Where this connection's format says so in a frame.
-    gap_field: Option<GapField>,
 }
 
 impl Outbox {
@@ -190,8 +199,7 @@ impl Outbox {
             control_bytes: 0,
             head_written: 0,
             limits,
-            evicted: Vec::new(),
-            gaps: Vec::new(),
+            misses: None,
             gap_field: None,
         }
     }
@@ -202,7 +210,7 @@ impl Outbox {
         if !self.fits(bytes.len()) {
             return self.refuse(bytes, meta);
         }
-        if !self.gaps.is_empty() || meta.is_high() {
+        if self.has_gaps() || meta.is_high() {
             self.enqueue(bytes, meta);
             return Admission::Queued;
         }
@@ -369,6 +377,25 @@ impl Outbox {
         if self.queue.is_empty() && self.queue.capacity() > 0 {
             self.queue = VecDeque::new();
         }
+        if self
+            .misses
+            .as_ref()
+            .is_some_and(|m| m.evicted.is_empty() && m.gaps.is_empty())
+        {
+            self.misses = None;
+        }
+    }
+
+    /// Whether some topic's next event must say how many were missed.
+    #[inline]
+    fn has_gaps(&self) -> bool {
+        self.misses.as_ref().is_some_and(|m| !m.gaps.is_empty())
+    }
+
+    /// What it missed, made room for.
+    #[cold]
+    fn misses(&mut self) -> &mut Misses {
+        self.misses.get_or_insert_with(Box::default)
     }
 }
 

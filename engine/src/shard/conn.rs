@@ -131,7 +131,8 @@ pub(super) struct ConnState {
 pub(super) struct Conn {
     pub(super) key: ConnKey,
     pub(super) transport: Attached,
-    pub(super) peer: SocketAddr,
+    /// The peer's port; its address is the permit's ([`Conn::peer`]).
+    pub(super) peer_port: u16,
     pub(super) client_id: Arc<str>,
     /// The principal the connection authenticated as (owner of `client_id`).
     pub(super) owner: Arc<str>,
@@ -143,7 +144,7 @@ pub(super) struct Conn {
     /// What its protocol recorded about it, for the client listing.
     pub(super) details: super::handle::Details,
     /// Held for the connection's life; see step 6 of closing.
-    pub(super) _permit: PeerPermit,
+    pub(super) permit: PeerPermit,
     pub(super) state: RefCell<ConnState>,
     /// Where it is in its life: who polls it, and whom [`Conn::notify`] wakes.
     pub(super) phase: Cell<Phase>,
@@ -177,7 +178,7 @@ impl Conn {
     pub(super) fn new(
         key: ConnKey,
         transport: Attached,
-        peer: SocketAddr,
+        peer_port: u16,
         client_id: Arc<str>,
         owner: Arc<str>,
         delivery: Delivery,
@@ -190,7 +191,7 @@ impl Conn {
         Self {
             key,
             transport,
-            peer,
+            peer_port,
             client_id,
             owner,
             delivery,
@@ -198,7 +199,7 @@ impl Conn {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |since| since.as_millis() as u64),
             details: Box::default(),
-            _permit: permit,
+            permit,
             phase: Cell::new(Phase::Opening),
             attention: Cell::new(false),
             queued: Cell::new(false),
@@ -246,6 +247,11 @@ impl Conn {
             drop(state);
             self.notify();
         }
+    }
+
+    /// The peer's address.
+    pub(super) fn peer(&self) -> SocketAddr {
+        SocketAddr::new(self.permit.address(), self.peer_port)
     }
 
     /// Asks the connection to look at its state (a close was requested, a
@@ -335,7 +341,7 @@ pub(super) fn closed_by_panic(
     conn: &Rc<Conn>,
     panic: &(dyn std::any::Any + Send),
 ) {
-    tracing::error!(client = %conn.client_id, peer = %conn.peer, panic = %panic_text(panic), "connection handling panicked; closing");
+    tracing::error!(client = %conn.client_id, peer = %conn.peer(), panic = %panic_text(panic), "connection handling panicked; closing");
     shard.reset_after_panic();
     shard.waiting.borrow_mut().remove(&conn.key);
     // Closing first: the request only marks it (nothing more is queued,
@@ -368,7 +374,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 pub(super) fn guarded(conn: &Conn, callback: impl FnOnce()) -> Result<(), ()> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).map_err(|panic| {
         let what = panic_text(&*panic);
-        tracing::error!(client = %conn.client_id, peer = %conn.peer, panic = %what, "session callback panicked; closing with 1011");
+        tracing::error!(client = %conn.client_id, peer = %conn.peer(), panic = %what, "session callback panicked; closing with 1011");
     })
 }
 

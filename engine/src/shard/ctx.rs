@@ -82,7 +82,7 @@ impl ConnCtx<'_> {
 
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
-        self.conn.peer
+        self.conn.peer()
     }
 
     /// The shard that owns this connection.

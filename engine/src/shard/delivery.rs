@@ -344,7 +344,7 @@ impl ShardState {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    info!(client = %conn.client_id, peer = %conn.peer, error = %e, "write failed");
+                    info!(client = %conn.client_id, peer = %conn.peer(), error = %e, "write failed");
                     state.broken = true;
                     drop(state);
                     conn.request_close(CloseReason::ConnectionLost);

@@ -87,9 +87,12 @@ impl ShardState {
             details,
         } = attachment;
         permit.establish()?;
-        let peer = transport
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        // Its address is the permit's (admitted for it); a peer gone
+        // already shows port 0.
+        let peer = SocketAddr::new(
+            permit.address(),
+            transport.peer_addr().map_or(0, |peer| peer.port()),
+        );
         let key = self.conns.borrow_mut().vacant_key();
         // From here on its readiness comes from the shard's poll.
         let transport = transport.attach(&self.registry, poller::token(key))?;
@@ -97,7 +100,7 @@ impl ShardState {
         let mut conn = Conn::new(
             key,
             transport,
-            peer,
+            peer.port(),
             Arc::clone(&client_id),
             Arc::clone(&owner),
             delivery,
@@ -137,7 +140,7 @@ impl ShardState {
         self.disconnects.borrow_mut().count(reason);
         info!(
             client = %conn.client_id,
-            peer = %conn.peer,
+            peer = %conn.peer(),
             shard = self.index,
             reason = %reason,
             sent = state.mailbox.counts.sent,
@@ -246,14 +249,14 @@ impl ShardState {
                 (now.saturating_duration_since(state.last_seen), due, wake)
             };
             if let Some(reason) = due {
-                info!(client = %conn.client_id, peer = %conn.peer, reason = %reason, "connection deadline");
+                info!(client = %conn.client_id, peer = %conn.peer(), reason = %reason, "connection deadline");
                 conn.request_close(reason);
                 continue;
             }
             if silent > conn.delivery.liveness.timeout {
                 info!(
                     client = %conn.client_id,
-                    peer = %conn.peer,
+                    peer = %conn.peer(),
                     silent_ms = silent.as_millis() as u64,
                     "heartbeat timeout"
                 );

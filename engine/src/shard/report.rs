@@ -107,7 +107,7 @@ impl ShardState {
         ClientInfo {
             client_id: Arc::clone(&conn.client_id),
             owner: Arc::clone(&conn.owner),
-            peer: conn.peer,
+            peer: conn.peer(),
             shard: self.index,
             format: self.shared.formats().get(conn.delivery.format).name(),
             details: conn.details.clone(),

@@ -97,23 +97,29 @@ impl Outbox {
     /// Notes `missed` events of `topic` not delivered (refused before they
     /// reached the queue): the next one queued says so.
     pub fn note_gap(&mut self, topic: TopicId, missed: u32) {
-        match self.gaps.iter_mut().find(|(t, _)| *t == topic) {
+        let gaps = &mut self.misses().gaps;
+        match gaps.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, n)) => *n = n.saturating_add(missed),
-            None => self.gaps.push((topic, missed)),
+            None => gaps.push((topic, missed)),
         }
     }
 
     /// Forgets what `topic`'s next event would have said (the connection
     /// left it: a new subscription starts with no gap).
     pub fn forget_gaps(&mut self, topic: TopicId) {
-        self.gaps.retain(|(t, _)| *t != topic);
+        if let Some(misses) = &mut self.misses {
+            misses.gaps.retain(|(t, _)| *t != topic);
+        }
     }
 
     /// Events of `topic` missed and not yet told, taken.
     #[cold]
     pub(super) fn take_gap(&mut self, topic: TopicId) -> u32 {
-        match self.gaps.iter().position(|(t, _)| *t == topic) {
-            Some(i) => self.gaps.swap_remove(i).1,
+        let Some(misses) = &mut self.misses else {
+            return 0;
+        };
+        match misses.gaps.iter().position(|(t, _)| *t == topic) {
+            Some(i) => misses.gaps.swap_remove(i).1,
             None => 0,
         }
     }

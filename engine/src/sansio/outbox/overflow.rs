@@ -80,7 +80,9 @@ impl Outbox {
             events < limits.max_messages && queued + bytes.len() <= limits.max_bytes
         };
         // What an earlier caller did not take is not this event's.
-        self.evicted.clear();
+        if let Some(misses) = &mut self.misses {
+            misses.evicted.clear();
+        }
         let (mut events, mut queued, mut victims) = (self.events, self.queued_bytes, 0);
         for (i, frame) in self.queue.iter().enumerate() {
             if fits(events, queued) {
@@ -102,7 +104,7 @@ impl Outbox {
                 let victim = frame.event.expect("evictable frames are events");
                 self.events -= 1;
                 self.queued_bytes -= frame.bytes.len();
-                self.evicted.push(victim.topic);
+                self.misses().evicted.push(victim.topic);
                 self.carry_gap(i, victim);
                 victims -= 1;
             } else {
@@ -115,8 +117,10 @@ impl Outbox {
 
     /// The topics of the events dropped to make room for the last event
     /// admitted as [`Admission::Evicted`]: take them before the next push.
-    pub fn take_evicted(&mut self) -> std::vec::Drain<'_, TopicId> {
-        self.evicted.drain(..)
+    pub fn take_evicted(&mut self) -> impl Iterator<Item = TopicId> + '_ {
+        self.misses
+            .iter_mut()
+            .flat_map(|misses| misses.evicted.drain(..))
     }
 
     /// Replaces every queued, not yet written value of the same topic and

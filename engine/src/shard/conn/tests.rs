@@ -28,7 +28,7 @@ async fn nothing_is_queued_after_a_close_is_requested() {
     let conn = Conn::new(
         key,
         transport,
-        peer,
+        peer.port(),
         "c".into(),
         "owner".into(),
         crate::EngineConfig::default().delivery(crate::FormatId::first()),
@@ -60,8 +60,8 @@ fn a_connection_holds_little_for_its_life() {
         transport <= 16,
         "a connection's transport is {transport} bytes"
     );
-    // With its `Rc` counts, within the allocator's 640-byte class.
+    // With its `Rc` counts, within the allocator's 512-byte class (it
+    // fills it: 496 bytes when this was written).
     let conn = std::mem::size_of::<Conn>();
-    println!("Conn: {conn} bytes");
-    assert!(conn + 16 <= 640, "a Conn is {conn} bytes");
+    assert!(conn + 16 <= 512, "a Conn is {conn} bytes");
 }
