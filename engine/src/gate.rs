@@ -195,7 +195,7 @@ impl Gate {
         entry.http += 1;
         Ok(PeerPermit {
             gate: Arc::clone(self),
-            address,
+            address: ip,
             websocket: false,
         })
     }
@@ -230,6 +230,7 @@ impl Gate {
     }
 
     fn release(&self, address: IpAddr, websocket: bool) {
+        let address = bucket(address);
         let mut state = self.state.lock();
         if websocket {
             state.websockets -= 1;
@@ -254,6 +255,7 @@ impl Gate {
 #[derive(Debug)]
 pub struct PeerPermit {
     gate: Arc<Gate>,
+    /// The peer's own address; it is counted under its [`bucket`].
     address: IpAddr,
     websocket: bool,
 }
@@ -275,7 +277,7 @@ impl PeerPermit {
         }
         state.websockets += 1;
         state.http -= 1;
-        if let Some(count) = state.by_address.get_mut(&self.address) {
+        if let Some(count) = state.by_address.get_mut(&bucket(self.address)) {
             count.http -= 1;
         }
         self.websocket = true;
@@ -287,7 +289,8 @@ impl PeerPermit {
         self.websocket
     }
 
-    /// The address it was admitted for: the socket's peer's.
+    /// The socket's peer's address, as accepted (the limits count it
+    /// under its /64 if it is IPv6).
     pub fn address(&self) -> IpAddr {
         self.address
     }
@@ -363,6 +366,26 @@ mod tests {
             gate.admit(ip("192.0.2.1")).unwrap_err(),
             Refused::Address { limit: 2 }
         );
+    }
+
+    /// A permit names its peer by the peer's own address (logs, the
+    /// client listing, per-address rules of protocols), while the limits
+    /// count it under its /64; its block is freed with it.
+    #[test]
+    fn a_permit_keeps_its_peers_own_address_and_frees_its_block() {
+        let gate = gate(100, 2, 100, 100);
+        let mut a = gate.admit(ip("2001:db8::1234")).unwrap();
+        assert_eq!(a.address(), ip("2001:db8::1234"));
+        a.establish().unwrap();
+        let b = gate.admit(ip("2001:db8::5678")).unwrap();
+        assert_eq!(b.address(), ip("2001:db8::5678"));
+        assert_eq!(
+            gate.admit(ip("2001:db8::9")).unwrap_err(),
+            Refused::Address { limit: 2 }
+        );
+        drop((a, b));
+        assert!(gate.state.lock().by_address.is_empty());
+        assert!(gate.admit(ip("2001:db8::9")).is_ok());
     }
 
     #[test]

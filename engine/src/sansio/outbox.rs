@@ -216,11 +216,23 @@ impl Outbox {
         }
         self.events += 1;
         self.queued_bytes += bytes.len();
-        self.queue.push_back(OutFrame {
+        self.push_back(OutFrame {
             bytes,
             event: Some(meta),
         });
         Admission::Queued
+    }
+
+    /// Queues `frame` last. An empty queue makes room for one frame
+    /// (64 bytes), not the four a `VecDeque` would (256): most connections
+    /// hold one at a time, and [`Outbox::advance`] frees that room as soon
+    /// as the frame is written.
+    #[inline]
+    fn push_back(&mut self, frame: OutFrame) {
+        if self.queue.capacity() == 0 {
+            self.queue.reserve_exact(1);
+        }
+        self.queue.push_back(frame);
     }
 
     /// Whether one more event of `len` bytes is within both limits.
@@ -252,7 +264,7 @@ impl Outbox {
             event: Some(meta),
         };
         if !meta.is_high() {
-            self.queue.push_back(frame);
+            self.push_back(frame);
             return;
         }
         // It overtakes only normal events of other topics: never a control
@@ -279,7 +291,7 @@ impl Outbox {
         }
         self.control_bytes += bytes.len();
         self.queued_bytes += bytes.len();
-        self.queue.push_back(OutFrame { bytes, event: None });
+        self.push_back(OutFrame { bytes, event: None });
         Admission::Queued
     }
 
@@ -287,7 +299,7 @@ impl Outbox {
     pub fn push_close(&mut self, bytes: Bytes) {
         self.control_bytes += bytes.len();
         self.queued_bytes += bytes.len();
-        self.queue.push_back(OutFrame { bytes, event: None });
+        self.push_back(OutFrame { bytes, event: None });
     }
 
     /// Whether nothing is waiting.
@@ -357,6 +369,11 @@ impl Outbox {
             }
             on_done(&frame);
         }
+        // A queue that never held more than one frame goes with it: a
+        // connection that gets a frame now and then holds none between.
+        if self.queue.is_empty() && self.queue.capacity() == 1 {
+            self.queue = VecDeque::new();
+        }
     }
 
     /// Empties the queue, returning the events that will never be written.
@@ -369,10 +386,11 @@ impl Outbox {
     }
 
     /// Frees the queue's memory once it is empty. Called from the shard's
-    /// tick, not after each write: an idle connection holds no queue (a
-    /// queue of 4 frames is 256 bytes, a tenth of what a connection costs),
-    /// and a busy one frees and grows its queue at most once per tick —
-    /// four times a second, whatever its message rate.
+    /// tick: a queue that grew past one frame is not freed after each write
+    /// (a busy connection frees and grows its queue at most once per tick,
+    /// four times a second, whatever its message rate), and an idle
+    /// connection holds none (a queue of 4 frames is 256 bytes, a quarter
+    /// of what a connection costs).
     pub fn shrink_if_idle(&mut self) {
         if self.queue.is_empty() && self.queue.capacity() > 0 {
             self.queue = VecDeque::new();

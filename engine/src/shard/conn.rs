@@ -433,8 +433,13 @@ pub(super) async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseRe
         return;
     }
     // Its waits are tokio's from here: the shard's poll has let it go.
-    let Ok(mut transport) = conn.transport.detach(&shard.registry) else {
-        return;
+    let mut transport = match conn.transport.detach(&shard.registry) {
+        Ok(transport) => transport,
+        Err(e) => {
+            // Closed without the linger: the close frame may be lost.
+            tracing::debug!(client = %conn.client_id, error = %e, "cannot linger for the peer's end");
+            return;
+        }
     };
     if transport.shutdown().await.is_ok() {
         let _ = tokio::time::timeout(CLOSE_LINGER, transport.drain_until_eof()).await;

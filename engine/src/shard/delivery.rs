@@ -288,8 +288,8 @@ impl ShardState {
     }
 
     /// Writes as much of `conn`'s outbox as the socket takes now, many frames
-    /// per `writev`. On `WouldBlock` the connection waits for
-    /// writability and calls this again. A TLS connection takes the frames
+    /// per `writev`. On `WouldBlock` the connection waits for its socket's
+    /// next writable event, and its owner calls this again. A TLS connection takes the frames
     /// into its session, sealed into records, and each turn of the loop
     /// first writes the records the last one made (see `transport.rs`).
     pub(super) fn flush(&self, conn: &Conn) {
@@ -337,9 +337,9 @@ impl ShardState {
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The socket's next writable event brings the driver
+                    // (or the closing task) back (`poller.rs`).
                     state.write_blocked = true;
-                    drop(state);
-                    conn.notify();
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

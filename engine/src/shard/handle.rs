@@ -108,7 +108,9 @@ impl LocalShard {
     /// outbox and writes run on this shard, driven by its session.
     ///
     /// The permit is established first if it was not (refused when the
-    /// server is full; the socket is then dropped). A live connection of the
+    /// server is full; the socket is then dropped), then the socket is
+    /// added to the shard's poll ([`AttachError::Poll`] if the kernel
+    /// refuses, or the shard's poll has failed). A live connection of the
     /// same owner with the same client id is closed with
     /// [`CloseReason::Replaced`](crate::CloseReason::Replaced); client ids of other owners are theirs.
     pub fn attach(&self, attachment: Attachment) -> Result<ConnKey, AttachError> {

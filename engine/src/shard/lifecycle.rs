@@ -87,6 +87,11 @@ impl ShardState {
             details,
         } = attachment;
         permit.establish()?;
+        if !self.polling.get() {
+            return Err(AttachError::Poll(std::io::Error::other(
+                "the shard's poll has failed",
+            )));
+        }
         // Its address is the permit's (admitted for it); a peer gone
         // already shows port 0.
         let peer = SocketAddr::new(

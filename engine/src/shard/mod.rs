@@ -207,6 +207,9 @@ struct ShardState {
     waiting: RefCell<HashMap<ConnKey, std::task::Waker>>,
     /// Where this shard's connections' sockets are registered (`poller.rs`).
     registry: mio::Registry,
+    /// Whether the poller reads that poll; if it ever stops (it does not,
+    /// short of a bug), the shard takes no more connections.
+    polling: Cell<bool>,
 }
 
 /// One format's client messages on one shard.
@@ -261,6 +264,7 @@ impl ShardState {
             ready: Rc::default(),
             waiting: RefCell::default(),
             registry,
+            polling: Cell::new(true),
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! A socket registered with tokio holds 256 bytes of readiness state (and
 //! two wakers) for its whole life; a shard's connection needs neither, as
-//! only the shard's driver ever waits for its socket, with the
-//! connection's own waker. So each shard keeps a `mio::Poll` of its own:
+//! only its shard ever waits for its socket (the driver, or its closing
+//! task), and the shard knows whom to wake by the connection's key. So
+//! each shard keeps a `mio::Poll` of its own:
 //! an attached connection's socket is registered there, edge-triggered,
 //! with its [`ConnKey`] as the token (`transport.rs`). The poll's file
 //! descriptor is itself registered with tokio (an `AsyncFd`), so the
@@ -34,6 +35,7 @@ use tracing::error;
 
 use super::conn::Phase;
 use super::ShardState;
+use crate::sansio::close::CloseReason;
 use crate::sansio::ids::ConnKey;
 
 /// Events taken from the poll per call.
@@ -62,7 +64,7 @@ pub(super) async fn run(shard: Rc<ShardState>, poll: Poll) {
     let mut poll = match watched(poll) {
         Ok(poll) => poll,
         Err(e) => {
-            error!(shard = shard.index(), error = %e, "cannot watch the shard's poll; its connections get no readiness events");
+            failed(&shard, &e);
             return;
         }
     };
@@ -71,7 +73,7 @@ pub(super) async fn run(shard: Rc<ShardState>, poll: Poll) {
         let mut guard = match poll.readable_mut().await {
             Ok(guard) => guard,
             Err(e) => {
-                error!(shard = shard.index(), error = %e, "the shard's poll failed; its connections get no readiness events");
+                failed(&shard, &e);
                 return;
             }
         };
@@ -83,7 +85,7 @@ pub(super) async fn run(shard: Rc<ShardState>, poll: Poll) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    error!(shard = shard.index(), error = %e, "reading the shard's poll failed");
+                    failed(&shard, &e);
                     return;
                 }
             }
@@ -104,6 +106,16 @@ pub(super) async fn run(shard: Rc<ShardState>, poll: Poll) {
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// The poll cannot be read (a bug, or the kernel out of memory): with
+/// no events for its sockets, the shard refuses new connections and closes
+/// the ones it has, so that their clients reconnect elsewhere.
+#[cold]
+fn failed(shard: &ShardState, e: &io::Error) {
+    error!(shard = shard.index(), error = %e, "the shard's poll failed: closing its connections and taking no more");
+    shard.polling.set(false);
+    shard.close_all(CloseReason::InternalError);
 }
 
 /// The poll, registered with the shard's runtime.
@@ -128,8 +140,9 @@ fn dispatch(shard: &ShardState, event: &mio::event::Event) {
     };
     let failed = event.is_error();
     conn.transport.mark_ready(
-        event.is_readable() || event.is_read_closed() || failed,
+        event.is_readable(),
         event.is_writable() || event.is_write_closed() || failed,
+        event.is_read_closed() || failed,
     );
     match conn.phase.get() {
         Phase::Driven => conn.ready.push(key, &conn.queued),
@@ -139,7 +152,9 @@ fn dispatch(shard: &ShardState, event: &mio::event::Event) {
                 waker.wake();
             }
         }
-        // Its owner looks at the socket before it waits again.
+        // Its opening task hands it to the driver, which looks at the
+        // socket first. (Driving never meets an event: `drive` does not
+        // wait, so the poller cannot run during it.)
         Phase::Opening | Phase::Driving => {}
     }
 }

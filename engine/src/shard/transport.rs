@@ -10,7 +10,8 @@
 //!   the moment it is attached, so a connection holds no readiness state of
 //!   tokio's (256 bytes) for its life: one byte of readiness, set by the
 //!   shard's poller from the kernel's events and cleared here when a read or
-//!   write would block. [`Attached::detach`] hands the socket back to tokio
+//!   write finds the socket not ready after all (`WouldBlock`, or a short
+//!   read before the peer's end was reported: the socket is empty). [`Attached::detach`] hands the socket back to tokio
 //!   for the end of the closing sequence.
 //!
 //! The TLS handshake is the HTTP layer's business and is complete before a
@@ -91,6 +92,10 @@ struct Polled {
 const READABLE: u8 = 1;
 /// The socket takes writes, or has an error to report.
 const WRITABLE: u8 = 2;
+/// The peer closed its side, or the socket failed: for good, so reads are
+/// never cleared again — the kernel reports the end once, possibly with
+/// the last bytes, and only a read after those finds it.
+const READ_CLOSED: u8 = 4;
 
 struct Tls {
     session: RefCell<ServerConnection>,
@@ -222,11 +227,12 @@ impl std::fmt::Debug for Attached {
 }
 
 impl Attached {
-    /// Notes what the shard's poll reported of the socket: readable (or
-    /// closed for reading, or failed), writable (or closed for writing, or
-    /// failed).
-    pub(super) fn mark_ready(&self, readable: bool, writable: bool) {
-        let bits = (u8::from(readable) * READABLE) | (u8::from(writable) * WRITABLE);
+    /// Notes what the shard's poll reported of the socket: readable,
+    /// writable, closed for reading (by the peer, or a failure: for good).
+    pub(super) fn mark_ready(&self, readable: bool, writable: bool, read_closed: bool) {
+        let bits = (u8::from(readable || read_closed) * READABLE)
+            | (u8::from(writable) * WRITABLE)
+            | (u8::from(read_closed) * READ_CLOSED);
         self.tcp.ready.set(self.tcp.ready.get() | bits);
     }
 
@@ -307,19 +313,23 @@ impl Polled {
 }
 
 /// Non-blocking reads that keep the readiness bit true: cleared when a read
-/// finds the socket empty, and without a system call while it is clear.
+/// finds the socket empty (`WouldBlock`, or a plain short read before any
+/// end was reported), and without a system call while it is clear.
 impl Read for &Polled {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if !self.is(READABLE) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let read = (&self.io).read(buf);
-        match &read {
+        let drained = match &read {
             // A stream socket that fills less than the buffer had no more
-            // at that moment; bytes that arrive later come with an event.
-            Ok(n) if *n > 0 && *n < buf.len() => self.clear(READABLE),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear(READABLE),
-            _ => {}
+            // at that moment; bytes that arrive later come with an event,
+            // but an end already reported does not come again.
+            Ok(n) => *n > 0 && *n < buf.len() && !self.is(READ_CLOSED),
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        if drained {
+            self.clear(READABLE);
         }
         read
     }

@@ -117,6 +117,8 @@ impl Outbox {
 
     /// The topics of the events dropped to make room for the last event
     /// admitted as [`Admission::Evicted`]: take them before the next push.
+    /// They are taken as the iterator runs (the next eviction forgets any
+    /// left).
     pub fn take_evicted(&mut self) -> impl Iterator<Item = TopicId> + '_ {
         self.misses
             .iter_mut()

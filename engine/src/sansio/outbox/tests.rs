@@ -50,6 +50,28 @@ fn an_idle_outbox_holds_no_memory_and_a_busy_one_keeps_its_queue() {
     assert_eq!(outbox.len(), 1);
 }
 
+/// A connection that gets a frame now and then holds room for one while
+/// it waits (64 bytes, not 256), and none once it is written; a queue that
+/// grew is kept until the tick.
+#[test]
+fn a_lone_frame_takes_room_for_one_and_gives_it_back_once_written() {
+    let mut outbox = Outbox::new(limits(64, 1 << 20, SlowConsumerPolicy::Drop));
+    assert_eq!(outbox.push_event(frame(10), meta()), Admission::Queued);
+    assert_eq!(outbox.queue.capacity(), 1);
+    outbox.advance(4, |_| {});
+    assert_eq!(outbox.queue.capacity(), 1, "kept while partly written");
+    outbox.advance(6, |_| {});
+    assert_eq!(outbox.queue.capacity(), 0, "freed once written");
+
+    assert_eq!(outbox.push_control(frame(5)), Admission::Queued);
+    assert_eq!(outbox.push_event(frame(10), meta()), Admission::Queued);
+    outbox.advance(15, |_| {});
+    assert!(outbox.is_empty());
+    assert!(outbox.queue.capacity() > 1, "a busy queue waits for the tick");
+    outbox.shrink_if_idle();
+    assert_eq!(outbox.queue.capacity(), 0);
+}
+
 #[test]
 fn refuses_events_past_the_message_limit_with_the_policy() {
     let mut drop = Outbox::new(limits(2, 1 << 20, SlowConsumerPolicy::Drop));
