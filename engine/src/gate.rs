@@ -137,8 +137,10 @@ struct AddressCount {
     http: usize,
 }
 
-/// What one address is counted under: IPv4 as is, IPv6 by its /64.
-fn bucket(ip: IpAddr) -> IpAddr {
+/// What one address is counted under: IPv4 as is, IPv6 by its /64 (a
+/// network hands its hosts a /64, so one client may hold any address in
+/// it). Per-address limits elsewhere count by it too.
+pub fn address_block(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -162,7 +164,7 @@ impl Gate {
 
     /// Counts a newly accepted socket from `ip`, in its HTTP stage.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<PeerPermit, Refused> {
-        let address = bucket(ip);
+        let address = address_block(ip);
         let mut state = self.state.lock();
         state.accepted += 1;
         let count = state.by_address.get(&address).copied().unwrap_or_default();
@@ -230,7 +232,7 @@ impl Gate {
     }
 
     fn release(&self, address: IpAddr, websocket: bool) {
-        let address = bucket(address);
+        let address = address_block(address);
         let mut state = self.state.lock();
         if websocket {
             state.websockets -= 1;
@@ -255,7 +257,7 @@ impl Gate {
 #[derive(Debug)]
 pub struct PeerPermit {
     gate: Arc<Gate>,
-    /// The peer's own address; it is counted under its [`bucket`].
+    /// The peer's own address; it is counted under its [`address_block`].
     address: IpAddr,
     websocket: bool,
 }
@@ -277,7 +279,7 @@ impl PeerPermit {
         }
         state.websockets += 1;
         state.http -= 1;
-        if let Some(count) = state.by_address.get_mut(&bucket(self.address)) {
+        if let Some(count) = state.by_address.get_mut(&address_block(self.address)) {
             count.http -= 1;
         }
         self.websocket = true;

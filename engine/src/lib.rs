@@ -43,7 +43,7 @@ mod topic;
 pub use broker::{Broker, Fanout, InProcess, PendingSeq, PublishError, Published, SeqReply};
 pub use config::EngineConfig;
 pub use engine::Engine;
-pub use gate::{Gate, GateLimits, GateStats, PeerPermit, Refused, REFUSAL_LABELS};
+pub use gate::{address_block, Gate, GateLimits, GateStats, PeerPermit, Refused, REFUSAL_LABELS};
 pub use registry::{RetiredTotals, TopicRegistry};
 pub use sansio::budget::MemoryBudget;
 pub use sansio::census::{DepthHistogram, Disconnect, Disconnects, OUTBOX_DEPTH_BOUNDS};

@@ -12,10 +12,12 @@
 use shardcast_engine::GateLimits;
 use tracing::{info, warn};
 
-/// Descriptors kept for the process itself: listener, epoll and event
-/// descriptors of each shard, log and key files, the acceptor's spare.
+/// Descriptors kept for the process itself: listener, each shard's
+/// (its runtime's epoll and event descriptors, its own poll of its
+/// connections and that poll's registry: 4, with room to spare), log and
+/// key files, the acceptor's spare.
 fn reserved(shards: usize) -> u64 {
-    64 + 4 * shards as u64
+    64 + 6 * shards as u64
 }
 
 /// `gate` with its socket budget set from `open_files`; and whether the

@@ -277,6 +277,9 @@ impl Outbox {
             .rposition(|f| f.event.is_none_or(|e| e.is_high() || e.topic == meta.topic));
         let written = usize::from(self.head_written > 0);
         let at = barrier.map_or(0, |i| i + 1).max(written);
+        if self.queue.capacity() == 0 {
+            self.queue.reserve_exact(1);
+        }
         self.queue.insert(at, frame);
     }
 

@@ -287,11 +287,12 @@ impl ShardState {
         self.pacer.borrow().delay()
     }
 
-    /// Writes as much of `conn`'s outbox as the socket takes now, many frames
-    /// per `writev`. On `WouldBlock` the connection waits for its socket's
-    /// next writable event, and its owner calls this again. A TLS connection takes the frames
-    /// into its session, sealed into records, and each turn of the loop
-    /// first writes the records the last one made (see `transport.rs`).
+    /// Writes as much of `conn`'s outbox as the socket takes now, many
+    /// frames per `writev`. On `WouldBlock` the connection waits for its
+    /// socket's next writable event, and its owner calls this again. A TLS
+    /// connection takes the frames into its session, sealed into records,
+    /// and each turn of the loop first writes the records the last one
+    /// made (see `transport.rs`).
     pub(super) fn flush(&self, conn: &Conn) {
         let mut state = conn.state.borrow_mut();
         if state.write_blocked || state.broken {

@@ -222,7 +222,7 @@ mod tests {
     }
 
     /// However often a connection is woken before the driver takes it
-    /// (readiness, a close request, a flush that would block), it is on
+    /// (its socket's events, a close request, a due wake-up), it is on
     /// the list once; once taken, the next wake puts it back.
     #[test]
     fn a_connection_is_on_the_ready_list_once_until_taken() {

@@ -84,7 +84,8 @@ struct Polled {
     /// [`READABLE`] and [`WRITABLE`]: set by the shard's poller when the
     /// kernel reports the socket ready (edge-triggered: once per change),
     /// cleared here when a call finds it not ready after all. Both start
-    /// set: the first call finds out.
+    /// set: the first call finds out. [`READ_CLOSED`]: set with the peer's
+    /// end (or an error), never cleared.
     ready: Cell<u8>,
 }
 

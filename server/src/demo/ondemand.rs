@@ -49,7 +49,8 @@ const PASS: Duration = Duration::from_millis(50);
 /// per pass, and clients choose how many they ask for.
 pub const MAX_PRODUCERS: usize = 1000;
 
-/// Most subscriptions holding a feed per client address, so that one
+/// Most subscriptions holding a feed per client address (IPv6: per /64,
+/// as the connection limits count), so that one
 /// client cannot take every feed.
 pub const MAX_PER_PEER: usize = 64;
 
@@ -136,6 +137,7 @@ impl Producers {
     /// (steps 1–2); refused past [`MAX_PER_PEER`] or, for a new topic,
     /// [`MAX_PRODUCERS`].
     pub fn acquire(&self, topic: &str, feed: Feed, peer: IpAddr) -> Result<(), FeedRefused> {
+        let peer = shardcast_engine::address_block(peer);
         let mut table = self.table.lock();
         let held = table.by_peer.get(&peer).copied().unwrap_or(0);
         if held >= MAX_PER_PEER {
@@ -165,6 +167,7 @@ impl Producers {
 
     /// One subscriber of `topic` (from `peer`) fewer (step 3).
     pub fn release(&self, topic: &str, peer: IpAddr) {
+        let peer = shardcast_engine::address_block(peer);
         let mut table = self.table.lock();
         if !table.active.contains_key(topic) {
             debug_assert!(false, "release of {topic} without a reference");
@@ -362,6 +365,22 @@ mod tests {
         );
         for n in 0..MAX_PER_PEER {
             producers.release(&format!("p{n}"), ip(0));
+        }
+        // The hosts of one IPv6 /64 are one client: a host each does not
+        // get around the limit.
+        let v6 = |host: usize| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, host as u16]);
+        for n in 0..MAX_PER_PEER {
+            producers
+                .acquire(&format!("p{n}"), quotes(n), v6(n + 1))
+                .unwrap();
+        }
+        assert_eq!(
+            producers.acquire("p-more", quotes(0), v6(999)),
+            Err(FeedRefused::PeerLimit),
+            "another host of the same /64"
+        );
+        for n in 0..MAX_PER_PEER {
+            producers.release(&format!("p{n}"), v6(n + 1));
         }
         // In all: MAX_PRODUCERS topics.
         for n in 0..MAX_PRODUCERS {

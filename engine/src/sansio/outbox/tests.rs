@@ -67,7 +67,10 @@ fn a_lone_frame_takes_room_for_one_and_gives_it_back_once_written() {
     assert_eq!(outbox.push_event(frame(10), meta()), Admission::Queued);
     outbox.advance(15, |_| {});
     assert!(outbox.is_empty());
-    assert!(outbox.queue.capacity() > 1, "a busy queue waits for the tick");
+    assert!(
+        outbox.queue.capacity() > 1,
+        "a busy queue waits for the tick"
+    );
     outbox.shrink_if_idle();
     assert_eq!(outbox.queue.capacity(), 0);
 }
