@@ -448,17 +448,24 @@ pub(super) async fn close(shard: Rc<ShardState>, conn: Rc<Conn>, reason: CloseRe
 }
 
 /// Ready once a closing connection's socket may take writes (or has failed,
-/// which the next write finds). Its waker waits in the shard's `waiting`
-/// map, where the poller finds it (`poller.rs`).
+/// which the next write finds); the poller wakes it (`poller.rs`).
 fn writable<'a>(shard: &'a ShardState, conn: &'a Conn) -> impl Future<Output = ()> + 'a {
+    until(shard, conn.key, || conn.transport.writable())
+}
+
+/// Ready once `ready` says so, for the task that owns connection `key` in
+/// its opening or closing phase: until then its waker waits in the shard's
+/// `waiting` map, where the driver or the poller finds it.
+pub(super) fn until<'a>(
+    shard: &'a ShardState,
+    key: ConnKey,
+    mut ready: impl FnMut() -> bool + 'a,
+) -> impl Future<Output = ()> + 'a {
     std::future::poll_fn(move |cx| {
-        if conn.transport.writable() {
+        if ready() {
             Poll::Ready(())
         } else {
-            shard
-                .waiting
-                .borrow_mut()
-                .insert(conn.key, cx.waker().clone());
+            shard.waiting.borrow_mut().insert(key, cx.waker().clone());
             Poll::Pending
         }
     })

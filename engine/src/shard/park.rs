@@ -35,10 +35,9 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Session};
@@ -182,20 +181,10 @@ pub(super) async fn await_open(shard: &Rc<ShardState>, conn: &Rc<Conn>, session:
 }
 
 /// Ready once the connection was notified ([`Conn::notify`]), taking the
-/// notice. Its waker waits in the shard's `waiting` map, where the driver
-/// finds it when it takes the connection's key from its list.
+/// notice; the driver wakes it when it takes the connection's key from its
+/// list.
 fn attended<'a>(shard: &'a ShardState, conn: &'a Conn) -> impl Future<Output = ()> + 'a {
-    poll_fn(move |cx| {
-        if conn.attention.replace(false) {
-            Poll::Ready(())
-        } else {
-            shard
-                .waiting
-                .borrow_mut()
-                .insert(conn.key, cx.waker().clone());
-            Poll::Pending
-        }
-    })
+    super::conn::until(shard, conn.key, || conn.attention.replace(false))
 }
 
 /// Whether `conn` holds commands (and so must not be read).
