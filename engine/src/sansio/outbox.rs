@@ -229,10 +229,16 @@ impl Outbox {
     /// as the frame is written.
     #[inline]
     fn push_back(&mut self, frame: OutFrame) {
+        self.room_for_one();
+        self.queue.push_back(frame);
+    }
+
+    /// Room for one frame in a queue that has none (see `push_back`).
+    #[inline]
+    fn room_for_one(&mut self) {
         if self.queue.capacity() == 0 {
             self.queue.reserve_exact(1);
         }
-        self.queue.push_back(frame);
     }
 
     /// Whether one more event of `len` bytes is within both limits.
@@ -277,9 +283,7 @@ impl Outbox {
             .rposition(|f| f.event.is_none_or(|e| e.is_high() || e.topic == meta.topic));
         let written = usize::from(self.head_written > 0);
         let at = barrier.map_or(0, |i| i + 1).max(written);
-        if self.queue.capacity() == 0 {
-            self.queue.reserve_exact(1);
-        }
+        self.room_for_one();
         self.queue.insert(at, frame);
     }
 

@@ -71,10 +71,9 @@ pub(super) fn read_ready(
                 if conn.delivery.liveness.on_every_read() {
                     conn.state.borrow_mut().last_seen = now;
                 }
+                // A read that found the socket drained made the next one
+                // say `WouldBlock` without a system call (`transport.rs`).
                 feed(shard, conn, session, &mut scratch[..n])?;
-                if conn.transport.drained_by(n, scratch.len()) {
-                    return Ok(Drained::Yes);
-                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Drained::Yes),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -11,8 +11,10 @@
 //!   tokio's (256 bytes) for its life: one byte of readiness, set by the
 //!   shard's poller from the kernel's events and cleared here when a read or
 //!   write finds the socket not ready after all (`WouldBlock`, or a short
-//!   read before the peer's end was reported: the socket is empty). [`Attached::detach`] hands the socket back to tokio
-//!   for the end of the closing sequence.
+//!   read before the peer's end was reported: the socket is empty), after
+//!   which the next call says `WouldBlock` without a system call.
+//!   [`Attached::detach`] hands the socket back to tokio for the end of
+//!   the closing sequence.
 //!
 //! The TLS handshake is the HTTP layer's business and is complete before a
 //! connection is attached; from then on the engine drives the rustls
@@ -27,8 +29,7 @@
 //!   they do on plain TCP, with at most that much more in flight.
 //! - **Reading.** [`Attached::try_read`] fills the caller's buffer with
 //!   plaintext, reading and decrypting records as needed. A session may hold
-//!   decrypted bytes the socket no longer signals, so a short read does not
-//!   mean the stream is drained ([`Attached::drained_by`]), and
+//!   decrypted bytes the socket no longer signals, so
 //!   [`Attached::readable`] answers yes while plaintext is waiting.
 //! - **Records the session makes by itself** (alerts, TLS 1.3 session
 //!   tickets and key updates) are written by the next `push`, which every
@@ -248,13 +249,6 @@ impl Attached {
     /// write has found it full since.
     pub(super) fn writable(&self) -> bool {
         self.tcp.is(WRITABLE)
-    }
-
-    /// Whether a read of `n` bytes into a buffer of `len` proves the stream
-    /// drained for now. On TCP a short read does; a TLS session may still
-    /// hold plaintext, so only `WouldBlock` does.
-    pub(super) fn drained_by(&self, n: usize, len: usize) -> bool {
-        n < len && self.tls.is_none()
     }
 
     /// Reads plaintext into `buf`. `Ok(0)` is the end of the stream (a TCP
