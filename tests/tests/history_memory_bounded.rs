@@ -42,6 +42,10 @@ async fn a_flood_of_padded_and_large_publishes_stays_within_the_history_budget()
     // 2. Real data, far more than the budget: 40 channels x 40 messages of
     //    48 KiB (75 MiB published) against 16 MiB of history.
     let data = format!(r#"{{"p":"{}"}}"#, "x".repeat(48 * 1024));
+    // The most held after any batch: shard 0's sweep (every 5 s) may trim
+    // every channel to a share when the budget is nearly spent, so the
+    // figure after the last batch alone may be low by design.
+    let mut peak = 0;
     for c in 0..40 {
         let messages: Vec<Value> = (0..40)
             .map(|_| {
@@ -54,14 +58,20 @@ async fn a_flood_of_padded_and_large_publishes_stays_within_the_history_budget()
             .http("POST", "/api/v1/publish", Some(PUB), Some(&body))
             .await;
         assert_eq!(status, 200, "{}", &answer.to_string()[..200]);
+        let held = server.stats().await["historyBytes"].as_u64().unwrap();
+        assert!(
+            held <= budget,
+            "history holds {held} bytes, budget {budget}"
+        );
+        peak = peak.max(held);
     }
+    assert!(peak > budget / 2, "the budget is used, not wasted: {peak}");
     let stats = server.stats().await;
     let held = stats["historyBytes"].as_u64().unwrap();
     assert!(
         held <= budget,
         "history holds {held} bytes, budget {budget}"
     );
-    assert!(held > budget / 2, "the budget is used, not wasted: {held}");
     for c in 0..40 {
         let channel = channel(&stats, &format!("prices.c{c}"));
         assert!(
