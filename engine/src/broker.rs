@@ -206,7 +206,7 @@ impl Fanout<'_> {
     /// a subscriber (the topic still locked, so the feed holds its messages
     /// in order), then calls `then` before the lock is let go; returns its
     /// seq and `then`'s answer.
-    fn route<R>(&self, stamped: Stamped<'_>, then: impl FnOnce(&Message) -> R) -> (u64, R) {
+    fn route<R>(&self, mut stamped: Stamped<'_>, then: impl FnOnce(&Message) -> R) -> (u64, R) {
         let displaced = stamped.fan_out(self.inboxes);
         let answer = (stamped.msg.seq, then(&stamped.msg));
         // The lock goes first; then the message a lap older, often its

@@ -112,6 +112,9 @@ impl TopicRegistry {
         let floor =
             (config.max_history_bytes / 4 / config.max_topics.max(1)).min(config.history.max_bytes);
         config.history.floor = floor;
+        // The history is the newest numbers of a topic's feed, which holds
+        // at most this many.
+        config.history.capacity = config.history.capacity.min(MAX_RING_SLOTS);
         let shared = config
             .max_history_bytes
             .saturating_sub(floor.saturating_mul(config.max_topics));
@@ -268,6 +271,14 @@ impl TopicRegistry {
             );
         }
         expired
+    }
+
+    /// Empties, in every topic's ring, the slots of messages its window let
+    /// go of and its shards have read (see [`Topic::tidy`]).
+    pub(crate) fn tidy(&self) {
+        for topic in self.all() {
+            topic.tidy();
+        }
     }
 
     /// Shares the history budget out again when it runs short.

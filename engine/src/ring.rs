@@ -22,6 +22,10 @@
 //! and enters only when the slot holds the number it wants, and then stays
 //! inside for one `clone` of the value.
 //!
+//! Its owner may empty a slot it no longer needs ([`FanoutRing::vacate`]:
+//! a topic keeps its history in its ring, `ring/elastic.rs`), which a
+//! reader then reads as [`Read::Void`].
+//!
 //! Nobody waits for a slow reader: a reader that falls a whole lap behind
 //! finds its slot taken by a later number ([`Read::Lapped`]), skips to the
 //! oldest message still held, and counts what it missed. Who does wait:
@@ -41,7 +45,7 @@
 //! capacities of 1 and 2), and under miri by the unit tests in
 //! `ring/tests.rs`.
 
-#![allow(unsafe_code)] // See each block; the one other is `shard::poller::watched`.
+#![allow(unsafe_code)] // See each block, and `vacate.rs`; the one other is `shard::poller::watched`.
 
 use std::fmt;
 
@@ -118,6 +122,11 @@ pub struct FanoutRing<T> {
 ///   `s` (or a later RMW of its release sequence): the value written
 ///   before it is visible to the clone. The next lap's CAS acquires it the
 ///   same way, so the publishers of one slot are ordered.
+/// - [`FanoutRing::vacate`] takes a slot as a publisher does (the same
+///   CAS, from the number it holds with no reader inside, to `WRITING`),
+///   takes the value out, and gives the number back (the same Release
+///   add): a reader that enters after reads the number and finds nothing
+///   ([`Read::Void`]); one that entered before left before the CAS.
 /// - A ring made by [`FanoutRing::regrown`] starts with words and values
 ///   written by plain construction, before any other thread has it: they
 ///   reach readers and publishers through whatever hands the ring over
@@ -419,9 +428,10 @@ mod cell {
 
 mod cursor;
 mod elastic;
+mod vacate;
 mod wake;
 pub use cursor::Cursor;
-pub use elastic::{Displaced, Elastic, Reading};
+pub use elastic::{Displaced, Elastic, Reading, Vacated, Window};
 pub use wake::Wakes;
 
 #[cfg(all(test, shardcast_loom))]

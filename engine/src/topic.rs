@@ -4,14 +4,15 @@
 //!
 //! Publishing a message (all under that topic's own lock, never a global one):
 //! 1. stamp the next sequence number;
-//! 2. record it in the topic's [`History`] (ring and keyed snapshot), within
-//!    the topic's and the engine's byte limits;
-//! 3. hand the stamped message back as [`Stamped`], which keeps the lock:
-//!    the caller (the broker's fan-out, `broker.rs`) writes it into the
-//!    topic's [`Feed`] (`feed.rs`), the fan-out ring every shard with a
-//!    subscriber reads at its own cursor, then lets go.
+//! 2. hand the stamped message back as [`Stamped`], which keeps the lock;
+//! 3. the caller (the broker's fan-out, `broker.rs`) has it recorded in the
+//!    topic's [`History`] (keyed snapshot and byte account, within the
+//!    topic's and the engine's limits) and written into the topic's
+//!    [`Feed`] (`feed.rs`), the fan-out ring every shard with a subscriber
+//!    reads at its own cursor and whose window is the history's newest
+//!    messages ([`Stamped::fan_out`]), then lets go.
 //!
-//! Step 3 keeps the lock so that the feed holds a topic's messages in
+//! The lock is kept so that the feed holds a topic's messages in
 //! sequence order even when several threads publish to it; this module
 //! itself knows nothing of shards beyond their subscriber counts.
 //! Subscribing takes the same lock, so a new subscriber's replay ends
@@ -34,9 +35,9 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::ring::Displaced;
 use crate::sansio::budget::MemoryBudget;
-use crate::sansio::history::{History, Retention};
+use crate::sansio::history::History;
 use crate::sansio::ids::{Epoch, TopicId};
-use crate::sansio::message::{Message, Publication, Stamp};
+use crate::sansio::message::{Message, Publication, Reach, Stamp};
 use crate::sansio::outbox::DeliveryClass;
 use crate::sansio::quota::TopicQuota;
 use crate::sansio::replay::{Position, Replay, ReplayError, Replayed};
@@ -79,7 +80,8 @@ struct TopicState {
     /// Subscriptions per shard; a shard at 0 is never sent this topic's messages.
     shard_subscribers: Vec<u32>,
     subscribers: u64,
-    /// The ring its shards read, while it has subscribers.
+    /// The ring its shards read and its history's window, while it has
+    /// subscribers or keeps a window (see `feed.rs`).
     feed: Option<Arc<Feed>>,
     /// Messages the history could not keep for lack of memory.
     retention_refused: u64,
@@ -110,36 +112,24 @@ pub(crate) struct SubscribeStart {
     pub join: Join,
 }
 
-/// A message just stamped, with its topic still locked. Send it to the
-/// shards ([`Stamped::fan_out`]) before dropping this: the lock is what
-/// keeps a topic's messages in order in its feed.
+/// A message just stamped, with its topic still locked. Record it and send
+/// it to the shards ([`Stamped::fan_out`]) before dropping this: the lock
+/// is what keeps a topic's messages in order in its feed.
 pub(crate) struct Stamped<'a> {
     /// The message.
     pub(crate) msg: Arc<Message>,
+    topic: &'a Topic,
     state: MutexGuard<'a, TopicState>,
 }
 
 impl Stamped<'_> {
-    /// Writes the message into the topic's feed, waking every shard with a
-    /// subscriber that is not already due to read it; returns what it
-    /// displaced from the feed, to be dropped once the lock is let go.
+    /// Records the message in the history and writes it into the topic's
+    /// feed, waking every shard with a subscriber that is not already due
+    /// to read it; returns what it displaced from the feed, to be dropped
+    /// once the lock is let go.
     #[must_use = "drop what the feed displaced outside the topic's lock"]
-    pub(crate) fn fan_out(&self, inboxes: &[ShardInbox]) -> Option<Displaced<Arc<Message>>> {
-        self.state.fan_out(&self.msg, inboxes)
-    }
-}
-
-impl TopicState {
-    /// Writes `msg` into the feed, if anybody reads it; returns what it
-    /// displaced.
-    #[must_use = "drop what the feed displaced outside the topic's lock"]
-    fn fan_out(
-        &self,
-        msg: &Arc<Message>,
-        inboxes: &[ShardInbox],
-    ) -> Option<Displaced<Arc<Message>>> {
-        let feed = self.feed.as_ref()?;
-        Some(feed.publish(msg, &self.shard_subscribers, inboxes))
+    pub(crate) fn fan_out(&mut self, inboxes: &[ShardInbox]) -> Option<Displaced<Arc<Message>>> {
+        self.topic.append(&mut self.state, &self.msg, inboxes)
     }
 }
 
@@ -243,7 +233,7 @@ impl Topic {
         self.retired.load(Ordering::Relaxed)
     }
 
-    /// Stamps and records one message; the caller routes it (see [`Stamped`]).
+    /// Stamps one message; the caller records and routes it (see [`Stamped`]).
     pub(crate) fn publish(&self, publication: Publication) -> Result<Stamped<'_>, Rejected> {
         // Clock reads and the allocation of the key stay outside the lock;
         // the epoch is read under it (a bus's thread may start a new run).
@@ -261,6 +251,9 @@ impl Topic {
         );
         msg.kind = kind;
         msg.class = self.class;
+        if transient {
+            msg = msg.reaching(Reach::Live);
+        }
         let mut state = self.state.lock();
         msg.epoch = self.epoch();
         if state.retired {
@@ -274,17 +267,11 @@ impl Topic {
         state.seq += 1;
         msg.seq = state.seq;
         state.last_active = msg.accepted_at;
-        let msg = Arc::new(msg);
-        let topic = &mut *state;
-        if !transient {
-            match topic.history.record(&msg, &self.budget) {
-                // Held state is what the charge was waiting for: it ends now.
-                Retention::Kept => drop(topic.charge.take()),
-                Retention::NotApplicable => {}
-                Retention::Refused => topic.retention_refused += 1,
-            }
-        }
-        Ok(Stamped { msg, state })
+        Ok(Stamped {
+            msg: Arc::new(msg),
+            topic: self,
+            state,
+        })
     }
 
     /// Registers one subscription on `shard`; returns where it starts and
@@ -308,20 +295,13 @@ impl Topic {
             state.follow = Follow::Syncing(Vec::new());
         }
         let epoch = self.epoch();
-        let shards = state.shard_subscribers.len();
-        let (slots, max_slots) = self.ring_slots;
-        let join = state
-            .feed
-            .get_or_insert_with(|| {
-                Feed::new(self.id, Arc::clone(&self.name), shards, slots, max_slots)
-            })
-            .join(shard, first);
+        let join = self.feed(&mut state).join(shard, first);
         Ok(SubscribeStart {
             position: Position {
                 epoch,
                 seq: state.seq,
             },
-            replay: state.history.replay(replay, epoch, state.seq),
+            replay: state.history.replay(replay, epoch, state.seq, state.ring()),
             follow,
             join,
         })
@@ -338,7 +318,8 @@ impl Topic {
             epoch,
             seq: state.seq,
         };
-        (position, state.history.replay(replay, epoch, state.seq))
+        let replayed = state.history.replay(replay, epoch, state.seq, state.ring());
+        (position, replayed)
     }
 
     /// Removes one subscription on `shard`.
@@ -352,17 +333,12 @@ impl Topic {
         }
         if state.subscribers == 0 {
             state.last_active = Instant::now();
-            // Nobody reads it: the ring and the messages in it go (a shard
-            // still holding it drops it as it leaves).
-            state.feed = None;
-        }
-    }
-
-    /// Evicts this topic's oldest retained messages down to `max_bytes`.
-    pub(crate) fn trim_history(&self, max_bytes: usize) {
-        let mut state = self.state.lock();
-        if state.history.bytes() > max_bytes {
-            state.history.trim_to(max_bytes, &self.budget);
+            if state.history.limits().capacity == 0 {
+                // Nobody reads it and it keeps no window: the ring and the
+                // messages in it go (a shard still holding it drops it as
+                // it leaves).
+                state.feed = None;
+            }
         }
     }
 
@@ -372,7 +348,7 @@ impl Topic {
         !state.retired
             && !state.follow.is_followed()
             && state.subscribers == 0
-            && state.history.is_empty()
+            && state.history.is_empty(state.ring())
             && now.saturating_duration_since(state.last_active) >= idle
     }
 
@@ -382,7 +358,7 @@ impl Topic {
         if state.retired
             || state.follow.is_followed()
             || state.subscribers != 0
-            || !state.history.is_empty()
+            || !state.history.is_empty(state.ring())
             || now.saturating_duration_since(state.last_active) < idle
         {
             return None;
@@ -390,6 +366,7 @@ impl Topic {
         state.retired = true;
         self.retired.store(true, Ordering::Relaxed);
         drop(state.charge.take());
+        state.feed = None;
         drop(state);
         Some(self.stats())
     }
@@ -398,8 +375,7 @@ impl Topic {
 impl Drop for Topic {
     fn drop(&mut self) {
         // Return the history's bytes to the engine-wide budget.
-        let state = self.state.get_mut();
-        state.history.clear(&self.budget);
+        self.state.get_mut().clear_history(&self.budget);
     }
 }
 
@@ -425,6 +401,7 @@ mod follow;
 mod stats;
 #[cfg(all(test, not(shardcast_loom)))]
 mod tests;
+mod window;
 
 pub(crate) use feed::{Feed, Join};
 pub(crate) use follow::{Cooled, Follow, Waiter};

@@ -31,6 +31,25 @@
 //! At its most slots the ring laps as a [`FanoutRing`] does, and the
 //! reader skips and counts ([`Read::Lapped`](super::Read::Lapped)).
 //!
+//! The ring is also its owner's replay window ([`Elastic::keeping`]): a
+//! topic's history is the ring's newest `window` numbers, read in place
+//! ([`Elastic::window`]), not a second list of the same messages.
+//! - No change of rings drops the window: a new ring copies from the
+//!   slowest wanted reader's cursor or the window's first number,
+//!   whichever is older, and the ring grows while the window fills (the
+//!   publish would displace a number the window keeps) and shrinks only to
+//!   what the window holds. Its most slots are raised to the window's
+//!   length (rounded up to a power of two), so the window never laps.
+//! - Each publish moves a full window on by one and hands back the message
+//!   that left it, for the owner's byte account; the owner may let go of
+//!   more ([`Elastic::forget_to`]: a byte budget, a gap on a bus).
+//! - A message that left the window stays in its slot until every wanted
+//!   reader has read it: then [`Elastic::forget_to`] or the owner's sweep
+//!   ([`Elastic::tidy`]) empties the slot ([`FanoutRing::vacate`]), so a
+//!   topic nobody reads holds its window's messages and no others. A
+//!   reader never meets an emptied slot: only numbers below every wanted
+//!   reader's `read_to` (which trails its cursor) are emptied.
+//!
 //! Publishes are serialized by the ring's lock, which they hold for the
 //! publish alone (a topic publishes under its own lock anyway, so no two
 //! publishes contend for it); readers take it only to change rings, or to
@@ -54,7 +73,10 @@
 //!   (write-read coherence); one that looks earlier reads the old ring to
 //!   its end and is woken again. The rings themselves pass through the lock.
 //!
-//! The loom models `loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing`,
+//! The window's own rules are unit tests (`elastic/tests.rs`); the emptying
+//! of a slot is the ring's `vacate`, with its own loom model
+//! (`loom_ring_a_vacate_races_a_reader_and_the_next_lap`). The loom models
+//! `loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing`,
 //! `loom_elastic_ring_shrinks_under_a_reader_still_reading`,
 //! `loom_elastic_ring_settles_and_wakes_its_reader` and
 //! `loom_elastic_ring_settles_while_a_publish_grows_it` (`ring/models.rs`)
@@ -73,7 +95,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(shardcast_loom))]
 use std::sync::Arc;
 
-use super::{Cursor, FanoutRing, Wakes};
+use super::{Cursor, FanoutRing, Read, Wakes};
 
 /// A reader's `read_to` while it does not read the ring.
 const NOT_READING: u64 = u64::MAX;
@@ -92,6 +114,8 @@ pub struct Elastic<T> {
     /// Slots it starts with and goes back to, and the most it grows to.
     min: u64,
     max: u64,
+    /// The newest numbers its owner keeps for replay (0: none).
+    window: u64,
 }
 
 impl<T> fmt::Debug for Elastic<T> {
@@ -108,6 +132,13 @@ struct Current<T> {
     /// No wanted reader's cursor is below it (cursors only grow, and a
     /// reader joins at the newest number).
     floor: u64,
+    /// The first number of the owner's window (see [`Elastic::keeping`]):
+    /// from it to the newest, nothing leaves the ring but by a lap at its
+    /// most slots. Past the newest when the window is empty.
+    kept: u64,
+    /// Every number of the current ring below it was emptied
+    /// ([`FanoutRing::vacate`]) or lapped.
+    vacated: u64,
 }
 
 /// A reader's hold on an [`Elastic`] ring: the ring it reads and its cursor.
@@ -139,13 +170,23 @@ impl<T: Clone> Reading<T> {
 }
 
 /// What a publish pushed out: the message a lap older and, if the publish
-/// changed rings, the old ring. Drop it where dropping costs least
-/// (outside a lock).
+/// changed rings, the old ring; and the message that left the owner's
+/// window, if one did. Drop it where dropping costs least (outside a
+/// lock).
 #[must_use = "drop what a publish displaced outside the publisher's lock"]
 #[allow(missing_debug_implementations)] // Only ever dropped.
 pub struct Displaced<T> {
     _value: Option<T>,
     _ring: Option<Arc<FanoutRing<T>>>,
+    left: Option<T>,
+}
+
+impl<T> Displaced<T> {
+    /// The message that left the owner's window (see
+    /// [`Elastic::keeping`]): the oldest it kept, now one too many.
+    pub fn left_window(&self) -> Option<&T> {
+        self.left.as_ref()
+    }
 }
 
 impl<T: Clone> Elastic<T> {
@@ -158,6 +199,8 @@ impl<T: Clone> Elastic<T> {
             current: lock::Mutex::new(Current {
                 ring: Arc::new(FanoutRing::new(min)),
                 floor: 1,
+                kept: 1,
+                vacated: 1,
             }),
             generation: AtomicU64::new(0),
             growths: AtomicU64::new(0),
@@ -165,6 +208,7 @@ impl<T: Clone> Elastic<T> {
             wakes: Wakes::new(readers),
             min: min as u64,
             max: max as u64,
+            window: 0,
         }
     }
 
@@ -229,11 +273,13 @@ impl<T: Clone> Elastic<T> {
         let mut current = self.current.lock();
         let ring = self.resize(&mut current);
         let (seq, value) = current.ring.publish_displacing(make);
+        let left = self.move_window(&mut current, seq, value.as_ref());
         drop(current);
         self.wakes.raise_all(readers, queue);
         let displaced = Displaced {
             _value: value,
             _ring: ring,
+            left,
         };
         (seq, displaced)
     }
@@ -245,31 +291,45 @@ impl<T: Clone> Elastic<T> {
     fn resize(&self, current: &mut Current<T>) -> Option<Arc<FanoutRing<T>>> {
         let capacity = current.ring.capacity();
         let next = current.ring.claimed() + 1;
+        // The window's first number once this publish is in.
+        let window = if self.window == 0 {
+            next + 1
+        } else {
+            current.kept.max((next + 1).saturating_sub(self.window))
+        };
         // The number this publish pushes out of its slot: a wanted reader
-        // at or below it has not read it.
+        // at or below it has not read it, nor may the window lose it.
         let displaced = next.checked_sub(capacity).filter(|&number| number >= 1);
-        let may_lap = |floor: u64| displaced.is_some_and(|number| number >= floor);
-        let (can_grow, grown) = (capacity < self.max, capacity > self.min);
+        let may_lap = |floor: u64| displaced.is_some_and(|number| number >= floor.min(window));
+        let least = self.least(next + 1 - window.min(next + 1));
+        let (can_grow, grown) = (capacity < self.max, capacity > least);
         if !(grown || can_grow && may_lap(current.floor)) {
             return None;
         }
         current.floor = self.floor(next);
-        // Messages the slowest wanted reader has still to read.
-        let behind = next - current.floor;
         let slots = if may_lap(current.floor) {
             if !can_grow {
                 return None;
             }
             self.growths.fetch_add(1, Ordering::Relaxed);
+            // What the slowest wanted reader has still to read, or the
+            // window holds, whichever is more.
+            let behind = next - current.floor.min(window);
             (2 * capacity)
                 .max((behind + 1).next_power_of_two())
                 .min(self.max)
-        } else if grown && behind <= self.min / 2 {
-            self.min
+        } else if grown && next - current.floor <= self.min / 2 {
+            least
         } else {
             return None;
         };
         Some(self.replace(current, slots))
+    }
+
+    /// The slots a ring goes back to once its readers have caught up: its
+    /// least, or what holds a window of `held` numbers if that is more.
+    fn least(&self, held: u64) -> u64 {
+        self.min.max(held.next_power_of_two())
     }
 
     /// The lowest next number of a wanted reader (`next` if none is lower).
@@ -282,7 +342,10 @@ impl<T: Clone> Elastic<T> {
     /// messages from the floor on; returns the ring replaced.
     fn replace(&self, current: &mut Current<T>, slots: u64) -> Arc<FanoutRing<T>> {
         let slots = usize::try_from(slots).expect("at most `max`, a usize");
-        let ring = Arc::new(current.ring.regrown(current.floor, slots));
+        // From the slowest wanted reader, or the owner's window if older.
+        let from = current.floor.min(current.kept);
+        let ring = Arc::new(current.ring.regrown(from, slots));
+        current.vacated = from;
         // Relaxed: see the module docs; the lock orders it with `join`.
         self.generation.fetch_add(1, Ordering::Relaxed);
         std::mem::replace(&mut current.ring, ring)
@@ -297,15 +360,16 @@ impl<T: Clone> Elastic<T> {
     /// [`Displaced`]), to be dropped where the caller likes.
     pub fn settle(&self, queue: impl FnMut(usize)) -> Option<Displaced<T>> {
         let mut current = self.current.lock();
-        if current.ring.capacity() <= self.min {
+        let next = current.ring.claimed() + 1;
+        let least = self.least(next - current.kept.min(next));
+        if current.ring.capacity() <= least {
             return None;
         }
-        let next = current.ring.claimed() + 1;
         current.floor = self.floor(next);
         if next - current.floor > self.min / 2 {
             return None;
         }
-        let old = self.replace(&mut current, self.min);
+        let old = self.replace(&mut current, least);
         drop(current);
         let wanted = (0..self.read_to.len())
             .filter(|&reader| self.read_to[reader].load(Ordering::Relaxed) != NOT_READING);
@@ -313,6 +377,7 @@ impl<T: Clone> Elastic<T> {
         Some(Displaced {
             _value: None,
             _ring: Some(old),
+            left: None,
         })
     }
 
@@ -369,29 +434,9 @@ impl<T: Clone> Elastic<T> {
     }
 }
 
-/// The ring's lock: std's (parking_lot's does integer-to-pointer casts
-/// miri warns of), or loom's under loom, with poisoning ignored: a publish
-/// whose `make` panics leaves the ring whole (its number void).
-mod lock {
-    #[cfg(shardcast_loom)]
-    use loom::sync::{Mutex as Inner, MutexGuard};
-    #[cfg(not(shardcast_loom))]
-    use std::sync::{Mutex as Inner, MutexGuard};
-
-    pub(super) struct Mutex<T>(Inner<T>);
-
-    impl<T> Mutex<T> {
-        pub(super) fn new(value: T) -> Self {
-            Self(Inner::new(value))
-        }
-
-        pub(super) fn lock(&self) -> MutexGuard<'_, T> {
-            self.0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        }
-    }
-}
+mod lock;
+mod window;
+pub use window::{Vacated, Window};
 
 #[cfg(all(test, not(shardcast_loom)))]
 mod tests;

@@ -116,6 +116,36 @@ fn loom_ring_a_joiner_meets_live_messages_exactly() {
     });
 }
 
+/// A number its owner empties ([`FanoutRing::vacate`]) while a reader
+/// reads it and the next lap's publisher takes its slot (capacity 1): the
+/// reader gets the value or nothing, never one being replaced, and the
+/// value leaves the ring once, by the vacate or by the lap (loom's `Arc`
+/// fails a value dropped twice or leaked).
+#[test]
+fn loom_ring_a_vacate_races_a_reader_and_the_next_lap() {
+    loom::model(|| {
+        let ring = ring(1);
+        ring.publish(Arc::new);
+        let reader = {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || match ring.read(1) {
+                Read::Ready(value) => assert_eq!(*value, 1),
+                Read::Void | Read::Lapped { .. } => {}
+                Read::Pending => panic!("1 was published"),
+            })
+        };
+        let next = publisher(&ring);
+        if let Some(value) = ring.vacate(1) {
+            assert_eq!(*value, 1);
+        }
+        reader.join().unwrap();
+        assert_eq!(next.join().unwrap(), 2);
+        assert!(matches!(ring.read(2), Read::Ready(_)));
+        check(ring.read(2), 2);
+        assert!(ring.vacate(1).is_none(), "its slot holds 2");
+    });
+}
+
 /// A publisher publishing `count` messages into `ring` for reader 0,
 /// queuing it on `queue` (how many times it is in the reader's queue)
 /// when the flag was clear.

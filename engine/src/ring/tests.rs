@@ -102,6 +102,45 @@ fn overwritten_and_remaining_values_are_dropped_once() {
     assert_eq!(live.load(Ordering::Relaxed), 0);
 }
 
+#[test]
+fn a_vacated_number_reads_void_and_its_value_is_dropped_once() {
+    let live = Arc::new(AtomicUsize::new(0));
+    let ring = FanoutRing::new(4);
+    for _ in 0..3 {
+        ring.publish(|_| {
+            live.fetch_add(1, Ordering::Relaxed);
+            Tracked(Arc::clone(&live))
+        });
+    }
+    let emptied = ring.vacate(2).expect("2 is held");
+    assert_eq!(live.load(Ordering::Relaxed), 3, "handed back, not dropped");
+    drop(emptied);
+    assert_eq!(live.load(Ordering::Relaxed), 2);
+    assert!(matches!(ring.read(2), Read::Void));
+    assert!(matches!(ring.read(1), Read::Ready(_)));
+    assert!(matches!(ring.read(3), Read::Ready(_)));
+    assert!(ring.vacate(2).is_none(), "already empty");
+    // A number not published, or a lap gone, is left alone.
+    assert!(ring.vacate(4).is_none());
+    for _ in 0..4 {
+        ring.publish(|_| {
+            live.fetch_add(1, Ordering::Relaxed);
+            Tracked(Arc::clone(&live))
+        });
+    }
+    assert!(ring.vacate(3).is_none(), "7 holds its slot");
+    assert!(matches!(ring.read(7), Read::Ready(_)));
+    // A reader walking over the emptied number counts it as skipped.
+    let emptied = ring.vacate(5);
+    assert!(emptied.is_some());
+    let mut cursor = Cursor::at(4);
+    let mut seen = Vec::new();
+    assert_eq!(cursor.drain(&ring, usize::MAX, |seq, _| seen.push(seq)), 1);
+    assert_eq!(seen, vec![4, 6, 7]);
+    drop((emptied, ring));
+    assert_eq!(live.load(Ordering::Relaxed), 0);
+}
+
 /// `threads` threads publishing `each` messages (their own numbers) into `ring`.
 fn publishers_of(
     ring: &Arc<FanoutRing<Arc<u64>>>,

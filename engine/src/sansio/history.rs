@@ -1,13 +1,15 @@
-//! A topic's memory: the last N messages and the latest message per key,
+//! A topic's memory: its newest messages and the latest message per key,
 //! bounded in messages and in bytes, per topic and across all topics.
 //!
 //! Owned by its topic and touched only under the topic's lock; the
 //! engine-wide [`MemoryBudget`] is the one shared piece (an atomic counter).
-//! Sans-IO.
 //!
-//! - The ring keeps the most recent messages, at most `capacity`, as one
-//!   contiguous run of sequence numbers (it is cleared rather than left with
-//!   a hole when a message cannot be kept).
+//! - The newest messages are not copied anywhere: they are the window the
+//!   topic's fan-out ring keeps (`ring/elastic.rs`, [`Elastic::keeping`]),
+//!   the same slots its shards read live messages from. The window holds
+//!   the last `capacity` numbers of the ring, as one contiguous run (it is
+//!   cleared rather than left with a hole when a message cannot be kept).
+//!   Transient messages take a number in it and are never replayed.
 //! - The keyed snapshot keeps, for each key, the latest message with that
 //!   key, at most `max_keys` keys; past that the key updated longest ago is
 //!   evicted. `by_seq` orders it by sequence so replay is oldest-first and
@@ -18,47 +20,54 @@
 //!   above the floor is drawn from the engine-wide [`MemoryBudget`]. No
 //!   publisher, however busy, can take a topic's floor away from it.
 //!
-//! Recording a message, in order:
+//! Recording a message ([`History::record`]), in order:
 //! 1. the key's previous message leaves the snapshot (it is no longer the
 //!    latest, whatever happens to the new one);
 //! 2. a message larger than the topic's byte limit is not kept, and the
-//!    ring is cleared so that it never has a hole;
+//!    window is cleared so that it never has a hole;
 //! 3. room is made under the topic's own limit by evicting its oldest
 //!    entries;
 //! 4. the part above the floor is reserved from the budget, evicting this
 //!    topic's oldest entries above its floor as needed; when even that could
 //!    not make it fit (the budget is held by others), the message is not
-//!    kept and nothing but the ring (which may not have a hole) is evicted;
-//! 5. it joins the ring and the snapshot, evicting by count.
+//!    kept and nothing but the window (which may not have a hole) is
+//!    evicted;
+//! 5. it is published into the ring (every message is, kept or not), which
+//!    moves a full window on by one, and joins the snapshot, evicting by
+//!    count.
 //!
 //! Replay ([`History::replay`]) answers a [`Replay`] request: the last N of
-//! the ring, the snapshot, the snapshot when the topic has keyed messages
+//! the window, the snapshot, the snapshot when the topic has keyed messages
 //! (the current state of every key is worth more than the last N updates of
-//! a few keys) and otherwise the ring, or everything after a position. A
-//! position is answered only from the ring, and only when the ring holds
-//! every message after it: the ring is one contiguous run ending at the
-//! newest message, so "the ring starts at or before `seq + 1`" is the whole
+//! a few keys) and otherwise the window, or everything after a position. A
+//! position is answered only from the window, and only when it holds every
+//! message after it: the window is one contiguous run ending at the newest
+//! message, so "the window starts at or before `seq + 1`" is the whole
 //! check. Contiguous but for transient messages (`Publication::transient`),
-//! which take a number and are never recorded: a resume skips them, by
-//! design, and gets every kept message after its position.
+//! which are never replayed: a resume skips them, by design, and gets every
+//! kept message after its position.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::ring::{Displaced, Elastic};
 use crate::sansio::budget::MemoryBudget;
 use crate::sansio::format::FrameKind;
 use crate::sansio::ids::Epoch;
 use crate::sansio::message::Message;
 use crate::sansio::replay::{Position, Replay, ReplayError, Replayed};
 
+/// A topic's fan-out ring, whose window is its history's newest messages.
+pub(crate) type Ring = Elastic<Arc<Message>>;
+
 /// Bounds on one topic's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryLimits {
-    /// Most messages in the ring.
+    /// Most messages in the window (numbers of the ring it keeps).
     pub capacity: usize,
     /// Most keys in the snapshot.
     pub max_keys: usize,
-    /// Most bytes (by [`Message::retained_cost`]) in ring and snapshot together.
+    /// Most bytes (by [`Message::retained_cost`]) in window and snapshot together.
     pub max_bytes: usize,
     /// Bytes the topic may hold without drawing on the shared budget.
     pub floor: usize,
@@ -69,21 +78,23 @@ pub struct HistoryLimits {
 pub enum Retention {
     /// Kept for replay.
     Kept,
-    /// Neither the ring nor the snapshot takes it (both disabled, or no key
-    /// and no ring).
+    /// Neither the window nor the snapshot takes it (both disabled, no key
+    /// and no window, or a transient message).
     NotApplicable,
     /// Not kept: larger than the topic's limit, or no memory left in the budget.
     Refused,
 }
 
-/// A topic's recent messages and keyed snapshot. Owned by one topic, under its lock.
+/// A topic's keyed snapshot, and the account of what it and the ring's
+/// window hold. Owned by one topic, under its lock.
 #[derive(Debug)]
 pub struct History {
     limits: HistoryLimits,
-    ring: VecDeque<Arc<Message>>,
     latest_by_key: HashMap<Box<str>, u64>,
     by_seq: BTreeMap<u64, Arc<Message>>,
     bytes: usize,
+    /// Kept messages in the window (a count, so that stats need not walk it).
+    windowed: usize,
 }
 
 impl History {
@@ -91,19 +102,86 @@ impl History {
     pub fn new(limits: HistoryLimits) -> Self {
         Self {
             limits,
-            ring: VecDeque::new(),
             latest_by_key: HashMap::new(),
             by_seq: BTreeMap::new(),
             bytes: 0,
+            windowed: 0,
         }
     }
 
-    /// Records `msg` (steps in the module docs), charging `budget`.
-    pub fn record(&mut self, msg: &Arc<Message>, budget: &MemoryBudget) -> Retention {
+    /// Its limits.
+    pub fn limits(&self) -> HistoryLimits {
+        self.limits
+    }
+
+    /// Records `msg` (steps in the module docs), charging `budget`;
+    /// `publish` writes it into `ring` (the topic's feed, keeping the
+    /// window of `capacity` numbers), and is called once whatever becomes
+    /// of the message. Without a ring (nobody reads the topic and it keeps
+    /// no window) nothing is published. Returns what the publish displaced.
+    pub(crate) fn record(
+        &mut self,
+        msg: &Arc<Message>,
+        budget: &MemoryBudget,
+        ring: Option<&Ring>,
+        publish: impl FnOnce() -> Option<Displaced<Arc<Message>>>,
+    ) -> (Retention, Option<Displaced<Arc<Message>>>) {
+        let retention = self.admit(msg, budget, ring);
+        if retention == Retention::Refused {
+            // It is not kept, and the window may not have a hole.
+            self.clear_window(ring, budget);
+        }
+        let displaced = publish();
+        if let Some(left) = displaced.as_ref().and_then(|d| d.left_window()) {
+            self.left_window(left, budget);
+        }
+        match retention {
+            Retention::Kept => {
+                debug_assert!(
+                    self.limits.capacity == 0 || ring.is_some(),
+                    "a window without its ring"
+                );
+                if self.limits.capacity > 0 {
+                    self.windowed += 1;
+                }
+                self.join_snapshot(msg, budget, ring);
+            }
+            Retention::Refused => {
+                // It took the window's one number, uncounted: let it go.
+                if let Some(ring) = ring {
+                    drop(ring.forget_to(u64::MAX));
+                }
+            }
+            Retention::NotApplicable => {}
+        }
+        debug_assert!(self.bytes <= self.limits.max_bytes);
+        (retention, displaced)
+    }
+
+    /// Records `msg` in the snapshot alone (a keyed entry a bus's catch-up
+    /// brings back from before the run the window takes); an unkeyed one
+    /// is not kept.
+    pub(crate) fn record_keyed(&mut self, msg: &Arc<Message>, budget: &MemoryBudget) -> Retention {
+        if self.limits.max_keys == 0 || msg.key.is_none() {
+            return Retention::NotApplicable;
+        }
+        // The window holds nothing older than the message: it is not read.
+        let retention = self.admit(msg, budget, None);
+        if retention == Retention::Kept {
+            self.join_snapshot(msg, budget, None);
+        }
+        retention
+    }
+
+    /// Steps 1 to 4: whether `msg` is kept, its bytes counted if it is.
+    fn admit(&mut self, msg: &Message, budget: &MemoryBudget, ring: Option<&Ring>) -> Retention {
+        if !msg.is_replayed() {
+            return Retention::NotApplicable;
+        }
         let keyed = self.limits.max_keys > 0 && msg.key.is_some();
         if let (true, Some(key)) = (keyed, msg.key.as_deref()) {
             if let Some(old) = self.latest_by_key.remove(key) {
-                self.remove_from_snapshot(old, budget);
+                self.remove_from_snapshot(old, budget, ring);
             }
         }
         if self.limits.capacity == 0 && !keyed {
@@ -111,10 +189,9 @@ impl History {
         }
         let cost = msg.retained_cost();
         if cost > self.limits.max_bytes {
-            self.clear_ring(budget);
             return Retention::Refused;
         }
-        while self.bytes + cost > self.limits.max_bytes && self.evict_oldest(budget) {}
+        while self.bytes + cost > self.limits.max_bytes && self.evict_oldest(budget, ring) {}
         loop {
             let need = self.excess(self.bytes + cost) - self.excess(self.bytes);
             if need == 0 || budget.try_reserve(need) {
@@ -122,33 +199,30 @@ impl History {
             }
             // Evicting what this topic holds above its floor is all it can
             // do; if the budget would not fit the message even then, evict
-            // nothing but the ring (which must not keep a hole).
+            // nothing but the window (which must not keep a hole).
             let reclaimable = self.excess(self.bytes);
             let hopeless =
                 budget.used().saturating_sub(reclaimable) + self.excess(cost) > budget.limit();
-            if hopeless || !self.evict_oldest(budget) {
-                self.clear_ring(budget);
+            if hopeless || !self.evict_oldest(budget, ring) {
                 return Retention::Refused;
             }
         }
         self.bytes += cost;
-        if self.limits.capacity > 0 {
-            if self.ring.len() == self.limits.capacity {
-                self.pop_ring(budget);
-            }
-            self.ring.push_back(Arc::clone(msg));
-        }
-        if let (true, Some(key)) = (keyed, msg.key.as_deref()) {
-            if self.latest_by_key.len() == self.limits.max_keys {
-                if let Some((&seq, _)) = self.by_seq.first_key_value() {
-                    self.remove_from_snapshot(seq, budget);
-                }
-            }
-            self.latest_by_key.insert(key.into(), msg.seq);
-            self.by_seq.insert(msg.seq, Arc::clone(msg));
-        }
-        debug_assert!(self.bytes <= self.limits.max_bytes);
         Retention::Kept
+    }
+
+    /// Step 5's snapshot part, for a kept message.
+    fn join_snapshot(&mut self, msg: &Arc<Message>, budget: &MemoryBudget, ring: Option<&Ring>) {
+        let Some(key) = msg.key.as_deref().filter(|_| self.limits.max_keys > 0) else {
+            return;
+        };
+        if self.latest_by_key.len() == self.limits.max_keys {
+            if let Some((&seq, _)) = self.by_seq.first_key_value() {
+                self.remove_from_snapshot(seq, budget, ring);
+            }
+        }
+        self.latest_by_key.insert(key.into(), msg.seq);
+        self.by_seq.insert(msg.seq, Arc::clone(msg));
     }
 
     /// What of `bytes` lies above the floor, i.e. is drawn from the budget.
@@ -158,17 +232,13 @@ impl History {
 
     /// At most `limit` messages to replay, oldest first: the latest per key
     /// when the topic has keyed messages, otherwise the most recent.
-    pub fn recent(&self, limit: usize) -> Vec<Arc<Message>> {
+    #[cfg(test)]
+    pub(crate) fn recent(&self, limit: usize, ring: Option<&Ring>) -> Vec<Arc<Message>> {
         if self.by_seq.is_empty() {
-            self.last(limit)
+            newest(ring, limit)
         } else {
             self.snapshot(limit)
         }
-    }
-
-    fn last(&self, limit: usize) -> Vec<Arc<Message>> {
-        let skip = self.ring.len().saturating_sub(limit);
-        self.ring.iter().skip(skip).cloned().collect()
     }
 
     fn snapshot(&self, limit: usize) -> Vec<Arc<Message>> {
@@ -178,19 +248,21 @@ impl History {
 
     /// Answers `request` for a topic in `epoch` whose last message is `last`
     /// (see the module docs).
-    pub fn replay(
+    pub(crate) fn replay(
         &self,
         request: Replay,
         epoch: Epoch,
         last: u64,
+        ring: Option<&Ring>,
     ) -> Result<Replayed, ReplayError> {
+        let keyed = !self.by_seq.is_empty();
         let (messages, kind) = match request {
             Replay::None => (Vec::new(), FrameKind::Replay),
-            Replay::Last(n) => (self.last(n), FrameKind::Replay),
+            Replay::Last(n) => (newest(ring, n), FrameKind::Replay),
             Replay::Snapshot(n) => (self.snapshot(n), FrameKind::Snapshot),
-            Replay::Recent(n) if self.by_seq.is_empty() => (self.last(n), FrameKind::Replay),
+            Replay::Recent(n) if !keyed => (newest(ring, n), FrameKind::Replay),
             Replay::Recent(n) => (self.snapshot(n), FrameKind::Snapshot),
-            Replay::State(_) if self.by_seq.is_empty() => (self.last(1), FrameKind::Snapshot),
+            Replay::State(_) if !keyed => (newest(ring, 1), FrameKind::Snapshot),
             Replay::State(n) => (self.snapshot(n), FrameKind::Snapshot),
             Replay::After(Position { epoch: asked, seq }) => {
                 if asked != epoch {
@@ -203,7 +275,7 @@ impl History {
                 if seq > last {
                     return Err(ReplayError::Ahead { asked: seq, last });
                 }
-                let oldest = self.ring.front().map_or(last + 1, |m| m.seq);
+                let oldest = oldest(ring).map_or(last + 1, |m| m.seq);
                 if oldest > seq + 1 {
                     return Err(ReplayError::TooOld {
                         asked: seq,
@@ -212,10 +284,8 @@ impl History {
                     });
                 }
                 // By number, not by place: a transient message took a
-                // number and left no entry.
-                let skip = self.ring.partition_point(|m| m.seq <= seq);
-                let messages = self.ring.iter().skip(skip).cloned().collect();
-                (messages, FrameKind::Replay)
+                // number and is not replayed.
+                (after(ring, seq), FrameKind::Replay)
             }
         };
         Ok(Replayed { messages, kind })
@@ -226,9 +296,9 @@ impl History {
         self.latest_by_key.len()
     }
 
-    /// Messages in the ring.
-    pub fn ring_len(&self) -> usize {
-        self.ring.len()
+    /// Messages in the window (transient ones left out).
+    pub fn window_len(&self) -> usize {
+        self.windowed
     }
 
     /// Bytes held, by [`Message::retained_cost`].
@@ -237,59 +307,86 @@ impl History {
     }
 
     /// Whether nothing is retained.
-    pub fn is_empty(&self) -> bool {
-        self.ring.is_empty() && self.by_seq.is_empty()
+    pub(crate) fn is_empty(&self, ring: Option<&Ring>) -> bool {
+        self.by_seq.is_empty() && oldest(ring).is_none()
     }
 
     /// Evicts oldest entries until at most `max_bytes` are held.
-    pub fn trim_to(&mut self, max_bytes: usize, budget: &MemoryBudget) {
-        while self.bytes > max_bytes && self.evict_oldest(budget) {}
+    pub(crate) fn trim_to(&mut self, max_bytes: usize, budget: &MemoryBudget, ring: Option<&Ring>) {
+        while self.bytes > max_bytes && self.evict_oldest(budget, ring) {}
     }
 
     /// Drops everything, returning its bytes to `budget`.
-    pub fn clear(&mut self, budget: &MemoryBudget) {
-        self.clear_ring(budget);
+    pub(crate) fn clear(&mut self, budget: &MemoryBudget, ring: Option<&Ring>) {
+        self.clear_window(ring, budget);
         while let Some((&seq, _)) = self.by_seq.first_key_value() {
-            self.remove_from_snapshot(seq, budget);
+            self.remove_from_snapshot(seq, budget, ring);
         }
         debug_assert_eq!(self.bytes, 0);
     }
 
-    /// Whether `seq` is in the ring (a contiguous run ending at the newest).
-    fn in_ring(&self, seq: u64) -> bool {
-        self.ring.front().is_some_and(|m| m.seq <= seq)
+    /// Whether `seq` is in the window (a contiguous run ending at the newest).
+    fn in_window(seq: u64, ring: Option<&Ring>) -> bool {
+        oldest(ring).is_some_and(|m| m.seq <= seq)
     }
 
-    /// Evicts this topic's oldest entry, ring or snapshot; `false` if empty.
-    fn evict_oldest(&mut self, budget: &MemoryBudget) -> bool {
-        let ring = self.ring.front().map(|m| m.seq);
+    /// Evicts this topic's oldest entry, window or snapshot; `false` if empty.
+    fn evict_oldest(&mut self, budget: &MemoryBudget, ring: Option<&Ring>) -> bool {
+        let window = oldest(ring).map(|m| m.seq);
         let snapshot = self.by_seq.first_key_value().map(|(&seq, _)| seq);
-        match (ring, snapshot) {
-            (Some(r), Some(s)) if s < r => self.remove_from_snapshot(s, budget),
-            (Some(_), _) => self.pop_ring(budget),
-            (None, Some(s)) => self.remove_from_snapshot(s, budget),
+        match (window, snapshot) {
+            (Some(w), Some(s)) if s < w => self.remove_from_snapshot(s, budget, ring),
+            (Some(_), _) => self.pop_window(ring, budget),
+            (None, Some(s)) => self.remove_from_snapshot(s, budget, ring),
             (None, None) => return false,
         }
         true
     }
 
-    fn pop_ring(&mut self, budget: &MemoryBudget) {
-        if let Some(msg) = self.ring.pop_front() {
-            if !self.by_seq.contains_key(&msg.seq) {
-                self.forget(&msg, budget);
+    /// Lets the window's oldest message go (and the transient ones before it).
+    fn pop_window(&mut self, ring: Option<&Ring>, budget: &MemoryBudget) {
+        let Some(ring) = ring else { return };
+        let window = ring.window();
+        let oldest = (window.first()..=window.last()).find_map(|number| {
+            window
+                .get(number)
+                .filter(|m| m.is_replayed())
+                .map(|m| (number, m))
+        });
+        drop(window);
+        match oldest {
+            Some((number, msg)) => {
+                drop(ring.forget_to(number + 1));
+                self.left_window(&msg, budget);
             }
+            None => drop(ring.forget_to(u64::MAX)),
         }
     }
 
-    /// Empties the ring (the snapshot keeps its entries).
-    pub fn clear_ring(&mut self, budget: &MemoryBudget) {
-        while !self.ring.is_empty() {
-            self.pop_ring(budget);
+    /// `msg` left the window: its bytes go, unless the snapshot keeps it.
+    fn left_window(&mut self, msg: &Message, budget: &MemoryBudget) {
+        if !msg.is_replayed() {
+            return;
+        }
+        self.windowed -= 1;
+        if !self.by_seq.contains_key(&msg.seq) {
+            self.forget(msg, budget);
+        }
+    }
+
+    /// Empties the window (the snapshot keeps its entries).
+    pub(crate) fn clear_window(&mut self, ring: Option<&Ring>, budget: &MemoryBudget) {
+        while oldest(ring).is_some() {
+            self.pop_window(ring, budget);
+        }
+        if let Some(ring) = ring {
+            // Transient messages after the last kept one, too.
+            drop(ring.forget_to(u64::MAX));
         }
     }
 
     /// Removes the snapshot entry at `seq` (its key too, if it still points there).
-    fn remove_from_snapshot(&mut self, seq: u64, budget: &MemoryBudget) {
+    fn remove_from_snapshot(&mut self, seq: u64, budget: &MemoryBudget, ring: Option<&Ring>) {
         let Some(msg) = self.by_seq.remove(&seq) else {
             return;
         };
@@ -298,7 +395,7 @@ impl History {
                 self.latest_by_key.remove(key);
             }
         }
-        if !self.in_ring(seq) {
+        if !Self::in_window(seq, ring) {
             self.forget(&msg, budget);
         }
     }
@@ -309,6 +406,47 @@ impl History {
         self.bytes -= cost;
         budget.release(before - self.excess(self.bytes));
     }
+}
+
+/// The window's oldest message that is replayed.
+fn oldest(ring: Option<&Ring>) -> Option<Arc<Message>> {
+    let window = ring?.window();
+    (window.first()..=window.last())
+        .find_map(|number| window.get(number).filter(|m| m.is_replayed()))
+}
+
+/// The window's newest `limit` messages that are replayed, oldest first.
+fn newest(ring: Option<&Ring>, limit: usize) -> Vec<Arc<Message>> {
+    let Some(ring) = ring else {
+        return Vec::new();
+    };
+    let window = ring.window();
+    let mut messages: Vec<Arc<Message>> = (window.first()..=window.last())
+        .rev()
+        .filter_map(|number| window.get(number).filter(|m| m.is_replayed()))
+        .take(limit)
+        .collect();
+    messages.reverse();
+    messages
+}
+
+/// The window's messages after `seq`, replayed ones, oldest first.
+fn after(ring: Option<&Ring>, seq: u64) -> Vec<Arc<Message>> {
+    let Some(ring) = ring else {
+        return Vec::new();
+    };
+    let window = ring.window();
+    let mut messages: Vec<Arc<Message>> = (window.first()..=window.last())
+        .rev()
+        .map_while(|number| match window.get(number) {
+            Some(m) if m.seq <= seq => None,
+            other => Some(other),
+        })
+        .flatten()
+        .filter(|m| m.is_replayed())
+        .collect();
+    messages.reverse();
+    messages
 }
 
 #[cfg(all(test, not(shardcast_loom)))]

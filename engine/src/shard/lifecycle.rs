@@ -295,14 +295,16 @@ impl ShardState {
     }
 
     /// Drops retired topics from this shard's cache and gives back the room
-    /// of feeds grown by a burst whose shards have caught up; shard 0 also expires
-    /// idle topics and shares out the history budget engine-wide (one
-    /// sweeper is enough, and shard 0 runs the acceptor anyway).
+    /// of feeds grown by a burst whose shards have caught up; shard 0 also
+    /// expires idle topics, shares out the history budget and empties the
+    /// ring slots of messages the topics' windows let go of, engine-wide
+    /// (one sweeper is enough, and shard 0 runs the acceptor anyway).
     fn sweep_topics(&self, now: Instant) {
         if self.index == 0 {
             self.shared.cool_unwanted(now);
             self.shared.topics().expire_idle(now);
             self.shared.topics().rebalance();
+            self.shared.topics().tidy();
         }
         self.topic_cache.borrow_mut().retain(|_, t| !t.is_retired());
         self.settle_feeds();

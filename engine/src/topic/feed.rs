@@ -14,9 +14,17 @@
 //! even when its shard cannot read until the burst is over; it gives the
 //! room back once the shards have caught up.
 //!
-//! A topic has a feed while it has subscribers: it is made for the first
-//! and dropped with the last, so a topic nobody reads holds no ring. The
-//! ring's numbers are the feed's own: with a broker, messages carry the
+//! The ring is also the topic's replay window: it keeps its newest
+//! `history.capacity` numbers for the history (`sansio/history.rs`),
+//! whatever its readers do, and a subscriber's replay is read from the
+//! same slots as its live messages. So a topic has a feed while it has
+//! subscribers or keeps a window: a topic that keeps none is given one for
+//! its first subscriber and loses it with its last, and holds no ring
+//! while nobody reads it. The ring carries every message: live and kept
+//! ones, transient ones (live only) and those a bus's catch-up brings back
+//! for replay only, which the shards pass over.
+//!
+//! The ring's numbers are the feed's own: with a broker, messages carry the
 //! bus's sequence numbers, which may jump; the ring's never do, so a shard
 //! that falls a whole lap behind knows exactly how many it missed.
 
@@ -25,6 +33,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::ring::{Displaced, Elastic, Reading};
+use crate::sansio::history::Ring;
 use crate::sansio::ids::TopicId;
 use crate::sansio::message::Message;
 use crate::shard::ShardInbox;
@@ -68,19 +77,25 @@ impl fmt::Debug for Join {
 
 impl Feed {
     /// A feed of `slots` messages, growing to `max_slots` (both rounded up
-    /// to powers of two), for `shards` shards.
+    /// to powers of two, and at least `window`), for `shards` shards,
+    /// keeping its newest `window` numbers for the topic's history.
     pub(crate) fn new(
         topic: TopicId,
         name: Arc<str>,
         shards: usize,
-        slots: usize,
-        max_slots: usize,
+        (slots, max_slots): (usize, usize),
+        window: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             topic,
             name,
-            ring: Elastic::new(shards, slots, max_slots),
+            ring: Elastic::new(shards, slots, max_slots).keeping(window as u64),
         })
+    }
+
+    /// Its ring, whose window the topic's history reads.
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
     }
 
     /// The topic it carries.
@@ -164,9 +179,10 @@ impl Feed {
     }
 
     /// Shard `shard` took the feed from its queue: reads at most `budget`
-    /// messages from `reading`, handing each to `each` with its number in
-    /// the ring and each run of numbers missed to `skipped`, and queues the
-    /// feed on `inbox` again if there may be more (see `ring/wake.rs`).
+    /// messages from `reading`, handing each live one to `each` with its
+    /// number in the ring (one a catch-up brought back for replay only is
+    /// passed over) and each run of numbers missed to `skipped`, and queues
+    /// the feed on `inbox` again if there may be more (see `ring/wake.rs`).
     /// Returns how many it read.
     pub(crate) fn read(
         self: &Arc<Self>,
@@ -174,10 +190,15 @@ impl Feed {
         inbox: &ShardInbox,
         reading: &mut Reading<Arc<Message>>,
         budget: usize,
-        each: impl FnMut(u64, Arc<Message>),
+        mut each: impl FnMut(u64, Arc<Message>),
         skipped: impl FnMut(Range<u64>),
     ) -> usize {
         let requeue = || inbox.queue(Arc::clone(self));
+        let each = |number, msg: Arc<Message>| {
+            if msg.is_live() {
+                each(number, msg);
+            }
+        };
         self.ring
             .read(shard, reading, budget, each, skipped, requeue)
     }

@@ -38,7 +38,7 @@ use super::{Topic, TopicState};
 use crate::broker::Fanout;
 use crate::ring::Displaced;
 use crate::sansio::ids::{ConnKey, Epoch};
-use crate::sansio::message::{Message, MessageKind, Stamp};
+use crate::sansio::message::{Message, MessageKind, Reach, Stamp};
 
 /// A connection waiting for a topic's catch-up: (shard index, connection).
 pub(crate) type Waiter = (usize, ConnKey);
@@ -195,29 +195,34 @@ impl Topic {
             // state whole. (A subscriber that joined before the first one,
             // without waiting, had nothing to replay; its live messages
             // start after `last`.)
-            state.history.clear(&self.budget);
+            state.clear_history(&self.budget);
             self.epoch.store(epoch.as_u64(), Ordering::Relaxed);
             let mut history = history;
             history.retain(|n| n.epoch == epoch && n.seq <= last);
             history.sort_unstable_by_key(|n| n.seq);
             history.dedup_by_key(|n| n.seq);
-            // Keyed entries older than the ring's run are recorded first;
-            // the ring must be one contiguous run ending at `last`.
+            // The window must be one contiguous run ending at `last`: it
+            // takes the newest of that run, as many as it keeps, written
+            // into the feed for replay only (the subscribers here, if any,
+            // start after `last`). Older entries count for the snapshot.
             let run_start = contiguous_tail(&history, last);
-            let mut ring_cleared = false;
+            let window = state.history.limits().capacity;
+            let windowed = run_start.max(history.len().saturating_sub(window));
+            let mut displaced = Vec::new();
             for (i, numbered) in history.into_iter().enumerate() {
-                if i >= run_start && !ring_cleared {
-                    state.history.clear_ring(&self.budget);
-                    ring_cleared = true;
-                }
                 state.seq = numbered.seq - 1;
-                let msg = self.stamp(numbered);
-                let _ = state.history.record(&msg, &self.budget);
-            }
-            if !ring_cleared {
-                state.history.clear_ring(&self.budget);
+                if i < windowed {
+                    let msg = self.stamp(numbered, Reach::Both);
+                    state.history.record_keyed(&msg, &self.budget);
+                } else {
+                    let msg = self.stamp(numbered, Reach::Replay);
+                    state.seq = msg.seq;
+                    displaced.extend(self.append(&mut state, &msg, local.inboxes));
+                }
             }
             state.seq = last;
+            drop(state);
+            drop(displaced);
             return (waiters, 0);
         }
         // Subscribers here: what they missed comes as live messages.
@@ -277,7 +282,9 @@ impl Topic {
             return Cooled::No;
         }
         state.follow = Follow::Cold;
-        state.history.clear(&self.budget);
+        state.clear_history(&self.budget);
+        // Nobody subscribes, and the window is empty.
+        state.feed = None;
         Cooled::Unfollow
     }
 
@@ -292,11 +299,11 @@ impl Topic {
         self.epoch.store(epoch.as_u64(), Ordering::Relaxed);
         state.seq = last;
         if same_epoch {
-            // The ring is one contiguous run: it cannot span the gap.
-            state.history.clear_ring(&self.budget);
+            // The window is one contiguous run: it cannot span the gap.
+            state.clear_window(&self.budget);
         } else {
             // Nor may the keyed snapshot mix runs: their seqs collide.
-            state.history.clear(&self.budget);
+            state.clear_history(&self.budget);
         }
         state.gaps += 1;
         state.gap_skipped += skipped;
@@ -313,17 +320,18 @@ impl Topic {
         local: &Fanout<'_>,
     ) -> Option<Displaced<Arc<Message>>> {
         debug_assert_eq!(numbered.seq, state.seq + 1);
-        let transient = numbered.transient;
-        let msg = self.stamp(numbered);
+        let reach = if numbered.transient {
+            Reach::Live
+        } else {
+            Reach::Both
+        };
+        let msg = self.stamp(numbered, reach);
         state.seq = msg.seq;
         state.last_active = msg.accepted_at;
-        if !transient {
-            let _ = state.history.record(&msg, &self.budget);
-        }
-        state.fan_out(&msg, local.inboxes)
+        self.append(state, &msg, local.inboxes)
     }
 
-    fn stamp(&self, numbered: Numbered) -> Arc<Message> {
+    fn stamp(&self, numbered: Numbered, reach: Reach) -> Arc<Message> {
         let stamp = Stamp {
             wall: numbered.timestamp,
             mono: Instant::now(),
@@ -339,7 +347,7 @@ impl Topic {
         );
         msg.kind = numbered.kind;
         msg.class = self.class;
-        Arc::new(msg)
+        Arc::new(msg.reaching(reach))
     }
 }
 

@@ -17,7 +17,7 @@ pub struct TopicStats {
     pub published: u64,
     /// Subscriptions across all shards.
     pub subscribers: u64,
-    /// Messages in the history ring.
+    /// Messages in the history's window (transient ones left out).
     pub history: usize,
     /// Keys in the keyed snapshot.
     pub snapshot_keys: usize,
@@ -49,7 +49,7 @@ impl Topic {
             name: Arc::clone(&self.name),
             published: state.seq,
             subscribers: state.subscribers,
-            history: state.history.ring_len(),
+            history: state.history.window_len(),
             snapshot_keys: state.history.snapshot_len(),
             history_bytes: state.history.bytes(),
             retention_refused: state.retention_refused,

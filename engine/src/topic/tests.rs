@@ -14,7 +14,11 @@ use crate::sansio::replay::{Position, Replay, ReplayError};
 use crate::shard::ShardInbox;
 
 fn registry(capacity: usize) -> TopicRegistry {
-    TopicRegistry::new(RegistryConfig {
+    TopicRegistry::new(config(capacity))
+}
+
+fn config(capacity: usize) -> RegistryConfig {
+    RegistryConfig {
         rules: ChannelRules::of(&["t"]),
         max_topics: 10,
         shards: 2,
@@ -28,6 +32,15 @@ fn registry(capacity: usize) -> TopicRegistry {
         idle_expiry: Duration::from_secs(60),
         followed: false,
         ring_slots: (1 << 15, 1 << 15),
+    }
+}
+
+/// A registry whose topics keep `capacity` messages for replay in feeds
+/// of `slots` slots.
+fn registry_of(capacity: usize, slots: usize) -> TopicRegistry {
+    TopicRegistry::new(RegistryConfig {
+        ring_slots: (slots, slots),
+        ..config(capacity)
     })
 }
 
@@ -164,4 +177,73 @@ fn a_shard_joining_a_busy_feed_reads_from_its_subscriber_on_and_lets_go_with_the
     let again = topic.subscribe(0, Replay::None).unwrap();
     assert!(!std::sync::Arc::ptr_eq(&first.join.feed, &again.join.feed));
     assert_eq!(again.join.reading.next(), 1);
+}
+
+/// The history holds no copy of its newest messages: a replay reads them
+/// from the topic's feed, the ring its shards read live messages from.
+#[test]
+fn a_replay_is_read_from_the_feed_which_holds_the_only_reference() {
+    let registry = registry(8);
+    let topic = registry.resolve("t", None).unwrap();
+    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
+    inboxes[0].join(&topic.subscribe(0, Replay::None).unwrap().join);
+    let fanout = Fanout {
+        inboxes: &inboxes,
+        topics: &registry,
+    };
+    for _ in 0..3 {
+        fanout
+            .deliver(&topic, Publication::new(None, Bytes::from_static(b"1")))
+            .unwrap();
+    }
+    let (_, replay) = topic.peek(Replay::Last(8));
+    let messages = replay.unwrap().messages;
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    for msg in &messages {
+        // The feed's slot, and this replay.
+        assert_eq!(std::sync::Arc::strong_count(msg), 2, "seq {}", msg.seq);
+    }
+}
+
+/// A message that left the window stays in its slot only until every shard
+/// has read it and the sweep tidies the ring: the ring holds no more than
+/// the window's messages for a topic nobody still reads, and the history's
+/// bytes count the window alone.
+#[test]
+fn a_message_the_window_let_go_is_freed_once_no_shard_needs_it() {
+    let registry = registry_of(2, 8);
+    let topic = registry.resolve("t", None).unwrap();
+    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
+    inboxes[0].join(&topic.subscribe(0, Replay::None).unwrap().join);
+    let fanout = Fanout {
+        inboxes: &inboxes,
+        topics: &registry,
+    };
+    for _ in 0..5 {
+        fanout
+            .deliver(&topic, Publication::new(None, Bytes::from_static(b"1")))
+            .unwrap();
+    }
+    let read: Vec<std::sync::Weak<_>> = inboxes[0]
+        .drain(0)
+        .iter()
+        .map(std::sync::Arc::downgrade)
+        .collect();
+    assert_eq!(read.len(), 5);
+    topic.unsubscribe(0);
+    let alive = || {
+        read.iter()
+            .map(|m| m.strong_count() > 0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(alive(), [true; 5], "in their slots until the sweep");
+    topic.tidy();
+    assert_eq!(alive(), [false, false, false, true, true]);
+    let stats = topic.stats();
+    assert_eq!(stats.history, 2);
+    let one = read[3].upgrade().unwrap().retained_cost();
+    assert_eq!(stats.history_bytes, 2 * one);
 }

@@ -69,6 +69,13 @@ impl RawConfig {
         };
 
         let history = self.topics.history.unwrap_or(256);
+        if history > MAX_RING_MAX_SLOTS {
+            // The history is the newest numbers of the channel's feed.
+            return Err(invalid(
+                "topics.history",
+                "must be at most 1048576 (the most a channel's feed holds)",
+            ));
+        }
         let max_keys = self.topics.max_keys.unwrap_or(10_000);
         let telemetry = self.telemetry.validate(history, max_keys)?;
         let bondx = self.bondx.validate()?;

@@ -109,6 +109,98 @@ fn a_reader_joining_after_growth_starts_at_the_newest() {
     assert_eq!(read_all(&ring, 1, &mut late), ((11..=13).collect(), 0));
 }
 
+/// The numbers `ring`'s window holds, oldest first.
+fn window(ring: &Elastic<Arc<u64>>) -> Vec<u64> {
+    let window = ring.window();
+    (window.first()..=window.last())
+        .filter_map(|seq| window.get(seq).map(|v| *v))
+        .collect()
+}
+
+#[test]
+fn a_window_keeps_the_newest_numbers_and_hands_back_each_that_leaves() {
+    let ring = Elastic::new(1, 2, 2).keeping(3);
+    let mut left = Vec::new();
+    for _ in 0..6 {
+        let (_, displaced) = ring.publish(std::iter::empty(), Arc::new, |_| {});
+        left.extend(displaced.left_window().map(|v| **v));
+    }
+    assert_eq!(window(&ring), vec![4, 5, 6]);
+    assert_eq!(
+        left,
+        vec![1, 2, 3],
+        "one leaves with each publish once full"
+    );
+    // Its most slots were raised to hold it (4, not 2), and it grew to them.
+    assert_eq!(ring.capacity(), 4);
+    assert_eq!(ring.growths(), 1);
+}
+
+#[test]
+fn a_window_grows_its_ring_as_it_fills_and_no_reader_shrinks_it_below() {
+    let ring = Elastic::new(1, 4, 8).keeping(100);
+    let mut reading = ring.join(0, true);
+    publish(&ring, &[0], 100);
+    assert_eq!(window(&ring), (1..=100).collect::<Vec<_>>());
+    assert_eq!(ring.capacity(), 128, "doubled from 4 to hold 100");
+    // The reader has caught up, and the ring stays: the window needs it.
+    assert_eq!(read_all(&ring, 0, &mut reading), ((1..=100).collect(), 0));
+    publish(&ring, &[0], 30);
+    assert!(ring.settle(|_| {}).is_none());
+    assert_eq!(ring.capacity(), 128);
+    assert_eq!(window(&ring), (31..=130).collect::<Vec<_>>());
+    // The owner lets most of it go: the ring gives that room back.
+    drop(ring.forget_to(128));
+    assert_eq!(read_all(&ring, 0, &mut reading), ((101..=130).collect(), 0));
+    assert!(ring.settle(|_| {}).is_some());
+    assert_eq!(ring.capacity(), 4);
+    assert_eq!(window(&ring), vec![128, 129, 130]);
+}
+
+#[test]
+fn a_ring_grown_for_a_slow_reader_keeps_the_window_when_it_shrinks() {
+    let ring = Elastic::new(1, 8, 64).keeping(6);
+    let mut reading = ring.join(0, true);
+    publish(&ring, &[0], 40);
+    assert_eq!(ring.capacity(), 64);
+    assert_eq!(read_all(&ring, 0, &mut reading), ((1..=40).collect(), 0));
+    // Caught up: the next publish shrinks the ring, copying from the
+    // window's first number, however far ahead the reader is.
+    publish(&ring, &[0], 1);
+    assert_eq!(ring.capacity(), 8);
+    assert_eq!(window(&ring), (36..=41).collect::<Vec<_>>());
+}
+
+#[test]
+fn forgetting_empties_only_what_every_reader_has_read() {
+    let live = |ring: &Elastic<Arc<u64>>, seq: u64| ring.window().get(seq).is_some();
+    let ring = Elastic::new(2, 8, 8).keeping(8);
+    let mut slow = ring.join(0, true);
+    let mut fast = ring.join(1, true);
+    publish(&ring, &[0, 1], 6);
+    assert_eq!(read_all(&ring, 1, &mut fast), ((1..=6).collect(), 0));
+    let one_step = |reading: &mut Reading<Arc<u64>>| {
+        ring.read(0, reading, 3, |_, _| {}, |_| panic!("skipped"), || {});
+    };
+    one_step(&mut slow);
+    // The window lets 1..=5 go; reader 0 has read 1..=3 only.
+    let vacated = ring.forget_to(6);
+    assert_eq!(
+        vacated._values.iter().map(|v| **v).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(window(&ring), vec![6]);
+    assert!(!live(&ring, 4), "out of the window");
+    // 4 and 5 stay in their slots for reader 0, which reads them whole.
+    assert_eq!(read_all(&ring, 0, &mut slow), ((4..=6).collect(), 0));
+    let vacated = ring.tidy();
+    assert_eq!(
+        vacated._values.iter().map(|v| **v).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    assert!(ring.tidy()._values.is_empty(), "nothing left to empty");
+}
+
 #[test]
 fn a_regrown_ring_keeps_the_numbers_it_copied_and_no_others() {
     let ring = FanoutRing::new(4);

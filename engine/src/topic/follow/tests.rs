@@ -128,6 +128,30 @@ fn a_cold_topic_waits_for_its_catch_up_then_resumes_from_the_bus_history() {
         .is_err());
 }
 
+/// A subscriber that did not wait for the first catch-up starts after it:
+/// the bus's history comes into the topic's feed for replay only (its
+/// window is the feed's ring), and its shard passes over it.
+#[test]
+fn a_first_catch_up_is_kept_for_replay_and_not_delivered_live() {
+    let bus = Bus::new();
+    let fanout = bus.fanout();
+    let topic = bus.registry.resolve("t", None).unwrap();
+    let early = topic.subscribe(0, Replay::None).unwrap();
+    assert!(early.follow, "the subscriber makes the topic followed");
+    bus.inbox[0].join(&early.join);
+    let history = (1..=6).map(|seq| numbered(7, seq)).collect();
+    assert_eq!(topic.catch_up(Epoch::from_u64(7), 6, history, &fanout).1, 0);
+    assert_eq!(seqs(&bus.inbox[0]), Vec::<u64>::new(), "not live");
+    let (position, replay) = topic.peek(Replay::Last(10));
+    let replayed: Vec<u64> = replay.unwrap().messages.iter().map(|m| m.seq).collect();
+    assert_eq!((position.seq, replayed), (6, vec![3, 4, 5, 6]));
+    assert_eq!(topic.ingest(numbered(7, 7), &fanout), Ingested::Delivered);
+    assert_eq!(seqs(&bus.inbox[0]), vec![7]);
+    let (_, replay) = topic.peek(Replay::Last(10));
+    let replayed: Vec<u64> = replay.unwrap().messages.iter().map(|m| m.seq).collect();
+    assert_eq!(replayed, vec![4, 5, 6, 7]);
+}
+
 #[test]
 fn numbered_messages_are_taken_once_in_order_and_a_gap_is_reported() {
     let bus = Bus::new();

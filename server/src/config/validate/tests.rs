@@ -64,6 +64,7 @@ fn bad_values_fail_naming_the_field() {
             "topics.history_bytes",
         ),
         ("[topics]\ncreation_rate = -1.0", "topics.creation_rate"),
+        ("[topics]\nhistory = 1048577", "topics.history"),
         ("[topics]\nring_slots = 0", "topics.ring_slots"),
         ("[topics]\nring_slots = 65537", "topics.ring_slots"),
         ("[topics]\nshard_inbox = 65536", "topics.ring_max_slots"),
