@@ -14,7 +14,11 @@ impl<T: Clone> FanoutRing<T> {
     /// Takes the slot as the next lap's publisher would (with no reader
     /// inside), so a reader cloning the value, or that publisher, only
     /// waits; a slot already holding a later number is left alone. `seq`
-    /// must have been filled (its publish returned).
+    /// must have been filled (its publish returned). While the slot is
+    /// taken, a reader asking for `seq` reads [`Read::Pending`] and, asking
+    /// again, [`Read::Void`]: empty only numbers no reader still asks for
+    /// (an [`Elastic`](super::Elastic) ring empties only numbers below
+    /// every reader's cursor).
     pub fn vacate(&self, seq: u64) -> Option<T> {
         if seq == 0 || seq > self.claimed() || seq < self.oldest {
             return None;
