@@ -272,8 +272,8 @@ impl<T: Clone> Elastic<T> {
     ) -> (u64, Displaced<T>) {
         let mut current = self.current.lock();
         let ring = self.resize(&mut current);
-        let (seq, value) = current.ring.publish_displacing(make);
-        let left = self.move_window(&mut current, seq, value.as_ref());
+        let (seq, mut value) = current.ring.publish_displacing(make);
+        let left = self.move_window(&mut current, seq, &mut value);
         drop(current);
         self.wakes.raise_all(readers, queue);
         let displaced = Displaced {

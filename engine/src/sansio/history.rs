@@ -95,6 +95,10 @@ pub struct History {
     bytes: usize,
     /// Kept messages in the window (a count, so that stats need not walk it).
     windowed: usize,
+    /// The newest seq of a kept message that is not in the window (it left,
+    /// or never went in): every kept message above it is there. So the
+    /// snapshot knows whether the window holds an entry without reading it.
+    outside: u64,
 }
 
 impl History {
@@ -106,6 +110,7 @@ impl History {
             by_seq: BTreeMap::new(),
             bytes: 0,
             windowed: 0,
+            outside: 0,
         }
     }
 
@@ -144,7 +149,7 @@ impl History {
                 if self.limits.capacity > 0 {
                     self.windowed += 1;
                 }
-                self.join_snapshot(msg, budget, ring);
+                self.join_snapshot(msg, budget);
             }
             Retention::Refused => {
                 // It took the window's one number, uncounted: let it go.
@@ -168,7 +173,8 @@ impl History {
         // The window holds nothing older than the message: it is not read.
         let retention = self.admit(msg, budget, None);
         if retention == Retention::Kept {
-            self.join_snapshot(msg, budget, None);
+            self.outside = self.outside.max(msg.seq);
+            self.join_snapshot(msg, budget);
         }
         retention
     }
@@ -181,7 +187,7 @@ impl History {
         let keyed = self.limits.max_keys > 0 && msg.key.is_some();
         if let (true, Some(key)) = (keyed, msg.key.as_deref()) {
             if let Some(old) = self.latest_by_key.remove(key) {
-                self.remove_from_snapshot(old, budget, ring);
+                self.remove_from_snapshot(old, budget);
             }
         }
         if self.limits.capacity == 0 && !keyed {
@@ -212,13 +218,13 @@ impl History {
     }
 
     /// Step 5's snapshot part, for a kept message.
-    fn join_snapshot(&mut self, msg: &Arc<Message>, budget: &MemoryBudget, ring: Option<&Ring>) {
+    fn join_snapshot(&mut self, msg: &Arc<Message>, budget: &MemoryBudget) {
         let Some(key) = msg.key.as_deref().filter(|_| self.limits.max_keys > 0) else {
             return;
         };
         if self.latest_by_key.len() == self.limits.max_keys {
             if let Some((&seq, _)) = self.by_seq.first_key_value() {
-                self.remove_from_snapshot(seq, budget, ring);
+                self.remove_from_snapshot(seq, budget);
             }
         }
         self.latest_by_key.insert(key.into(), msg.seq);
@@ -320,14 +326,16 @@ impl History {
     pub(crate) fn clear(&mut self, budget: &MemoryBudget, ring: Option<&Ring>) {
         self.clear_window(ring, budget);
         while let Some((&seq, _)) = self.by_seq.first_key_value() {
-            self.remove_from_snapshot(seq, budget, ring);
+            self.remove_from_snapshot(seq, budget);
         }
         debug_assert_eq!(self.bytes, 0);
+        // Nothing is kept: a new run may number from 1 again.
+        self.outside = 0;
     }
 
-    /// Whether `seq` is in the window (a contiguous run ending at the newest).
-    fn in_window(seq: u64, ring: Option<&Ring>) -> bool {
-        oldest(ring).is_some_and(|m| m.seq <= seq)
+    /// Whether the kept message numbered `seq` is in the window.
+    fn in_window(&self, seq: u64) -> bool {
+        self.limits.capacity > 0 && seq > self.outside
     }
 
     /// Evicts this topic's oldest entry, window or snapshot; `false` if empty.
@@ -335,9 +343,9 @@ impl History {
         let window = oldest(ring).map(|m| m.seq);
         let snapshot = self.by_seq.first_key_value().map(|(&seq, _)| seq);
         match (window, snapshot) {
-            (Some(w), Some(s)) if s < w => self.remove_from_snapshot(s, budget, ring),
+            (Some(w), Some(s)) if s < w => self.remove_from_snapshot(s, budget),
             (Some(_), _) => self.pop_window(ring, budget),
-            (None, Some(s)) => self.remove_from_snapshot(s, budget, ring),
+            (None, Some(s)) => self.remove_from_snapshot(s, budget),
             (None, None) => return false,
         }
         true
@@ -369,6 +377,7 @@ impl History {
             return;
         }
         self.windowed -= 1;
+        self.outside = self.outside.max(msg.seq);
         if !self.by_seq.contains_key(&msg.seq) {
             self.forget(msg, budget);
         }
@@ -386,7 +395,7 @@ impl History {
     }
 
     /// Removes the snapshot entry at `seq` (its key too, if it still points there).
-    fn remove_from_snapshot(&mut self, seq: u64, budget: &MemoryBudget, ring: Option<&Ring>) {
+    fn remove_from_snapshot(&mut self, seq: u64, budget: &MemoryBudget) {
         let Some(msg) = self.by_seq.remove(&seq) else {
             return;
         };
@@ -395,7 +404,7 @@ impl History {
                 self.latest_by_key.remove(key);
             }
         }
-        if !Self::in_window(seq, ring) {
+        if !self.in_window(seq) {
             self.forget(&msg, budget);
         }
     }

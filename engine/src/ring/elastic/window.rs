@@ -107,12 +107,13 @@ impl<T: Clone> Elastic<T> {
     }
 
     /// After the publish of `seq`, which displaced `lapped` from its slot:
-    /// moves a full window on by one; returns the message that left it.
+    /// moves a full window on by one; returns the message that left it
+    /// (taken from `lapped` when it is that one).
     pub(super) fn move_window(
         &self,
         current: &mut Current<T>,
         seq: u64,
-        lapped: Option<&T>,
+        lapped: &mut Option<T>,
     ) -> Option<T> {
         if self.window == 0 {
             // Nothing kept: the window is always empty.
@@ -129,7 +130,7 @@ impl<T: Clone> Elastic<T> {
         // the one this publish lapped, when the ring is no longer than
         // the window, or one still in its slot.
         if leaving + current.ring.capacity() == seq {
-            return lapped.cloned();
+            return lapped.take();
         }
         match current.ring.read(leaving) {
             Read::Ready(value) => Some(value),

@@ -82,10 +82,16 @@ impl Kept {
         self.history.replay(request, epoch, last, Some(&self.ring))
     }
 
+    /// Messages in the window, checking what the history counts without
+    /// reading the ring: how many, and which snapshot entries are there.
     fn ring_len(&self) -> usize {
-        let counted = self.history.window_len();
-        assert_eq!(counted, newest(Some(&self.ring), usize::MAX).len());
-        counted
+        let window = newest(Some(&self.ring), usize::MAX);
+        assert_eq!(self.history.window_len(), window.len());
+        for &seq in self.history.by_seq.keys() {
+            let there = window.iter().any(|m| m.seq == seq);
+            assert_eq!(self.history.in_window(seq), there, "snapshot entry {seq}");
+        }
+        window.len()
     }
 
     fn snapshot_len(&self) -> usize {
