@@ -202,10 +202,10 @@ impl Fanout<'_> {
         }
     }
 
-    /// Writes a stamped message into its topic's feed for every shard with
-    /// a subscriber (the topic still locked, so the feed holds its messages
-    /// in order), then calls `then` before the lock is let go; returns its
-    /// seq and `then`'s answer.
+    /// Records a stamped message in its topic's history and writes it into
+    /// the topic's feed for every shard with a subscriber (the topic still
+    /// locked, so the feed holds its messages in order), then calls `then`
+    /// before the lock is let go; returns its seq and `then`'s answer.
     fn route<R>(&self, mut stamped: Stamped<'_>, then: impl FnOnce(&Message) -> R) -> (u64, R) {
         let displaced = stamped.fan_out(self.inboxes);
         let answer = (stamped.msg.seq, then(&stamped.msg));

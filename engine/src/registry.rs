@@ -31,6 +31,7 @@ use crate::sansio::ids::TopicId;
 use crate::sansio::pattern::TopicError;
 use crate::sansio::pattern::{shown, validate_name, ChannelRules};
 use crate::sansio::quota::TopicQuota;
+use crate::shard::ShardInbox;
 use crate::topic::{Charge, Cooled, Follow, Topic};
 
 /// Share of the history budget in use above which [`TopicRegistry::rebalance`] trims.
@@ -273,11 +274,10 @@ impl TopicRegistry {
         expired
     }
 
-    /// Empties, in every topic's ring, the slots of messages its window let
-    /// go of and its shards have read (see [`Topic::tidy`]).
-    pub(crate) fn tidy(&self) {
+    /// Tidies every topic's feed (see [`Topic::tidy`]).
+    pub(crate) fn tidy(&self, inboxes: &[ShardInbox]) {
         for topic in self.all() {
-            topic.tidy();
+            topic.tidy(inboxes);
         }
     }
 

@@ -295,7 +295,7 @@ impl Topic {
             state.follow = Follow::Syncing(Vec::new());
         }
         let epoch = self.epoch();
-        let join = self.feed(&mut state).join(shard, first);
+        let join = self.feed(&mut state, true).join(shard, first);
         Ok(SubscribeStart {
             position: Position {
                 epoch,

@@ -31,37 +31,28 @@
 //! At its most slots the ring laps as a [`FanoutRing`] does, and the
 //! reader skips and counts ([`Read::Lapped`](super::Read::Lapped)).
 //!
-//! The ring is also its owner's replay window ([`Elastic::keeping`]): a
-//! topic's history is the ring's newest `window` numbers, read in place
-//! ([`Elastic::window`]), not a second list of the same messages.
-//! - No change of rings drops the window: a new ring copies from the
-//!   slowest wanted reader's cursor or the window's first number,
-//!   whichever is older, and the ring grows while the window fills (the
-//!   publish would displace a number the window keeps) and shrinks only to
-//!   what the window holds. Its most slots are raised to the window's
-//!   length (rounded up to a power of two), so the window never laps.
-//! - Each publish moves a full window on by one and hands back the message
-//!   that left it, for the owner's byte account; the owner may let go of
-//!   more ([`Elastic::forget_to`]: a byte budget, a gap on a bus).
-//! - A message that left the window stays in its slot until every wanted
-//!   reader has read it: then [`Elastic::forget_to`] or the owner's sweep
-//!   ([`Elastic::tidy`]) empties the slot ([`FanoutRing::vacate`]), so a
-//!   topic nobody reads holds its window's messages and no others. A
-//!   reader never meets an emptied slot: only numbers below every wanted
-//!   reader's `read_to` (which trails its cursor) are emptied.
+//! The ring is also its owner's replay window: see `elastic/window.rs`.
 //!
 //! Publishes are serialized by the ring's lock, which they hold for the
 //! publish alone (a topic publishes under its own lock anyway, so no two
 //! publishes contend for it); readers take it only to change rings, or to
-//! settle. A reader is "wanted" from its first join to its leave
+//! settle, and the owner to read its window (a replay, under the topic's
+//! lock) or let go of some of it. A reader is "wanted" from its first join to its leave
 //! ([`Elastic::leave`]): outside that its `read_to` is `u64::MAX`, which no
 //! floor counts. A shard joins a topic's feed with its first local
 //! subscriber of the topic and leaves it with the last, or as it stops.
 //!
-//! Orderings: `read_to` and `generation` carry no data and are `Relaxed`.
-//! - `read_to` is a hint: it only ever trails the reader's true cursor, so
-//!   a stale value makes the ring grow when it need not have, never lose a
-//!   message. It is written by the reader's thread only: after each read,
+//! Orderings: `generation` carries no data and is `Relaxed`; so is
+//! `read_to` for growth, and Release/Acquire for emptying slots.
+//! - `read_to` only ever trails the reader's true cursor, so a stale value
+//!   makes the ring grow when it need not have, never lose a message. It
+//!   also says which numbers a reader is done with, so that the owner may
+//!   empty their slots: the reader stores it with Release after its reads
+//!   (and its leave after dropping its reading), and `floor` loads it with
+//!   Acquire, so every slot access of the reader below it happens before
+//!   the vacate that follows (whose CAS then finds no reader inside and
+//!   comes after them in the slot's order: the reader read the value). It
+//!   is written by the reader's thread only: after each read,
 //!   by its first join (under the lock, at the newest number, where a
 //!   reader that holds no other reading of the ring starts; a caller that
 //!   says `first` while it keeps an older reading breaks this), and by its
@@ -75,7 +66,8 @@
 //!
 //! The window's own rules are unit tests (`elastic/tests.rs`); the emptying
 //! of a slot is the ring's `vacate`, with its own loom model
-//! (`loom_ring_a_vacate_races_a_reader_and_the_next_lap`). The loom models
+//! (`loom_ring_a_vacate_races_a_reader`, `loom_ring_a_vacate_races_the_next_lap`).
+//! The loom models
 //! `loom_elastic_ring_grows_under_a_slow_reader_and_loses_nothing`,
 //! `loom_elastic_ring_shrinks_under_a_reader_still_reading`,
 //! `loom_elastic_ring_settles_and_wakes_its_reader` and
@@ -139,6 +131,8 @@ struct Current<T> {
     /// Every number of the current ring below it was emptied
     /// ([`FanoutRing::vacate`]) or lapped.
     vacated: u64,
+    /// Every number of the window below it was looked at by a tidy.
+    swept: u64,
 }
 
 /// A reader's hold on an [`Elastic`] ring: the ring it reads and its cursor.
@@ -201,6 +195,7 @@ impl<T: Clone> Elastic<T> {
                 floor: 1,
                 kept: 1,
                 vacated: 1,
+                swept: 1,
             }),
             generation: AtomicU64::new(0),
             growths: AtomicU64::new(0),
@@ -256,7 +251,8 @@ impl<T: Clone> Elastic<T> {
     /// longer holds the ring's growth or its shrinking back. From the
     /// reader's own thread.
     pub fn leave(&self, reader: usize) {
-        self.read_to[reader].store(NOT_READING, Ordering::Relaxed);
+        // Release: its reads happen before any emptying of what it read.
+        self.read_to[reader].store(NOT_READING, Ordering::Release);
     }
 
     /// Publishes the value `make` builds from its number, then raises the
@@ -334,7 +330,8 @@ impl<T: Clone> Elastic<T> {
 
     /// The lowest next number of a wanted reader (`next` if none is lower).
     fn floor(&self, next: u64) -> u64 {
-        let cursors = self.read_to.iter().map(|r| r.load(Ordering::Relaxed));
+        // Acquire: pairs with the readers' Release (see the module docs).
+        let cursors = self.read_to.iter().map(|r| r.load(Ordering::Acquire));
         cursors.min().unwrap_or(next).min(next)
     }
 
@@ -425,7 +422,8 @@ impl<T: Clone> Elastic<T> {
             },
             skipped,
         );
-        self.read_to[reader].store(reading.cursor.next(), Ordering::Relaxed);
+        // Release: see the module docs (a slot is emptied only below it).
+        self.read_to[reader].store(reading.cursor.next(), Ordering::Release);
         // A spurious requeue costs one empty read, which queues nothing.
         if (read == budget || missed > 0) && self.wakes.raise(reader) {
             requeue();

@@ -121,22 +121,22 @@ impl History {
 
     /// Records `msg` (steps in the module docs), charging `budget`;
     /// `publish` writes it into `ring` (the topic's feed, keeping the
-    /// window of `capacity` numbers), and is called once whatever becomes
-    /// of the message. Without a ring (nobody reads the topic and it keeps
-    /// no window) nothing is published. Returns what the publish displaced.
+    /// window of `capacity` numbers), and is called once, with what became
+    /// of the message: it may leave one not kept out of the ring when
+    /// nobody reads it. Returns what the publish displaced.
     pub(crate) fn record(
         &mut self,
         msg: &Arc<Message>,
         budget: &MemoryBudget,
         ring: Option<&Ring>,
-        publish: impl FnOnce() -> Option<Displaced<Arc<Message>>>,
+        publish: impl FnOnce(Retention) -> Option<Displaced<Arc<Message>>>,
     ) -> (Retention, Option<Displaced<Arc<Message>>>) {
         let retention = self.admit(msg, budget, ring);
         if retention == Retention::Refused {
             // It is not kept, and the window may not have a hole.
             self.clear_window(ring, budget);
         }
-        let displaced = publish();
+        let displaced = publish(retention);
         if let Some(left) = displaced.as_ref().and_then(|d| d.left_window()) {
             self.left_window(left, budget);
         }
@@ -170,7 +170,8 @@ impl History {
         if self.limits.max_keys == 0 || msg.key.is_none() {
             return Retention::NotApplicable;
         }
-        // The window holds nothing older than the message: it is not read.
+        // Only after the window was cleared: it holds nothing to evict.
+        debug_assert_eq!(self.windowed, 0, "a keyed entry beside a window");
         let retention = self.admit(msg, budget, None);
         if retention == Retention::Kept {
             self.outside = self.outside.max(msg.seq);
@@ -234,17 +235,6 @@ impl History {
     /// What of `bytes` lies above the floor, i.e. is drawn from the budget.
     fn excess(&self, bytes: usize) -> usize {
         bytes.saturating_sub(self.limits.floor)
-    }
-
-    /// At most `limit` messages to replay, oldest first: the latest per key
-    /// when the topic has keyed messages, otherwise the most recent.
-    #[cfg(test)]
-    pub(crate) fn recent(&self, limit: usize, ring: Option<&Ring>) -> Vec<Arc<Message>> {
-        if self.by_seq.is_empty() {
-            newest(ring, limit)
-        } else {
-            self.snapshot(limit)
-        }
     }
 
     fn snapshot(&self, limit: usize) -> Vec<Arc<Message>> {
@@ -340,35 +330,19 @@ impl History {
 
     /// Evicts this topic's oldest entry, window or snapshot; `false` if empty.
     fn evict_oldest(&mut self, budget: &MemoryBudget, ring: Option<&Ring>) -> bool {
-        let window = oldest(ring).map(|m| m.seq);
+        let window = ring.and_then(|ring| oldest_in(ring).map(|oldest| (ring, oldest)));
         let snapshot = self.by_seq.first_key_value().map(|(&seq, _)| seq);
         match (window, snapshot) {
-            (Some(w), Some(s)) if s < w => self.remove_from_snapshot(s, budget),
-            (Some(_), _) => self.pop_window(ring, budget),
+            (Some((_, (_, w))), Some(s)) if s < w.seq => self.remove_from_snapshot(s, budget),
+            (Some((ring, (number, msg))), _) => {
+                // It goes, and the transient ones before it.
+                drop(ring.forget_to(number + 1));
+                self.left_window(&msg, budget);
+            }
             (None, Some(s)) => self.remove_from_snapshot(s, budget),
             (None, None) => return false,
         }
         true
-    }
-
-    /// Lets the window's oldest message go (and the transient ones before it).
-    fn pop_window(&mut self, ring: Option<&Ring>, budget: &MemoryBudget) {
-        let Some(ring) = ring else { return };
-        let window = ring.window();
-        let oldest = (window.first()..=window.last()).find_map(|number| {
-            window
-                .get(number)
-                .filter(|m| m.is_replayed())
-                .map(|m| (number, m))
-        });
-        drop(window);
-        match oldest {
-            Some((number, msg)) => {
-                drop(ring.forget_to(number + 1));
-                self.left_window(&msg, budget);
-            }
-            None => drop(ring.forget_to(u64::MAX)),
-        }
     }
 
     /// `msg` left the window: its bytes go, unless the snapshot keeps it.
@@ -385,12 +359,12 @@ impl History {
 
     /// Empties the window (the snapshot keeps its entries).
     pub(crate) fn clear_window(&mut self, ring: Option<&Ring>, budget: &MemoryBudget) {
-        while oldest(ring).is_some() {
-            self.pop_window(ring, budget);
-        }
-        if let Some(ring) = ring {
-            // Transient messages after the last kept one, too.
-            drop(ring.forget_to(u64::MAX));
+        let Some(ring) = ring else { return };
+        // Read under one lock, let go of at once (transient ones too).
+        let left = newest(Some(ring), usize::MAX);
+        drop(ring.forget_to(u64::MAX));
+        for msg in &left {
+            self.left_window(msg, budget);
         }
     }
 
@@ -419,9 +393,16 @@ impl History {
 
 /// The window's oldest message that is replayed.
 fn oldest(ring: Option<&Ring>) -> Option<Arc<Message>> {
-    let window = ring?.window();
-    (window.first()..=window.last())
-        .find_map(|number| window.get(number).filter(|m| m.is_replayed()))
+    oldest_in(ring?).map(|(_, msg)| msg)
+}
+
+/// The window's oldest message that is replayed, and its number.
+fn oldest_in(ring: &Ring) -> Option<(u64, Arc<Message>)> {
+    let window = ring.window();
+    (window.first()..=window.last()).find_map(|number| {
+        let msg = window.get(number).filter(|m| m.is_replayed())?;
+        Some((number, msg))
+    })
 }
 
 /// The window's newest `limit` messages that are replayed, oldest first.

@@ -304,7 +304,7 @@ impl ShardState {
             self.shared.cool_unwanted(now);
             self.shared.topics().expire_idle(now);
             self.shared.topics().rebalance();
-            self.shared.topics().tidy();
+            self.shared.topics().tidy(self.shared.fanout().inboxes);
         }
         self.topic_cache.borrow_mut().retain(|_, t| !t.is_retired());
         self.settle_feeds();

@@ -18,11 +18,14 @@
 //! `history.capacity` numbers for the history (`sansio/history.rs`),
 //! whatever its readers do, and a subscriber's replay is read from the
 //! same slots as its live messages. So a topic has a feed while it has
-//! subscribers or keeps a window: a topic that keeps none is given one for
-//! its first subscriber and loses it with its last, and holds no ring
-//! while nobody reads it. The ring carries every message: live and kept
-//! ones, transient ones (live only) and those a bus's catch-up brings back
-//! for replay only, which the shards pass over.
+//! subscribers or keeps messages: made for the first subscriber (of
+//! `ring_slots` slots) or the first message kept (of a few, which the
+//! window doubles as it fills); a topic that keeps none loses it with its
+//! last subscriber. The ring carries live and kept messages, transient
+//! ones (live only, and only while somebody reads the topic: the sweep
+//! empties their slots once read) and those a bus's catch-up brings back
+//! for replay only, which the shards pass over (a shard a whole lap behind
+//! counts them among the numbers it missed, as it counts every one).
 //!
 //! The ring's numbers are the feed's own: with a broker, messages carry the
 //! bus's sequence numbers, which may jump; the ring's never do, so a shard
@@ -77,8 +80,8 @@ impl fmt::Debug for Join {
 
 impl Feed {
     /// A feed of `slots` messages, growing to `max_slots` (both rounded up
-    /// to powers of two, and at least `window`), for `shards` shards,
-    /// keeping its newest `window` numbers for the topic's history.
+    /// to powers of two; the most raised to hold `window`), for `shards`
+    /// shards, keeping its newest `window` numbers for the topic's history.
     pub(crate) fn new(
         topic: TopicId,
         name: Arc<str>,
@@ -133,7 +136,8 @@ impl Feed {
 
     /// Writes `msg` into the ring and queues the feed on every shard with a
     /// subscriber (by `shard_subscribers`) that does not have it queued;
-    /// returns the message a lap older that it displaced. Called under the
+    /// returns what it displaced: the message a lap older, a ring it
+    /// outgrew, and the message that left the window. Called under the
     /// topic's lock, so the ring holds the topic's messages in order; the
     /// caller drops what comes back after letting go of the lock.
     pub(crate) fn publish(

@@ -21,7 +21,7 @@ pub struct TopicStats {
     pub history: usize,
     /// Keys in the keyed snapshot.
     pub snapshot_keys: usize,
-    /// Bytes retained by ring and snapshot.
+    /// Bytes retained by the window and the snapshot.
     pub history_bytes: usize,
     /// Messages not retained for lack of memory (topic or engine limit).
     pub retention_refused: u64,
@@ -32,11 +32,13 @@ pub struct TopicStats {
     pub gaps: u64,
     /// Messages those gaps skipped.
     pub gap_skipped: u64,
-    /// Slots of its feed's ring now (0 while it has no subscriber): above
-    /// `topics.ring_slots` while a shard lags behind it.
+    /// Slots of its feed's ring now (0 while it has none: no subscriber
+    /// and nothing kept): above `topics.ring_slots` while a shard lags
+    /// behind it, or while its window holds more.
     pub feed_slots: u64,
     /// Times its feed's ring grew since the feed was made (with the
-    /// topic's first subscriber, the last time it had none).
+    /// topic's first subscriber or first kept message): for a shard that
+    /// lagged, or for its window as it filled.
     pub feed_growths: u64,
 }
 

@@ -240,10 +240,85 @@ fn a_message_the_window_let_go_is_freed_once_no_shard_needs_it() {
             .collect::<Vec<_>>()
     };
     assert_eq!(alive(), [true; 5], "in their slots until the sweep");
-    topic.tidy();
+    topic.tidy(&inboxes);
     assert_eq!(alive(), [false, false, false, true, true]);
     let stats = topic.stats();
     assert_eq!(stats.history, 2);
     let one = read[3].upgrade().unwrap().retained_cost();
     assert_eq!(stats.history_bytes, 2 * one);
+}
+
+/// A topic nobody reads holds no ring for transient messages, and a ring
+/// of a few slots for the first message it keeps; transient messages stay
+/// out of it while nobody reads them.
+#[test]
+fn a_topic_nobody_reads_holds_only_what_it_keeps() {
+    let registry = registry(256);
+    let topic = registry.resolve("t", None).unwrap();
+    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
+    let fanout = Fanout {
+        inboxes: &inboxes,
+        topics: &registry,
+    };
+    let data = Bytes::from_static(b"1");
+    let transient = || Publication::new(None, data.clone()).transient();
+    for _ in 0..3 {
+        fanout.deliver(&topic, transient()).unwrap();
+    }
+    assert_eq!(
+        topic.stats().feed_slots,
+        0,
+        "no ring for transient messages"
+    );
+    fanout
+        .deliver(&topic, Publication::new(None, data.clone()))
+        .unwrap();
+    fanout.deliver(&topic, transient()).unwrap();
+    let stats = topic.stats();
+    assert_eq!((stats.feed_slots, stats.history), (8, 1), "{stats:?}");
+    let feed = topic.state.lock().feed.clone().unwrap();
+    assert_eq!(feed.ring().claimed(), 1, "the kept message alone went in");
+    let (_, replay) = topic.peek(Replay::Last(10));
+    let seqs: Vec<u64> = replay.unwrap().messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [4]);
+}
+
+/// A ring grown for a shard that lagged gives its room back at the sweep
+/// once nobody reads the topic, and the transient messages its window
+/// holds are let go of once read.
+#[test]
+fn the_sweep_shrinks_a_grown_ring_nobody_reads_and_empties_transient_slots() {
+    let registry = TopicRegistry::new(RegistryConfig {
+        ring_slots: (8, 64),
+        ..config(4)
+    });
+    let topic = registry.resolve("t", None).unwrap();
+    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
+    inboxes[0].join(&topic.subscribe(0, Replay::None).unwrap().join);
+    let fanout = Fanout {
+        inboxes: &inboxes,
+        topics: &registry,
+    };
+    let data = Bytes::from_static(b"1");
+    for _ in 0..40 {
+        fanout
+            .deliver(&topic, Publication::new(None, data.clone()))
+            .unwrap();
+    }
+    let last = Publication::new(None, data.clone()).transient();
+    fanout.deliver(&topic, last).unwrap();
+    assert_eq!(topic.stats().feed_slots, 64, "grown for the shard");
+    let read = inboxes[0].drain(0);
+    assert_eq!(read.len(), 41);
+    let transient = std::sync::Arc::downgrade(&read[40]);
+    drop(read);
+    topic.unsubscribe(0);
+    topic.tidy(&inboxes);
+    assert_eq!(topic.stats().feed_slots, 8, "back to its least");
+    // Woken by the settle, the shard lets go of the grown ring.
+    assert!(inboxes[0].drain(0).is_empty());
+    assert_eq!(transient.strong_count(), 0, "its slot was emptied");
+    let (_, replay) = topic.peek(Replay::Last(10));
+    let seqs: Vec<u64> = replay.unwrap().messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [38, 39, 40]);
 }

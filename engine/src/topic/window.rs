@@ -11,6 +11,9 @@ use crate::sansio::history::{Retention, Ring};
 use crate::sansio::message::Message;
 use crate::shard::ShardInbox;
 
+/// Slots of a feed made for a message to keep, before any subscriber.
+const KEEPING_SLOTS: usize = 8;
+
 impl TopicState {
     /// The ring of its feed, if it has one.
     pub(super) fn ring(&self) -> Option<&Ring> {
@@ -31,16 +34,25 @@ impl TopicState {
 }
 
 impl Topic {
-    /// Its feed, made now if it has none.
-    pub(super) fn feed<'s>(&self, state: &'s mut TopicState) -> &'s Arc<Feed> {
+    /// Its feed, made now if it has none: for a subscriber (`reader`), of
+    /// `topics.ring_slots` slots to begin with; for a message to keep, of
+    /// a few, which the window doubles as it fills (a topic that keeps
+    /// one message and that nobody reads holds a ring of a few slots).
+    pub(super) fn feed<'s>(&self, state: &'s mut TopicState, reader: bool) -> &'s Arc<Feed> {
         let shards = state.shard_subscribers.len();
         let window = state.history.limits().capacity;
+        let (slots, max_slots) = self.ring_slots;
+        let slots = if reader {
+            slots
+        } else {
+            slots.min(KEEPING_SLOTS)
+        };
         state.feed.get_or_insert_with(|| {
             Feed::new(
                 self.id,
                 Arc::clone(&self.name),
                 shards,
-                self.ring_slots,
+                (slots, max_slots),
                 window,
             )
         })
@@ -55,17 +67,23 @@ impl Topic {
         msg: &Arc<Message>,
         inboxes: &[ShardInbox],
     ) -> Option<Displaced<Arc<Message>>> {
-        if state.history.limits().capacity > 0 {
-            self.feed(state);
+        if state.history.limits().capacity > 0 && msg.is_replayed() {
+            self.feed(state, false);
         }
         let TopicState {
             history,
             feed,
             shard_subscribers,
+            subscribers,
             ..
         } = &mut *state;
         let ring = feed.as_deref().map(Feed::ring);
-        let publish = || {
+        let publish = |retention| {
+            // A message not kept, with nobody to read it, stays out of the
+            // ring: it would only wait there, outside the byte budgets.
+            if retention != Retention::Kept && *subscribers == 0 {
+                return None;
+            }
             let feed = feed.as_ref()?;
             Some(feed.publish(msg, shard_subscribers, inboxes))
         };
@@ -89,13 +107,17 @@ impl Topic {
         }
     }
 
-    /// Empties the slots of messages its window let go of and its shards
-    /// have read (see [`crate::ring::Elastic::tidy`]): for the periodic
-    /// sweep, so that a topic nobody reads holds only its window.
-    pub(crate) fn tidy(&self) {
+    /// For the periodic sweep, so that a topic nobody reads holds only its
+    /// window's kept messages: gives back the room of a ring grown past
+    /// what its window and shards need (see [`Feed::settle`]), and empties
+    /// the slots of messages its window let go of, or does not keep
+    /// (transient ones), once its shards have read them (see
+    /// [`crate::ring::Elastic::tidy`]).
+    pub(crate) fn tidy(&self, inboxes: &[ShardInbox]) {
         let feed = self.state.lock().feed.clone();
         if let Some(feed) = feed {
-            drop(feed.ring().tidy());
+            drop(feed.settle(inboxes));
+            drop(feed.ring().tidy(|msg| msg.is_replayed()));
         }
     }
 }

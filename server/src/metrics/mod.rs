@@ -362,7 +362,7 @@ fn retention(out: &mut Exposition, app: &App, stats: &EngineStats) {
     out.single(
         "shardcast_feed_slots",
         Kind::Gauge,
-        "Slots of the channels' feeds (the rings shards read), all channels: topics.ring_slots per channel with subscribers, more while a shard lags behind a burst.",
+        "Slots of the channels' feeds (the rings shards read, whose newest messages are the channels' history), all channels: topics.ring_slots per channel with subscribers, a few for one that only keeps messages, more while a shard lags behind a burst or a window fills.",
         stats.topics.iter().map(|t| t.topic.feed_slots).sum::<u64>(),
     );
     out.single(

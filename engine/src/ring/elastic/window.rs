@@ -1,6 +1,25 @@
-//! An [`Elastic`] ring as its owner's replay window (see the module docs
-//! of `elastic.rs`): keeping it, reading it, letting go of it, and
-//! emptying the slots of what it let go of.
+//! An [`Elastic`] ring as its owner's replay window: keeping it, reading
+//! it, letting go of it, and emptying the slots of what it let go of.
+//!
+//! A topic's history is the ring's newest `window` numbers, read in place
+//! ([`Elastic::window`]), not a second list of the same messages.
+//! - No change of rings drops the window: a new ring copies from the
+//!   slowest wanted reader's cursor or the window's first number,
+//!   whichever is older, and the ring grows while the window fills (the
+//!   publish would displace a number the window keeps) and shrinks only to
+//!   what the window holds. Its most slots are raised to the window's
+//!   length (rounded up to a power of two), so the window never laps.
+//! - Each publish moves a full window on by one and hands back the message
+//!   that left it, for the owner's byte account; the owner may let go of
+//!   more ([`Elastic::forget_to`]: a byte budget, a gap on a bus).
+//! - A message that left the window (or one in it the owner does not
+//!   keep) stays in its slot until every wanted reader has read it: then
+//!   a publish, [`Elastic::forget_to`] or the owner's sweep
+//!   ([`Elastic::tidy`]) empties the slot
+//!   ([`vacate`](super::super::FanoutRing::vacate)), so a topic nobody
+//!   reads holds its window's kept messages and no others. A reader never
+//!   meets an emptied slot: only numbers below every wanted reader's
+//!   `read_to` (which trails its cursor) are emptied.
 
 use super::{lock, Current, Elastic, Read};
 
@@ -78,12 +97,28 @@ impl<T: Clone> Elastic<T> {
         self.vacate(&mut current)
     }
 
-    /// Empties the slots of messages the owner let go of that every wanted
-    /// reader has read; for a periodic sweep (a topic nobody reads keeps
-    /// only its window). Returns what it emptied.
-    pub fn tidy(&self) -> Vacated<T> {
+    /// Empties the slots of messages the owner let go of, and of those in
+    /// the window it does not keep (`kept` says no: a transient message),
+    /// that every wanted reader has read; for a periodic sweep (a topic
+    /// nobody reads keeps only its window's kept messages). Looks at each
+    /// number of the window once. Returns what it emptied.
+    pub fn tidy(&self, kept: impl Fn(&T) -> bool) -> Vacated<T> {
         let mut current = self.current.lock();
-        self.vacate(&mut current)
+        let mut emptied = self.vacate(&mut current);
+        let next = current.ring.claimed() + 1;
+        current.floor = self.floor(next);
+        let upto = current.floor.min(next);
+        let from = current.swept.max(current.kept);
+        for seq in from..upto {
+            if let Read::Ready(value) = current.ring.read(seq) {
+                if !kept(&value) {
+                    drop(value);
+                    emptied._values.extend(current.ring.vacate(seq));
+                }
+            }
+        }
+        current.swept = current.swept.max(upto);
+        emptied
     }
 
     /// Empties every slot below the window and below every wanted reader.
@@ -128,9 +163,16 @@ impl<T: Clone> Elastic<T> {
         current.kept = first;
         // One number leaves per publish (the window's length is fixed):
         // the one this publish lapped, when the ring is no longer than
-        // the window, or one still in its slot.
+        // the window; or one still in its slot, taken out if every wanted
+        // reader has read it (`floor` trails them all), else cloned.
         if leaving + current.ring.capacity() == seq {
             return lapped.take();
+        }
+        if leaving < current.floor {
+            if current.vacated == leaving {
+                current.vacated += 1;
+            }
+            return current.ring.vacate(leaving);
         }
         match current.ring.read(leaving) {
             Read::Ready(value) => Some(value),

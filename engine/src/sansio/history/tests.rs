@@ -63,7 +63,7 @@ impl Kept {
 
     fn record(&mut self, msg: &Arc<Message>, budget: &MemoryBudget) -> Retention {
         let ring = &self.ring;
-        let publish = || {
+        let publish = |_| {
             Some(
                 ring.publish(std::iter::empty(), |_| Arc::clone(msg), |_| {})
                     .1,
@@ -74,8 +74,14 @@ impl Kept {
         retention
     }
 
+    /// At most `limit` messages, as a telemetry replay asks: the latest
+    /// per key when the topic has keyed messages, otherwise the newest.
     fn recent(&self, limit: usize) -> Vec<Arc<Message>> {
-        self.history.recent(limit, Some(&self.ring))
+        if self.history.by_seq.is_empty() {
+            newest(Some(&self.ring), limit)
+        } else {
+            self.history.snapshot(limit)
+        }
     }
 
     fn replay(&self, request: Replay, epoch: Epoch, last: u64) -> Result<Replayed, ReplayError> {

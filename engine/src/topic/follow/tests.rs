@@ -152,6 +152,50 @@ fn a_first_catch_up_is_kept_for_replay_and_not_delivered_live() {
     assert_eq!(replayed, vec![4, 5, 6, 7]);
 }
 
+/// A first catch-up's entries older than the window count for the keyed
+/// snapshot alone, once each; the newest go into the window.
+#[test]
+fn a_first_catch_up_keeps_older_keyed_entries_in_the_snapshot_alone() {
+    let bus = Bus::keeping(10);
+    let fanout = bus.fanout();
+    let topic = bus.registry.resolve("t", None).unwrap();
+    assert_eq!(topic.want(WAITER), Err(true));
+    let history: Vec<Numbered> = (1..=10)
+        .map(|seq| Numbered {
+            key: Some(format!("k{}", seq % 3).into()),
+            ..numbered(7, seq)
+        })
+        .collect();
+    let cost: usize = history
+        .iter()
+        .filter(|n| n.seq >= 7)
+        .map(|n| {
+            let msg = crate::sansio::message::Message::new(
+                topic.id(),
+                "t".into(),
+                n.epoch,
+                n.seq,
+                n.key.clone(),
+                n.data.clone(),
+                crate::sansio::message::Stamp::now(),
+            );
+            msg.retained_cost()
+        })
+        .sum();
+    topic.catch_up(Epoch::from_u64(7), 10, history, &fanout);
+    let seqs = |replay: Replay| -> Vec<u64> {
+        let replayed = topic.peek(replay).1.unwrap().messages;
+        replayed.iter().map(|m| m.seq).collect()
+    };
+    // The window keeps the last 4 (7..=10); the snapshot the last per key.
+    assert_eq!(seqs(Replay::Last(10)), vec![7, 8, 9, 10]);
+    assert_eq!(seqs(Replay::Snapshot(10)), vec![8, 9, 10]);
+    // 8, 9 and 10 are in both, counted once; 7 in the window alone.
+    let stats = topic.stats();
+    assert_eq!((stats.history, stats.snapshot_keys), (4, 3));
+    assert_eq!(stats.history_bytes, cost);
+}
+
 #[test]
 fn numbered_messages_are_taken_once_in_order_and_a_gap_is_reported() {
     let bus = Bus::new();
