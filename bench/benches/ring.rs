@@ -1,7 +1,9 @@
 //! Publishing into a topic: the fan-out ring (an atomic claim and one slot)
 //! against a mutex over a sequence number and a bounded history, which is
 //! what a topic's lock guards on publish, and against the ring as a feed
-//! has it (`Elastic`: behind its own lock, ready to grow). 1, 2 and 4 publisher threads, on
+//! has it (`Elastic`: behind its own lock, ready to grow), and that ring as
+//! the topic's history too (`window`: keeping its newest `HISTORY` numbers,
+//! handing back the one that leaves). 1, 2 and 4 publisher threads, on
 //! one topic and on a topic each. Each figure is the time per publish, all
 //! threads together (so 4 threads at the same figure as 1 is no scaling).
 
@@ -96,6 +98,24 @@ fn elastics(n: usize) -> Vec<Elastic<Arc<u64>>> {
     (0..n).map(|_| Elastic::new(1, HISTORY, 1 << 16)).collect()
 }
 
+/// A feed that is its topic's history: the window of `HISTORY` numbers.
+struct Windowed(Elastic<Arc<u64>>);
+
+impl Publish for Windowed {
+    fn publish_one(&self) -> u64 {
+        let (seq, displaced) = self.0.publish(std::iter::empty(), Arc::new, |_| {});
+        // What the history's byte account reads of the message leaving.
+        black_box(displaced.left_window().map(|v| **v));
+        seq
+    }
+}
+
+fn windowed(n: usize) -> Vec<Windowed> {
+    (0..n)
+        .map(|_| Windowed(Elastic::new(1, HISTORY, 1 << 16).keeping(HISTORY as u64)))
+        .collect()
+}
+
 /// One variant's figure for `threads` publishers over `topics` topics.
 fn variant<P: Publish>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -120,6 +140,7 @@ fn ring(c: &mut Criterion) {
             variant(&mut group, "mutex", threads, locked(topics));
             variant(&mut group, "ring", threads, rings(topics));
             variant(&mut group, "elastic", threads, elastics(topics));
+            variant(&mut group, "window", threads, windowed(topics));
         }
         group.finish();
     }

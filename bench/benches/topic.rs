@@ -38,6 +38,9 @@ fn topic(c: &mut Criterion) {
     });
     let topic = engine.topic("market-data").unwrap();
     let data = Bytes::from_static(br#"{"symbol":"AAPL","price":189.42}"#);
+    c.bench_function("topic/publish_no_subscribers", |b| {
+        b.iter(|| black_box(engine.publish(&topic, None, data.clone()).unwrap()))
+    });
     c.bench_function("topic/publish_keyed_no_subscribers", |b| {
         b.iter(|| {
             black_box(
