@@ -407,21 +407,18 @@ fn oldest_in(ring: &Ring) -> Option<(u64, Arc<Message>)> {
 
 /// The window's newest `limit` messages that are replayed, oldest first.
 fn newest(ring: Option<&Ring>, limit: usize) -> Vec<Arc<Message>> {
-    let Some(ring) = ring else {
-        return Vec::new();
-    };
-    let window = ring.window();
-    let mut messages: Vec<Arc<Message>> = (window.first()..=window.last())
-        .rev()
-        .filter_map(|number| window.get(number).filter(|m| m.is_replayed()))
-        .take(limit)
-        .collect();
-    messages.reverse();
-    messages
+    // Every message has a seq above 0.
+    newest_after(ring, limit, 0)
 }
 
 /// The window's messages after `seq`, replayed ones, oldest first.
 fn after(ring: Option<&Ring>, seq: u64) -> Vec<Arc<Message>> {
+    newest_after(ring, usize::MAX, seq)
+}
+
+/// The window's newest `limit` replayed messages after seq `after`,
+/// oldest first, read under one lock.
+fn newest_after(ring: Option<&Ring>, limit: usize, after: u64) -> Vec<Arc<Message>> {
     let Some(ring) = ring else {
         return Vec::new();
     };
@@ -429,11 +426,12 @@ fn after(ring: Option<&Ring>, seq: u64) -> Vec<Arc<Message>> {
     let mut messages: Vec<Arc<Message>> = (window.first()..=window.last())
         .rev()
         .map_while(|number| match window.get(number) {
-            Some(m) if m.seq <= seq => None,
+            Some(m) if m.seq <= after => None,
             other => Some(other),
         })
         .flatten()
         .filter(|m| m.is_replayed())
+        .take(limit)
         .collect();
     messages.reverse();
     messages

@@ -44,6 +44,25 @@ fn registry_of(capacity: usize, slots: usize) -> TopicRegistry {
     })
 }
 
+/// Topic "t" of `registry`, with a subscriber on shard 0 (of two).
+fn subscribed_on_shard_0(
+    registry: &TopicRegistry,
+) -> (std::sync::Arc<crate::topic::Topic>, Vec<ShardInbox>) {
+    let topic = registry.resolve("t", None).unwrap();
+    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
+    inboxes[0].join(&topic.subscribe(0, Replay::None).unwrap().join);
+    (topic, inboxes)
+}
+
+/// Publishes `count` kept messages into `topic`.
+fn publish(fanout: &Fanout<'_>, topic: &crate::topic::Topic, count: usize) {
+    for _ in 0..count {
+        fanout
+            .deliver(topic, Publication::new(None, Bytes::from_static(b"1")))
+            .unwrap();
+    }
+}
+
 /// What shard `shard` reads of its queued feeds, by seq.
 fn seqs(inboxes: &[ShardInbox], shard: usize) -> Vec<u64> {
     inboxes[shard].drain(shard).iter().map(|m| m.seq).collect()
@@ -184,18 +203,12 @@ fn a_shard_joining_a_busy_feed_reads_from_its_subscriber_on_and_lets_go_with_the
 #[test]
 fn a_replay_is_read_from_the_feed_which_holds_the_only_reference() {
     let registry = registry(8);
-    let topic = registry.resolve("t", None).unwrap();
-    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
-    inboxes[0].join(&topic.subscribe(0, Replay::None).unwrap().join);
+    let (topic, inboxes) = subscribed_on_shard_0(&registry);
     let fanout = Fanout {
         inboxes: &inboxes,
         topics: &registry,
     };
-    for _ in 0..3 {
-        fanout
-            .deliver(&topic, Publication::new(None, Bytes::from_static(b"1")))
-            .unwrap();
-    }
+    publish(&fanout, &topic, 3);
     let (_, replay) = topic.peek(Replay::Last(8));
     let messages = replay.unwrap().messages;
     assert_eq!(
@@ -215,18 +228,12 @@ fn a_replay_is_read_from_the_feed_which_holds_the_only_reference() {
 #[test]
 fn a_message_the_window_let_go_is_freed_once_no_shard_needs_it() {
     let registry = registry_of(2, 8);
-    let topic = registry.resolve("t", None).unwrap();
-    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
-    inboxes[0].join(&topic.subscribe(0, Replay::None).unwrap().join);
+    let (topic, inboxes) = subscribed_on_shard_0(&registry);
     let fanout = Fanout {
         inboxes: &inboxes,
         topics: &registry,
     };
-    for _ in 0..5 {
-        fanout
-            .deliver(&topic, Publication::new(None, Bytes::from_static(b"1")))
-            .unwrap();
-    }
+    publish(&fanout, &topic, 5);
     let read: Vec<std::sync::Weak<_>> = inboxes[0]
         .drain(0)
         .iter()
@@ -292,19 +299,13 @@ fn the_sweep_shrinks_a_grown_ring_nobody_reads_and_empties_transient_slots() {
         ring_slots: (8, 64),
         ..config(4)
     });
-    let topic = registry.resolve("t", None).unwrap();
-    let inboxes: Vec<ShardInbox> = (0..2).map(|_| ShardInbox::new()).collect();
-    inboxes[0].join(&topic.subscribe(0, Replay::None).unwrap().join);
+    let (topic, inboxes) = subscribed_on_shard_0(&registry);
     let fanout = Fanout {
         inboxes: &inboxes,
         topics: &registry,
     };
     let data = Bytes::from_static(b"1");
-    for _ in 0..40 {
-        fanout
-            .deliver(&topic, Publication::new(None, data.clone()))
-            .unwrap();
-    }
+    publish(&fanout, &topic, 40);
     let last = Publication::new(None, data.clone()).transient();
     fanout.deliver(&topic, last).unwrap();
     assert_eq!(topic.stats().feed_slots, 64, "grown for the shard");
