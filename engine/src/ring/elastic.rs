@@ -104,7 +104,9 @@ pub struct Elastic<T> {
     read_to: Box<[AtomicU64]>,
     wakes: Wakes,
     /// Slots it starts with and goes back to, and the most it grows to.
-    min: u64,
+    /// (`min` may be raised: [`Elastic::raise_least`]; changed and read
+    /// under the lock but for `least_slots`, a figure.)
+    min: AtomicU64,
     max: u64,
     /// The newest numbers its owner keeps for replay (0: none).
     window: u64,
@@ -113,7 +115,7 @@ pub struct Elastic<T> {
 impl<T> fmt::Debug for Elastic<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Elastic")
-            .field("min", &self.min)
+            .field("min", &self.min.load(Ordering::Relaxed))
             .field("max", &self.max)
             .finish_non_exhaustive()
     }
@@ -201,7 +203,7 @@ impl<T: Clone> Elastic<T> {
             growths: AtomicU64::new(0),
             read_to: (0..readers).map(|_| AtomicU64::new(NOT_READING)).collect(),
             wakes: Wakes::new(readers),
-            min: min as u64,
+            min: AtomicU64::new(min as u64),
             max: max as u64,
             window: 0,
         }
@@ -214,7 +216,31 @@ impl<T: Clone> Elastic<T> {
 
     /// The slots it starts with and goes back to.
     pub fn least_slots(&self) -> u64 {
-        self.min
+        // Relaxed: changed under the lock, where every decision reads it.
+        self.min.load(Ordering::Relaxed)
+    }
+
+    /// Raises the slots it starts with and goes back to, to `slots`
+    /// (rounded up to a power of two, at most its most slots), growing the
+    /// ring to them now if it is smaller: for a ring made small for its
+    /// owner's window that readers now read. Returns the ring replaced.
+    pub fn raise_least(&self, slots: usize) -> Option<Displaced<T>> {
+        let mut current = self.current.lock();
+        let slots = (slots.max(1).next_power_of_two() as u64).min(self.max);
+        if slots <= self.least_slots() {
+            return None;
+        }
+        // Relaxed: under the lock (see `least_slots`).
+        self.min.store(slots, Ordering::Relaxed);
+        if current.ring.capacity() >= slots {
+            return None;
+        }
+        let old = self.replace(&mut current, slots);
+        Some(Displaced {
+            _value: None,
+            _ring: Some(old),
+            left: None,
+        })
     }
 
     /// How many times it has grown.
@@ -314,7 +340,7 @@ impl<T: Clone> Elastic<T> {
             (2 * capacity)
                 .max((behind + 1).next_power_of_two())
                 .min(self.max)
-        } else if grown && next - current.floor <= self.min / 2 {
+        } else if grown && next - current.floor <= self.least_slots() / 2 {
             least
         } else {
             return None;
@@ -325,7 +351,7 @@ impl<T: Clone> Elastic<T> {
     /// The slots a ring goes back to once its readers have caught up: its
     /// least, or what holds a window of `held` numbers if that is more.
     fn least(&self, held: u64) -> u64 {
-        self.min.max(held.next_power_of_two())
+        self.least_slots().max(held.next_power_of_two())
     }
 
     /// The lowest next number of a wanted reader (`next` if none is lower).
@@ -363,7 +389,7 @@ impl<T: Clone> Elastic<T> {
             return None;
         }
         current.floor = self.floor(next);
-        if next - current.floor > self.min / 2 {
+        if next - current.floor > self.least_slots() / 2 {
             return None;
         }
         let old = self.replace(&mut current, least);

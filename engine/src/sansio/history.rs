@@ -9,7 +9,8 @@
 //!   the same slots its shards read live messages from. The window holds
 //!   the last `capacity` numbers of the ring, as one contiguous run (it is
 //!   cleared rather than left with a hole when a message cannot be kept).
-//!   Transient messages take a number in it and are never replayed.
+//!   Transient messages take a number in it while the topic has
+//!   subscribers (nobody else would read them), and are never replayed.
 //! - The keyed snapshot keeps, for each key, the latest message with that
 //!   key, at most `max_keys` keys; past that the key updated longest ago is
 //!   evicted. `by_seq` orders it by sequence so replay is oldest-first and
@@ -32,9 +33,9 @@
 //!    not make it fit (the budget is held by others), the message is not
 //!    kept and nothing but the window (which may not have a hole) is
 //!    evicted;
-//! 5. it is published into the ring (every message is, kept or not), which
-//!    moves a full window on by one, and joins the snapshot, evicting by
-//!    count.
+//! 5. it is published into the ring (a message not kept only if somebody
+//!    reads the topic: the caller decides), which moves a full window on
+//!    by one, and joins the snapshot, evicting by count.
 //!
 //! Replay ([`History::replay`]) answers a [`Replay`] request: the last N of
 //! the window, the snapshot, the snapshot when the topic has keyed messages

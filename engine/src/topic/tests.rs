@@ -288,6 +288,12 @@ fn a_topic_nobody_reads_holds_only_what_it_keeps() {
     let (_, replay) = topic.peek(Replay::Last(10));
     let seqs: Vec<u64> = replay.unwrap().messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, [4]);
+    // A subscriber's shard reads it now: the feed takes `ring_slots`, and
+    // keeps them as its least, whatever its window holds.
+    drop(topic.subscribe(0, Replay::None).unwrap());
+    let stats = topic.stats();
+    assert_eq!((stats.feed_slots, stats.history), (1 << 15, 1), "{stats:?}");
+    assert_eq!(feed.ring().least_slots(), 1 << 15);
 }
 
 /// A ring grown for a shard that lagged gives its room back at the sweep

@@ -35,13 +35,18 @@ impl TopicState {
 
 impl Topic {
     /// Its feed, made now if it has none: for a subscriber (`reader`), of
-    /// `topics.ring_slots` slots to begin with; for a message to keep, of
-    /// a few, which the window doubles as it fills (a topic that keeps
-    /// one message and that nobody reads holds a ring of a few slots).
+    /// `topics.ring_slots` slots to begin with (a feed made smaller for
+    /// its messages is raised to them); for a message to keep, of a few,
+    /// which the window doubles as it fills (a topic that keeps one
+    /// message and that nobody reads holds a ring of a few slots).
     pub(super) fn feed<'s>(&self, state: &'s mut TopicState, reader: bool) -> &'s Arc<Feed> {
         let shards = state.shard_subscribers.len();
         let window = state.history.limits().capacity;
         let (slots, max_slots) = self.ring_slots;
+        if let (true, Some(feed)) = (reader, &state.feed) {
+            // The ring it grows from is let go of by its last reader.
+            drop(feed.ring().raise_least(slots));
+        }
         let slots = if reader {
             slots
         } else {

@@ -72,7 +72,8 @@ impl<T: Clone> Elastic<T> {
     /// ([`Displaced::left_window`]); the owner may let go of more
     /// ([`Elastic::forget_to`]). A message that left the window stays in
     /// its slot until the next lap, or until every reader is past it and
-    /// the owner tidies ([`Elastic::tidy`]).
+    /// a publish, the owner's [`Elastic::forget_to`] or its sweep
+    /// ([`Elastic::tidy`]) empties the slot.
     pub fn keeping(mut self, window: u64) -> Self {
         self.window = window;
         self.max = self.max.max(window.next_power_of_two());
